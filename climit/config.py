@@ -1,0 +1,492 @@
+"""Typed, frozen experiment configuration.
+
+One frozen dataclass per component, composed into :class:`ExperimentConfig`. Every field carries
+a one-line doc (shown by ``climit COMMAND --help`` and the README's config reference) and its
+constraints, so a bad value stops a command before any work with a message naming the key.
+
+Loading: ``load(path, overrides)`` starts from the defaults, applies the YAML file (which holds
+only what differs; ``extends: other.yaml`` chains presets), then dotted overrides
+``section.key=value`` whose values are parsed as YAML scalars/lists.
+
+Shape fields (sizes, counts, layer widths) are static Python values; scalar hyperparameters that
+the teacher can sweep inside one compiled program are listed in ``teacher.sweep``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from climit.errors import ClimitError
+
+
+class FrozenMap(dict):
+    """A read-only, hashable dict (frozen configs must stay hashable for ``jax.jit`` statics)."""
+
+    def _blocked(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("config mappings are read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _blocked  # type: ignore
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+
+class ConfigError(ClimitError, ValueError):
+    """A configuration problem, with the dotted key it concerns."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+def field(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
+          min_exclusive: bool = False) -> Any:
+    """A dataclass field with a one-line doc and optional numeric bounds."""
+    meta = {"doc": doc, "min": min, "max": max, "min_exclusive": min_exclusive}
+    if isinstance(default, list) or (isinstance(default, dict) and not isinstance(default, FrozenMap)):
+        raise TypeError("mutable defaults are not allowed; use tuples")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Components
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Where a run lives and its root seed."""
+
+    name: str = field("default", "run name; artifacts go to RUNS_DIR/NAME")
+    runs_dir: str = field("runs", "directory holding all runs")
+    seed: int = field(0, "root seed; every stage derives its keys from it", min=0)
+
+    def check(self) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ConfigError("run.name", f"must be a plain directory name, got {self.name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """The environment family the teacher learns and the imitator is trained on."""
+
+    name: str = field("darkroom", "environment name (see `climit envs`)")
+    transfer: str = field("keydoor", "environment of the new-family test (c); '' disables it")
+    sticky_action_prob: float = field(0.0, "probability of repeating the previous action",
+                                      min=0.0, max=1.0)
+    train_tasks: int = field(64, "tasks sampled from the train split for teacher learners",
+                             min=1)
+    heldout_tasks: int = field(17, "tasks sampled from the held-out split for evaluation",
+                               min=1)
+
+    def check(self) -> None:
+        from climit import envs  # local: envs imports jax, config must stay cheap to import
+
+        for key, name in (("env.name", self.name), ("env.transfer", self.transfer)):
+            if key == "env.transfer" and name == "":
+                continue
+            if name not in envs.names():
+                raise ConfigError(key, f"unknown environment {name!r}; "
+                                  f"allowed: {', '.join(envs.names())}")
+        spec = envs.spec(self.name)
+        if self.train_tasks > spec.num_tasks["train"]:
+            raise ConfigError("env.train_tasks", f"{self.train_tasks} exceeds the "
+                              f"{spec.num_tasks['train']} train tasks of {self.name}")
+        if self.heldout_tasks > spec.num_tasks["heldout"]:
+            raise ConfigError("env.heldout_tasks", f"{self.heldout_tasks} exceeds the "
+                              f"{spec.num_tasks['heldout']} held-out tasks of {self.name}")
+        if self.transfer:
+            other = envs.spec(self.transfer)
+            if other.interface != spec.interface:
+                raise ConfigError("env.transfer", f"{self.transfer} uses interface "
+                                  f"{other.interface!r} but {self.name} uses "
+                                  f"{spec.interface!r}; transfer needs the same interface")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """The DQN learner whose learning histories are recorded."""
+
+    network: Literal["mlp", "minatar"] = field("mlp", "Q-network: MLP, or the MinAtar-paper conv net")
+    hidden: tuple[int, ...] = field((64, 64), "hidden layer widths of the MLP (or dense width of the conv net)")
+    dueling: bool = field(False, "dueling value/advantage heads")
+    double: bool = field(True, "Double DQN targets")
+    seeds: int = field(1, "independent learners per task (vmapped)", min=1)
+    num_envs: int = field(1, "parallel environments per learner", min=1)
+    total_env_steps: int = field(20_000, "environment steps per learner (all its envs together)", min=1)
+    buffer_size: int = field(10_000, "replay capacity in transitions per learner", min=1)
+    batch_size: int = field(64, "transitions per TD update", min=1)
+    learning_starts: int = field(1_000, "env steps per learner before the first update", min=0)
+    train_every: int = field(1, "vector env steps between update rounds", min=1)
+    updates_per_train: int = field(1, "TD updates per update round", min=1)
+    optimizer: Literal["adam", "rmsprop"] = field("adam", "Adam, or centred RMSProp")
+    lr: float = field(1e-3, "learning rate", min=0.0, min_exclusive=True)
+    gamma: float = field(0.99, "discount", min=0.0, max=1.0)
+    eps_start: float = field(1.0, "initial epsilon of epsilon-greedy", min=0.0, max=1.0)
+    eps_end: float = field(0.05, "final epsilon", min=0.0, max=1.0)
+    eps_decay_steps: int = field(10_000, "env steps per learner of linear epsilon decay", min=1)
+    target: Literal["hard", "polyak"] = field("hard", "target network update rule")
+    target_period: int = field(500, "updates between hard target copies", min=1)
+    tau: float = field(0.005, "Polyak rate of the soft target update", min=0.0, max=1.0)
+    loss: Literal["huber", "mse"] = field("huber", "TD loss")
+    max_grad_norm: float = field(10.0, "global gradient-norm clip (0 disables)", min=0.0)
+    chunk_steps: int = field(1_000, "vector env steps per jitted chunk (logging/history granularity)", min=1)
+    checkpoint_every: int = field(10, "chunks between full-state checkpoints", min=1)
+    keep_checkpoints: int = field(2, "full-state checkpoints kept for resuming", min=1)
+    snapshot_steps: tuple[int, ...] = field((10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+                                             1_000_000, 2_000_000, 5_000_000, 10_000_000),
+                                            "env steps per learner at which parameters are kept for good")
+    q_log_period: int = field(100, "vector env steps between recordings of Q-values (0 disables)", min=0)
+    eval_episodes: int = field(10, "greedy evaluation episodes per learner at the end", min=1)
+    sweep: dict[str, tuple[float, ...]] = field(FrozenMap(),
+                                                "scalar hyperparameters vmapped as one axis, e.g. {lr: [1e-3, 3e-4]}")
+
+    SWEEPABLE = ("lr", "gamma", "eps_end", "eps_decay_steps", "tau")
+
+    def check(self) -> None:
+        if any(h < 1 for h in self.hidden) or not self.hidden:
+            raise ConfigError("teacher.hidden", f"needs one or more positive widths, got {self.hidden}")
+        if self.batch_size > self.buffer_size:
+            raise ConfigError("teacher.batch_size", f"{self.batch_size} exceeds buffer_size "
+                              f"{self.buffer_size}")
+        if self.learning_starts >= self.total_env_steps:
+            raise ConfigError("teacher.learning_starts", f"{self.learning_starts} leaves no "
+                              f"updates within total_env_steps {self.total_env_steps}")
+        if list(self.snapshot_steps) != sorted(self.snapshot_steps) or any(s < 1 for s in self.snapshot_steps):
+            raise ConfigError("teacher.snapshot_steps", "must be positive and increasing")
+        lengths = set()
+        for key, values in self.sweep.items():
+            if key not in self.SWEEPABLE:
+                raise ConfigError(f"teacher.sweep.{key}", f"cannot be swept; allowed: "
+                                  f"{', '.join(self.SWEEPABLE)}")
+            if not values:
+                raise ConfigError(f"teacher.sweep.{key}", "needs at least one value")
+            lengths.add(len(values))
+        if len(lengths) > 1:
+            raise ConfigError("teacher.sweep", "every swept key needs the same number of values "
+                              "(the values are zipped into one axis)")
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoriesConfig:
+    """On-disk learning histories written by the teacher."""
+
+    learners_per_chunk: int = field(64, "learners stored together in one chunk file", min=1)
+    compression_level: int = field(3, "zstd/zlib compression level of chunk files", min=0, max=22)
+    record_q: bool = field(True, "record Q-values at teacher.q_log_period")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImitatorConfig:
+    """The transformer imitator (Algorithm Distillation) and its training."""
+
+    variant: Literal["ad", "ed", "shuffled", "single_episode"] = field(
+        "ad", "dataset: full histories (AD), expert distillation, shuffled or single-episode context")
+    context_len: int = field(80, "steps of context per training window (L)", min=1)
+    subsample: int = field(1, "keep every k-th episode of a history", min=1)
+    ed_fraction: float = field(0.1, "final fraction of a history used by ED", min=0.0, max=1.0,
+                               min_exclusive=True)
+    horizon: int = field(0, "use only the first H env steps of each history (0: all)", min=0)
+    use_reward: bool = field(True, "feed the previous reward into the token")
+    d_model: int = field(64, "model width (D)", min=1)
+    n_layers: int = field(2, "transformer blocks", min=1)
+    n_heads: int = field(4, "attention heads (H)", min=1)
+    mlp_ratio: int = field(4, "MLP hidden width as a multiple of d_model", min=1)
+    dropout: float = field(0.0, "dropout rate", min=0.0, max=1.0)
+    label_smoothing: float = field(0.0, "label smoothing of the action loss", min=0.0, max=1.0)
+    seeds: int = field(1, "independently trained imitators", min=1)
+    batch_size: int = field(32, "windows per step", min=1)
+    train_steps: int = field(2_000, "optimizer steps", min=1)
+    lr: float = field(3e-4, "peak AdamW learning rate", min=0.0, min_exclusive=True)
+    warmup_steps: int = field(100, "linear warmup steps", min=0)
+    weight_decay: float = field(1e-4, "AdamW weight decay", min=0.0)
+    max_grad_norm: float = field(1.0, "global gradient-norm clip (0 disables)", min=0.0)
+    eval_every: int = field(200, "steps between held-out evaluations and checkpoints", min=1)
+    keep_checkpoints: int = field(2, "latest checkpoints kept (plus the best)", min=1)
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = field(
+        "auto", "activation dtype: bf16 on GPU/TPU, fp32 on CPU when auto")
+
+    def check(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ConfigError("imitator.d_model", f"{self.d_model} is not divisible by "
+                              f"n_heads {self.n_heads}")
+        if self.warmup_steps >= self.train_steps:
+            raise ConfigError("imitator.warmup_steps", f"{self.warmup_steps} must be below "
+                              f"train_steps {self.train_steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """In-context evaluation of the frozen imitator against the DQN."""
+
+    episodes: int = field(40, "evaluation episodes per task (the curve's length)", min=1)
+    tasks: int = field(17, "held-out evaluation tasks", min=1)
+    mode: Literal["greedy", "sample"] = field("sample", "imitator action selection")
+    bootstrap: int = field(1_000, "bootstrap resamples for intervals", min=10)
+    confidence: float = field(0.95, "interval coverage", min=0.5, max=0.999)
+    horizon_factor: int = field(10, "test (b) evaluates to this many times H", min=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: teach -> imitate -> evaluate -> report."""
+
+    run: RunConfig = RunConfig()
+    env: EnvConfig = EnvConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    histories: HistoriesConfig = HistoriesConfig()
+    imitator: ImitatorConfig = ImitatorConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "check"):
+                section.check()
+        if self.imitator.horizon and self.imitator.horizon > self.teacher.total_env_steps:
+            raise ConfigError("imitator.horizon", f"{self.imitator.horizon} exceeds "
+                              f"teacher.total_env_steps {self.teacher.total_env_steps}")
+
+
+SECTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExperimentConfig))
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed conversion of raw YAML values
+# ---------------------------------------------------------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(key: str, value: Any, tp: Any) -> Any:
+    """Convert a YAML value to ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        item_tp = typing.get_args(tp)[0]
+        return tuple(_convert(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        _, val_tp = typing.get_args(tp)
+        return FrozenMap({str(k): _convert(f"{key}.{k}", v, val_tp) for k, v in value.items()})
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise bad
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp} at {key}")
+
+
+def _check_bounds(key: str, value: Any, meta: dict) -> None:
+    lo, hi = meta.get("min"), meta.get("max")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
+        op = ">" if meta.get("min_exclusive") else ">="
+        raise ConfigError(key, f"must be {op} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ConfigError(key, f"must be <= {hi}, got {value}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=False)
+
+
+def _build(cls: type, raw: dict, prefix: str) -> Any:
+    """Build dataclass ``cls`` from ``raw`` (a possibly partial mapping), validating every key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix, f"expected a mapping, got {raw!r}")
+    hints = _hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(key, f"unknown key; allowed: {', '.join(names)}")
+    kwargs = {}
+    for name, f in names.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw.get(name, {}), key)
+            continue
+        value = _convert(key, raw[name], tp) if name in raw else f.default
+        _check_bounds(key, value, f.metadata)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides, serialisation
+# ---------------------------------------------------------------------------------------------
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "sweep":
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """Read a preset, following ``extends:`` (relative to the file) before applying it."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError("extends", f"cycle through {path}")
+    if not path.is_file():
+        raise ConfigError("--config", f"no such file: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError("--config", f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("--config", f"{path} must hold a mapping of sections")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError("extends", f"expected a path, got {parent!r}")
+    return _deep_merge(_read_yaml(path.parent / parent, seen + (path,)), raw)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'teacher.lr=3e-4'`` -> (['teacher', 'lr'], 0.0003). Values are parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(text, "an override must look like section.key=value")
+    key, _, value = text.partition("=")
+    parts = key.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(key, "an override key must be section.key (e.g. teacher.lr)")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    # YAML 1.1 reads 1e-3 as a string; accept plain numeric literals as numbers.
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed) if any(c in parsed for c in ".eE") else int(parsed)
+        except ValueError:
+            pass
+    return parts, parsed
+
+
+def _fix_yaml_floats(obj: Any) -> Any:
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string; turn numeric strings back into numbers."""
+    if isinstance(obj, dict):
+        return {k: _fix_yaml_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_fix_yaml_floats(v) for v in obj]
+    if isinstance(obj, str):
+        try:
+            return float(obj) if any(c in obj for c in "eE") and not obj.isalpha() else obj
+        except ValueError:
+            return obj
+    return obj
+
+
+def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
+    """Defaults, then the preset at ``path``, then dotted ``overrides``; validated.
+
+    Raises:
+        ConfigError: naming the offending key and what is allowed.
+    """
+    raw: dict = _read_yaml(Path(path)) if path else {}
+    raw = _fix_yaml_floats(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(".".join(parts), "cannot set a key inside a scalar")
+        node[parts[-1]] = value
+    cfg = _build(ExperimentConfig, raw, "")
+    cfg.check()
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, YAML/JSON-serialisable dict of a config (tuples become lists)."""
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(cfg)
+
+
+def from_dict(raw: dict) -> ExperimentConfig:
+    """Inverse of :func:`to_dict` (validated)."""
+    cfg = _build(ExperimentConfig, raw, "")
+    cfg.check()
+    return cfg
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of config sections, used to decide whether a stage's artifacts match."""
+    blob = json.dumps([to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def reference(cls: type = ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Rows (key, type, default, doc) for every leaf field, in declaration order."""
+    rows = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(reference(tp, key))
+            continue
+        default = to_dict(f.default) if not isinstance(f.default, str) else f.default
+        rows.append((key, _type_name(tp), json.dumps(default), f.metadata.get("doc", "")))
+    return rows
+
+
+def reference_markdown() -> str:
+    """The README's config reference table (a test checks the README holds exactly this)."""
+    lines = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, tp, default, doc in reference():
+        lines.append(f"| `{key}` | {tp} | `{default}` | {doc} |")
+    return "\n".join(lines)

@@ -1,0 +1,308 @@
+"""Environments: the only module that calls ``env.step``.
+
+Every environment is seen through an *interface*: a fixed observation shape and storage dtype
+and a padded action count shared by a group of environments, so that an imitator trained on one
+member can act in another (the new-family test). Padded actions are masked out.
+
+    env = make("darkroom")                        # static, hashable handle
+    tasks_NxK = sample_tasks("darkroom", key, n, "train")
+    obs_O, state = reset(env, key, tasks_NxK[0])  # one environment; vmap outward
+    out = step(env, key, state, action, tasks_NxK[0])
+
+``step`` keeps ``terminated`` (bootstrapping stops) and ``truncated`` (time limit, bootstrapping
+continues) apart; episode boundaries are ``terminated | truncated``. Environments auto-reset:
+``out.obs`` is the first observation of the next episode after a boundary, and
+``out.final_obs`` the last observation of the finished one.
+
+Axis letters: N tasks, K task dimension, O observation shape, A (padded) actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from climit.envs import gridworlds
+
+
+@dataclasses.dataclass(frozen=True)
+class Interface:
+    """A common observation/action space for a group of environments."""
+
+    name: str
+    obs_shape: tuple[int, ...]
+    obs_dtype: str  # storage dtype of observations (histories, replay)
+    num_actions: int
+
+
+INTERFACES: dict[str, Interface] = {
+    "grid": Interface("grid", (2,), "uint8", gridworlds.NUM_ACTIONS),
+    "minatar": Interface("minatar", (10, 10, 10), "uint8", 6),
+    "control": Interface("control", (6,), "float32", 3),
+    "bandit": Interface("bandit", (4,), "float32", 2),
+    "metamaze": Interface("metamaze", (15,), "float32", 4),
+    "deepsea": Interface("deepsea", (8, 8), "float32", 2),
+}
+
+_MINATAR = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """How to build one environment and which interface and task set it uses."""
+
+    factory: Any  # () -> gymnax environment
+    interface: str
+    tasks: str  # name of a task set in _TASK_SETS, or "single"
+    description: str
+
+
+def _gymnax(env_id: str, **kwargs: Any):
+    import gymnax
+
+    return lambda: gymnax.make(env_id, **kwargs)[0]
+
+
+_REGISTRY: dict[str, _Entry] = {
+    "darkroom": _Entry(lambda: gridworlds.DarkRoom(9, 20), "grid", "darkroom",
+                       "9x9 dark room, 20 steps, reward on every step on the invisible goal"),
+    "darkroom_hard": _Entry(lambda: gridworlds.DarkRoom(17, 50, sparse=True), "grid",
+                            "darkroom_hard", "17x17 dark room, 50 steps, reward once at the goal"),
+    "keydoor": _Entry(lambda: gridworlds.KeyDoor(9, 50), "grid", "keydoor",
+                      "9x9 dark key-to-door, 50 steps, +1 key, +1 door after key, random start"),
+    "CartPole-v1": _Entry(_gymnax("CartPole-v1"), "control", "single", "gymnax classic control"),
+    "Acrobot-v1": _Entry(_gymnax("Acrobot-v1"), "control", "single", "gymnax classic control"),
+    "MountainCar-v0": _Entry(_gymnax("MountainCar-v0"), "control", "single", "gymnax classic control"),
+    **{f"{g}-MinAtar": _Entry(_gymnax(f"{g}-MinAtar", use_minimal_action_set=False), "minatar",
+                              "single", "MinAtar, full 6-action set, channels padded to 10")
+       for g in _MINATAR},
+    "BernoulliBandit-misc": _Entry(_gymnax("BernoulliBandit-misc"), "bandit", "single",
+                                   "two-armed Bernoulli bandit (gymnax misc)"),
+    "MetaMaze-misc": _Entry(_gymnax("MetaMaze-misc"), "metamaze", "single", "meta-RL maze (gymnax misc)"),
+    "DeepSea-bsuite": _Entry(_gymnax("DeepSea-bsuite"), "deepsea", "single", "bsuite deep sea, size 8"),
+}
+
+# Families of environments whose *tasks are games* (not vmappable: one program per game).
+FAMILIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "minatar": {"train": ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar",
+                          "Seaquest-MinAtar"),
+                "heldout": ("SpaceInvaders-MinAtar",)},
+}
+
+HELDOUT_EVERY = 5  # task index i is held out iff i % 5 == 0: deterministic, spread over the grid
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _all_tasks(task_set: str) -> np.ndarray:
+    """Every task of a set, in a fixed order: int32 [N_all, K]."""
+    if task_set == "darkroom":
+        return np.array([(x, y) for x in range(9) for y in range(9)], np.int32)
+    if task_set == "darkroom_hard":
+        return np.array([(x, y) for x in range(17) for y in range(17)], np.int32)
+    if task_set == "keydoor":
+        cells = [(x, y) for x in range(9) for y in range(9)]
+        return np.array([k + d for k in cells for d in cells if k != d], np.int32)
+    if task_set == "single":
+        return np.zeros((1, 0), np.int32)
+    raise KeyError(task_set)
+
+
+def all_tasks(name: str, split: str) -> np.ndarray:
+    """Every task of ``name`` in ``split`` ('train' or 'heldout'): int32 [N, K].
+
+    Grid worlds hold out every task whose index in the fixed enumeration is a multiple of 5
+    (Dark Room: 17 of 81 goals, leaving 64 for training; Key-to-Door: 1296 of 6480 key/door
+    pairs). Single-task environments have one task in both splits: what differs between
+    training and evaluation there is the environment seeds.
+    """
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    tasks = _all_tasks(_entry(name).tasks)
+    if len(tasks) == 1:
+        return tasks
+    held = np.arange(len(tasks)) % HELDOUT_EVERY == 0
+    return tasks[held] if split == "heldout" else tasks[~held]
+
+
+def sample_tasks(name: str, key: jax.Array, n: int, split: str) -> np.ndarray:
+    """``n`` distinct tasks of ``split``, in a random order fixed by ``key``: int32 [n, K].
+
+    Single-task environments repeat their one task ``n`` times.
+    """
+    tasks = all_tasks(name, split)
+    if len(tasks) == 1:
+        return np.repeat(tasks, n, axis=0)
+    if n > len(tasks):
+        raise ValueError(f"{name} has {len(tasks)} {split} tasks; {n} requested")
+    order = np.asarray(jax.random.permutation(key, len(tasks)))
+    return tasks[order[:n]]
+
+
+def family_members(family: str, split: str) -> tuple[str, ...]:
+    """Environment names of a game family's split (e.g. MinAtar: train games, held-out game)."""
+    return FAMILIES[family][split]
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs and handles
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """Everything a learner or a dataset needs to know about an environment."""
+
+    name: str
+    interface: str
+    obs_shape: tuple[int, ...]  # interface observation shape
+    obs_dtype: str  # interface storage dtype
+    num_actions: int  # interface (padded) action count
+    native_obs_shape: tuple[int, ...]
+    native_num_actions: int
+    episode_len: int  # time limit (truncation)
+    task_dim: int
+    num_tasks: dict[str, int]
+    description: str
+
+    @property
+    def action_mask(self) -> np.ndarray:
+        """bool [A]: True for actions the environment really has."""
+        return np.arange(self.num_actions) < self.native_num_actions
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown environment {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def spec(name: str) -> EnvSpec:
+    entry = _entry(name)
+    gym = entry.factory()
+    params = gym.default_params
+    iface = INTERFACES[entry.interface]
+    native_shape = tuple(gym.observation_space(params).shape)
+    tasks = _all_tasks(entry.tasks)
+    return EnvSpec(
+        name=name, interface=iface.name, obs_shape=iface.obs_shape, obs_dtype=iface.obs_dtype,
+        num_actions=iface.num_actions, native_obs_shape=native_shape,
+        native_num_actions=int(gym.num_actions), episode_len=int(params.max_steps_in_episode),
+        task_dim=int(tasks.shape[1]),
+        num_tasks={s: len(all_tasks(name, s)) for s in ("train", "heldout")},
+        description=entry.description,
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Env:
+    """A static handle: hashable by identity, so it can close over jitted functions."""
+
+    spec: EnvSpec
+    gym: Any  # the gymnax environment (possibly sticky-wrapped)
+
+    def params(self, task_K: jax.Array) -> Any:
+        """gymnax params for one task (int32 [K]); tasks live in params for our grid worlds."""
+        base = self.gym.default_params
+        if self.spec.task_dim == 0:
+            return base
+        if isinstance(base, gridworlds.KeyDoorParams):
+            return base.replace(key_pos=task_K[:2], door_pos=task_K[2:4])
+        return base.replace(goal=task_K[:2])
+
+
+@functools.lru_cache(maxsize=None)
+def make(name: str, sticky_action_prob: float = 0.0) -> Env:
+    """The handle for ``name``; the same arguments return the same object (stable jit caches)."""
+    gym = _entry(name).factory()
+    if sticky_action_prob > 0.0:
+        from gymnax.wrappers.purerl import StickyActionWrapper
+
+        gym = StickyActionWrapper(gym, sticky_action_prob)
+    return Env(spec=spec(name), gym=gym)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interface mapping
+# ---------------------------------------------------------------------------------------------
+
+def to_interface(spec_: EnvSpec, obs: jax.Array) -> jax.Array:
+    """Native observation -> interface observation (padded, storage dtype)."""
+    pad = [(0, t - s) for s, t in zip(spec_.native_obs_shape, spec_.obs_shape)]
+    if any(p[1] < 0 for p in pad) or len(spec_.native_obs_shape) != len(spec_.obs_shape):
+        raise ValueError(f"{spec_.name}: observation {spec_.native_obs_shape} does not fit "
+                         f"interface {spec_.obs_shape}")
+    return jnp.pad(obs, pad).astype(spec_.obs_dtype)
+
+
+def from_interface(spec_: EnvSpec, obs_O: jax.Array) -> jax.Array:
+    """Interface observation -> native observation (drops padding); inverse of to_interface."""
+    return obs_O[tuple(slice(0, s) for s in spec_.native_obs_shape)]
+
+
+def to_native_action(spec_: EnvSpec, action: jax.Array) -> jax.Array:
+    """Interface action -> native action. Padded actions are masked out by every policy; a
+    padded action that arrives anyway is clipped to the last real action."""
+    return jnp.minimum(action, spec_.native_num_actions - 1).astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reset and step (one environment; vmap outward)
+# ---------------------------------------------------------------------------------------------
+
+class Step(NamedTuple):
+    """One transition of one environment (all observations in interface form)."""
+
+    obs: jax.Array  # O: next observation (first of a new episode after a boundary)
+    state: Any
+    reward: jax.Array  # float32 []
+    terminated: jax.Array  # bool []: natural end; no bootstrap
+    truncated: jax.Array  # bool []: time limit; bootstrap from final_obs
+    final_obs: jax.Array  # O: the observation the action led to (before any auto-reset)
+
+
+def reset(env: Env, key: jax.Array, task_K: jax.Array) -> tuple[jax.Array, Any]:
+    obs, state = env.gym.reset(key, env.params(task_K))
+    return to_interface(env.spec, obs), state
+
+
+def step(env: Env, key: jax.Array, state: Any, action: jax.Array, task_K: jax.Array) -> Step:
+    obs, state, reward, terminated, truncated, info = env.gym.step(
+        key, state, to_native_action(env.spec, action), env.params(task_K))
+    terminated = jnp.asarray(terminated, bool)
+    # A step can hit the time limit and terminate at once; it is then a termination only.
+    truncated = jnp.asarray(truncated, bool) & ~terminated
+    return Step(obs=to_interface(env.spec, obs), state=state,
+                reward=jnp.asarray(reward, jnp.float32), terminated=terminated,
+                truncated=truncated, final_obs=to_interface(env.spec, info["final_observation"]))
+
+
+def table() -> list[dict[str, Any]]:
+    """One row per environment and family (what ``climit envs`` prints)."""
+    rows = []
+    for name in names():
+        s = spec(name)
+        rows.append({"name": name, "interface": s.interface, "obs": f"{s.obs_shape} {s.obs_dtype}",
+                     "native_obs": str(s.native_obs_shape), "actions": f"{s.native_num_actions}/{s.num_actions}",
+                     "episode_len": s.episode_len, "train_tasks": s.num_tasks["train"],
+                     "heldout_tasks": s.num_tasks["heldout"], "description": s.description})
+    for fam, splits in FAMILIES.items():
+        rows.append({"name": f"family:{fam}", "interface": spec(splits["train"][0]).interface,
+                     "obs": "", "native_obs": "", "actions": "", "episode_len": "",
+                     "train_tasks": len(splits["train"]), "heldout_tasks": len(splits["heldout"]),
+                     "description": "train: " + ", ".join(splits["train"]) + "; held out: "
+                     + ", ".join(splits["heldout"])})
+    return rows
