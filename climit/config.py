@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -304,6 +305,8 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
             raise bad
         return float(value)
     if tp is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # `name: 123` in YAML is a fine name
         if not isinstance(value, str):
             raise bad
         return value
@@ -383,6 +386,21 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _deep_merge(_read_yaml(path.parent / parent, seen + (path,)), raw)
 
 
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _numbers(obj: Any) -> Any:
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; turn numeric strings back into numbers."""
+    if isinstance(obj, dict):
+        return {k: _numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_numbers(v) for v in obj]
+    if isinstance(obj, str) and _NUMBER.match(obj.strip()):
+        text = obj.strip()
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    return obj
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'teacher.lr=3e-4'`` -> (['teacher', 'lr'], 0.0003). Values are parsed as YAML."""
     if "=" not in text:
@@ -395,27 +413,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
-    # YAML 1.1 reads 1e-3 as a string; accept plain numeric literals as numbers.
-    if isinstance(parsed, str):
-        try:
-            parsed = float(parsed) if any(c in parsed for c in ".eE") else int(parsed)
-        except ValueError:
-            pass
-    return parts, parsed
-
-
-def _fix_yaml_floats(obj: Any) -> Any:
-    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string; turn numeric strings back into numbers."""
-    if isinstance(obj, dict):
-        return {k: _fix_yaml_floats(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_fix_yaml_floats(v) for v in obj]
-    if isinstance(obj, str):
-        try:
-            return float(obj) if any(c in obj for c in "eE") and not obj.isalpha() else obj
-        except ValueError:
-            return obj
-    return obj
+    return parts, _numbers(parsed)
 
 
 def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
@@ -425,7 +423,7 @@ def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -
         ConfigError: naming the offending key and what is allowed.
     """
     raw: dict = _read_yaml(Path(path)) if path else {}
-    raw = _fix_yaml_floats(raw)
+    raw = _numbers(raw)
     for text in overrides:
         parts, value = parse_override(text)
         node = raw

@@ -1,0 +1,117 @@
+"""Config loading: defaults, presets, overrides, and one clear message per kind of error."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from climit import config as C
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_validate_and_round_trip():
+    cfg = C.load()
+    assert C.from_dict(C.to_dict(cfg)) == cfg
+    assert hash(cfg) == hash(C.from_dict(C.to_dict(cfg)))
+
+
+def test_overrides_are_typed():
+    cfg = C.load(None, ["teacher.lr=3e-4", "teacher.hidden=[32, 16]", "imitator.dropout=0.1",
+                        "teacher.dueling=true", "run.name=x"])
+    assert cfg.teacher.lr == 3e-4 and isinstance(cfg.teacher.lr, float)
+    assert cfg.teacher.hidden == (32, 16)
+    assert cfg.teacher.dueling is True and cfg.run.name == "x"
+
+
+def test_int_accepts_integral_float_but_not_fraction():
+    assert C.load(None, ["teacher.total_env_steps=1e5"]).teacher.total_env_steps == 100_000
+    with pytest.raises(C.ConfigError, match="teacher.batch_size: expected an integer"):
+        C.load(None, ["teacher.batch_size=1.5"])
+
+
+def test_preset_extends_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("teacher:\n  lr: 1.0e-4\n  seeds: 3\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nteacher:\n  seeds: 5\n")
+    cfg = C.load(tmp_path / "child.yaml", ["teacher.gamma=0.9"])
+    assert (cfg.teacher.lr, cfg.teacher.seeds, cfg.teacher.gamma) == (1e-4, 5, 0.9)
+
+
+def test_sweep_mapping():
+    cfg = C.load(None, ["teacher.sweep={lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}"])
+    assert dict(cfg.teacher.sweep) == {"lr": (1e-3, 3e-4), "gamma": (0.9, 0.99)}
+    hash(cfg)
+    with pytest.raises(C.ConfigError, match="teacher.sweep.hidden: cannot be swept"):
+        C.load(None, ["teacher.sweep={hidden: [1]}"])
+    with pytest.raises(C.ConfigError, match="same number of values"):
+        C.load(None, ["teacher.sweep={lr: [1e-3], gamma: [0.9, 0.99]}"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.lrr=1", "teacher.lrr: unknown key; allowed: "),
+    ("bogus.x=1", "bogus: unknown key; allowed: run, env"),
+    ("teacher.lr=fast", "teacher.lr: expected a number, got 'fast'"),
+    ("teacher.lr=-1", "teacher.lr: must be > 0.0"),
+    ("teacher.batch_size=-4", "teacher.batch_size: must be >= 1"),
+    ("teacher.dueling=3", "teacher.dueling: expected true/false"),
+    ("teacher.loss=l1", "teacher.loss: expected one of 'huber', 'mse'"),
+    ("imitator.context_len=0", "imitator.context_len: must be >= 1"),
+    ("env.heldout_tasks=18", "env.heldout_tasks: 18 exceeds the 17 held-out tasks of darkroom"),
+    ("env.name=pong", "env.name: unknown environment 'pong'"),
+    ("env.transfer=CartPole-v1", "env.transfer: CartPole-v1 uses interface 'control'"),
+    ("teacher.batch_size=100000", "teacher.batch_size: 100000 exceeds buffer_size"),
+    ("imitator.n_heads=3", "imitator.d_model: 64 is not divisible by n_heads 3"),
+])
+def test_errors_name_the_key(override, message):
+    with pytest.raises(C.ConfigError) as e:
+        C.load(None, [override])
+    assert message in str(e.value)
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(C.ConfigError, match="section.key=value"):
+        C.load(None, ["teacher.lr"])
+    with pytest.raises(C.ConfigError, match="no such file"):
+        C.load(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("teacher: [1, 2\n")
+    with pytest.raises(C.ConfigError, match="not valid YAML"):
+        C.load(tmp_path / "bad.yaml")
+
+
+def test_configs_are_frozen():
+    cfg = C.load()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.teacher.lr = 1.0  # type: ignore[misc]
+
+
+def test_every_field_documented():
+    for key, _, _, doc in C.reference():
+        assert doc and "\n" not in doc, key
+
+
+def test_presets_load():
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        C.load(path)
+
+
+def test_cli_config_error_exits_nonzero_and_writes_nothing(tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    for args in (["config", "teacher.lr=-1"], ["config", "nope.x=1"],
+                 ["config", f"run.runs_dir={tmp_path}/runs", "teacher.batch_size=0"]):
+        r = subprocess.run([sys.executable, "-m", "climit.cli", *args], capture_output=True,
+                           text=True, env=env, cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith("climit: config error: ") and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_references_are_current():
+    from climit import docs
+
+    readme = (ROOT / "README.md").read_text()
+    assert docs.render(readme) == readme, (
+        "README's CLI/config reference is stale: run `python -m climit.docs`")

@@ -1,0 +1,215 @@
+"""Our grid worlds against hand-worked trajectories; splits; interface padding; jit/vmap == loop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from climit import envs
+from climit.envs import gridworlds
+
+UP, DOWN, LEFT, RIGHT, NOOP = 0, 1, 2, 3, 4
+
+
+def run_actions(name, task, actions, seed=0):
+    """Step one environment through ``actions`` in Python; returns the list of Steps."""
+    env = envs.make(name)
+    task = jnp.asarray(task, jnp.int32)
+    key = jax.random.key(seed)
+    obs, state = envs.reset(env, key, task)
+    out = []
+    for i, a in enumerate(actions):
+        s = envs.step(env, jax.random.fold_in(key, i), state, jnp.int32(a), task)
+        out.append(s)
+        state = s.state
+    return obs, out
+
+
+def test_darkroom_hand_worked_trajectory():
+    # Goal two cells up and one right of the centre (4, 4): optimal = 20 - 3 + 1 = 18.
+    goal = (5, 6)
+    actions = [UP, UP, RIGHT] + [NOOP] * 17
+    obs0, steps = run_actions("darkroom", goal, actions)
+    assert tuple(np.asarray(obs0)) == (4, 4)
+    positions = [tuple(np.asarray(s.final_obs)) for s in steps]
+    assert positions[:3] == [(4, 5), (4, 6), (5, 6)]
+    rewards = np.array([float(s.reward) for s in steps])
+    np.testing.assert_array_equal(rewards, [0, 0] + [1] * 18)
+    assert rewards.sum() == gridworlds.darkroom_optimal_return(goal) == 18
+    # Truncation at step 20, never termination; then the env resets to the centre.
+    assert [bool(s.truncated) for s in steps] == [False] * 19 + [True]
+    assert not any(bool(s.terminated) for s in steps)
+    assert tuple(np.asarray(steps[-1].obs)) == (4, 4)
+
+
+def test_darkroom_reward_only_on_goal_and_walls():
+    goal = (0, 0)
+    # Walk left into the wall: x stays at 0 after 4 moves; reward never off-goal.
+    _, steps = run_actions("darkroom", goal, [LEFT] * 6 + [DOWN] * 6)
+    pos = [tuple(np.asarray(s.final_obs)) for s in steps]
+    assert pos[3] == (0, 4) and pos[5] == (0, 4)  # wall holds
+    for p, s in zip(pos, steps):
+        assert float(s.reward) == (1.0 if p == goal else 0.0)
+
+
+@pytest.mark.parametrize("goal", [(4, 4), (0, 0), (8, 3), (2, 7)])
+def test_darkroom_optimal_return_is_achieved_by_greedy_walk(goal):
+    c = 4
+    dx, dy = goal[0] - c, goal[1] - c
+    actions = [RIGHT if dx > 0 else LEFT] * abs(dx) + [UP if dy > 0 else DOWN] * abs(dy)
+    actions += [NOOP] * (20 - len(actions))
+    _, steps = run_actions("darkroom", goal, actions)
+    assert sum(float(s.reward) for s in steps) == gridworlds.darkroom_optimal_return(goal)
+
+
+def test_darkroom_hard_rewards_once():
+    goal = (8, 9)  # one step up from the centre (8, 8) of the 17x17 room
+    _, steps = run_actions("darkroom_hard", goal, [UP, NOOP, DOWN, UP, NOOP])
+    np.testing.assert_array_equal([float(s.reward) for s in steps], [1, 0, 0, 0, 0])
+    assert envs.spec("darkroom_hard").episode_len == 50
+
+
+def test_keydoor_door_pays_only_after_key_and_terminates():
+    key_cell, door_cell = (1, 1), (1, 2)
+    env = envs.make("keydoor")
+    task = jnp.array(key_cell + door_cell, jnp.int32)
+    # Find a reset key whose random start is (1, 3): then DOWN reaches the door before the key.
+    for seed in range(2000):
+        obs, state = envs.reset(env, jax.random.key(seed), task)
+        if tuple(np.asarray(obs)) == (1, 3):
+            break
+    else:
+        pytest.fail("no reset landed on (1, 3)")
+    rewards, terms = [], []
+    for i, a in enumerate([DOWN, DOWN, UP]):  # door (no key: 0), key (+1), door (+1, ends)
+        s = envs.step(env, jax.random.key(100 + i), state, jnp.int32(a), task)
+        rewards.append(float(s.reward))
+        terms.append(bool(s.terminated))
+        state = s.state
+    assert rewards == [0.0, 1.0, 1.0]
+    assert terms == [False, False, True]
+
+
+def test_keydoor_truncates_at_50_steps():
+    env = envs.make("keydoor")
+    task = jnp.array([0, 0, 0, 1], jnp.int32)
+    obs, state = envs.reset(env, jax.random.key(3), task)
+    truncs = []
+    for i in range(50):
+        s = envs.step(env, jax.random.key(i), state, jnp.int32(NOOP), task)
+        truncs.append(bool(s.truncated) or bool(s.terminated))
+        state = s.state
+    assert truncs == [False] * 49 + [True]
+
+
+def test_random_starts_cover_the_grid():
+    env = envs.make("keydoor")
+    task = jnp.array([0, 0, 8, 8], jnp.int32)
+    starts = jax.vmap(lambda k: envs.reset(env, k, task)[0])(jax.random.split(jax.random.key(0), 512))
+    assert len({tuple(s) for s in np.asarray(starts)}) > 60
+
+
+def test_jit_vmap_over_tasks_equals_python_loop():
+    env = envs.make("darkroom")
+    tasks = jnp.asarray(envs.all_tasks("darkroom", "train")[:6])
+    actions = jax.random.randint(jax.random.key(1), (6, 25), 0, 5)
+
+    def episode(task, acts):
+        obs, state = envs.reset(env, jax.random.key(0), task)
+
+        def body(state, a):
+            s = envs.step(env, jax.random.key(0), state, a, task)
+            return s.state, (s.reward, s.obs, s.truncated)
+        return jax.lax.scan(body, state, acts)[1]
+
+    batched = jax.jit(jax.vmap(episode))(tasks, actions)
+    for i in range(6):
+        _, steps = run_actions("darkroom", tasks[i], list(np.asarray(actions[i])))
+        np.testing.assert_array_equal(batched[0][i], [float(s.reward) for s in steps])
+        np.testing.assert_array_equal(batched[1][i], np.stack([np.asarray(s.obs) for s in steps]))
+        np.testing.assert_array_equal(batched[2][i], [bool(s.truncated) for s in steps])
+
+
+@pytest.mark.parametrize("name", ["darkroom", "darkroom_hard", "keydoor"])
+def test_splits_disjoint_deterministic_and_complete(name):
+    train, held = envs.all_tasks(name, "train"), envs.all_tasks(name, "heldout")
+    t, h = {tuple(x) for x in train}, {tuple(x) for x in held}
+    assert not (t & h)
+    assert len(t) == len(train) and len(h) == len(held)
+    assert len(t) + len(h) == len(envs._all_tasks(name))
+    np.testing.assert_array_equal(held, envs.all_tasks(name, "heldout"))
+    a = envs.sample_tasks(name, jax.random.key(5), 10, "heldout")
+    b = envs.sample_tasks(name, jax.random.key(5), 10, "heldout")
+    np.testing.assert_array_equal(a, b)
+    assert {tuple(x) for x in a} <= h and len({tuple(x) for x in a}) == 10
+
+
+def test_darkroom_split_sizes():
+    assert envs.spec("darkroom").num_tasks == {"train": 64, "heldout": 17}
+    with pytest.raises(ValueError, match="17 heldout tasks"):
+        envs.sample_tasks("darkroom", jax.random.key(0), 18, "heldout")
+
+
+def test_keydoor_tasks_have_distinct_key_and_door():
+    tasks = envs.all_tasks("keydoor", "train")
+    assert not np.any(np.all(tasks[:, :2] == tasks[:, 2:], axis=1))
+
+
+@pytest.mark.parametrize("name", ["Breakout-MinAtar", "SpaceInvaders-MinAtar", "CartPole-v1",
+                                  "MountainCar-v0"])
+def test_interface_padding_round_trips(name):
+    env = envs.make(name)
+    spec = env.spec
+    raw_obs, _ = env.gym.reset(jax.random.key(0), env.gym.default_params)
+    obs_O = envs.to_interface(spec, raw_obs)
+    assert obs_O.shape == spec.obs_shape and obs_O.dtype == np.dtype(spec.obs_dtype)
+    back = envs.from_interface(spec, obs_O)
+    np.testing.assert_array_equal(np.asarray(back, np.float32), np.asarray(raw_obs, np.float32))
+    # Padding is zero.
+    pad_mask = np.ones(spec.obs_shape, bool)
+    pad_mask[tuple(slice(0, s) for s in spec.native_obs_shape)] = False
+    assert not np.asarray(obs_O)[pad_mask].any()
+
+
+def test_action_masks():
+    assert envs.spec("CartPole-v1").action_mask.tolist() == [True, True, False]
+    assert envs.spec("Breakout-MinAtar").action_mask.all()
+    assert envs.spec("Breakout-MinAtar").num_actions == 6
+    assert envs.spec("darkroom").num_actions == envs.spec("keydoor").num_actions == 5
+    # A padded action is clipped to the last real one.
+    assert int(envs.to_native_action(envs.spec("CartPole-v1"), jnp.int32(2))) == 1
+
+
+def test_minatar_sticky_actions_are_opt_in():
+    plain = envs.make("Breakout-MinAtar")
+    sticky = envs.make("Breakout-MinAtar", 0.1)
+    assert plain is envs.make("Breakout-MinAtar")
+    assert type(sticky.gym).__name__ == "StickyActionWrapper"
+    obs, state = envs.reset(sticky, jax.random.key(0), jnp.zeros((0,), jnp.int32))
+    s = envs.step(sticky, jax.random.key(1), state, jnp.int32(3), jnp.zeros((0,), jnp.int32))
+    assert s.obs.shape == (10, 10, 10)
+
+
+def test_terminated_and_truncated_disjoint_on_cartpole():
+    env = envs.make("CartPole-v1")
+    task = jnp.zeros((0,), jnp.int32)
+
+    def body(carry, key):
+        state = carry
+        s = envs.step(env, key, state, jnp.int32(0), task)
+        return s.state, (s.terminated, s.truncated)
+
+    _, state = envs.reset(env, jax.random.key(0), task)
+    term, trunc = jax.lax.scan(body, state, jax.random.split(jax.random.key(1), 200))[1]
+    assert np.asarray(term).any()  # always pushing left falls over
+    assert not np.any(np.asarray(term) & np.asarray(trunc))
+
+
+def test_every_env_in_the_table_steps():
+    for name in envs.names():
+        env = envs.make(name)
+        task = jnp.asarray(envs.all_tasks(name, "train")[0])
+        obs, state = envs.reset(env, jax.random.key(0), task)
+        s = envs.step(env, jax.random.key(1), state, jnp.int32(0), task)
+        assert s.obs.shape == env.spec.obs_shape, name
+        assert s.obs.dtype == np.dtype(env.spec.obs_dtype), name
