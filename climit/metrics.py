@@ -1,0 +1,102 @@
+"""One metrics logger fanning out to backends: ``metrics.jsonl`` always; TensorBoard and Weights &
+Biases when asked for (``run.tensorboard``, ``run.wandb_project``) and installed, never required.
+
+Records are flat dicts of JSON-serialisable scalars with an integer ``step``. On resume, records
+past the restored step are dropped first, so a resumed run's ``metrics.jsonl`` equals an
+uninterrupted one's (apart from wall-clock fields).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (np.generic,)):
+        v = v.item()
+    if hasattr(v, "item") and getattr(v, "shape", None) == ():
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no NaN/Inf; keep them visible as strings
+    return v
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All complete records of a metrics file (a torn last line from a kill is skipped)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class MetricsLogger:
+    """Append-only metrics for one stage (``runs/NAME/STAGE/metrics.jsonl``)."""
+
+    def __init__(self, path: str | Path, *, resume_step: int | None = None,
+                 tensorboard: bool = False, wandb_project: str = "", run_name: str = "",
+                 config: dict | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = [r for r in read_jsonl(self.path)
+                if resume_step is not None and r.get("step", 0) <= resume_step]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.path)
+        self._file = self.path.open("a")
+        self._tb = self._open_tensorboard() if tensorboard else None
+        self._wandb = self._open_wandb(wandb_project, run_name, config) if wandb_project else None
+
+    def _open_tensorboard(self) -> Any:
+        try:
+            from tensorboardX import SummaryWriter  # type: ignore[import-not-found]
+        except ImportError:
+            print("climit: tensorboard requested but tensorboardX is not installed; skipping")
+            return None
+        return SummaryWriter(str(self.path.parent / "tensorboard"))
+
+    def _open_wandb(self, project: str, name: str, config: dict | None) -> Any:
+        try:
+            import wandb  # type: ignore[import-not-found]
+        except ImportError:
+            print("climit: wandb requested but not installed; skipping")
+            return None
+        return wandb.init(project=project, name=name or None, config=config, resume="allow")
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Write one record; ``record['step']`` (int) is required."""
+        rec = {k: _plain(v) for k, v in record.items()}
+        if "step" not in rec:
+            raise ValueError("a metrics record needs a 'step'")
+        self._file.write(json.dumps(rec) + "\n")
+        self._file.flush()
+        numeric = {k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "step"}
+        if self._tb is not None:
+            for k, v in numeric.items():
+                self._tb.add_scalar(k, v, rec["step"])
+        if self._wandb is not None:
+            self._wandb.log(numeric, step=rec["step"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+    def __enter__(self) -> "MetricsLogger":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

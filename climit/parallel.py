@@ -1,0 +1,109 @@
+"""Devices, meshes and multi-host start-up, in one place.
+
+Both trainers shard one leading axis over every device of every host: the teacher its flat learner
+axis G, the imitator its batch axis B. Everything else is replicated. With a single device this is a
+no-op, so the same code runs on a laptop CPU, one GPU, a multi-GPU host and a TPU pod slice.
+
+Multi-host: ``initialize()`` calls ``jax.distributed.initialize`` when the environment says this is
+one process of several: ``CLIMIT_COORDINATOR`` / ``CLIMIT_NUM_PROCESSES`` / ``CLIMIT_PROCESS_ID``
+(explicit, used by the tests and SLURM script), or ``CLIMIT_DISTRIBUTED=auto`` to let JAX detect the
+cluster (TPU pods, SLURM). It must run before anything touches a device.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+AXIS = "data"
+_initialized = False
+
+
+def initialize() -> bool:
+    """Start multi-host JAX if the environment asks for it; returns True if it did."""
+    global _initialized
+    if _initialized:
+        return True
+    coordinator = os.environ.get("CLIMIT_COORDINATOR")
+    if coordinator or os.environ.get("CLIMIT_DISTRIBUTED") == "auto":
+        # CPU processes need a collectives backend to talk to each other (tests, CPU clusters).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if coordinator:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=int(os.environ["CLIMIT_NUM_PROCESSES"]),
+            process_id=int(os.environ["CLIMIT_PROCESS_ID"]),
+        )
+    elif os.environ.get("CLIMIT_DISTRIBUTED") == "auto":
+        jax.distributed.initialize()
+    else:
+        return False
+    _initialized = True
+    return True
+
+
+def mesh() -> Mesh:
+    """A 1-D mesh over all devices of all processes, axis ``'data'``.
+
+    Auto axis types: jax >= 0.10 defaults ``make_mesh`` to Explicit axes, under which a vmapped
+    scan with an unbatched initial carry fails to trace (DESIGN.md §3).
+    """
+    return jax.make_mesh((jax.device_count(),), (AXIS,), axis_types=(AxisType.Auto,))
+
+
+def leading_sharding(m: Mesh) -> NamedSharding:
+    """Shard the leading axis over the mesh; other axes replicated."""
+    return NamedSharding(m, PartitionSpec(AXIS))
+
+
+def replicated(m: Mesh) -> NamedSharding:
+    return NamedSharding(m, PartitionSpec())
+
+
+def check_divisible(n: int, what: str) -> None:
+    """The sharded axis must split evenly over devices; say so clearly if it doesn't."""
+    from climit.errors import ClimitError
+
+    d = jax.device_count()
+    if n % d:
+        raise ClimitError(f"{what} = {n} is not divisible by the {d} devices; "
+                          f"choose a multiple of {d}")
+
+
+def shard_leading(tree: Any, m: Mesh) -> Any:
+    """Place a host-global pytree (every process holds the full arrays) sharded on axis 0."""
+    sharding = leading_sharding(m)
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def replicate(tree: Any, m: Mesh) -> Any:
+    sharding = replicated(m)
+    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+
+
+def process_slice(n: int) -> slice:
+    """The rows of a global leading axis of size ``n`` that this process feeds (multi-host data)."""
+    per = n // jax.process_count()
+    i = jax.process_index()
+    return slice(i * per, (i + 1) * per)
+
+
+def from_process_local(local: Any, m: Mesh, global_leading: int) -> Any:
+    """Assemble a global array sharded on axis 0 from each process's local rows."""
+    sharding = leading_sharding(m)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(
+            sharding, np.asarray(x), (global_leading,) + np.shape(x)[1:]), local)
+
+
+def to_host(tree: Any) -> Any:
+    """Gather a (possibly multi-host sharded) pytree to numpy on every process."""
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))

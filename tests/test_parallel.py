@@ -1,0 +1,61 @@
+"""Meshes and multi-host start-up: two local CPU processes form one 4-device job."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+WORKER = textwrap.dedent("""
+    import os
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from climit import parallel
+    assert parallel.initialize()
+    m = parallel.mesh()
+    n = 8
+    local = np.arange(n, dtype=np.float32)[parallel.process_slice(n)]
+    x = parallel.from_process_local(local, m, n)
+    total = jax.jit(lambda v: jnp.sum(v * 2))(x)
+    print("RESULT", jax.process_index(), jax.device_count(), float(total),
+          parallel.to_host(x).tolist(), flush=True)
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_cpu_job_sees_all_devices_and_reduces_globally(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "CLIMIT_COORDINATOR": f"127.0.0.1:{port}",
+               "CLIMIT_NUM_PROCESSES": "2", "CLIMIT_PROCESS_ID": str(pid),
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    for pid, (p, out) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, out
+        line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+        _, index, devices, total, gathered = line.split(" ", 4)
+        assert (int(index), int(devices), float(total)) == (pid, 4, 56.0)
+        assert eval(gathered) == list(np.arange(8.0))
+
+
+def test_single_process_is_a_no_op(monkeypatch):
+    from climit import parallel
+
+    for var in ("CLIMIT_COORDINATOR", "CLIMIT_DISTRIBUTED"):
+        monkeypatch.delenv(var, raising=False)
+    assert parallel.initialize() is False
+    m = parallel.mesh()
+    assert m.devices.size >= 1 and m.axis_names == ("data",)
