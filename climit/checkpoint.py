@@ -1,0 +1,439 @@
+"""Checkpoints of whole training states (orbax v1), snapshots kept for good, and ``describe``.
+
+One directory holds a sequence of steps, ``DIR/<step>/``, each a full pytree (params, optimizer
+state, counters, PRNG keys, replay buffers ...) saved by ``orbax.checkpoint.v1`` plus two
+climit additions:
+
+* the resolved config and a JSON metrics dict stored with the step (orbax custom metadata and
+  metrics), so ``describe`` and ``climit inspect`` need nothing else;
+* ``climit_checksums.json``: the byte length and crc32 of every file of the step, written
+  atomically right after orbax commits the step. orbax already writes a step to a temporary
+  directory and renames it when complete, but it does not checksum array data (a flipped byte
+  in a data file restores silently). A step without this file is one whose save was killed
+  between the two writes: it is never listed or restored, and a writing ``Checkpointer``
+  deletes it on opening. So a killed process leaves the old or the new checkpoint, never a
+  half one that restores. Every restore verifies every file first.
+
+Retention: keep the latest ``keep`` steps, and optionally the ``keep_best`` steps with the
+lowest ``metrics[best]``; the newest step is never deleted (orbax's v1 ``LatestN`` or'd with
+``BestN``; the old v0 manager's ``max_to_keep`` + ``best_fn`` could delete it). ``keep=None``
+keeps everything: that is :func:`snapshots`, for the teacher's parameter snapshots.
+
+Saving is synchronous: when ``save`` returns, the step is on disk and verified-restorable.
+Typed PRNG key arrays (``jax.random.key``) are saved as their key data and come back typed.
+
+Restoring onto another device count: pass ``target`` as a tree of ``jax.ShapeDtypeStruct`` with
+the shardings wanted (e.g. ``NamedSharding`` over a mesh of all devices); without a target, every
+array comes back on the first local device, whatever topology saved it.
+
+Usage::
+
+    ckpt = checkpoint.Checkpointer(run / "teacher" / "checkpoints", keep=2)
+    ckpt.save(step, state, config=config.to_dict(cfg), metrics={"return": 12.5})
+    state = ckpt.restore(target=jax.eval_shape(init, key))    # latest step, exact structure
+    checkpoint.describe(run / "teacher" / "checkpoints")       # metadata only, no arrays
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import zlib
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from climit.errors import ArtifactError, ClimitError
+
+CHECKSUM_FILE = "climit_checksums.json"
+FORMAT_VERSION = 1
+_TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+def _ocp():
+    """orbax v1 (imported lazily: it is heavy and only needed when touching checkpoints)."""
+    from orbax.checkpoint import v1 as ocp
+    return ocp
+
+
+# ---------------------------------------------------------------------------------------------
+# Checksums
+# ---------------------------------------------------------------------------------------------
+
+def _crc32_file(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _write_checksums(step_dir: Path) -> None:
+    files = {}
+    for p in sorted(step_dir.rglob("*")):
+        if p.is_file() and p.name != CHECKSUM_FILE:
+            files[str(p.relative_to(step_dir))] = [p.stat().st_size, _crc32_file(p)]
+    tmp = step_dir / f".{CHECKSUM_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, "files": files}))
+    os.replace(tmp, step_dir / CHECKSUM_FILE)
+
+
+def _read_checksums(step_dir: Path) -> dict[str, list[int]]:
+    try:
+        raw = json.loads((step_dir / CHECKSUM_FILE).read_text())
+        return raw["files"]
+    except FileNotFoundError:
+        raise ArtifactError(f"checkpoint {step_dir} is incomplete (its save never finished)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise ArtifactError(f"checkpoint {step_dir} is damaged: {CHECKSUM_FILE} is unreadable") from None
+
+
+def verify_step(step_dir: str | Path, only: tuple[str, ...] | None = None) -> int:
+    """Check the files of one step against its checksums; returns how many were checked.
+
+    ``only``: restrict to files whose relative path starts with one of these prefixes (e.g. the
+    small metadata files, to describe a checkpoint without reading its arrays).
+
+    Raises:
+        ArtifactError: naming the first missing, resized or corrupt file.
+    """
+    step_dir = Path(step_dir)
+    count = 0
+    for rel, (size, crc) in _read_checksums(step_dir).items():
+        if only is not None and not rel.startswith(only):
+            continue
+        p = step_dir / rel
+        if not p.is_file():
+            raise ArtifactError(f"checkpoint {step_dir} is damaged: {rel} is missing")
+        if p.stat().st_size != size:
+            raise ArtifactError(f"checkpoint {step_dir} is damaged: {rel} is truncated or resized "
+                                f"({p.stat().st_size} bytes, {size} written)")
+        if _crc32_file(p) != crc:
+            raise ArtifactError(f"checkpoint {step_dir} is damaged: {rel} is corrupt (checksum mismatch)")
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------
+# Directory scanning (no orbax needed)
+# ---------------------------------------------------------------------------------------------
+
+def _step_dirs(directory: Path) -> dict[int, Path]:
+    """Integer-named subdirectories (orbax's in-progress temporaries excluded)."""
+    if not directory.is_dir():
+        return {}
+    return {int(p.name): p for p in directory.iterdir()
+            if p.is_dir() and p.name.isdigit() and _TMP_MARK not in p.name}
+
+
+def complete_steps(directory: str | Path) -> list[int]:
+    """Steps whose save finished (they have a checksum file), ascending."""
+    return sorted(s for s, p in _step_dirs(Path(directory)).items() if (p / CHECKSUM_FILE).is_file())
+
+
+def incomplete_steps(directory: str | Path) -> list[int]:
+    """Step directories whose save was interrupted (no checksum file)."""
+    return sorted(s for s, p in _step_dirs(Path(directory)).items() if not (p / CHECKSUM_FILE).is_file())
+
+
+def is_checkpoint_dir(path: str | Path) -> bool:
+    """True if ``path`` holds at least one complete climit checkpoint step."""
+    return bool(complete_steps(path))
+
+
+def _require_dir(directory: Path) -> None:
+    if not directory.exists():
+        raise ArtifactError(f"no checkpoint directory at {directory}")
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory} is not a checkpoint directory (it is a file)")
+    if not complete_steps(directory):
+        extra = (f"; interrupted saves at steps {incomplete_steps(directory)}"
+                 if incomplete_steps(directory) else "")
+        raise ArtifactError(f"{directory} is not a checkpoint directory (no saved steps{extra})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Target trees
+# ---------------------------------------------------------------------------------------------
+
+def _default_sharding() -> jax.sharding.Sharding:
+    return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def _abstract_leaf(leaf: Any) -> Any:
+    """What orbax should restore a target leaf as (arrays keep their given shardings)."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        if leaf.sharding is None:
+            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=_default_sharding())
+        return leaf
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    return leaf  # numpy arrays and Python scalars restore as themselves
+
+
+def _abstract_from_metadata(tree_meta: Any) -> Any:
+    """Abstract target from stored metadata: every jax array on the first local device.
+
+    orbax v1 metadata leaves are ``ArrayMetadata`` (jax arrays), ``NumpyMetadata`` and plain
+    Python scalars; anything else is passed through for orbax to resolve.
+    """
+    def leaf(m: Any) -> Any:
+        kind = type(m).__name__
+        if kind == "ArrayMetadata":
+            return jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=_default_sharding())
+        if kind == "NumpyMetadata":
+            return np.zeros(tuple(m.shape), m.dtype)
+        return m
+
+    return jax.tree.map(leaf, tree_meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpointer
+# ---------------------------------------------------------------------------------------------
+
+def _json_safe(obj: Any) -> Any:
+    """Metrics/config as plain JSON (numpy and jax scalars become Python numbers)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.generic, jax.Array)) or hasattr(obj, "item"):
+        return np.asarray(obj).item()
+    return obj
+
+
+class Checkpointer:
+    """A directory of checkpoint steps with a retention policy. Use as a context manager.
+
+    Args:
+        directory: created if missing (unless ``readonly``).
+        keep: latest steps kept (None: keep every step, e.g. snapshots).
+        best: metric name; with it the ``keep_best`` steps of lowest ``metrics[best]`` are kept
+            too (steps without that metric count as worst). The newest step is always kept.
+        keep_best: how many best steps to keep.
+        readonly: open an existing directory for reading only (nothing is created or deleted).
+
+    Raises:
+        ArtifactError: ``readonly`` and the directory holds no complete checkpoint.
+    """
+
+    def __init__(self, directory: str | Path, *, keep: int | None = 2, best: str | None = None,
+                 keep_best: int = 1, readonly: bool = False):
+        self.directory = Path(directory).absolute()
+        self.readonly = readonly
+        if readonly:
+            _require_dir(self.directory)
+        else:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for step in incomplete_steps(self.directory):  # killed between orbax commit and checksums
+                if jax.process_index() == 0:
+                    shutil.rmtree(self.directory / str(step))
+        ocp = _ocp()
+        pp = ocp.training.preservation_policies
+        policies = [pp.PreserveAll()] if keep is None else [pp.LatestN(keep)]
+        if best is not None:
+            policies.append(pp.BestN(get_metric_fn=lambda m: float(m.get(best, math.inf)),
+                                     reverse=True, n=keep_best, keep_checkpoints_without_metrics=False))
+        self._ckpt = ocp.training.Checkpointer(
+            self.directory, preservation_policy=pp.AnyPreservationPolicy(policies),
+            cleanup_tmp_directories=not readonly)
+
+    # -- context manager ---------------------------------------------------------------------
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._ckpt.close()
+
+    # -- listing ------------------------------------------------------------------------------
+    def steps(self) -> list[int]:
+        """Complete steps on disk, ascending."""
+        return complete_steps(self.directory)
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def _step_dir(self, step: int | None) -> tuple[int, Path]:
+        steps = self.steps()
+        if step is None:
+            if not steps:
+                raise ArtifactError(f"no checkpoint saved yet in {self.directory}")
+            step = steps[-1]
+        if step not in steps:
+            raise ArtifactError(f"no checkpoint at step {step} in {self.directory}; saved steps: "
+                                f"{steps or 'none'}")
+        return step, self.directory / str(step)
+
+    # -- save ---------------------------------------------------------------------------------
+    def save(self, step: int, tree: Any, *, config: dict | None = None,
+             metrics: dict | None = None) -> None:
+        """Save ``tree`` at ``step`` (synchronously), then apply the retention policy.
+
+        ``config``: the resolved config dict; ``metrics``: flat JSON numbers (used by ``best``).
+        A step that already exists is replaced (a resumed run re-saves the steps it redoes).
+        """
+        if self.readonly:
+            raise ClimitError(f"checkpoint directory {self.directory} was opened read-only")
+        step = int(step)
+        custom = {"climit": {"format_version": FORMAT_VERSION, "config": _json_safe(config or {})}}
+        if (self.directory / str(step)).exists():
+            self._ckpt.delete(step, missing_ok=True)
+            shutil.rmtree(self.directory / str(step), ignore_errors=True)
+            self._ckpt.reload()
+        self._ckpt.save(step, tree, force=True, metrics=_json_safe(metrics or {}),
+                        custom_metadata=custom)
+        if jax.process_index() == 0:  # orbax returns once every host's files are committed
+            _write_checksums(self.directory / str(step))
+
+    # -- restore ------------------------------------------------------------------------------
+    def restore(self, step: int | None = None, target: Any = None) -> Any:
+        """The pytree saved at ``step`` (None: latest), verified against its checksums.
+
+        Args:
+            target: a tree of the same structure whose leaves are arrays or
+                ``jax.ShapeDtypeStruct`` (e.g. ``jax.eval_shape(init, key)``); the result has
+                exactly its structure, dtypes and shardings. Without it, containers come back
+                as dicts/lists (NamedTuples lose their type) and arrays on the first device.
+
+        Raises:
+            ArtifactError: missing step, or damaged files. ClimitError: the saved tree does not
+            match ``target``.
+        """
+        step, step_dir = self._step_dir(step)
+        verify_step(step_dir)
+        if target is None:
+            abstract = _abstract_from_metadata(self._tree_metadata(step))
+        else:
+            abstract = jax.tree.map(_abstract_leaf, target)
+        try:
+            return self._ckpt.load(step, abstract)
+        except Exception as e:  # checksums passed, so this is a structure/shape mismatch
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ClimitError(f"checkpoint {step_dir} does not match the requested tree: {msg}") from None
+
+    # -- metadata -----------------------------------------------------------------------------
+    def _orbax_metadata(self, step: int) -> Any:
+        """orbax's step metadata; reads the tree's JSON and zarr headers, never array chunks."""
+        try:
+            meta = self._ckpt.metadata(step)
+        except Exception as e:
+            meta, err = None, type(e).__name__
+        else:
+            err = "orbax found no tree metadata"
+        if meta is None or meta.metadata is None:  # orbax logs and returns None on damage
+            raise ArtifactError(f"checkpoint {self.directory / str(step)} is damaged: its tree "
+                                f"metadata cannot be read ({err})")
+        return meta
+
+    def _tree_metadata(self, step: int) -> Any:
+        return self._orbax_metadata(step).metadata
+
+    def metadata(self, step: int | None = None) -> dict:
+        """``{step, config, metrics, tree}`` of a step, read from metadata alone.
+
+        ``tree`` maps each leaf path ("params/Dense_0/kernel") to ``{shape, dtype, size}``.
+        """
+        step, step_dir = self._step_dir(step)
+        verify_step(step_dir, only=_METADATA_FILES)
+        meta = self._orbax_metadata(step)
+        custom = (meta.custom_metadata or {}).get("climit", {})
+        return {"step": step, "config": custom.get("config", {}), "metrics": dict(meta.metrics or {}),
+                "tree": tree_table(meta.metadata)}
+
+
+# Small JSON files that metadata() verifies before reading. (orbax also reads each array's zarr
+# header from the OCDBT store under d/, which is interleaved with array data; damage there
+# shows up as unreadable metadata.)
+_METADATA_FILES = ("_CHECKPOINT_METADATA", "metrics", "state/_METADATA", "state/_sharding",
+                   "state/array_metadatas")
+
+
+def snapshots(directory: str | Path, readonly: bool = False) -> Checkpointer:
+    """A directory of snapshots kept for good (no deletion policy); same API as Checkpointer."""
+    return Checkpointer(directory, keep=None, readonly=readonly)
+
+
+# ---------------------------------------------------------------------------------------------
+# Describe (metadata only)
+# ---------------------------------------------------------------------------------------------
+
+def _path_str(path: tuple) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts)
+
+
+def flatten(tree: Any) -> dict[str, Any]:
+    """{"a/b/0/c": leaf} for any pytree (dict keys, sequence indices and attribute names)."""
+    return {_path_str(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def tree_table(tree_meta: Any) -> dict[str, dict]:
+    """{leaf path: {shape, dtype, size}} from orbax tree metadata (or any tree of arrays)."""
+    out = {}
+    for path, m in flatten(tree_meta).items():
+        shape = tuple(getattr(m, "shape", ()) or ())
+        dtype = getattr(m, "dtype", None)
+        dtype = str(np.dtype(dtype)) if dtype is not None else type(m).__name__
+        out[path] = {"shape": list(shape), "dtype": dtype, "size": int(np.prod(shape))}
+    return out
+
+
+def describe(path: str | Path, step: int | None = None) -> dict:
+    """Everything about a checkpoint directory that metadata alone tells (no arrays loaded).
+
+    ``path`` is a checkpoint directory or one step inside it. Returns
+    ``{path, steps, step, config, checkpoints: [{step, metrics}], tree: {leaf: {shape, dtype,
+    size}}, num_params, incomplete_steps}`` where config and tree are those of ``step`` (default:
+    the latest; the given one when ``path`` is a step directory).
+
+    Raises:
+        ArtifactError: not a checkpoint directory, a missing step, or damaged metadata files.
+    """
+    path = Path(path).absolute()
+    if path.name.isdigit() and (path / "_CHECKPOINT_METADATA").exists():  # one step directory
+        step = int(path.name) if step is None else step
+        path = path.parent
+    with Checkpointer(path, readonly=True) as ckpt:
+        meta = ckpt.metadata(step)
+        checkpoints = []
+        for s in ckpt.steps():
+            if s == meta["step"]:
+                checkpoints.append({"step": s, "metrics": meta["metrics"]})
+                continue
+            verify_step(path / str(s), only=("metrics",))
+            checkpoints.append({"step": s, "metrics": _read_metrics(path / str(s))})
+        return {"path": str(path), "steps": ckpt.steps(), "step": meta["step"],
+                "config": meta["config"], "checkpoints": checkpoints, "tree": meta["tree"],
+                "num_params": sum(v["size"] for v in meta["tree"].values()),
+                "incomplete_steps": incomplete_steps(path)}
+
+
+def _read_metrics(step_dir: Path) -> dict:
+    """Metrics of a step straight from its JSON file (cheaper than orbax's full metadata)."""
+    f = step_dir / "metrics" / "metrics"
+    if not f.is_file():
+        return {}
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError:
+        raise ArtifactError(f"checkpoint {step_dir} is damaged: metrics unreadable") from None
+
+
+__all__ = ["Checkpointer", "complete_steps", "describe", "flatten", "incomplete_steps", "is_checkpoint_dir",
+           "snapshots", "tree_table", "verify_step"]

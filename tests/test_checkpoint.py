@@ -1,0 +1,264 @@
+"""Checkpoints: exact round trips, retention, metadata-only describe, damage, device counts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from climit import checkpoint
+from climit.errors import ArtifactError, ClimitError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# When an orbax load fails (the damage and mismatch tests) its async internals leave a pending
+# coroutine that is reported at garbage collection, possibly during a later test: not ours.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def _state(seed: int = 0) -> dict:
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    params = {"dense": {"kernel": jax.random.normal(k1, (4, 3)),
+                        "bias": jnp.arange(3, dtype=jnp.bfloat16)},
+              "head": jax.random.normal(k2, (3, 2), jnp.float32)}
+    opt = optax.adam(1e-3).init(params)
+    return {"params": params, "opt": opt, "updates": jnp.int32(17 + seed),
+            "env_steps": jnp.uint32(4_000_000_000 + seed),
+            "key": jax.random.key(seed + 1), "raw_key": jax.random.PRNGKey(seed + 2),
+            "mask": np.array([True, False, True]), "obs": np.arange(6, dtype=np.uint8).reshape(2, 3)}
+
+
+def _assert_same(a, b) -> None:
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert type(x) is type(y) or (isinstance(x, jax.Array) and isinstance(y, jax.Array))
+        assert x.dtype == y.dtype and x.shape == y.shape
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_save_restore_exact(tmp_path):
+    state = _state()
+    with checkpoint.Checkpointer(tmp_path / "ck", keep=3) as ck:
+        ck.save(10, state, config={"teacher": {"lr": 1e-3}}, metrics={"return": np.float32(1.5)})
+        ck.save(20, _state(1))
+        assert ck.steps() == [10, 20] and ck.latest_step() == 20
+        _assert_same(ck.restore(10, target=state), state)           # concrete target
+        _assert_same(ck.restore(target=state), _state(1))            # latest
+        abstract = jax.eval_shape(lambda: _state(1))                 # abstract target: all jax arrays
+        restored = ck.restore(target=abstract)
+        assert isinstance(restored["opt"][0], optax.ScaleByAdamState)
+        assert jax.dtypes.issubdtype(restored["key"].dtype, jax.dtypes.prng_key)
+        np.testing.assert_array_equal(restored["obs"], _state(1)["obs"])
+        raw = ck.restore(10)                                         # no target: dicts/lists
+        np.testing.assert_array_equal(raw["opt"][0]["mu"]["head"], np.asarray(state["opt"][0].mu["head"]))
+        assert raw["params"]["dense"]["bias"].dtype == jnp.bfloat16
+        assert jax.random.key_data(raw["key"]).tolist() == jax.random.key_data(state["key"]).tolist()
+        meta = ck.metadata(10)
+        assert meta["config"] == {"teacher": {"lr": 1e-3}} and meta["metrics"] == {"return": 1.5}
+        assert meta["tree"]["params/dense/kernel"] == {"shape": [4, 3], "dtype": "float32", "size": 12}
+    # Same values from a fresh process-level object (nothing cached in the first one).
+    with checkpoint.Checkpointer(tmp_path / "ck", readonly=True) as ck:
+        _assert_same(ck.restore(10, target=state), state)
+
+
+def test_restore_onto_a_mismatched_target_is_a_clear_error(tmp_path):
+    state = _state()
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        ck.save(10, state)
+        with pytest.raises(ClimitError, match=r"ck/10 does not match the requested tree"):
+            ck.restore(10, target={**state, "params": {**state["params"], "head": jnp.zeros((5, 2))}})
+
+
+def test_retention_latest_and_best(tmp_path):
+    small = {"w": jnp.ones(2)}
+    losses = [0.5, 0.1, 0.4, 0.6, 0.9]  # the newest step is the worst
+    with checkpoint.Checkpointer(tmp_path / "best", keep=2, best="loss") as ck:
+        for step, loss in enumerate(losses, 1):
+            ck.save(step, small, metrics={"loss": loss})
+        assert ck.steps() == [2, 4, 5]
+    with checkpoint.Checkpointer(tmp_path / "best1", keep=1, best="loss", keep_best=1) as ck:
+        for step, loss in enumerate(losses, 1):
+            ck.save(step, small, metrics={"loss": loss})
+            assert ck.latest_step() == step
+        assert ck.steps() == [2, 5]
+    with checkpoint.Checkpointer(tmp_path / "latest", keep=2) as ck:
+        for step in range(1, 6):
+            ck.save(step * 100, small)
+        assert ck.steps() == [400, 500]
+    with checkpoint.snapshots(tmp_path / "snap") as ck:
+        for step in (10, 20, 50, 100, 200):
+            ck.save(step, small)
+        assert ck.steps() == [10, 20, 50, 100, 200]
+        ck.save(50, {"w": jnp.zeros(2)})  # a resumed run re-saves a step: replaced, not an error
+        assert ck.restore(50, target=small)["w"].tolist() == [0.0, 0.0]
+
+
+def _data_files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and "/d/" in str(p))
+
+
+def test_describe_reads_metadata_only(tmp_path, monkeypatch):
+    stacked = {"params": {"w": jnp.zeros((8, 5, 3)), "b": jnp.zeros((8, 3), jnp.bfloat16)}}
+    with checkpoint.Checkpointer(tmp_path / "ck", keep=None) as ck:
+        ck.save(1000, stacked, config={"run": {"name": "x"}}, metrics={"loss": 2.0})
+        ck.save(2000, stacked, config={"run": {"name": "x"}}, metrics={"loss": 1.0})
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("describe loaded arrays")
+
+    from orbax.checkpoint import v1 as ocp
+    from orbax.checkpoint.experimental.v1._src.loading import loading
+    monkeypatch.setattr(loading, "load_checkpointables", no_loading)
+    monkeypatch.setattr(ocp.training.Checkpointer, "load", no_loading)
+    monkeypatch.setattr(checkpoint.Checkpointer, "restore", no_loading)
+    d = checkpoint.describe(tmp_path / "ck")
+    assert d["steps"] == [1000, 2000] and d["step"] == 2000
+    assert d["config"] == {"run": {"name": "x"}}
+    assert d["checkpoints"] == [{"step": 1000, "metrics": {"loss": 2.0}},
+                                {"step": 2000, "metrics": {"loss": 1.0}}]
+    assert d["tree"] == {"params/b": {"shape": [8, 3], "dtype": "bfloat16", "size": 24},
+                         "params/w": {"shape": [8, 5, 3], "dtype": "float32", "size": 120}}
+    assert d["num_params"] == 144
+    assert checkpoint.describe(tmp_path / "ck" / "1000")["step"] == 1000  # a step directory
+    monkeypatch.undo()
+    for f in _data_files(tmp_path / "ck" / "2000"):  # damaged OCDBT store: a clear error
+        f.write_bytes(b"\0" * f.stat().st_size)
+    with pytest.raises(ArtifactError, match="2000 is damaged"):
+        checkpoint.describe(tmp_path / "ck")
+
+
+def test_not_a_checkpoint_and_missing_step(tmp_path):
+    with pytest.raises(ArtifactError, match="no checkpoint directory at"):
+        checkpoint.describe(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="not a checkpoint directory"):
+        checkpoint.describe(tmp_path / "empty")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ArtifactError, match="it is a file"):
+        checkpoint.describe(tmp_path / "file.txt")
+    assert not (tmp_path / "nope").exists()  # reading never creates
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        ck.save(3, {"w": jnp.ones(2)})
+        with pytest.raises(ArtifactError, match=r"no checkpoint at step 7 .*saved steps: \[3\]"):
+            ck.restore(7)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete_data", "delete_metadata"])
+def test_damaged_files_are_named(tmp_path, damage):
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        ck.save(1, {"w": jnp.arange(1000.0), "v": jnp.ones((7, 7))})
+    step_dir = tmp_path / "ck" / "1"
+    target = max(_data_files(step_dir), key=lambda p: p.stat().st_size)
+    if damage == "flip":
+        raw = bytearray(target.read_bytes()); raw[len(raw) // 2] ^= 0x10; target.write_bytes(bytes(raw))
+        pattern = "corrupt"
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-3]); pattern = "truncated"
+    elif damage == "delete_data":
+        target.unlink(); pattern = "missing"
+    else:
+        target = step_dir / "state" / "_METADATA"; target.unlink(); pattern = "missing"
+    rel = str(target.relative_to(step_dir))
+    with checkpoint.Checkpointer(tmp_path / "ck", readonly=True) as ck:
+        with pytest.raises(ArtifactError, match=f"{pattern}") as e:
+            ck.restore(1)
+        assert rel in str(e.value) and str(step_dir) in str(e.value)
+
+
+def test_interrupted_save_is_never_restored(tmp_path):
+    with checkpoint.Checkpointer(tmp_path / "ck", keep=3) as ck:
+        ck.save(1, {"w": jnp.ones(2)})
+        ck.save(2, {"w": jnp.full(2, 2.0)})
+    # Killed after orbax committed step 2 but before its checksums: step 2 does not exist.
+    (tmp_path / "ck" / "2" / checkpoint.CHECKSUM_FILE).unlink()
+    # Killed in the middle of orbax's own write: a temporary directory.
+    (tmp_path / "ck" / "3.orbax-checkpoint-tmp-1234").mkdir()
+    with checkpoint.Checkpointer(tmp_path / "ck", readonly=True) as ck:
+        assert ck.steps() == [1] and ck.restore()["w"].tolist() == [1.0, 1.0]
+    assert checkpoint.describe(tmp_path / "ck")["incomplete_steps"] == [2]
+    with checkpoint.Checkpointer(tmp_path / "ck", keep=3) as ck:  # a writer cleans up
+        assert ck.steps() == [1]
+        ck.save(2, {"w": jnp.full(2, 5.0)})
+        assert ck.restore()["w"].tolist() == [5.0, 5.0]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1", "2"]
+
+
+_KILL_SCRIPT = """
+import sys, jax.numpy as jnp
+from climit import checkpoint
+with checkpoint.Checkpointer(sys.argv[1], keep=2) as ck:
+    for step in range(1, 1000):
+        ck.save(step, {"w": jnp.full((256, 1024), float(step)), "step": jnp.int32(step)})
+        print(step, flush=True)
+"""
+
+
+def test_killed_process_leaves_a_restorable_checkpoint(tmp_path):
+    """SIGKILL a saving process at arbitrary moments; the latest step always restores intact."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    for delay in (0.0, 0.05, 0.13):
+        d = tmp_path / f"ck{delay}"
+        p = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(d)], stdout=subprocess.PIPE,
+                             text=True, env=env)
+        while int(p.stdout.readline() or 0) < 2:
+            assert p.poll() is None
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        p.stdout.close()
+        with checkpoint.Checkpointer(d, keep=2) as ck:
+            step = ck.latest_step()
+            assert step >= 2
+            state = ck.restore()
+            assert int(state["step"]) == step and np.all(np.asarray(state["w"]) == step)
+
+
+_DEVICES_SCRIPT = """
+import sys, numpy as np, jax, jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P, AxisType
+from climit import checkpoint
+assert jax.device_count() == 8
+mesh = jax.make_mesh((8,), ("learners",), axis_types=(AxisType.Auto,))
+shard = NamedSharding(mesh, P("learners"))
+target = {"w": jax.ShapeDtypeStruct((8, 4, 3), jnp.float32, sharding=shard),
+          "key": jax.ShapeDtypeStruct((8,), jax.random.key(0).dtype, sharding=shard)}
+with checkpoint.Checkpointer(sys.argv[1], readonly=True) as ck:   # saved on 1 device
+    got = ck.restore(target=target)
+assert got["w"].sharding == shard and len(got["w"].addressable_shards) == 8
+np.testing.assert_array_equal(np.asarray(got["w"]), np.arange(96.0).reshape(8, 4, 3))
+np.testing.assert_array_equal(np.asarray(jax.random.key_data(got["key"])),
+                              np.asarray(jax.random.key_data(jax.random.split(jax.random.key(5), 8))))
+w8 = jax.device_put(jnp.arange(96.0).reshape(8, 4, 3) * 2, shard)
+with checkpoint.Checkpointer(sys.argv[2]) as ck:                  # save sharded over 8
+    ck.save(1, {"w": w8, "key": jax.device_put(jax.random.split(jax.random.key(6), 8), shard)})
+print("ok")
+"""
+
+
+def test_restore_onto_different_device_count(tmp_path):
+    with checkpoint.Checkpointer(tmp_path / "one") as ck:
+        ck.save(1, {"w": jnp.arange(96.0).reshape(8, 4, 3), "key": jax.random.split(jax.random.key(5), 8)})
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_DEVICES_SCRIPT), str(tmp_path / "one"),
+                        str(tmp_path / "eight")], capture_output=True, text=True, env=env, cwd=REPO)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+    with checkpoint.Checkpointer(tmp_path / "eight", readonly=True) as ck:  # back on 1 device
+        got = ck.restore()
+        np.testing.assert_array_equal(np.asarray(got["w"]), np.arange(96.0).reshape(8, 4, 3) * 2)
+        assert got["w"].sharding.device_set == {jax.local_devices()[0]}
+        keys = ck.restore(target={"w": jnp.zeros((8, 4, 3)), "key": jax.random.split(jax.random.key(0), 8)})
+        np.testing.assert_array_equal(np.asarray(jax.random.key_data(keys["key"])),
+                                      np.asarray(jax.random.key_data(jax.random.split(jax.random.key(6), 8))))

@@ -1,0 +1,193 @@
+"""Learning-history storage: round trip, lazy reads, episodes, resume, damage, disk check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from climit import histories
+from climit.errors import ArtifactError, ClimitError
+
+SPEC = {"name": "toy", "interface": "grid", "obs_shape": (2,), "obs_dtype": "uint8",
+        "num_actions": 5, "action_mask": [True, True, True, True, False], "episode_len": 4,
+        "task_dim": 2}
+N, Q_PERIOD, A = 5, 3, 5
+
+
+def _streams(n: int = N) -> list[histories.StreamInfo]:
+    return [histories.StreamInfo(learner=i // 2, env=i % 2, task=(i, 7 - i), seed=100 + i,
+                                 hparams={"lr": 1e-3 * (i + 1)}) for i in range(n)]
+
+
+def _data(seed: int, steps: int, n: int = N) -> dict[str, np.ndarray]:
+    """Random full-length arrays for n streams (episode ends roughly every 4 steps)."""
+    rng = np.random.default_rng(seed)
+    term = rng.random((n, steps)) < 0.15
+    trunc = (rng.random((n, steps)) < 0.15) & ~term
+    return {"obs": rng.integers(0, 9, (n, steps, 2), dtype=np.uint8),
+            "action": rng.integers(0, 4, (n, steps), dtype=np.uint8),
+            "reward": rng.normal(size=(n, steps)).astype(np.float32),
+            "terminated": term, "truncated": trunc,
+            "q_values": rng.normal(size=(n, histories.num_q_rows(steps, Q_PERIOD), A)).astype(np.float16)}
+
+
+def _append(w: histories.HistoryWriter, d: dict, t0: int, t1: int) -> None:
+    q0, q1 = histories.num_q_rows(t0, Q_PERIOD), histories.num_q_rows(t1, Q_PERIOD)
+    w.append(d["obs"][:, t0:t1], d["action"][:, t0:t1], d["reward"][:, t0:t1],
+             d["terminated"][:, t0:t1], d["truncated"][:, t0:t1], d["q_values"][:, q0:q1])
+
+
+def _write(path, d, cuts, spc=2) -> histories.HistoryWriter:
+    w = histories.create(path, spec=SPEC, streams=_streams(), config={"teacher": {"lr": 0.001}},
+                         q_period=Q_PERIOD, streams_per_chunk=spc, total_steps=cuts[-1])
+    for t0, t1 in zip(cuts[:-1], cuts[1:]):
+        _append(w, d, t0, t1)
+    return w
+
+
+CUTS = [0, 7, 10, 20, 23]  # uneven chunk lengths, some not multiples of q_period
+
+
+def test_round_trip_and_metadata(tmp_path):
+    d = _data(0, CUTS[-1])
+    _write(tmp_path / "h", d, CUTS)
+    h = histories.open(tmp_path / "h")
+    assert (h.num_streams, h.num_steps, h.num_q, h.q_period) == (N, 23, 8, 3)
+    assert h.complete
+    assert h.env["obs_dtype"] == "uint8" and h.env["action_mask"] == SPEC["action_mask"]
+    assert h.config == {"teacher": {"lr": 0.001}}
+    assert h.stream_info(3) == histories.StreamInfo(1, 1, (3, 4), 103, {"lr": pytest.approx(0.004)})
+    for s in range(N):
+        for f in histories.STEP_FIELDS:
+            got = h.read(f, s)
+            assert got.dtype == d[f].dtype and np.array_equal(got, d[f][s]), (f, s)
+        assert np.array_equal(h.read("q_values", s), d["q_values"][s])
+    assert list(h.q_steps()) == [0, 3, 6, 9, 12, 15, 18, 21]
+    # 3 blocks of <= 2 streams x 4 time chunks
+    assert h.verify() == 12
+
+
+def test_lazy_read_across_chunk_boundaries_loads_only_needed_chunks(tmp_path):
+    d = _data(1, CUTS[-1])
+    _write(tmp_path / "h", d, CUTS)
+    h = histories.open(tmp_path / "h")
+    for t0, t1 in [(5, 12), (0, 23), (7, 10), (9, 21), (22, 23), (4, 4)]:
+        assert np.array_equal(h.read("obs", 4, t0, t1), d["obs"][4, t0:t1])
+        assert np.array_equal(h.read("reward", 1, t0, t1), d["reward"][1, t0:t1])
+    assert np.array_equal(h.read("q_values", 2, 2, 7), d["q_values"][2, 2:7])
+    tiny = histories.open(tmp_path / "h", cache_bytes=1)  # evicts all but the last decoded file
+    for s in (0, 3, 0, 4):
+        assert np.array_equal(tiny.read("obs", s, 3, 21), d["obs"][s, 3:21])
+    assert len(tiny._cache) == 1
+    # A read inside the second chunk of stream 0 touches exactly one file: deleting every other
+    # file does not disturb it.
+    h2 = histories.open(tmp_path / "h")
+    keep = h2.manifest["chunks"][1]["files"][0]["name"]
+    for f in (tmp_path / "h" / "chunks").iterdir():
+        if f.name != keep:
+            f.unlink()
+    assert np.array_equal(h2.read("action", 1, 8, 10), d["action"][1, 8:10])
+    with pytest.raises(ArtifactError, match="missing"):
+        h2.read("action", 1, 8, 11)
+    with pytest.raises(IndexError):
+        h2.read("action", 1, 0, 24)
+
+
+def test_episodes_on_hand_made_stream(tmp_path):
+    # 1 stream, steps 0..9, chunks [0,4) [4,10). Episodes: [0,3) terminated at 2,
+    # [3,7) truncated at 6 (spans the chunk boundary), [7,10) unfinished.
+    steps = 10
+    term = np.zeros((1, steps), bool); term[0, 2] = True
+    trunc = np.zeros((1, steps), bool); trunc[0, 6] = True
+    reward = np.arange(steps, dtype=np.float32)[None]
+    w = histories.create(tmp_path / "h", spec=SPEC, streams=_streams(1))
+    for t0, t1 in [(0, 4), (4, 10)]:
+        w.append(np.zeros((1, t1 - t0, 2)), np.zeros((1, t1 - t0)), reward[:, t0:t1],
+                 term[:, t0:t1], trunc[:, t0:t1])
+    ep = histories.open(tmp_path / "h").episodes(0)
+    assert ep.start.tolist() == [0, 3, 7]
+    assert ep.length.tolist() == [3, 4, 3]
+    assert ep.ret.tolist() == [0 + 1 + 2, 3 + 4 + 5 + 6, 7 + 8 + 9]
+    assert ep.finished.tolist() == [True, True, False]
+    # Ending exactly on a boundary leaves no empty trailing episode.
+    w.append(np.zeros((1, 1, 2)), np.zeros((1, 1)), np.ones((1, 1)), np.ones((1, 1), bool),
+             np.zeros((1, 1), bool))
+    ep = histories.open(tmp_path / "h").episodes(0)
+    assert ep.length.tolist() == [3, 4, 4] and ep.finished.tolist() == [True, True, True]
+
+
+def test_truncate_and_reappend_equals_uninterrupted(tmp_path):
+    d = _data(2, CUTS[-1])
+    _write(tmp_path / "a", d, CUTS)
+    # Crash after writing up to step 20, having checkpointed at step 10; an orphan chunk file of
+    # a half-finished append is lying around as well.
+    w = _write(tmp_path / "b", d, CUTS[:4])
+    (tmp_path / "b" / "chunks" / "b00000_t000000000020.npz").write_bytes(b"half")
+    with pytest.raises(ArtifactError, match="chunk boundary"):
+        histories.resume(tmp_path / "b", 11)
+    w = histories.resume(tmp_path / "b", 10)
+    assert w.num_steps == 10 and histories.open(tmp_path / "b").num_q == 4
+    for t0, t1 in [(10, 20), (20, 23)]:
+        _append(w, d, t0, t1)
+    a, b = histories.open(tmp_path / "a"), histories.open(tmp_path / "b")
+    assert a.manifest == b.manifest
+    files_a = sorted(p.name for p in (tmp_path / "a" / "chunks").iterdir())
+    assert files_a == sorted(p.name for p in (tmp_path / "b" / "chunks").iterdir())
+    for name in files_a:
+        assert (tmp_path / "a" / "chunks" / name).read_bytes() == \
+            (tmp_path / "b" / "chunks" / name).read_bytes()
+
+
+def test_damaged_chunks_are_reported_by_name(tmp_path):
+    d = _data(3, CUTS[-1])
+    _write(tmp_path / "h", d, CUTS)
+    chunks = tmp_path / "h" / "chunks"
+    flipped, cut = chunks / "b00001_t000000000007.npz", chunks / "b00002_t000000000020.npz"
+    raw = bytearray(flipped.read_bytes()); raw[len(raw) // 2] ^= 0x01
+    flipped.write_bytes(bytes(raw))
+    cut.write_bytes(cut.read_bytes()[:-5])
+    h = histories.open(tmp_path / "h")
+    assert np.array_equal(h.read("obs", 2, 0, 7), d["obs"][2, :7])  # untouched chunk still reads
+    with pytest.raises(ArtifactError, match=r"b00001_t000000000007\.npz is corrupt"):
+        h.read("obs", 2, 5, 9)
+    with pytest.raises(ArtifactError, match=r"b00002_t000000000020\.npz is truncated"):
+        h.read("reward", 4, 20, 23)
+    with pytest.raises(ArtifactError, match="b00001_t000000000007"):
+        h.verify()
+
+
+def test_missing_directory_or_metadata(tmp_path):
+    with pytest.raises(ArtifactError, match="directory missing"):
+        histories.open(tmp_path / "nope")
+    _write(tmp_path / "h", _data(4, 10), [0, 10])
+    (tmp_path / "h" / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="manifest is damaged"):
+        histories.open(tmp_path / "h")
+    (tmp_path / "h" / "meta.json").unlink()
+    with pytest.raises(ArtifactError, match="metadata is missing"):
+        histories.open(tmp_path / "h")
+
+
+def test_create_refuses_existing_and_checks_shapes(tmp_path):
+    w = _write(tmp_path / "h", _data(5, 10), [0, 10])
+    with pytest.raises(ClimitError, match="already exists"):
+        histories.create(tmp_path / "h", spec=SPEC, streams=_streams())
+    d = _data(5, 3)
+    with pytest.raises(ValueError, match="q_values"):  # 10..13 holds one Q row (step 12), not 0
+        w.append(d["obs"], d["action"], d["reward"], d["terminated"], d["truncated"],
+                 d["q_values"][:, :0])
+    with pytest.raises(ValueError, match="obs has shape"):
+        w.append(d["obs"][:, :, :1], d["action"], d["reward"], d["terminated"], d["truncated"],
+                 d["q_values"][:, :1])
+
+
+def test_estimate_and_disk_check(tmp_path, monkeypatch):
+    # per step: obs 2 + action 1 + reward 4 + 2 flags = 9 bytes; Q rows ceil(10/3)=4 x 5 x 2 bytes
+    assert histories.estimate_bytes(SPEC, 3, 10, q_period=3) == 3 * (10 * 9 + 4 * 5 * 2)
+    monkeypatch.setattr(histories, "free_bytes", lambda path: 1000)
+    histories.check_disk(tmp_path, 1000)
+    with pytest.raises(ClimitError, match=r"need 1\.0 KB \(1001 bytes\).*1000 bytes\) free"):
+        histories.check_disk(tmp_path / "runs" / "x", 1001)
+    with pytest.raises(ClimitError, match="not enough disk space"):
+        histories.create(tmp_path / "h", spec=SPEC, streams=_streams(), total_steps=10**6)
+    assert not (tmp_path / "h").exists()  # checked before anything is written
