@@ -1,0 +1,352 @@
+"""From learning histories to training sequences for the imitator (Algorithm Distillation).
+
+**What a sequence is.** One stream of a history (one environment of one DQN learner) is a list
+of episodes. A *dataset variant* picks and orders episodes per stream, giving a *virtual
+stream*: the picked episodes back to back. A training sequence is ``T`` consecutive steps of
+one virtual stream (``T = imitator.train_windows * imitator.context_len``), so it spans several
+consecutive episodes of one learner and improvement is visible inside it. Step ``v`` of a
+sequence becomes one token (see :mod:`climit.imitator.model`): the observation at ``v``, the
+action and reward of virtual step ``v-1`` (``NO_ACTION``/0 at the very start of a virtual
+stream), and whether ``v`` starts an episode; its target is the learner's action at ``v``.
+
+**Variants** (applied per stream, in this order):
+
+1. ``imitator.horizon`` H > 0: only the stream's steps ``t < H // E`` (E envs per learner, so H
+   counts env steps of the learner, like ``teacher.total_env_steps``); an episode cut by H keeps
+   its steps before H.
+2. ``variant: ed``: only episodes that start at or after ``(1 - ed_fraction) * T_stream``.
+3. ``imitator.subsample`` k: keep episodes whose index (after 1-2) is a multiple of k.
+4. ``variant: shuffled``: the kept episodes in a random order (fixed per seed and stream), so
+   a context holds episodes from all stages of learning with no trend to follow.
+   ``variant: single_episode`` uses the AD data; its model attends only within the current
+   episode (:class:`climit.imitator.model.ModelConfig` ``episode_local``).
+
+**Held-out data.** :func:`split_streams` keeps a fraction of the history's *tasks* (of its
+learners, for single-task environments) out of training; held-out loss and action accuracy
+are measured on sequences of those streams only, i.e. on tasks the imitator never saw.
+
+**Why a small index sampler and not a data-loading library.** Grain is not installed and the
+access pattern is simple: a global batch is a pure function of (seed, replica, step). Window
+ids come from a keyed Feistel permutation of ``[0, num_windows)`` per epoch (O(1) memory and
+time per id, however many windows), so the data order is deterministic for a seed, resuming
+at step i needs nothing but i, and every process of a multi-host job computes the same global
+batch and reads only its own rows. Histories are never held in memory: a per-stream episode
+index (a few integers per episode) is built once, and windows are read lazily through
+:meth:`climit.histories.History.read` (which caches a bounded number of decoded chunks).
+
+Axis letters: S seeds (replicas), B batch, T sequence, O observation shape.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import math
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from climit.errors import ClimitError
+from climit.imitator.model import NO_ACTION, Tokens
+
+_U64 = np.uint64
+
+
+class Batch(NamedTuple):
+    """Model inputs and targets; leaves have leading axes [..., B, T]."""
+
+    tokens: Tokens
+    target: np.ndarray  # int32: the learner's action at each step
+
+
+class StreamIndex(NamedTuple):
+    """The episodes a variant keeps of one stream, in virtual order.
+
+    start [M], length [M]: first original step and length of each kept episode;
+    offset [M + 1]: where each begins in the virtual stream (offset[-1] = its length).
+    """
+
+    start: np.ndarray
+    length: np.ndarray
+    offset: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What to cut from a history (static; see the module docstring for the semantics)."""
+
+    variant: str = "ad"
+    seq_len: int = 160
+    subsample: int = 1
+    ed_fraction: float = 0.1
+    horizon: int = 0  # env steps per learner; 0: all
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, icfg: Any, seed: int) -> DatasetSpec:
+        return cls(variant=icfg.variant, seq_len=icfg.train_windows * icfg.context_len,
+                   subsample=icfg.subsample, ed_fraction=icfg.ed_fraction,
+                   horizon=icfg.horizon, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyed permutation (Feistel network with cycle walking)
+# ---------------------------------------------------------------------------------------------
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 arrays (a good 64-bit hash)."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
+        return x ^ (x >> _U64(31))
+
+
+def hash_key(*parts: int | np.ndarray) -> np.ndarray:
+    """Fold integers (or int arrays, broadcast) into one uint64 key per element."""
+    h = np.asarray(0x9E3779B97F4A7C15, dtype=_U64)
+    with np.errstate(over="ignore"):
+        for p in parts:
+            h = _mix(h ^ (np.asarray(p).astype(_U64) + _U64(0x632BE59BD9B4E019)))
+    return h
+
+
+def permute(i: np.ndarray, n: int, key: np.ndarray) -> np.ndarray:
+    """A keyed bijection of ``[0, n)``: ``permute(arange(n), n, k)`` is a permutation.
+
+    Four Feistel rounds on ``2 * half`` bits (``4**half >= n``); values that land outside
+    ``[0, n)`` are walked through the cipher again (expected fewer than 4 rounds).
+    """
+    i = np.asarray(i, dtype=np.int64)
+    if n <= 1:
+        return np.zeros_like(i)
+    half = max(1, math.ceil(math.log2(n) / 2))
+    mask = _U64((1 << half) - 1)
+    key = np.broadcast_to(np.asarray(key, dtype=_U64), i.shape)
+
+    def cipher(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+        left, right = x >> _U64(half), x & mask
+        for r in range(4):
+            left, right = right, left ^ (_mix(right ^ k ^ _U64(r * 0x51ED27)) & mask)
+        return (left << _U64(half)) | right
+
+    x = cipher(i.astype(_U64), key)
+    outside = x >= _U64(n)
+    while outside.any():
+        x[outside] = cipher(x[outside], key[outside])
+        outside = x >= _U64(n)
+    return x.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stream selection and episode indices
+# ---------------------------------------------------------------------------------------------
+
+def envs_per_learner(history: Any) -> int:
+    return 1 + max(history.stream_info(i).env for i in range(history.num_streams))
+
+
+def split_streams(history: Any, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train streams, held-out streams): whole tasks (or, with one task, whole learners) held out.
+
+    Raises:
+        ClimitError: the history has a single task and a single learner (nothing to hold out).
+    """
+    infos = [history.stream_info(i) for i in range(history.num_streams)]
+    by_task = len({info.task for info in infos}) > 1
+    group_of = [info.task if by_task else info.learner for info in infos]
+    groups = sorted(set(group_of))
+    if len(groups) < 2:
+        raise ClimitError(f"history {history.path} has one task and one learner; held-out loss "
+                          "needs at least two (raise env.train_tasks or teacher.seeds)")
+    n_held = min(max(1, round(heldout_fraction * len(groups))), len(groups) - 1)
+    order = np.random.default_rng([seed, 0x4E1D]).permutation(len(groups))
+    held = {groups[j] for j in order[:n_held]}
+    train = [i for i, g in enumerate(group_of) if g not in held]
+    heldout = [i for i, g in enumerate(group_of) if g in held]
+    return train, heldout
+
+
+def stream_index(history: Any, stream: int, spec: DatasetSpec) -> StreamIndex:
+    """The episodes ``spec`` keeps of ``stream``, in virtual order (see the module docstring)."""
+    ep = history.episodes(stream)
+    start, length = ep.start.astype(np.int64), ep.length.astype(np.int64)
+    steps = history.num_steps
+    if spec.horizon:
+        steps = min(steps, spec.horizon // envs_per_learner(history))
+        keep = start < steps
+        start, length = start[keep], np.minimum(length[keep], steps - start[keep])
+    if spec.variant == "ed":
+        keep = start >= math.ceil((1.0 - spec.ed_fraction) * steps)
+        start, length = start[keep], length[keep]
+    keep = np.arange(len(start)) % spec.subsample == 0
+    start, length = start[keep], length[keep]
+    if spec.variant == "shuffled":
+        order = np.random.default_rng([spec.seed, stream, 0x5A0F]).permutation(len(start))
+        start, length = start[order], length[order]
+    offset = np.concatenate([[0], np.cumsum(length)]).astype(np.int64)
+    return StreamIndex(start, length, offset)
+
+
+def _gather(history: Any, field: str, stream: int, steps: np.ndarray) -> np.ndarray:
+    """``field`` at original ``steps`` of a stream, reading contiguous runs (or one short span)."""
+    lo, hi = int(steps.min()), int(steps.max()) + 1
+    if np.all(np.diff(steps) > 0) and hi - lo <= 4 * len(steps):
+        return history.read(field, stream, lo, hi)[steps - lo]
+    breaks = np.flatnonzero(np.diff(steps) != 1) + 1
+    runs = np.split(steps, breaks)
+    return np.concatenate([history.read(field, stream, int(r[0]), int(r[-1]) + 1) for r in runs])
+
+
+class WindowDataset:
+    """All length-``seq_len`` windows of the virtual streams of some streams of a history.
+
+    Window ``w`` is (stream, virtual offset); windows never cross streams. Random access:
+    :meth:`windows` reads only the steps it needs.
+    """
+
+    def __init__(self, history: Any, streams: Sequence[int], spec: DatasetSpec):
+        self.history, self.spec = history, spec
+        self.streams = list(streams)
+        self.index = {s: stream_index(history, s, spec) for s in self.streams}
+        per_stream = np.array([max(0, int(self.index[s].offset[-1]) - spec.seq_len + 1)
+                               for s in self.streams], np.int64)
+        self._first = np.concatenate([[0], np.cumsum(per_stream)])
+        self.num_windows = int(self._first[-1])
+        self.num_tokens = int(sum(int(self.index[s].offset[-1]) for s in self.streams))
+
+    def locate(self, w: int) -> tuple[int, int]:
+        """Window id -> (stream, virtual offset)."""
+        j = int(np.searchsorted(self._first, w, side="right")) - 1
+        return self.streams[j], int(w - self._first[j])
+
+    def virtual_steps(self, stream: int, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Virtual positions -> (original steps, episode_start flags)."""
+        ix = self.index[stream]
+        m = np.searchsorted(ix.offset, v, side="right") - 1
+        return ix.start[m] + (v - ix.offset[m]), v == ix.offset[m]
+
+    def window(self, w: int) -> Batch:
+        """One sequence: leaves [T, ...]."""
+        stream, o = self.locate(w)
+        T, h = self.spec.seq_len, self.history
+        v = np.arange(max(o - 1, 0), o + T)  # includes the previous step when there is one
+        steps, starts = self.virtual_steps(stream, v)
+        action = _gather(h, "action", stream, steps).astype(np.int32)
+        reward = _gather(h, "reward", stream, steps).astype(np.float32)
+        if o == 0:  # the virtual stream's first step has no previous step
+            action = np.concatenate([[NO_ACTION], action])
+            reward = np.concatenate([[0.0], reward]).astype(np.float32)
+            steps, starts = np.concatenate([steps[:1], steps]), np.concatenate([starts[:1], starts])
+        tokens = Tokens(obs=_gather(h, "obs", stream, steps[1:]), prev_action=action[:-1],
+                        prev_reward=reward[:-1], episode_start=starts[1:])
+        return Batch(tokens=tokens, target=action[1:])
+
+    def windows(self, ids: Sequence[int]) -> Batch:
+        """Stacked sequences: leaves [len(ids), T, ...]."""
+        parts = [self.window(int(w)) for w in ids]
+        return Batch(*[_stack([p[k] for p in parts]) for k in range(2)])
+
+
+def _stack(items: list[Any]) -> Any:
+    if isinstance(items[0], tuple):
+        return type(items[0])(*[np.stack(f) for f in zip(*items)])
+    return np.stack(items)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+    """Window ids of global batches: epochs of keyed permutations, a pure function of
+    (seed, replica, step). Replica r (one per vmapped imitator seed) has its own order."""
+
+    num_windows: int
+    batch_size: int
+    seed: int
+
+    def ids(self, step: int, replica: int = 0) -> np.ndarray:
+        """int64 [batch_size]: window ids of the global batch at ``step``."""
+        j = step * self.batch_size + np.arange(self.batch_size, dtype=np.int64)
+        epoch, pos = np.divmod(j, self.num_windows)
+        return permute(pos, self.num_windows, hash_key(self.seed, replica, epoch))
+
+
+def local_rows(batch_size: int, process_index: int, process_count: int) -> slice:
+    """The rows of a global batch this process reads (contiguous, equal shares)."""
+    if batch_size % process_count:
+        raise ClimitError(f"imitator.batch_size {batch_size} must be a multiple of the "
+                          f"{process_count} processes")
+    share = batch_size // process_count
+    return slice(process_index * share, (process_index + 1) * share)
+
+
+class Loader:
+    """Training batches [S, B_local, T] for S vmapped imitators; ``batch(step)`` is pure."""
+
+    def __init__(self, dataset: WindowDataset, batch_size: int, replicas: int, seed: int,
+                 process_index: int = 0, process_count: int = 1):
+        if dataset.num_windows == 0:
+            raise ClimitError(f"no training sequence fits: every virtual stream is shorter than "
+                              f"{dataset.spec.seq_len} steps (lower imitator.context_len or "
+                              f"imitator.train_windows, or teach longer)")
+        self.dataset, self.replicas = dataset, replicas
+        self.sampler = Sampler(dataset.num_windows, batch_size, seed)
+        self.rows = local_rows(batch_size, process_index, process_count)
+
+    def batch(self, step: int) -> Batch:
+        parts = [self.dataset.windows(self.sampler.ids(step, r)[self.rows])
+                 for r in range(self.replicas)]
+        return Batch(*[_stack([p[k] for p in parts]) for k in range(2)])
+
+
+def heldout_batches(dataset: WindowDataset, num_batches: int, batch_size: int, seed: int,
+                    rows: slice = slice(None)) -> list[Batch]:
+    """A fixed set of held-out batches [B_local, T] (the same for every seed and evaluation)."""
+    if dataset.num_windows == 0:
+        raise ClimitError(f"no held-out sequence fits in {dataset.spec.seq_len} steps; lower "
+                          "imitator.context_len or imitator.train_windows")
+    sampler = Sampler(dataset.num_windows, batch_size, seed ^ 0x7E57)
+    return [dataset.windows(sampler.ids(i)[rows]) for i in range(num_batches)]
+
+
+class Prefetcher:
+    """``fn(start), fn(start+1), ...`` computed ``depth`` steps ahead on a background thread.
+
+    Because batches are pure functions of the step, prefetching never changes what is seen.
+    """
+
+    def __init__(self, fn: Callable[[int], Any], start: int, stop: int, depth: int):
+        self._fn, self._next, self._stop = fn, start, stop
+        self._pool = concurrent.futures.ThreadPoolExecutor(1) if depth else None
+        self._queue: collections.deque = collections.deque()
+        for _ in range(depth):
+            self._submit()
+
+    def _submit(self) -> None:
+        if self._pool is not None and self._next < self._stop:
+            self._queue.append(self._pool.submit(self._fn, self._next))
+            self._next += 1
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        if self._pool is None:
+            if self._next >= self._stop:
+                raise StopIteration
+            self._next += 1
+            return self._fn(self._next - 1)
+        if not self._queue:
+            raise StopIteration
+        out = self._queue.popleft().result()
+        self._submit()
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for f in self._queue:
+                f.cancel()
+            self._pool.shutdown(wait=True)

@@ -1,0 +1,438 @@
+"""The imitator: a decoder-only causal transformer over one token per environment step.
+
+**Token.** Step ``t`` of a learner's stream becomes ONE token, the sum of four embeddings
+(a sum of embeddings is a linear layer over their concatenation):
+
+    token_t = E_obs(obs_t) + E_act(prev_action_t) + w_r * prev_reward_t + E_start(episode_start_t)
+
+- ``obs_t``: the observation the learner acted on at ``t`` (interface form, storage dtype).
+  Small integer observations (uint8 with at most 8 entries, e.g. grid (x, y)) get one learned
+  vector per (entry, value), so that cells are told apart without the model having to learn a
+  nonlinear read-out of coordinates; everything else is flattened, cast to float32 and
+  projected linearly.
+- ``prev_action_t``: the action taken at the previous step of the same stream (the previous
+  episode's last action at an episode start); ``-1`` means "none" (the first step of a stream).
+- ``prev_reward_t``: the reward that previous action earned (0 with no previous step, or when
+  ``use_reward`` is off).
+- ``episode_start_t``: True on the first step of an episode.
+
+The target at ``t`` is the learner's action at ``t``; the model predicts it from tokens
+``<= t``. Invalid (padded) actions of the interface get logit ``-1e9``.
+
+**Architecture.** Pre-norm blocks (RMSNorm -> causal multi-head attention with RoPE ->
+residual; RMSNorm -> GELU MLP -> residual), a final RMSNorm and a linear action head.
+Parameters are float32; matmuls run in ``cfg.compute_dtype`` (bf16 on GPU/TPU), the residual
+stream, norms, RoPE and logits in float32. Attention uses ``jax.nn.dot_product_attention``
+with cuDNN on GPU (bf16 and a head size that is a multiple of 8) and XLA otherwise.
+
+**Sliding-window attention and the ring-buffer KV cache.** Every token attends to at most
+``L = cfg.context_len`` tokens: itself and the ``L-1`` before it. In a forward pass over a
+sequence longer than ``L`` (training uses ``imitator.train_windows`` x ``L`` tokens) that is a
+banded causal mask; in decoding it is a ring buffer of ``L`` key/value slots per layer. The two
+are the same computation, however many times the buffer has wrapped: :func:`decode_step` on
+token ``t`` equals position ``t`` of :func:`forward` over the whole stream ``0..t``.
+(It does *not* equal a fresh forward pass over only the last ``L`` tokens once ``t >= L`` and
+there is more than one layer: a cached key of layer 2 was computed when its token could still
+see ``L-1`` older tokens, so the receptive field reaches ``n_layers * (L-1)`` steps back.
+Training on sequences longer than ``L`` is what teaches the model that regime.)
+With RoPE, scores depend only on relative positions; the cache stores keys *un-rotated* and at
+every step rotates them with their position inside the current window (0 = oldest, ``L-1`` =
+newest), so angles stay small and nothing drifts after millions of steps. (The rotation is
+elementwise over the cache, the same order of work as reading it for attention.)
+
+**Context-ablated model** (``episode_local``): attention is restricted to the current episode
+and the previous action/reward are blanked at episode starts, so the model sees exactly the
+current episode, as far back as the window reaches (``imitator.variant = single_episode``).
+The cache tracks episodes from ``episode_start``, so decoding needs nothing special.
+
+Functional core: :func:`init` builds the NNX module once and keeps its parameters as a plain
+nested dict (``Params.tree``); :func:`forward` and :func:`decode_step` merge it back inside
+the trace, so they are pure and work under ``jit``/``vmap``/``lax.scan``.
+
+Axis letters: B batch, L context (window), C cache slots (= L), D model, N heads, h head size,
+A actions, O observation shape, S seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+NO_ACTION = -1  # prev_action of the first step of a stream
+MASKED_LOGIT = -1e9
+_CATEGORICAL_MAX_ENTRIES = 8
+_CATEGORICAL_VALUES = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Static description of an imitator network (hashable: it rides in the pytree treedef)."""
+
+    obs_shape: tuple[int, ...]
+    obs_dtype: str  # storage dtype of observations
+    num_actions: int  # padded (interface) action count
+    action_mask: tuple[bool, ...]  # True for actions the environment really has
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    context_len: int = 80
+    dropout: float = 0.0
+    episode_local: bool = False  # single-episode ablation
+    use_reward: bool = True
+    compute_dtype: str = "float32"  # resolved: 'float32' | 'bfloat16'
+    attention: str = "auto"  # 'auto' (cuDNN where it applies) | 'xla' | 'cudnn'
+    rope_base: float = 10_000.0
+
+    def __post_init__(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} not divisible by n_heads {self.n_heads}")
+        if self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head size, got {self.head_dim}")
+        if len(self.action_mask) != self.num_actions:
+            raise ValueError("action_mask must have num_actions entries")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def obs_size(self) -> int:
+        return int(np.prod(self.obs_shape, dtype=np.int64))
+
+    @property
+    def categorical_obs(self) -> bool:
+        return self.obs_dtype == "uint8" and self.obs_size <= _CATEGORICAL_MAX_ENTRIES
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.compute_dtype)
+
+
+def resolve_compute_dtype(name: str, backend: str | None = None) -> str:
+    """'auto' -> bfloat16 on GPU/TPU, float32 on CPU."""
+    if name != "auto":
+        return name
+    backend = backend or jax.default_backend()
+    return "float32" if backend == "cpu" else "bfloat16"
+
+
+def model_config(icfg: Any, spec: Any, *, backend: str | None = None) -> ModelConfig:
+    """The network of ``imitator`` config section ``icfg`` for environment spec ``spec``."""
+    return ModelConfig(
+        obs_shape=tuple(spec.obs_shape), obs_dtype=spec.obs_dtype, num_actions=spec.num_actions,
+        action_mask=tuple(bool(m) for m in spec.action_mask), d_model=icfg.d_model,
+        n_layers=icfg.n_layers, n_heads=icfg.n_heads, mlp_ratio=icfg.mlp_ratio,
+        context_len=icfg.context_len, dropout=icfg.dropout,
+        episode_local=icfg.variant == "single_episode", use_reward=icfg.use_reward,
+        compute_dtype=resolve_compute_dtype(icfg.compute_dtype, backend), attention=icfg.attention)
+
+
+class Tokens(NamedTuple):
+    """Per-step model inputs; leading axes are free ([B] for decoding, [B, L] for forward)."""
+
+    obs: jax.Array  # [..., *O] storage dtype
+    prev_action: jax.Array  # int32 [...], NO_ACTION (-1) for none
+    prev_reward: jax.Array  # float32 [...]
+    episode_start: jax.Array  # bool [...]
+
+
+@struct.dataclass
+class Params:
+    """Imitator parameters: the static config plus a nested dict of float32 arrays."""
+
+    cfg: ModelConfig = struct.field(pytree_node=False)
+    tree: dict
+
+
+@struct.dataclass
+class Cache:
+    """Ring-buffer KV cache of a batch of B independent streams (leading axis B everywhere,
+    so ``cache[i]`` -- ``jax.tree.map(lambda x: x[i], cache)`` -- is stream i's cache).
+
+    Keys are stored *un-rotated*; the slot written at step t is ``t % C``.
+    """
+
+    k: jax.Array  # [B, n_layers, C, N, h] compute dtype
+    v: jax.Array  # [B, n_layers, C, N, h]
+    seg_BxC: jax.Array  # int32: episode counter of the token in each slot
+    t_B: jax.Array  # int32: tokens written so far
+    episode_B: jax.Array  # int32: episode counter of the newest token
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------
+
+def _rms_norm(scale: jax.Array, x: jax.Array) -> jax.Array:
+    x = x.astype(jnp.float32)
+    return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * scale
+
+
+def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; identity without a key (evaluation) or at rate 0."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class Block(nnx.Module):
+    """Pre-norm transformer block; attention itself is supplied by the caller."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d, dt = cfg.d_model, cfg.dtype
+        init = nnx.initializers.normal(0.02)
+        out_init = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layers))
+        self.norm1 = nnx.Param(jnp.ones((d,), jnp.float32))
+        self.qkv = nnx.Linear(d, 3 * d, use_bias=False, dtype=dt, kernel_init=init, rngs=rngs)
+        self.proj = nnx.Linear(d, d, use_bias=False, dtype=dt, kernel_init=out_init, rngs=rngs)
+        self.norm2 = nnx.Param(jnp.ones((d,), jnp.float32))
+        self.up = nnx.Linear(d, cfg.mlp_ratio * d, dtype=dt, kernel_init=init, rngs=rngs)
+        self.down = nnx.Linear(cfg.mlp_ratio * d, d, dtype=dt, kernel_init=out_init, rngs=rngs)
+        self.n_heads = cfg.n_heads
+
+    def qkv_heads(self, x_xD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Residual stream [..., D] -> q, k, v [..., N, h] (compute dtype, not rotated)."""
+        qkv = self.qkv(_rms_norm(self.norm1[...], x_xD))
+        q, k, v = jnp.split(qkv, 3, axis=-1)
+        shape = x_xD.shape[:-1] + (self.n_heads, -1)
+        return q.reshape(shape), k.reshape(shape), v.reshape(shape)
+
+    def finish(self, x_xD: jax.Array, attn_xNxh: jax.Array, rate: float,
+               key: jax.Array | None) -> jax.Array:
+        """Attention output projection + MLP, both residual (float32 stream)."""
+        k1, k2 = jax.random.split(key) if key is not None else (None, None)
+        attn = self.proj(attn_xNxh.reshape(x_xD.shape))
+        x_xD = x_xD + _dropout(attn, rate, k1).astype(jnp.float32)
+        hidden = jax.nn.gelu(self.up(_rms_norm(self.norm2[...], x_xD)))
+        return x_xD + _dropout(self.down(hidden), rate, k2).astype(jnp.float32)
+
+
+class Transformer(nnx.Module):
+    """Token embedding, ``n_layers`` blocks, final norm and action head."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        d = cfg.d_model
+        init = nnx.initializers.normal(0.02)
+        if cfg.categorical_obs:
+            self.obs_embed = nnx.Embed(cfg.obs_size * _CATEGORICAL_VALUES, d,
+                                       embedding_init=init, rngs=rngs)
+        else:
+            self.obs_embed = nnx.Linear(cfg.obs_size, d, kernel_init=init, rngs=rngs)
+        self.action_embed = nnx.Embed(cfg.num_actions + 1, d, embedding_init=init, rngs=rngs)
+        self.start_embed = nnx.Embed(2, d, embedding_init=init, rngs=rngs)
+        self.reward_embed = nnx.Param(init(rngs.params(), (d,), jnp.float32))
+        for i in range(cfg.n_layers):  # named attributes keep the parameter dict's keys strings
+            setattr(self, f"block{i}", Block(cfg, rngs))
+        self.norm_f = nnx.Param(jnp.ones((d,), jnp.float32))
+        self.head = nnx.Linear(d, cfg.num_actions, kernel_init=init, rngs=rngs)
+        self.cfg = cfg
+
+    def blocks(self) -> list[Block]:
+        return [getattr(self, f"block{i}") for i in range(self.cfg.n_layers)]
+
+    def embed(self, tok: Tokens) -> jax.Array:
+        """Tokens with leading axes [...] -> float32 [..., D]."""
+        cfg = self.cfg
+        lead = tok.prev_action.shape
+        prev_action = tok.prev_action.astype(jnp.int32)
+        prev_reward = tok.prev_reward.astype(jnp.float32)
+        if cfg.episode_local:  # nothing of the previous episode may leak into the token
+            prev_action = jnp.where(tok.episode_start, NO_ACTION, prev_action)
+            prev_reward = jnp.where(tok.episode_start, 0.0, prev_reward)
+        if not cfg.use_reward:
+            prev_reward = jnp.zeros_like(prev_reward)
+        obs = tok.obs.reshape(lead + (cfg.obs_size,))
+        if cfg.categorical_obs:
+            offsets = jnp.arange(cfg.obs_size, dtype=jnp.int32) * _CATEGORICAL_VALUES
+            x = self.obs_embed(obs.astype(jnp.int32) + offsets).sum(-2)
+        else:
+            x = self.obs_embed(obs.astype(jnp.float32))
+        action_idx = jnp.where(prev_action < 0, cfg.num_actions, prev_action)
+        x = x + self.action_embed(action_idx) + self.start_embed(tok.episode_start.astype(jnp.int32))
+        return x + prev_reward[..., None] * self.reward_embed[...]
+
+    def logits(self, x_xD: jax.Array) -> jax.Array:
+        """Final norm + head in float32; invalid actions masked."""
+        logits = self.head(_rms_norm(self.norm_f[...], x_xD))
+        return jnp.where(jnp.asarray(self.cfg.action_mask), logits, MASKED_LOGIT)
+
+
+@functools.lru_cache(maxsize=None)
+def _graphdef(cfg: ModelConfig) -> nnx.GraphDef:
+    return nnx.split(nnx.eval_shape(lambda: Transformer(cfg, nnx.Rngs(0))))[0]
+
+
+def _module(params: Params) -> Transformer:
+    return nnx.merge(_graphdef(params.cfg), params.tree)
+
+
+def init(cfg: ModelConfig, key: jax.Array) -> Params:
+    """Fresh float32 parameters (pure in ``key``; vmap over keys for several seeds)."""
+    module = Transformer(cfg, nnx.Rngs(params=key))
+    return Params(cfg=cfg, tree=nnx.to_pure_dict(nnx.state(module)))
+
+
+def abstract(cfg: ModelConfig) -> Params:
+    """Shape/dtype skeleton of :func:`init` (no compute): restore targets, FLOP counts."""
+    return jax.eval_shape(lambda: init(cfg, jax.random.key(0)))
+
+
+def num_params(params: Params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params.tree)))
+
+
+# ---------------------------------------------------------------------------------------------
+# RoPE and attention
+# ---------------------------------------------------------------------------------------------
+
+def _rope_angles(cfg: ModelConfig, pos: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Integer positions [...] (within a window: 0..L-1) -> cos, sin [..., h/2] float32."""
+    half = cfg.head_dim // 2
+    inv_freq = cfg.rope_base ** (-np.arange(half, dtype=np.float64) / half)
+    angle = pos.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
+    return jnp.cos(angle), jnp.sin(angle)
+
+
+def _rotate(x_xNxh: jax.Array, cos_xh: jax.Array, sin_xh: jax.Array) -> jax.Array:
+    """Rotate pairs (x_i, x_{i+h/2}); cos/sin broadcast over the head axis."""
+    x = x_xNxh.astype(jnp.float32)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    c, s = cos_xh[..., None, :], sin_xh[..., None, :]
+    return jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], -1).astype(x_xNxh.dtype)
+
+
+def attention_impl(cfg: ModelConfig, backend: str | None = None) -> str:
+    """'cudnn' on GPU for bf16/fp16 and head size % 8 == 0 (unless cfg says 'xla'); else 'xla'."""
+    if cfg.attention != "auto":
+        return cfg.attention
+    backend = backend or jax.default_backend()
+    fits = cfg.compute_dtype in ("bfloat16", "float16") and cfg.head_dim % 8 == 0
+    return "cudnn" if backend == "gpu" and fits else "xla"
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+               window: tuple[int, int] | None, impl: str, fallback: bool) -> jax.Array:
+    """Causal (optionally banded and masked) attention, [B, T, N, h] each.
+
+    With ``fallback`` (attention 'auto'), a cuDNN kernel that refuses the shapes at trace time
+    (version, layout or size limits) falls back to XLA with a warning instead of failing the run.
+    """
+    call = functools.partial(jax.nn.dot_product_attention, q, k, v, mask=mask, is_causal=True,
+                             local_window_size=window)
+    if impl != "cudnn" or not fallback:
+        return call(implementation=impl)
+    try:
+        return call(implementation="cudnn")
+    except (ValueError, NotImplementedError, RuntimeError) as e:
+        warnings.warn(f"cuDNN attention unavailable ({str(e)[:200]}); using XLA", stacklevel=2)
+        return call(implementation="xla")
+
+
+def _segments(episode_start_BxL: jax.Array) -> jax.Array:
+    """Episode counter within a window: equal for two tokens iff no episode starts between."""
+    return jnp.cumsum(episode_start_BxL.astype(jnp.int32), axis=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure entry points
+# ---------------------------------------------------------------------------------------------
+
+def forward(params: Params, tokens_BxT: Tokens, *, dropout_key: jax.Array | None = None) -> jax.Array:
+    """Causal pass with attention windows of ``cfg.context_len``: Tokens with leaves [B, T, ...]
+    -> logits_BxTxA float32. ``T`` may exceed the context (banded mask); positions are 0..T-1.
+    ``dropout_key`` enables dropout (training only).
+    """
+    cfg = params.cfg
+    model = _module(params)
+    T = tokens_BxT.prev_action.shape[-1]
+    cos_Txh, sin_Txh = _rope_angles(cfg, jnp.arange(T))
+    mask = None
+    if cfg.episode_local:  # [B, 1, T, T]: same episode only (causality comes from is_causal)
+        seg_BxT = _segments(tokens_BxT.episode_start)
+        mask = (seg_BxT[:, :, None] == seg_BxT[:, None, :])[:, None]
+    window = (cfg.context_len - 1, 0) if T > cfg.context_len else None
+    impl = attention_impl(cfg)
+    keys = list(jax.random.split(dropout_key, cfg.n_layers + 1)) if dropout_key is not None \
+        else [None] * (cfg.n_layers + 1)
+    x_BxTxD = _dropout(model.embed(tokens_BxT), cfg.dropout, keys[0])
+    for block, key in zip(model.blocks(), keys[1:]):
+        q, k, v = block.qkv_heads(x_BxTxD)
+        q, k = _rotate(q, cos_Txh, sin_Txh), _rotate(k, cos_Txh, sin_Txh)
+        attn = _attention(q, k, v, mask, window, impl, cfg.attention == "auto")
+        x_BxTxD = block.finish(x_BxTxD, attn, cfg.dropout, key)
+    return model.logits(x_BxTxD)
+
+
+def init_cache(params_or_cfg: Params | ModelConfig, batch_size: int) -> Cache:
+    """An empty cache for ``batch_size`` streams (context = ``cfg.context_len`` slots)."""
+    cfg = params_or_cfg.cfg if isinstance(params_or_cfg, Params) else params_or_cfg
+    shape = (batch_size, cfg.n_layers, cfg.context_len, cfg.n_heads, cfg.head_dim)
+    zeros_B = jnp.zeros((batch_size,), jnp.int32)
+    return Cache(k=jnp.zeros(shape, cfg.dtype), v=jnp.zeros(shape, cfg.dtype),
+                 seg_BxC=jnp.zeros((batch_size, cfg.context_len), jnp.int32),
+                 t_B=zeros_B, episode_B=zeros_B)
+
+
+def decode_step(params: Params, cache: Cache, tokens_B: Tokens) -> tuple[jax.Array, Cache]:
+    """Append one token per stream and return its logits: (logits_BxA float32, new cache).
+
+    On the stream's token ``t`` this equals position ``t`` of :func:`forward` over tokens
+    ``0..t`` of the stream, however many times the ring buffer has wrapped.
+    """
+    cfg = params.cfg
+    model = _module(params)
+    C = cfg.context_len
+    t_B = cache.t_B
+    slot_B = t_B % C
+    batch_B = jnp.arange(t_B.shape[0])
+    episode_B = cache.episode_B + tokens_B.episode_start.astype(jnp.int32)
+    seg_BxC = cache.seg_BxC.at[batch_B, slot_B].set(episode_B)
+    # Position of each slot inside the current window: slot s holds step t - ((t - s) mod C),
+    # i.e. window position C-1 - ((t - s) mod C) once full; before that, the step itself.
+    slots_C = jnp.arange(C)
+    full_B = t_B >= C - 1
+    pos_BxC = jnp.where(full_B[:, None], (slots_C[None] - t_B[:, None] - 1) % C, slots_C[None])
+    valid_BxC = full_B[:, None] | (slots_C[None] <= t_B[:, None])
+    if cfg.episode_local:
+        valid_BxC &= seg_BxC == episode_B[:, None]
+    cos_k, sin_k = _rope_angles(cfg, pos_BxC)  # [B, C, h/2]
+    cos_q, sin_q = _rope_angles(cfg, jnp.minimum(t_B, C - 1))  # [B, h/2]
+    mask_Bx1x1xC = valid_BxC[:, None, None, :]
+    k_all, v_all = cache.k, cache.v
+    x_BxD = model.embed(tokens_B)
+    for layer, block in enumerate(model.blocks()):
+        q, k, v = block.qkv_heads(x_BxD)  # [B, N, h]
+        k_all = k_all.at[batch_B, layer, slot_B].set(k)
+        v_all = v_all.at[batch_B, layer, slot_B].set(v)
+        q = _rotate(q, cos_q, sin_q)
+        keys = _rotate(k_all[:, layer], cos_k, sin_k)
+        attn = jax.nn.dot_product_attention(q[:, None], keys, v_all[:, layer], mask=mask_Bx1x1xC,
+                                            implementation="xla")
+        x_BxD = block.finish(x_BxD, attn[:, 0], 0.0, None)
+    new = Cache(k=k_all, v=v_all, seg_BxC=seg_BxC, t_B=t_B + 1, episode_B=episode_B)
+    return model.logits(x_BxD), new
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True) -> float:
+    """Useful matmul FLOPs per token of :func:`forward` over ``seq_len`` tokens (x3 for
+    forward + backward when ``training``): the MFU numerator.
+
+    Per layer: qkv 6D^2, out 2D^2, MLP 4*r*D^2 (multiply-adds count 2), attention scores and
+    values 4*D per attended key, counting only keys the mask lets through (on average
+    ``(L+1)/2`` for a plain causal window, more for a banded one).
+    """
+    d, T, C = cfg.d_model, seq_len, min(cfg.context_len, seq_len)
+    L = (C * (C + 1) / 2 + (T - C) * C) / T  # mean keys attended per query
+    per_layer = 2 * (4 * d * d + 2 * cfg.mlp_ratio * d * d) + 4 * d * L
+    head = 2 * d * cfg.num_actions + 2 * d * (1 if cfg.categorical_obs else cfg.obs_size)
+    return (3.0 if training else 1.0) * (cfg.n_layers * per_layer + head)

@@ -1,0 +1,63 @@
+"""The frozen imitator as a :mod:`climit.rollout` policy, acting through its ring-buffer KV cache.
+
+``act, carry0 = policy(params, mode)`` gives ``act(params, cache, inp, key) -> (action, cache)``
+for ONE environment (vmap outward over environments, tasks or seeds). The carry is a
+:class:`climit.imitator.model.Cache` for a batch of 1. Each call feeds one token and reads the
+logits of the newest step, so a rollout of any length costs O(context) per step and equals a
+full recomputation over the whole trajectory (see :mod:`climit.imitator.model`).
+
+Token mapping from :class:`climit.rollout.PolicyInput`: the rollout reports ``prev_action = 0``
+and ``prev_reward = 0`` at its very first step; the imitator was trained with
+``NO_ACTION`` there (the start of a stream), so the first token of an empty cache gets
+``NO_ACTION``. Everything else passes through unchanged (previous action/reward carry across
+episode boundaries, exactly as in the training histories).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from climit import rollout
+from climit.imitator import model as model_lib
+
+
+def token(cache: model_lib.Cache, inp: rollout.PolicyInput) -> model_lib.Tokens:
+    """One environment's PolicyInput -> Tokens with a batch axis of 1."""
+    first = cache.t_B[0] == 0
+    prev_action = jnp.where(first, model_lib.NO_ACTION, inp.prev_action).astype(jnp.int32)
+    prev_reward = jnp.where(first, 0.0, inp.prev_reward).astype(jnp.float32)
+    return model_lib.Tokens(obs=inp.obs[None], prev_action=prev_action[None],
+                            prev_reward=prev_reward[None],
+                            episode_start=jnp.asarray(inp.episode_start, bool)[None])
+
+
+def policy(params: model_lib.Params, mode: str = "sample") -> tuple[Callable, model_lib.Cache]:
+    """(act, empty cache) for one environment; ``mode`` is 'greedy' or 'sample'.
+
+    ``params`` here only fixes the config of the cache; ``act`` takes the parameters as its first
+    argument (so they can be vmapped over seeds). Weights never change.
+    """
+    if mode not in ("greedy", "sample"):
+        raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
+
+    def act(p: model_lib.Params, cache: model_lib.Cache, inp: rollout.PolicyInput,
+            key: jax.Array) -> tuple[jax.Array, model_lib.Cache]:
+        logits_1xA, cache = model_lib.decode_step(p, cache, token(cache, inp))
+        mask = jnp.asarray(p.cfg.action_mask)
+        if mode == "greedy":
+            return rollout.masked_argmax(logits_1xA[0], mask), cache
+        return rollout.masked_sample(key, logits_1xA[0], mask), cache
+
+    return act, model_lib.init_cache(params, 1)
+
+
+def trajectory_tokens(obs_TxO: Any, action_T: Any, reward_T: Any, episode_start_T: Any) -> model_lib.Tokens:
+    """The tokens [1, T] an imitator saw along a recorded rollout (for full recomputation)."""
+    prev_action = jnp.concatenate([jnp.array([model_lib.NO_ACTION]), jnp.asarray(action_T[:-1], jnp.int32)])
+    prev_reward = jnp.concatenate([jnp.zeros(1), jnp.asarray(reward_T[:-1], jnp.float32)])
+    return model_lib.Tokens(obs=jnp.asarray(obs_TxO)[None], prev_action=prev_action[None],
+                            prev_reward=prev_reward[None],
+                            episode_start=jnp.asarray(episode_start_T, bool)[None])

@@ -1,0 +1,255 @@
+"""The imitator network: causality, sliding windows, ring-buffer KV cache, masking, jit."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from climit.imitator import model as M
+
+GRID = dict(obs_shape=(2,), obs_dtype="uint8", num_actions=5, action_mask=(True,) * 4 + (False,))
+FLOAT = dict(obs_shape=(3,), obs_dtype="float32", num_actions=3, action_mask=(True, True, True))
+
+
+_init = jax.jit(M.init, static_argnums=0)
+_forward = jax.jit(M.forward)
+
+
+def cfg_(**kw):
+    base = dict(GRID, d_model=32, n_layers=2, n_heads=4, context_len=8)
+    base.update(kw)
+    return M.ModelConfig(**base)
+
+
+def tokens(cfg, B, T, seed=0, start_p=0.2):
+    rng = np.random.default_rng(seed)
+    if cfg.obs_dtype == "uint8":
+        obs = rng.integers(0, 9, (B, T) + cfg.obs_shape).astype(np.uint8)
+    else:
+        obs = rng.normal(size=(B, T) + cfg.obs_shape).astype(np.float32)
+    return M.Tokens(obs=jnp.asarray(obs),
+                    prev_action=jnp.asarray(rng.integers(-1, sum(cfg.action_mask), (B, T)), jnp.int32),
+                    prev_reward=jnp.asarray(rng.random((B, T)), jnp.float32),
+                    episode_start=jnp.asarray(rng.random((B, T)) < start_p))
+
+
+def decode_all(params, toks):
+    """Logits of every step by feeding tokens one at a time through the KV cache: [B, T, A]."""
+    B = toks.prev_action.shape[0]
+
+    def body(cache, tok):
+        logits, cache = M.decode_step(params, cache, tok)
+        return cache, logits
+
+    _, logits = jax.lax.scan(body, M.init_cache(params, B),
+                             jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), toks))
+    return jnp.swapaxes(logits, 0, 1)
+
+
+def reward_jacobian(params, toks, b=0):
+    """d logits[b, t, :].sum() / d prev_reward[b, t'] as [T, T'] (float inputs: exact zeros)."""
+    def f(r):
+        return M.forward(params, toks._replace(prev_reward=r))[b].sum(-1)
+    return np.asarray(jax.jit(jax.jacrev(f))(toks.prev_reward)[:, b])
+
+
+def test_causal_gradient_of_step_t_wrt_later_inputs_is_exactly_zero():
+    cfg = cfg_(**FLOAT, context_len=16)
+    params = _init(cfg, jax.random.key(0))
+    toks = tokens(cfg, 2, 12)
+    J = reward_jacobian(params, toks)
+    assert np.all(J[np.triu_indices(12, k=1)] == 0.0)
+    assert np.all(np.abs(np.diag(J)) > 0) and np.abs(J[11, :11]).max() > 0
+
+    def g(obs):
+        return M.forward(params, toks._replace(obs=obs))[0, 5].sum()
+    grad_obs = np.asarray(jax.jit(jax.grad(g))(toks.obs))
+    assert np.all(grad_obs[0, 6:] == 0.0) and np.abs(grad_obs[0, :6]).max() > 0
+    assert np.all(grad_obs[1] == 0.0)  # other sequences of the batch never mix
+
+
+def test_one_layer_attends_to_exactly_the_last_context_len_steps():
+    cfg = cfg_(**FLOAT, n_layers=1, context_len=4)
+    params = _init(cfg, jax.random.key(1))
+    J = reward_jacobian(params, tokens(cfg, 1, 10))
+    for t in range(10):
+        inside = np.arange(10)[(np.arange(10) <= t) & (np.arange(10) > t - 4)]
+        outside = np.setdiff1d(np.arange(10), inside)
+        assert np.all(J[t, outside] == 0.0), t
+        assert np.all(np.abs(J[t, inside]) > 0), t
+
+
+def test_two_layers_reach_back_two_windows():
+    cfg = cfg_(**FLOAT, n_layers=2, context_len=4)
+    params = _init(cfg, jax.random.key(2))
+    J = reward_jacobian(params, tokens(cfg, 1, 12))
+    assert np.all(J[11, :5] == 0.0)  # beyond 2 * (4 - 1) steps back
+    assert np.abs(J[11, 5]).max() > 0
+
+
+@pytest.mark.parametrize("episode_local", [False, True])
+def test_kv_cache_equals_full_forward_before_and_after_many_wraps(episode_local):
+    cfg = cfg_(context_len=8, episode_local=episode_local)
+    params = _init(cfg, jax.random.key(3))
+    toks = tokens(cfg, 3, 8 * 6 + 3)  # the ring buffer wraps six times
+    full = jax.jit(M.forward)(params, toks)
+    cached = jax.jit(decode_all)(params, toks)
+    np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5)
+    # before wrapping, the cache also equals a forward pass over the prefix alone
+    prefix = jax.jit(M.forward)(params, jax.tree.map(lambda x: x[:, :8], toks))
+    np.testing.assert_allclose(cached[:, :8], prefix, rtol=1e-5, atol=1e-5)
+
+
+def test_one_layer_cache_equals_a_fresh_pass_over_the_last_window():
+    cfg = cfg_(n_layers=1, context_len=5)
+    params = _init(cfg, jax.random.key(4))
+    toks = tokens(cfg, 2, 23)
+    cached = jax.jit(decode_all)(params, toks)
+    for t in (4, 5, 11, 22):
+        window = jax.tree.map(lambda x: x[:, t - 4:t + 1], toks)
+        np.testing.assert_allclose(cached[:, t], _forward(params, window)[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_cache_streams_are_independent_and_keep_their_own_step_counts():
+    """Stream 1 joins 3 steps after stream 0; each gets the logits of its own history."""
+    cfg = cfg_(context_len=4)
+    params = _init(cfg, jax.random.key(5))
+    toks = tokens(cfg, 2, 11)
+    cache = M.init_cache(params, 2)
+    step = jax.jit(M.decode_step)
+    for t in range(11):
+        tok = jax.tree.map(lambda x: jnp.stack([x[0, t], x[1, max(t - 3, 0)]]), toks)
+        logits, new = step(params, cache, tok)
+        if t < 3:  # stream 1 has not started: keep its empty cache
+            new = jax.tree.map(lambda n, o: jnp.concatenate([n[:1], o[1:]]), new, cache)
+        cache = new
+    assert cache.t_B.tolist() == [11, 8]
+    # references by causal forward passes: stream 1's first 8 tokens sit at positions 0..7
+    ref = _forward(params, toks._replace(**{f: jnp.stack([getattr(toks, f)[0], jnp.concatenate(
+        [getattr(toks, f)[1, :8], getattr(toks, f)[1, :3]])]) for f in toks._fields}))
+    np.testing.assert_allclose(logits[0], ref[0, 10], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits[1], ref[1, 7], rtol=1e-5, atol=1e-5)
+
+
+def test_episode_local_model_sees_only_the_current_episode():
+    cfg = cfg_(**FLOAT, context_len=16, episode_local=True)
+    params = _init(cfg, jax.random.key(6))
+    toks = tokens(cfg, 1, 10, start_p=0.0)
+    starts = np.zeros((1, 10), bool)
+    starts[0, [0, 4]] = True
+    toks = toks._replace(episode_start=jnp.asarray(starts))
+    J = reward_jacobian(params, toks)
+    assert np.all(J[4:, :5] == 0.0)  # prev_reward at the episode start (4) is blanked too
+    assert np.abs(J[9, 5:10]).min() > 0
+    logits = _forward(params, toks)
+    other = toks._replace(prev_action=toks.prev_action.at[0, 4].set(2),
+                          obs=toks.obs.at[0, :4].set(5.0))
+    np.testing.assert_array_equal(_forward(params, other)[0, 4:], logits[0, 4:])
+
+
+def test_invalid_actions_are_masked_and_logits_float32():
+    cfg = cfg_()
+    params = _init(cfg, jax.random.key(7))
+    logits = _forward(params, tokens(cfg, 2, 6))
+    assert logits.dtype == jnp.float32 and logits.shape == (2, 6, 5)
+    probs = jax.nn.softmax(logits, -1)
+    assert np.all(np.asarray(probs[..., 4]) == 0.0)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_jit_equals_no_jit():
+    cfg = cfg_(n_layers=1)
+    params = _init(cfg, jax.random.key(8))
+    toks = tokens(cfg, 2, 6)
+    np.testing.assert_allclose(_forward(params, toks), M.forward(params, toks), rtol=1e-5, atol=1e-5)
+    # (decode_step jitted == forward jitted == forward eager: see the KV-cache tests)
+
+
+def test_dropout_only_with_a_key_and_changes_outputs():
+    cfg = cfg_(dropout=0.5)
+    params = _init(cfg, jax.random.key(9))
+    toks = tokens(cfg, 1, 6)
+    plain = _forward(params, toks)
+    np.testing.assert_array_equal(plain, _forward(params, toks))
+    a = _forward(params, toks, dropout_key=jax.random.key(0))
+    b = _forward(params, toks, dropout_key=jax.random.key(1))
+    assert not np.allclose(a, plain) and not np.allclose(a, b)
+
+
+def test_seeds_vmap_over_stacked_params():
+    cfg = cfg_()
+    keys = jax.random.split(jax.random.key(10), 3)
+    stacked = jax.vmap(lambda k: _init(cfg, k))(keys)
+    toks = tokens(cfg, 2, 6)
+    out = jax.jit(jax.vmap(M.forward, in_axes=(0, None)))(stacked, toks)
+    for s in range(3):
+        np.testing.assert_allclose(out[s], _forward(_init(cfg, keys[s]), toks), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(out[0], out[1])  # different seeds, different imitators
+
+
+def test_bf16_compute_keeps_fp32_params_and_stays_close():
+    cfg = cfg_()
+    params = _init(cfg, jax.random.key(11))
+    bf = M.Params(dataclasses.replace(cfg, compute_dtype="bfloat16"), params.tree)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params.tree))
+    toks = tokens(cfg, 2, 12)
+    np.testing.assert_allclose(_forward(bf, toks), _forward(params, toks), atol=3e-2)
+    assert M.init_cache(bf, 1).k.dtype == jnp.bfloat16
+    np.testing.assert_allclose(jax.jit(decode_all)(bf, toks), _forward(bf, toks), atol=3e-2)
+
+
+def test_rope_angles_stay_small_after_a_million_steps():
+    """Decoding far past the context uses window positions only (no drift with absolute t)."""
+    cfg = cfg_(context_len=4)
+    params = _init(cfg, jax.random.key(12))
+    toks = tokens(cfg, 1, 7)
+    cache = M.init_cache(params, 1)
+    far = cache.replace(t_B=jnp.array([1_000_004], jnp.int32))  # same slot as t = 4
+    step = jax.jit(M.decode_step)
+    outs = {}
+    for name, c in (("near", cache.replace(t_B=jnp.array([4], jnp.int32))), ("far", far)):
+        for t in range(7):  # same slots filled in the same order; only t differs by a multiple of C
+            logits, c = step(params, c, jax.tree.map(lambda x: x[:, t], toks))
+        outs[name] = logits
+    np.testing.assert_allclose(outs["far"], outs["near"], rtol=1e-6, atol=1e-6)
+
+
+def test_config_checks():
+    with pytest.raises(ValueError):
+        cfg_(d_model=30, n_heads=4)
+    with pytest.raises(ValueError):
+        cfg_(d_model=12, n_heads=4)  # odd head size: no RoPE pairs
+    assert cfg_().categorical_obs and not cfg_(**FLOAT).categorical_obs
+    assert M.attention_impl(cfg_(compute_dtype="bfloat16"), backend="gpu") == "cudnn"
+    assert M.attention_impl(cfg_(compute_dtype="float32"), backend="gpu") == "xla"
+    assert M.attention_impl(cfg_(compute_dtype="bfloat16", d_model=24, n_heads=4), backend="gpu") == "xla"
+    assert M.attention_impl(cfg_(compute_dtype="bfloat16"), backend="cpu") == "xla"
+    assert M.resolve_compute_dtype("auto", "gpu") == "bfloat16"
+    assert M.resolve_compute_dtype("auto", "cpu") == "float32"
+
+
+def test_policy_rollout_takes_the_actions_of_full_recomputation():
+    """The KV-cached imitator agent, stepped through the project's rollout far past its context,
+    acts exactly like recomputing the whole trajectory with a full forward pass."""
+    from climit import envs, rollout
+    from climit.imitator import policy
+
+    env = envs.make("darkroom")
+    cfg = cfg_(context_len=8)
+    params = _init(cfg, jax.random.key(13))
+    act, cache0 = policy.policy(params, "greedy")
+    steps = 50  # 2.5 episodes, 6 wraps of the cache
+    run = jax.jit(lambda p, k: rollout.rollout(env, act, p, cache0, jnp.array([2, 7], jnp.int32),
+                                               k, steps, record=rollout.full))
+    cache, tr = run(params, jax.random.key(0))
+    assert int(cache.t_B[0]) == steps
+    done = np.asarray(tr.terminated | tr.truncated)
+    starts = np.concatenate([[True], done[:-1]])
+    toks = policy.trajectory_tokens(tr.obs, tr.action, tr.reward, starts)
+    logits = _forward(params, toks)[0]
+    mask = jnp.asarray(cfg.action_mask)
+    recomputed = jax.vmap(lambda l: rollout.masked_argmax(l, mask))(logits)
+    np.testing.assert_array_equal(np.asarray(tr.action), np.asarray(recomputed))
+    assert len(set(np.asarray(tr.action).tolist())) > 1

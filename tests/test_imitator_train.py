@@ -1,0 +1,296 @@
+"""Imitator training: learns a reward-dependent policy, resumes exactly, stops on NaN,
+checkpoints round-trip, 1 and 8 devices agree, and `climit imitate` end to end."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from climit import checkpoint, cli
+from climit import config as config_lib
+from climit.errors import ArtifactError, ClimitError, TrainingDiverged
+from climit.imitator import model as M
+from climit.imitator import synthetic
+from climit.imitator import train as T
+
+TINY = ["imitator.context_len=8", "imitator.train_windows=2", "imitator.d_model=32",
+        "imitator.n_layers=1", "imitator.n_heads=4", "imitator.batch_size=8",
+        "imitator.warmup_steps=2", "imitator.lr=3e-3", "imitator.eval_batches=2",
+        "imitator.heldout_fraction=0.25"]
+# The shared short run: 2 seeds, dropout and label smoothing on, every step logged.
+SHORT = ["imitator.train_steps=10", "imitator.eval_every=4", "imitator.log_every=1",
+         "imitator.seeds=2", "imitator.dropout=0.1", "imitator.label_smoothing=0.1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A runs dir whose run 'base' holds a synthetic teacher history (16 learners x 160 steps)."""
+    root = tmp_path_factory.mktemp("runs")
+    synthetic.write_history(root / "base" / "teacher" / "histories", steps=160, variants=4)
+    return root
+
+
+def make_cfg(runs, name, *overrides):
+    """A config for run ``name`` reading the shared history (linked into its run dir)."""
+    hist = runs / name / "teacher" / "histories"
+    if not hist.exists():
+        hist.parent.mkdir(parents=True, exist_ok=True)
+        hist.symlink_to(runs / "base" / "teacher" / "histories")
+    return config_lib.load(None, [f"run.runs_dir={runs}", f"run.name={name}", *TINY, *overrides])
+
+
+def records(cfg):
+    lines = (T.output_dir(cfg) / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(l).items() if k != "tokens_per_s"} for l in lines]
+
+
+def latest_tree(cfg):
+    with checkpoint.Checkpointer(T.output_dir(cfg) / "checkpoints", readonly=True) as c:
+        return c.restore()
+
+
+@pytest.fixture(scope="module")
+def baseline(runs):
+    """An uninterrupted SHORT run (shared by the resume, device and CLI tests)."""
+    cfg = make_cfg(runs, "baseline", *SHORT)
+    T.train(cfg, progress=False)
+    return cfg
+
+
+def test_loss_falls_and_heldout_accuracy_beats_chance(runs):
+    """The synthetic learner's action is a function of the reward two steps back: the imitator
+    learns it on unseen tasks, and its predictions collapse when the rewards are hidden."""
+    cfg = make_cfg(runs, "learn", "imitator.train_steps=150", "imitator.eval_every=75",
+                   "imitator.log_every=25")
+    s = T.train(cfg, progress=False)
+    recs = records(cfg)
+    assert recs[0]["loss"] > 1.0 and recs[-1]["loss"] < 0.3 * recs[0]["loss"]
+    assert s["chance_accuracy"] == 0.25
+    assert s["heldout_action_accuracy"] > 0.85, s
+    assert s["heldout_loss"] < 0.4
+    for key in ("heldout_loss", "heldout_action_accuracy", "tokens_per_s", "params"):
+        assert isinstance(s[key], (int, float)) and s[key] > 0
+    loaded = T.load(T.output_dir(cfg))
+    assert s["params"] == M.num_params(loaded.params) // cfg.imitator.seeds
+    setup = T._prepare(cfg, T.open_histories(T.histories_dir(cfg)))
+    batch = T.data_lib.heldout_batches(setup.heldout_set, 1, 16, seed=1)[0]
+    forward = jax.jit(M.forward)
+    one = T.seed_params(loaded.params, 0)
+    acc = {}
+    for name, toks in (("rewards", batch.tokens), ("hidden", batch.tokens._replace(
+            prev_reward=np.zeros_like(batch.tokens.prev_reward)))):
+        pred = np.asarray(forward(one, toks)).argmax(-1)
+        acc[name] = (pred == batch.target)[:, 2:].mean()  # every step with two steps of context
+    assert acc["rewards"] > 0.95 and acc["hidden"] < 0.75, acc
+
+
+def test_kill_and_restart_resumes_exactly(runs, baseline):
+    cfg = make_cfg(runs, "killed", *SHORT)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, progress=False, interrupt_after=7)  # killed 3 steps after the step-4 checkpoint
+    assert checkpoint.complete_steps(T.output_dir(cfg) / "checkpoints") == [4]
+    T.train(cfg, progress=False)
+    a, b = latest_tree(baseline), latest_tree(cfg)
+    assert int(b["step"]) == 10
+    jax.tree.map(np.testing.assert_array_equal, a, b)  # params, optimizer state, step: bitwise
+    assert records(cfg) == records(baseline)
+
+
+def test_checkpoint_round_trip_is_identical(runs, baseline, tmp_path):
+    from climit import parallel
+
+    icfg = baseline.imitator
+    mcfg = M.model_config(icfg, T.history_spec(T.open_histories(T.histories_dir(baseline))))
+    programs = T._programs(mcfg, icfg, parallel.mesh())  # compiled by the baseline run
+    state = programs.init(jax.random.key(0))
+    S, B, L = icfg.seeds, icfg.batch_size, icfg.context_len * icfg.train_windows
+    batch = T.data_lib.Batch(
+        tokens=M.Tokens(obs=np.zeros((S, B, L, 2), np.uint8), prev_action=np.zeros((S, B, L), np.int32),
+                        prev_reward=np.ones((S, B, L), np.float32),
+                        episode_start=np.zeros((S, B, L), bool)),
+        target=np.ones((S, B, L), np.int32))
+    for _ in range(2):
+        state, _ = programs.step(jax.random.key(1), state, batch)
+    with checkpoint.Checkpointer(tmp_path / "c", keep=1) as c:
+        c.save(2, state, config={"x": 1}, metrics={"heldout_loss": 1.0})
+        back = c.restore(target=jax.eval_shape(lambda: state))
+    assert type(back) is type(state) and int(back.step) == 2
+    assert len(jax.tree.leaves(state.opt_state)) > 2 * len(jax.tree.leaves(state.tree))  # mu, nu
+    jax.tree.map(np.testing.assert_array_equal, state, back)
+
+
+def test_nan_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(runs, baseline):
+    from climit import histories
+
+    cfg = make_cfg(runs, "nan", *SHORT)
+    with pytest.raises(KeyboardInterrupt):  # a good checkpoint at step 4
+        T.train(cfg, progress=False, interrupt_after=4)
+    # the history turns bad under the run (NaN rewards): the next steps diverge
+    good = histories.open(runs / "base" / "teacher" / "histories")
+    bad_dir = runs / "nan_history"
+    w = histories.create(bad_dir, spec=synthetic.SPEC, total_steps=good.num_steps, check_space=False,
+                         streams=[good.stream_info(i) for i in range(good.num_streams)])
+    fields = [np.stack([good.read(f, i) for i in range(good.num_streams)])
+              for f in histories.STEP_FIELDS]
+    fields[2] = np.full_like(fields[2], np.nan)
+    with w:
+        w.append(*fields)
+    link = T.histories_dir(cfg)
+    link.unlink()
+    link.symlink_to(bad_dir)
+    with pytest.raises(TrainingDiverged, match=r"last good checkpoint \(step 4\) is kept"):
+        T.train(cfg, progress=False)
+    loaded = T.load(T.output_dir(cfg), "latest")
+    assert loaded.step == 4
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(loaded.params.tree))
+
+
+def test_refuses_to_start_without_histories(tmp_path, capsys):
+    cfg = config_lib.load(None, [f"run.runs_dir={tmp_path}", "run.name=empty"])
+    with pytest.raises(ArtifactError, match="teacher/histories"):
+        T.train(cfg, progress=False)
+    assert cli.main(["imitate", f"run.runs_dir={tmp_path}", "run.name=empty"]) == 1
+    err = capsys.readouterr().err
+    assert "histories" in err and "climit teach" in err and "Traceback" not in err
+
+
+def test_incomplete_history_is_refused(tmp_path):
+    from climit import histories
+
+    w = histories.create(tmp_path / "r" / "teacher" / "histories", spec=synthetic.SPEC,
+                         streams=[histories.StreamInfo(0, 0, (0, 0), 0, {})], total_steps=100,
+                         check_space=False)
+    with w:
+        w.append(np.zeros((1, 10, 2), np.uint8), np.zeros((1, 10)), np.zeros((1, 10)),
+                 np.zeros((1, 10), bool), np.zeros((1, 10), bool))
+    cfg = config_lib.load(None, [f"run.runs_dir={tmp_path}", "run.name=r"])
+    with pytest.raises(ClimitError, match="incomplete"):
+        T.train(cfg, progress=False)
+
+
+def test_cli_imitate_writes_variant_dirs_summary_and_a_loadable_imitator(runs, baseline, capsys):
+    base = [f"run.runs_dir={runs}", "run.name=cli", *TINY, *SHORT]  # compiled for the baseline
+    make_cfg(runs, "cli")
+    assert cli.main(["imitate", "--no-progress", *base]) == 0
+    assert cli.main(["imitate", "--no-progress", *base, "imitator.variant=shuffled",
+                     "imitator.horizon=80"]) == 0
+    assert "heldout_loss" in capsys.readouterr().out
+    root = runs / "cli" / "imitator"
+    index = json.loads((root / "summary.json").read_text())
+    assert set(index) == {"ad", "shuffled_h80"}
+    for tag, s in index.items():
+        assert json.loads((root / tag / "summary.json").read_text()) == s
+        assert (root / tag / "config.yaml").is_file() and (root / tag / "metrics.jsonl").is_file()
+    assert index["shuffled_h80"]["horizon"] == 80
+    assert index["ad"]["train_tokens"] == 2 * index["shuffled_h80"]["train_tokens"]
+    loaded = T.load(root / "shuffled_h80")
+    assert loaded.config.imitator.horizon == 80 and loaded.step == index["shuffled_h80"]["best_step"]
+    assert loaded.params.cfg == T.load(root / "ad").params.cfg
+    one = T.seed_params(loaded.params, 1)
+    cache = M.init_cache(one, 3)
+    tok = M.Tokens(obs=np.zeros((3, 2), np.uint8), prev_action=np.full((3,), -1, np.int32),
+                   prev_reward=np.zeros((3,), np.float32), episode_start=np.ones((3,), bool))
+    logits, cache = jax.jit(M.decode_step)(one, cache, tok)
+    assert logits.shape == (3, 5) and np.all(np.isfinite(logits[:, :4]))
+    # a finished imitator is not retrained; a different one in the same dir is refused
+    assert cli.main(["imitate", "--no-progress", *base]) == 0
+    (root / "ad" / "summary.json").unlink()
+    assert cli.main(["imitate", "--no-progress", *base, "imitator.lr=1e-3"]) == 1
+    assert "different config" in capsys.readouterr().err
+
+
+DEVICES_SCRIPT = textwrap.dedent("""
+    import sys, jax
+    from climit import config
+    from climit.imitator import train
+    assert jax.device_count() == 8
+    cfg = config.load(None, sys.argv[1:])
+    s = train.train(cfg, progress=False)
+    print("DEVICES", s["devices"])
+""")
+
+
+def test_one_and_eight_devices_give_the_same_loss_curve(runs, baseline, tmp_path):
+    cfg = make_cfg(runs, "dev8", *SHORT)
+    script = tmp_path / "dev8.py"
+    script.write_text(DEVICES_SCRIPT)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu"}
+    args = [f"run.runs_dir={runs}", "run.name=dev8", *TINY, *SHORT]
+    out = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "DEVICES 8" in out.stdout
+    one, eight = records(baseline), records(cfg)
+    assert [r["step"] for r in one] == [r["step"] for r in eight]
+    for a, b in zip(one, eight):
+        for key in ("loss", "accuracy", "grad_norm", "heldout_loss", "heldout_action_accuracy"):
+            if key in a:
+                np.testing.assert_allclose(b[key], a[key], rtol=2e-4, atol=1e-5, err_msg=key)
+
+
+def test_imitator_presets_load():
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).resolve().parents[1] / "configs").glob("imitator_*.yaml"))
+    assert presets
+    for path in presets:
+        cfg = config_lib.load(path)
+        assert cfg.imitator.d_model % cfg.imitator.n_heads == 0
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_device_loss_curve(runs, baseline, tmp_path):
+    """Multi-host data parallel: 2 local processes x 2 CPU devices, each reading its rows of the
+    global batch, reproduce the 1-device run (~40 s on 2 cores)."""
+    import socket
+
+    make_cfg(runs, "hosts2", *SHORT)
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from climit import parallel
+        assert parallel.initialize()
+        from climit import config
+        from climit.imitator import train
+        train.train(config.load(None, sys.argv[1:]), progress=False)
+    """))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [f"run.runs_dir={runs}", "run.name=hosts2", *TINY, *SHORT]
+    procs = [subprocess.Popen(
+        [sys.executable, str(script), *args], text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "CLIMIT_COORDINATOR": f"127.0.0.1:{port}",
+             "CLIMIT_NUM_PROCESSES": "2", "CLIMIT_PROCESS_ID": str(pid),
+             "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}) for pid in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    one = records(baseline)
+    two = records(make_cfg(runs, "hosts2", *SHORT))
+    assert [r["step"] for r in one] == [r["step"] for r in two]
+    for a, b in zip(one, two):
+        for key in ("loss", "heldout_loss"):
+            if key in a:
+                np.testing.assert_allclose(b[key], a[key], rtol=2e-4, atol=1e-5, err_msg=key)
+
+
+def test_bench_reports_throughput_and_null_mfu_on_cpu():
+    from types import SimpleNamespace
+
+    from climit.imitator import bench
+
+    (rec,) = list(bench.run(["default"], batch=2, steps=1, reduced=True, repeats=1))
+    assert rec["tokens_per_s"] > 0 and rec["loss_finite"] and rec["seq_len"] == 160
+    assert rec["mfu"] is None and rec["cudnn_xla_ratio"] is None and rec["backend"] == "cpu"
+    assert rec["flops_per_token"] > 6 * rec["params"] * 0.5
+    gpu = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 80GB HBM3")
+    assert bench.peak_flops(gpu) == 989e12
+    assert bench.peak_flops(SimpleNamespace(platform="gpu", device_kind="NVIDIA H200")) == 989e12
+    assert bench.peak_flops(SimpleNamespace(platform="gpu", device_kind="Mystery GPU")) is None
