@@ -1,0 +1,649 @@
+"""In-context evaluation: the frozen imitator as an agent, the three claim tests, their controls.
+
+**The frozen imitator as an agent.** :func:`imitator_policy` wraps the imitator's
+``decode_step`` as a :mod:`climit.rollout` policy whose carry is the ring-buffer KV cache of one
+environment: from an empty cache, it feeds its own (observation, previous action, previous
+reward, episode start) back token by token, for as many steps as asked -- far more than the
+context holds (the cache slides). Weights are an argument, never a carry: nothing in a rollout
+can change them. :func:`window_policy` is the same agent recomputing a forward pass over a
+window of recent tokens every step (no cache): the reference the cache must reproduce
+(tests) and the baseline of ``climit bench rollout``.
+
+**The tests** (:func:`evaluate`), on held-out tasks (``envs.sample_tasks(..., "heldout")``,
+never given to the teacher) and environment keys derived from ``run.seed`` with a salt no
+training stage uses:
+
+- (a) skill match: the AD imitator from an empty context for ``eval.env_steps`` on held-out
+  tasks of ``env.name``, against fresh DQN learners trained on the same tasks;
+- (b) horizon extrapolation: an imitator trained on the first H env steps of each history,
+  evaluated to ``horizon_factor`` x H; metrics over (H, factor x H], against the same fresh
+  DQNs' continuation;
+- (c) new family: the imitators trained on ``env.name`` acting in ``env.transfer`` (same
+  interface), against fresh DQNs there.
+
+Controls in every test: ED, the context-ablated imitator (``eval.ablation``), a uniformly random
+policy, and the DQN itself. Every agent row ``s`` acts on task ``k`` with the same environment
+key (common random numbers: Key-to-Door start cells are the same for all agents).
+
+**Curves.** Return against env steps of one environment stream: episodes are binned by the step
+at which they end (:func:`climit.rollout.curve`) on a grid of ``eval.curve_points`` multiples of
+the episode length. The DQN's curve is its training-episode return (exploration included: that
+is the behaviour the histories hold and the imitator imitates), per stream; with
+``teacher.num_envs`` E > 1 a learner's E streams are averaged (each stream has the same
+per-stream step count as the imitator's single stream).
+
+An interrupted evaluation resumes: every finished agent's step signals are kept in
+``eval/parts/`` (valid for the same config fingerprint) until results.json is written.
+
+Axis letters: S agent rows (imitator seeds, DQN seeds, random repeats), K tasks, T time,
+P grid points, M episodes, A actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from climit import config as config_lib
+from climit import envs, report, rollout, stats
+from climit.config import ConfigError, ExperimentConfig
+from climit.errors import ArtifactError
+
+EVAL_SALT = 0xE7A1  # separates evaluation keys from every training key stream
+ROLES = ("imitator", "ed", "ablated")  # trained imitators of tests (a) and (c)
+
+
+# ---------------------------------------------------------------------------------------------
+# The imitator as a rollout policy
+# ---------------------------------------------------------------------------------------------
+
+def _tokens(inp: rollout.PolicyInput, lead: tuple[int, ...] = (1,)) -> Any:
+    from climit.imitator import model
+
+    return model.Tokens(obs=inp.obs.reshape(lead + inp.obs.shape),
+                        prev_action=jnp.asarray(inp.prev_action, jnp.int32).reshape(lead),
+                        prev_reward=jnp.asarray(inp.prev_reward, jnp.float32).reshape(lead),
+                        episode_start=jnp.asarray(inp.episode_start, bool).reshape(lead))
+
+
+def _choose(logits_A: jax.Array, mask_A: jax.Array, key: jax.Array, mode: str) -> jax.Array:
+    if mode == "greedy":
+        return rollout.masked_argmax(logits_A, mask_A)
+    return rollout.masked_sample(key, logits_A, mask_A)
+
+
+def imitator_policy(mask_A: np.ndarray, mode: str = "sample") -> rollout.Policy:
+    """The frozen imitator through its KV cache: params = ``model.Params`` (one seed), carry =
+    ``model.init_cache(params, 1)`` (one environment). ``mask_A``: the acting env's real
+    actions (intersected with the model's own mask). The same arguments return the same
+    function, so jitted rollouts of several imitators share their compilation."""
+    return _imitator_policy(tuple(bool(m) for m in np.asarray(mask_A)), mode)
+
+
+@functools.lru_cache(maxsize=None)
+def _imitator_policy(mask: tuple[bool, ...], mode: str) -> rollout.Policy:
+    from climit.imitator import model
+
+    def act(params: Any, cache: Any, inp: rollout.PolicyInput, key: jax.Array):
+        logits_1xA, cache = model.decode_step(params, cache, _tokens(inp))
+        mask_A = jnp.asarray(mask) & jnp.asarray(params.cfg.action_mask)
+        return _choose(logits_1xA[0], mask_A, key, mode), cache
+
+    return act
+
+
+class WindowCarry(NamedTuple):
+    """Recent tokens of one stream for recomputation: leaves [W, ...]; ``t`` tokens seen."""
+
+    tokens: Any
+    t: jax.Array
+
+
+def init_window(params: Any, window: int) -> WindowCarry:
+    """An empty token window of ``window`` steps for :func:`window_policy`."""
+    from climit.imitator import model
+
+    cfg = params.cfg
+    tokens = model.Tokens(obs=jnp.zeros((window,) + tuple(cfg.obs_shape), cfg.obs_dtype),
+                          prev_action=jnp.full((window,), model.NO_ACTION, jnp.int32),
+                          prev_reward=jnp.zeros((window,), jnp.float32),
+                          episode_start=jnp.zeros((window,), bool))
+    return WindowCarry(tokens=tokens, t=jnp.int32(0))
+
+
+def window_policy(mask_A: np.ndarray, mode: str = "sample") -> rollout.Policy:
+    """The imitator WITHOUT a cache: every step, a full forward pass over the last W tokens
+    (W = the carry's window), taking the logits of the newest.
+
+    While fewer than W tokens exist they sit at the front of the window (later slots are
+    unused future positions that causal attention cannot see); after that the window slides.
+    With W >= the rollout length this is exactly the model's forward over the whole stream,
+    which the KV cache must reproduce; with W = the context length it is the usual
+    sliding-window recomputation (exact for one layer; the cache sees further back with more).
+    """
+    from climit.imitator import model
+
+    mask_A = jnp.asarray(mask_A, bool)
+
+    def act(params: Any, carry: WindowCarry, inp: rollout.PolicyInput, key: jax.Array):
+        w = carry.tokens.prev_action.shape[0]
+        new = _tokens(inp, ())
+        full = carry.t >= w
+        pos = jnp.minimum(carry.t, w - 1)
+
+        def put(buf, x):  # slide left once full, then write the newest token at ``pos``
+            buf = jnp.where(full, jnp.roll(buf, -1, axis=0), buf)
+            return buf.at[pos].set(x)
+
+        tokens = jax.tree.map(put, carry.tokens, new)
+        logits_1xWxA = model.forward(params, jax.tree.map(lambda x: x[None], tokens))
+        mask = mask_A & jnp.asarray(params.cfg.action_mask)
+        action = _choose(logits_1xWxA[0, pos], mask, key, mode)
+        return action, WindowCarry(tokens=tokens, t=carry.t + 1)
+
+    return act
+
+
+# ---------------------------------------------------------------------------------------------
+# Rolling many agents x tasks in chunks
+# ---------------------------------------------------------------------------------------------
+
+def _signal(tr: rollout.Transition) -> tuple[jax.Array, jax.Array]:
+    """What a curve needs of each step: (reward, episode ended)."""
+    return tr.reward, tr.terminated | tr.truncated
+
+
+def rollout_rows(env: envs.Env, act: rollout.Policy, params_S: Any, carry0: Any,
+                 tasks_KxD: np.ndarray, keys_SxK: jax.Array, num_steps: int, *,
+                 chunk_steps: int = 2000, params_batched: bool = True, desc: str = "",
+                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Roll S x K environments (agent row s on task k) for ``num_steps`` steps in jitted chunks.
+
+    ``params_S``: leaves with a leading S axis if ``params_batched`` else shared; ``carry0``:
+    the carry of ONE environment (broadcast to every row). Returns host arrays
+    ``reward_SxKxT`` float32 and ``done_SxKxT`` bool.
+    """
+    from tqdm import tqdm
+
+    s, k = keys_SxK.shape[:2]
+    tasks = jnp.asarray(tasks_KxD, jnp.int32)
+    rs = _init_rows(env)(keys_SxK, tasks)
+    carry = jax.tree.map(lambda x: jnp.broadcast_to(x, (s, k) + jnp.shape(x)), carry0)
+    rewards, dones = [], []
+    bar = tqdm(total=num_steps, unit="step", desc=desc, disable=not progress, dynamic_ncols=True,
+               mininterval=1.0)
+    t = 0
+    while t < num_steps:
+        n = min(chunk_steps, num_steps - t)
+        carry, rs, (rew, done) = _row_runner(env, act, params_batched, n)(params_S, carry, rs, tasks)
+        rewards.append(np.asarray(rew))
+        dones.append(np.asarray(done))
+        t += n
+        bar.update(n)
+    bar.close()
+    return np.concatenate(rewards, axis=-1), np.concatenate(dones, axis=-1)
+
+
+@functools.lru_cache(maxsize=None)
+def _init_rows(env: envs.Env):
+    """jit: keys [S, K], tasks [K, D] -> RolloutState [S, K] (env keys shared across agents)."""
+    one = lambda key, task: rollout.init(env, key, task)
+    return jax.jit(jax.vmap(jax.vmap(one, (0, 0)), (0, None)))
+
+
+@functools.lru_cache(maxsize=None)
+def _row_runner(env: envs.Env, act: rollout.Policy, params_batched: bool, n: int):
+    """jit: (params [S] or shared, carry [S, K], rs [S, K], tasks [K]) -> n more steps.
+
+    Cached on its (hashable, identity-stable) arguments: one compilation per policy, env and
+    chunk length, reused across agents whose params have the same structure."""
+    def one(p, c, r, task):
+        return rollout.run(env, act, p, c, r, task, n, _signal)
+
+    per_task = jax.vmap(one, (None, 0, 0, 0))
+    return jax.jit(jax.vmap(per_task, (0 if params_batched else None, 0, 0, None)))
+
+
+def grid(episode_len: int, num_steps: int, points: int) -> np.ndarray:
+    """Curve grid: int64 [P] multiples of the episode length (so every bin holds an episode
+    end of a fixed-length env), at most ``points`` of them, the last at or below num_steps."""
+    n_episodes = max(num_steps // episode_len, 1)
+    stride = math.ceil(n_episodes / points)
+    return episode_len * stride * np.arange(1, n_episodes // stride + 1, dtype=np.int64)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _curves_from_steps(reward_NxT: jax.Array, done_NxT: jax.Array, max_episodes: int,
+                       grid_P: jax.Array) -> jax.Array:
+    def one(r, d):
+        return rollout.curve(rollout.episode_returns(r, d, max_episodes), grid_P)
+    return jax.vmap(one)(reward_NxT, done_NxT)
+
+
+def curves_from_steps(reward_SxKxT: np.ndarray, done_SxKxT: np.ndarray,
+                      grid_P: np.ndarray) -> np.ndarray:
+    """Per-row curves [S, K, P] from step signals (episodes binned by end step)."""
+    s, k, t = reward_SxKxT.shape
+    t_used = int(grid_P[-1])  # steps after the last grid point cannot enter a bin
+    c = _curves_from_steps(jnp.asarray(reward_SxKxT[..., :t_used].reshape(s * k, t_used)),
+                           jnp.asarray(done_SxKxT[..., :t_used].reshape(s * k, t_used)),
+                           t_used, jnp.asarray(grid_P))
+    return np.asarray(c, np.float64).reshape(s, k, -1)
+
+
+def curves_from_episodes(ep: rollout.Episodes, grid_P: np.ndarray) -> np.ndarray:
+    """Curves [N, P] from padded Episodes [N, M] (the fresh DQNs' training episodes)."""
+    c = jax.jit(jax.vmap(rollout.curve, (0, None)))(jax.tree.map(jnp.asarray, ep),
+                                                     jnp.asarray(grid_P))
+    return np.asarray(c, np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: resolved sizes, the imitators each test needs
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Resolved evaluation sizes (config zeros replaced) and the imitators to load."""
+
+    env_steps: int  # tests (a), (c) controls on env.name
+    transfer_steps: int  # test (c)
+    transfer_tasks: int  # test (c): eval.tasks, or all held-out tasks of a smaller family
+    horizon: int  # H
+    horizon_steps: int  # factor x H
+    imitators: dict[str, ExperimentConfig]  # role -> the config that trains it
+
+
+def imitator_config(cfg: ExperimentConfig, variant: str, horizon: int = 0) -> ExperimentConfig:
+    """``cfg`` with the imitator dataset variant and horizon of one role."""
+    return dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, variant=variant,
+                                                                 horizon=horizon))
+
+
+def plan(cfg: ExperimentConfig) -> Plan:
+    """Resolve the evaluation sizes; ConfigError (before any work) for impossible ones."""
+    ev = cfg.eval
+    env_steps = ev.env_steps or cfg.teacher.total_env_steps
+    horizon = ev.horizon or env_steps // ev.horizon_factor
+    spec = envs.spec(cfg.env.name)
+    if horizon < spec.episode_len:
+        raise ConfigError("eval.horizon", f"H = {horizon} env steps is shorter than one "
+                          f"{cfg.env.name} episode ({spec.episode_len}); raise eval.env_steps or "
+                          f"lower eval.horizon_factor")
+    if horizon > cfg.teacher.total_env_steps:
+        raise ConfigError("eval.horizon", f"H = {horizon} exceeds the teacher's "
+                          f"{cfg.teacher.total_env_steps} env steps of history")
+    if horizon * ev.horizon_factor > env_steps:
+        raise ConfigError("eval.horizon", f"{horizon} x {ev.horizon_factor} exceeds the "
+                          f"{env_steps} evaluation steps")
+    if ev.tasks > spec.num_tasks["heldout"] and spec.task_dim:
+        raise ConfigError("eval.tasks", f"{ev.tasks} exceeds the {spec.num_tasks['heldout']} "
+                          f"held-out tasks of {cfg.env.name}")
+    transfer_steps = ev.transfer_env_steps or env_steps
+    fresh_teacher(cfg, env_steps)
+    if cfg.env.transfer:
+        fresh_teacher(cfg, transfer_steps)
+    roles = {"imitator": imitator_config(cfg, "ad"), "ed": imitator_config(cfg, "ed"),
+             "ablated": imitator_config(cfg, ev.ablation),
+             "imitator_h": imitator_config(cfg, "ad", horizon)}
+    if ev.horizon_controls:
+        roles["ed_h"] = imitator_config(cfg, "ed", horizon)
+        roles["ablated_h"] = imitator_config(cfg, ev.ablation, horizon)
+    transfer_tasks = ev.tasks
+    if cfg.env.transfer and envs.spec(cfg.env.transfer).task_dim:
+        transfer_tasks = min(ev.tasks, envs.spec(cfg.env.transfer).num_tasks["heldout"])
+    return Plan(env_steps=env_steps, transfer_steps=transfer_steps, transfer_tasks=transfer_tasks,
+                horizon=horizon, horizon_steps=horizon * ev.horizon_factor, imitators=roles)
+
+
+def fingerprint(cfg: ExperimentConfig) -> str:
+    """What the evaluation's artifacts depend on: every section except run naming."""
+    return config_lib.fingerprint(cfg.run.seed, cfg.env, cfg.teacher, cfg.histories, cfg.imitator,
+                                  cfg.eval)
+
+
+# ---------------------------------------------------------------------------------------------
+# Agents
+# ---------------------------------------------------------------------------------------------
+
+def _keys(key: jax.Array, s: int, k: int) -> jax.Array:
+    """Env keys [S, K]: row s, task k -- the same for every agent (common random numbers)."""
+    return jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, i), j))(
+        jnp.arange(k)))(jnp.arange(s))
+
+
+def imitator_steps(loaded: Any, env: envs.Env, tasks: np.ndarray, key: jax.Array, num_steps: int,
+                   cfg: ExperimentConfig, desc: str, progress: bool):
+    """Step signals [S, K, T] of a trained imitator (S seeds) acting from an empty context."""
+    from climit.imitator import model
+
+    params_S = loaded.params
+    s = int(jax.tree.leaves(params_S.tree)[0].shape[0])
+    cache0 = model.init_cache(params_S.cfg, 1)  # one env = a cache of batch 1
+    return rollout_rows(env, imitator_policy(env.spec.action_mask, cfg.eval.mode), params_S,
+                        cache0, tasks, _keys(key, s, len(tasks)), num_steps,
+                        chunk_steps=cfg.eval.chunk_steps, desc=desc, progress=progress)
+
+
+def random_steps(env: envs.Env, tasks: np.ndarray, key: jax.Array, num_steps: int,
+                 cfg: ExperimentConfig, progress: bool):
+    """Step signals [R, K, T] of the uniformly random policy."""
+    return rollout_rows(env, _random_policy(tuple(bool(m) for m in env.spec.action_mask)), None, (), tasks,
+                        _keys(key, cfg.eval.random_seeds, len(tasks)), num_steps,
+                        chunk_steps=cfg.eval.chunk_steps, params_batched=False,
+                        desc=f"random {env.spec.name}", progress=progress)
+
+
+def fresh_teacher(cfg: ExperimentConfig, num_steps: int) -> config_lib.TeacherConfig:
+    """The teacher config of the evaluation's fresh DQNs: the teacher's hyperparameters, one
+    seed per learner, no sweep, ``num_steps`` env steps per stream. ConfigError if impossible."""
+    tcfg = dataclasses.replace(cfg.teacher, total_env_steps=num_steps * cfg.teacher.num_envs,
+                               seeds=1, sweep=config_lib.FrozenMap(), q_log_period=0)
+    try:
+        tcfg.check()
+    except ConfigError as err:
+        msg = str(err).partition(": ")[2]
+        raise ConfigError(err.key, f"{msg} (the evaluation's fresh DQNs learn for {num_steps} "
+                          f"env steps)") from None
+    return tcfg
+
+
+@functools.lru_cache(maxsize=None)
+def _random_policy(mask: tuple[bool, ...]) -> rollout.Policy:
+    return rollout.random_policy(np.asarray(mask))  # identity-stable: compiled once per env
+
+
+def dqn_episodes(cfg: ExperimentConfig, env: envs.Env, tasks: np.ndarray, key: jax.Array,
+                 num_steps: int, progress: bool) -> tuple[np.ndarray, ...]:
+    """Training episodes of ``eval.dqn_seeds`` fresh DQN learners per task, each stream
+    ``num_steps`` long: the four Episodes fields (leaves [R*K*E, M]) and E, as host arrays
+    (:func:`_unpack_dqn` rebuilds them)."""
+    from climit.teacher import train as teacher_train
+
+    e = cfg.teacher.num_envs
+    tcfg = fresh_teacher(cfg, num_steps)
+    r = cfg.eval.dqn_seeds
+    tasks_GxD = np.tile(np.asarray(tasks), (r, 1))  # learner g = r * K + k
+    res = teacher_train.train_learners(tcfg, env, tasks_GxD, jax.random.key_data(key),
+                                       progress=progress)
+    return (*(np.asarray(x) for x in res.episodes), np.int64(e))
+
+
+def _unpack_dqn(arrays: tuple[np.ndarray, ...]) -> tuple[rollout.Episodes, int]:
+    return rollout.Episodes(*arrays[:4]), int(arrays[4])
+
+
+class PartCache:
+    """Finished agents of an interrupted evaluation, one ``.npz`` per agent, valid only for the
+    same evaluation fingerprint; cleared once results.json is written."""
+
+    def __init__(self, directory: Path, fingerprint: str):
+        self.directory, self.fingerprint = Path(directory), fingerprint
+
+    def _path(self, name: str) -> Path:
+        return self.directory / ("".join(c if c.isalnum() else "_" for c in name) + ".npz")
+
+    def get_or_run(self, name: str, fn) -> tuple[tuple[np.ndarray, ...], bool]:
+        path = self._path(name)
+        if path.is_file():
+            try:
+                with np.load(path) as z:
+                    if str(z["fingerprint"]) == self.fingerprint:
+                        return tuple(z[f"a{i}"] for i in range(int(z["n"]))), True
+            except Exception:  # a part cut short by the interruption: recompute it
+                pass
+        out = tuple(np.asarray(x) for x in fn())
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, fingerprint=self.fingerprint, n=len(out), **{f"a{i}": x for i, x in enumerate(out)})
+        tmp.replace(path)
+        return out, False
+
+    def clear(self) -> None:
+        if self.directory.is_dir():
+            for f in self.directory.glob("*.npz"):
+                f.unlink()
+            self.directory.rmdir()
+
+
+def dqn_curves(episodes: rollout.Episodes, num_envs: int, r: int, k: int,
+               grid_P: np.ndarray) -> np.ndarray:
+    """[R, K, P]: per-stream curves of the fresh DQNs, a learner's E streams averaged."""
+    c = curves_from_episodes(episodes, grid_P)  # [R*K*E, P]
+    return c.reshape(r, k, num_envs, -1).mean(axis=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The three tests
+# ---------------------------------------------------------------------------------------------
+
+def load_imitators(cfg: ExperimentConfig, run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict:
+    """Trained imitators by role; ArtifactError naming the missing one."""
+    from climit.imitator import train as imitator_train
+
+    out = {}
+    for role, rcfg in roles.items():
+        path = Path(run_dir) / "imitator" / imitator_train.tag(rcfg.imitator)
+        how = (f"run `climit run` (or `climit imitate imitator.variant={rcfg.imitator.variant} "
+               f"imitator.horizon={rcfg.imitator.horizon}`) with this config")
+        if not (path / "checkpoints").is_dir():
+            raise ArtifactError(f"the {role!r} imitator is missing ({path}); {how}")
+        summary = _read_summary(path / "summary.json")
+        if summary.get("fingerprint") != imitator_train.fingerprint(rcfg):
+            raise ArtifactError(f"the {role!r} imitator in {path} is unfinished or was trained with "
+                                f"another config; {how}")
+        out[role] = imitator_train.load(path, "best")
+    return out
+
+
+def _read_summary(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _test_entry(curves: dict[str, np.ndarray], grid_P: np.ndarray, cfg: ExperimentConfig,
+                env_name: str, window: tuple[float, float], markers: dict, seed: int) -> dict:
+    ev = cfg.eval
+    entry = stats.summarize_test(curves, grid_P, window=window, n_boot=ev.bootstrap,
+                                 confidence=ev.confidence, seed=seed, final_frac=ev.final_frac)
+    entry.update(env=env_name, markers=markers)
+    return entry
+
+
+def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
+             log=print) -> dict[str, Any]:
+    """Run tests (a), (b) and (c) (when ``env.transfer`` is set) and write
+    ``RUN_DIR/eval/{results.json, curves.npz}``. Returns the results dict."""
+    run_dir = Path(run_dir)
+    p = plan(cfg)
+    timing: dict[str, float] = {}
+    imitators = load_imitators(cfg, run_dir, p.imitators)
+    ev = cfg.eval
+    key = jax.random.fold_in(jax.random.key(cfg.run.seed), EVAL_SALT)
+    env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
+    tasks = envs.sample_tasks(cfg.env.name, jax.random.fold_in(key, 0), ev.tasks, "heldout")
+    k = len(tasks)
+    context = imitators["imitator"].params.cfg.context_len
+
+    parts = PartCache(run_dir / "eval" / "parts", fingerprint(cfg))
+
+    def timed(name: str, fn, *args, **kw) -> tuple[np.ndarray, ...]:
+        """Run one agent (or reuse its saved output after an interruption)."""
+        t0 = time.perf_counter()
+        out, cached = parts.get_or_run(name, lambda: fn(*args, **kw))
+        timing[name] = round(time.perf_counter() - t0, 2)
+        log(f"evaluate: {name} " + ("reused" if cached else f"done in {timing[name]:.1f} s"))
+        return out
+
+    # Step signals of every agent on the training family, each as long as its tests need.
+    env_key = jax.random.fold_in(key, 1)
+    steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for role in ROLES:
+        steps[role] = timed(f"{role} on {env.spec.name}", imitator_steps, imitators[role], env,
+                            tasks, env_key, p.env_steps, cfg, role, progress)
+    for role in ("imitator_h", "ed_h", "ablated_h"):
+        if role in imitators:
+            steps[role] = timed(f"{role} on {env.spec.name}", imitator_steps, imitators[role], env,
+                                tasks, env_key, p.horizon_steps, cfg, role, progress)
+    steps["random"] = timed(f"random on {env.spec.name}", random_steps, env, tasks, env_key,
+                            p.env_steps, cfg, progress)
+    dqn_ep, e = _unpack_dqn(timed(f"fresh DQN on {env.spec.name}", dqn_episodes, cfg, env, tasks,
+                                  jax.random.fold_in(key, 2), p.env_steps, progress))
+
+    tests, curves, skipped = {}, {}, {}
+    # (a) skill match
+    grid_a = grid(env.spec.episode_len, p.env_steps, ev.curve_points)
+    ca = {role: curves_from_steps(*steps[role], grid_a) for role in ROLES}
+    ca["random"] = curves_from_steps(*steps["random"], grid_a)
+    ca["dqn"] = dqn_curves(dqn_ep, e, ev.dqn_seeds, k, grid_a)
+    tests["a"] = _test_entry(ca, grid_a, cfg, cfg.env.name, (-math.inf, math.inf),
+                             {"context": context, "horizon": None}, cfg.run.seed)
+    curves.update({"a.grid": grid_a, **{f"a.{n}": c for n, c in ca.items()}})
+    # (b) horizon extrapolation: the H-imitators; metrics over (H, factor x H]
+    grid_b = grid(env.spec.episode_len, p.horizon_steps, ev.curve_points)
+    cb = {"imitator": curves_from_steps(*steps["imitator_h"], grid_b)}
+    for ctrl in ("ed", "ablated"):
+        src = f"{ctrl}_h" if f"{ctrl}_h" in steps else ctrl
+        cb[ctrl] = curves_from_steps(*steps[src], grid_b)
+    cb["random"] = curves_from_steps(*steps["random"], grid_b)
+    cb["dqn"] = dqn_curves(dqn_ep, e, ev.dqn_seeds, k, grid_b)
+    tests["b"] = _test_entry(cb, grid_b, cfg, cfg.env.name, (p.horizon, math.inf),
+                             {"context": context, "horizon": p.horizon}, cfg.run.seed + 1)
+    tests["b"]["controls_trained_to_h"] = bool(ev.horizon_controls)
+    curves.update({"b.grid": grid_b, **{f"b.{n}": c for n, c in cb.items()}})
+    # (c) new family
+    if cfg.env.transfer:
+        env_c = envs.make(cfg.env.transfer, cfg.env.sticky_action_prob)
+        tasks_c = envs.sample_tasks(cfg.env.transfer, jax.random.fold_in(key, 3), p.transfer_tasks,
+                                    "heldout")
+        key_c = jax.random.fold_in(key, 4)
+        grid_c = grid(env_c.spec.episode_len, p.transfer_steps, ev.curve_points)
+        cc = {}
+        for role in ROLES:
+            sig = timed(f"{role} on {env_c.spec.name}", imitator_steps, imitators[role], env_c,
+                        tasks_c, key_c, p.transfer_steps, cfg, f"{role} {env_c.spec.name}", progress)
+            cc[role] = curves_from_steps(*sig, grid_c)
+        sig = timed(f"random on {env_c.spec.name}", random_steps, env_c, tasks_c, key_c,
+                    p.transfer_steps, cfg, progress)
+        cc["random"] = curves_from_steps(*sig, grid_c)
+        ep_c, e_c = _unpack_dqn(timed(f"fresh DQN on {env_c.spec.name}", dqn_episodes, cfg, env_c,
+                                      tasks_c, jax.random.fold_in(key, 5), p.transfer_steps,
+                                      progress))
+        cc["dqn"] = dqn_curves(ep_c, e_c, ev.dqn_seeds, len(tasks_c), grid_c)
+        tests["c"] = _test_entry(cc, grid_c, cfg, cfg.env.transfer, (-math.inf, math.inf),
+                                 {"context": context, "horizon": None}, cfg.run.seed + 2)
+        curves.update({"c.grid": grid_c, **{f"c.{n}": c for n, c in cc.items()}})
+    else:
+        skipped["c"] = "env.transfer is empty"
+
+    results = {
+        "env": cfg.env.name, "transfer": cfg.env.transfer, "context_steps": context,
+        "horizon": p.horizon, "horizon_factor": ev.horizon_factor, "env_steps": p.env_steps,
+        "transfer_steps": p.transfer_steps, "mode": ev.mode, "confidence": ev.confidence,
+        "bootstrap": ev.bootstrap, "final_frac": ev.final_frac, "ablation": ev.ablation,
+        "fingerprint": fingerprint(cfg), "tasks": {"a": np.asarray(tasks).tolist()},
+        "imitator_steps": {role: int(im.step) for role, im in imitators.items()},
+        "timing_s": timing, "skipped": skipped, "config": config_lib.to_dict(cfg), "tests": tests,
+    }
+    report.write_eval(run_dir / "eval", results, curves)
+    parts.clear()
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# climit bench rollout
+# ---------------------------------------------------------------------------------------------
+
+def bench_rollout(env_name: str, batches: list[int], contexts: list[int], *, steps: int,
+                  recompute_steps: int, d_model: int, n_layers: int, n_heads: int,
+                  compute_dtype: str = "auto", repeats: int = 3, modes=("kv_cache", "recompute")):
+    """Env steps/s of in-context acting, B envs x context L, KV cache vs recomputing the window.
+
+    Random-init weights (throughput only), greedy actions, real ``envs.step``, one jitted
+    ``lax.scan`` per measurement (compile time reported apart). Yields JSON-ready dicts: one per
+    (L, B, mode), then one ``rollout_ratio`` line per (L, B) with kv_cache / recompute.
+    """
+    import statistics
+
+    from climit.imitator import model
+
+    env = envs.make(env_name)
+    spec = env.spec
+    dtype = model.resolve_compute_dtype(compute_dtype)
+    task = jnp.asarray(envs.all_tasks(env_name, "heldout")[0])
+    for ctx in contexts:
+        mcfg = model.ModelConfig(obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype,
+                                 num_actions=spec.num_actions,
+                                 action_mask=tuple(bool(m) for m in spec.action_mask),
+                                 d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                                 context_len=ctx, compute_dtype=dtype)
+        params = model.init(mcfg, jax.random.key(0))
+        for b in batches:
+            rates = {}
+            for mode in modes:
+                n = steps if mode == "kv_cache" else recompute_steps
+                if mode == "kv_cache":
+                    act, carry0 = imitator_policy(spec.action_mask, "greedy"), model.init_cache(mcfg, 1)
+                else:
+                    act, carry0 = window_policy(spec.action_mask, "greedy"), init_window(params, ctx)
+
+                def go(params, keys_B, act=act, carry0=carry0, n=n):
+                    def one(key):
+                        rs = rollout.init(env, key, task)
+                        _, _, (rew, _) = rollout.run(env, act, params, carry0, rs, task, n, _signal)
+                        return rew.sum()
+                    return jax.vmap(one)(keys_B)
+
+                keys = jax.random.split(jax.random.key(1), b)
+                t0 = time.perf_counter()
+                compiled = jax.jit(go).lower(params, keys).compile()
+                compile_s = time.perf_counter() - t0
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(compiled(params, keys))
+                    times.append(time.perf_counter() - t0)
+                med = statistics.median(times)
+                rates[mode] = b * n / med
+                yield {"bench": "rollout", "mode": mode, "env": env_name, "batch_envs": b,
+                       "context": ctx, "steps": n, "d_model": d_model, "layers": n_layers,
+                       "heads": n_heads, "dtype": dtype, "compile_s": round(compile_s, 3),
+                       "times_s": [round(t, 4) for t in times], "median_s": round(med, 4),
+                       "env_steps_per_s": round(rates[mode], 1),
+                       "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
+            if len(rates) == 2:
+                yield {"bench": "rollout_ratio", "env": env_name, "batch_envs": b, "context": ctx,
+                       "kv_cache_over_recompute": round(rates["kv_cache"] / rates["recompute"], 2)}
+
+
+def bench_peer(script: Path, env_name: str, batches: list[int], contexts: list[int], *, steps: int,
+               d_model: int, n_layers: int, n_heads: int, dtype: str):
+    """Run the reference ``icrl_rollout_bench.py`` at the same sizes in this command; yields
+    its JSON lines (tagged ``peer``)."""
+    import json
+    import subprocess
+    import sys
+
+    if not script.is_file():
+        raise ArtifactError(f"peer benchmark not found at {script}; pass --peer-script")
+    cmd = [sys.executable, str(script), "--env", env_name, "--batch", *map(str, batches),
+           "--context", *map(str, contexts), "--steps", str(steps), "--d-model", str(d_model),
+           "--layers", str(n_layers), "--heads", str(n_heads), "--dtype", dtype]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=script.parent)
+    if out.returncode:
+        raise ArtifactError(f"peer benchmark failed: {out.stderr.strip()[-500:]}")
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            yield {"peer": "icrl_rollout_bench", **json.loads(line)}

@@ -1,0 +1,117 @@
+"""``climit run``: teach -> imitate -> evaluate -> report, one progress line per stage.
+
+Each stage writes named artifacts under ``runs/NAME/`` and records the fingerprint of the config
+sections it depends on (``config.fingerprint``). A stage whose artifacts exist with a matching
+fingerprint is skipped; an interrupted stage resumes (the teacher and the imitators from their
+latest checkpoints, the evaluation from the agents it already finished, see
+:mod:`climit.evaluate`); artifacts of a *different* config stop the run with a message instead
+of being overwritten.
+
+    stage      depends on                                   done when
+    teach      run.seed, env, teacher, histories            teacher/summary.json fingerprint
+    imitate    + imitator (one per role, see evaluate.plan) imitator/<tag>/summary.json fingerprint
+    evaluate   + eval                                       eval/results.json fingerprint
+    report     the evaluation                               report/summary.json eval fingerprint
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from climit import config as config_lib
+from climit.config import ExperimentConfig
+
+STAGES = ("teach", "imitate", "evaluate", "report")
+
+
+def run_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.run.runs_dir) / cfg.run.name
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _fingerprint_matches(path: Path, fingerprint: str) -> bool:
+    data = _read_json(path)
+    return data is not None and data.get("fingerprint") == fingerprint
+
+
+def stage_status(cfg: ExperimentConfig) -> dict[str, bool]:
+    """Which stages' artifacts exist and match ``cfg`` (True: would be skipped)."""
+    from climit import evaluate
+    from climit.imitator import train as imitator_train
+    from climit.teacher import train as teacher_train
+
+    rd = run_dir(cfg)
+    plan = evaluate.plan(cfg)
+    eval_fp = evaluate.fingerprint(cfg)
+    return {
+        "teach": _fingerprint_matches(rd / "teacher" / "summary.json", teacher_train.fingerprint(cfg)),
+        "imitate": all(_fingerprint_matches(imitator_train.output_dir(r) / "summary.json",
+                                            imitator_train.fingerprint(r))
+                       for r in plan.imitators.values()),
+        "evaluate": _fingerprint_matches(rd / "eval" / "results.json", eval_fp),
+        "report": _fingerprint_matches(rd / "report" / "summary.json", eval_fp),
+    }
+
+
+def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = print,
+        stop_after: str | None = None) -> dict[str, Any]:
+    """Run every stage that is not done yet; returns ``{stage: "done" | "skipped"}`` and the
+    report's summary under ``"summary"``.
+
+    ``stop_after``: test hook; raise KeyboardInterrupt after that stage (a kill between stages).
+    """
+    from climit import evaluate, report
+    from climit.imitator import train as imitator_train
+    from climit.teacher import train as teacher_train
+
+    plan = evaluate.plan(cfg)  # every ConfigError before any work
+    rd = run_dir(cfg)
+    rd.mkdir(parents=True, exist_ok=True)
+    (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
+    done = stage_status(cfg)
+    outcome: dict[str, Any] = {}
+
+    def stage(i: int, name: str, detail: str, fn: Callable[[], Any]) -> None:
+        head = f"[{i}/{len(STAGES)}] {name}"
+        if done[name]:
+            log(f"{head}: skipped ({detail}: artifacts match the config)")
+            outcome[name] = "skipped"
+        else:
+            log(f"{head}: {detail} ...")
+            t0 = time.perf_counter()
+            fn()
+            log(f"{head}: done in {time.perf_counter() - t0:.1f} s")
+            outcome[name] = "done"
+        if stop_after == name:
+            raise KeyboardInterrupt
+
+    def imitate() -> None:
+        for role, rcfg in plan.imitators.items():
+            tag = imitator_train.tag(rcfg.imitator)
+            if _fingerprint_matches(imitator_train.output_dir(rcfg) / "summary.json",
+                                    imitator_train.fingerprint(rcfg)):
+                log(f"      imitator {tag} ({role}): skipped")
+                continue
+            t0 = time.perf_counter()
+            s = imitator_train.train(rcfg, progress=progress)
+            log(f"      imitator {tag} ({role}): held-out loss {s.get('heldout_loss', float('nan')):.3f}, "
+                f"accuracy {s.get('heldout_action_accuracy', float('nan')):.3f} "
+                f"({time.perf_counter() - t0:.1f} s)")
+
+    stage(1, "teach", f"{cfg.env.name} DQN histories", lambda: teacher_train.teach(
+        cfg, rd, progress=progress, log=lambda m: log("      " + m)))
+    stage(2, "imitate", f"{len(plan.imitators)} imitators ({', '.join(plan.imitators)})", imitate)
+    stage(3, "evaluate", "tests (a), (b)" + (", (c)" if cfg.env.transfer else ""),
+          lambda: evaluate.evaluate(cfg, rd, progress=progress, log=lambda m: log("      " + m)))
+    stage(4, "report", f"{rd / 'report'}", lambda: report.build(rd))
+    outcome["summary"] = _read_json(rd / "report" / "summary.json")
+    return outcome

@@ -1,0 +1,252 @@
+"""Curve statistics with bootstrap intervals: AUC, final return, steps to 80 %, ratios to the DQN.
+
+numpy only (the report, which must not import JAX, uses it too).
+
+Data layout: a set of learning curves ``curves_SxKxP`` -- S independently trained agents (imitator
+training seeds, or fresh DQN seeds), K evaluation tasks, P grid points of env steps ``grid_P``.
+Every agent is evaluated on the same K tasks, so the agents and tasks are *crossed* factors.
+
+Why a crossed (two-way) bootstrap rather than a flat one over the S*K cells: cells that share a
+training seed are correlated (one bad imitator drags down all its tasks), and so are cells that
+share a task (a far goal is hard for everyone). A flat bootstrap treats the S*K cells as
+independent and gives intervals that are too narrow whenever seed-to-seed variation matters,
+which is exactly what a claim about "an imitator" must include. Resampling seeds and tasks
+independently with replacement in each replicate (Owen 2007, "the pigeonhole bootstrap") keeps
+both sources of variance and is slightly conservative. With one seed it reduces to the ordinary
+bootstrap over tasks.
+
+Ratios imitator/DQN are bootstrapped as ratios: in each replicate the SAME resampled tasks are used
+for both (they are paired: same tasks, same env seeds), the imitator's and the DQN's seeds are
+resampled independently (they are unrelated training runs), the metric is computed on each side's
+mean curve, and the ratio of the two is one replicate. The interval is the percentile interval of
+those ratios -- never a ratio of two intervals. Ratios use means over cells (ratio of means), which
+stays defined when single tasks have a return near zero.
+
+Metrics of one (mean) curve:
+- ``auc``: the mean return over the grid points (the area under the curve divided by its length,
+  in return units, so it compares across runs of different length);
+- ``final``: the mean of the last ``final_frac`` of the grid points (at least one);
+- ``steps_to``: the first grid step where the curve reaches a threshold (``inf`` if never).
+  The threshold is 80 % of the DQN's final return measured from ``floor`` (0 by default, the
+  minimum return of the grid worlds): ``floor + 0.8 * (dqn_final - floor)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+DEFAULT_FINAL_FRAC = 0.1
+FRACTION_OF_DQN = 0.8
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A point estimate and its percentile-bootstrap interval."""
+
+    value: float
+    lo: float
+    hi: float
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {"value": _json_float(self.value), "lo": _json_float(self.lo),
+                "hi": _json_float(self.hi)}
+
+    def __str__(self) -> str:
+        return f"{fmt(self.value)} [{fmt(self.lo)}, {fmt(self.hi)}]"
+
+
+def _json_float(x: float) -> float | str | None:
+    """Strict JSON has no NaN/inf: NaN -> None (undefined), +-inf -> "inf"/"-inf" ("never")."""
+    x = float(x)
+    if math.isnan(x):
+        return None
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics of curves (vectorised over leading axes)
+# ---------------------------------------------------------------------------------------------
+
+def auc(curve_xP: np.ndarray) -> np.ndarray:
+    """Mean return over the grid points: [...]."""
+    return np.mean(curve_xP, axis=-1)
+
+
+def initial(curve_xP: np.ndarray, final_frac: float = DEFAULT_FINAL_FRAC) -> np.ndarray:
+    """Mean of the first ``final_frac`` of the grid points (at least one): [...]."""
+    n = max(1, int(round(final_frac * curve_xP.shape[-1])))
+    return np.mean(curve_xP[..., :n], axis=-1)
+
+
+def final(curve_xP: np.ndarray, final_frac: float = DEFAULT_FINAL_FRAC) -> np.ndarray:
+    """Mean of the last ``final_frac`` of the grid points (at least one): [...]."""
+    p = curve_xP.shape[-1]
+    n = max(1, int(round(final_frac * p)))
+    return np.mean(curve_xP[..., p - n:], axis=-1)
+
+
+def steps_to(curve_xP: np.ndarray, grid_P: np.ndarray, threshold_x: np.ndarray) -> np.ndarray:
+    """First grid step at which the curve is >= threshold; ``inf`` if it never is: [...]."""
+    reached_xP = curve_xP >= np.asarray(threshold_x)[..., None]
+    first_x = np.argmax(reached_xP, axis=-1)
+    steps_x = np.asarray(grid_P, np.float64)[first_x]
+    return np.where(reached_xP.any(axis=-1), steps_x, np.inf)
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b with 0/0 = 1 (both flat at zero), x/0 = inf, and inf/inf = NaN (undefined)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.divide(a, b)
+    return np.where((a == 0) & (b == 0), 1.0, r)
+
+
+# ---------------------------------------------------------------------------------------------
+# Crossed bootstrap
+# ---------------------------------------------------------------------------------------------
+
+def _check(curves_SxKxP: np.ndarray) -> np.ndarray:
+    c = np.asarray(curves_SxKxP, np.float64)
+    if c.ndim != 3:
+        raise ValueError(f"curves must be [S, K, P], got shape {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError("curves must be finite (start the grid after the first episode ends)")
+    return c
+
+
+def resample_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """Bootstrap counts: float [n_boot, n], each row a multinomial(n, uniform) draw / n."""
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64) / n
+
+
+def mean_curves(curves_SxKxP: np.ndarray, w_BxS: np.ndarray, w_BxK: np.ndarray) -> np.ndarray:
+    """Mean curve of each replicate of the crossed bootstrap: [B, P]."""
+    return np.einsum("bs,skp,bk->bp", w_BxS, curves_SxKxP, w_BxK)
+
+
+def interval(point: float, replicates_B: np.ndarray, confidence: float) -> Estimate:
+    """Percentile interval of bootstrap replicates (no interpolation, so inf stays inf)."""
+    r = np.asarray(replicates_B, np.float64)
+    r = r[~np.isnan(r)]
+    if r.size == 0:
+        return Estimate(float(point), math.nan, math.nan)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(r, [alpha, 1.0 - alpha], method="inverted_cdf")
+    return Estimate(float(point), float(lo), float(hi))
+
+
+def curve_band(curves_SxKxP: np.ndarray, *, n_boot: int = 1000, confidence: float = 0.95,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean curve and its pointwise crossed-bootstrap interval: three float arrays [P]."""
+    c = _check(curves_SxKxP)
+    s, k, _ = c.shape
+    rng = np.random.default_rng(seed)
+    reps_BxP = mean_curves(c, resample_weights(rng, s, n_boot), resample_weights(rng, k, n_boot))
+    alpha = (1.0 - confidence) / 2.0
+    lo_P, hi_P = np.quantile(reps_BxP, [alpha, 1.0 - alpha], axis=0, method="inverted_cdf")
+    return c.mean(axis=(0, 1)), lo_P, hi_P
+
+
+def describe(curves_SxKxP: np.ndarray, *, n_boot: int = 1000, confidence: float = 0.95,
+             seed: int = 0, final_frac: float = DEFAULT_FINAL_FRAC) -> dict[str, Estimate]:
+    """AUC, initial and final return of one agent's curves, with crossed-bootstrap intervals.
+
+    ``initial`` is the mean of the first ``final_frac`` of the grid (how the agent starts), so
+    ``final`` above ``initial`` with separate intervals means the agent improved.
+    """
+    c = _check(curves_SxKxP)
+    s, k, _ = c.shape
+    rng = np.random.default_rng(seed)
+    reps_BxP = mean_curves(c, resample_weights(rng, s, n_boot), resample_weights(rng, k, n_boot))
+    mean_P = c.mean(axis=(0, 1))
+    return {"auc": interval(auc(mean_P), auc(reps_BxP), confidence),
+            "initial": interval(initial(mean_P, final_frac), initial(reps_BxP, final_frac),
+                                confidence),
+            "final": interval(final(mean_P, final_frac), final(reps_BxP, final_frac), confidence)}
+
+
+def compare(agent_SxKxP: np.ndarray, dqn_RxKxP: np.ndarray, grid_P: np.ndarray, *,
+            n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+            final_frac: float = DEFAULT_FINAL_FRAC, floor: float = 0.0) -> dict[str, Estimate]:
+    """An agent against the DQN on the same K tasks and grid, with paired-task bootstrap ratios.
+
+    Returns Estimates under: ``agent_auc``, ``dqn_auc``, ``auc_ratio``, ``agent_final``,
+    ``dqn_final``, ``final_ratio``, ``agent_steps_to_80``, ``dqn_steps_to_80``,
+    ``steps_to_80_ratio`` (agent / DQN; > 1 means the agent is slower; inf if the agent never
+    reaches the DQN's 80 % level).
+    """
+    a, d = _check(agent_SxKxP), _check(dqn_RxKxP)
+    if a.shape[1:] != d.shape[1:] or a.shape[2] != len(grid_P):
+        raise ValueError(f"agent {a.shape} and DQN {d.shape} curves need the same tasks and grid "
+                         f"of {len(grid_P)} points")
+    rng = np.random.default_rng(seed)
+    w_task_BxK = resample_weights(rng, a.shape[1], n_boot)  # shared: tasks are paired
+    a_BxP = mean_curves(a, resample_weights(rng, a.shape[0], n_boot), w_task_BxK)
+    d_BxP = mean_curves(d, resample_weights(rng, d.shape[0], n_boot), w_task_BxK)
+    a_P, d_P = a.mean(axis=(0, 1)), d.mean(axis=(0, 1))
+
+    def metrics(agent: np.ndarray, dqn: np.ndarray) -> dict[str, np.ndarray]:
+        dqn_final = final(dqn, final_frac)
+        threshold = floor + FRACTION_OF_DQN * (dqn_final - floor)
+        out = {"agent_auc": auc(agent), "dqn_auc": auc(dqn),
+               "agent_final": final(agent, final_frac), "dqn_final": dqn_final,
+               "agent_steps_to_80": steps_to(agent, grid_P, threshold),
+               "dqn_steps_to_80": steps_to(dqn, grid_P, threshold)}
+        for m in ("auc", "final", "steps_to_80"):
+            out[f"{m}_ratio"] = _ratio(out[f"agent_{m}"], out[f"dqn_{m}"])
+        return out
+
+    point, reps = metrics(a_P, d_P), metrics(a_BxP, d_BxP)
+    return {name: interval(point[name], reps[name], confidence) for name in point}
+
+
+def fmt(x: float | None, digits: int = 3, *, inf: str = "inf") -> str:
+    """A number for a table: NaN/None -> 'n/a', +inf -> ``inf`` (e.g. 'never' for steps)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if math.isinf(x):
+        return inf if x > 0 else "-inf"
+    return f"{x:.{digits}g}"
+
+
+def estimate_from_dict(d: dict[str, Any]) -> Estimate:
+    """Inverse of :meth:`Estimate.to_dict` (None -> NaN)."""
+    conv = lambda v: math.nan if v is None else float(v)  # float("inf") parses "inf"
+    return Estimate(conv(d["value"]), conv(d["lo"]), conv(d["hi"]))
+
+
+def summarize_test(curves: dict[str, np.ndarray], grid_P: np.ndarray, *,
+                   window: tuple[float, float] = (-math.inf, math.inf), n_boot: int = 1000,
+                   confidence: float = 0.95, seed: int = 0,
+                   final_frac: float = DEFAULT_FINAL_FRAC, floor: float = 0.0) -> dict[str, Any]:
+    """Every statistic of one claim test, JSON-ready.
+
+    ``curves`` maps agent name -> curves [S_agent, K, P] on ``grid_P`` (the same K tasks for all;
+    one entry must be ``"dqn"``). Metrics use the grid points in ``(window[0], window[1]]`` only
+    (test (b): from H to 10 H). Returns ``{"window", "grid_points", "tasks", "seeds", "agents":
+    {name: describe()}, "vs_dqn": {name: compare()}}`` with every Estimate as a dict.
+    """
+    if "dqn" not in curves:
+        raise ValueError("summarize_test needs a 'dqn' entry")
+    grid_P = np.asarray(grid_P)
+    sel_P = (grid_P > window[0]) & (grid_P <= window[1])
+    if not sel_P.any():
+        raise ValueError(f"no grid point in window {window}")
+    grid_W = grid_P[sel_P]
+    kw = dict(n_boot=n_boot, confidence=confidence, seed=seed, final_frac=final_frac)
+    dqn_W = _check(curves["dqn"])[..., sel_P]
+    agents, vs_dqn = {}, {}
+    for name, c in curves.items():
+        c_W = _check(c)[..., sel_P]
+        agents[name] = {m: e.to_dict() for m, e in describe(c_W, **kw).items()}
+        if name != "dqn":
+            vs_dqn[name] = {m: e.to_dict() for m, e in
+                            compare(c_W, dqn_W, grid_W, floor=floor, **kw).items()}
+    return {"window": [int(grid_W[0]), int(grid_W[-1])], "grid_points": int(sel_P.sum()),
+            "tasks": int(dqn_W.shape[1]), "seeds": {n: int(c.shape[0]) for n, c in curves.items()},
+            "agents": agents, "vs_dqn": vs_dqn}

@@ -1,0 +1,169 @@
+"""The frozen imitator as an agent: KV cache == recomputation, frozen weights, curves, plan."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from climit import config, envs, evaluate, rollout
+from climit.config import ConfigError
+from climit.imitator import model
+
+
+def tiny_model(env_name="darkroom", context=8, layers=2, seed=0):
+    spec = envs.spec(env_name)
+    cfg = model.ModelConfig(obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype,
+                            num_actions=spec.num_actions,
+                            action_mask=tuple(bool(m) for m in spec.action_mask), d_model=16,
+                            n_layers=layers, n_heads=2, context_len=context)
+    params = model.init(cfg, jax.random.key(seed))
+    # Larger weights: logits far apart (float rounding between the two paths cannot flip an
+    # action) and a policy that really depends on its context (it switches action often).
+    tree = jax.tree.map(lambda x: x * 10.0, params.tree)
+    return model.Params(cfg, tree)
+
+
+@pytest.mark.parametrize("mode", ["greedy", "sample"])
+def test_kv_cached_rollout_takes_the_actions_of_full_recomputation(mode):
+    env = envs.make("darkroom")
+    params = tiny_model(context=8, layers=2)
+    steps = 70  # > 8 wraps of the 8-slot ring buffer, 3 episode boundaries
+    task = jnp.array([1, 7], jnp.int32)
+    key = jax.random.key(3)
+    cached = jax.jit(functools.partial(
+        rollout.rollout, env, evaluate.imitator_policy(env.spec.action_mask, mode),
+        num_steps=steps, record=rollout.full))
+    recompute = jax.jit(functools.partial(
+        rollout.rollout, env, evaluate.window_policy(env.spec.action_mask, mode),
+        num_steps=steps, record=rollout.full))
+    cache, tr_c = cached(params, model.init_cache(params, 1), task, key)
+    win, tr_r = recompute(params, evaluate.init_window(params, steps), task, key)
+    np.testing.assert_array_equal(np.asarray(tr_c.action), np.asarray(tr_r.action))
+    assert int(cache.t_B[0]) == steps and int(win.t) == steps
+    switches = (np.diff(np.asarray(tr_c.action)) != 0).sum()
+    assert switches > 10, switches  # a policy that changes its mind, so the test can fail
+
+
+def test_sliding_window_equals_cache_for_one_layer():
+    """With one layer the cache's receptive field is exactly the context, so a sliding
+    recomputation over the last L tokens must take the same actions, wrap after wrap."""
+    env = envs.make("darkroom")
+    params = tiny_model(context=6, layers=1, seed=1)
+    task = jnp.array([6, 2], jnp.int32)
+    key = jax.random.key(5)
+    _, a = rollout.rollout(env, evaluate.imitator_policy(env.spec.action_mask, "greedy"), params,
+                           model.init_cache(params, 1), task, key, 50)
+    _, b = rollout.rollout(env, evaluate.window_policy(env.spec.action_mask, "greedy"), params,
+                           evaluate.init_window(params, 6), task, key, 50)
+    np.testing.assert_array_equal(np.asarray(a.action), np.asarray(b.action))
+
+
+class _Loaded:  # what imitator.train.load returns, as far as evaluation uses it
+    def __init__(self, params):
+        self.params, self.step = params, 0
+
+
+def test_weights_never_change_and_rollouts_repeat():
+    env = envs.make("darkroom")
+    p0, p1 = tiny_model(seed=0), tiny_model(seed=1)
+    stacked = model.Params(p0.cfg, jax.tree.map(lambda a, b: jnp.stack([a, b]), p0.tree, p1.tree))
+    before = jax.tree.map(np.array, stacked.tree)
+    cfg = config.load(None, ["eval.chunk_steps=30", "eval.mode=greedy"])
+    tasks = envs.sample_tasks("darkroom", jax.random.key(0), 3, "heldout")
+    run = lambda: evaluate.imitator_steps(_Loaded(stacked), env, tasks, jax.random.key(9), 60,
+                                          cfg, "test", False)
+    r1, d1 = run()
+    r2, d2 = run()
+    assert r1.shape == (2, 3, 60) and d1.shape == (2, 3, 60)
+    np.testing.assert_array_equal(r1, r2)
+    np.testing.assert_array_equal(d1, d2)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(stacked.tree)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    # chunking does not change anything: 30 + 30 steps == one chunk of 60
+    cfg60 = config.load(None, ["eval.chunk_steps=60", "eval.mode=greedy"])
+    r3, _ = evaluate.imitator_steps(_Loaded(stacked), env, tasks, jax.random.key(9), 60, cfg60,
+                                    "test", False)
+    np.testing.assert_array_equal(r1, r3)
+    assert (d1.sum(-1) == 3).all()  # 20-step episodes end at 20, 40, 60
+
+
+def test_grid_and_curves_known_answer():
+    np.testing.assert_array_equal(evaluate.grid(20, 200, 100), 20 * np.arange(1, 11))
+    np.testing.assert_array_equal(evaluate.grid(20, 200, 4), [60, 120, 180])
+    np.testing.assert_array_equal(evaluate.grid(50, 30, 10), [50])
+    reward = np.zeros((1, 2, 60), np.float32)
+    done = np.zeros((1, 2, 60), bool)
+    done[..., [19, 39, 59]] = True
+    reward[0, 0, [5, 25, 26, 45]] = 1.0
+    reward[0, 1, 59] = 7.0
+    c = evaluate.curves_from_steps(reward, done, np.array([20, 40, 60]))
+    np.testing.assert_array_equal(c, [[[1, 2, 1], [0, 0, 7]]])
+
+
+def test_random_agent_same_env_keys_for_every_agent():
+    """Common random numbers: the env key of row s, task k does not depend on the policy."""
+    env = envs.make("keydoor")
+    tasks = envs.sample_tasks("keydoor", jax.random.key(0), 2, "heldout")
+    keys = evaluate._keys(jax.random.key(1), 2, 2)
+    firsts = []
+    for act in (rollout.random_policy(env.spec.action_mask),
+                lambda p, c, inp, k: (jnp.int32(4), c)):
+        rs = jax.vmap(jax.vmap(lambda key, task: rollout.init(env, key, task), (0, 0)), (0, None))(
+            keys, jnp.asarray(tasks))
+        firsts.append(np.asarray(rs.inp.obs))
+    np.testing.assert_array_equal(firsts[0], firsts[1])
+    assert not np.array_equal(firsts[0][0], firsts[0][1])  # rows differ
+
+
+def test_plan_resolves_and_rejects():
+    cfg = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100"])
+    p = evaluate.plan(cfg)
+    assert (p.env_steps, p.horizon, p.horizon_steps, p.transfer_steps) == (2000, 200, 2000, 2000)
+    assert set(p.imitators) == {"imitator", "ed", "ablated", "imitator_h"}
+    assert p.imitators["ablated"].imitator.variant == "single_episode"
+    assert p.imitators["imitator_h"].imitator.horizon == 200
+    assert p.imitators["imitator"].imitator.horizon == 0
+    with pytest.raises(ConfigError, match="eval.horizon"):
+        evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon=10)))
+    with pytest.raises(ConfigError, match="eval.tasks"):
+        evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tasks=18)))
+    ctrl = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon_controls=True))
+    assert set(evaluate.plan(ctrl).imitators) == {"imitator", "ed", "ablated", "imitator_h",
+                                                  "ed_h", "ablated_h"}
+    assert evaluate.plan(ctrl).imitators["ablated_h"].imitator.horizon == 200
+
+
+def test_part_cache_reuses_finished_agents_of_the_same_config(tmp_path):
+    calls = []
+
+    def agent():
+        calls.append(1)
+        return np.arange(3.0), np.array([True, False])
+
+    cache = evaluate.PartCache(tmp_path / "parts", "fp1")
+    out, cached = cache.get_or_run("imitator on darkroom", agent)
+    assert not cached and len(calls) == 1
+    again, cached = evaluate.PartCache(tmp_path / "parts", "fp1").get_or_run("imitator on darkroom", agent)
+    assert cached and len(calls) == 1
+    for a, b in zip(out, again):
+        np.testing.assert_array_equal(a, b)
+    _, cached = evaluate.PartCache(tmp_path / "parts", "fp2").get_or_run("imitator on darkroom", agent)
+    assert not cached and len(calls) == 2  # another config: recomputed
+    cache.clear()
+    assert not (tmp_path / "parts").exists()
+
+
+def test_evaluate_refuses_missing_or_stale_imitators(tmp_path):
+    from climit.errors import ArtifactError
+
+    cfg = config.load(None, [f"run.runs_dir={tmp_path}", "run.name=r",
+                             "teacher.total_env_steps=2000", "teacher.learning_starts=100"])
+    with pytest.raises(ArtifactError, match="the 'imitator' imitator is missing"):
+        evaluate.evaluate(cfg, tmp_path / "r", progress=False)
+    (tmp_path / "r" / "imitator" / "ad" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r" / "imitator" / "ad" / "summary.json").write_text('{"fingerprint": "old"}')
+    with pytest.raises(ArtifactError, match="another config"):
+        evaluate.evaluate(cfg, tmp_path / "r", progress=False)

@@ -1,0 +1,139 @@
+"""`climit run`: stage skipping and resuming (fast, with recording fakes) and a real tiny run."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from climit import cli, config, evaluate, pipeline
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_report import SUMMARY_KEYS, synthetic_eval  # noqa: E402
+
+TINY = """
+env: {train_tasks: 4}
+teacher: {total_env_steps: 400, learning_starts: 100, buffer_size: 400, batch_size: 16,
+          chunk_steps: 200, eps_decay_steps: 200, snapshot_steps: [200], eval_episodes: 1}
+imitator: {train_steps: 20, warmup_steps: 5, eval_every: 10, context_len: 20, ed_fraction: 0.25,
+           d_model: 16, n_layers: 1, n_heads: 2, batch_size: 8}
+eval: {tasks: 2, env_steps: 400, transfer_env_steps: 200, horizon_factor: 2, dqn_seeds: 1,
+       random_seeds: 1, bootstrap: 50, chunk_steps: 400, horizon_controls: false}
+"""
+
+
+def tiny_config(tmp_path, *overrides):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path, config.load(path, [f"run.runs_dir={tmp_path / 'runs'}", "run.name=tiny",
+                                    *overrides])
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """Replace the three heavy stages with fakes that write fingerprinted artifacts and count
+    their calls (the pipeline's own skip/resume logic is what is under test)."""
+    from climit.imitator import train as imitator_train
+    from climit.teacher import train as teacher_train
+
+    calls = {"teach": 0, "imitate": [], "evaluate": 0}
+
+    def teach(cfg, rd, progress=True, log=print):
+        calls["teach"] += 1
+        (Path(rd) / "teacher").mkdir(parents=True, exist_ok=True)
+        (Path(rd) / "teacher" / "summary.json").write_text(
+            json.dumps({"fingerprint": teacher_train.fingerprint(cfg)}))
+
+    def imitate(cfg, progress=True):
+        calls["imitate"].append(imitator_train.tag(cfg.imitator))
+        out = imitator_train.output_dir(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"fingerprint": imitator_train.fingerprint(cfg), "heldout_loss": 1.0,
+                   "heldout_action_accuracy": 0.5}
+        (out / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    def evaluate_(cfg, rd, progress=True, log=print):
+        calls["evaluate"] += 1
+        results, _ = synthetic_eval(Path(rd))
+        results["fingerprint"] = evaluate.fingerprint(cfg)
+        (Path(rd) / "eval" / "results.json").write_text(json.dumps({"format": 1, **results}))
+
+    monkeypatch.setattr(teacher_train, "teach", teach)
+    monkeypatch.setattr(imitator_train, "train", imitate)
+    monkeypatch.setattr(evaluate, "evaluate", evaluate_)
+    return calls
+
+
+def test_interrupted_run_does_not_redo_finished_stages(tmp_path, fake_stages):
+    _, cfg = tiny_config(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, progress=False, log=lambda m: None, stop_after="imitate")
+    assert fake_stages["teach"] == 1
+    assert fake_stages["imitate"] == ["ad", "ed", "single_episode", "ad_h200"]
+    assert fake_stages["evaluate"] == 0
+    assert config.load(tmp_path / "runs" / "tiny" / "config.yaml") == cfg  # resolved config
+
+    lines = []
+    out = pipeline.run(cfg, progress=False, log=lines.append)
+    assert fake_stages["teach"] == 1 and len(fake_stages["imitate"]) == 4
+    assert fake_stages["evaluate"] == 1
+    assert {k: out[k] for k in pipeline.STAGES} == {
+        "teach": "skipped", "imitate": "skipped", "evaluate": "done", "report": "done"}
+    assert any(line.startswith("[1/4] teach: skipped") for line in lines)
+    assert SUMMARY_KEYS <= set(out["summary"]["tests"]["a"])
+
+    out = pipeline.run(cfg, progress=False, log=lambda m: None)
+    assert set(out[k] for k in pipeline.STAGES) == {"skipped"}
+    assert fake_stages["evaluate"] == 1
+
+
+def test_changed_sections_rerun_only_what_depends_on_them(tmp_path, fake_stages):
+    _, cfg = tiny_config(tmp_path)
+    pipeline.run(cfg, progress=False, log=lambda m: None)
+    _, cfg2 = tiny_config(tmp_path, "eval.bootstrap=60")
+    out = pipeline.run(cfg2, progress=False, log=lambda m: None)
+    assert (out["teach"], out["imitate"], out["evaluate"]) == ("skipped", "skipped", "done")
+    _, cfg3 = tiny_config(tmp_path, "eval.bootstrap=60", "eval.horizon_controls=true")
+    out = pipeline.run(cfg3, progress=False, log=lambda m: None)
+    assert out["imitate"] == "done"  # only the two new horizon controls are trained
+    assert fake_stages["imitate"][-2:] == ["ed_h200", "single_episode_h200"]
+    assert len(fake_stages["imitate"]) == 6
+
+
+def test_config_error_stops_before_any_work(tmp_path, fake_stages, capsys):
+    path, _ = tiny_config(tmp_path)
+    for bad, key in (("eval.horizon=10", "eval.horizon"),  # shorter than one episode
+                     ("eval.horizon=300", "eval.horizon"),  # 2 x 300 > 400 eval steps
+                     ("eval.tasks=18", "eval.tasks"),  # Dark Room holds out 17 goals
+                     ("eval.transfer_env_steps=100", "teacher.learning_starts")):  # fresh DQN
+        rc = cli.main(["run", "--config", str(path), f"run.runs_dir={tmp_path / 'runs'}", bad])
+        assert rc == 2 and key in capsys.readouterr().err, bad
+    assert not (tmp_path / "runs").exists() and fake_stages["teach"] == 0
+
+
+@pytest.mark.slow
+def test_climit_run_tiny_end_to_end(tmp_path):
+    """Real stages at tiny size (~75 s on the 2-core CPU container): interrupted after the
+    teacher, then `climit run` finishes without redoing it; the report has every key."""
+    path, cfg = tiny_config(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg, progress=False, log=lambda m: None, stop_after="teach")
+    teacher_summary = tmp_path / "runs" / "tiny" / "teacher" / "summary.json"
+    stamp = teacher_summary.stat().st_mtime_ns
+    rc = cli.main(["run", "--config", str(path), "--no-progress",
+                   f"run.runs_dir={tmp_path / 'runs'}", "run.name=tiny"])
+    assert rc == 0
+    assert teacher_summary.stat().st_mtime_ns == stamp  # not redone
+    rd = tmp_path / "runs" / "tiny"
+    summary = json.loads((rd / "report" / "summary.json").read_text())
+    for key in ("a", "b", "c"):
+        assert summary["tests"][key]["ran"] and SUMMARY_KEYS <= set(summary["tests"][key])
+    with open(rd / "eval" / "results.json") as f:
+        results = json.load(f)
+    assert results["tests"]["a"]["seeds"] == {"imitator": 1, "ed": 1, "ablated": 1, "random": 1,
+                                              "dqn": 1}
+    assert results["tests"]["b"]["window"] == [220, 400]  # (H, 2H] with H = 200
+    assert not (rd / "eval" / "parts").exists()
+    for name in ("report.md", "test_a.png", "test_b.png", "test_c.png"):
+        assert (rd / "report" / name).is_file()

@@ -1,0 +1,116 @@
+"""Curve statistics on synthetic curves with known answers."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from climit import stats
+
+
+def learning_curves(s, k, p, scale=1.0, noise=0.0, seed=0):
+    """Saturating curves [S, K, P] with per-task levels and optional per-seed noise."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, p)
+    level_K = 10 + np.arange(k)  # tasks differ
+    seed_S = 1 + noise * rng.standard_normal(s)
+    return scale * seed_S[:, None, None] * level_K[None, :, None] * (1 - np.exp(-5 * t))[None, None]
+
+
+def test_metrics_known_answers():
+    curve = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    grid = np.arange(1, 11) * 20
+    assert stats.auc(curve) == 4.5
+    assert stats.final(curve, 0.1) == 9.0
+    assert stats.final(curve, 0.3) == 8.0
+    assert stats.steps_to(curve, grid, np.float64(4.0)) == 100.0
+    assert stats.steps_to(curve, grid, np.float64(99.0)) == np.inf
+
+
+def test_identical_curves_give_ratio_one():
+    dqn = learning_curves(4, 6, 50, noise=0.0)
+    out = stats.compare(dqn.copy(), dqn, np.arange(1, 51) * 20, n_boot=300)
+    for name in ("auc_ratio", "final_ratio", "steps_to_80_ratio"):
+        assert out[name].value == pytest.approx(1.0, abs=1e-12), name
+        assert out[name].lo == pytest.approx(1.0, abs=1e-12) and out[name].hi == pytest.approx(1.0, abs=1e-12)
+    # with seed-to-seed noise the point is still exactly 1 and the interval contains it, tightly
+    noisy = learning_curves(5, 6, 50, noise=0.02, seed=1)
+    out = stats.compare(noisy.copy(), noisy, np.arange(1, 51) * 20, n_boot=300)
+    assert out["auc_ratio"].value == pytest.approx(1.0)
+    assert out["auc_ratio"].lo < 1.0 < out["auc_ratio"].hi
+    assert out["auc_ratio"].hi - out["auc_ratio"].lo < 0.1
+
+
+def test_scaled_curve_gives_ratio_half():
+    dqn = learning_curves(3, 8, 40)
+    out = stats.compare(0.5 * dqn, dqn, np.arange(1, 41) * 20, n_boot=200)
+    for name in ("auc_ratio", "final_ratio"):
+        e = out[name]
+        assert (e.value, e.lo, e.hi) == pytest.approx((0.5, 0.5, 0.5)), name
+    assert out["agent_steps_to_80"].value == np.inf  # half never reaches 80 % of the DQN
+    assert out["steps_to_80_ratio"].value == np.inf
+
+
+def test_slower_curve_takes_longer_to_reach_80_percent():
+    grid = np.arange(1, 101) * 10
+    t = np.arange(1, 101)
+    dqn = np.minimum(t / 19, 1.0)[None, None].repeat(2, 0).repeat(3, 1)  # 0.8 at t = 15.2
+    slow = np.minimum(t / 38, 1.0)[None, None].repeat(2, 0).repeat(3, 1)  # 0.8 at t = 30.4
+    out = stats.compare(slow, dqn, grid, n_boot=100)
+    assert out["dqn_steps_to_80"].value == 160.0
+    assert out["agent_steps_to_80"].value == 310.0
+    assert out["steps_to_80_ratio"].value == 310.0 / 160.0
+    assert out["steps_to_80_ratio"].lo == out["steps_to_80_ratio"].hi == 310.0 / 160.0
+    assert out["final_ratio"].value == 1.0
+
+
+def test_bootstrap_is_deterministic_and_seed_dependent():
+    c = learning_curves(4, 5, 20, noise=0.1, seed=3)
+    d = learning_curves(4, 5, 20, noise=0.1, seed=4)
+    a = stats.compare(c, d, np.arange(20) + 1, n_boot=200, seed=0)
+    b = stats.compare(c, d, np.arange(20) + 1, n_boot=200, seed=0)
+    e = stats.compare(c, d, np.arange(20) + 1, n_boot=200, seed=1)
+    assert a == b
+    assert a["auc_ratio"].value == e["auc_ratio"].value and a["auc_ratio"].lo != e["auc_ratio"].lo
+
+
+def test_coverage_of_a_normal_mean():
+    """The 95 % interval of a mean (1 seed x n tasks = ordinary bootstrap) covers ~95 %."""
+    rng = np.random.default_rng(0)
+    hits, trials = 0, 300
+    for i in range(trials):
+        x = rng.normal(3.0, 1.0, size=(1, 40, 1))
+        e = stats.describe(x, n_boot=400, seed=i)["auc"]
+        hits += e.lo <= 3.0 <= e.hi
+    assert 0.88 <= hits / trials <= 0.99
+
+
+def test_crossed_bootstrap_widens_with_seed_variance():
+    """Seed-level noise must widen the interval (a flat bootstrap over cells would miss it)."""
+    quiet = learning_curves(5, 10, 10, noise=0.0)
+    loud = learning_curves(5, 10, 10, noise=0.3, seed=2)
+    w = lambda c: (lambda e: e.hi - e.lo)(stats.describe(c, n_boot=500)["auc"])
+    assert w(loud) > 2 * w(quiet)
+
+
+def test_curve_band_contains_mean_and_json_roundtrip():
+    c = learning_curves(3, 4, 15, noise=0.1)
+    mean, lo, hi = stats.curve_band(c, n_boot=200)
+    np.testing.assert_allclose(mean, c.mean((0, 1)))
+    assert (lo <= mean + 1e-12).all() and (mean <= hi + 1e-12).all()
+    e = stats.Estimate(1.5, 0.5, math.inf)
+    text = json.dumps(e.to_dict(), allow_nan=False)
+    assert stats.estimate_from_dict(json.loads(text)) == e
+    assert stats.estimate_from_dict({"value": None, "lo": None, "hi": None}).value != 0
+    assert stats.fmt(math.inf) == "inf" and stats.fmt(math.inf, inf="never") == "never"
+    assert stats.fmt(None) == "n/a" and stats.fmt(float("nan")) == "n/a"
+
+
+def test_rejects_bad_shapes_and_nan():
+    with pytest.raises(ValueError):
+        stats.describe(np.zeros((3, 4)))
+    with pytest.raises(ValueError):
+        stats.describe(np.full((1, 2, 3), np.nan))
+    with pytest.raises(ValueError):
+        stats.compare(np.zeros((1, 2, 3)), np.zeros((1, 3, 3)), np.arange(3))
