@@ -150,3 +150,89 @@ def test_damaged_checkpoint_message(tmp_path, capsys):
     (tmp_path / "ck" / "7" / "_CHECKPOINT_METADATA").write_text("{broken")
     err = _error(capsys, tmp_path / "ck")
     assert "is damaged" in err and "_CHECKPOINT_METADATA" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# --eval on a real tiny teacher run (CartPole: even an untrained greedy DQN earns ~9 per
+# episode, so returns are informative) and a tiny imitator trained on its histories
+# ---------------------------------------------------------------------------------------------
+
+EVAL_RUN = ["env.name=CartPole-v1", "env.transfer=", "env.train_tasks=1", "env.heldout_tasks=1",
+            "teacher.seeds=3", "teacher.total_env_steps=400", "teacher.learning_starts=100",
+            "teacher.buffer_size=400", "teacher.batch_size=16", "teacher.hidden=[16]",
+            "teacher.chunk_steps=200", "teacher.snapshot_steps=[200]", "teacher.eval_episodes=1",
+            "imitator.context_len=16", "imitator.d_model=16", "imitator.n_layers=1",
+            "imitator.n_heads=2", "imitator.batch_size=4", "imitator.train_steps=4",
+            "imitator.warmup_steps=1", "imitator.eval_every=2", "imitator.seeds=2",
+            "imitator.eval_batches=1", "imitator.train_windows=2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`climit teach` (3 CartPole learners x 400 steps) then `climit imitate` (2 seeds x 4
+    steps) in a tmp runs dir (~20 s on the 2-core CPU container)."""
+    runs = tmp_path_factory.mktemp("evalruns")
+    args = [*EVAL_RUN, f"run.runs_dir={runs}", "run.name=cp"]
+    assert cli.main(["teach", "--no-progress", *args]) == 0
+    assert cli.main(["imitate", "--no-progress", *args]) == 0
+    return runs / "cp"
+
+
+def test_eval_teacher_matches_greedy_evaluation(trained, capsys):
+    from climit import config, envs
+    from climit.teacher import train
+
+    snap = trained / "teacher" / "snapshots"
+    view = inspect_lib.evaluate(snap, 3)
+    assert (view["kind"], view["env"], view["step"], view["episodes"]) == (
+        "teacher_snapshot", "CartPole-v1", 400, 3)
+    means = [r["mean_return"] for r in view["learners"]]
+    assert [r["learner"] for r in view["learners"]] == [0, 1, 2] and min(means) > 0
+    # Known answer: the same rollouts as the teacher's own greedy evaluation with the same key.
+    cfg = config.load(None, EVAL_RUN)
+    with checkpoint.snapshots(snap, readonly=True) as s:
+        params_G = s.restore(400)["params"]
+    expected = train.evaluate_greedy(cfg.teacher, envs.make("CartPole-v1"), params_G,
+                                     train.plan(cfg).tasks_GxK, inspect_lib._eval_key(cfg.run.seed, 0), 3)
+    assert means == pytest.approx(expected.tolist(), rel=1e-6)
+    est = view["mean_return"]
+    assert est["value"] == pytest.approx(np.mean(means)) and est["lo"] <= est["value"] <= est["hi"]
+    # One learner alone gets the same rollout; the whole-state checkpoint at the same step too.
+    one = inspect_lib.evaluate(snap, 3, learner=1)
+    assert one["mean_return"]["value"] == means[1] and one["interval_over"] == "episodes"
+    ckpt = inspect_lib.evaluate(trained / "teacher" / "checkpoints", 3)
+    assert ckpt["kind"] == "teacher_checkpoint" and ckpt["learners"] == view["learners"]
+    rc, out, err = _cli(capsys, snap, "--eval", 3, "--learner", 2, "--json")
+    assert rc == 0 and json.loads(out)["learners"] == [view["learners"][2]]
+    rc, out, _ = _cli(capsys, snap, "--eval", 3)
+    assert rc == 0 and "3 learners, each on its own task: mean return" in out
+    assert "95% bootstrap interval over learners x episodes" in out
+
+
+def test_eval_imitator_seeds_from_an_empty_context(trained, capsys):
+    ck = trained / "imitator" / "ad" / "checkpoints"
+    view = inspect_lib.evaluate(ck, 2, tasks=2)
+    assert (view["kind"], view["step"], len(view["tasks"])) == ("imitator", 4, 2)
+    seeds = [r["mean_return"] for r in view["seeds"]]
+    assert [r["seed"] for r in view["seeds"]] == [0, 1] and min(seeds) > 0
+    assert view["mean_return"]["value"] == pytest.approx(np.mean(seeds))
+    assert view["policy"] == "imitator (sample actions) from an empty context"
+    assert inspect_lib.evaluate(ck, 2, tasks=2) == view  # deterministic
+    other = inspect_lib.evaluate(ck, 2, tasks=2, seed=1)  # another evaluation key
+    assert [r["mean_return"] for r in other["seeds"]] != seeds
+    alone = inspect_lib.evaluate(ck, 2, tasks=2, learner=1)
+    assert alone["seeds"] == [view["seeds"][1]]
+    rc, out, err = _cli(capsys, ck, "--eval", 2, "--tasks", 2)
+    assert rc == 0 and "2 seeds x 2 held-out tasks: mean return" in out and "in context:" in out
+    rc, out, _ = _cli(capsys, ck, "--eval", 2, "--tasks", 2, "--json")
+    assert json.loads(out) == json.loads(inspect_lib.dumps(view))
+
+
+def test_eval_errors(trained, run, capsys):
+    assert "neither a climit teacher" in _error(capsys, run / "teacher" / "snapshots", "--eval", 2)
+    assert "out of range: 3 learners" in _error(capsys, trained / "teacher" / "snapshots", "--eval",
+                                                2, "--learner", 3)
+    assert "out of range: 2 imitator seeds" in _error(capsys, trained / "imitator" / "ad" /
+                                                      "checkpoints", "--eval", 2, "--learner", 5)
+    assert "choose one of" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 2, "--stats")
+    assert "at least one episode" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 0)

@@ -1,0 +1,275 @@
+"""``climit report --compare RUN [RUN ...]``: one table and one plot across runs.
+
+For a sweep (``climit sweep``) or any set of runs: the config keys whose values differ between
+the runs (read from each run's ``config.yaml``, or the config stored in ``eval/results.json``)
+against the headline ratios of the three claim tests (from each run's ``report/summary.json``:
+``tests.{a,b,c}.imitator_dqn_{auc,final}_ratio`` and their ``_ci`` intervals). Writes to
+``--out DIR``:
+
+- ``compare.md``: one markdown table, a row per run;
+- ``compare.png``: imitator/DQN AUC and final ratios with their intervals, per test; the x axis
+  is the swept key when exactly one numeric key differs, else the runs in the order given;
+- ``compare.json``: the same rows, machine-readable.
+
+Imports no JAX (numpy, matplotlib, yaml and the standard library only), like the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from climit import report, stats
+from climit.errors import ArtifactError, ClimitError
+
+IDENTITY_KEYS = ("run.name", "run.runs_dir")  # name a run; never a setting that is compared
+RATIOS = (("auc", "AUC / DQN"), ("final", "final / DQN"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run's label, flattened config and report summary."""
+
+    label: str
+    path: Path
+    config: dict[str, Any]  # dotted key -> value
+    summary: dict[str, Any]  # report/summary.json
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path} is not valid JSON: {e}") from None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved config: config.yaml (written by ``climit run``), else the one stored
+    with its evaluation."""
+    path = run_dir / "config.yaml"
+    if path.is_file():
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ArtifactError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ArtifactError(f"{path} does not hold a config mapping")
+        return raw
+    results = run_dir / "eval" / "results.json"
+    if results.is_file():
+        return _read_json(results).get("config") or {}
+    raise ArtifactError(f"{run_dir} has no config.yaml (nor eval/results.json); is it a run "
+                        f"directory written by `climit run`?")
+
+
+def load_run(run_dir: str | Path, label: str | None = None) -> Run:
+    """One run's config and report summary; ArtifactError with the fix when either is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ArtifactError(f"no such run directory: {run_dir}")
+    summary_path = run_dir / "report" / "summary.json"
+    if not summary_path.is_file():
+        raise ArtifactError(f"{run_dir} has no report ({summary_path} is missing); run "
+                            f"`climit report {run_dir}` (or `climit run`) first")
+    summary = _read_json(summary_path)
+    if not isinstance(summary.get("tests"), dict):
+        raise ArtifactError(f"{summary_path} is not a climit report summary (no 'tests')")
+    return Run(label or run_dir.name, run_dir, flatten(_config(run_dir)), summary)
+
+
+def load_runs(run_dirs: list[str | Path]) -> list[Run]:
+    """Every run, labelled by its directory name (by its path where names repeat)."""
+    if len(run_dirs) < 2:
+        raise ClimitError("--compare needs two or more run directories")
+    names = [Path(r).name for r in run_dirs]
+    return [load_run(r, n if names.count(n) == 1 else str(r)) for r, n in zip(run_dirs, names)]
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    """Config keys (dotted, in config order) whose values are not the same in every run."""
+    keys: list[str] = []
+    for r in runs:
+        keys += [k for k in r.config if k not in keys]
+    def value(r: Run, k: str) -> str:
+        return json.dumps(r.config[k], sort_keys=True, default=str) if k in r.config else "<unset>"
+
+    return [k for k in keys if k not in IDENTITY_KEYS and len({value(r, k) for r in runs}) > 1]
+
+
+def tests_run(runs: list[Run]) -> list[str]:
+    """The tests (a, b, c) that ran in at least one run."""
+    return [k for k in report.TESTS if any(r.summary["tests"].get(k, {}).get("ran") for r in runs)]
+
+
+def _num(v: Any) -> float:
+    """A summary number as a float (null -> NaN, "inf" -> inf)."""
+    return math.nan if v is None else float(v)
+
+
+def ratio(run: Run, test: str, which: str) -> tuple[float, float, float]:
+    """(value, lo, hi) of ``imitator_dqn_{which}_ratio`` in one test; NaNs if it did not run."""
+    t = run.summary["tests"].get(test) or {}
+    if not t.get("ran"):
+        return math.nan, math.nan, math.nan
+    lo, hi = t.get(f"imitator_dqn_{which}_ratio_ci") or (None, None)
+    return _num(t.get(f"imitator_dqn_{which}_ratio")), _num(lo), _num(hi)
+
+
+def _json(x: float) -> float | str | None:
+    """As in summary.json: NaN -> null, +-inf -> "inf"/"-inf"."""
+    if math.isnan(x):
+        return None
+    return ("inf" if x > 0 else "-inf") if math.isinf(x) else x
+
+
+def _cell(v: tuple[float, float, float]) -> str:
+    value, lo, hi = v
+    if math.isnan(value):
+        return "n/a"
+    return f"{stats.fmt(value)} [{stats.fmt(lo)}, {stats.fmt(hi)}]"
+
+
+def _value(v: Any) -> str:
+    return json.dumps(v) if isinstance(v, (list, dict)) else ("unset" if v is None else str(v))
+
+
+def rows(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(differing keys, one JSON-ready row per run: run, path, config values, per test the
+    verdict and the AUC/final ratios with intervals)."""
+    keys, tests = differing_keys(runs), tests_run(runs)
+    out = []
+    for r in runs:
+        row: dict[str, Any] = {"run": r.label, "path": str(r.path),
+                               "config": {k: r.config.get(k) for k in keys}, "tests": {}}
+        for t in tests:
+            entry = r.summary["tests"].get(t) or {}
+            row["tests"][t] = {"ran": bool(entry.get("ran")), "verdict": entry.get("verdict")}
+            for which, _ in RATIOS:
+                value, lo, hi = ratio(r, t, which)
+                row["tests"][t][f"{which}_ratio"] = [_json(x) for x in (value, lo, hi)]
+        out.append(row)
+    return keys, out
+
+
+def markdown(runs: list[Run]) -> str:
+    """The comparison table (and a line saying which keys differ)."""
+    keys, tests = differing_keys(runs), tests_run(runs)
+    head = ["run", *keys]
+    for t in tests:
+        head += [f"({t}) verdict", *(f"({t}) {name}" for _, name in RATIOS)]
+    lines = [f"# climit comparison of {len(runs)} runs", "",
+             "Imitator/DQN ratios of the three claim tests (point and "
+             f"{_conf(runs)} bootstrap interval; 1 = the DQN, {report.MATCH_LEVEL} = match level). "
+             + (f"Config keys that differ: {', '.join(keys)}." if keys else
+                "The runs' configs do not differ (beyond their names)."), "",
+             "| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for r in runs:
+        cells = [r.label, *(_value(r.config.get(k)) for k in keys)]
+        for t in tests:
+            entry = r.summary["tests"].get(t) or {}
+            cells.append(str(entry.get("verdict")) if entry.get("ran") else "not run")
+            cells += [_cell(ratio(r, t, which)) for which, _ in RATIOS]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if tests:
+        lines += ["", "![comparison](compare.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _conf(runs: list[Run]) -> str:
+    levels = {r.summary.get("confidence") for r in runs} - {None}
+    return "/".join(f"{round(100 * float(c))}%" for c in sorted(levels)) or "95%"
+
+
+def _x_axis(runs: list[Run], keys: list[str]) -> tuple[list[float], list[str], str]:
+    """x positions, tick labels and axis label: the swept key's values when exactly one numeric
+    key differs, else 0..n-1 labelled by run."""
+    if len(keys) == 1:
+        values = [runs[i].config.get(keys[0]) for i in range(len(runs))]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return [float(v) for v in values], [str(v) for v in values], keys[0]
+    labels = [r.label if not keys else "\n".join(f"{k.split('.')[-1]}={_value(r.config.get(k))}"
+                                                   for k in keys) for r in runs]
+    return [float(i) for i in range(len(runs))], labels, "run"
+
+
+def plot(runs: list[Run], path: Path) -> None:
+    """Two panels (AUC ratio, final ratio): one series per test with interval bars; an infinite
+    ratio or interval end is drawn as an arrow head at the top of the panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys, tests = differing_keys(runs), tests_run(runs)
+    xs, labels, xlabel = _x_axis(runs, keys)
+    order = np.argsort(xs, kind="stable")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110, sharey=False)
+    colors = {"a": "tab:blue", "b": "tab:orange", "c": "tab:green"}
+    offsets = {t: (i - (len(tests) - 1) / 2) * 0.04 * (max(xs) - min(xs) or 1.0)
+               for i, t in enumerate(tests)}
+    for ax, (which, name) in zip(axes, RATIOS):
+        vals = {t: np.array([ratio(runs[i], t, which) for i in order]) for t in tests}
+        finite = np.concatenate([v[np.isfinite(v)] for v in vals.values()] + [np.array([1.0])])
+        top = 1.15 * float(finite.max())
+        for t in tests:
+            x = np.asarray(xs)[order] + offsets[t]
+            v, lo, hi = vals[t].T
+            ok = np.isfinite(v)  # an infinite ratio (the DQN at zero) is an arrow at the top
+            up = np.isinf(v) | (ok & np.isinf(hi))
+            lo_d, hi_d = np.nan_to_num(lo[ok], nan=v[ok]), np.minimum(np.nan_to_num(hi[ok], nan=v[ok]), top)
+            ax.errorbar(x[ok], v[ok], yerr=np.vstack([v[ok] - lo_d, hi_d - v[ok]]), fmt="o-",
+                        color=colors[t], capsize=3, label=f"({t}) {report.TESTS[t][0]}")
+            ax.plot(x[up], np.full(int(up.sum()), top), "^", color=colors[t])
+        ax.axhline(1.0, color="tab:green", lw=1, ls=":")
+        ax.axhline(report.MATCH_LEVEL, color="k", lw=1, ls="--")
+        ax.set_ylim(bottom=0.0, top=top * 1.05)
+        ax.set_xticks(xs, labels, fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"imitator {name}")
+        ax.set_title(f"imitator/DQN {which} ratio")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.text(0.01, 0.01, "bars: bootstrap intervals; ^ = infinite or off the chart; dotted: DQN "
+             f"parity (1); dashed: match level ({report.MATCH_LEVEL})", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def build(run_dirs: list[str | Path], out: str | Path = "compare") -> Path:
+    """Write ``OUT/{compare.md, compare.png, compare.json}``; returns OUT."""
+    runs = load_runs(run_dirs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    keys, table_rows = rows(runs)
+    if tests_run(runs):
+        plot(runs, out / "compare.png")
+    _atomic_write(out / "compare.md", markdown(runs))
+    _atomic_write(out / "compare.json", json.dumps({"format": 1, "keys": keys, "runs": table_rows},
+                                                   indent=1, allow_nan=False))
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,91 @@
+"""``climit sweep``: settings that change shapes run as separate runs.
+
+Scalar DQN hyperparameters sweep inside one compiled program (``teacher.sweep``); everything
+else (context length, depth, number of tasks, horizon, ...) changes shapes and so becomes one run
+per grid point, named after the base run and the point:
+
+    climit sweep --config configs/darkroom.yaml --grid imitator.context_len=40,80 imitator.n_layers=2,4
+    -> runs darkroom-context_len=40-n_layers=2, ... one after another (finished ones are skipped
+       by ``climit run`` itself), or with ``--emit`` one ``climit run`` command per line for a
+       cluster's job array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import shlex
+from typing import Any
+
+from climit import config as config_lib
+from climit.errors import ClimitError
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One grid point: its overrides (including ``run.name``) and its validated config."""
+
+    overrides: tuple[str, ...]
+    config: config_lib.ExperimentConfig
+
+
+def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
+    """``['a.b=1,2', 'c.d=x']`` -> ``[('a.b', ['1', '2']), ('c.d', ['x'])]``.
+
+    Values are split on commas outside brackets, so ``teacher.hidden=[64,64],[128,128]`` works.
+    """
+    grid = []
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise config_lib.ConfigError(item, "a grid entry must look like section.key=v1,v2")
+        parts = [v.strip() for v in re.split(r",(?![^\[\{]*[\]\}])", values) if v.strip()]
+        grid.append((key.strip(), parts))
+    keys = [k for k, _ in grid]
+    if len(set(keys)) != len(keys):
+        raise config_lib.ConfigError("--grid", "a key appears twice")
+    if "run.name" in keys:
+        raise config_lib.ConfigError("run.name", "is set by the sweep for each point")
+    return grid
+
+
+def _slug(key: str, value: str) -> str:
+    value = value.strip("[]{}").replace(", ", "x").replace(",", "x")
+    text = f"{key.split('.')[-1]}={value}"
+    return re.sub(r"[^A-Za-z0-9=._-]+", "_", text)
+
+
+def points(config_path: str | None, base_overrides: list[str], grid_items: list[str]) -> list[Point]:
+    """Every grid point's config, validated before any work (a bad point stops the sweep)."""
+    base = config_lib.load(config_path, base_overrides)
+    grid = parse_grid(grid_items)
+    out = []
+    for values in itertools.product(*(vals for _, vals in grid)):
+        pairs = [(k, v) for (k, _), v in zip(grid, values)]
+        name = "-".join([base.run.name] + [_slug(k, v) for k, v in pairs])
+        overrides = tuple(base_overrides) + tuple(f"{k}={v}" for k, v in pairs) + (f"run.name={name}",)
+        out.append(Point(overrides=overrides, config=config_lib.load(config_path, overrides)))
+    names = [p.config.run.name for p in out]
+    if len(set(names)) != len(names):
+        raise ClimitError("two grid points map to the same run name; use distinct values")
+    return out
+
+
+def command_line(config_path: str | None, point: Point) -> str:
+    """The ``climit run`` command of one point (for ``--emit``)."""
+    args = ["climit", "run"]
+    if config_path:
+        args += ["--config", str(config_path)]
+    return shlex.join(args + list(point.overrides))
+
+
+def run_all(config_path: str | None, pts: list[Point], log: Any = print) -> list[dict]:
+    """Run every point locally, one after another; finished runs are skipped stage by stage."""
+    from climit import pipeline
+
+    results = []
+    for i, p in enumerate(pts):
+        log(f"[sweep {i + 1}/{len(pts)}] {p.config.run.name}")
+        results.append({"run": p.config.run.name, **pipeline.run(p.config)})
+    return results

@@ -1,0 +1,113 @@
+"""`climit report --compare`: the table, plot and JSON across runs, without JAX, and its errors."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from climit import cli, compare
+
+
+def _test(auc, auc_ci, final, final_ci, verdict="inconclusive"):
+    return {"ran": True, "verdict": verdict, "imitator_dqn_auc_ratio": auc,
+            "imitator_dqn_auc_ratio_ci": auc_ci, "imitator_dqn_final_ratio": final,
+            "imitator_dqn_final_ratio_ci": final_ci}
+
+
+NOT_RUN = {"ran": False, "verdict": None, "imitator_dqn_auc_ratio": None,
+           "imitator_dqn_auc_ratio_ci": [None, None], "imitator_dqn_final_ratio": None,
+           "imitator_dqn_final_ratio_ci": [None, None]}
+
+
+def fake_run(root, name, config, tests, *, config_yaml=True):
+    """A run directory with config.yaml (or only eval/results.json's config) and a report summary."""
+    rd = root / name
+    (rd / "report").mkdir(parents=True)
+    cfg = {"run": {"name": name, "runs_dir": str(root), "seed": 0}, **config}
+    if config_yaml:
+        (rd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    else:
+        (rd / "eval").mkdir()
+        (rd / "eval" / "results.json").write_text(json.dumps({"format": 1, "config": cfg}))
+    summary = {"format": 1, "confidence": 0.95, "tests": {"c": NOT_RUN, **tests}}
+    (rd / "report" / "summary.json").write_text(json.dumps(summary))
+    return rd
+
+
+@pytest.fixture
+def runs(tmp_path):
+    a = fake_run(tmp_path, "ctx20", {"imitator": {"context_len": 20, "d_model": 64}},
+                 {"a": _test(0.5, [0.25, 0.75], 0.9, [0.5, "inf"], "not supported"),
+                  "b": _test(1.0, [0.8, 1.2], 1.1, [0.9, 1.3])})
+    b = fake_run(tmp_path, "ctx40", {"imitator": {"context_len": 40, "d_model": 64}},
+                 {"a": _test(0.85, [0.81, 0.9], "inf", [2.0, "inf"], "supported"), "b": NOT_RUN},
+                 config_yaml=False)
+    return a, b
+
+
+def test_table_plot_and_json_have_the_known_numbers(runs, tmp_path):
+    a, b = runs
+    loaded = compare.load_runs([a, b])
+    assert compare.differing_keys(loaded) == ["imitator.context_len"]
+    assert compare.tests_run(loaded) == ["a", "b"]
+    out = compare.build([a, b], tmp_path / "cmp")
+    md = (out / "compare.md").read_text().splitlines()
+    assert md[4] == ("| run | imitator.context_len | (a) verdict | (a) AUC / DQN | (a) final / DQN "
+                     "| (b) verdict | (b) AUC / DQN | (b) final / DQN |")
+    assert md[6] == ("| ctx20 | 20 | not supported | 0.5 [0.25, 0.75] | 0.9 [0.5, inf] "
+                     "| inconclusive | 1 [0.8, 1.2] | 1.1 [0.9, 1.3] |")
+    assert md[7] == ("| ctx40 | 40 | supported | 0.85 [0.81, 0.9] | inf [2, inf] "
+                     "| not run | n/a | n/a |")
+    assert "Config keys that differ: imitator.context_len." in md[2]
+    data = json.loads((out / "compare.json").read_text())
+    assert data["keys"] == ["imitator.context_len"]
+    assert data["runs"][1]["config"] == {"imitator.context_len": 40}
+    assert data["runs"][1]["tests"]["a"]["final_ratio"] == ["inf", 2.0, "inf"]
+    assert data["runs"][1]["tests"]["b"] == {"ran": False, "verdict": None,
+                                             "auc_ratio": [None, None, None],
+                                             "final_ratio": [None, None, None]}
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    # The numeric swept key is the x axis; two keys (or a non-numeric one) fall back to runs.
+    assert compare._x_axis(loaded, ["imitator.context_len"]) == ([20.0, 40.0], ["20", "40"],
+                                                                 "imitator.context_len")
+    assert compare._x_axis(loaded, [])[2] == "run"
+
+
+def test_compare_cli_runs_without_jax(runs, tmp_path):
+    a, b = runs
+    out = tmp_path / "nojax"
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["jax"] = None  # any `import jax` now raises ImportError
+        sys.modules["jaxlib"] = None
+        from climit import cli
+        assert cli.main(["report", "--compare", {str(a)!r}, {str(b)!r}, "--out", {str(out)!r}]) == 0
+        assert "jax" not in [m for m in sys.modules if sys.modules[m] is not None]
+    """)
+    res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert "| ctx40 | 40 |" in res.stdout and f"comparison -> {out / 'compare.md'}" in res.stdout
+    assert (out / "compare.png").is_file()
+
+
+def _error(capsys, *argv):
+    rc = cli.main(["report", *map(str, argv)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_clear_errors(runs, tmp_path, capsys):
+    a, b = runs
+    bare = tmp_path / "bare"
+    (bare / "eval").mkdir(parents=True)
+    err = _error(capsys, "--compare", a, bare, "--out", tmp_path / "x")
+    assert f"{bare} has no report" in err and f"climit report {bare}" in err
+    assert "no such run directory" in _error(capsys, "--compare", a, tmp_path / "nope")
+    assert "two or more" in _error(capsys, "--compare", a)
+    assert "not both" in _error(capsys, a, "--compare", a, b)
+    (b / "report" / "summary.json").write_text("{oops")
+    assert "is not valid JSON" in _error(capsys, "--compare", a, b)
+    assert not (tmp_path / "x").exists()

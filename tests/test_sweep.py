@@ -1,0 +1,139 @@
+"""`climit sweep`: --emit launch lists, a two-point sweep end to end with `report --compare`,
+finished runs skipped on a rerun (fast with recording fakes for the heavy stages; a real tiny
+sweep is slow-marked)."""
+
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from climit import cli, evaluate, report, stats
+
+TINY = """
+env: {train_tasks: 4, transfer: ''}
+teacher: {total_env_steps: 400, learning_starts: 100, buffer_size: 400, batch_size: 16,
+          chunk_steps: 200, eps_decay_steps: 200, snapshot_steps: [200], eval_episodes: 1}
+imitator: {train_steps: 20, warmup_steps: 5, eval_every: 10, context_len: 20, ed_fraction: 0.25,
+           d_model: 16, n_layers: 1, n_heads: 2, batch_size: 8}
+eval: {tasks: 2, env_steps: 400, horizon_factor: 2, dqn_seeds: 1, random_seeds: 1,
+       bootstrap: 50, chunk_steps: 400, horizon_controls: false}
+"""
+GRID = ["--grid", "imitator.context_len=20,40"]
+NAMES = ["tiny-context_len=20", "tiny-context_len=40"]
+
+
+@pytest.fixture
+def base(tmp_path):
+    """(config path, base overrides) of a tiny sweep writing under tmp_path/runs."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path, [f"run.runs_dir={tmp_path / 'runs'}", "run.name=tiny"]
+
+
+def _main(capsys, *argv):
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return out
+
+
+def test_emit_prints_one_runnable_command_per_point(base, capsys):
+    path, over = base
+    lines = _main(capsys, "sweep", "--config", path, *over, *GRID, "--emit").splitlines()
+    assert len(lines) == 2
+    for line, ctx, name in zip(lines, (20, 40), NAMES):
+        argv = shlex.split(line)
+        assert argv[:4] == ["climit", "run", "--config", str(path)]
+        assert argv[4:] == [*over, f"imitator.context_len={ctx}", f"run.name={name}"]
+    assert not (path.parent / "runs").exists()  # --emit runs nothing
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    """The teacher, imitator and evaluation stages replaced by fakes that write fingerprinted
+    artifacts (the sweep, the pipeline's skipping and the comparison are what is under test).
+    The fake evaluation's imitator curve scales with the context length, so the two points'
+    ratios differ."""
+    from climit.imitator import train as imitator_train
+    from climit.teacher import train as teacher_train
+
+    calls = {"teach": [], "imitate": 0, "evaluate": []}
+
+    def teach(cfg, rd, progress=True, log=print):
+        calls["teach"].append(cfg.run.name)
+        (Path(rd) / "teacher").mkdir(parents=True, exist_ok=True)
+        (Path(rd) / "teacher" / "summary.json").write_text(
+            json.dumps({"fingerprint": teacher_train.fingerprint(cfg)}))
+
+    def imitate(cfg, progress=True):
+        calls["imitate"] += 1
+        out = imitator_train.output_dir(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"fingerprint": imitator_train.fingerprint(cfg), "heldout_loss": 1.0,
+                   "heldout_action_accuracy": 0.5}
+        (out / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    def evaluate_(cfg, rd, progress=True, log=print):
+        calls["evaluate"].append(cfg.run.name)
+        grid = 20 * np.arange(1, 11)
+        dqn = np.tile(np.linspace(1.0, 10.0, 10), (2, 3, 1))
+        curves = {"imitator": dqn[:1] * cfg.imitator.context_len / 40, "dqn": dqn}
+        test = {**stats.summarize_test(curves, grid, n_boot=20), "env": cfg.env.name, "markers": {}}
+        results = {"env": cfg.env.name, "transfer": "", "confidence": 0.95, "bootstrap": 20,
+                   "config": {}, "tests": {"a": test}, "fingerprint": evaluate.fingerprint(cfg)}
+        report.write_eval(Path(rd) / "eval", results,
+                          {"a.grid": grid, **{f"a.{k}": v for k, v in curves.items()}})
+
+    monkeypatch.setattr(teacher_train, "teach", teach)
+    monkeypatch.setattr(imitator_train, "train", imitate)
+    monkeypatch.setattr(evaluate, "evaluate", evaluate_)
+    return calls
+
+
+def test_two_point_sweep_compare_and_rerun(base, fake_stages, capsys):
+    path, over = base
+    runs = path.parent / "runs"
+    out = _main(capsys, "sweep", "--config", path, *over, *GRID)
+    done = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert done == [{"run": n, "teach": "done", "imitate": "done", "evaluate": "done",
+                     "report": "done"} for n in NAMES]
+    assert fake_stages["teach"] == NAMES and fake_stages["evaluate"] == NAMES
+    # The comparison: the swept key against the test (a) ratios (imitator = ctx/40 x DQN).
+    table = _main(capsys, "report", "--compare", *(runs / n for n in NAMES), "--out", runs / "cmp")
+    rows = [line for line in table.splitlines() if line.startswith("| tiny")]
+    assert [r.split(" | ")[:4] for r in rows] == [
+        ["| tiny-context_len=20", "20", "not supported", "0.5 [0.5, 0.5]"],
+        ["| tiny-context_len=40", "40", "supported", "1 [1, 1]"]]
+    assert (runs / "cmp" / "compare.png").is_file()
+    # A rerun of the sweep, and an emitted command run by hand, skip every finished stage.
+    out = _main(capsys, "sweep", "--config", path, *over, *GRID)
+    assert [json.loads(line) for line in out.splitlines() if line.startswith("{")] == [
+        {"run": n, "teach": "skipped", "imitate": "skipped", "evaluate": "skipped",
+         "report": "skipped"} for n in NAMES]
+    line = _main(capsys, "sweep", "--config", path, *over, *GRID, "--emit").splitlines()[1]
+    out = _main(capsys, *shlex.split(line)[1:], "--no-progress")
+    assert "[3/4] evaluate: skipped" in out
+    assert fake_stages["teach"] == NAMES and fake_stages["evaluate"] == NAMES
+
+
+@pytest.mark.slow
+def test_real_tiny_sweep_end_to_end(base, capsys):
+    """Every stage for real at tiny size (~75 s on the 2-core CPU container): two points, then
+    --compare over them."""
+    path, over = base
+    runs = path.parent / "runs"
+    out = _main(capsys, "sweep", "--config", path, *over, *GRID)
+    done = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [d["run"] for d in done] == NAMES and all(d["report"] == "done" for d in done)
+    for name, ctx in zip(NAMES, (20, 40)):
+        summary = json.loads((runs / name / "report" / "summary.json").read_text())
+        assert summary["tests"]["a"]["ran"] and summary["tests"]["b"]["ran"]
+        assert f"context_len: {ctx}" in (runs / name / "config.yaml").read_text()
+    _main(capsys, "report", "--compare", *(runs / n for n in NAMES), "--out", runs / "cmp")
+    data = json.loads((runs / "cmp" / "compare.json").read_text())
+    assert data["keys"] == ["imitator.context_len"]
+    assert [r["config"]["imitator.context_len"] for r in data["runs"]] == [20, 40]
+    assert all(r["tests"]["a"]["ran"] for r in data["runs"])
