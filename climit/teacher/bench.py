@@ -1,0 +1,141 @@
+"""``climit bench teacher``: aggregate env steps/s and TD updates/s of S vmapped learners.
+
+The default case is the rejax peer's tuned CartPole-v1 DQN (``../shared/anchors/
+rejax_dqn_bench.py``): 10 envs, 5 TD updates per vector step, batch 100, 64-64 swish dueling
+Double DQN, buffer 50k, 5k steps before learning, Polyak 0.02, lr 1e-3, squared loss, 100k env
+steps per learner. Compilation is timed apart; each learner count runs without histories
+(``record="stats"``: only per-learner summaries leave the device) and/or with histories written
+to a temporary directory through :mod:`climit.histories` (every transition plus Q-values every
+100 vector steps), exactly as ``climit teach`` writes them. The peer runs in a subprocess of the
+same command (same machine, same moment) and a ratio line follows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from climit import config as config_lib
+from climit import envs, histories
+from climit.teacher import dqn, train
+
+# rejax configs/gymnax/cartpole.yaml (dqn), translated to climit keys.
+REJAX_CARTPOLE = (
+    "env.name=CartPole-v1", "env.train_tasks=1", "env.transfer=",
+    "teacher.num_envs=10", "teacher.updates_per_train=5", "teacher.train_every=1",
+    "teacher.batch_size=100", "teacher.hidden=[64, 64]", "teacher.dueling=true", "teacher.double=true",
+    "teacher.activation=swish", "teacher.buffer_size=50000", "teacher.learning_starts=5000",
+    "teacher.target=polyak", "teacher.tau=0.02", "teacher.lr=0.001", "teacher.gamma=0.99",
+    "teacher.eps_end=0.05", "teacher.eps_decay_steps=50000", "teacher.max_grad_norm=10",
+    "teacher.loss=mse", "teacher.chunk_steps=1000", "teacher.q_log_period=100",
+)
+
+
+def default_peer_script() -> Path:
+    return Path(__file__).resolve().parents[3] / "shared" / "anchors" / "rejax_dqn_bench.py"
+
+
+def bench_config(steps: int, overrides: tuple[str, ...] | list[str] = ()) -> config_lib.ExperimentConfig:
+    return config_lib.load(None, list(REJAX_CARTPOLE) + [f"teacher.total_env_steps={steps}"]
+                           + list(overrides))
+
+
+def machine() -> dict[str, Any]:
+    dev = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device_kind": getattr(dev, "device_kind", str(dev)),
+            "n_devices": jax.device_count(), "host_cpus": os.cpu_count(), "jax_version": jax.__version__}
+
+
+def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bool,
+            seed: int = 0) -> dict[str, Any]:
+    """One measurement: S learners for ``teacher.total_env_steps`` each."""
+    tcfg = cfg.teacher
+    env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
+    tasks = jnp.asarray(envs.sample_tasks(cfg.env.name, jax.random.PRNGKey(seed), learners, "train"))
+    keys = dqn.learner_keys(jax.random.PRNGKey(seed), 1, learners)
+    hp = dqn.hparams(tcfg, learners)
+    state, hp, tasks = train.place(dqn.init(tcfg, env, keys, tasks), hp, tasks)
+    state = jax.block_until_ready(state)
+    q_period = tcfg.q_log_period
+    with tempfile.TemporaryDirectory(prefix="climit-bench-") as tmp:
+        hooks = train._Hooks()
+        if write_histories:
+            infos = [histories.StreamInfo(g, e, tuple(np.asarray(tasks[g]).tolist()), g)
+                     for g in range(learners) for e in range(tcfg.num_envs)]
+            writer = histories.create(Path(tmp) / "histories", spec=env.spec, streams=infos,
+                                      q_period=q_period, total_steps=tcfg.total_env_steps // tcfg.num_envs)
+            hooks.output = lambda out, t0, t1: writer.append(
+                *out.streams, q_values=out.q_NxTqxA)
+        record = "full" if write_histories else "stats"
+        state, timing = train._run_chunks(tcfg, env, state, hp, tasks, record=record,
+                                          q_period=q_period if write_histories else 0, hooks=hooks)
+        disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+    final = train.evaluate_greedy(tcfg, env, state.learners.params, tasks,
+                                  jax.random.PRNGKey(seed + 1), episodes=10)
+    return {
+        "bench": "climit_teacher", "env": cfg.env.name, "num_learners": learners,
+        "histories": write_histories, "env_steps_per_learner": tcfg.total_env_steps,
+        "td_updates_per_learner": int(state.updates),
+        "compile_s": round(timing.compile_s, 3), "train_s": round(timing.run_s, 3),
+        "env_steps_per_s": round(timing.env_steps / timing.run_s, 1),
+        "td_updates_per_s": round(timing.td_updates / timing.run_s, 1),
+        "histories_bytes_on_disk": disk if write_histories else 0,
+        "final_return_mean": round(float(final.mean()), 2),
+        **machine(),
+    }
+
+
+def run_peer(script: Path, learners: list[int], steps: int, sampler: str) -> list[dict[str, Any]]:
+    """The rejax peer in a subprocess (one JSON line per learner count)."""
+    if not script.is_file():
+        return [{"bench": "rejax_dqn", "sampler": sampler, "error": f"peer script not found: {script}"}]
+    cmd = [sys.executable, str(script), "--eval-mode", "none", "--sampler", sampler,
+           "--total-timesteps", str(steps), "--final-eval-episodes", "10",
+           "--force-vmap", "--num-seeds", *map(str, learners)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=script.parent)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return [{"bench": "rejax_dqn", "sampler": sampler, "error": f"peer failed: {tail}"}]
+    out = []
+    for line in proc.stdout.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        keep = ("num_seeds", "sampler", "compile_s", "train_s", "env_steps_total", "grad_updates_total",
+                "env_steps_per_s", "grad_updates_per_s", "final_return_mean")
+        out.append({"bench": "rejax_dqn", **{k: rec.get(k) for k in keep}})
+    return out
+
+
+def run(learners: list[int], steps: int, *, histories: str = "both", peer: str = "uniform",
+        peer_script: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Iterator[dict]:
+    """Yield one record per (learner count, histories on/off), then the peer's and ratios."""
+    cfg = bench_config(steps, overrides)
+    modes = {"both": (False, True), "off": (False,), "on": (True,)}[histories]
+    ours: dict[int, dict] = {}
+    for s in learners:
+        for write in modes:
+            rec = measure(cfg, s, write)
+            if not write:
+                ours[s] = rec
+            yield rec
+    samplers = {"none": (), "uniform": ("uniform",), "rejax": ("rejax",), "both": ("uniform", "rejax")}[peer]
+    script = Path(peer_script) if peer_script else default_peer_script()
+    for sampler in samplers:
+        for rec in run_peer(script, learners, steps, sampler):
+            yield rec
+            mine = ours.get(rec.get("num_seeds"))
+            if mine and rec.get("env_steps_per_s"):
+                yield {"bench": "ratio_climit_over_peer", "sampler": sampler, "num_learners": rec["num_seeds"],
+                       "env_steps_per_s": round(mine["env_steps_per_s"] / rec["env_steps_per_s"], 3),
+                       "td_updates_per_s": round(mine["td_updates_per_s"] / rec["grad_updates_per_s"], 3)}

@@ -1,0 +1,498 @@
+"""The teacher's driver: a Python loop over jitted chunks, with everything a long run needs.
+
+Two entry points share one loop (:func:`_run_chunks`):
+
+* :func:`teach` (``climit teach``): the learners of a config (sweep points x train tasks x
+  seeds), writing ``runs/NAME/teacher/`` -- learning histories (every transition, Q-values every
+  ``q_log_period`` steps), ``metrics.jsonl``, full-state checkpoints every ``checkpoint_every``
+  chunks (latest ``keep_checkpoints`` kept), parameter snapshots at ``snapshot_steps`` (kept for
+  good) and ``summary.json`` with a greedy evaluation through :mod:`climit.rollout`. A run
+  killed at any point resumes from its last checkpoint when the same command runs again, and
+  ends with histories and parameters identical to an uninterrupted run.
+* :func:`train_learners`: fresh learners on given tasks, in memory, returning their
+  finished-episode returns against env steps (the evaluation stage's DQN-from-scratch curves).
+
+The device runs chunk k+1 while the host writes chunk k's history (JAX dispatch is async);
+the loop synchronises only at checkpoints, snapshots and the end.
+
+Axis letters: G learners, E envs per learner, N = G*E streams, T time, M episodes, K task dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from climit import checkpoint, envs, histories, parallel, rollout
+from climit import config as config_lib
+from climit.config import ExperimentConfig, TeacherConfig
+from climit.errors import ClimitError, TrainingDiverged
+from climit.teacher import dqn
+
+# Independent key streams derived from run.seed (fold_in constants; never reused elsewhere).
+TASK_STREAM, LEARNER_STREAM, EVAL_STREAM = 101, 102, 103
+
+
+# ---------------------------------------------------------------------------------------------
+# Who the learners are
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The G learners of a run, in order g = (point*K + task)*S + seed."""
+
+    tasks_GxK: np.ndarray  # int32
+    hparams: dqn.HParams  # leaves float32 [G]
+    keys_Gx2: np.ndarray  # uint32 raw keys
+    point_G: np.ndarray  # sweep point index per learner
+    task_index_G: np.ndarray
+    seed_G: np.ndarray
+
+    @property
+    def num_learners(self) -> int:
+        return len(self.tasks_GxK)
+
+    def stream_infos(self, num_envs: int) -> list[histories.StreamInfo]:
+        """One entry per stream n = g*E + e."""
+        hp = {f: np.asarray(getattr(self.hparams, f)) for f in dqn.HParams._fields}
+        return [histories.StreamInfo(learner=g, env=e, task=tuple(int(x) for x in self.tasks_GxK[g]),
+                                     seed=int(self.seed_G[g]),
+                                     hparams={f: float(v[g]) for f, v in hp.items()})
+                for g in range(self.num_learners) for e in range(num_envs)]
+
+
+def plan(cfg: ExperimentConfig) -> Plan:
+    """Sweep points x ``env.train_tasks`` train tasks x ``teacher.seeds`` seeds."""
+    tcfg = cfg.teacher
+    root = jax.random.PRNGKey(cfg.run.seed)
+    tasks_KxD = envs.sample_tasks(cfg.env.name, jax.random.fold_in(root, TASK_STREAM),
+                                  cfg.env.train_tasks, "train")
+    points = dqn.sweep_points(tcfg)
+    n_p, n_k, n_s = len(points), len(tasks_KxD), tcfg.seeds
+    point_G, task_G, seed_G = (a.reshape(-1) for a in np.meshgrid(
+        np.arange(n_p), np.arange(n_k), np.arange(n_s), indexing="ij"))
+    values = {f: np.array([points[p].get(f, getattr(tcfg, f)) for p in point_G], np.float32)
+              for f in dqn.HParams._fields}
+    keys = dqn.learner_keys(jax.random.fold_in(root, LEARNER_STREAM), n_k, n_s, n_p)
+    return Plan(tasks_GxK=np.asarray(tasks_KxD[task_G], np.int32),
+                hparams=dqn.hparams(tcfg, len(point_G), **values), keys_Gx2=np.asarray(keys),
+                point_G=point_G, task_index_G=task_G, seed_G=seed_G)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices: the learner axis G is sharded over every local device (a no-op on one device)
+# ---------------------------------------------------------------------------------------------
+
+def place(state: dqn.TrainState, hp_G: dqn.HParams, tasks_GxK: Any
+          ) -> tuple[dqn.TrainState, dqn.HParams, jax.Array]:
+    """Shard the learners (and their hparams and tasks) on axis G; counters replicated.
+
+    The chunk is a vmap over G with unbatched counters, so XLA partitions it with no
+    communication: each device runs G / devices learners. One host only (the histories are
+    written by one process).
+    """
+    tasks_GxK = jnp.asarray(tasks_GxK)
+    if jax.device_count() == 1:
+        return state, hp_G, tasks_GxK
+    if jax.process_count() > 1:
+        raise ClimitError("the teacher runs on one host (any number of its devices); "
+                          f"got {jax.process_count()} processes")
+    g = int(tasks_GxK.shape[0])
+    parallel.check_divisible(g, "the number of teacher learners (sweep points x train_tasks x seeds)")
+    m = parallel.mesh()
+    state = dqn.TrainState(learners=parallel.shard_leading(state.learners, m),
+                           t=parallel.replicate(state.t, m), updates=parallel.replicate(state.updates, m))
+    return state, parallel.shard_leading(hp_G, m), parallel.shard_leading(tasks_GxK, m)
+
+
+# ---------------------------------------------------------------------------------------------
+# The chunk loop
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Timing:
+    """Throughput of a training loop (this process; ``prior`` segments added on resume)."""
+
+    compile_s: float = 0.0
+    run_s: float = 0.0  # wall time of the loop, compilation excluded
+    env_steps: int = 0  # summed over learners
+    td_updates: int = 0  # summed over learners
+
+    def rates(self) -> dict[str, float]:
+        run = max(self.run_s, 1e-9)
+        return {"env_steps_per_s": self.env_steps / run, "td_updates_per_s": self.td_updates / run,
+                "compile_s": self.compile_s, "train_wall_s": self.run_s}
+
+    def to_json(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class _Hooks:
+    """What the loop calls; the defaults do nothing (in-memory training)."""
+
+    output: Callable[[dqn.ChunkOut, int, int], None] = lambda out, t0, t1: None
+    needs_sync: Callable[[int], bool] = lambda t1: False
+    sync: Callable[[dqn.TrainState, int, Timing], None] = lambda state, t1, timing: None
+
+
+def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int, where: str) -> None:
+    bad = np.flatnonzero(~np.isfinite(np.asarray(out.stats.loss_sum_G)))
+    if bad.size:
+        raise TrainingDiverged(f"TD loss became NaN/Inf by env step {t1 * num_envs} for learners "
+                               f"{bad[:8].tolist()}{'...' if bad.size > 8 else ''}; {where}")
+
+
+def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G: dqn.HParams,
+                tasks_GxK: jax.Array, *, record: dqn.Record, q_period: int, hooks: _Hooks,
+                timing: Timing | None = None, progress: bool = False, diverged_note: str = "",
+                stop_hook: Callable[[int], None] | None = None) -> tuple[dqn.TrainState, Timing]:
+    """Run chunks from ``state.t`` to the end of training; returns (final state, timing).
+
+    ``hooks.output`` gets every chunk's host arrays in order, one chunk late while the device
+    runs the next; before ``hooks.sync(state, t1, timing)`` every earlier output has been
+    handled, so a checkpoint never runs ahead of the history on disk, and a diverged chunk is
+    never checkpointed. ``stop_hook(k)`` runs after chunk k (tests: a simulated kill).
+    """
+    from tqdm import tqdm
+
+    total = tcfg.total_env_steps // tcfg.num_envs
+    t = int(state.t)
+    g = int(tasks_GxK.shape[0])
+    timing = timing or Timing()
+    prior_run_s, prior_compile_s, compile_s = timing.run_s, timing.compile_s, 0.0
+    compiled: dict[int, Any] = {}
+    pending: list[tuple[Any, int, int]] = []
+    bar = tqdm(total=tcfg.total_env_steps, initial=t * tcfg.num_envs, unit="step",
+               disable=not progress, desc="teach", dynamic_ncols=True, mininterval=1.0)
+    loop_start = time.perf_counter()
+
+    def clock() -> None:
+        timing.compile_s = prior_compile_s + compile_s
+        timing.run_s = prior_run_s + time.perf_counter() - loop_start - compile_s
+
+    def finish() -> None:
+        while pending:
+            out, t0, t1 = pending.pop(0)
+            out = jax.device_get(out)
+            _check_finite(out, t1, tcfg.num_envs, diverged_note)
+            hooks.output(out, t0, t1)
+            episodes = int(out.stats.episodes_G.sum())
+            timing.env_steps += g * (t1 - t0) * tcfg.num_envs
+            timing.td_updates += g * int(out.stats.loss_count)
+            run = max(time.perf_counter() - loop_start - compile_s + prior_run_s, 1e-9)
+            bar.update((t1 - t0) * tcfg.num_envs)
+            bar.set_postfix_str(f"{timing.env_steps / run:.3g} steps/s {timing.td_updates / run:.3g} "
+                                f"updates/s return {out.stats.return_sum_G.sum() / max(episodes, 1):.3g}",
+                                refresh=False)
+
+    chunk_index = 0
+    while t < total:
+        length = min(tcfg.chunk_steps, total - t)
+        if length not in compiled:
+            c0 = time.perf_counter()
+            fn = dqn.make_chunk(tcfg, env, length, record, q_period)
+            compiled[length] = fn.lower(state, hp_G, tasks_GxK).compile()
+            compile_s += time.perf_counter() - c0
+        state, out = compiled[length](state, hp_G, tasks_GxK)
+        finish()  # the previous chunk's output, while this one runs
+        pending.append((out, t, t + length))
+        t += length
+        if hooks.needs_sync(t) or t >= total:
+            finish()
+            jax.block_until_ready(state)
+            clock()
+            hooks.sync(state, t, timing)
+        chunk_index += 1
+        if stop_hook is not None:
+            stop_hook(chunk_index)
+    finish()
+    jax.block_until_ready(state)
+    clock()
+    bar.close()
+    return state, timing
+
+
+# ---------------------------------------------------------------------------------------------
+# Greedy evaluation (through the one rollout primitive)
+# ---------------------------------------------------------------------------------------------
+
+def evaluate_greedy(tcfg: TeacherConfig, env: envs.Env, params_G: Any, tasks_GxK: Any,
+                    key: jax.Array, episodes: int, eps: float = 0.0) -> np.ndarray:
+    """Mean return of ``episodes`` greedy (or eps-greedy) episodes per learner: float [G].
+
+    Each learner acts on its own task from fresh resets; the rollout runs
+    ``episodes * episode_len`` steps, which holds at least ``episodes`` whole episodes, and the
+    first ``episodes`` are averaged.
+    """
+    act = dqn.greedy_policy(tcfg, env.spec)
+    steps = episodes * env.spec.episode_len
+
+    def one(params, task_K, k):
+        _, traj = rollout.rollout(env, act, (params, jnp.float32(eps)), (), task_K, k, steps)
+        ep = rollout.episode_returns(traj.reward, traj.done, max_episodes=episodes)
+        return jnp.mean(ep.returns)
+
+    g = int(np.shape(tasks_GxK)[0])
+    fn = jax.jit(jax.vmap(one))
+    return np.asarray(fn(params_G, jnp.asarray(tasks_GxK), jax.random.split(key, g)), np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fresh learners in memory (evaluation's DQN-from-scratch curves)
+# ---------------------------------------------------------------------------------------------
+
+class FreshResult(NamedTuple):
+    """Learning curves of fresh learners (stream n = g*E + e; E = teacher.num_envs)."""
+
+    params_G: Any  # stacked final online parameters (device arrays)
+    episodes: rollout.Episodes  # leaves [N, M]: finished training episodes of every stream
+    env_steps_per_learner: int
+    timing: Timing
+
+    def learner_env_steps(self, num_envs: int) -> np.ndarray:
+        """int64 [N, M]: env steps of the learner (all its envs) when each episode ended."""
+        return np.asarray(self.episodes.end_step, np.int64) * num_envs
+
+
+def _episodes_from_returns(ret_NxT: np.ndarray) -> rollout.Episodes:
+    """Finished-episode returns (NaN elsewhere) -> padded Episodes [N, M] (end_step 1-based)."""
+    done = ~np.isnan(ret_NxT)
+    m = max(int(done.sum(1).max(initial=0)), 1)
+    n = ret_NxT.shape[0]
+    returns = np.full((n, m), np.nan, np.float32)
+    lengths = np.zeros((n, m), np.int32)
+    end = np.zeros((n, m), np.int32)
+    valid = np.zeros((n, m), bool)
+    for i in range(n):
+        steps = np.flatnonzero(done[i]) + 1
+        k = len(steps)
+        returns[i, :k], end[i, :k], valid[i, :k] = ret_NxT[i, steps - 1], steps, True
+        lengths[i, :k] = np.diff(steps, prepend=0)
+    return rollout.Episodes(returns=returns, lengths=lengths, end_step=end, valid=valid)
+
+
+def train_learners(tcfg: TeacherConfig, env: envs.Env, tasks_GxK: Any, key: jax.Array, *,
+                   hparams: dqn.HParams | None = None, progress: bool = False) -> FreshResult:
+    """Train G fresh DQN learners (one per row of ``tasks_GxK``) for ``tcfg.total_env_steps``
+    env steps each, in memory, and return their training-episode returns vs env steps.
+
+    ``key``: a raw ``jax.random.PRNGKey``; learner g gets ``fold_in(key, g)``. ``hparams``:
+    per-learner overrides (default: the config's values for all). Nothing is written to disk.
+    """
+    tasks = jnp.asarray(tasks_GxK, jnp.int32)
+    g = int(tasks.shape[0])
+    keys = jnp.stack([jax.random.fold_in(key, i) for i in range(g)])
+    hp = hparams if hparams is not None else dqn.hparams(tcfg, g)
+    state, hp, tasks = place(dqn.init(tcfg, env, keys, tasks), hp, tasks)
+    returns: list[np.ndarray] = []
+    hooks = _Hooks(output=lambda out, t0, t1: returns.append(np.asarray(out.episode_return_NxT)))
+    state, timing = _run_chunks(tcfg, env, state, hp, tasks, record="returns", q_period=0,
+                                hooks=hooks, progress=progress,
+                                diverged_note="fresh learners (nothing saved)")
+    return FreshResult(params_G=state.learners.params,
+                       episodes=_episodes_from_returns(np.concatenate(returns, axis=1)),
+                       env_steps_per_learner=tcfg.total_env_steps, timing=timing)
+
+
+# ---------------------------------------------------------------------------------------------
+# teach: a whole run on disk, resumable
+# ---------------------------------------------------------------------------------------------
+
+ENV_FIELDS = ("name", "sticky_action_prob", "train_tasks")  # the env fields the teacher uses
+
+
+def _teacher_sections(cfg_dict: dict) -> dict:
+    """The parts of a config dict the teacher's artifacts depend on, JSON-normalised."""
+    env = cfg_dict.get("env", {})
+    raw = {"run.seed": cfg_dict.get("run", {}).get("seed"), "env": {k: env.get(k) for k in ENV_FIELDS},
+           "teacher": cfg_dict.get("teacher", {}), "histories": cfg_dict.get("histories", {})}
+    return json.loads(json.dumps(raw, sort_keys=True))
+
+
+def fingerprint(cfg: ExperimentConfig) -> str:
+    """What the teacher's artifacts depend on: run.seed, env name/sticky/train_tasks, the
+    teacher and histories sections (a resumed run must match it)."""
+    return config_lib.fingerprint(_teacher_sections(config_lib.to_dict(cfg)))
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _config_diff(saved: dict, now: dict) -> list[str]:
+    """``key: old -> new`` for every teacher-relevant config difference."""
+    a, b = _teacher_sections(saved), _teacher_sections(now)
+    diffs = [f"run.seed: {a['run.seed']!r} -> {b['run.seed']!r}"] if a["run.seed"] != b["run.seed"] else []
+    for section in ("env", "teacher", "histories"):
+        x, y = a[section], b[section]
+        diffs += [f"{section}.{k}: {x.get(k)!r} -> {y.get(k)!r}" for k in sorted(set(x) | set(y))
+                  if x.get(k) != y.get(k)]
+    return diffs
+
+
+_TIMING_PREFIX = "timing_"
+
+
+class _RunIO:
+    """Histories, metrics, checkpoints and snapshots of one teach run (the loop's hooks).
+
+    Checkpoints fall on global chunk numbers (every ``checkpoint_every``-th chunk of the run,
+    counted from step 0, and the last), so a resumed run checkpoints at the same steps as an
+    uninterrupted one. A snapshot is taken at the first chunk end at or past each requested
+    ``snapshot_steps`` entry (exactly there when chunks divide it), and at the end.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, start_t: int, writer: histories.HistoryWriter,
+                 ckpt: checkpoint.Checkpointer, snaps: checkpoint.Checkpointer, metrics: Any):
+        self.tcfg = cfg.teacher
+        self.writer, self.ckpt, self.snaps, self.metrics = writer, ckpt, snaps, metrics
+        self.cfg_dict = config_lib.to_dict(cfg)
+        self.last_time = time.perf_counter()
+        self.total_t = self.tcfg.total_env_steps // self.tcfg.num_envs
+        self.pending_snaps = [s for s in self.tcfg.snapshot_steps if s > start_t * self.tcfg.num_envs]
+
+    def output(self, out: dqn.ChunkOut, t0: int, t1: int) -> None:
+        s = out.streams
+        self.writer.append(s.obs_NxTxO, s.action_NxT, s.reward_NxT, s.terminated_NxT,
+                           s.truncated_NxT, out.q_NxTqxA)
+        stats, now = out.stats, time.perf_counter()
+        episodes, g, updates = int(stats.episodes_G.sum()), len(stats.episodes_G), int(stats.loss_count)
+        wall, self.last_time = now - self.last_time, now
+        self.metrics.log({
+            "step": t1 * self.tcfg.num_envs, "vector_steps": t1, "episodes": episodes,
+            "return_mean": float(stats.return_sum_G.sum() / episodes) if episodes else None,
+            "loss": float(stats.loss_sum_G.sum() / (updates * g)) if updates else None,
+            "td_updates": updates, "wall_s": round(wall, 4),
+            "env_steps_per_s": g * (t1 - t0) * self.tcfg.num_envs / max(wall, 1e-9)})
+
+    def _checkpoint_due(self, t1: int) -> bool:
+        chunk_number = -(-t1 // self.tcfg.chunk_steps)
+        return chunk_number % self.tcfg.checkpoint_every == 0 or t1 >= self.total_t
+
+    def _snapshot_due(self, t1: int) -> bool:
+        return t1 >= self.total_t or (bool(self.pending_snaps)
+                                      and self.pending_snaps[0] <= t1 * self.tcfg.num_envs)
+
+    def needs_sync(self, t1: int) -> bool:
+        return self._checkpoint_due(t1) or self._snapshot_due(t1)
+
+    def sync(self, state: dqn.TrainState, t1: int, timing: Timing) -> None:
+        step = t1 * self.tcfg.num_envs
+        if self._snapshot_due(t1):
+            requested = [s for s in self.pending_snaps if s <= step]
+            self.pending_snaps = [s for s in self.pending_snaps if s > step]
+            self.snaps.save(step, {"params": state.learners.params}, config=self.cfg_dict,
+                            metrics={"env_steps": step, "requested": requested[0] if requested else step})
+        if self._checkpoint_due(t1):
+            self.ckpt.save(step, state, config=self.cfg_dict, metrics={
+                "env_steps": step, **{_TIMING_PREFIX + k: v for k, v in timing.to_json().items()}})
+
+
+def _restore_or_init(cfg: ExperimentConfig, env: envs.Env, p: Plan, ckpt: checkpoint.Checkpointer,
+                     ) -> tuple[dqn.TrainState, int | None, Timing]:
+    """The latest checkpoint of this config's run, or fresh learners (step None)."""
+    tcfg = cfg.teacher
+    keys, tasks = jnp.asarray(p.keys_Gx2), jnp.asarray(p.tasks_GxK)
+    step = ckpt.latest_step()
+    if step is None:
+        return dqn.init(tcfg, env, keys, tasks), None, Timing()
+    meta = ckpt.metadata(step)
+    diffs = _config_diff(meta["config"], config_lib.to_dict(cfg))
+    if diffs:
+        raise ClimitError(f"{ckpt.directory.parent} holds a teacher run with another config "
+                          f"({'; '.join(diffs[:4])}); choose another run.name or remove that "
+                          f"directory")
+    target = jax.eval_shape(lambda k, t: dqn.init(tcfg, env, k, t), keys, tasks)
+    timing = Timing(**{k[len(_TIMING_PREFIX):]: v for k, v in meta["metrics"].items()
+                       if k.startswith(_TIMING_PREFIX)})
+    return ckpt.restore(step, target=target), step, timing
+
+
+def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
+          log: Callable[[str], None] = print, stop_hook: Callable[[int], None] | None = None) -> dict:
+    """Train the config's learners, writing ``run_dir/teacher/``; resumes if interrupted.
+
+    Returns the summary (also written to ``run_dir/teacher/summary.json``). ``stop_hook(k)`` is
+    called after chunk k (tests use it to simulate a kill).
+
+    Raises:
+        ClimitError: the directory holds a run with another config, or the disk is too small.
+        TrainingDiverged: NaN/Inf loss; the last good checkpoint stays on disk.
+    """
+    from climit.metrics import MetricsLogger
+
+    tcfg = cfg.teacher
+    parallel.initialize()
+    out_dir = Path(run_dir) / "teacher"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
+    p = plan(cfg)
+    g, e = p.num_learners, tcfg.num_envs
+    total_t = tcfg.total_env_steps // e
+    q_period = tcfg.q_log_period if cfg.histories.record_q else 0
+    hist_dir = out_dir / "histories"
+
+    with checkpoint.Checkpointer(out_dir / "checkpoints", keep=tcfg.keep_checkpoints) as ckpt, \
+            checkpoint.snapshots(out_dir / "snapshots") as snaps:
+        state, step, timing = _restore_or_init(cfg, env, p, ckpt)
+        start_t = int(state.t)
+        needed = histories.estimate_bytes(env.spec, g * e, total_t - start_t, q_period)
+        log(f"teacher: {g} learners x {e} envs x {tcfg.total_env_steps} env steps on {cfg.env.name}; "
+            f"histories {_human(histories.estimate_bytes(env.spec, g * e, total_t, q_period))} "
+            f"(uncompressed upper bound) at {hist_dir}"
+            + (f"; resuming from env step {step}" if step is not None else ""))
+        histories.check_disk(out_dir, needed)
+        if step is None:
+            writer = histories.create(hist_dir, spec=env.spec, streams=p.stream_infos(e),
+                                      config=config_lib.to_dict(cfg), q_period=q_period,
+                                      streams_per_chunk=cfg.histories.streams_per_chunk,
+                                      compression_level=cfg.histories.compression_level,
+                                      total_steps=total_t, overwrite=True, check_space=False)
+        else:
+            writer = histories.resume(hist_dir, start_t)
+        with MetricsLogger(out_dir / "metrics.jsonl", resume_step=step,
+                           tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
+                           run_name=cfg.run.name, config=config_lib.to_dict(cfg)) as metrics:
+            io = _RunIO(cfg, start_t, writer, ckpt, snaps, metrics)
+            hooks = _Hooks(output=io.output, needs_sync=io.needs_sync, sync=io.sync)
+            note = f"the last good checkpoint (env step {ckpt.latest_step()}) is kept in {ckpt.directory}"
+            state, hp, tasks = place(state, p.hparams, p.tasks_GxK)
+            state, timing = _run_chunks(tcfg, env, state, hp, tasks,
+                                        record="full", q_period=q_period, hooks=hooks,
+                                        timing=timing, progress=progress, diverged_note=note, stop_hook=stop_hook)
+
+    eval_key = jax.random.fold_in(jax.random.PRNGKey(cfg.run.seed), EVAL_STREAM)
+    final = evaluate_greedy(tcfg, env, state.learners.params, p.tasks_GxK, eval_key, tcfg.eval_episodes)
+    summary = {
+        "env": cfg.env.name, "num_learners": g, "num_envs": e,
+        "env_steps_per_learner": tcfg.total_env_steps,
+        "final_return_mean": float(final.mean()),
+        "final_return_per_learner": [float(x) for x in final],
+        "eval_episodes": tcfg.eval_episodes,
+        **{k: float(v) for k, v in timing.rates().items()},
+        "resumed_from_env_step": step,
+        "learners": [{"learner": i, "task": p.tasks_GxK[i].tolist(), "seed": int(p.seed_G[i]),
+                      "sweep_point": int(p.point_G[i])} for i in range(g)],
+        "sweep_points": dqn.sweep_points(tcfg),
+        "fingerprint": fingerprint(cfg),
+    }
+    tmp = out_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out_dir / "summary.json")
+    log(f"teacher: final greedy return {summary['final_return_mean']:.3f} (mean of {g}); "
+        f"{summary['env_steps_per_s']:.3g} env steps/s, {summary['td_updates_per_s']:.3g} TD updates/s "
+        f"(compile {timing.compile_s:.1f} s) -> {out_dir / 'summary.json'}")
+    return summary

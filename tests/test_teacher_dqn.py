@@ -1,0 +1,271 @@
+"""The pure DQN learner: known Q-values on tiny environments, targets, replay, keys, sweeps."""
+
+from __future__ import annotations
+
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import environment, spaces
+
+from climit import config, envs
+from climit.teacher import dqn, networks, replay
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny gymnax-API environments with known Q-values
+# ---------------------------------------------------------------------------------------------
+
+@struct.dataclass
+class ChainState(environment.EnvState):
+    pos: jax.Array
+    time: int
+
+
+class Chain(environment.Environment):
+    """``n`` states in a row; any action moves one right; reward 1 (and termination) on leaving
+    the last one. Q(state i, any a) = gamma^(n-1-i). Observation: one-hot position."""
+
+    def __init__(self, n: int, reward_every_step: bool = False, max_steps: int = 100):
+        super().__init__()
+        self.n, self.every, self.max_steps = n, reward_every_step, max_steps
+
+    @property
+    def default_params(self):
+        return environment.EnvParams(max_steps_in_episode=self.max_steps)
+
+    def step_env(self, key, state, action, params):
+        last = state.pos == self.n - 1
+        reward = jnp.where(last | self.every, 1.0, 0.0)
+        terminated = last & (not self.every)
+        pos = jnp.where(last, state.pos, state.pos + 1)
+        state = ChainState(pos=pos, time=state.time + 1)
+        return self.get_obs(state), state, reward, terminated, {}
+
+    def reset_env(self, key, params):
+        state = ChainState(pos=jnp.int32(0), time=0)
+        return self.get_obs(state), state
+
+    def get_obs(self, state, params=None, key=None):
+        return jax.nn.one_hot(state.pos, self.n)
+
+    @property
+    def num_actions(self):
+        return 2
+
+    def action_space(self, params=None):
+        return spaces.Discrete(2)
+
+    def observation_space(self, params=None):
+        return spaces.Box(0, 1, (self.n,), jnp.float32)
+
+
+def tiny_env(n: int, reward_every_step: bool = False, max_steps: int = 100) -> envs.Env:
+    """A handle with 3 interface actions of which 2 are real (the third is padding)."""
+    gym = Chain(n, reward_every_step, max_steps)
+    spec = envs.EnvSpec(name=f"chain{n}", interface="test", obs_shape=(n,), obs_dtype="float32",
+                        num_actions=3, native_obs_shape=(n,), native_num_actions=2,
+                        episode_len=max_steps, task_dim=0, num_tasks={"train": 1, "heldout": 1},
+                        description="test chain")
+    return envs.Env(spec=spec, gym=gym)
+
+
+def tiny_cfg(**kw) -> config.TeacherConfig:
+    base = dict(hidden=(32,), num_envs=2, total_env_steps=3000, buffer_size=500, batch_size=32,
+                learning_starts=64, lr=3e-3, gamma=0.9, eps_decay_steps=500, eps_end=0.2,
+                target_period=50, chunk_steps=100, q_log_period=0)
+    base.update(kw)
+    return config.TeacherConfig(**base)
+
+
+def train(tcfg, env, g=1, seed=0, steps=None, record="stats", hp=None):
+    tasks = jnp.zeros((g, env.spec.task_dim), jnp.int32)
+    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(seed), 1, g), tasks)
+    hp = hp if hp is not None else dqn.hparams(tcfg, g)
+    steps = steps or tcfg.total_env_steps // tcfg.num_envs
+    fn = dqn.make_chunk(tcfg, env, steps, record, 0)
+    return fn(state, hp, tasks)
+
+
+def q_values(tcfg, env, state, obs_O):
+    net = dqn.network(tcfg, env.spec)
+    params0 = jax.tree.map(lambda x: x[0], state.learners.params)
+    return np.asarray(networks.apply(net, params0, jnp.asarray(obs_O, jnp.float32)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Known answers
+# ---------------------------------------------------------------------------------------------
+
+def test_one_step_reward_one_gives_q_one():
+    tcfg, env = tiny_cfg(), tiny_env(1)
+    state, _ = train(tcfg, env)
+    q = q_values(tcfg, env, state, [1.0])
+    np.testing.assert_allclose(q[:2], [1.0, 1.0], atol=0.05)
+
+
+def test_two_step_chain_gives_gamma():
+    tcfg, env = tiny_cfg(), tiny_env(2)
+    state, _ = train(tcfg, env)
+    np.testing.assert_allclose(q_values(tcfg, env, state, [1.0, 0.0])[:2], [0.9, 0.9], atol=0.05)
+    np.testing.assert_allclose(q_values(tcfg, env, state, [0.0, 1.0])[:2], [1.0, 1.0], atol=0.05)
+
+
+def test_truncation_bootstraps_termination_does_not():
+    # One state, reward 1 every step, never terminates, cut at 3 steps. With gamma 0.5 the
+    # value is 1 / (1 - 0.5) = 2; treating the cut as terminal would give 1.5 instead.
+    tcfg, env = tiny_cfg(gamma=0.5, dueling=True), tiny_env(1, reward_every_step=True, max_steps=3)
+    state, _ = train(tcfg, env)
+    np.testing.assert_allclose(q_values(tcfg, env, state, [1.0])[:2], [2.0, 2.0], atol=0.08)
+
+
+def test_td_target_unit():
+    mask = jnp.array([True, True, False])
+    q_target = jnp.array([[1.0, 3.0, 100.0], [2.0, 0.5, 100.0]])
+    q_online = jnp.array([[5.0, 0.0, 100.0], [0.0, 1.0, 100.0]])
+    r, gamma = jnp.array([1.0, 1.0]), 0.5
+    not_term = jnp.array([False, False])
+    # plain: max over real actions of the target net (the padded 100 never counts)
+    np.testing.assert_allclose(dqn.td_target(r, not_term, gamma, q_target, None, mask), [2.5, 2.0])
+    # double: online argmax (0, then 1) evaluated by the target net
+    np.testing.assert_allclose(dqn.td_target(r, not_term, gamma, q_target, q_online, mask), [1.5, 1.25])
+    # terminated: no bootstrap
+    np.testing.assert_allclose(dqn.td_target(r, jnp.array([True, False]), gamma, q_target, None, mask),
+                               [1.0, 2.0])
+
+
+def test_truncated_step_stores_final_obs_and_no_termination():
+    # Dark Room: 20 steps, then truncation; the stored next observation is where the agent
+    # ended, not the reset centre, and terminated stays False.
+    env = envs.make("darkroom")
+    tcfg = tiny_cfg(num_envs=1, total_env_steps=200, learning_starts=150, buffer_size=64, batch_size=8)
+    tasks = jnp.array([[0, 0]], jnp.int32)
+    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(3), 1, 1), tasks)
+    state, out = dqn.make_chunk(tcfg, env, 20, "full", 0)(state, dqn.hparams(tcfg), tasks)
+    buf = jax.tree.map(lambda x: np.asarray(x[0]), state.learners.replay)
+    s = jax.tree.map(np.asarray, out.streams)
+    assert s.truncated_NxT[0, 19] and not s.truncated_NxT[0, :19].any()
+    assert not buf.terminated_C[:20].any()
+    np.testing.assert_array_equal(buf.next_obs_CxO[:19], buf.obs_CxO[1:20])  # chain of moves
+    np.testing.assert_array_equal(buf.obs_CxO[:20], s.obs_NxTxO[0])
+    centre = np.array([4, 4])
+    np.testing.assert_array_equal(np.asarray(state.learners.envs.inp.obs[0, 0]), centre)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys, sweeps, masking, records
+# ---------------------------------------------------------------------------------------------
+
+def _history(seed: int, g: int = 2):
+    env = envs.make("darkroom")
+    tcfg = tiny_cfg(num_envs=1, total_env_steps=400, learning_starts=50)
+    tasks = jnp.tile(jnp.array([[1, 2]], jnp.int32), (g, 1))
+    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(seed), 1, g), tasks)
+    state, out = dqn.make_chunk(tcfg, env, 400, "full", 0)(state, dqn.hparams(tcfg, g), tasks)
+    return np.asarray(out.streams.action_NxT), jax.tree.map(np.asarray, state.learners.params)
+
+
+def test_seeds_differ_and_same_seed_is_identical():
+    actions_a, params_a = _history(seed=0)
+    actions_b, params_b = _history(seed=0)
+    np.testing.assert_array_equal(actions_a, actions_b)
+    jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
+    # two learners of one run (same task) differ, and another root seed differs again
+    assert (actions_a[0] != actions_a[1]).mean() > 0.3
+    actions_c, _ = _history(seed=1)
+    assert (actions_a != actions_c).mean() > 0.3
+
+
+def test_learner_keys_are_distinct_and_shared_across_sweep_points():
+    keys = np.asarray(dqn.learner_keys(jax.random.PRNGKey(0), n_tasks=3, n_seeds=2, n_points=2))
+    assert keys.shape == (12, 2)
+    assert len({tuple(k) for k in keys[:6]}) == 6
+    np.testing.assert_array_equal(keys[:6], keys[6:])
+
+
+def test_sweep_point_equals_its_own_run():
+    # lr swept over [3e-3, 1e-2]: learner 0 of the sweep is the run with lr 3e-3 alone.
+    tcfg, env = tiny_cfg(total_env_steps=600), tiny_env(2)
+    hp2 = dqn.hparams(tcfg, 2, lr=np.array([3e-3, 1e-2]))
+    both, _ = train(tcfg, env, g=2, hp=hp2)
+    alone, _ = train(tcfg, env, g=1)
+    a = jax.tree.map(lambda x: np.asarray(x[0]), both.learners.params)
+    b = jax.tree.map(lambda x: np.asarray(x[0]), alone.learners.params)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
+    c = jax.tree.map(lambda x: np.asarray(x[1]), both.learners.params)
+    assert not np.allclose(c["q"]["w"], b["q"]["w"], atol=1e-3)
+
+
+def test_padded_action_never_taken_and_counters():
+    tcfg, env = tiny_cfg(total_env_steps=1000, train_every=2, updates_per_train=3), tiny_env(2)
+    state, out = train(tcfg, env, record="full")
+    actions = np.asarray(out.streams.action_NxT)
+    assert actions.shape == (2, 500) and actions.max() == 1 and actions.min() == 0
+    # updates: vector steps t = 32..500 (64 env steps with 2 envs), even t only, 3 each
+    expected = 3 * len([t for t in range(1, 501) if 2 * t >= 64 and t % 2 == 0])
+    assert int(state.updates) == expected == int(out.stats.loss_count)
+    assert int(state.t) == 500
+    # finished-episode returns: every 2 steps an episode of return 1 ends, per stream
+    ret = np.asarray(out.episode_return_NxT)
+    np.testing.assert_array_equal(np.isnan(ret[:, 0::2]), True)
+    np.testing.assert_array_equal(ret[:, 1::2], 1.0)
+    assert out.stats.episodes_G.tolist() == [500]
+
+
+def test_q_values_recorded_every_period():
+    tcfg, env = tiny_cfg(total_env_steps=400), tiny_env(2)
+    tasks = jnp.zeros((1, 0), jnp.int32)
+    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(0), 1, 1), tasks)
+    params0 = jax.tree.map(lambda x: x[0], state.learners.params)
+    state, out = dqn.make_chunk(tcfg, env, 100, "full", 25)(state, dqn.hparams(tcfg), tasks)
+    q = np.asarray(out.q_NxTqxA)
+    assert q.shape == (2, 4, 3) and q.dtype == np.float16
+    # step 0 was acted on from the reset observation with the initial parameters
+    first = networks.apply(dqn.network(tcfg, env.spec), params0, jnp.array([1.0, 0.0]))
+    np.testing.assert_allclose(q[0, 0], np.asarray(first), rtol=1e-2, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay and networks
+# ---------------------------------------------------------------------------------------------
+
+def test_replay_ring_wraps_and_samples_only_filled_rows():
+    buf = replay.init(5, (2,), "uint8")
+    for i in range(3):  # 3 writes of 2 transitions: numbers 0..5, row = number % 5
+        obs = np.full((2, 2), [2 * i, 2 * i + 1], np.uint8).T
+        buf = replay.add(buf, jnp.int32(2 * i), obs, jnp.array([2 * i, 2 * i + 1]), jnp.zeros(2),
+                         obs, jnp.zeros(2, bool))
+    assert np.asarray(buf.action_C).tolist() == [5, 1, 2, 3, 4]
+    assert np.asarray(buf.obs_CxO).dtype == np.uint8
+    small = replay.init(10, (1,), "float32")
+    small = replay.add(small, jnp.int32(0), jnp.ones((3, 1)), jnp.array([7, 8, 9]), jnp.zeros(3),
+                       jnp.ones((3, 1)), jnp.zeros(3, bool))
+    batch = replay.sample(small, jnp.int32(3), jax.random.PRNGKey(0), 200)
+    assert set(np.asarray(batch.action_B).tolist()) == {7, 8, 9}
+
+
+def test_dueling_ignores_padded_actions_and_minatar_shape():
+    net = networks.QNet("mlp", (3,), 4, (8,), dueling=True, action_mask=(True, True, False, False))
+    params = networks.init(net, jax.random.PRNGKey(0))
+    q = networks.apply(net, params, jnp.ones((5, 3)))
+    assert q.shape == (5, 4)
+    # Changing the padded advantage outputs leaves the real actions' values unchanged.
+    bumped = dict(params, q={"w": params["q"]["w"], "b": params["q"]["b"].at[2:].add(50.0)})
+    np.testing.assert_allclose(networks.apply(net, bumped, jnp.ones((5, 3)))[:, :2], q[:, :2], rtol=1e-6)
+    conv = networks.QNet("minatar", (10, 10, 10), 6, (128,))
+    cp = networks.init(conv, jax.random.PRNGKey(1))
+    assert cp["conv"]["w"].shape == (3, 3, 10, 16) and cp["dense_0"]["w"].shape == (1024, 128)
+    assert networks.apply(conv, cp, jnp.zeros((2, 10, 10, 10), jnp.uint8)).shape == (2, 6)
+    # the patch-matmul convolution equals XLA's convolution
+    x = jax.random.uniform(jax.random.PRNGKey(2), (3, 10, 10, 10))
+    ref = jax.lax.conv_general_dilated(x, cp["conv"]["w"], (1, 1), "VALID",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(networks._conv3x3_valid(x, cp["conv"]["w"]), ref, atol=1e-5)
+
+
+def test_rmsprop_and_polyak_learn_the_chain():
+    tcfg = tiny_cfg(optimizer="rmsprop", opt_eps=0.01, lr=1e-3, target="polyak", tau=0.05,
+                    loss="mse", double=False)
+    state, _ = train(tcfg, tiny_env(1))
+    np.testing.assert_allclose(q_values(tcfg, tiny_env(1), state, [1.0])[:2], [1.0, 1.0], atol=0.1)
