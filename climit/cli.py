@@ -8,6 +8,7 @@ fix (bad config, missing or damaged artifacts) print one line and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -60,6 +61,10 @@ def print_json_or_table(rows: list[dict], as_json: bool) -> None:
 # Commands
 # ---------------------------------------------------------------------------------------------
 
+def _progress_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def _envs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -80,8 +85,307 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# inspect (io block)
+# ---------------------------------------------------------------------------------------------
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH",
+                   help="checkpoint directory, one step inside it, or a run directory")
+    p.add_argument("--step", type=int, help="step to show or load (default: latest)")
+    p.add_argument("--stats", action="store_true", help="load the arrays: per-leaf norm/mean/std")
+    p.add_argument("--learner", type=int, metavar="I",
+                   help="with --stats/--diff on a stacked teacher: only learner I (default: summary); "
+                   "with --eval: teacher learner I or imitator seed I (default: all)")
+    p.add_argument("--diff", nargs=2, metavar=("A", "B"),
+                   help="compare two steps of PATH, or two checkpoint paths")
+    p.add_argument("--eval", type=int, metavar="N",
+                   help="roll the teacher (greedy, each learner on its own task) or imitator (each "
+                   "seed from an empty context on held-out tasks) for N episodes: mean return "
+                   "and its bootstrap interval")
+    p.add_argument("--tasks", type=int, metavar="K",
+                   help="with --eval on an imitator: held-out tasks (default: the run's eval.tasks)")
+    p.add_argument("--seed", type=int, default=0, help="with --eval: evaluation key (default: 0)")
+    p.add_argument("--prefix", default="", help="only leaves whose path starts with this (e.g. params)")
+    p.add_argument("--json", action="store_true", help="print the view as JSON")
+
+
+@command("inspect", "show a checkpoint's steps, metrics, config and parameter tree; --stats, "
+         "--diff, --eval", args=_inspect_args, takes_config=False)
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from climit import inspect as inspect_lib
+
+    if sum(map(bool, (args.stats, args.diff, args.eval is not None))) > 1:
+        raise ClimitError("choose one of --stats, --diff and --eval")
+    if args.eval is not None:
+        view, fmt = inspect_lib.evaluate(args.path, args.eval, args.step, learner=args.learner,
+                                         tasks=args.tasks, seed=args.seed), inspect_lib.format_eval
+    elif args.diff:
+        view, fmt = inspect_lib.diff(args.path, *args.diff, learner=args.learner,
+                                     prefix=args.prefix), inspect_lib.format_diff
+    elif args.stats:
+        view, fmt = inspect_lib.stats(args.path, args.step, learner=args.learner,
+                                      prefix=args.prefix), inspect_lib.format_stats
+    else:
+        view, fmt = inspect_lib.overview(args.path, args.step), inspect_lib.format_overview
+    print(inspect_lib.dumps(view) if args.json else fmt(view).rstrip("\n"))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# teach, bench (teacher block)
+# ---------------------------------------------------------------------------------------------
+
+
+
+@command("teach", "train the DQN teacher: learning histories, checkpoints, snapshots, summary.json "
+         "(run again to resume)", args=_progress_args)
+def cmd_teach(args: argparse.Namespace) -> int:
+    from climit.teacher import train
+
+    cfg = load_config(args)
+    train.teach(cfg, run_dir(cfg), progress=not args.no_progress)
+    return 0
+
+
+# ``climit bench TARGET``: one entry per target; others add theirs with @bench_target.
+BENCH_TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {}
+
+
+def bench_target(name: str, help: str, *, args: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register ``fn(args)`` as ``climit bench NAME``; ``args(parser)`` adds its flags."""
+    def wrap(fn: Command) -> Command:
+        BENCH_TARGETS[name] = (help, args or (lambda p: None), fn)
+        return fn
+    return wrap
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for name, (help_, add, _) in BENCH_TARGETS.items():
+        add(sub.add_parser(name, help=help_, description=help_))
+
+
+@command("bench", "throughput benchmarks printing JSON lines (targets: see climit bench -h)",
+         args=_bench_args, takes_config=False)
+def cmd_bench(args: argparse.Namespace) -> int:
+    return int(BENCH_TARGETS[args.target][2](args) or 0)
+
+
+def _bench_teacher_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--learners", type=int, nargs="+", default=[1, 8, 64], metavar="S",
+                   help="learner counts to measure (default: 1 8 64)")
+    p.add_argument("--steps", type=int, default=100_000,
+                   help="env steps per learner (default: 100000, the peer's CartPole run)")
+    p.add_argument("--histories", choices=["both", "off", "on"], default="both",
+                   help="measure without and/or with writing learning histories")
+    p.add_argument("--peer", choices=["none", "uniform", "rejax", "both"], default="uniform",
+                   help="also run the rejax peer (its uniform or shipped sampler) in this command")
+    p.add_argument("--peer-script", default=None,
+                   help="path of rejax_dqn_bench.py (default: ../shared/anchors/ beside the repo)")
+    p.add_argument("overrides", nargs="*", metavar="teacher.key=value",
+                   help="changes to the default case (rejax's CartPole config)")
+
+
+@bench_target("teacher", "DQN teacher env steps/s and TD updates/s for S learners, against the "
+              "rejax peer", args=_bench_teacher_args)
+def bench_teacher(args: argparse.Namespace) -> int:
+    from climit.teacher import bench
+
+    for record in bench.run(args.learners, args.steps, histories=args.histories, peer=args.peer,
+                            peer_script=args.peer_script, overrides=args.overrides):
+        print(json.dumps(record), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# imitate, bench imitator (imitator block)
+# ---------------------------------------------------------------------------------------------
+
+
+
+@command("imitate", "train the transformer imitator on the teacher's histories: "
+         "runs/NAME/imitator/<variant>/ (run again to resume)", args=_progress_args)
+def cmd_imitate(args: argparse.Namespace) -> int:
+    from climit import parallel
+    from climit.imitator import train
+
+    parallel.initialize()  # before the config check touches a device (multi-host start-up)
+    cfg = load_config(args)
+    summary = train.train(cfg, progress=not args.no_progress)
+    print(f"imitator {summary['tag']}: heldout_loss {summary['heldout_loss']:.4f}, "
+          f"heldout_action_accuracy {summary['heldout_action_accuracy']:.3f} "
+          f"(chance {summary['chance_accuracy']:.3f}), {summary['params']} params x "
+          f"{summary['seeds']} seeds -> {train.output_dir(cfg)}")
+    return 0
+
+
+def _bench_imitator_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sizes", nargs="+", choices=["documented", "default"],
+                   default=["documented", "default"], help="model sizes to measure")
+    p.add_argument("--batch", type=int, default=None,
+                   help="sequences per step (default: 16 documented, 64 default, 8 reduced)")
+    p.add_argument("--steps", type=int, default=10, help="timed train steps per repeat")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+    p.add_argument("--reduced", action="store_true",
+                   help="shrink the documented size (d 128, 2 layers, context 256) for CPU runs")
+
+
+@bench_target("imitator", "imitator train-step tokens/s and MFU (documented and default size), "
+              "cuDNN vs XLA attention", args=_bench_imitator_args)
+def bench_imitator(args: argparse.Namespace) -> int:
+    from climit.imitator import bench
+
+    for record in bench.run(args.sizes, batch=args.batch, steps=args.steps, reduced=args.reduced,
+                            repeats=args.repeats):
+        print(json.dumps(record), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate, report, run, bench rollout (evaluation block)
+# ---------------------------------------------------------------------------------------------
+
+
+
+@command("evaluate", "the three claim tests on held-out tasks (frozen imitators vs fresh DQNs): "
+         "runs/NAME/eval/{results.json, curves.npz}", args=_progress_args)
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from climit import evaluate
+
+    cfg = load_config(args)
+    evaluate.evaluate(cfg, run_dir(cfg), progress=not args.no_progress)
+    print(f"evaluation -> {run_dir(cfg) / 'eval'}; build the report with `climit report {run_dir(cfg)}`")
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?",
+                   help="a run directory holding eval/results.json")
+    # --compare (issue-6 block): one table and one plot across runs
+    p.add_argument("--compare", nargs="+", metavar="RUN",
+                   help="instead of one report: compare these runs' reports (the config keys that "
+                   "differ against the imitator/DQN ratios of the three tests)")
+    p.add_argument("--out", default="compare", metavar="DIR",
+                   help="with --compare: output directory (default: ./compare)")
+
+
+@command("report", "report.md, plots and summary.json from a run's evaluation (needs no JAX); "
+         "--compare RUN RUN ...: one table and plot across runs", args=_report_args,
+         takes_config=False)
+def cmd_report(args: argparse.Namespace) -> int:
+    from climit import report
+
+    if args.compare:
+        if args.run_dir:
+            raise ClimitError("give either RUN_DIR or --compare RUN [RUN ...], not both")
+        from climit import compare
+
+        out = compare.build(args.compare, args.out)
+        print((out / "compare.md").read_text().rstrip("\n"))
+        print(f"comparison -> {out / 'compare.md'}")
+        return 0
+    if not args.run_dir:
+        raise ClimitError("give a run directory (climit report RUN_DIR) or --compare RUN [RUN ...]")
+    out = report.build(args.run_dir)
+    for line in report.headline(json.loads((out / "summary.json").read_text())):
+        print(line)
+    print(f"report -> {out / 'report.md'}")
+    return 0
+
+
+@command("run", "the whole experiment: teach -> imitate -> evaluate -> report (skips finished "
+         "stages, resumes an interrupted one); no arguments = the default Dark Room run",
+         args=_progress_args)
+def cmd_run(args: argparse.Namespace) -> int:
+    from climit import pipeline, report
+
+    cfg = load_config(args)
+    out = pipeline.run(cfg, progress=not args.no_progress)
+    for line in report.headline(out.get("summary") or {}):
+        print(line)
+    print(f"report -> {run_dir(cfg) / 'report' / 'report.md'}")
+    return 0
+
+
+def _bench_rollout_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default="CartPole-v1", help="environment (default: CartPole-v1, as "
+                   "the reference icrl_rollout_bench.py)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 16], metavar="B",
+                   help="environments acting at once (default: 1 16; GPU: 4096)")
+    p.add_argument("--context", type=int, nargs="+", default=[64, 256], metavar="L",
+                   help="context lengths (default: 64 256; GPU: 1024)")
+    p.add_argument("--steps", type=int, default=300, help="env steps per env with the KV cache")
+    p.add_argument("--recompute-steps", type=int, default=50,
+                   help="env steps per env when recomputing the window (slower)")
+    p.add_argument("--d-model", type=int, default=64, help="model width (GPU reference: 256)")
+    p.add_argument("--layers", type=int, default=2, help="transformer blocks (GPU reference: 4)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="compute dtype (auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+    p.add_argument("--mode", choices=["both", "kv_cache", "recompute"], default="both")
+    p.add_argument("--peer", action="store_true",
+                   help="also run ../shared/anchors/icrl_rollout_bench.py at the same sizes")
+    p.add_argument("--peer-script", default=None, help="path of icrl_rollout_bench.py")
+
+
+@bench_target("rollout", "in-context acting env steps/s for B envs x context L: KV cache vs "
+              "recomputing the window (and the reference peer)", args=_bench_rollout_args)
+def bench_rollout(args: argparse.Namespace) -> int:
+    from climit import evaluate
+
+    modes = ("kv_cache", "recompute") if args.mode == "both" else (args.mode,)
+    for record in evaluate.bench_rollout(
+            args.env, args.batch, args.context, steps=args.steps,
+            recompute_steps=args.recompute_steps, d_model=args.d_model, n_layers=args.layers,
+            n_heads=args.heads, compute_dtype=args.dtype, repeats=args.repeats, modes=modes):
+        print(json.dumps(record), flush=True)
+    if args.peer:
+        from climit.imitator import model
+
+        script = Path(args.peer_script) if args.peer_script else \
+            Path(__file__).resolve().parents[2] / "shared" / "anchors" / "icrl_rollout_bench.py"
+        for record in evaluate.bench_peer(script, args.env, args.batch, args.context,
+                                          steps=args.steps, d_model=args.d_model,
+                                          n_layers=args.layers, n_heads=args.heads,
+                                          dtype=model.resolve_compute_dtype(args.dtype)):
+            print(json.dumps(record), flush=True)
+    return 0
+
+
+# --- sweep (lead) -------------------------------------------------------------------------------
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grid", nargs="+", required=True, metavar="section.key=v1,v2",
+                   help="values per key; the sweep runs their cartesian product")
+    p.add_argument("--emit", action="store_true",
+                   help="print one `climit run` command per point instead of running them")
+
+
+@command("sweep", "run a grid of settings that change shapes as separate runs (or --emit a launch "
+         "list); finished runs are skipped", args=_sweep_args)
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from climit import sweep
+
+    points = sweep.points(args.config, args.overrides, args.grid)
+    if args.emit:
+        for p in points:
+            print(sweep.command_line(args.config, p))
+        return 0
+    for r in sweep.run_all(args.config, points):
+        print(json.dumps({"run": r["run"], **{k: v for k, v in r.items() if k in STAGE_KEYS}}))
+    return 0
+
+
+STAGE_KEYS = ("teach", "imitate", "evaluate", "report")
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------
+
+_DEVICE_COMMANDS = ("teach", "imitate", "evaluate", "run", "sweep", "bench")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -106,12 +410,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _, _, fn, _ = _COMMANDS[args.command]
+    if args.command in _DEVICE_COMMANDS:
+        from climit import parallel
+
+        parallel.initialize()  # multi-host start-up, before anything touches a device
     try:
         return int(fn(args) or 0)
     except config_lib.ConfigError as e:
         print(f"climit: config error: {e}", file=sys.stderr)
         return 2
     except ClimitError as e:
+        print(f"climit: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            print(f"climit: error: the disk is full ({e.filename or e}); free space, then run the "
+                  f"same command again to resume from the last checkpoint", file=sys.stderr)
+            return 1
+        if isinstance(e, BrokenPipeError):  # `climit envs | head`: the reader left
+            sys.stderr.close()
+            return 0
         print(f"climit: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -68,6 +68,8 @@ class RunConfig:
     name: str = field("default", "run name; artifacts go to RUNS_DIR/NAME")
     runs_dir: str = field("runs", "directory holding all runs")
     seed: int = field(0, "root seed; every stage derives its keys from it", min=0)
+    tensorboard: bool = field(False, "also write TensorBoard event files (needs tensorboardX)")
+    wandb_project: str = field("", "also log to this Weights & Biases project (needs wandb)")
 
     def check(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
@@ -84,8 +86,6 @@ class EnvConfig:
                                       min=0.0, max=1.0)
     train_tasks: int = field(64, "tasks sampled from the train split for teacher learners",
                              min=1)
-    heldout_tasks: int = field(17, "tasks sampled from the held-out split for evaluation",
-                               min=1)
 
     def check(self) -> None:
         from climit import envs  # local: envs imports jax, config must stay cheap to import
@@ -100,9 +100,6 @@ class EnvConfig:
         if self.train_tasks > spec.num_tasks["train"]:
             raise ConfigError("env.train_tasks", f"{self.train_tasks} exceeds the "
                               f"{spec.num_tasks['train']} train tasks of {self.name}")
-        if self.heldout_tasks > spec.num_tasks["heldout"]:
-            raise ConfigError("env.heldout_tasks", f"{self.heldout_tasks} exceeds the "
-                              f"{spec.num_tasks['heldout']} held-out tasks of {self.name}")
         if self.transfer:
             other = envs.spec(self.transfer)
             if other.interface != spec.interface:
@@ -118,6 +115,7 @@ class TeacherConfig:
     network: Literal["mlp", "minatar"] = field("mlp", "Q-network: MLP, or the MinAtar-paper conv net")
     hidden: tuple[int, ...] = field((64, 64), "hidden layer widths of the MLP (or dense width of the conv net)")
     dueling: bool = field(False, "dueling value/advantage heads")
+    activation: Literal["relu", "swish", "tanh"] = field("relu", "hidden-layer activation")
     double: bool = field(True, "Double DQN targets")
     seeds: int = field(1, "independent learners per task (vmapped)", min=1)
     num_envs: int = field(1, "parallel environments per learner", min=1)
@@ -128,11 +126,17 @@ class TeacherConfig:
     train_every: int = field(1, "vector env steps between update rounds", min=1)
     updates_per_train: int = field(1, "TD updates per update round", min=1)
     optimizer: Literal["adam", "rmsprop"] = field("adam", "Adam, or centred RMSProp")
+    opt_eps: float = field(1e-8, "denominator epsilon of Adam / RMSProp (RMSProp: outside the root)",
+                           min=0.0, min_exclusive=True)
+    rms_decay: float = field(0.95, "RMSProp decay of the first and second moment averages",
+                             min=0.0, max=1.0)
     lr: float = field(1e-3, "learning rate", min=0.0, min_exclusive=True)
+    lr_final_frac: float = field(1.0, "learning rate at the end as a fraction of lr (linear from "
+                                 "learning_starts; 1: constant)", min=0.0, max=1.0)
     gamma: float = field(0.99, "discount", min=0.0, max=1.0)
     eps_start: float = field(1.0, "initial epsilon of epsilon-greedy", min=0.0, max=1.0)
     eps_end: float = field(0.05, "final epsilon", min=0.0, max=1.0)
-    eps_decay_steps: int = field(10_000, "env steps per learner of linear epsilon decay", min=1)
+    eps_decay_steps: int = field(4_000, "env steps per learner of linear epsilon decay", min=1)
     target: Literal["hard", "polyak"] = field("hard", "target network update rule")
     target_period: int = field(500, "updates between hard target copies", min=1)
     tau: float = field(0.005, "Polyak rate of the soft target update", min=0.0, max=1.0)
@@ -157,18 +161,29 @@ class TeacherConfig:
         if self.batch_size > self.buffer_size:
             raise ConfigError("teacher.batch_size", f"{self.batch_size} exceeds buffer_size "
                               f"{self.buffer_size}")
+        if self.total_env_steps % self.num_envs:
+            raise ConfigError("teacher.total_env_steps", f"{self.total_env_steps} is not a multiple "
+                              f"of num_envs {self.num_envs}")
+        vector_steps = self.total_env_steps // self.num_envs
+        if self.q_log_period and (self.chunk_steps % self.q_log_period
+                                  or vector_steps % self.q_log_period):
+            raise ConfigError("teacher.q_log_period", f"{self.q_log_period} must divide chunk_steps "
+                              f"{self.chunk_steps} and the {vector_steps} vector steps per learner")
         if self.learning_starts >= self.total_env_steps:
             raise ConfigError("teacher.learning_starts", f"{self.learning_starts} leaves no "
                               f"updates within total_env_steps {self.total_env_steps}")
         if list(self.snapshot_steps) != sorted(self.snapshot_steps) or any(s < 1 for s in self.snapshot_steps):
             raise ConfigError("teacher.snapshot_steps", "must be positive and increasing")
         lengths = set()
+        metadata = {f.name: f.metadata for f in dataclasses.fields(self)}
         for key, values in self.sweep.items():
             if key not in self.SWEEPABLE:
                 raise ConfigError(f"teacher.sweep.{key}", f"cannot be swept; allowed: "
                                   f"{', '.join(self.SWEEPABLE)}")
             if not values:
                 raise ConfigError(f"teacher.sweep.{key}", "needs at least one value")
+            for i, v in enumerate(values):  # swept values obey the field's own bounds
+                _check_bounds(f"teacher.sweep.{key}[{i}]", v, metadata[key])
             lengths.add(len(values))
         if len(lengths) > 1:
             raise ConfigError("teacher.sweep", "every swept key needs the same number of values "
@@ -179,8 +194,8 @@ class TeacherConfig:
 class HistoriesConfig:
     """On-disk learning histories written by the teacher."""
 
-    learners_per_chunk: int = field(64, "learners stored together in one chunk file", min=1)
-    compression_level: int = field(3, "zstd/zlib compression level of chunk files", min=0, max=22)
+    streams_per_chunk: int = field(64, "streams (learner x env) stored together in one chunk file", min=1)
+    compression_level: int = field(3, "zlib compression level of chunk files (0: stored)", min=0, max=9)
     record_q: bool = field(True, "record Q-values at teacher.q_log_period")
 
 
@@ -190,34 +205,50 @@ class ImitatorConfig:
 
     variant: Literal["ad", "ed", "shuffled", "single_episode"] = field(
         "ad", "dataset: full histories (AD), expert distillation, shuffled or single-episode context")
-    context_len: int = field(80, "steps of context per training window (L)", min=1)
+    context_len: int = field(60, "steps each token attends to (attention window and KV-cache size, L)",
+                             min=1)
+    train_windows: int = field(2, "training sequence length in context windows (>1 trains the "
+                               "sliding-window regime the KV cache runs in)", min=1)
     subsample: int = field(1, "keep every k-th episode of a history", min=1)
     ed_fraction: float = field(0.1, "final fraction of a history used by ED", min=0.0, max=1.0,
                                min_exclusive=True)
-    horizon: int = field(0, "use only the first H env steps of each history (0: all)", min=0)
+    horizon: int = field(0, "use only the first H env steps (per learner) of each history (0: all)",
+                         min=0)
+    heldout_fraction: float = field(0.2, "fraction of the history's tasks (learners if it has one "
+                                    "task) kept out of training for held-out loss/accuracy",
+                                    min=0.0, max=0.9, min_exclusive=True)
     use_reward: bool = field(True, "feed the previous reward into the token")
     d_model: int = field(64, "model width (D)", min=1)
     n_layers: int = field(2, "transformer blocks", min=1)
     n_heads: int = field(4, "attention heads (H)", min=1)
     mlp_ratio: int = field(4, "MLP hidden width as a multiple of d_model", min=1)
-    dropout: float = field(0.0, "dropout rate", min=0.0, max=1.0)
+    dropout: float = field(0.0, "dropout rate", min=0.0, max=0.9)
     label_smoothing: float = field(0.0, "label smoothing of the action loss", min=0.0, max=1.0)
-    seeds: int = field(1, "independently trained imitators", min=1)
-    batch_size: int = field(32, "windows per step", min=1)
-    train_steps: int = field(2_000, "optimizer steps", min=1)
-    lr: float = field(3e-4, "peak AdamW learning rate", min=0.0, min_exclusive=True)
+    seeds: int = field(1, "independently trained imitators (vmapped, one stacked checkpoint)", min=1)
+    batch_size: int = field(16, "sequences per step per seed (split over devices)", min=1)
+    train_steps: int = field(300, "optimizer steps", min=1)
+    lr: float = field(3e-4, "peak AdamW learning rate (cosine decay to 10% of it)", min=0.0,
+                      min_exclusive=True)
     warmup_steps: int = field(100, "linear warmup steps", min=0)
-    weight_decay: float = field(1e-4, "AdamW weight decay", min=0.0)
+    weight_decay: float = field(1e-4, "AdamW weight decay (matrices only)", min=0.0)
     max_grad_norm: float = field(1.0, "global gradient-norm clip (0 disables)", min=0.0)
+    log_every: int = field(20, "steps between metrics records (and NaN checks)", min=1)
     eval_every: int = field(200, "steps between held-out evaluations and checkpoints", min=1)
+    eval_batches: int = field(4, "held-out batches per evaluation", min=1)
     keep_checkpoints: int = field(2, "latest checkpoints kept (plus the best)", min=1)
+    prefetch: int = field(2, "batches assembled ahead by a background thread (0: none)", min=0)
     compute_dtype: Literal["auto", "float32", "bfloat16"] = field(
         "auto", "activation dtype: bf16 on GPU/TPU, fp32 on CPU when auto")
+    attention: Literal["auto", "xla", "cudnn"] = field(
+        "auto", "attention kernel: auto = cuDNN on GPU when bf16 and head size % 8 == 0, else XLA")
 
     def check(self) -> None:
         if self.d_model % self.n_heads:
             raise ConfigError("imitator.d_model", f"{self.d_model} is not divisible by "
                               f"n_heads {self.n_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ConfigError("imitator.n_heads", f"head size d_model/n_heads = "
+                              f"{self.d_model // self.n_heads} must be even (RoPE)")
         if self.warmup_steps >= self.train_steps:
             raise ConfigError("imitator.warmup_steps", f"{self.warmup_steps} must be below "
                               f"train_steps {self.train_steps}")
@@ -225,14 +256,38 @@ class ImitatorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """In-context evaluation of the frozen imitator against the DQN."""
+    """In-context evaluation of the frozen imitator against the DQN (the three claim tests)."""
 
-    episodes: int = field(40, "evaluation episodes per task (the curve's length)", min=1)
-    tasks: int = field(17, "held-out evaluation tasks", min=1)
+    tasks: int = field(10, "held-out evaluation tasks (K) per family, never used in training",
+                       min=1)
+    env_steps: int = field(0, "env steps per evaluation rollout of tests (a) and (c) "
+                           "(0: teacher.total_env_steps, the DQN's whole learning curve)", min=0)
+    transfer_env_steps: int = field(0, "env steps per rollout in the new family, test (c) "
+                                    "(0: as eval.env_steps)", min=0)
+    horizon: int = field(0, "H of test (b): its imitator sees only the first H env steps of each "
+                         "history (0: eval.env_steps // horizon_factor)", min=0)
+    horizon_factor: int = field(10, "test (b) evaluates from H to this many times H", min=2)
+    horizon_controls: bool = field(False, "test (b) trains ED and the ablated control on the "
+                                   "first H steps too (false: reuse the full-history controls)")
+    ablation: Literal["single_episode", "shuffled"] = field(
+        "single_episode", "context-ablated control: context cut to the current episode, or "
+        "episodes shuffled across the history")
+    dqn_seeds: int = field(2, "fresh DQN learners per held-out task (the DQN reference)", min=1)
+    random_seeds: int = field(2, "random-policy rollouts per held-out task (the floor)", min=1)
     mode: Literal["greedy", "sample"] = field("sample", "imitator action selection")
+    curve_points: int = field(100, "most grid points per curve (episodes are averaged into bins)",
+                              min=2)
+    final_frac: float = field(0.1, "fraction of a curve's last (first) points that makes its final "
+                              "(initial) return", min=0.0, max=0.5, min_exclusive=True)
     bootstrap: int = field(1_000, "bootstrap resamples for intervals", min=10)
     confidence: float = field(0.95, "interval coverage", min=0.5, max=0.999)
-    horizon_factor: int = field(10, "test (b) evaluates to this many times H", min=1)
+    chunk_steps: int = field(2_000, "env steps per jitted rollout chunk (progress granularity)",
+                             min=1)
+
+    def check(self) -> None:
+        if self.env_steps and self.horizon and self.horizon * self.horizon_factor > self.env_steps:
+            raise ConfigError("eval.horizon", f"{self.horizon} x horizon_factor "
+                              f"{self.horizon_factor} exceeds eval.env_steps {self.env_steps}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,6 +306,15 @@ class ExperimentConfig:
             section = getattr(self, f.name)
             if hasattr(section, "check"):
                 section.check()
+        from climit import envs
+
+        heldout = envs.spec(self.env.name).num_tasks["heldout"]
+        if envs.spec(self.env.name).task_dim and self.eval.tasks > heldout:
+            raise ConfigError("eval.tasks", f"{self.eval.tasks} exceeds the {heldout} held-out "
+                              f"tasks of {self.env.name}")
+        if self.teacher.network == "minatar" and len(envs.spec(self.env.name).obs_shape) != 3:
+            raise ConfigError("teacher.network", f"the MinAtar network needs image observations; "
+                              f"{self.env.name} has {envs.spec(self.env.name).obs_shape} (use mlp)")
         if self.imitator.horizon and self.imitator.horizon > self.teacher.total_env_steps:
             raise ConfigError("imitator.horizon", f"{self.imitator.horizon} exceeds "
                               f"teacher.total_env_steps {self.teacher.total_env_steps}")

@@ -271,6 +271,16 @@ def imitator_config(cfg: ExperimentConfig, variant: str, horizon: int = 0) -> Ex
 def plan(cfg: ExperimentConfig) -> Plan:
     """Resolve the evaluation sizes; ConfigError (before any work) for impossible ones."""
     ev = cfg.eval
+    if cfg.teacher.num_envs != 1:
+        # Histories hold total_env_steps / E steps per stream while H and the evaluation windows
+        # count env steps per learner; comparing them would shift every curve by a factor E.
+        raise ConfigError("teacher.num_envs", f"the evaluation compares per-stream curves and "
+                          f"needs one env per learner, got {cfg.teacher.num_envs} (climit teach "
+                          f"alone accepts any number)")
+    if cfg.teacher.sweep:
+        # The imitator would learn from every sweep point but face a DQN with the base values.
+        raise ConfigError("teacher.sweep", "the evaluation compares against one DQN setting; "
+                          "evaluate one point per run (climit sweep --grid teacher.lr=...)")
     env_steps = ev.env_steps or cfg.teacher.total_env_steps
     horizon = ev.horizon or env_steps // ev.horizon_factor
     spec = envs.spec(cfg.env.name)
@@ -288,6 +298,9 @@ def plan(cfg: ExperimentConfig) -> Plan:
         raise ConfigError("eval.tasks", f"{ev.tasks} exceeds the {spec.num_tasks['heldout']} "
                           f"held-out tasks of {cfg.env.name}")
     transfer_steps = ev.transfer_env_steps or env_steps
+    if cfg.env.transfer and transfer_steps < envs.spec(cfg.env.transfer).episode_len:
+        raise ConfigError("eval.transfer_env_steps", f"{transfer_steps} env steps hold no whole "
+                          f"{cfg.env.transfer} episode ({envs.spec(cfg.env.transfer).episode_len})")
     fresh_teacher(cfg, env_steps)
     if cfg.env.transfer:
         fresh_teacher(cfg, transfer_steps)

@@ -100,9 +100,16 @@ def steps_to(curve_xP: np.ndarray, grid_P: np.ndarray, threshold_x: np.ndarray) 
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a / b with 0/0 = 1 (both flat at zero), x/0 = inf, and inf/inf = NaN (undefined)."""
+    """a / b where the reference b is positive; 0/0 = 1 (both flat at zero); NaN otherwise.
+
+    A ratio to the DQN only means "fraction of the DQN's return" when the DQN's value is
+    positive: with negative returns (Acrobot, MountainCar) a worse agent would get a ratio above
+    1. Such replicates are undefined (NaN), so the interval and the verdict say so instead of
+    reading a flipped ratio as a match. inf/inf (neither reaches 80 %) is NaN too.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.divide(a, b)
+        r = np.where(b > 0, np.divide(a, b), np.nan)
     return np.where((a == 0) & (b == 0), 1.0, r)
 
 

@@ -59,7 +59,7 @@ def test_sweep_mapping():
     ("teacher.dueling=3", "teacher.dueling: expected true/false"),
     ("teacher.loss=l1", "teacher.loss: expected one of 'huber', 'mse'"),
     ("imitator.context_len=0", "imitator.context_len: must be >= 1"),
-    ("env.heldout_tasks=18", "env.heldout_tasks: 18 exceeds the 17 held-out tasks of darkroom"),
+    ("eval.tasks=18", "eval.tasks: 18 exceeds the 17 held-out tasks of darkroom"),
     ("env.name=pong", "env.name: unknown environment 'pong'"),
     ("env.transfer=CartPole-v1", "env.transfer: CartPole-v1 uses interface 'control'"),
     ("teacher.batch_size=100000", "teacher.batch_size: 100000 exceeds buffer_size"),

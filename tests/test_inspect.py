@@ -157,7 +157,7 @@ def test_damaged_checkpoint_message(tmp_path, capsys):
 # episode, so returns are informative) and a tiny imitator trained on its histories
 # ---------------------------------------------------------------------------------------------
 
-EVAL_RUN = ["env.name=CartPole-v1", "env.transfer=", "env.train_tasks=1", "env.heldout_tasks=1",
+EVAL_RUN = ["env.name=CartPole-v1", "env.transfer=", "env.train_tasks=1",
             "teacher.seeds=3", "teacher.total_env_steps=400", "teacher.learning_starts=100",
             "teacher.buffer_size=400", "teacher.batch_size=16", "teacher.hidden=[16]",
             "teacher.chunk_steps=200", "teacher.snapshot_steps=[200]", "teacher.eval_episodes=1",

@@ -52,6 +52,17 @@ def test_scaled_curve_gives_ratio_half():
     assert out["steps_to_80_ratio"].value == np.inf
 
 
+def test_ratios_are_undefined_when_the_dqn_return_is_negative():
+    # Acrobot-like: the DQN climbs from -500 to -100, the agent stays at -500. A plain ratio
+    # would read 5.0 ("five times the DQN"); it must be undefined instead.
+    grid = np.arange(1, 51) * 20
+    dqn = np.linspace(-500, -100, 50)[None, None].repeat(3, 0).repeat(4, 1)
+    flat = np.full_like(dqn, -500.0)
+    out = stats.compare(flat, dqn, grid, n_boot=100)
+    for name in ("auc_ratio", "final_ratio"):
+        assert math.isnan(out[name].value) and math.isnan(out[name].lo), name
+
+
 def test_slower_curve_takes_longer_to_reach_80_percent():
     grid = np.arange(1, 101) * 10
     t = np.arange(1, 101)

@@ -309,10 +309,9 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
     out = output_dir(cfg)
     summary_file = out / "summary.json"
     history = open_histories(histories_dir(cfg))
-    if summary_file.exists():
-        done = json.loads(summary_file.read_text())
-        if done.get("fingerprint") == fingerprint(cfg):
-            return done
+    done = _read_json(summary_file)  # a damaged summary counts as unfinished: retrain/resume
+    if done.get("fingerprint") == fingerprint(cfg):
+        return done
     setup = _prepare(cfg, history)
     mcfg = setup.mcfg
     mesh = parallel.mesh()
@@ -481,8 +480,17 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON object from disk, or {} when it is missing or damaged (e.g. torn by a kill)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _update_index(path: Path, name: str, summary: dict) -> None:
-    index = json.loads(path.read_text()) if path.exists() else {}
+    index = _read_json(path)
     index[name] = summary
     _write_json(path, index)
 
