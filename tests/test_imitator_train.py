@@ -287,7 +287,9 @@ def test_bench_reports_throughput_and_null_mfu_on_cpu():
     from climit.imitator import bench
 
     (rec,) = list(bench.run(["default"], batch=2, steps=1, reduced=True, repeats=1))
-    assert rec["tokens_per_s"] > 0 and rec["loss_finite"] and rec["seq_len"] == 160
+    defaults = config_lib.ImitatorConfig()
+    assert rec["tokens_per_s"] > 0 and rec["loss_finite"]
+    assert rec["seq_len"] == defaults.train_windows * defaults.context_len  # the "default" size
     assert rec["mfu"] is None and rec["cudnn_xla_ratio"] is None and rec["backend"] == "cpu"
     assert rec["flops_per_token"] > 6 * rec["params"] * 0.5
     gpu = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 80GB HBM3")
