@@ -117,6 +117,18 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
+def test_non_finite_weights_stop_even_with_a_finite_loss():
+    from climit.teacher import dqn
+
+    stats = dqn.ChunkStats(episodes_G=np.zeros(3, np.int32), return_sum_G=np.zeros(3, np.float32),
+                           loss_sum_G=np.ones(3, np.float32), loss_count=np.int32(1),
+                           params_finite_G=np.array([True, False, True]))
+    out = dqn.ChunkOut(stats=stats, episode_return_NxT=None, streams=None, q_NxTqxA=None)
+    with pytest.raises(TrainingDiverged, match=r"learners \[1\]"):
+        train._check_finite(out, 10, 1, "")
+    train._check_finite(out._replace(stats=stats._replace(params_finite_G=np.ones(3, bool))), 10, 1, "")
+
+
 def test_disk_check_stops_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(histories, "free_bytes", lambda path: 1000)
     with pytest.raises(ClimitError, match="not enough disk space"):

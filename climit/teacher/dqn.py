@@ -94,6 +94,8 @@ class ChunkStats(NamedTuple):
     return_sum_G: jax.Array  # float32: summed returns of those episodes
     loss_sum_G: jax.Array  # float32: summed TD losses
     loss_count: jax.Array  # int32 []: TD updates in the chunk (same for every learner)
+    params_finite_G: jax.Array  # bool: online params all finite at the chunk's end (a finite
+    #                             loss can still leave inf weights, e.g. an inf gradient norm)
 
 
 class Streams(NamedTuple):
@@ -290,7 +292,8 @@ def _vector_step(tcfg: TeacherConfig, env: envs.Env, net: networks.QNet, hp_G: H
         episodes_G=stats.episodes_G + done_GxE.sum(-1),
         return_sum_G=stats.return_sum_G + jnp.where(done_GxE, finished_GxE, 0.0).sum(-1),
         loss_sum_G=stats.loss_sum_G + loss_G,
-        loss_count=stats.loss_count + jnp.where(train_now, tcfg.updates_per_train, 0))
+        loss_count=stats.loss_count + jnp.where(train_now, tcfg.updates_per_train, 0),
+        params_finite_G=stats.params_finite_G)
     return (TrainState(learners=learners, t=t, updates=updates), stats), (tr, finished_GxE)
 
 
@@ -330,9 +333,13 @@ def chunk(tcfg: TeacherConfig, env: envs.Env, length: int, record: Record, q_per
         return carry, (ys, q_GxExA.astype(jnp.float16))
 
     stats0 = ChunkStats(episodes_G=jnp.zeros((g,), jnp.int32), return_sum_G=jnp.zeros((g,), jnp.float32),
-                        loss_sum_G=jnp.zeros((g,), jnp.float32), loss_count=jnp.int32(0))
+                        loss_sum_G=jnp.zeros((g,), jnp.float32), loss_count=jnp.int32(0),
+                        params_finite_G=jnp.ones((g,), bool))
     (state, stats), ((tr, finished), q) = jax.lax.scan(outer, (state, stats0), None,
                                                        length=length // block)
+    finite_G = jax.vmap(lambda p: jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(p)])))(state.learners.params)
+    stats = stats._replace(params_finite_G=finite_G)
     flat = lambda x: x.reshape((length,) + x.shape[2:])  # [blocks, block, ...] -> [T, ...]
     tr, finished = jax.tree.map(flat, tr), jax.tree.map(flat, finished)
     out = ChunkOut(stats=stats, episode_return_NxT=None, streams=None, q_NxTqxA=None)

@@ -145,9 +145,10 @@ class _Hooks:
 
 
 def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int, where: str) -> None:
-    bad = np.flatnonzero(~np.isfinite(np.asarray(out.stats.loss_sum_G)))
+    bad = np.flatnonzero(~np.isfinite(np.asarray(out.stats.loss_sum_G))
+                         | ~np.asarray(out.stats.params_finite_G))
     if bad.size:
-        raise TrainingDiverged(f"TD loss became NaN/Inf by env step {t1 * num_envs} for learners "
+        raise TrainingDiverged(f"TD loss or weights became NaN/Inf by env step {t1 * num_envs} for learners "
                                f"{bad[:8].tolist()}{'...' if bad.size > 8 else ''}; {where}")
 
 
