@@ -461,29 +461,36 @@ class History:
         return StreamInfo.from_json(self.meta["streams"][i])
 
     def _load(self, chunk: int, block: int, field: str) -> np.ndarray:
-        """Decoded ``field`` of one chunk file: [streams in block, T_chunk, ...]."""
-        key = (chunk, block)
+        """Decoded ``field`` of one chunk file: [streams in block, T_chunk, ...].
+
+        Only the requested member is decompressed and cached (per chunk, block and field):
+        reading rewards or episode boundaries never pays for decoding observations, which
+        dominate a MinAtar chunk. The whole file's checksum is still verified on every miss.
+        """
+        key = (chunk, block, field)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
-                return self._cache[key][field]
+                return self._cache[key]
         entry = self.manifest["chunks"][chunk]["files"][block]
         data = self._verified_bytes(entry)
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                arrays = {name: z[name] for name in z.files}
+                array = z[field]
+        except KeyError:
+            raise ArtifactError(f"history chunk {self.path / CHUNK_DIR / entry['name']} has no "
+                                f"field {field!r}") from None
         except Exception as e:  # a zip/npy decoding failure past the checksum is still damage
             raise ArtifactError(f"history chunk {self.path / CHUNK_DIR / entry['name']} cannot be "
                                 f"decoded: {e}") from None
-        size = sum(a.nbytes for a in arrays.values())
         with self._lock:
             if key not in self._cache:
-                self._cache[key] = arrays
-                self._cached_bytes += size
+                self._cache[key] = array
+                self._cached_bytes += array.nbytes
             while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
                 _, dropped = self._cache.popitem(last=False)
-                self._cached_bytes -= sum(a.nbytes for a in dropped.values())
-        return arrays[field]
+                self._cached_bytes -= dropped.nbytes
+        return array
 
     def _verified_bytes(self, entry: dict) -> bytes:
         file = self.path / CHUNK_DIR / entry["name"]
