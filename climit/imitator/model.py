@@ -405,8 +405,12 @@ def decode_step(params: Params, cache: Cache, tokens_B: Tokens) -> tuple[jax.Arr
     valid_BxC = full_B[:, None] | (slots_C[None] <= t_B[:, None])
     if cfg.episode_local:
         valid_BxC &= seg_BxC == episode_B[:, None]
-    cos_k, sin_k = _rope_angles(cfg, pos_BxC)  # [B, C, h/2]
-    cos_q, sin_q = _rope_angles(cfg, jnp.minimum(t_B, C - 1))  # [B, h/2]
+    # One cos/sin table for the C window positions (a compile-time constant), gathered per
+    # slot: no transcendental per cached key per step.
+    cos_Cxh, sin_Cxh = _rope_angles(cfg, jnp.arange(C))
+    cos_k, sin_k = cos_Cxh[pos_BxC], sin_Cxh[pos_BxC]  # [B, C, h/2]
+    q_pos_B = jnp.minimum(t_B, C - 1)
+    cos_q, sin_q = cos_Cxh[q_pos_B], sin_Cxh[q_pos_B]  # [B, h/2]
     mask_Bx1x1xC = valid_BxC[:, None, None, :]
     k_all, v_all = cache.k, cache.v
     x_BxD = model.embed(tokens_B)
