@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 from climit import config as config_lib
@@ -81,11 +82,26 @@ def command_line(config_path: str | None, point: Point) -> str:
 
 
 def run_all(config_path: str | None, pts: list[Point], log: Any = print) -> list[dict]:
-    """Run every point locally, one after another; finished runs are skipped stage by stage."""
-    from climit import pipeline
+    """Run every point locally, one after another; finished runs are skipped stage by stage.
 
+    Points whose teacher settings are identical (same ``teacher.fingerprint``: the grid varies
+    only the imitator or the evaluation) share one teacher: later points link their
+    ``teacher/`` directory to the first finished one instead of training the same DQNs again.
+    (``--emit`` launch lists run in parallel and so train their own.)
+    """
+    from climit import pipeline
+    from climit.teacher import train as teacher_train
+
+    teachers: dict[str, Path] = {}
     results = []
     for i, p in enumerate(pts):
         log(f"[sweep {i + 1}/{len(pts)}] {p.config.run.name}")
+        fp = teacher_train.fingerprint(p.config)
+        own = pipeline.run_dir(p.config) / "teacher"
+        if fp in teachers and not own.exists() and not own.is_symlink():
+            own.parent.mkdir(parents=True, exist_ok=True)
+            own.symlink_to(teachers[fp].resolve(), target_is_directory=True)
+            log(f"  teacher: shared with {teachers[fp].parent.name} (same teacher settings)")
         results.append({"run": p.config.run.name, **pipeline.run(p.config)})
+        teachers.setdefault(fp, own)
     return results
