@@ -173,6 +173,8 @@ def rollout_rows(env: envs.Env, act: rollout.Policy, params_S: Any, carry0: Any,
     """
     from tqdm import tqdm
 
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     s, k = keys_SxK.shape[:2]
     tasks = jnp.asarray(tasks_KxD, jnp.int32)
     rs = _init_rows(env)(keys_SxK, tasks)
@@ -180,14 +182,19 @@ def rollout_rows(env: envs.Env, act: rollout.Policy, params_S: Any, carry0: Any,
     rewards, dones = [], []
     bar = tqdm(total=num_steps, unit="step", desc=desc, disable=not progress, dynamic_ncols=True,
                mininterval=1.0)
-    t = 0
+    t, pending = 0, None
     while t < num_steps:
         n = min(chunk_steps, num_steps - t)
-        carry, rs, (rew, done) = _row_runner(env, act, params_batched, n)(params_S, carry, rs, tasks)
-        rewards.append(np.asarray(rew))
-        dones.append(np.asarray(done))
+        carry, rs, out = _row_runner(env, act, params_batched, n)(params_S, carry, rs, tasks)
+        if pending is not None:  # fetch the previous chunk while this one runs (one chunk late)
+            rewards.append(np.asarray(pending[0][0]))
+            dones.append(np.asarray(pending[0][1]))
+            bar.update(pending[1])
+        pending = (out, n)
         t += n
-        bar.update(n)
+    rewards.append(np.asarray(pending[0][0]))
+    dones.append(np.asarray(pending[0][1]))
+    bar.update(pending[1])
     bar.close()
     return np.concatenate(rewards, axis=-1), np.concatenate(dones, axis=-1)
 
