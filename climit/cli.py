@@ -136,7 +136,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-
 @command("teach", "train the DQN teacher: learning histories, checkpoints, snapshots, summary.json "
          "(run again to resume)", args=_progress_args)
 def cmd_teach(args: argparse.Namespace) -> int:
@@ -202,7 +201,6 @@ def bench_teacher(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-
 @command("imitate", "train the transformer imitator on the teacher's histories: "
          "runs/NAME/imitator/<variant>/ (run again to resume)", args=_progress_args)
 def cmd_imitate(args: argparse.Namespace) -> int:
@@ -244,7 +242,6 @@ def bench_imitator(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # evaluate, report, run, bench rollout (evaluation block)
 # ---------------------------------------------------------------------------------------------
-
 
 
 @command("evaluate", "the three claim tests on held-out tasks (frozen imitators vs fresh DQNs): "

@@ -51,30 +51,12 @@ def test_emit_prints_one_runnable_command_per_point(base, capsys):
 
 
 @pytest.fixture
-def fake_stages(monkeypatch):
+def fake_stages(fake_training, monkeypatch):
     """The teacher, imitator and evaluation stages replaced by fakes that write fingerprinted
     artifacts (the sweep, the pipeline's skipping and the comparison are what is under test).
     The fake evaluation's imitator curve scales with the context length, so the two points'
     ratios differ."""
-    from climit.imitator import train as imitator_train
-    from climit.teacher import train as teacher_train
-
-    calls = {"teach": [], "imitate": 0, "evaluate": []}
-
-    def teach(cfg, rd, progress=True, log=print):
-        calls["teach"].append(cfg.run.name)
-        (Path(rd) / "teacher").mkdir(parents=True, exist_ok=True)
-        (Path(rd) / "teacher" / "summary.json").write_text(
-            json.dumps({"fingerprint": teacher_train.fingerprint(cfg)}))
-
-    def imitate(cfg, progress=True):
-        calls["imitate"] += 1
-        out = imitator_train.output_dir(cfg)
-        out.mkdir(parents=True, exist_ok=True)
-        summary = {"fingerprint": imitator_train.fingerprint(cfg), "heldout_loss": 1.0,
-                   "heldout_action_accuracy": 0.5}
-        (out / "summary.json").write_text(json.dumps(summary))
-        return summary
+    calls = fake_training
 
     def evaluate_(cfg, rd, progress=True, log=print):
         calls["evaluate"].append(cfg.run.name)
@@ -87,8 +69,6 @@ def fake_stages(monkeypatch):
         report.write_eval(Path(rd) / "eval", results,
                           {"a.grid": grid, **{f"a.{k}": v for k, v in curves.items()}})
 
-    monkeypatch.setattr(teacher_train, "teach", teach)
-    monkeypatch.setattr(imitator_train, "train", imitate)
     monkeypatch.setattr(evaluate, "evaluate", evaluate_)
     return calls
 

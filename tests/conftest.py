@@ -1,0 +1,37 @@
+"""Shared fixtures."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """Replace the teacher and imitator stages with fakes that write fingerprinted summaries and
+    record their calls (``teach``: run names; ``imitate``: imitator tags), for tests of the
+    stage logic around them (pipeline skipping/resuming, sweeps). Tests add their own evaluation
+    fake to the returned dict's ``evaluate`` list."""
+    from climit.imitator import train as imitator_train
+    from climit.teacher import train as teacher_train
+
+    calls = {"teach": [], "imitate": [], "evaluate": []}
+
+    def teach(cfg, rd, progress=True, log=print):
+        calls["teach"].append(cfg.run.name)
+        (Path(rd) / "teacher").mkdir(parents=True, exist_ok=True)
+        (Path(rd) / "teacher" / "summary.json").write_text(
+            json.dumps({"fingerprint": teacher_train.fingerprint(cfg)}))
+
+    def imitate(cfg, progress=True):
+        calls["imitate"].append(imitator_train.tag(cfg.imitator))
+        out = imitator_train.output_dir(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"fingerprint": imitator_train.fingerprint(cfg), "heldout_loss": 1.0,
+                   "heldout_action_accuracy": 0.5}
+        (out / "summary.json").write_text(json.dumps(summary))
+        return summary
+
+    monkeypatch.setattr(teacher_train, "teach", teach)
+    monkeypatch.setattr(imitator_train, "train", imitate)
+    return calls
