@@ -96,6 +96,7 @@ def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bo
 
 def run_peer(script: Path, learners: list[int], steps: int, sampler: str) -> list[dict[str, Any]]:
     """The rejax peer in a subprocess (one JSON line per learner count)."""
+    script = script.resolve()  # it runs from its own folder, so a relative path would break
     if not script.is_file():
         return [{"bench": "rejax_dqn", "sampler": sampler, "error": f"peer script not found: {script}"}]
     cmd = [sys.executable, str(script), "--eval-mode", "none", "--sampler", sampler,

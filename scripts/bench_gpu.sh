@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every climit benchmark beside its peer or floor, in one command on one GPU (the README's
+# performance figures). Usage: scripts/bench_gpu.sh [ANCHORS_DIR] [OUT_DIR]
+#   ANCHORS_DIR: a copy of ../shared/anchors (default: that folder); OUT_DIR: where the JSON lines go.
+# Each step has its own time limit, so one that overruns costs only itself; all lines also go to
+# stdout. SMALL=1 shrinks every size for a CPU dry run of the script itself.
+set -u
+ANCHORS=${1:-$(dirname "$0")/../../shared/anchors}
+OUT=${2:-bench_out}
+mkdir -p "$OUT"
+ANCHORS=$(cd "$ANCHORS" && pwd) OUT=$(cd "$OUT" && pwd)
+# Two processes (climit and its peer) share the GPU in turn: neither may grab it all.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+
+if [ "${SMALL:-0}" = 1 ]; then
+  LEARNERS="1 4"; T_STEPS=6000; FLOOR_UPD=20000; SHIPPED=4; RB=4; RBATCH=2
+  ROLL="--context 64 --steps 50 --d-model 64 --layers 2 --heads 4"
+  IMIT="--reduced --steps 2 --repeats 1"; DR_STEPS=2000; DR_SEEDS=1
+else
+  LEARNERS="1 64 512 4096"; T_STEPS=30000; FLOOR_UPD=4000000; SHIPPED=64; RB=4096; RBATCH=256
+  ROLL="--context 1024 --steps 1000 --d-model 256 --layers 4 --heads 8 --dtype bfloat16"
+  IMIT="--sizes documented default --steps 10 --repeats 3"; DR_STEPS=${DR_STEPS:-98000}; DR_SEEDS=16
+fi
+
+step() {  # step NAME SECONDS CMD...: run with a limit, keep its output in $OUT/NAME.jsonl
+  local name=$1 limit=$2; shift 2
+  case " ${ONLY:-$name} " in *" $name "*) ;; *) return 1 ;; esac  # ONLY="a b": just those steps
+  echo "## $name ($(date -u +%H:%M:%S))"
+  timeout "$limit" "$@" 2>"$OUT/$name.err" | tee "$OUT/$name.jsonl"
+  local rc=${PIPESTATUS[0]}
+  echo "## $name rc=$rc ($(date -u +%H:%M:%S))"; tail -n 3 "$OUT/$name.err"; return "$rc"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+  $PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+} | tee "$OUT/machine.txt"
+
+# Teacher: climit vs rejax (uniform sampler) at every learner count, then the update floor
+# with the same batch and buffer, then the peer's shipped sampler at a count it can finish.
+step teacher 220 climit bench teacher --learners $LEARNERS --steps $T_STEPS --histories off \
+  --peer uniform --peer-script "$ANCHORS/rejax_dqn_bench.py"
+step floor 60 $PY "$ANCHORS/mlp_update_bench.py" --seeds $LEARNERS --batch 100 --buffer 50000 \
+  --target-updates $FLOOR_UPD --repeats 2
+step shipped 60 $PY "$ANCHORS/rejax_dqn_bench.py" --total-timesteps $T_STEPS --num-seeds $SHIPPED \
+  --eval-mode none --sampler rejax --force-vmap
+# In-context rollout: KV cache vs recompute and vs the reference decode, same sizes.
+step rollout 90 climit bench rollout --batch $RB $ROLL --mode kv_cache --repeats 2 --peer \
+  --peer-script "$ANCHORS/icrl_rollout_bench.py"
+step imitator 90 climit bench imitator $IMIT
+# Headline: Dark Room histories on disk at 1024 learners; a tenth of the 1e9-step run (rate).
+DR=$(mktemp -d)
+step darkroom ${DR_LIMIT:-120} climit teach --config configs/teacher_darkroom_1b.yaml --no-progress \
+  run.runs_dir="$DR" teacher.total_env_steps=$DR_STEPS teacher.seeds=$DR_SEEDS &&
+  cp "$DR/teacher_darkroom_1b/teacher/summary.json" "$OUT/darkroom_summary.json" &&
+  du -sb "$DR/teacher_darkroom_1b/teacher/histories" | tee -a "$OUT/darkroom.jsonl"
+rm -rf "$DR"
+# The cache against recomputing the whole window each step, at fewer envs (recompute's memory).
+step cache_ratio 60 climit bench rollout --batch $RBATCH $ROLL --recompute-steps 20 --repeats 2
