@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from climit import config as config_lib
-from climit import envs, report, rollout, stats
+from climit import envs, parallel, report, rollout, stats
 from climit.config import ConfigError, ExperimentConfig
 from climit.errors import ArtifactError
 
@@ -421,6 +421,8 @@ class PartCache:
             except Exception:  # a part cut short by the interruption: recompute it
                 pass
         out = tuple(np.asarray(x) for x in fn())
+        if not parallel.is_primary():  # every process computed the same part; process 0 keeps it
+            return out, False
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")
         np.savez(tmp, fingerprint=self.fingerprint, n=len(out), **{f"a{i}": x for i, x in enumerate(out)})
@@ -428,7 +430,7 @@ class PartCache:
         return out, False
 
     def clear(self) -> None:
-        if self.directory.is_dir():
+        if parallel.is_primary() and self.directory.is_dir():
             for f in self.directory.glob("*.npz"):
                 f.unlink()
             self.directory.rmdir()
@@ -488,6 +490,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
     ``RUN_DIR/eval/{results.json, curves.npz}``. Returns the results dict."""
     run_dir = Path(run_dir)
     p = plan(cfg)
+    log = log if parallel.is_primary() else (lambda msg: None)
     timing: dict[str, float] = {}
     imitators = load_imitators(cfg, run_dir, p.imitators)
     ev = cfg.eval
@@ -577,7 +580,8 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
         "imitator_steps": {role: int(im.step) for role, im in imitators.items()},
         "timing_s": timing, "skipped": skipped, "config": config_lib.to_dict(cfg), "tests": tests,
     }
-    report.write_eval(run_dir / "eval", results, curves)
+    if parallel.is_primary():
+        report.write_eval(run_dir / "eval", results, curves)
     parts.clear()
     return results
 
@@ -656,6 +660,7 @@ def bench_peer(script: Path, env_name: str, batches: list[int], contexts: list[i
     import subprocess
     import sys
 
+    script = script.resolve()  # it runs from its own folder, so a relative path would break
     if not script.is_file():
         raise ArtifactError(f"peer benchmark not found at {script}; pass --peer-script")
     cmd = [sys.executable, str(script), "--env", env_name, "--batch", *map(str, batches),

@@ -74,15 +74,27 @@ def check_divisible(n: int, what: str) -> None:
                           f"choose a multiple of {d}")
 
 
+def _put(x: Any, sharding: NamedSharding) -> jax.Array:
+    """One host-global array (the same full value on every process) onto ``sharding``.
+
+    With several processes each one builds only the shards its own devices hold, from its
+    full host copy (``device_put`` cannot address another host's devices)."""
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def shard_leading(tree: Any, m: Mesh) -> Any:
     """Place a host-global pytree (every process holds the full arrays) sharded on axis 0."""
     sharding = leading_sharding(m)
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+    return jax.tree.map(lambda x: _put(x, sharding), tree)
 
 
 def replicate(tree: Any, m: Mesh) -> Any:
+    """Place a host-global pytree (the same on every process) on every device."""
     sharding = replicated(m)
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+    return jax.tree.map(lambda x: _put(x, sharding), tree)
 
 
 def process_slice(n: int) -> slice:
@@ -100,10 +112,35 @@ def from_process_local(local: Any, m: Mesh, global_leading: int) -> Any:
             sharding, np.asarray(x), (global_leading,) + np.shape(x)[1:]), local)
 
 
+def is_primary() -> bool:
+    """Process 0: the one that writes shared files and logs when several processes run."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all arrive (no-op with one process): e.g. before reading
+    files that process 0 has just written."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def to_host(tree: Any) -> Any:
-    """Gather a (possibly multi-host sharded) pytree to numpy on every process."""
+    """Gather a (possibly multi-host sharded) pytree to numpy on every process.
+
+    With several processes this is a collective: every process must call it, in the same order.
+    Arrays that live on one process's devices alone (computed whole on each process) are copied
+    as they are.
+    """
     from jax.experimental import multihost_utils
 
     if jax.process_count() == 1:
-        return jax.tree.map(np.asarray, tree)
-    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+        return jax.device_get(tree)  # starts every leaf's copy before waiting on any
+
+    def one(x: Any) -> np.ndarray:  # only arrays spread over several hosts need the gather
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)

@@ -69,15 +69,20 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
 
     ``stop_after``: test hook; raise KeyboardInterrupt after that stage (a kill between stages).
     """
-    from climit import evaluate, report
+    from climit import evaluate, parallel, report
     from climit.imitator import train as imitator_train
     from climit.teacher import train as teacher_train
 
     plan = evaluate.plan(cfg)  # every ConfigError before any work
+    parallel.initialize()  # several processes (pods, SLURM): process 0 writes, all compute
+    primary = parallel.is_primary()
+    log = log if primary else (lambda msg: None)
     rd = run_dir(cfg)
     rd.mkdir(parents=True, exist_ok=True)
-    (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
+    if primary:
+        (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
     done = stage_status(cfg)
+    parallel.barrier("climit stages planned")  # every process saw the same artifacts
     outcome: dict[str, Any] = {}
 
     def stage(i: int, name: str, detail: str, fn: Callable[[], Any]) -> None:
@@ -89,6 +94,7 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
             log(f"{head}: {detail} ...")
             t0 = time.perf_counter()
             fn()
+            parallel.barrier(f"climit stage {name}")  # the next stage reads what process 0 wrote
             log(f"{head}: done in {time.perf_counter() - t0:.1f} s")
             outcome[name] = "done"
         if stop_after == name:
@@ -112,6 +118,6 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     stage(2, "imitate", f"{len(plan.imitators)} imitators ({', '.join(plan.imitators)})", imitate)
     stage(3, "evaluate", "tests (a), (b)" + (", (c)" if cfg.env.transfer else ""),
           lambda: evaluate.evaluate(cfg, rd, progress=progress, log=lambda m: log("      " + m)))
-    stage(4, "report", f"{rd / 'report'}", lambda: report.build(rd))
+    stage(4, "report", f"{rd / 'report'}", lambda: report.build(rd) if primary else None)
     outcome["summary"] = _read_json(rd / "report" / "summary.json")
     return outcome

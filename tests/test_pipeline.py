@@ -117,3 +117,36 @@ def test_climit_run_tiny_end_to_end(tmp_path):
     assert not (rd / "eval" / "parts").exists()
     for name in ("report.md", "test_a.png", "test_b.png", "test_c.png"):
         assert (rd / "report" / name).is_file()
+
+
+def test_climit_run_on_two_processes(tmp_path):
+    """`climit run` as a 2-host job (2 local processes x 2 CPU devices; ~2 min on 2 cores): the
+    teacher and imitators shard over all 4 devices, process 0 alone writes and logs, and the
+    stages meet at barriers, so the report comes out whole."""
+    import os
+    import socket
+    import subprocess
+
+    path, _ = tiny_config(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = ("import sys, jax; from climit import cli, parallel; assert parallel.initialize(); "
+            "assert jax.device_count() == 4; sys.exit(cli.main(sys.argv[1:]))")
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", code, "run", "--config", str(path), "--no-progress",
+         f"run.runs_dir={tmp_path / 'runs'}", "run.name=hosts"], text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "CLIMIT_COORDINATOR": f"127.0.0.1:{port}",
+             "CLIMIT_NUM_PROCESSES": "2", "CLIMIT_PROCESS_ID": str(pid),
+             "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}) for pid in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    assert "[4/4] report: done" in outs[0] and "[1/4]" not in outs[1]
+    rd = tmp_path / "runs" / "hosts"
+    summary = json.loads((rd / "report" / "summary.json").read_text())
+    for key in ("a", "b", "c"):
+        assert summary["tests"][key]["ran"] and SUMMARY_KEYS <= set(summary["tests"][key])
+    assert not (rd / "eval" / "parts").exists()
+    teacher = json.loads((rd / "teacher" / "summary.json").read_text())
+    assert teacher["num_learners"] == 4 and len(teacher["final_return_per_learner"]) == 4

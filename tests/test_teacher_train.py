@@ -171,25 +171,67 @@ def test_train_learners_fresh_curves():
     assert res.timing.env_steps == 3 * 600
 
 
-def test_learners_sharded_over_devices_match_one_device(tmp_path):
-    # Same run on 1 device (here) and with G=4 learners sharded over 2 CPU devices (subprocess).
+SHARDED = ["teach", "--no-progress", *TINY, "env.train_tasks=4", "teacher.snapshot_steps=[5000]",
+           "teacher.total_env_steps=400"]  # G = 8 learners
+RUN_CLI = "import sys; from climit import cli; sys.exit(cli.main(sys.argv[1:]))"
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory) -> Path:
+    """The G = 8 run on this process's one device: what every sharded layout must reproduce."""
+    root = tmp_path_factory.mktemp("sharded")
+    assert cli.main(SHARDED + [f"run.runs_dir={root}", "run.name=one"]) == 0
+    return root / "one"
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    ha, hb = _history_arrays(a), _history_arrays(b)
+    assert ha.keys() == hb.keys()
+    for k in ha:  # same transitions, same actions
+        np.testing.assert_array_equal(ha[k], hb[k], err_msg=k)
+    # Parameters agree to float rounding: per-device batched matmuls over fewer learners may
+    # pick other CPU kernels (seen: 2e-8 absolute).
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
+                 _final_params(a), _final_params(b))
+    sa, sb = (json.loads((r / "teacher" / "summary.json").read_text()) for r in (a, b))
+    assert sa["final_return_per_learner"] == sb["final_return_per_learner"]
+
+
+def test_learners_sharded_over_8_devices_match_one_device(tmp_path, one_device_run):
     import os
     import subprocess
     import sys
 
-    args = ["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "teacher.snapshot_steps=[5000]",
-            "teacher.total_env_steps=400"]
-    assert cli.main(args + ["run.name=one"]) == 0
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    code = ("import sys, jax; assert jax.device_count() == 2; from climit import cli; "
-            "sys.exit(cli.main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", code, *args, "run.name=two"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    code = "import jax; assert jax.device_count() == 8; " + RUN_CLI
+    proc = subprocess.run([sys.executable, "-c", code, *SHARDED, f"run.runs_dir={tmp_path}",
+                           "run.name=eight"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    a, b = _history_arrays(tmp_path / "one"), _history_arrays(tmp_path / "two")
-    for k in a:  # same transitions, same actions
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    # Parameters agree to float rounding: per-device batched matmuls over 2 instead of 4
-    # learners may pick other CPU kernels (seen: 2e-8 absolute).
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6),
-                 _final_params(tmp_path / "one"), _final_params(tmp_path / "two"))
+    _assert_same_run(one_device_run, tmp_path / "eight")
+
+
+def test_two_processes_match_one_device(tmp_path, one_device_run):
+    # Two processes with 2 CPU devices each: one 4-device job; process 0 alone writes files.
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+                   CLIMIT_COORDINATOR=f"127.0.0.1:{port}", CLIMIT_NUM_PROCESSES="2",
+                   CLIMIT_PROCESS_ID=str(pid))
+        code = ("import jax; from climit import parallel; assert parallel.initialize(); "
+                "assert (jax.process_count(), jax.device_count()) == (2, 4); " + RUN_CLI)
+        procs.append(subprocess.Popen([sys.executable, "-c", code, *SHARDED, f"run.runs_dir={tmp_path}",
+                                       "run.name=hosts"], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outs = [proc.communicate(timeout=300)[0] for proc in procs]
+    for proc, out in zip(procs, outs):
+        assert proc.returncode == 0, out[-3000:]
+    assert "teacher:" in outs[0] and "teacher:" not in outs[1]  # one process logs
+    _assert_same_run(one_device_run, tmp_path / "hosts")

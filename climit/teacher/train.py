@@ -20,6 +20,7 @@ Axis letters: G learners, E envs per learner, N = G*E streams, T time, M episode
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -88,24 +89,25 @@ def plan(cfg: ExperimentConfig) -> Plan:
 
 
 # ---------------------------------------------------------------------------------------------
-# Devices: the learner axis G is sharded over every local device (a no-op on one device)
+# Devices: the learner axis G is sharded over every device of every process (no-op on one)
 # ---------------------------------------------------------------------------------------------
 
-def place(state: dqn.TrainState, hp_G: dqn.HParams, tasks_GxK: Any
+def place(state: dqn.TrainState, hp_G: dqn.HParams, tasks_GxK: Any, *, require_divisible: bool = True
           ) -> tuple[dqn.TrainState, dqn.HParams, jax.Array]:
     """Shard the learners (and their hparams and tasks) on axis G; counters replicated.
 
     The chunk is a vmap over G with unbatched counters, so XLA partitions it with no
-    communication: each device runs G / devices learners. One host only (the histories are
-    written by one process).
+    communication: each device runs G / devices learners, on one host or several. Every
+    process passes the same full values (they come from the same plan or checkpoint); the
+    chunk outputs are gathered back with :func:`climit.parallel.to_host` and process 0 alone
+    writes files. A G that does not split evenly over the devices is an error, or with
+    ``require_divisible=False`` runs whole on each process's first device (evaluation's fresh
+    learners, whose count the user does not choose for the device count).
     """
     tasks_GxK = jnp.asarray(tasks_GxK)
-    if jax.device_count() == 1:
-        return state, hp_G, tasks_GxK
-    if jax.process_count() > 1:
-        raise ClimitError("the teacher runs on one host (any number of its devices); "
-                          f"got {jax.process_count()} processes")
     g = int(tasks_GxK.shape[0])
+    if jax.device_count() == 1 or (not require_divisible and g % jax.device_count()):
+        return state, hp_G, tasks_GxK
     parallel.check_divisible(g, "the number of teacher learners (sweep points x train_tasks x seeds)")
     m = parallel.mesh()
     state = dqn.TrainState(learners=parallel.shard_leading(state.learners, m),
@@ -183,7 +185,7 @@ def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G:
     def finish() -> None:
         while pending:
             out, t0, t1 = pending.pop(0)
-            out = jax.device_get(out)
+            out = parallel.to_host(out)  # every process, in the same order (a collective)
             _check_finite(out, t1, tcfg.num_envs, diverged_note)
             hooks.output(out, t0, t1)
             episodes = int(out.stats.episodes_G.sum())
@@ -243,8 +245,11 @@ def evaluate_greedy(tcfg: TeacherConfig, env: envs.Env, params_G: Any, tasks_GxK
         return jnp.mean(ep.returns)
 
     g = int(np.shape(tasks_GxK)[0])
+    tasks, keys = jnp.asarray(tasks_GxK), jax.random.split(key, g)
+    if jax.process_count() > 1:  # params are sharded over every host: give the rest the same layout
+        tasks, keys = parallel.shard_leading((tasks, keys), parallel.mesh())
     fn = jax.jit(jax.vmap(one))
-    return np.asarray(fn(params_G, jnp.asarray(tasks_GxK), jax.random.split(key, g)), np.float64)
+    return np.asarray(parallel.to_host(fn(params_G, tasks, keys)), np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +298,7 @@ def train_learners(tcfg: TeacherConfig, env: envs.Env, tasks_GxK: Any, key: jax.
     g = int(tasks.shape[0])
     keys = jnp.stack([jax.random.fold_in(key, i) for i in range(g)])
     hp = hparams if hparams is not None else dqn.hparams(tcfg, g)
-    state, hp, tasks = place(dqn.init(tcfg, env, keys, tasks), hp, tasks)
+    state, hp, tasks = place(dqn.init(tcfg, env, keys, tasks), hp, tasks, require_divisible=False)
     returns: list[np.ndarray] = []
     hooks = _Hooks(output=lambda out, t0, t1: returns.append(np.asarray(out.episode_return_NxT)))
     state, timing = _run_chunks(tcfg, env, state, hp, tasks, record="returns", q_period=0,
@@ -356,7 +361,7 @@ class _RunIO:
     ``snapshot_steps`` entry (exactly there when chunks divide it), and at the end.
     """
 
-    def __init__(self, cfg: ExperimentConfig, start_t: int, writer: histories.HistoryWriter,
+    def __init__(self, cfg: ExperimentConfig, start_t: int, writer: histories.HistoryWriter | None,
                  ckpt: checkpoint.Checkpointer, snaps: checkpoint.Checkpointer, metrics: Any):
         self.tcfg = cfg.teacher
         self.writer, self.ckpt, self.snaps, self.metrics = writer, ckpt, snaps, metrics
@@ -366,6 +371,8 @@ class _RunIO:
         self.pending_snaps = [s for s in self.tcfg.snapshot_steps if s > start_t * self.tcfg.num_envs]
 
     def output(self, out: dqn.ChunkOut, t0: int, t1: int) -> None:
+        if self.writer is None:  # not process 0: it has gathered the chunk, process 0 writes it
+            return
         s = out.streams
         self.writer.append(s.obs_NxTxO, s.action_NxT, s.reward_NxT, s.terminated_NxT,
                            s.truncated_NxT, out.q_NxTqxA)
@@ -422,6 +429,22 @@ def _restore_or_init(cfg: ExperimentConfig, env: envs.Env, p: Plan, ckpt: checkp
     return ckpt.restore(step, target=target), step, timing
 
 
+def _open_histories(cfg: ExperimentConfig, env_spec: envs.EnvSpec, p: Plan, hist_dir: Path,
+                    step: int | None, start_t: int, q_period: int) -> histories.HistoryWriter:
+    """A fresh history (no checkpoint yet) or the existing one cut back to ``start_t``."""
+    tcfg = cfg.teacher
+    e, total_t = tcfg.num_envs, tcfg.total_env_steps // tcfg.num_envs
+    needed = histories.estimate_bytes(env_spec, p.num_learners * e, total_t - start_t, q_period)
+    histories.check_disk(hist_dir.parent, needed)
+    if step is not None:
+        return histories.resume(hist_dir, start_t)
+    return histories.create(hist_dir, spec=env_spec, streams=p.stream_infos(e),
+                            config=config_lib.to_dict(cfg), q_period=q_period,
+                            streams_per_chunk=cfg.histories.streams_per_chunk,
+                            compression_level=cfg.histories.compression_level,
+                            total_steps=total_t, overwrite=True, check_space=False)
+
+
 def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
           log: Callable[[str], None] = print, stop_hook: Callable[[int], None] | None = None) -> dict:
     """Train the config's learners, writing ``run_dir/teacher/``; resumes if interrupted.
@@ -437,6 +460,8 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
 
     tcfg = cfg.teacher
     parallel.initialize()
+    primary = parallel.is_primary()  # several processes: process 0 writes files and logs
+    log = log if primary else (lambda msg: None)
     out_dir = Path(run_dir) / "teacher"
     out_dir.mkdir(parents=True, exist_ok=True)
     env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
@@ -450,30 +475,24 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
             checkpoint.snapshots(out_dir / "snapshots") as snaps:
         state, step, timing = _restore_or_init(cfg, env, p, ckpt)
         start_t = int(state.t)
-        needed = histories.estimate_bytes(env.spec, g * e, total_t - start_t, q_period)
         log(f"teacher: {g} learners x {e} envs x {tcfg.total_env_steps} env steps on {cfg.env.name}; "
             f"histories {_human(histories.estimate_bytes(env.spec, g * e, total_t, q_period))} "
             f"(uncompressed upper bound) at {hist_dir}"
             + (f"; resuming from env step {step}" if step is not None else ""))
-        histories.check_disk(out_dir, needed)
-        if step is None:
-            writer = histories.create(hist_dir, spec=env.spec, streams=p.stream_infos(e),
-                                      config=config_lib.to_dict(cfg), q_period=q_period,
-                                      streams_per_chunk=cfg.histories.streams_per_chunk,
-                                      compression_level=cfg.histories.compression_level,
-                                      total_steps=total_t, overwrite=True, check_space=False)
-        else:
-            writer = histories.resume(hist_dir, start_t)
-        with MetricsLogger(out_dir / "metrics.jsonl", resume_step=step,
-                           tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
-                           run_name=cfg.run.name, config=config_lib.to_dict(cfg)) as metrics:
+        writer = _open_histories(cfg, env.spec, p, hist_dir, step, start_t, q_period) if primary else None
+        metrics = MetricsLogger(out_dir / "metrics.jsonl", resume_step=step,
+                                tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
+                                run_name=cfg.run.name, config=config_lib.to_dict(cfg)) \
+            if primary else contextlib.nullcontext()
+        with metrics:
             io = _RunIO(cfg, start_t, writer, ckpt, snaps, metrics)
             hooks = _Hooks(output=io.output, needs_sync=io.needs_sync, sync=io.sync)
             note = f"the last good checkpoint (env step {ckpt.latest_step()}) is kept in {ckpt.directory}"
             state, hp, tasks = place(state, p.hparams, p.tasks_GxK)
             state, timing = _run_chunks(tcfg, env, state, hp, tasks,
                                         record="full", q_period=q_period, hooks=hooks,
-                                        timing=timing, progress=progress, diverged_note=note, stop_hook=stop_hook)
+                                        timing=timing, progress=progress and primary,
+                                        diverged_note=note, stop_hook=stop_hook)
 
     eval_key = jax.random.fold_in(jax.random.PRNGKey(cfg.run.seed), EVAL_STREAM)
     final = evaluate_greedy(tcfg, env, state.learners.params, p.tasks_GxK, eval_key, tcfg.eval_episodes)
@@ -490,9 +509,10 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         "sweep_points": dqn.sweep_points(tcfg),
         "fingerprint": fingerprint(cfg),
     }
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out_dir / "summary.json")
+    if primary:
+        tmp = out_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=1))
+        os.replace(tmp, out_dir / "summary.json")
     log(f"teacher: final greedy return {summary['final_return_mean']:.3f} (mean of {g}); "
         f"{summary['env_steps_per_s']:.3g} env steps/s, {summary['td_updates_per_s']:.3g} TD updates/s "
         f"(compile {timing.compile_s:.1f} s) -> {out_dir / 'summary.json'}")
