@@ -196,12 +196,12 @@ def test_bf16_compute_keeps_fp32_params_and_stays_close():
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params.tree))
     toks = tokens(cfg, 2, 12)
     np.testing.assert_allclose(_forward(bf, toks), _forward(params, toks), atol=3e-2)
-    assert M.init_cache(bf, 1).k.dtype == jnp.bfloat16
+    assert all(k.dtype == jnp.bfloat16 for k in M.init_cache(bf, 1).k)
     np.testing.assert_allclose(jax.jit(decode_all)(bf, toks), _forward(bf, toks), atol=3e-2)
 
 
-def test_rope_angles_stay_small_after_a_million_steps():
-    """Decoding far past the context uses window positions only (no drift with absolute t)."""
+def test_rope_is_periodic_so_decoding_a_million_steps_on_equals_decoding_near_the_start():
+    """Periodic RoPE: only t mod C enters the angles (no drift with absolute t)."""
     cfg = cfg_(context_len=4)
     params = _init(cfg, jax.random.key(12))
     toks = tokens(cfg, 1, 7)
@@ -214,6 +214,94 @@ def test_rope_angles_stay_small_after_a_million_steps():
             logits, c = step(params, c, jax.tree.map(lambda x: x[:, t], toks))
         outs[name] = logits
     np.testing.assert_allclose(outs["far"], outs["near"], rtol=1e-6, atol=1e-6)
+
+
+# (context_len, head_dim): the ModelConfig and config-section defaults, the GPU benchmark's
+# C=1024 with h=32, the tests' tiny ones, and cases that need the forced harmonic 1
+ROPE_CASES = [(80, 16), (60, 16), (1024, 32), (256, 32), (4096, 64), (8, 8), (16, 8), (4, 8),
+              (2, 8), (3, 4)]
+
+
+@pytest.mark.parametrize("C, h", ROPE_CASES)
+def test_rope_harmonics_are_integers_below_nyquist_and_include_1(C, h):
+    k = M.rope_harmonics(C, h)
+    assert k.dtype.kind == "i" and k.shape == (h // 2,)
+    assert k.min() >= 0 and k.max() <= max(1, (C - 1) // 2) and 1 in k
+    # the plain rounded geometric spectrum, unless it lacks the harmonic 1 (tiny head sizes)
+    ideal = np.clip(np.rint(C * 10_000.0 ** (-np.arange(h // 2) / (h // 2)) / (2 * np.pi)), 0,
+                    max(1, (C - 1) // 2))
+    if 1 in ideal:
+        np.testing.assert_array_equal(k, ideal)
+    else:
+        assert np.sum(k != ideal) == 1
+
+
+def test_rope_harmonics_known_answers():
+    np.testing.assert_array_equal(M.rope_harmonics(60, 16), [10, 3, 1, 0, 0, 0, 0, 0])
+    np.testing.assert_array_equal(M.rope_harmonics(1024, 32)[:11],
+                                  [163, 92, 52, 29, 16, 9, 5, 3, 2, 1, 1])
+    np.testing.assert_array_equal(M.rope_harmonics(16, 8), [3, 1, 0, 0])  # 1 forced
+    np.testing.assert_array_equal(M.rope_harmonics(2, 8), [1, 0, 0, 0])  # 1 forced
+
+
+@pytest.mark.parametrize("C, h", ROPE_CASES)
+def test_every_distance_in_the_window_is_a_distinct_rotation(C, h):
+    # Rotations form a group, so distances d != d' turn alike iff d - d' turns like 0: compare
+    # every distance 1..C-1 with distance 0 (the identity row), directly in float64.
+    cos_Cxh, sin_Cxh = M.rope_table(C, h)
+    np.testing.assert_array_equal(cos_Cxh[0], 1.0)
+    moved = (cos_Cxh[1:].astype(np.float64) - 1) ** 2 + sin_Cxh[1:].astype(np.float64) ** 2
+    assert moved.sum(-1).min() > 1e-6  # >= (2*pi/C)^2 from the harmonic 1 alone
+    # the same in exact integers: no distance 0 < d < C turns every pair by a multiple of 2*pi
+    assert np.gcd.reduce(np.append(M.rope_harmonics(C, h), C)) == 1
+
+
+def test_rope_of_t_mod_context_equals_the_exact_angle_up_to_ten_million_steps():
+    cfg = cfg_(d_model=64, n_heads=2, context_len=60)  # h = 32
+    theta = 2 * np.pi * M.rope_harmonics(60, 32).astype(np.float64) / 60
+    t = np.array([0, 1, 59, 60, 61, 1234, 99_991, 1_000_003, 9_999_999, 10_000_000, 10_000_037])
+    cos, sin = jax.jit(lambda p: M._rope_angles(cfg, p))(jnp.asarray(t, jnp.int32))
+    angle = t[:, None].astype(np.float64) * theta  # float64: exact enough at 1e7 * 2pi
+    np.testing.assert_allclose(cos, np.cos(angle), atol=1e-6)
+    np.testing.assert_allclose(sin, np.sin(angle), atol=1e-6)
+    x = np.random.default_rng(0).normal(size=(len(t), 3, 32)).astype(np.float32)
+    rotated = np.asarray(M._rotate(jnp.asarray(x), cos, sin), np.float64)
+    x1, x2, c, s = x[..., :16], x[..., 16:], np.cos(angle)[:, None], np.sin(angle)[:, None]
+    exact = np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], -1)
+    np.testing.assert_allclose(rotated, exact, atol=1e-5)
+
+
+def test_cache_layout_and_keys_stored_rotated_by_their_slot():
+    """Each layer's cache is its own [B, C, N, h] array; a cached key is the raw key of its
+    token rotated ONCE by the angles of its slot (so decoding never re-rotates the cache)."""
+    cfg = cfg_(context_len=4)
+    params = _init(cfg, jax.random.key(14))
+    B, T, C = 2, 11, 4  # the ring wraps twice
+    toks = tokens(cfg, B, T)
+
+    def run(params, toks):
+        def body(cache, tok):
+            return M.decode_step(params, cache, tok)[1], None
+        return jax.lax.scan(body, M.init_cache(params, B),
+                            jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), toks))[0]
+
+    cache = jax.jit(run)(params, toks)
+    assert isinstance(cache.k, tuple) and len(cache.k) == len(cache.v) == cfg.n_layers
+    assert all(x.shape == (B, C, cfg.n_heads, cfg.head_dim) for x in cache.k + cache.v)
+
+    def layer0_keys(params, toks):  # raw (un-rotated) keys of layer 0: [B, T, N, h]
+        module = M._module(params)
+        return module.blocks()[0].qkv_heads(module.embed(toks))[1]
+
+    raw = jax.jit(layer0_keys)(params, toks)
+    last = np.arange(T - C, T)  # the tokens still in the ring, slot t % C
+    cos, sin = M._rope_angles(cfg, jnp.asarray(last))
+    want = M._rotate(raw[:, last], cos[None], sin[None])
+    got = cache.k[0][:, last % C]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert np.abs(np.asarray(got) - np.asarray(raw[:, last])).max() > 1e-3  # rotation is real
+    one = jax.tree.map(lambda x: x[1], cache)  # stream 1's cache: leading axis B everywhere
+    np.testing.assert_array_equal(one.k[0], cache.k[0][1])
 
 
 def test_config_checks():

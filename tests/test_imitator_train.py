@@ -124,6 +124,16 @@ def test_checkpoint_round_trip_is_identical(runs, baseline, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, state, back)
 
 
+def test_checkpoint_of_another_model_revision_is_refused(runs, baseline, monkeypatch):
+    # A checkpoint whose parameters meant something else (older position encoding) must not
+    # load silently; the same config under a new revision is another imitator to train.
+    fp = T.fingerprint(baseline)
+    monkeypatch.setattr(M, "REVISION", M.REVISION + 1)
+    with pytest.raises(ArtifactError, match="model revision"):
+        T.load(T.output_dir(baseline))
+    assert T.fingerprint(baseline) != fp
+
+
 def test_nan_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(runs, baseline):
     from climit import histories
 

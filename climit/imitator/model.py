@@ -35,10 +35,21 @@ token ``t`` equals position ``t`` of :func:`forward` over the whole stream ``0..
 there is more than one layer: a cached key of layer 2 was computed when its token could still
 see ``L-1`` older tokens, so the receptive field reaches ``n_layers * (L-1)`` steps back.
 Training on sequences longer than ``L`` is what teaches the model that regime.)
-With RoPE, scores depend only on relative positions; the cache stores keys *un-rotated* and at
-every step rotates them with their position inside the current window (0 = oldest, ``L-1`` =
-newest), so angles stay small and nothing drifts after millions of steps. (The rotation is
-elementwise over the cache, the same order of work as reading it for attention.)
+
+**Periodic RoPE, keys rotated once.** RoPE pair ``i`` turns by ``theta_i = 2*pi*k_i / L`` per
+step, with an *integer* harmonic ``k_i`` of the window (:func:`rope_harmonics`: the usual
+geometric spectrum ``base**(-i/(h/2))`` rounded to the nearest harmonic below the Nyquist
+harmonic ``L/2``; pairs that round to 0 carry no position, as in p-RoPE, and the harmonic 1 is
+always present, so every distance ``0..L-1`` is a distinct rotation). A rotation by ``L`` steps
+is then the identity, so position ``t`` turns by exactly the angles of ``t mod L``: one cos/sin
+table of ``L`` rows (:func:`rope_table`, float64 angles of the integer phases
+``t * k_i mod L``) serves every position, with no large float angles and nothing that drifts
+after millions of steps. A score turns by ``(t_q - t_k) * theta``, whichever multiples of ``L``
+the two positions carry, so the cache can store each key *rotated once*, by the angles of the
+slot it is written to (slot = ``t mod L``): a decode step then reads each layer's cached keys
+and values once, in the attention itself, instead of re-rotating the whole cache every step
+(read, write, read again: 2-3x the memory traffic), and it equals the forward pass however many
+times the ring has wrapped.
 
 **Context-ablated model** (``episode_local``): attention is restricted to the current episode
 and the previous action/reward are blanked at episode starts, so the model sees exactly the
@@ -66,6 +77,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+# What saved parameters mean. Bump when the same parameters would compute something else, so
+# that old checkpoints are refused instead of silently misread. 2: harmonic RoPE (positions
+# taken modulo the context), keys cached rotated.
+REVISION = 2
 NO_ACTION = -1  # prev_action of the first step of a stream
 MASKED_LOGIT = -1e9
 _CATEGORICAL_MAX_ENTRIES = 8
@@ -158,11 +173,15 @@ class Cache:
     """Ring-buffer KV cache of a batch of B independent streams (leading axis B everywhere,
     so ``cache[i]`` -- ``jax.tree.map(lambda x: x[i], cache)`` -- is stream i's cache).
 
-    Keys are stored *un-rotated*; the slot written at step t is ``t % C``.
+    Token ``t`` goes to slot ``t % C``. Keys are stored *already rotated* by the RoPE angles of
+    their slot (periodic RoPE: those are the angles of ``t`` itself), so a decode step reads
+    each layer's keys and values once, in the attention, and never rewrites the cache beyond
+    the new slot. One array per layer keeps a layer's cache contiguous ([B, C, N, h]), so its
+    attention reads one block.
     """
 
-    k: jax.Array  # [B, n_layers, C, N, h] compute dtype
-    v: jax.Array  # [B, n_layers, C, N, h]
+    k: tuple[jax.Array, ...]  # n_layers x [B, C, N, h] compute dtype, rotated by slot
+    v: tuple[jax.Array, ...]  # n_layers x [B, C, N, h] compute dtype
     seg_BxC: jax.Array  # int32: episode counter of the token in each slot
     t_B: jax.Array  # int32: tokens written so far
     episode_B: jax.Array  # int32: episode counter of the newest token
@@ -295,12 +314,47 @@ def num_params(params: Params) -> int:
 # RoPE and attention
 # ---------------------------------------------------------------------------------------------
 
+def rope_harmonics(context_len: int, head_dim: int, base: float = 10_000.0) -> np.ndarray:
+    """Integer harmonics ``k_i`` [h/2] (int64) of the window: RoPE pair ``i`` turns by
+    ``2*pi*k_i/context_len`` per step, so every rotation is periodic in the window.
+
+    ``k_i = round(C * base**(-i/(h/2)) / (2*pi))`` clipped to ``[0, max(1, (C-1)//2)]`` (below
+    the Nyquist harmonic C/2, where frequencies would alias). If no pair rounds to 1 (small head
+    sizes, e.g. C=16, h=8, or C <= 3), the first pair that rounds to 0 (else the last pair) gets
+    1: the harmonic 1 makes every distance ``0..C-1`` a distinct rotation.
+    """
+    C, half = context_len, head_dim // 2
+    ideal = C * base ** (-np.arange(half, dtype=np.float64) / half) / (2 * np.pi)
+    k = np.clip(np.rint(ideal), 0, max(1, (C - 1) // 2)).astype(np.int64)
+    if C > 1 and not np.any(k == 1):
+        zero = np.flatnonzero(k == 0)
+        k[zero[0] if zero.size else half - 1] = 1
+    return k
+
+
+@functools.lru_cache(maxsize=None)
+def rope_table(context_len: int, head_dim: int,
+               base: float = 10_000.0) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin [C, h/2] float32 of the angles of positions ``0..C-1`` (= any ``t`` mod C).
+
+    The phase ``t * k_i mod C`` is exact integer arithmetic; angles and cos/sin are float64,
+    rounded to float32 once.
+    """
+    C = context_len
+    phase_Cxh = (np.arange(C, dtype=np.int64)[:, None] * rope_harmonics(C, head_dim, base)) % C
+    angle = 2 * np.pi * phase_Cxh.astype(np.float64) / C
+    cos_Cxh, sin_Cxh = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+    cos_Cxh.setflags(write=False)  # shared by the lru_cache
+    sin_Cxh.setflags(write=False)
+    return cos_Cxh, sin_Cxh
+
+
 def _rope_angles(cfg: ModelConfig, pos: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Integer positions [...] (within a window: 0..L-1) -> cos, sin [..., h/2] float32."""
-    half = cfg.head_dim // 2
-    inv_freq = cfg.rope_base ** (-np.arange(half, dtype=np.float64) / half)
-    angle = pos.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)
-    return jnp.cos(angle), jnp.sin(angle)
+    """Non-negative integer positions [...] (any size) -> cos, sin [..., h/2] float32: the
+    table row of ``pos mod C`` (exactly the angles of ``pos`` itself, by periodicity)."""
+    cos_Cxh, sin_Cxh = rope_table(cfg.context_len, cfg.head_dim, cfg.rope_base)
+    row = jnp.asarray(pos, jnp.int32) % cfg.context_len
+    return jnp.asarray(cos_Cxh)[row], jnp.asarray(sin_Cxh)[row]
 
 
 def _rotate(x_xNxh: jax.Array, cos_xh: jax.Array, sin_xh: jax.Array) -> jax.Array:
@@ -349,7 +403,8 @@ def _segments(episode_start_BxL: jax.Array) -> jax.Array:
 
 def forward(params: Params, tokens_BxT: Tokens, *, dropout_key: jax.Array | None = None) -> jax.Array:
     """Causal pass with attention windows of ``cfg.context_len``: Tokens with leaves [B, T, ...]
-    -> logits_BxTxA float32. ``T`` may exceed the context (banded mask); positions are 0..T-1.
+    -> logits_BxTxA float32. ``T`` may exceed the context (banded mask); positions are 0..T-1
+    (periodic RoPE: only ``t mod C`` matters).
     ``dropout_key`` enables dropout (training only).
     """
     cfg = params.cfg
@@ -376,9 +431,11 @@ def forward(params: Params, tokens_BxT: Tokens, *, dropout_key: jax.Array | None
 def init_cache(params_or_cfg: Params | ModelConfig, batch_size: int) -> Cache:
     """An empty cache for ``batch_size`` streams (context = ``cfg.context_len`` slots)."""
     cfg = params_or_cfg.cfg if isinstance(params_or_cfg, Params) else params_or_cfg
-    shape = (batch_size, cfg.n_layers, cfg.context_len, cfg.n_heads, cfg.head_dim)
+    shape = (batch_size, cfg.context_len, cfg.n_heads, cfg.head_dim)
     zeros_B = jnp.zeros((batch_size,), jnp.int32)
-    return Cache(k=jnp.zeros(shape, cfg.dtype), v=jnp.zeros(shape, cfg.dtype),
+    layers = range(cfg.n_layers)
+    return Cache(k=tuple(jnp.zeros(shape, cfg.dtype) for _ in layers),
+                 v=tuple(jnp.zeros(shape, cfg.dtype) for _ in layers),
                  seg_BxC=jnp.zeros((batch_size, cfg.context_len), jnp.int32),
                  t_B=zeros_B, episode_B=zeros_B)
 
@@ -395,35 +452,30 @@ def decode_step(params: Params, cache: Cache, tokens_B: Tokens) -> tuple[jax.Arr
     t_B = cache.t_B
     slot_B = t_B % C
     batch_B = jnp.arange(t_B.shape[0])
+    write = dict(indices_are_sorted=True, unique_indices=True)  # one slot per stream
     episode_B = cache.episode_B + tokens_B.episode_start.astype(jnp.int32)
-    seg_BxC = cache.seg_BxC.at[batch_B, slot_B].set(episode_B)
-    # Position of each slot inside the current window: slot s holds step t - ((t - s) mod C),
-    # i.e. window position C-1 - ((t - s) mod C) once full; before that, the step itself.
+    seg_BxC = cache.seg_BxC.at[batch_B, slot_B].set(episode_B, **write)
     slots_C = jnp.arange(C)
-    full_B = t_B >= C - 1
-    pos_BxC = jnp.where(full_B[:, None], (slots_C[None] - t_B[:, None] - 1) % C, slots_C[None])
-    valid_BxC = full_B[:, None] | (slots_C[None] <= t_B[:, None])
+    valid_BxC = (t_B[:, None] >= C - 1) | (slots_C[None] <= t_B[:, None])
     if cfg.episode_local:
         valid_BxC &= seg_BxC == episode_B[:, None]
-    # One cos/sin table for the C window positions (a compile-time constant), gathered per
-    # slot: no transcendental per cached key per step.
-    cos_Cxh, sin_Cxh = _rope_angles(cfg, jnp.arange(C))
-    cos_k, sin_k = cos_Cxh[pos_BxC], sin_Cxh[pos_BxC]  # [B, C, h/2]
-    q_pos_B = jnp.minimum(t_B, C - 1)
-    cos_q, sin_q = cos_Cxh[q_pos_B], sin_Cxh[q_pos_B]  # [B, h/2]
     mask_Bx1x1xC = valid_BxC[:, None, None, :]
-    k_all, v_all = cache.k, cache.v
+    # Periodic RoPE: token t turns by the angles of its slot t % C, its query now and its key
+    # once, when written; cached keys already carry theirs, so attention reads them as they are.
+    cos_B, sin_B = _rope_angles(cfg, slot_B)
+    k_cache, v_cache = [], []
     x_BxD = model.embed(tokens_B)
-    for layer, block in enumerate(model.blocks()):
+    for k_BxCxNxh, v_BxCxNxh, block in zip(cache.k, cache.v, model.blocks()):
         q, k, v = block.qkv_heads(x_BxD)  # [B, N, h]
-        k_all = k_all.at[batch_B, layer, slot_B].set(k)
-        v_all = v_all.at[batch_B, layer, slot_B].set(v)
-        q = _rotate(q, cos_q, sin_q)
-        keys = _rotate(k_all[:, layer], cos_k, sin_k)
-        attn = jax.nn.dot_product_attention(q[:, None], keys, v_all[:, layer], mask=mask_Bx1x1xC,
-                                            implementation="xla")
+        k_BxCxNxh = k_BxCxNxh.at[batch_B, slot_B].set(_rotate(k, cos_B, sin_B), **write)
+        v_BxCxNxh = v_BxCxNxh.at[batch_B, slot_B].set(v, **write)
+        attn = jax.nn.dot_product_attention(_rotate(q, cos_B, sin_B)[:, None], k_BxCxNxh,
+                                            v_BxCxNxh, mask=mask_Bx1x1xC, implementation="xla")
         x_BxD = block.finish(x_BxD, attn[:, 0], 0.0, None)
-    new = Cache(k=k_all, v=v_all, seg_BxC=seg_BxC, t_B=t_B + 1, episode_B=episode_B)
+        k_cache.append(k_BxCxNxh)
+        v_cache.append(v_BxCxNxh)
+    new = Cache(k=tuple(k_cache), v=tuple(v_cache), seg_BxC=seg_BxC, t_B=t_B + 1,
+                episode_B=episode_B)
     return model.logits(x_BxD), new
 
 

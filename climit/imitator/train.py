@@ -45,7 +45,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from climit import checkpoint, histories, parallel
 from climit import config as config_lib
-from climit.errors import ClimitError, TrainingDiverged
+from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.imitator import data as data_lib
 from climit.imitator import model as model_lib
 from climit.metrics import MetricsLogger
@@ -93,7 +93,8 @@ def fingerprint(cfg: config_lib.ExperimentConfig) -> str:
     sections that shape the histories, and the root seed."""
     defaults = config_lib.ImitatorConfig()
     icfg = dataclasses.replace(cfg.imitator, **{f: getattr(defaults, f) for f in _NEUTRAL_FIELDS})
-    return config_lib.fingerprint(icfg, cfg.env, cfg.teacher, cfg.histories, cfg.run.seed)
+    return config_lib.fingerprint(icfg, cfg.env, cfg.teacher, cfg.histories, cfg.run.seed,
+                                  model_lib.REVISION)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +226,7 @@ def _prepare(cfg: config_lib.ExperimentConfig, history: Any) -> _Setup:
 def _checkpoint_config(cfg: config_lib.ExperimentConfig, mcfg: model_lib.ModelConfig) -> dict:
     """The resolved config plus the imitator's network description and fingerprint."""
     return {**config_lib.to_dict(cfg), "imitator_model": dataclasses.asdict(mcfg),
-            "imitator_fingerprint": fingerprint(cfg)}
+            "imitator_model_revision": model_lib.REVISION, "imitator_fingerprint": fingerprint(cfg)}
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -517,7 +518,7 @@ def load(path: str | Path, step: int | str = "best", *, compute_dtype: str | Non
             ``imitator.compute_dtype`` for this machine (auto: bf16 on GPU, fp32 on CPU).
 
     Raises:
-        ArtifactError: no checkpoint there, or a damaged one.
+        ArtifactError: no checkpoint there, a damaged one, or one from an older model revision.
     """
     ckpt_dir = Path(path) / "checkpoints"
     with checkpoint.Checkpointer(ckpt_dir, readonly=True) as ckpt:
@@ -529,6 +530,11 @@ def load(path: str | Path, step: int | str = "best", *, compute_dtype: str | Non
         raw = dict(meta["config"])
         saved_model = raw.pop("imitator_model")
         raw.pop("imitator_fingerprint", None)
+        revision = raw.pop("imitator_model_revision", 1)
+        if revision != model_lib.REVISION:
+            raise ArtifactError(f"{path} was saved by a climit whose imitator computes positions "
+                                f"differently (model revision {revision}, this one "
+                                f"{model_lib.REVISION}); train it again with `climit imitate`")
         cfg = config_lib.from_dict(raw)
         mcfg = model_lib.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v
                                         for k, v in saved_model.items()})
