@@ -87,6 +87,9 @@ def test_sampler_is_pure_covers_each_epoch_once_and_replicas_differ():
     np.testing.assert_array_equal(s.ids(7), D.Sampler(96, 8, 5).ids(7))  # resumable: f(seed, i)
     assert not np.array_equal(s.ids(3, replica=0), s.ids(3, replica=1))
     assert not np.array_equal(s.ids(3), D.Sampler(96, 8, 6).ids(3))
+    # all replicas at once: row r is replica r's batch
+    np.testing.assert_array_equal(s.ids(9, np.array([0, 3, 1])),
+                                  np.stack([s.ids(9, r) for r in (0, 3, 1)]))
 
 
 def test_ad_windows_are_exact_slices_across_episodes(hist, ragged):
@@ -203,3 +206,87 @@ def test_too_long_sequences_are_a_clear_error(ragged):
     assert ds.num_windows == 0
     with pytest.raises(ClimitError, match="context_len"):
         D.Loader(ds, 4, 1, 0)
+
+
+def stacked_windows(ds, ids):
+    """The reference: ``ds.window`` of each id, stacked."""
+    parts = [ds.window(int(w)) for w in ids]
+    return D.Batch(D.Tokens(*[np.stack([p.tokens[k] for p in parts]) for k in range(4)]),
+                   np.stack([p.target for p in parts]))
+
+
+def assert_batches_identical(a, b):
+    for x, y in zip((*a.tokens, a.target), (*b.tokens, b.target)):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x, y)
+
+
+VARIANTS = [dict(seq_len=13), dict(seq_len=40), dict(seq_len=10, subsample=3),
+            dict(variant="ed", seq_len=5, ed_fraction=0.3),
+            dict(variant="single_episode", seq_len=9),
+            dict(variant="shuffled", seq_len=10, subsample=2),
+            dict(variant="shuffled", seq_len=6, subsample=2, horizon=122, seed=4),
+            dict(variant="ed", seq_len=4, subsample=2, horizon=100, ed_fraction=0.5)]
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(f"{k}{v}" for k, v in kw.items()))
+def test_vectorized_windows_equal_stacked_window_for_every_variant(hist, ragged, kw):
+    """In memory and in the per-window fallback, a batch is bit-identical to stacking window():
+    random ids, every window at virtual offset 0 (no previous step), and the windows on both
+    sides of every stream boundary of the flat index; long windows span many episodes."""
+    rng = np.random.default_rng(len(str(kw)))
+    for h, streams in ((hist, [3, 0, 7, 8, 9, 23, 12]), (ragged, [1, 0])):
+        spec = D.DatasetSpec(**kw)
+        ds = D.WindowDataset(h, streams, spec)
+        slow = D.WindowDataset(h, streams, spec, max_bytes=0)
+        assert ds.in_memory and not slow.in_memory and ds.num_windows == slow.num_windows > 0
+        starts = ds._first[:-1][np.diff(ds._first) > 0]
+        ids = np.concatenate([rng.integers(0, ds.num_windows, 24), starts, starts[1:] - 1,
+                              [ds.num_windows - 1]])
+        ref = stacked_windows(ds, ids)
+        assert ref.target.dtype == ref.tokens.prev_action.dtype == np.int32
+        assert (ref.tokens.prev_action[:, 0] == NO_ACTION).sum() >= len(starts)
+        assert_batches_identical(ds.windows(ids), ref)
+        assert_batches_identical(slow.windows(ids), ref)
+
+
+def test_loader_batches_are_the_same_in_memory_and_window_by_window(hist):
+    """A tight budget still fits (reading the virtual streams in several groups), no budget
+    falls back; the [S, B, T] batches and held-out batches agree exactly either way."""
+    spec = D.DatasetSpec(variant="shuffled", seq_len=12, subsample=8)
+    streams = list(range(hist.num_streams))
+    need = D.virtual_bytes(hist, D.WindowDataset(hist, streams, spec, max_bytes=0).num_tokens)
+    tight = D.WindowDataset(hist, streams, spec, max_bytes=need)
+    slow = D.WindowDataset(hist, streams, spec, max_bytes=need - 1)
+    assert tight.in_memory and not slow.in_memory
+    groups = tight._read_groups()
+    assert len(groups) > 5 and sum(groups, []) == list(range(len(streams)))
+    for step in (0, 5):
+        fast, ref = D.Loader(tight, 8, 3, 2).batch(step), D.Loader(slow, 8, 3, 2).batch(step)
+        assert_batches_identical(fast, ref)
+        assert fast.target.shape == (3, 8, 12)
+        ids = D.Sampler(tight.num_windows, 8, 2).ids(step, 1)
+        assert_batches_identical(D.Batch(D.Tokens(*[x[1] for x in fast.tokens]), fast.target[1]),
+                                 stacked_windows(slow, ids))
+    for a, b in zip(D.heldout_batches(tight, 2, 8, 0), D.heldout_batches(slow, 2, 8, 0)):
+        assert_batches_identical(a, b)
+    with pytest.raises(IndexError):
+        tight.windows([tight.num_windows])
+
+
+@pytest.mark.parametrize("cache_bytes", [1, 512 << 20])
+def test_read_streams_equals_stacked_reads(hist, cache_bytes):
+    """Streams from several storage blocks, in any order, repeated; ranges across chunk edges."""
+    h = histories.open(hist.path, cache_bytes=cache_bytes)
+    streams = [7, 2, 0, 23, 7, 11]
+    for field in histories.STEP_FIELDS:
+        for t0, t1 in ((0, None), (60, 130), (64, 128), (5, 6), (70, 70), (199, 200)):
+            got = h.read_streams(field, streams, t0, t1)
+            want = np.stack([h.read(field, s, t0, t1) for s in streams])
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+    assert h.read_streams("obs", [], 3, 9).shape == (0, 6, 2)
+    with pytest.raises(IndexError, match="out of range"):
+        h.read_streams("action", [0, h.num_streams])
+    with pytest.raises(IndexError, match="outside"):
+        h.read_streams("action", [0], 10, 500)
