@@ -237,6 +237,9 @@ class ImitatorConfig:
     eval_batches: int = field(4, "held-out batches per evaluation", min=1)
     keep_checkpoints: int = field(2, "latest checkpoints kept (plus the best)", min=1)
     prefetch: int = field(2, "batches assembled ahead by a background thread (0: none)", min=0)
+    data_memory_mb: int = field(512, "decoded history held in memory per dataset (train, held-out) "
+                                "for vectorized batches; larger histories are read window by "
+                                "window (same batches, slower)", min=0)
     compute_dtype: Literal["auto", "float32", "bfloat16"] = field(
         "auto", "activation dtype: bf16 on GPU/TPU, fp32 on CPU when auto")
     attention: Literal["auto", "xla", "cudnn"] = field(

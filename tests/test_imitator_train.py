@@ -124,6 +124,17 @@ def test_checkpoint_round_trip_is_identical(runs, baseline, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, state, back)
 
 
+def test_data_memory_budget_only_chooses_the_reader(runs, baseline):
+    # 0 MB: every batch is read window by window; the batches, and so the imitator, are the same.
+    small = make_cfg(runs, "lowmem", *SHORT, "imitator.data_memory_mb=0")
+    assert T.fingerprint(small) == T.fingerprint(baseline)
+    history = T.open_histories(T.histories_dir(baseline))
+    fast, slow = T._prepare(baseline, history), T._prepare(small, history)
+    assert fast.train_set.in_memory and not slow.train_set.in_memory
+    ids = np.arange(0, fast.train_set.num_windows, 7)
+    jax.tree.map(np.testing.assert_array_equal, fast.train_set.windows(ids), slow.train_set.windows(ids))
+
+
 def test_checkpoint_of_another_model_revision_is_refused(runs, baseline, monkeypatch):
     # A checkpoint whose parameters meant something else (older position encoding) must not
     # load silently; the same config under a new revision is another imitator to train.

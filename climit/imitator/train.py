@@ -53,7 +53,7 @@ from climit.metrics import MetricsLogger
 _KEY_SALT = 0x1D17  # separates the imitator's key stream from the teacher's
 
 # Config fields that do not change what is trained (a resumed run may change them).
-_NEUTRAL_FIELDS = ("log_every", "prefetch", "eval_every", "keep_checkpoints")
+_NEUTRAL_FIELDS = ("log_every", "prefetch", "data_memory_mb", "eval_every", "keep_checkpoints")
 
 
 class TrainState(struct.PyTreeNode):
@@ -218,8 +218,9 @@ def _prepare(cfg: config_lib.ExperimentConfig, history: Any) -> _Setup:
     spec = data_lib.DatasetSpec.from_config(icfg, cfg.run.seed)
     train_streams, heldout_streams = data_lib.split_streams(history, icfg.heldout_fraction,
                                                             cfg.run.seed)
-    return _Setup(mcfg, data_lib.WindowDataset(history, train_streams, spec),
-                  data_lib.WindowDataset(history, heldout_streams, spec),
+    budget = icfg.data_memory_mb * 2**20
+    return _Setup(mcfg, data_lib.WindowDataset(history, train_streams, spec, max_bytes=budget),
+                  data_lib.WindowDataset(history, heldout_streams, spec, max_bytes=budget),
                   train_streams, heldout_streams)
 
 
@@ -242,7 +243,7 @@ class _Programs(NamedTuple):
 
 # Fields that only change the data or the bookkeeping, not the compiled programs.
 _DATA_FIELDS = ("variant", "subsample", "ed_fraction", "horizon", "heldout_fraction", "log_every",
-                "eval_every", "eval_batches", "keep_checkpoints", "prefetch")
+                "eval_every", "eval_batches", "keep_checkpoints", "prefetch", "data_memory_mb")
 
 
 def _programs(mcfg: model_lib.ModelConfig, icfg: config_lib.ImitatorConfig,
