@@ -529,22 +529,9 @@ class History:
 
         Returns [t1 - t0, ...] in the stored dtype. Loads only the chunks it overlaps.
         """
-        t1, starts, key0, key1 = self._span(field, t0, t1)
         if not 0 <= stream < self.num_streams:
             raise IndexError(f"stream {stream} out of range [0, {self.num_streams})")
-        block, row = divmod(stream, self.meta["streams_per_chunk"])
-        parts = []
-        first = max(int(np.searchsorted(starts, t0, side="right")) - 1, 0)
-        for ci in range(first, len(starts)):
-            c = self.manifest["chunks"][ci]
-            if c[key0] >= t1:
-                break
-            lo, hi = max(t0, c[key0]), min(t1, c[key1])
-            if hi > lo:
-                parts.append(self._load(ci, block, field)[row, lo - c[key0]:hi - c[key0]])
-        if parts:
-            return np.concatenate(parts)
-        return np.zeros((0, *self._field_shape(field)), self.meta["dtypes"][field])
+        return self.read_streams(field, [stream], t0, t1)[0]
 
     def read_streams(self, field: str, streams: Sequence[int], t0: int = 0,
                      t1: int | None = None) -> np.ndarray:
