@@ -278,7 +278,7 @@ class Checkpointer:
              metrics: dict | None = None) -> None:
         """Save ``tree`` at ``step`` (synchronously), then apply the retention policy.
 
-        ``config``: the resolved config dict; ``metrics``: flat JSON numbers (used by ``best``).
+        ``config``: the resolved config dict; ``metrics``: JSON values (the ``best`` one a number).
         A step that already exists is replaced (a resumed run re-saves the steps it redoes).
         """
         if self.readonly:

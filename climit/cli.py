@@ -214,6 +214,10 @@ def cmd_imitate(args: argparse.Namespace) -> int:
           f"heldout_action_accuracy {summary['heldout_action_accuracy']:.3f} "
           f"(chance {summary['chance_accuracy']:.3f}), {summary['params']} params x "
           f"{summary['seeds']} seeds -> {train.output_dir(cfg)}")
+    if "heldout_accuracy_by_position" in summary:
+        profile = " ".join(f"{a:.3f}" for a in summary["heldout_accuracy_by_position"])
+        print(f"imitator {summary['tag']}: held-out accuracy by sequence position "
+              f"{summary['position_bins']}: {profile}")
     return 0
 
 

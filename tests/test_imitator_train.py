@@ -75,6 +75,13 @@ def test_loss_falls_and_heldout_accuracy_beats_chance(runs):
     assert s["heldout_loss"] < 0.4
     for key in ("heldout_loss", "heldout_action_accuracy", "tokens_per_s", "params"):
         assert isinstance(s[key], (int, float)) and s[key] > 0
+    # Accuracy by position: 8 bins of 2 of the 16 positions. Position 0 lacks the reward two
+    # steps back (its window starts mid-stream), so ~1/2 there; every later one has it.
+    profile = s["heldout_accuracy_by_position"]
+    assert s["position_bins"] == list(range(0, 17, 2)) and len(profile) == 8
+    assert np.mean(profile) == pytest.approx(s["heldout_action_accuracy"], abs=1e-6)
+    assert profile[0] < np.mean(profile[1:]) - 0.1 and min(profile[1:]) > 0.85, profile
+    assert recs[-1]["heldout_accuracy_by_position"] == profile
     loaded = T.load(T.output_dir(cfg))
     assert s["params"] == M.num_params(loaded.params) // cfg.imitator.seeds
     setup = T._prepare(cfg, T.open_histories(T.histories_dir(cfg)))

@@ -6,7 +6,8 @@ checkpoint) and writes ``runs/NAME/imitator/<tag>/``::
 
     checkpoints/    orbax steps (latest ``keep_checkpoints`` + the best by held-out loss)
     metrics.jsonl   train loss/accuracy every ``log_every`` steps, held-out ones every ``eval_every``
-    summary.json    heldout_loss, heldout_action_accuracy, tokens_per_s, params, ... (final)
+    summary.json    heldout_loss, heldout_action_accuracy, heldout_accuracy_by_position,
+                    tokens_per_s, params, ... (final)
     config.yaml     the resolved config
 
 ``<tag>`` names the dataset variant (:func:`tag`: ``ad``, ``ed``, ``shuffled``,
@@ -190,12 +191,13 @@ def train_step(mcfg: model_lib.ModelConfig, icfg: config_lib.ImitatorConfig, key
 
 
 def eval_sums(mcfg: model_lib.ModelConfig, tree: dict, batch: data_lib.Batch) -> tuple[jax.Array, jax.Array]:
-    """Summed plain cross-entropy and correct predictions per seed: ([S], [S]); ``batch`` leaves
-    are [B, T, ...] shared by every seed."""
+    """Summed plain cross-entropy per seed [S] and correct predictions per seed and sequence
+    position [S, T] (summed over the batch); ``batch`` leaves are [B, T, ...] shared by every
+    seed."""
     def one_seed(tree):
         logits = model_lib.forward(model_lib.Params(mcfg, tree), batch.tokens)
         loss, correct = action_loss(mcfg, logits, batch.target)
-        return loss.sum(), correct.sum()
+        return loss.sum(), correct.sum(0, dtype=jnp.int32)
 
     return jax.vmap(one_seed)(tree)
 
@@ -351,13 +353,15 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
                            run_name=f"{cfg.run.name}/imitator/{tag(icfg)}") if primary else None
 
     def evaluate(tree: dict) -> dict:
-        loss = acc = 0.0
+        loss = correct_SxT = 0.0
         for b in heldout:
-            s_loss, s_acc = programs.eval(tree, to_global(b, heldout_sharding, 0))
-            loss, acc = loss + np.asarray(s_loss), acc + np.asarray(s_acc)
-        tokens = icfg.eval_batches * icfg.batch_size * setup.heldout_set.spec.seq_len
+            s_loss, s_correct = programs.eval(tree, to_global(b, heldout_sharding, 0))
+            loss, correct_SxT = loss + np.asarray(s_loss), correct_SxT + np.asarray(s_correct)
+        sequences = icfg.eval_batches * icfg.batch_size
+        tokens = sequences * setup.heldout_set.spec.seq_len
         return {"heldout_loss_per_seed": (loss / tokens).tolist(),
-                "heldout_accuracy_per_seed": (acc / tokens).tolist()}
+                "heldout_accuracy_per_seed": (correct_SxT.sum(-1) / tokens).tolist(),
+                **accuracy_by_position(correct_SxT / sequences)}
 
     tokens_per_step = icfg.seeds * icfg.batch_size * setup.train_set.spec.seq_len
     batches = data_lib.Prefetcher(loader.batch, start, icfg.train_steps, icfg.prefetch)
@@ -388,9 +392,10 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
                                   bool(np.all(np.isfinite(last_eval["heldout_loss_per_seed"]))),
                                   step, ckpt)
                     rec.update(_means(last_eval))
+                    rec.update({k: last_eval[k] for k in _PROFILE})
                     ckpt.save(step, state, config=_checkpoint_config(cfg, mcfg),
-                              metrics={"heldout_loss": rec["heldout_loss"],
-                                       "heldout_action_accuracy": rec["heldout_action_accuracy"]})
+                              metrics={k: rec[k] for k in ("heldout_loss",
+                                                           "heldout_action_accuracy", *_PROFILE)})
                 if logger is not None:
                     logger.log(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.2f}")
@@ -415,6 +420,25 @@ def _progress(enabled: bool, start: int, total: int, name: str) -> Any:
 
     return tqdm(total=total, initial=start, desc=f"imitate {name}", disable=not enabled,
                 dynamic_ncols=True)
+
+
+POSITION_BINS = 8
+_PROFILE = ("heldout_accuracy_by_position", "position_bins")  # logged, checkpointed, summarised
+
+
+def accuracy_by_position(accuracy_SxT: np.ndarray) -> dict:
+    """Held-out accuracy against the position in the training sequence, in ``POSITION_BINS``
+    near-equal bins of positions, averaged over seeds.
+
+    The diagnostic of in-context learning that needs no rollout: a token at position p sees
+    min(p + 1, context_len) steps of its own learner (windows start anywhere in a stream), so
+    accuracy that climbs across the first ``context_len`` positions is accuracy the context
+    buys; a flat profile means the model predicts from the current step alone.
+    """
+    t = accuracy_SxT.shape[-1]
+    parts = np.array_split(np.arange(t), min(POSITION_BINS, t))
+    return {"heldout_accuracy_by_position": [float(accuracy_SxT[:, p].mean()) for p in parts],
+            "position_bins": [int(p[0]) for p in parts] + [t]}
 
 
 def _means(ev: dict) -> dict:
@@ -452,7 +476,8 @@ def _summary(cfg: config_lib.ExperimentConfig, setup: _Setup, out: Path, last_ev
         with checkpoint.Checkpointer(out / "checkpoints", readonly=True) as ckpt:
             metrics = ckpt.metadata()["metrics"]
         last_eval = {"heldout_loss_per_seed": [metrics["heldout_loss"]],
-                     "heldout_accuracy_per_seed": [metrics["heldout_action_accuracy"]]}
+                     "heldout_accuracy_per_seed": [metrics["heldout_action_accuracy"]],
+                     **{k: metrics[k] for k in _PROFILE if k in metrics}}
     valid = sum(mcfg.action_mask)
     return {
         "tag": tag(icfg), "variant": icfg.variant, "horizon": icfg.horizon,
