@@ -466,6 +466,23 @@ def load_imitators(cfg: ExperimentConfig, run_dir: Path, roles: dict[str, Experi
     return out
 
 
+_TRAINING_FACTS = ("tag", "seeds", "final_step", "params", "heldout_loss", "heldout_action_accuracy",
+                   "chance_accuracy", "heldout_accuracy_by_position", "position_bins")
+
+
+def training_facts(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict[str, dict]:
+    """What each imitator's training measured offline (from its summary.json), by role: the
+    report shows it beside the rollouts."""
+    from climit.imitator import train as imitator_train
+
+    out = {}
+    for role, rcfg in roles.items():
+        s = _read_summary(Path(run_dir) / "imitator" / imitator_train.tag(rcfg.imitator)
+                          / "summary.json")
+        out[role] = {k: s[k] for k in _TRAINING_FACTS if k in s}
+    return out
+
+
 def _read_summary(path: Path) -> dict:
     import json
 
@@ -578,6 +595,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
         "bootstrap": ev.bootstrap, "final_frac": ev.final_frac, "ablation": ev.ablation,
         "fingerprint": fingerprint(cfg), "tasks": {"a": np.asarray(tasks).tolist()},
         "imitator_steps": {role: int(im.step) for role, im in imitators.items()},
+        "imitators": training_facts(run_dir, p.imitators),
         "timing_s": timing, "skipped": skipped, "config": config_lib.to_dict(cfg), "tests": tests,
     }
     if parallel.is_primary():

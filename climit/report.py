@@ -5,7 +5,8 @@ any machine from the evaluation artifacts. Writes:
 
 - ``report.md``: per test a verdict table (imitator, controls and DQN side by side, ratios to the
   DQN with intervals), the criteria behind the verdict, and a plain-language reading of what the
-  numbers do and do not show;
+  numbers do and do not show; then what each imitator's training measured offline (held-out
+  next-action loss and accuracy, and accuracy against the position in the sequence);
 - ``test_a.png``, ``test_b.png``, ``test_c.png``: return against env steps, every agent's mean
   curve with its shaded bootstrap interval, markers at the context length and at H;
 - ``summary.json``: the headline numbers under stable keys ``tests.{a,b,c}`` (see
@@ -14,7 +15,8 @@ any machine from the evaluation artifacts. Writes:
 The evaluation artifacts (written by :func:`write_eval`, read by :func:`load_eval`):
 ``results.json`` holds ``{"format": 1, "env", "transfer", "context_steps", "horizon",
 "horizon_factor", "mode", "confidence", "bootstrap", "final_frac", "config", "tests": {KEY:
-stats.summarize_test(...) + {"env", "markers": {"context", "horizon"}}}}``, and ``curves.npz``
+stats.summarize_test(...) + {"env", "markers": {"context", "horizon"}}}, "imitators": {ROLE:
+what its training measured offline}}``, and ``curves.npz``
 holds ``KEY.grid`` [P] (env steps) and ``KEY.AGENT`` [S, K, P] for each test KEY and agent.
 """
 
@@ -362,7 +364,40 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"- {name}: **{mark}** ({evidence})")
         lines += ["", *[p + "\n" for p in reading(key, test, results)],
                   f"![test {key}](test_{key}.png)", ""]
+    lines += imitator_section(results.get("imitators", {}))
     return "\n".join(lines)
+
+
+ROLE_LABELS = {**AGENTS, "imitator_h": "imitator (AD, first H steps)",
+               "ed_h": "ED (first H steps)", "ablated_h": "context-ablated (first H steps)"}
+
+
+def imitator_section(imitators: dict[str, dict]) -> list[str]:
+    """The imitators' offline facts: held-out next-action loss and accuracy, and accuracy
+    against the position in the training sequence (how much the context helps)."""
+    if not imitators:
+        return []
+    lines = ["## The imitators offline", "",
+             "Next-action prediction on histories of held-out training tasks, measured during "
+             "training. A token at sequence position p sees min(p + 1, context) steps of its "
+             "learner's history, so accuracy that climbs along the positions is what the context "
+             "buys (inferring the task from earlier rewards); a flat profile means predictions "
+             "from the current step alone. Predicting the teacher well offline is necessary for "
+             "in-context learning, not sufficient: the rollouts above test the imitator on its "
+             "own trajectories.", "",
+             "| imitator | tag | seeds | steps | held-out loss | accuracy (chance) | "
+             "accuracy by position |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for role, f in imitators.items():
+        profile = f.get("heldout_accuracy_by_position")
+        bins = f.get("position_bins")
+        shape = (f"{stats.fmt(profile[0])} (positions {bins[0]}-{bins[1] - 1}) → "
+                 f"{stats.fmt(profile[-1])} ({bins[-2]}-{bins[-1] - 1})" if profile and bins
+                 else "n/a")
+        lines.append(f"| {ROLE_LABELS.get(role, role)} | {f.get('tag', '?')} | {f.get('seeds', '?')} "
+                     f"| {f.get('final_step', '?')} | {_num(f.get('heldout_loss'))} | "
+                     f"{_num(f.get('heldout_action_accuracy'))} "
+                     f"({_num(f.get('chance_accuracy'))}) | {shape} |")
+    return lines + [""]
 
 
 def _num(v: Any) -> str:

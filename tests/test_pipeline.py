@@ -117,6 +117,14 @@ def test_climit_run_tiny_end_to_end(tmp_path):
     assert not (rd / "eval" / "parts").exists()
     for name in ("report.md", "test_a.png", "test_b.png", "test_c.png"):
         assert (rd / "report" / name).is_file()
+    # the imitators' offline facts travel from their summaries into the results and the report
+    facts = results["imitators"]
+    assert set(facts) == {"imitator", "ed", "ablated", "imitator_h"}
+    ad = json.loads((rd / "imitator" / "ad" / "summary.json").read_text())
+    assert facts["imitator"]["heldout_accuracy_by_position"] == ad["heldout_accuracy_by_position"]
+    assert facts["imitator_h"]["tag"] == "ad_h200"
+    md = (rd / "report" / "report.md").read_text()
+    assert "## The imitators offline" in md and "| imitator (AD, first H steps) | ad_h200 |" in md
 
 
 def test_climit_run_on_two_processes(tmp_path):

@@ -43,7 +43,13 @@ def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9):
     results = {"env": "darkroom", "transfer": "keydoor" if with_c else "", "context_steps": 80,
                "horizon": 200, "horizon_factor": 4, "mode": "sample", "confidence": 0.95,
                "bootstrap": 200, "final_frac": 0.1, "config": {}, "tests": tests,
-               "skipped": {} if with_c else {"c": "env.transfer is empty"}}
+               "skipped": {} if with_c else {"c": "env.transfer is empty"},
+               "imitators": {"imitator": {"tag": "ad", "seeds": 3, "final_step": 500,
+                                          "heldout_loss": 0.81, "heldout_action_accuracy": 0.7,
+                                          "chance_accuracy": 0.2,
+                                          "heldout_accuracy_by_position": [0.6, 0.7, 0.8],
+                                          "position_bins": [0, 40, 80, 120]},
+                             "ed": {"tag": "ed", "heldout_loss": 1.4}}}
     report.write_eval(run_dir / "eval", results, curves)
     return results, curves
 
@@ -81,7 +87,10 @@ def test_report_builds_without_jax(tmp_path):
     for text in ("## (a) skill match", "## (b) horizon extrapolation", "## (c) new family",
                  "Verdict:", "What the numbers show", "What they do not show", "DQN from scratch",
                  "expert distillation (ED)", "context-ablated imitator", "random policy",
-                 "![test a](test_a.png)"):
+                 "![test a](test_a.png)", "## The imitators offline",
+                 "| imitator (AD) | ad | 3 | 500 | 0.81 | 0.7 (0.2) | 0.6 (positions 0-39) → 0.8 "
+                 "(80-119) |",
+                 "| expert distillation (ED) | ed | ? | ? | 1.4 | n/a (n/a) | n/a |"):
         assert text in md, text
 
 
