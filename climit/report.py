@@ -225,7 +225,8 @@ def plot_test(key: str, test: dict[str, Any], curves: dict[str, np.ndarray], pat
         if c is None:
             continue
         mean, lo, hi = stats.curve_band(c, n_boot=n_boot, confidence=confidence)
-        ax.plot(grid, mean, color=COLORS[agent], label=f"{label} ({c.shape[0]} seeds x {c.shape[1]} tasks)",
+        size = f"{_count(c.shape[0], 'seed')} x {_count(c.shape[1], 'task')}"
+        ax.plot(grid, mean, color=COLORS[agent], label=f"{label} ({size})",
                 lw=2 if agent in ("imitator", "dqn") else 1.3)
         ax.fill_between(grid, lo, hi, color=COLORS[agent], alpha=0.18, lw=0)
     markers = test.get("markers", {})
@@ -254,6 +255,10 @@ def plot_test(key: str, test: dict[str, Any], curves: dict[str, np.ndarray], pat
 # ---------------------------------------------------------------------------------------------
 # Markdown
 # ---------------------------------------------------------------------------------------------
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
 
 def _row(label: str, a: dict[str, Any], v: dict[str, Any] | None) -> str:
     cells = [label, str(_est(a["auc"])), str(_est(a["initial"])), str(_est(a["final"]))]
@@ -356,7 +361,7 @@ def markdown(results: dict[str, Any]) -> str:
         for agent, label in AGENTS.items():
             if agent in test["agents"]:
                 n = test["seeds"].get(agent, 0)
-                lines.append(_row(f"{label} ({n} seed{'s' if n != 1 else ''})",
+                lines.append(_row(f"{label} ({_count(n, 'seed')})",
                                   test["agents"][agent], test["vs_dqn"].get(agent)))
         lines += ["", "Criteria:", ""]
         for name, ok, evidence in criteria(key, test):
