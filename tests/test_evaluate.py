@@ -167,3 +167,23 @@ def test_evaluate_refuses_missing_or_stale_imitators(tmp_path):
     (tmp_path / "r" / "imitator" / "ad" / "summary.json").write_text('{"fingerprint": "old"}')
     with pytest.raises(ArtifactError, match="another config"):
         evaluate.evaluate(cfg, tmp_path / "r", progress=False)
+
+
+def test_run_presets_cut_test_b_histories_after_exploration():
+    """Every `climit run` preset has a valid evaluation plan, and its H falls where the DQN's
+    epsilon has decayed at least half way: before that its histories are mostly epsilon-random
+    actions and the H-imitator has nothing to extrapolate (configs/darkroom_cpu.yaml's first
+    run, H = 3k steps: chance accuracy, random-policy returns)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    presets = [p for p in sorted(root.rglob("*.yaml"))
+               if not p.name.startswith(("teacher_", "imitator_"))]
+    assert len(presets) >= 4
+    for path in presets:
+        cfg = config.load(path)
+        p = evaluate.plan(cfg)
+        t = cfg.teacher
+        half_decayed = t.learning_starts + t.eps_decay_steps // 2
+        assert p.horizon >= half_decayed, (path.name, p.horizon, half_decayed)
+        assert p.horizon_steps == p.horizon * cfg.eval.horizon_factor <= p.env_steps
