@@ -383,8 +383,8 @@ def imitator_section(imitators: dict[str, dict]) -> list[str]:
     if not imitators:
         return []
     lines = ["## The imitators offline", "",
-             "Next-action prediction on histories of held-out training tasks, measured during "
-             "training. A token at sequence position p sees min(p + 1, context) steps of its "
+             "Next-action prediction on histories of tasks of the training family that were held "
+             "out of training, measured while training. A token at sequence position p sees min(p + 1, context) steps of its "
              "learner's history, so accuracy that climbs along the positions is what the context "
              "buys (inferring the task from earlier rewards); a flat profile means predictions "
              "from the current step alone. Predicting the teacher well offline is necessary for "
