@@ -145,12 +145,32 @@ def criteria(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None, str
     return out
 
 
+def preconditions(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    """What a failed criterion needs to mean what it says, as ``(name, passed, evidence)``.
+
+    Test (b): the H-imitator must match the DQN over the steps up to H, which its histories
+    covered (``before_h``); if it falls short there too, a shortfall after H measures how well
+    it imitated the first H steps, not whether it extrapolates beyond them.
+    """
+    before = test.get("before_h") if key == "b" else None
+    if not before:
+        return []
+    ratio = _est(before["vs_dqn"]["imitator"]["auc_ratio"])
+    imi, dqn = _est(before["agents"]["imitator"]["auc"]), _est(before["agents"]["dqn"]["auc"])
+    ok = True if ratio.lo >= MATCH_LEVEL else (False if ratio.hi < MATCH_LEVEL else None)
+    lo_step, hi_step = before["window"]
+    return [(f"matches the DQN before H, where its histories reached (AUC ratio over env steps "
+             f"{lo_step}-{hi_step} >= {MATCH_LEVEL})", ok,
+             f"AUC ratio {ratio}: imitator {imi} vs DQN {dqn}")]
+
+
 def verdict(key: str, test: dict[str, Any]) -> str:
-    """'supported' if every criterion holds, 'not supported' if one clearly fails, else
-    'inconclusive'."""
+    """'supported' if every criterion holds; 'not supported' if one clearly fails and every
+    precondition holds; else 'inconclusive'."""
     results = [c[1] for c in criteria(key, test)]
     if any(r is False for r in results):
-        return "not supported"
+        sound = all(p[1] is True for p in preconditions(key, test))
+        return "not supported" if sound else "inconclusive"
     return "supported" if all(r is True for r in results) else "inconclusive"
 
 
@@ -170,8 +190,9 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     ``ran``, ``verdict``, ``imitator_dqn_{auc,final,steps_to_80}_ratio`` (point) and ``..._ci``
     ([lo, hi]), ``imitator_auc``, ``imitator_final``, ``dqn_auc``, ``dqn_final`` and
     ``controls.{ed,ablated,random}`` each with ``auc``, ``final``, ``dqn_auc_ratio``(+``_ci``),
-    ``dqn_final_ratio``(+``_ci``). A test that did not run has every number null. Values: float,
-    null (undefined) or "inf" (never reached)."""
+    ``dqn_final_ratio``(+``_ci``), and ``imitator_dqn_auc_ratio_before_h``(+``_ci``): test (b)'s
+    AUC ratio over the steps up to H (null for a and c). A test that did not run has every
+    number null. Values: float, null (undefined) or "inf" (never reached)."""
     out: dict[str, Any] = {"format": 1, "fingerprint": results.get("fingerprint"),
                            "env": results.get("env"),
                            "transfer": results.get("transfer"),
@@ -202,6 +223,10 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
                 "dqn_final_ratio_ci": _ci(v["final_ratio"]) if v else [None, None],
             }
         entry["controls"] = controls
+        before = (test or {}).get("before_h")
+        d = before["vs_dqn"]["imitator"]["auc_ratio"] if before else None
+        entry["imitator_dqn_auc_ratio_before_h"] = d["value"] if d else None
+        entry["imitator_dqn_auc_ratio_before_h_ci"] = _ci(d) if d else [None, None]
         out["tests"][key] = entry
     return out
 
@@ -323,6 +348,14 @@ def reading(key: str, test: dict[str, Any], results: dict[str, Any]) -> list[str
     if key == "b":
         caveats.append(f"H = {test.get('markers', {}).get('horizon')} env steps; the result can "
                        "depend on where H falls on the DQN's learning curve.")
+        for _, ok, evidence in preconditions(key, test):
+            if ok is not True:
+                caveats.append(f"Before H, over the steps its histories covered, the imitator "
+                               f"{'fell short of' if ok is False else 'did not clearly match'} "
+                               f"the DQN ({evidence}), so a shortfall after H measures how well "
+                               "it imitated the first H steps as much as whether it extrapolates; "
+                               "a clean test needs an H-imitator that matches the DQN up to H "
+                               "(more histories before H, or a larger model or H).")
     if key == "c":
         caveats.append("One target family only; transfer to other families is untested.")
     return ["**What the numbers show.** " + " ".join(says),
@@ -363,10 +396,13 @@ def markdown(results: dict[str, Any]) -> str:
                 n = test["seeds"].get(agent, 0)
                 lines.append(_row(f"{label} ({_count(n, 'seed')})",
                                   test["agents"][agent], test["vs_dqn"].get(agent)))
-        lines += ["", "Criteria:", ""]
-        for name, ok, evidence in criteria(key, test):
-            mark = {True: "yes", False: "no", None: "unclear"}[ok]
-            lines.append(f"- {name}: **{mark}** ({evidence})")
+        for heading, checks in (("Preconditions", preconditions(key, test)),
+                                ("Criteria", criteria(key, test))):
+            if checks:
+                lines += ["", f"{heading}:", ""]
+            for name, ok, evidence in checks:
+                mark = {True: "yes", False: "no", None: "unclear"}[ok]
+                lines.append(f"- {name}: **{mark}** ({evidence})")
         lines += ["", *[p + "\n" for p in reading(key, test, results)],
                   f"![test {key}](test_{key}.png)", ""]
     lines += imitator_section(results.get("imitators", {}))

@@ -114,6 +114,10 @@ def test_climit_run_tiny_end_to_end(tmp_path):
     assert results["tests"]["a"]["seeds"] == {"imitator": 1, "ed": 1, "ablated": 1, "random": 1,
                                               "dqn": 1}
     assert results["tests"]["b"]["window"] == [220, 400]  # (H, 2H] with H = 200
+    before = results["tests"]["b"]["before_h"]  # the same comparison over steps up to H
+    assert before["window"] == [20, 200] and set(before["agents"]) == {"imitator", "dqn"}
+    assert summary["tests"]["b"]["imitator_dqn_auc_ratio_before_h"] == \
+        before["vs_dqn"]["imitator"]["auc_ratio"]["value"]
     assert not (rd / "eval" / "parts").exists()
     for name in ("report.md", "test_a.png", "test_b.png", "test_c.png"):
         assert (rd / "report" / name).is_file()

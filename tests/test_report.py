@@ -38,6 +38,10 @@ def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9):
         tests[key] = stats.summarize_test(by_agent, grid, window=window, n_boot=200)
         tests[key]["env"] = "keydoor" if key == "c" else "darkroom"
         tests[key]["markers"] = {"context": 80, "horizon": 200 if key == "b" else None}
+        if key == "b":
+            tests[key]["before_h"] = stats.summarize_test(
+                {a: by_agent[a] for a in ("imitator", "dqn")}, grid, window=(-np.inf, 200),
+                n_boot=200)
         curves[f"{key}.grid"] = grid
         curves.update({f"{key}.{a}": c for a, c in by_agent.items()})
     results = {"env": "darkroom", "transfer": "keydoor" if with_c else "", "context_steps": 80,
@@ -57,7 +61,8 @@ def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9):
 SUMMARY_KEYS = {"ran", "verdict", "imitator_dqn_auc_ratio", "imitator_dqn_auc_ratio_ci",
                 "imitator_dqn_final_ratio", "imitator_dqn_final_ratio_ci",
                 "imitator_dqn_steps_to_80_ratio", "imitator_dqn_steps_to_80_ratio_ci",
-                "imitator_auc", "imitator_final", "dqn_auc", "dqn_final", "controls"}
+                "imitator_auc", "imitator_final", "dqn_auc", "dqn_final", "controls",
+                "imitator_dqn_auc_ratio_before_h", "imitator_dqn_auc_ratio_before_h_ci"}
 
 
 def test_report_builds_without_jax(tmp_path):
@@ -85,7 +90,8 @@ def test_report_builds_without_jax(tmp_path):
         assert lo <= entry["imitator_dqn_auc_ratio"] <= hi
     md = (out / "report.md").read_text()
     for text in ("## (a) skill match", "## (b) horizon extrapolation", "## (c) new family",
-                 "Verdict:", "What the numbers show", "What they do not show", "DQN from scratch",
+                 "Verdict:", "Preconditions:", "What the numbers show", "What they do not show",
+                 "DQN from scratch",
                  "expert distillation (ED)", "context-ablated imitator", "random policy",
                  "![test a](test_a.png)", "## The imitators offline",
                  "| imitator (AD) | ad | 3 | 500 | 0.81 | 0.7 (0.2) | 0.6 (positions 0-39) → 0.8 "
@@ -128,3 +134,39 @@ def test_missing_or_damaged_artifacts(tmp_path):
     (tmp_path / "eval" / "results.json").write_text("{")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         report.build(tmp_path)
+
+
+def _horizon_test(imitator_SxKxP, dqn_SxKxP, grid_P, horizon):
+    """A test (b) entry as evaluate.py builds it: metrics after H, and ``before_h`` up to H."""
+    curves = {"imitator": imitator_SxKxP, "dqn": dqn_SxKxP}
+    test = stats.summarize_test(curves, grid_P, window=(horizon, np.inf), n_boot=200)
+    test["markers"] = {"context": 80, "horizon": horizon}
+    test["before_h"] = stats.summarize_test(curves, grid_P, window=(-np.inf, horizon), n_boot=200)
+    return test
+
+
+def test_test_b_failure_counts_only_if_the_imitator_matched_the_dqn_before_h():
+    rng = np.random.default_rng(1)
+    grid = 20 * np.arange(1, 41)
+    dqn_P = 15 * (1 - np.exp(-4 * np.linspace(0, 1, 40)))  # still improving after H = 200
+    noise = lambda s: 0.2 * rng.standard_normal((s, 6, 40))  # noqa: E731
+    dqn = dqn_P[None, None] + noise(4)
+    # Matched the DQN up to H, then stopped improving: a real failure to extrapolate.
+    flat = np.where(grid <= 200, dqn_P, dqn_P[grid <= 200][-1])[None, None] + noise(3)
+    test = _horizon_test(flat, dqn, grid, 200)
+    (name, ok, evidence), = report.preconditions("b", test)
+    assert ok is True and "before H" in name
+    assert report.verdict("b", test) == "not supported"
+    # A third of the DQN everywhere: it never imitated the first H steps well, so the shortfall
+    # after H says nothing about extrapolation.
+    weak = 0.3 * dqn_P[None, None] + noise(3)
+    test = _horizon_test(weak, dqn, grid, 200)
+    assert report.preconditions("b", test)[0][1] is False
+    assert any(ok is False for _, ok, _ in report.criteria("b", test))
+    assert report.verdict("b", test) == "inconclusive"
+    ratio = report.summary({"tests": {"b": test}})["tests"]["b"]["imitator_dqn_auc_ratio_before_h"]
+    assert ratio == pytest.approx(0.3, abs=0.05)
+    text = "\n".join(report.reading("b", test, {"confidence": 0.95}))
+    assert "fell short of the DQN" in text and "extrapolates" in text
+    # Tests a and c have no precondition: their verdicts are unchanged.
+    assert report.preconditions("a", test) == []
