@@ -52,6 +52,7 @@ AGENTS: dict[str, str] = {
 COLORS = {"imitator": "tab:blue", "ed": "tab:orange", "ablated": "tab:purple",
           "random": "tab:gray", "dqn": "tab:green"}
 MATCH_LEVEL = 0.8  # "tracks the DQN": ratio interval at or above 0.8
+CHECK_MARKS = {True: "yes", False: "no", None: "unclear"}
 PLANNED_SEEDS, PLANNED_TASKS = 5, 20  # the scale the claim calls for (issue 5)
 
 
@@ -118,16 +119,24 @@ def _above(a: stats.Estimate, b: stats.Estimate) -> bool | None:
     return None
 
 
+def _matches(*ratios: stats.Estimate) -> bool | None:
+    """Imitator/DQN ratios at MATCH_LEVEL or above: True if every interval lies there; False if
+    every interval lies below it or the first ratio's point does; else None (unclear)."""
+    if min(r.lo for r in ratios) >= MATCH_LEVEL:
+        return True
+    if max(r.hi for r in ratios) < MATCH_LEVEL or ratios[0].value < MATCH_LEVEL:
+        return False
+    return None
+
+
 def criteria(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     """The checks behind a verdict: ``(name, passed True/False/None=unclear, evidence)``."""
     agents, vs = test["agents"], test["vs_dqn"]
     out = []
     auc_r, fin_r = _est(vs["imitator"]["auc_ratio"]), _est(vs["imitator"]["final_ratio"])
-    lows, highs = min(auc_r.lo, fin_r.lo), max(auc_r.hi, fin_r.hi)
-    ok = True if lows >= MATCH_LEVEL else (False if max(auc_r.hi, fin_r.hi) < MATCH_LEVEL
-                                           or auc_r.value < MATCH_LEVEL else None)
-    out.append((f"matches the DQN (AUC and final ratios >= {MATCH_LEVEL})", ok,
-                f"AUC ratio {auc_r}, final ratio {fin_r} (upper ends up to {stats.fmt(highs)})"))
+    out.append((f"matches the DQN (AUC and final ratios >= {MATCH_LEVEL})", _matches(auc_r, fin_r),
+                f"AUC ratio {auc_r}, final ratio {fin_r} (upper ends up to "
+                f"{stats.fmt(max(auc_r.hi, fin_r.hi))})"))
     imi_init, imi_fin = _est(agents["imitator"]["initial"]), _est(agents["imitator"]["final"])
     dqn_init, dqn_fin = _est(agents["dqn"]["initial"]), _est(agents["dqn"]["final"])
     name = "improves in context (final above initial return)"
@@ -157,20 +166,19 @@ def preconditions(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None
         return []
     ratio = _est(before["vs_dqn"]["imitator"]["auc_ratio"])
     imi, dqn = _est(before["agents"]["imitator"]["auc"]), _est(before["agents"]["dqn"]["auc"])
-    ok = True if ratio.lo >= MATCH_LEVEL else (False if ratio.hi < MATCH_LEVEL else None)
     lo_step, hi_step = before["window"]
     return [(f"matches the DQN before H, where its histories reached (AUC ratio over env steps "
-             f"{lo_step}-{hi_step} >= {MATCH_LEVEL})", ok,
+             f"{lo_step}-{hi_step} >= {MATCH_LEVEL})", _matches(ratio),
              f"AUC ratio {ratio}: imitator {imi} vs DQN {dqn}")]
 
 
 def verdict(key: str, test: dict[str, Any]) -> str:
-    """'supported' if every criterion holds; 'not supported' if one clearly fails and every
-    precondition holds; else 'inconclusive'."""
+    """'supported' if every criterion holds; 'not supported' if one fails and no precondition
+    does (one that is unclear does not void a failure); else 'inconclusive'."""
     results = [c[1] for c in criteria(key, test)]
     if any(r is False for r in results):
-        sound = all(p[1] is True for p in preconditions(key, test))
-        return "not supported" if sound else "inconclusive"
+        voided = any(p[1] is False for p in preconditions(key, test))
+        return "inconclusive" if voided else "not supported"
     return "supported" if all(r is True for r in results) else "inconclusive"
 
 
@@ -348,18 +356,31 @@ def reading(key: str, test: dict[str, Any], results: dict[str, Any]) -> list[str
     if key == "b":
         caveats.append(f"H = {test.get('markers', {}).get('horizon')} env steps; the result can "
                        "depend on where H falls on the DQN's learning curve.")
-        for _, ok, evidence in preconditions(key, test):
-            if ok is not True:
-                caveats.append(f"Before H, over the steps its histories covered, the imitator "
-                               f"{'fell short of' if ok is False else 'did not clearly match'} "
-                               f"the DQN ({evidence}), so a shortfall after H measures how well "
-                               "it imitated the first H steps as much as whether it extrapolates; "
-                               "a clean test needs an H-imitator that matches the DQN up to H "
-                               "(more histories before H, or a larger model or H).")
+        caveats += _precondition_caveats(key, test)
     if key == "c":
         caveats.append("One target family only; transfer to other families is untested.")
     return ["**What the numbers show.** " + " ".join(says),
             "**What they do not show.** " + " ".join(caveats)]
+
+
+def _precondition_caveats(key: str, test: dict[str, Any]) -> list[str]:
+    """A sentence for each precondition that does not clearly hold."""
+    return [f"Before H, over the steps its histories covered, the imitator "
+            f"{'fell short of' if ok is False else 'did not clearly match'} the DQN ({evidence}), "
+            "so a shortfall after H measures how well it imitated the first H steps as much as "
+            "whether it extrapolates; a clean test needs an H-imitator that matches the DQN up "
+            "to H (more histories before H, or a larger model or H)."
+            for _, ok, evidence in preconditions(key, test) if ok is not True]
+
+
+def _check_lines(key: str, test: dict[str, Any]) -> list[str]:
+    """The preconditions (if any) and criteria of one test as markdown bullet lists."""
+    lines = []
+    for heading, checks in (("Preconditions", preconditions(key, test)),
+                            ("Criteria", criteria(key, test))):
+        marks = [f"- {name}: **{CHECK_MARKS[ok]}** ({evidence})" for name, ok, evidence in checks]
+        lines += ["", f"{heading}:", "", *marks] if checks else []
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -396,13 +417,7 @@ def markdown(results: dict[str, Any]) -> str:
                 n = test["seeds"].get(agent, 0)
                 lines.append(_row(f"{label} ({_count(n, 'seed')})",
                                   test["agents"][agent], test["vs_dqn"].get(agent)))
-        for heading, checks in (("Preconditions", preconditions(key, test)),
-                                ("Criteria", criteria(key, test))):
-            if checks:
-                lines += ["", f"{heading}:", ""]
-            for name, ok, evidence in checks:
-                mark = {True: "yes", False: "no", None: "unclear"}[ok]
-                lines.append(f"- {name}: **{mark}** ({evidence})")
+        lines += _check_lines(key, test)
         lines += ["", *[p + "\n" for p in reading(key, test, results)],
                   f"![test {key}](test_{key}.png)", ""]
     lines += imitator_section(results.get("imitators", {}))

@@ -6,7 +6,8 @@ bf16 compute, cuDNN attention), and printed as one JSON line:
 
 - ``train_step``: the real step (`climit.imitator.bench.measure`), the MFU figure of the README;
 - ``forward`` and ``forward_backward``: the model and loss without the optimizer;
-- ``adamw``: the optimizer update alone on the model's parameter tree;
+- ``adamw``: the optimizer update alone on the model's parameter tree (in the real step XLA
+  overlaps much of it: compare ``train_step`` with ``forward_backward``);
 - ``attention``: cuDNN causal attention, forward and forward + backward, times the layer count;
 - ``dense``: the block's four matmuls (qkv, out, MLP up and down), bf16, forward + backward,
   times the layer count, with the TFLOP/s they reach: what the rest of the step could cost if
@@ -60,20 +61,24 @@ def main() -> None:
     mcfg = model_lib.model_config(icfg, spec)
     d, n_layers, seq, dt = mcfg.d_model, mcfg.n_layers, mcfg.context_len, mcfg.dtype
     key = jax.random.key(0)
-    emit = lambda **kw: print(json.dumps({"device": jax.devices()[0].device_kind, **kw}), flush=True)  # noqa: E731
+    device = jax.devices()[0].device_kind
 
-    # The dense matmuls of every block alone (x8 layers), forward + backward.
+    def emit(**record) -> None:
+        print(json.dumps({"device": device, **record}), flush=True)
+
+    # The dense matmuls of every block alone (x n_layers), forward + backward.
     x_NxD = jax.random.normal(key, (batch * seq, d), dt)
     shapes = [(d, 3 * d), (d, d), (d, mcfg.mlp_ratio * d), (mcfg.mlp_ratio * d, d)]
     ws = [0.02 * jax.random.normal(jax.random.fold_in(key, i), s, dt) for i, s in enumerate(shapes)]
 
-    def dense(ws, x):
-        total = jnp.zeros((), jnp.float32)
+    def dense(ws, x_NxD):
+        """A block's matmuls on tokens [N, D], chained so that every product (and its gradient)
+        is live: qkv [N, 3D] -> its first D columns through the output projection -> residual
+        -> MLP. Returns a float32 scalar."""
         for _ in range(n_layers):
-            total += jnp.sum((x @ ws[0])[:, :1].astype(jnp.float32))
-            total += jnp.sum((x @ ws[1])[:, :1].astype(jnp.float32))
-            x = x + jax.nn.gelu(x @ ws[2]) @ ws[3]
-        return total + jnp.sum(x.astype(jnp.float32))
+            x_NxD = x_NxD + x_NxD.dtype.type(0.1) * ((x_NxD @ ws[0])[:, :d] @ ws[1])
+            x_NxD = x_NxD + jax.nn.gelu(x_NxD @ ws[2]) @ ws[3]
+        return jnp.sum(x_NxD.astype(jnp.float32))
 
     ms = _ms(jax.grad(dense, argnums=(0, 1)), ws, x_NxD)
     flops = 3 * n_layers * 2 * batch * seq * sum(a * b for a, b in shapes)
@@ -84,6 +89,7 @@ def main() -> None:
     q, k, v = (jax.random.normal(jax.random.fold_in(key, i), shape, dt) for i in range(3))
 
     def attention(q, k, v):
+        """Causal attention over [B, T, N, h] inputs, reduced to a float32 scalar."""
         out = jax.nn.dot_product_attention(q, k, v, is_causal=True,
                                            implementation=model_lib.attention_impl(mcfg))
         return jnp.sum(out.astype(jnp.float32) ** 2)
@@ -98,6 +104,7 @@ def main() -> None:
     tokens, target = jax.tree.map(lambda x: x[0], data.tokens), data.target[0]
 
     def loss(tree):
+        """Mean action cross-entropy of the model on the [B, T] batch."""
         logits = model_lib.forward(model_lib.Params(mcfg, tree), tokens)
         return train_lib.action_loss(mcfg, logits, target)[0].mean()
 
@@ -105,8 +112,8 @@ def main() -> None:
     emit(part="forward_backward", ms=_ms(jax.value_and_grad(loss), params.tree))
     opt = train_lib.optimizer(icfg)
     grads = jax.tree.map(jnp.ones_like, params.tree)
-    emit(part="adamw", ms=_ms(lambda tree, state: opt.update(grads, state, tree),
-                              params.tree, opt.init(params.tree)))
+    emit(part="adamw", ms=_ms(lambda g, state, tree: opt.update(g, state, tree),
+                              grads, opt.init(params.tree), params.tree))
 
     step = bench.measure(icfg, batch, steps=10, repeats=3)
     emit(part="train_step", ms=step["step_ms"], mfu=step["mfu"], tokens_per_s=step["tokens_per_s"])

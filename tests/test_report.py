@@ -168,5 +168,19 @@ def test_test_b_failure_counts_only_if_the_imitator_matched_the_dqn_before_h():
     assert ratio == pytest.approx(0.3, abs=0.05)
     text = "\n".join(report.reading("b", test, {"confidence": 0.95}))
     assert "fell short of the DQN" in text and "extrapolates" in text
-    # Tests a and c have no precondition: their verdicts are unchanged.
-    assert report.preconditions("a", test) == []
+    # Close to the DQN before H but with an interval reaching below 0.8: unclear, and an unclear
+    # precondition does not void the failure after H.
+    near = np.where(grid <= 200, 0.9 * dqn_P, dqn_P[grid <= 200][-1])[None, None] + noise(3)
+    near[0, :, grid <= 200] *= 0.7  # one seed well below: a wide interval around ~0.84
+    test = _horizon_test(near, dqn, grid, 200)
+    ratio = report.summary({"tests": {"b": test}})["tests"]["b"]
+    lo, hi = ratio["imitator_dqn_auc_ratio_before_h_ci"]
+    assert lo < 0.8 < hi and ratio["imitator_dqn_auc_ratio_before_h"] >= 0.8
+    assert report.preconditions("b", test)[0][1] is None
+    assert report.verdict("b", test) == "not supported"
+    # Results written before the precondition existed: no precondition, the verdict as before.
+    del test["before_h"]
+    assert report.preconditions("b", test) == [] and report.verdict("b", test) == "not supported"
+    assert report.summary({"tests": {"b": test}})["tests"]["b"]["imitator_dqn_auc_ratio_before_h"] is None
+    # Tests a and c have no precondition.
+    assert report.preconditions("a", _horizon_test(weak, dqn, grid, 200)) == []
