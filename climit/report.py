@@ -157,17 +157,24 @@ def criteria(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None, str
 def preconditions(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     """What a failed criterion needs to mean what it says, as ``(name, passed, evidence)``.
 
-    Test (b): the H-imitator must match the DQN over the steps up to H, which its histories
-    covered (``before_h``); if it falls short there too, a shortfall after H measures how well
-    it imitated the first H steps, not whether it extrapolates beyond them.
+    Test (b), over the steps up to H, which the H-imitator's histories covered (``before_h``):
+    the DQN must learn there (else those histories hold no learning to extrapolate), and the
+    H-imitator must match it there (else a shortfall after H measures how well it imitated the
+    first H steps, not whether it extrapolates beyond them).
     """
     before = test.get("before_h") if key == "b" else None
     if not before:
         return []
+    agents = before["agents"]
+    dqn_init, dqn_fin = _est(agents["dqn"]["initial"]), _est(agents["dqn"]["final"])
     ratio = _est(before["vs_dqn"]["imitator"]["auc_ratio"])
-    imi, dqn = _est(before["agents"]["imitator"]["auc"]), _est(before["agents"]["dqn"]["auc"])
+    imi, dqn = _est(agents["imitator"]["auc"]), _est(agents["dqn"]["auc"])
     lo_step, hi_step = before["window"]
-    return [(f"matches the DQN before H, where its histories reached (AUC ratio over env steps "
+    # Learning must be clear (intervals apart): without it test (b) has nothing to extrapolate.
+    return [(f"the DQN clearly learns before H (env steps {lo_step}-{hi_step}: final above initial "
+             f"return), so the H-imitator's histories hold learning",
+             _above(dqn_fin, dqn_init) is True, f"DQN initial {dqn_init} -> final {dqn_fin}"),
+            (f"matches the DQN before H, where its histories reached (AUC ratio over env steps "
              f"{lo_step}-{hi_step} >= {MATCH_LEVEL})", _matches(ratio),
              f"AUC ratio {ratio}: imitator {imi} vs DQN {dqn}")]
 
@@ -364,13 +371,25 @@ def reading(key: str, test: dict[str, Any], results: dict[str, Any]) -> list[str
 
 
 def _precondition_caveats(key: str, test: dict[str, Any]) -> list[str]:
-    """A sentence for each precondition that does not clearly hold."""
-    return [f"Before H, over the steps its histories covered, the imitator "
-            f"{'fell short of' if ok is False else 'did not clearly match'} the DQN ({evidence}), "
-            "so a shortfall after H measures how well it imitated the first H steps as much as "
-            "whether it extrapolates; a clean test needs an H-imitator that matches the DQN up "
-            "to H (more histories before H, or a larger model or H)."
-            for _, ok, evidence in preconditions(key, test) if ok is not True]
+    """A sentence for each precondition of test (b) that does not clearly hold."""
+    checks = preconditions(key, test)
+    if not checks:
+        return []
+    (_, learns, learn_evidence), (_, matches, match_evidence) = checks
+    out = []
+    if not learns:
+        out.append(f"The DQN did not clearly learn before H ({learn_evidence}): the "
+                   "H-imitator's histories hold little or no learning, "
+                   "so a flat curve after H is expected whether or not it could extrapolate; "
+                   "choose a larger H.")
+    if matches is not True:
+        out.append(f"Before H, over the steps its histories covered, the imitator "
+                   f"{'fell short of' if matches is False else 'did not clearly match'} the DQN "
+                   f"({match_evidence}), so a shortfall after H measures how well it imitated the "
+                   "first H steps as much as whether it extrapolates; a clean test needs an "
+                   "H-imitator that matches the DQN up to H (more histories before H, or a "
+                   "larger model or H).")
+    return out
 
 
 def _check_lines(key: str, test: dict[str, Any]) -> list[str]:

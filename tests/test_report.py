@@ -154,14 +154,14 @@ def test_test_b_failure_counts_only_if_the_imitator_matched_the_dqn_before_h():
     # Matched the DQN up to H, then stopped improving: a real failure to extrapolate.
     flat = np.where(grid <= 200, dqn_P, dqn_P[grid <= 200][-1])[None, None] + noise(3)
     test = _horizon_test(flat, dqn, grid, 200)
-    (name, ok, evidence), = report.preconditions("b", test)
-    assert ok is True and "before H" in name
+    (learns, ok_learns, _), (matches, ok_matches, _) = report.preconditions("b", test)
+    assert ok_learns is True and ok_matches is True and "before H" in learns + matches
     assert report.verdict("b", test) == "not supported"
     # A third of the DQN everywhere: it never imitated the first H steps well, so the shortfall
     # after H says nothing about extrapolation.
     weak = 0.3 * dqn_P[None, None] + noise(3)
     test = _horizon_test(weak, dqn, grid, 200)
-    assert report.preconditions("b", test)[0][1] is False
+    assert [ok for _, ok, _ in report.preconditions("b", test)] == [True, False]
     assert any(ok is False for _, ok, _ in report.criteria("b", test))
     assert report.verdict("b", test) == "inconclusive"
     ratio = report.summary({"tests": {"b": test}})["tests"]["b"]["imitator_dqn_auc_ratio_before_h"]
@@ -176,8 +176,18 @@ def test_test_b_failure_counts_only_if_the_imitator_matched_the_dqn_before_h():
     ratio = report.summary({"tests": {"b": test}})["tests"]["b"]
     lo, hi = ratio["imitator_dqn_auc_ratio_before_h_ci"]
     assert lo < 0.8 < hi and ratio["imitator_dqn_auc_ratio_before_h"] >= 0.8
-    assert report.preconditions("b", test)[0][1] is None
+    assert [ok for _, ok, _ in report.preconditions("b", test)] == [True, None]
     assert report.verdict("b", test) == "not supported"
+    # A DQN that had not learned by H (still at its starting return): the H-imitator's histories
+    # held no learning, so its flat curve after H says nothing; a matching imitator included.
+    late = np.where(grid <= 200, 0.0, 15 * (1 - np.exp(-4 * (np.linspace(0, 1, 40) - 0.25))))
+    late_dqn = late[None, None] + noise(4)
+    flat_late = np.zeros((3, 6, 40)) + noise(3)
+    test_late = _horizon_test(flat_late, late_dqn, grid, 200)
+    assert report.preconditions("b", test_late)[0][1] is False
+    assert report.verdict("b", test_late) == "inconclusive"
+    assert "did not clearly learn before H" in "\n".join(report.reading("b", test_late,
+                                                                          {"confidence": 0.95}))
     # Results written before the precondition existed: no precondition, the verdict as before.
     del test["before_h"]
     assert report.preconditions("b", test) == [] and report.verdict("b", test) == "not supported"
