@@ -502,6 +502,16 @@ def _test_entry(curves: dict[str, np.ndarray], grid_P: np.ndarray, cfg: Experime
     return entry
 
 
+def heldout_family(cfg: ExperimentConfig) -> tuple[jax.Array, envs.Env, np.ndarray, jax.Array]:
+    """(evaluation root key, env, held-out tasks [K, ...], environment key of the tests on the
+    training family): derived from ``run.seed`` alone, so every agent, re-run or later script
+    meets the same tasks and environment seeds."""
+    key = jax.random.fold_in(jax.random.key(cfg.run.seed), EVAL_SALT)
+    env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
+    tasks = envs.sample_tasks(cfg.env.name, jax.random.fold_in(key, 0), cfg.eval.tasks, "heldout")
+    return key, env, tasks, jax.random.fold_in(key, 1)
+
+
 def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
              log=print) -> dict[str, Any]:
     """Run tests (a), (b) and (c) (when ``env.transfer`` is set) and write
@@ -512,9 +522,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
     timing: dict[str, float] = {}
     imitators = load_imitators(cfg, run_dir, p.imitators)
     ev = cfg.eval
-    key = jax.random.fold_in(jax.random.key(cfg.run.seed), EVAL_SALT)
-    env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
-    tasks = envs.sample_tasks(cfg.env.name, jax.random.fold_in(key, 0), ev.tasks, "heldout")
+    key, env, tasks, env_key = heldout_family(cfg)
     k = len(tasks)
     context = imitators["imitator"].params.cfg.context_len
 
@@ -529,7 +537,6 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
         return out
 
     # Step signals of every agent on the training family, each as long as its tests need.
-    env_key = jax.random.fold_in(key, 1)
     steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for role in ROLES:
         steps[role] = timed(f"{role} on {env.spec.name}", imitator_steps, imitators[role], env,

@@ -22,10 +22,8 @@ import json
 import math
 from pathlib import Path
 
-import jax
-
 from climit import config as config_lib
-from climit import envs, report, stats
+from climit import report, stats
 from climit import evaluate as ev
 from climit.imitator import train as imitator_train
 
@@ -39,15 +37,12 @@ def main() -> None:
     cfg = config_lib.load(args.run_dir / "config.yaml", [])
     horizon, grid_P = results["horizon"], curves["b.grid"]
 
-    # The evaluation's keys and tasks, exactly as evaluate.evaluate derives them.
-    key = jax.random.fold_in(jax.random.key(cfg.run.seed), ev.EVAL_SALT)
-    env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
-    tasks = envs.sample_tasks(cfg.env.name, jax.random.fold_in(key, 0), cfg.eval.tasks, "heldout")
+    _, env, tasks, env_key = ev.heldout_family(cfg)  # the evaluated run's tasks and env seeds
     if tasks.tolist() != results["tasks"]["a"]:
         raise SystemExit(f"{args.run_dir}'s tasks differ from its config's: was it re-evaluated?")
     loaded = imitator_train.load(args.imitator_dir, "best")
-    signals = ev.imitator_steps(loaded, env, tasks, jax.random.fold_in(key, 1), int(grid_P[-1]),
-                                cfg, str(args.imitator_dir), progress=False)
+    signals = ev.imitator_steps(loaded, env, tasks, env_key, int(grid_P[-1]), cfg,
+                                str(args.imitator_dir), progress=False)
     candidates = {"run's H-imitator": curves["b.imitator"],
                   str(args.imitator_dir): ev.curves_from_steps(*signals, grid_P)}
     for name, curve_SxKxP in candidates.items():
