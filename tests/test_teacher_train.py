@@ -49,7 +49,7 @@ def _final_params(run: Path):
 
 
 def _metrics(run: Path) -> list[dict]:
-    wall = ("wall_s", "env_steps_per_s")
+    wall = ("wall_s", "env_steps_per_s", "save_s")
     return [{k: v for k, v in r.items() if k not in wall} for r in read_jsonl(run / "teacher" / "metrics.jsonl")]
 
 
@@ -71,7 +71,10 @@ def test_teach_cli_end_to_end(tmp_path, capsys):
     # checkpoints every 2 chunks, the latest 2 kept; snapshots at 300 -> 400 (chunk end), 600, end
     assert checkpoint.complete_steps(out / "checkpoints") == [800, 1200]
     assert checkpoint.complete_steps(out / "snapshots") == [400, 600, 1200]
-    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [200, 400, 600, 800, 1000, 1200]
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [200, 400, 600, 800, 1000, 1200]
+    # saves at 400, 600, 800 (and 1200, the end): their time is the next chunk's save_s, not wall_s
+    assert [r["step"] for r in records if "save_s" in r] == [600, 800, 1000]
     assert "histories" in capsys.readouterr().out
 
 

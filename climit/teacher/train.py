@@ -367,6 +367,7 @@ class _RunIO:
         self.writer, self.ckpt, self.snaps, self.metrics = writer, ckpt, snaps, metrics
         self.cfg_dict = config_lib.to_dict(cfg)
         self.last_time = time.perf_counter()
+        self.save_s: float | None = None
         self.total_t = self.tcfg.total_env_steps // self.tcfg.num_envs
         self.pending_snaps = [s for s in self.tcfg.snapshot_steps if s > start_t * self.tcfg.num_envs]
 
@@ -379,12 +380,15 @@ class _RunIO:
         stats, now = out.stats, time.perf_counter()
         episodes, g, updates = int(stats.episodes_G.sum()), len(stats.episodes_G), int(stats.loss_count)
         wall, self.last_time = now - self.last_time, now
-        self.metrics.log({
+        record = {
             "step": t1 * self.tcfg.num_envs, "vector_steps": t1, "episodes": episodes,
             "return_mean": float(stats.return_sum_G.sum() / episodes) if episodes else None,
             "loss": float(stats.loss_sum_G.sum() / (updates * g)) if updates else None,
             "td_updates": updates, "wall_s": round(wall, 4),
-            "env_steps_per_s": g * (t1 - t0) * self.tcfg.num_envs / max(wall, 1e-9)})
+            "env_steps_per_s": g * (t1 - t0) * self.tcfg.num_envs / max(wall, 1e-9)}
+        if self.save_s is not None:  # the checkpoint/snapshot saved just before this chunk
+            record["save_s"], self.save_s = round(self.save_s, 4), None
+        self.metrics.log(record)
 
     def _checkpoint_due(self, t1: int) -> bool:
         chunk_number = -(-t1 // self.tcfg.chunk_steps)
@@ -398,7 +402,9 @@ class _RunIO:
         return self._checkpoint_due(t1) or self._snapshot_due(t1)
 
     def sync(self, state: dqn.TrainState, t1: int, timing: Timing) -> None:
-        step = t1 * self.tcfg.num_envs
+        # The pipeline is drained here: time from now to the next chunk's output is that chunk's
+        # alone, and the save's own time goes in that record's ``save_s``, not its ``wall_s``.
+        start, step = time.perf_counter(), t1 * self.tcfg.num_envs
         if self._snapshot_due(t1):
             requested = [s for s in self.pending_snaps if s <= step]
             self.pending_snaps = [s for s in self.pending_snaps if s > step]
@@ -407,6 +413,8 @@ class _RunIO:
         if self._checkpoint_due(t1):
             self.ckpt.save(step, state, config=self.cfg_dict, metrics={
                 "env_steps": step, **{_TIMING_PREFIX + k: v for k, v in timing.to_json().items()}})
+        self.last_time = time.perf_counter()
+        self.save_s = self.last_time - start
 
 
 def _restore_or_init(cfg: ExperimentConfig, env: envs.Env, p: Plan, ckpt: checkpoint.Checkpointer,
