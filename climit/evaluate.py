@@ -326,9 +326,14 @@ def plan(cfg: ExperimentConfig) -> Plan:
 
 
 def fingerprint(cfg: ExperimentConfig) -> str:
-    """What the evaluation's artifacts depend on: every section except run naming."""
+    """What the evaluation's artifacts depend on: every section except run naming, and the
+    fingerprint of every imitator it evaluates (which carries the model's code revision, so
+    imitators retrained after a model change are evaluated again)."""
+    from climit.imitator import train as imitator_train
+
+    imitators = {role: imitator_train.fingerprint(r) for role, r in plan(cfg).imitators.items()}
     return config_lib.fingerprint(cfg.run.seed, cfg.env, cfg.teacher, cfg.histories, cfg.imitator,
-                                  cfg.eval)
+                                  cfg.eval, sorted(imitators.items()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,6 +405,12 @@ def dqn_episodes(cfg: ExperimentConfig, env: envs.Env, tasks: np.ndarray, key: j
 
 def _unpack_dqn(arrays: tuple[np.ndarray, ...]) -> tuple[rollout.Episodes, int]:
     return rollout.Episodes(*arrays[:4]), int(arrays[4])
+
+
+def discard_parts(run_dir: str | Path) -> None:
+    """Forget the finished agents of an interrupted evaluation (its imitators were retrained,
+    or its results.json was written and a kill came before the parts were cleared)."""
+    PartCache(Path(run_dir) / "eval" / "parts", "").clear()
 
 
 class PartCache:

@@ -2,15 +2,17 @@
 
 Each stage writes named artifacts under ``runs/NAME/`` and records the fingerprint of the config
 sections it depends on (``config.fingerprint``). A stage whose artifacts exist with a matching
-fingerprint is skipped; an interrupted stage resumes (the teacher and the imitators from their
-latest checkpoints, the evaluation from the agents it already finished, see
-:mod:`climit.evaluate`); artifacts of a *different* config stop the run with a message instead
-of being overwritten.
+fingerprint is skipped, unless an earlier stage ran in this call: then every later stage runs
+too, since it would read new artifacts (like make). An interrupted stage resumes (the teacher
+and the imitators from their latest checkpoints, the evaluation from the agents it already
+finished, see :mod:`climit.evaluate`); the teacher and the imitators refuse artifacts of a
+*different* config with a message instead of overwriting them. ``runs/NAME/config.yaml`` is
+written once every stage has finished, so it always describes the artifacts beside it.
 
     stage      depends on                                   done when
     teach      run.seed, env, teacher, histories            teacher/summary.json fingerprint
     imitate    + imitator (one per role, see evaluate.plan) imitator/<tag>/summary.json fingerprint
-    evaluate   + eval                                       eval/results.json fingerprint
+    evaluate   + eval, the imitators' fingerprints          eval/results.json fingerprint
     report     the evaluation                               report/summary.json eval fingerprint
 """
 
@@ -79,15 +81,16 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     log = log if primary else (lambda msg: None)
     rd = run_dir(cfg)
     rd.mkdir(parents=True, exist_ok=True)
-    if primary:
-        (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
     done = stage_status(cfg)
     parallel.barrier("climit stages planned")  # every process saw the same artifacts
     outcome: dict[str, Any] = {}
 
+    def upstream_ran() -> bool:
+        return "done" in outcome.values()
+
     def stage(i: int, name: str, detail: str, fn: Callable[[], Any]) -> None:
         head = f"[{i}/{len(STAGES)}] {name}"
-        if done[name]:
+        if done[name] and not upstream_ran():
             log(f"{head}: skipped ({detail}: artifacts match the config)")
             outcome[name] = "skipped"
         else:
@@ -103,8 +106,8 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     def imitate() -> None:
         for role, rcfg in plan.imitators.items():
             tag = imitator_train.tag(rcfg.imitator)
-            if _fingerprint_matches(imitator_train.output_dir(rcfg) / "summary.json",
-                                    imitator_train.fingerprint(rcfg)):
+            if not upstream_ran() and _fingerprint_matches(
+                    imitator_train.output_dir(rcfg) / "summary.json", imitator_train.fingerprint(rcfg)):
                 log(f"      imitator {tag} ({role}): skipped")
                 continue
             t0 = time.perf_counter()
@@ -116,8 +119,14 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     stage(1, "teach", f"{cfg.env.name} DQN histories", lambda: teacher_train.teach(
         cfg, rd, progress=progress, log=lambda m: log("      " + m)))
     stage(2, "imitate", f"{len(plan.imitators)} imitators ({', '.join(plan.imitators)})", imitate)
+    if primary and (upstream_ran() or done["evaluate"]):
+        # Agents an interrupted evaluation finished ran on imitators that have since been
+        # retrained (or, evaluation done, they are leftovers of a kill just after results.json).
+        evaluate.discard_parts(rd)
     stage(3, "evaluate", "tests (a), (b)" + (", (c)" if cfg.env.transfer else ""),
           lambda: evaluate.evaluate(cfg, rd, progress=progress, log=lambda m: log("      " + m)))
     stage(4, "report", f"{rd / 'report'}", lambda: report.build(rd) if primary else None)
+    if primary:
+        (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
     outcome["summary"] = _read_json(rd / "report" / "summary.json")
     return outcome

@@ -52,7 +52,7 @@ def test_interrupted_run_does_not_redo_finished_stages(tmp_path, fake_stages):
     assert len(fake_stages["teach"]) == 1
     assert fake_stages["imitate"] == ["ad", "ed", "single_episode", "ad_h200"]
     assert len(fake_stages["evaluate"]) == 0
-    assert config.load(tmp_path / "runs" / "tiny" / "config.yaml") == cfg  # resolved config
+    assert not (tmp_path / "runs" / "tiny" / "config.yaml").exists()  # only once all stages ran
 
     lines = []
     out = pipeline.run(cfg, progress=False, log=lines.append)
@@ -66,6 +66,30 @@ def test_interrupted_run_does_not_redo_finished_stages(tmp_path, fake_stages):
     out = pipeline.run(cfg, progress=False, log=lambda m: None)
     assert set(out[k] for k in pipeline.STAGES) == {"skipped"}
     assert len(fake_stages["evaluate"]) == 1
+    assert config.load(tmp_path / "runs" / "tiny" / "config.yaml") == cfg  # resolved config
+
+
+def test_a_stage_that_runs_reruns_every_later_stage(tmp_path, fake_stages, monkeypatch):
+    """New imitators (here: a model code revision) mean a new evaluation and report, and the
+    agents an interrupted evaluation had finished on the old imitators are not reused."""
+    from climit.imitator import model
+
+    _, cfg = tiny_config(tmp_path)
+    pipeline.run(cfg, progress=False, log=lambda m: None)
+    parts = tmp_path / "runs" / "tiny" / "eval" / "parts"
+    parts.mkdir()
+    (parts / "imitator_on_darkroom.npz").write_bytes(b"from the old imitators")
+    monkeypatch.setattr(model, "REVISION", model.REVISION + 1)
+    out = pipeline.run(cfg, progress=False, log=lambda m: None)
+    assert {k: out[k] for k in pipeline.STAGES} == {
+        "teach": "skipped", "imitate": "done", "evaluate": "done", "report": "done"}
+    assert len(fake_stages["imitate"]) == 8 and len(fake_stages["evaluate"]) == 2
+    assert not parts.exists()
+    # Evaluation done: parts left behind by a kill just after results.json are cleared too.
+    parts.mkdir()
+    (parts / "imitator_on_darkroom.npz").write_bytes(b"leftover")
+    out = pipeline.run(cfg, progress=False, log=lambda m: None)
+    assert set(out[k] for k in pipeline.STAGES) == {"skipped"} and not parts.exists()
 
 
 def test_changed_sections_rerun_only_what_depends_on_them(tmp_path, fake_stages):
