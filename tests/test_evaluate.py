@@ -103,19 +103,26 @@ def test_grid_and_curves_known_answer():
     np.testing.assert_array_equal(c, [[[1, 2, 1], [0, 0, 7]]])
 
 
-def test_random_agent_same_env_keys_for_every_agent():
-    """Common random numbers: the env key of row s, task k does not depend on the policy."""
-    env = envs.make("keydoor")
-    tasks = envs.sample_tasks("keydoor", jax.random.key(0), 2, "heldout")
-    keys = evaluate._keys(jax.random.key(1), 2, 2)
-    firsts = []
-    for act in (rollout.random_policy(env.spec.action_mask),
-                lambda p, c, inp, k: (jnp.int32(4), c)):
-        rs = jax.vmap(jax.vmap(lambda key, task: rollout.init(env, key, task), (0, 0)), (0, None))(
-            keys, jnp.asarray(tasks))
-        firsts.append(np.asarray(rs.inp.obs))
-    np.testing.assert_array_equal(firsts[0], firsts[1])
-    assert not np.array_equal(firsts[0][0], firsts[0][1])  # rows differ
+def test_env_randomness_is_the_same_for_every_agent():
+    """Common random numbers: the env key of row s, task k does not depend on how many rows and
+    tasks an agent has, and the env's own randomness (here Breakout's resets and sticky actions)
+    does not depend on the randomness a policy consumes."""
+    keys = evaluate._keys(jax.random.key(1), 3, 4)
+    np.testing.assert_array_equal(jax.random.key_data(evaluate._keys(jax.random.key(1), 2, 2)),
+                                  jax.random.key_data(keys[:2, :2]))
+    env = envs.make("Breakout-MinAtar", sticky_action_prob=0.5)
+    only_right = jnp.zeros(6, bool).at[3].set(True)
+    constant = lambda p, c, inp, k: (jnp.int32(3), c)  # uses no randomness
+    sampled = lambda p, c, inp, k: (rollout.uniform_action(k, only_right), c)  # uses its key
+    trajs = []
+    for act in (constant, sampled):
+        run = lambda key: rollout.rollout(env, act, None, (), jnp.zeros(0, jnp.int32), key, 200,
+                                          record=rollout.full)[1]
+        trajs.append(jax.vmap(run)(keys[0]))
+    np.testing.assert_array_equal(np.asarray(trajs[1].action), 3)
+    for a, b in zip(jax.tree.leaves(trajs[0]), jax.tree.leaves(trajs[1])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(trajs[0].obs[0]), np.asarray(trajs[0].obs[1]))  # rows differ
 
 
 def test_plan_resolves_and_rejects():
