@@ -194,3 +194,28 @@ def test_run_presets_cut_test_b_histories_after_exploration():
         half_decayed = t.learning_starts + t.eps_decay_steps // 2
         assert p.horizon >= half_decayed, (path.name, p.horizon, half_decayed)
         assert p.horizon_steps == p.horizon * cfg.eval.horizon_factor <= p.env_steps
+
+
+def test_dqn_episode_accounting_equals_the_rollout_primitive():
+    """The fresh DQN's curves come from the returns its training loop sums as it goes; on the
+    same transitions they equal ``rollout.episode_returns`` (the imitator's accounting), here on
+    CartPole's variable-length episodes with two envs per learner."""
+    from climit.teacher import dqn, train
+
+    tcfg = config.TeacherConfig(hidden=(16,), num_envs=2, total_env_steps=1200, chunk_steps=600,
+                                learning_starts=100, buffer_size=300, batch_size=16,
+                                eps_decay_steps=300, q_log_period=0)
+    env = envs.make("CartPole-v1")
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    tasks = jnp.zeros((2, 0), jnp.int32)
+    state = dqn.init(tcfg, env, keys, tasks)
+    _, out = dqn.make_chunk(tcfg, env, 600, "full")(state, dqn.hparams(tcfg, 2), tasks)
+    ours = train._episodes_from_returns(np.asarray(out.episode_return_NxT))  # [N=4, M]
+    s = out.streams
+    done = np.asarray(s.terminated_NxT) | np.asarray(s.truncated_NxT)
+    ref = jax.vmap(lambda r, d: rollout.episode_returns(r, d, ours.returns.shape[1]))(
+        s.reward_NxT, done)
+    assert ours.valid.sum() > 20 and len(set(np.asarray(ours.lengths[ours.valid]).tolist())) > 3
+    for field in ("valid", "end_step", "lengths"):
+        np.testing.assert_array_equal(getattr(ours, field), np.asarray(getattr(ref, field)), field)
+    np.testing.assert_allclose(ours.returns, np.asarray(ref.returns), rtol=1e-6)
