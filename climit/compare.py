@@ -1,15 +1,19 @@
 """``climit report --compare RUN [RUN ...]``: one table and one plot across runs.
 
 For a sweep (``climit sweep``) or any set of runs: the config keys whose values differ between
-the runs (read from each run's ``config.yaml``, or the config stored in ``eval/results.json``)
-against the headline ratios of the three claim tests (from each run's ``report/summary.json``:
-``tests.{a,b,c}.imitator_dqn_{auc,final}_ratio`` and their ``_ci`` intervals). Writes to
-``--out DIR``:
+the runs (read from the config stored in each run's ``eval/results.json``, the one that produced
+the numbers; from ``config.yaml`` only when the results lack it, since ``config.yaml`` is
+rewritten by later ``climit`` calls and can be newer than the artifacts) against the headline
+ratios of the three claim tests (from each run's ``report/summary.json``:
+``tests.{a,b,c}.imitator_dqn_{auc,final}_ratio`` and their ``_ci`` intervals, and the verdict,
+marked provisional with its scale when ``provisional`` is true). Writes to ``--out DIR``:
 
-- ``compare.md``: one markdown table, a row per run;
+- ``compare.md``: one markdown table, a row per run; a provisional verdict reads e.g.
+  "supported (provisional: 1 seed x 17 tasks)";
 - ``compare.png``: imitator/DQN AUC and final ratios with their intervals, per test; the x axis
   is the swept key when exactly one numeric key differs, else the runs in the order given;
-- ``compare.json``: the same rows, machine-readable.
+- ``compare.json``: the same rows, machine-readable (per test ``verdict`` as in summary.json,
+  plus ``provisional``, ``imitator_seeds``, ``dqn_seeds`` and ``tasks``).
 
 Imports no JAX (numpy, matplotlib, yaml and the standard library only), like the report.
 """
@@ -30,6 +34,7 @@ from climit.errors import ArtifactError, ClimitError
 
 IDENTITY_KEYS = ("run.name", "run.runs_dir")  # name a run; never a setting that is compared
 RATIOS = (("auc", "AUC / DQN"), ("final", "final / DQN"))
+SCALE_KEYS = ("provisional", "imitator_seeds", "dqn_seeds", "tasks")  # of summary.json tests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,22 +67,24 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _config(run_dir: Path) -> dict[str, Any]:
-    """The run's resolved config: config.yaml (written by ``climit run``), else the one stored
-    with its evaluation."""
-    path = run_dir / "config.yaml"
-    if path.is_file():
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ArtifactError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ArtifactError(f"{path} does not hold a config mapping")
-        return raw
+    """The config that produced the run's numbers: the one stored in ``eval/results.json``;
+    ``config.yaml`` (written by ``climit run``, possibly after the evaluation) only when the
+    results lack one."""
     results = run_dir / "eval" / "results.json"
-    if results.is_file():
-        return _read_json(results).get("config") or {}
-    raise ArtifactError(f"{run_dir} has no config.yaml (nor eval/results.json); is it a run "
-                        f"directory written by `climit run`?")
+    stored = _read_json(results).get("config") if results.is_file() else None
+    if stored:
+        return stored
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ArtifactError(f"{run_dir} has no config in eval/results.json nor a config.yaml; "
+                            f"is it a run directory written by `climit run`?")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ArtifactError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path} does not hold a config mapping")
+    return raw
 
 
 def load_run(run_dir: str | Path, label: str | None = None) -> Run:
@@ -147,13 +154,24 @@ def _cell(v: tuple[float, float, float]) -> str:
     return f"{stats.fmt(value)} [{stats.fmt(lo)}, {stats.fmt(hi)}]"
 
 
+def verdict_cell(run: Run, test: str) -> str:
+    """One test's verdict for the table: "not run", or the verdict, provisional ones with their
+    scale (see :func:`climit.report.verdict_label`)."""
+    entry = run.summary["tests"].get(test) or {}
+    if not entry.get("ran"):
+        return "not run"
+    return report.verdict_label(str(entry.get("verdict")), entry.get("provisional"),
+                                entry.get("imitator_seeds"), entry.get("tasks"))
+
+
 def _value(v: Any) -> str:
     return json.dumps(v) if isinstance(v, (list, dict)) else ("unset" if v is None else str(v))
 
 
 def rows(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
     """(differing keys, one JSON-ready row per run: run, path, config values, per test the
-    verdict and the AUC/final ratios with intervals)."""
+    verdict, whether it is provisional and the scale it ran at (null in summaries written before
+    these keys), and the AUC/final ratios with intervals)."""
     keys, tests = differing_keys(runs), tests_run(runs)
     out = []
     for r in runs:
@@ -161,7 +179,8 @@ def rows(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
                                "config": {k: r.config.get(k) for k in keys}, "tests": {}}
         for t in tests:
             entry = r.summary["tests"].get(t) or {}
-            row["tests"][t] = {"ran": bool(entry.get("ran")), "verdict": entry.get("verdict")}
+            row["tests"][t] = {"ran": bool(entry.get("ran")), "verdict": entry.get("verdict"),
+                               **{k: entry.get(k) for k in SCALE_KEYS}}
             for which, _ in RATIOS:
                 value, lo, hi = ratio(r, t, which)
                 row["tests"][t][f"{which}_ratio"] = [_json(x) for x in (value, lo, hi)]
@@ -184,8 +203,7 @@ def markdown(runs: list[Run]) -> str:
     for r in runs:
         cells = [r.label, *(_value(r.config.get(k)) for k in keys)]
         for t in tests:
-            entry = r.summary["tests"].get(t) or {}
-            cells.append(str(entry.get("verdict")) if entry.get("ran") else "not run")
+            cells.append(verdict_cell(r, t))
             cells += [_cell(ratio(r, t, which)) for which, _ in RATIOS]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if tests:

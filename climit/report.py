@@ -14,10 +14,15 @@ any machine from the evaluation artifacts. Writes:
 
 The evaluation artifacts (written by :func:`write_eval`, read by :func:`load_eval`):
 ``results.json`` holds ``{"format": 1, "env", "transfer", "context_steps", "horizon",
-"horizon_factor", "mode", "confidence", "bootstrap", "final_frac", "config", "tests": {KEY:
-stats.summarize_test(...) + {"env", "markers": {"context", "horizon"}}}, "imitators": {ROLE:
-what its training measured offline}}``, and ``curves.npz``
-holds ``KEY.grid`` [P] (env steps) and ``KEY.AGENT`` [S, K, P] for each test KEY and agent.
+"horizon_factor", "mode", "confidence", "bootstrap", "final_frac", "config", "tasks": {"a":
+[K, task_dim] held-out tasks}, "tests": {KEY: stats.summarize_test(...) + {"env", "markers":
+{"context", "horizon"}}}, "imitators": {ROLE: what its training measured offline}}``, and
+``curves.npz`` holds ``KEY.grid`` [P] (env steps) and ``KEY.AGENT`` [S, K, P] for each test KEY
+and agent. Optional keys the report reads when present: test (b)'s ``controls_trained_to_h``
+(false: its ED and ablated controls saw the full histories), and ``heldout_tasks_available``
+(the number of held-out tasks the env has; per test, or at the top level for the tests on
+``env``), which sets the planned task count (see :func:`planned_tasks`). Settings missing from
+an older file fall back to :data:`EVAL_DEFAULTS`.
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ from climit import stats
 from climit.errors import ArtifactError
 
 RESULTS_FORMAT = 1
+MATCH_LEVEL = 0.8  # "keeps up with the DQN": ratio interval at or above 0.8 (one-sided)
 TESTS: dict[str, tuple[str, str]] = {
     "a": ("skill match", "From an empty context on held-out tasks, does the frozen imitator's "
-          "return track the DQN's learning curve, env step for env step?"),
+          f"return keep up with the DQN's learning curve: at least {MATCH_LEVEL} of the DQN's "
+          "area under the curve and final return, over the same env steps?"),
     "b": ("horizon extrapolation", "Trained only on the first H env steps of each history, does "
           "the imitator keep improving from H to the evaluation horizon as the DQN does?"),
     "c": ("new family", "On a task family it never saw (through the common interface), does it "
@@ -51,9 +58,21 @@ AGENTS: dict[str, str] = {
 }
 COLORS = {"imitator": "tab:blue", "ed": "tab:orange", "ablated": "tab:purple",
           "random": "tab:gray", "dqn": "tab:green"}
-MATCH_LEVEL = 0.8  # "tracks the DQN": ratio interval at or above 0.8
 CHECK_MARKS = {True: "yes", False: "no", None: "unclear"}
 PLANNED_SEEDS, PLANNED_TASKS = 5, 20  # the scale the claim calls for (issue 5)
+# Settings of the evaluation, as the config defaults them: read through `setting` only, so an
+# older results file that lacks one gets the same value everywhere.
+EVAL_DEFAULTS: dict[str, float] = {"confidence": stats.DEFAULT_CONFIDENCE,
+                                   "bootstrap": stats.DEFAULT_BOOTSTRAP,
+                                   "final_frac": stats.DEFAULT_FINAL_FRAC}
+NOT_COMPARABLE_CONTROLS = ("not comparable: the controls were trained on the full histories, not "
+                           "the first H steps; set eval.horizon_controls=true")
+
+
+def setting(results: dict[str, Any], name: str) -> float:
+    """An evaluation setting (``confidence``, ``bootstrap``, ``final_frac``) of ``results``."""
+    value = results.get(name)
+    return EVAL_DEFAULTS[name] if value is None else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,7 +140,14 @@ def _above(a: stats.Estimate, b: stats.Estimate) -> bool | None:
 
 def _matches(*ratios: stats.Estimate) -> bool | None:
     """Imitator/DQN ratios at MATCH_LEVEL or above: True if every interval lies there; False if
-    every interval lies below it or the first ratio's point does; else None (unclear)."""
+    every interval lies below it or the first ratio's point does; else None (unclear).
+
+    A ratio with an undefined (NaN) value, lo or hi makes the match None whatever the others
+    say: Python's min/max with NaN depend on argument order, and an undefined ratio cannot
+    show a match.
+    """
+    if any(math.isnan(x) for r in ratios for x in (r.value, r.lo, r.hi)):
+        return None
     if min(r.lo for r in ratios) >= MATCH_LEVEL:
         return True
     if max(r.hi for r in ratios) < MATCH_LEVEL or ratios[0].value < MATCH_LEVEL:
@@ -148,10 +174,26 @@ def criteria(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None, str
     imi_auc = _est(agents["imitator"]["auc"])
     for ctrl in ("ablated", "random"):
         if ctrl in agents:
-            c_auc = _est(agents[ctrl]["auc"])
-            out.append((f"beats the {AGENTS[ctrl]} (AUC)", _above(imi_auc, c_auc),
-                        f"imitator {imi_auc} vs {c_auc}"))
+            out.append(_beats_control(key, test, ctrl, imi_auc))
     return out
+
+
+def full_history_controls(key: str, test: dict[str, Any]) -> bool:
+    """Test (b) whose ED and ablated controls saw the full histories (``eval.horizon_controls``
+    false), unlike its imitator, which saw only the first H steps."""
+    return key == "b" and test.get("controls_trained_to_h") is False
+
+
+def _beats_control(key: str, test: dict[str, Any], ctrl: str,
+                   imi_auc: stats.Estimate) -> tuple[str, bool | None, str]:
+    """The criterion "beats the control (AUC)"; None (unclear) where the control is not
+    comparable: a full-history control in test (b) knows more than the H-imitator, so losing to
+    it says nothing about the use of context."""
+    name = f"beats the {AGENTS[ctrl]} (AUC)"
+    if ctrl != "random" and full_history_controls(key, test):
+        return name, None, NOT_COMPARABLE_CONTROLS
+    c_auc = _est(test["agents"][ctrl]["auc"])
+    return name, _above(imi_auc, c_auc), f"imitator {imi_auc} vs {c_auc}"
 
 
 def preconditions(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
@@ -200,22 +242,50 @@ def _ci(d: dict[str, Any]) -> list[Any]:
     return [d["lo"], d["hi"]]
 
 
+def planned_tasks(test: dict[str, Any], results: dict[str, Any]) -> int:
+    """The task count the claim calls for in one test: PLANNED_TASKS, or all the held-out tasks
+    the env has when it has fewer (Dark Room: 17 goals).
+
+    The count comes from ``heldout_tasks_available`` of the test, else of the results when the
+    test runs on the results' ``env``; without it (or null: a single-task env, whose evaluation
+    "tasks" are env seeds without limit) PLANNED_TASKS.
+    """
+    available = test.get("heldout_tasks_available")
+    if available is None and test.get("env", results.get("env")) == results.get("env"):
+        available = results.get("heldout_tasks_available")
+    return PLANNED_TASKS if available is None else min(PLANNED_TASKS, int(available))
+
+
+def provisional(test: dict[str, Any], results: dict[str, Any]) -> bool:
+    """True when a test ran on fewer imitator seeds or tasks than the claim calls for."""
+    return (test["seeds"].get("imitator", 0) < PLANNED_SEEDS
+            or test["tasks"] < planned_tasks(test, results))
+
+
 def summary(results: dict[str, Any]) -> dict[str, Any]:
     """Headline numbers under stable keys. For each test KEY in a, b, c: ``tests.KEY`` holds
-    ``ran``, ``verdict``, ``imitator_dqn_{auc,final,steps_to_80}_ratio`` (point) and ``..._ci``
-    ([lo, hi]), ``imitator_auc``, ``imitator_final``, ``dqn_auc``, ``dqn_final`` and
+    ``ran``, ``verdict``, ``provisional`` (true when ``imitator_seeds`` < PLANNED_SEEDS or
+    ``tasks`` < :func:`planned_tasks`: the verdict stands on a smaller run than the claim calls
+    for), ``imitator_seeds``, ``dqn_seeds`` and ``tasks`` (the scale it ran at),
+    ``imitator_dqn_{auc,final,steps_to_80}_ratio`` (point) and ``..._ci`` ([lo, hi]),
+    ``imitator_auc``, ``imitator_final``, ``dqn_auc``, ``dqn_final`` and
     ``controls.{ed,ablated,random}`` each with ``auc``, ``final``, ``dqn_auc_ratio``(+``_ci``),
     ``dqn_final_ratio``(+``_ci``), and ``imitator_dqn_auc_ratio_before_h``(+``_ci``): test (b)'s
     AUC ratio over the steps up to H (null for a and c). A test that did not run has every
-    number null. Values: float, null (undefined) or "inf" (never reached)."""
+    number (and ``provisional``) null. Values: float, null (undefined) or "inf" (never
+    reached)."""
     out: dict[str, Any] = {"format": 1, "fingerprint": results.get("fingerprint"),
                            "env": results.get("env"),
                            "transfer": results.get("transfer"),
-                           "confidence": results.get("confidence"), "tests": {}}
+                           "confidence": setting(results, "confidence"), "tests": {}}
     for key in TESTS:
         test = results["tests"].get(key)
         entry: dict[str, Any] = {"ran": test is not None,
-                                 "verdict": verdict(key, test) if test else None}
+                                 "verdict": verdict(key, test) if test else None,
+                                 "provisional": provisional(test, results) if test else None,
+                                 "imitator_seeds": test["seeds"].get("imitator") if test else None,
+                                 "dqn_seeds": test["seeds"].get("dqn") if test else None,
+                                 "tasks": test["tasks"] if test else None}
         vs = test["vs_dqn"] if test else {}
         agents = test["agents"] if test else {}
         for r in SUMMARY_RATIOS:
@@ -260,13 +330,14 @@ def plot_test(key: str, test: dict[str, Any], curves: dict[str, np.ndarray], pat
 
     grid = curves[f"{key}.grid"]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for agent, label in AGENTS.items():
+    for agent in AGENTS:
         c = curves.get(f"{key}.{agent}")
         if c is None:
             continue
         mean, lo, hi = stats.curve_band(c, n_boot=n_boot, confidence=confidence)
         size = f"{_count(c.shape[0], 'seed')} x {_count(c.shape[1], 'task')}"
-        ax.plot(grid, mean, color=COLORS[agent], label=f"{label} ({size})",
+        label = f"{agent_label(key, test, agent)} ({size})"
+        ax.plot(grid, mean, color=COLORS[agent], label=label,
                 lw=2 if agent in ("imitator", "dqn") else 1.3)
         ax.fill_between(grid, lo, hi, color=COLORS[agent], alpha=0.18, lw=0)
     markers = test.get("markers", {})
@@ -300,6 +371,47 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def agent_label(key: str, test: dict[str, Any], agent: str) -> str:
+    """An agent's name in tables and plots; test (b)'s full-history controls say so."""
+    if agent in ("ed", "ablated") and full_history_controls(key, test):
+        return f"{AGENTS[agent]} (full histories)"
+    return AGENTS[agent]
+
+
+def _task_kind(test: dict[str, Any], results: dict[str, Any]) -> str | None:
+    """What a test's K evaluation units are: "task" (task parameters: goals, key/door cells),
+    "seed" (a single-task env such as MinAtar, whose K units are env seeds) or None (unknown).
+
+    From the test's ``task_dim`` if recorded, else from the width of ``results["tasks"]["a"]``
+    ([K, task_dim]) for a test on the results' env; test (c)'s env is not recorded there.
+    """
+    task_dim = test.get("task_dim")
+    rows = (results.get("tasks") or {}).get("a")
+    if task_dim is None and rows and test.get("env", results.get("env")) == results.get("env"):
+        task_dim = len(rows[0])
+    if task_dim is None:
+        return None
+    return "seed" if task_dim == 0 else "task"
+
+
+def _units(n: int, kind: str | None) -> str:
+    """``n`` evaluation units of a kind from :func:`_task_kind`, e.g. "17 held-out tasks"."""
+    if kind is None:
+        return f"{n} held-out task(s) or seeds"
+    return _count(n, "evaluation seed" if kind == "seed" else "held-out task")
+
+
+def _initial_steps(test: dict[str, Any], final_frac: float) -> int:
+    """Env steps the ``initial`` return averages over: the first max(1, round(final_frac * P))
+    of the window's P grid points, each standing for the env steps since the previous one (the
+    grid is regular; see evaluate.grid)."""
+    lo_step, hi_step = test["window"]
+    p = test["grid_points"]
+    n = max(1, int(round(final_frac * p)))
+    spacing = (hi_step - lo_step) / (p - 1) if p > 1 else hi_step
+    return int(round(n * spacing))
+
+
 def _row(label: str, a: dict[str, Any], v: dict[str, Any] | None) -> str:
     cells = [label, str(_est(a["auc"])), str(_est(a["initial"])), str(_est(a["final"]))]
     if v is None:
@@ -316,58 +428,109 @@ def _fmt_est(e: stats.Estimate) -> str:
     return f"{f(e.value)} [{f(e.lo)}, {f(e.hi)}]"
 
 
+def _steps_sentences(steps_r: stats.Estimate) -> list[str]:
+    """What the steps-to-80% ratio says, including when the imitator outpaced the DQN."""
+    if math.isnan(steps_r.value):
+        return ["The steps-to-80% ratio is undefined: the DQN's final return is not above zero, "
+                "so it set no level to reach."]
+    if math.isinf(steps_r.value):
+        return ["It never reached 80% of the DQN's final return within the window."]
+    out = [f"It took {stats.fmt(steps_r.value)}x the DQN's env steps to reach 80% of the DQN's "
+           f"final return (interval {_fmt_est(steps_r)})."]
+    if steps_r.hi < 1:
+        # The match criterion is one-sided, so say plainly when passing it means being ahead.
+        out.append("That interval lies below 1: the imitator reached the DQN's level faster than "
+                   "the DQN did, so it does not reproduce the DQN's learning curve step for "
+                   "step, it outpaces it (the criterion asks for at least "
+                   f"{MATCH_LEVEL} of the DQN's return, which being ahead satisfies).")
+    return out
+
+
+def _control_sentences(key: str, test: dict[str, Any]) -> list[str]:
+    """What the controls clearly beaten show. ED (trained on the end of the same histories)
+    beaten: more than replaying a final policy. The context-ablated control beaten: the context
+    across episodes adds to the return, the evidence for learning in context."""
+    agents = test["agents"]
+    if full_history_controls(key, test):
+        return []  # not comparable with the H-imitator; a caveat says so
+    imi_auc = _est(agents["imitator"]["auc"])
+    beaten = {c for c in ("ed", "ablated")
+              if c in agents and _above(imi_auc, _est(agents[c]["auc"])) is True}
+    out = []
+    if "ed" in beaten:
+        out.append("The imitator clearly beats expert distillation (trained on the end of the "
+                   "same histories, the DQN's late behaviour), so its return is more than "
+                   "replaying a final policy would give.")
+    if "ablated" in beaten:
+        out.append("It clearly beats the context-ablated imitator too, so what its context holds "
+                   "from earlier episodes adds to its return: evidence of learning in context.")
+    return out
+
+
 def reading(key: str, test: dict[str, Any], results: dict[str, Any]) -> list[str]:
     """Plain-language sentences: what the numbers show, then what they do not."""
     agents, vs = test["agents"], test["vs_dqn"]
-    conf = int(round(100 * results.get("confidence", 0.95)))
+    conf = int(round(100 * setting(results, "confidence")))
     lo_step, hi_step = test["window"]
     auc_r, fin_r = _est(vs["imitator"]["auc_ratio"]), _est(vs["imitator"]["final_ratio"])
-    steps_r = _est(vs["imitator"]["steps_to_80_ratio"])
     imi, dqn = agents["imitator"], agents["dqn"]
-    seeds, tasks = test["seeds"], test["tasks"]
+    kind = _task_kind(test, results)
+    plural = {"seed": "evaluation seeds", "task": "tasks", None: "tasks or seeds"}[kind]
     says = [
-        f"Between env steps {lo_step} and {hi_step} on {tasks} held-out task(s) of "
+        f"Between env steps {lo_step} and {hi_step} on {_units(test['tasks'], kind)} of "
         f"{test.get('env', '?')}, the imitator's mean return was {stats.fmt(imi['auc']['value'])} "
         f"against the DQN's {stats.fmt(dqn['auc']['value'])}: an area ratio of {auc_r} "
-        f"({conf}% interval over imitator seeds and tasks).",
+        f"({conf}% interval resampling imitator seeds, DQN seeds and {plural}).",
         f"At the end of the window it returned {stats.fmt(imi['final']['value'])} against the "
-        f"DQN's {stats.fmt(dqn['final']['value'])} (final ratio {fin_r}); it started at "
-        f"{stats.fmt(imi['initial']['value'])}.",
+        f"DQN's {stats.fmt(dqn['final']['value'])} (final ratio {fin_r}); over the first "
+        f"{_initial_steps(test, setting(results, 'final_frac'))} env steps of the window it "
+        f"averaged {stats.fmt(imi['initial']['value'])}.",
+        *_steps_sentences(_est(vs["imitator"]["steps_to_80_ratio"])),
     ]
-    if math.isinf(steps_r.value):
-        says.append("It never reached 80% of the DQN's final return within the window.")
-    elif not math.isnan(steps_r.value):
-        says.append(f"It took {stats.fmt(steps_r.value)}x the DQN's env steps to reach 80% of the "
-                    f"DQN's final return (interval {_fmt_est(steps_r)}).")
-    ctrl_bits = [f"{AGENTS[c]} {stats.fmt(agents[c]['auc']['value'])}" for c in ("ed", "ablated", "random")
-                 if c in agents]
+    ctrl_bits = [f"{agent_label(key, test, c)} {stats.fmt(agents[c]['auc']['value'])}"
+                 for c in ("ed", "ablated", "random") if c in agents]
     if ctrl_bits:
         says.append("Mean returns of the controls over the same steps: " + ", ".join(ctrl_bits) + ".")
-    if "ed" in agents and _above(_est(imi["auc"]), _est(agents["ed"]["auc"])):
-        says.append("The imitator clearly beats expert distillation, so its return comes from "
-                    "learning in context, not from replaying a final policy.")
+    says += _control_sentences(key, test)
+    return ["**What the numbers show.** " + " ".join(says),
+            "**What they do not show.** " + " ".join(_caveats(key, test, results, kind))]
+
+
+def _caveats(key: str, test: dict[str, Any], results: dict[str, Any],
+             kind: str | None) -> list[str]:
+    """The limits of one test's numbers, as sentences."""
+    n_seeds, tasks = test["seeds"].get("imitator", 0), test["tasks"]
     caveats = []
-    n_seeds = seeds.get("imitator", 0)
-    if n_seeds < PLANNED_SEEDS or tasks < PLANNED_TASKS:
-        caveats.append(f"This is a small run ({n_seeds} imitator seed(s) x {tasks} task(s); the "
-                       f"claim calls for at least {PLANNED_SEEDS} x {PLANNED_TASKS}): intervals from "
-                       f"so few seeds and tasks are rough and the verdict is provisional.")
+    if provisional(test, results):
+        caveats.append(f"This is a small run ({_count(n_seeds, 'imitator seed')} x "
+                       f"{_units(tasks, kind)}; the claim calls for at least {PLANNED_SEEDS} x "
+                       f"{planned_tasks(test, results)}): intervals from so few seeds and tasks "
+                       f"are rough and the verdict is provisional.")
     if n_seeds == 1:
-        caveats.append("With one imitator seed the interval covers task variation only, not "
-                       "variation between imitator training runs.")
+        caveats.append("With one imitator seed the interval covers task and DQN seed variation "
+                       "only, not variation between imitator training runs.")
     caveats.append("The intervals do not cover variation between teacher runs (one set of DQN "
                    "histories trained every imitator here).")
+    if results.get("mode") == "greedy":
+        caveats.append("The imitator acted greedily while the DQN's curves include its "
+                       "epsilon-greedy exploration, which favours the imitator.")
     if key == "a":
-        caveats.append("Matching the curve does not show that the imitator learns the way the DQN "
-                       "does internally, only that its behaviour improves at a similar rate.")
+        caveats.append(f"Keeping up with the DQN (at least {MATCH_LEVEL} of its area and final "
+                       "return) does not show that the imitator learns the way the DQN does "
+                       "internally, nor that it follows the DQN's curve step for step: the "
+                       "criterion is one-sided, so an imitator ahead of the DQN passes too.")
     if key == "b":
         caveats.append(f"H = {test.get('markers', {}).get('horizon')} env steps; the result can "
                        "depend on where H falls on the DQN's learning curve.")
         caveats += _precondition_caveats(key, test)
+    if full_history_controls(key, test):
+        caveats.append("The ED and context-ablated controls of this test were trained on the "
+                       "full histories, not the first H steps, so they are not comparable with "
+                       "the H-imitator (set eval.horizon_controls=true to train them on the "
+                       "first H steps).")
     if key == "c":
         caveats.append("One target family only; transfer to other families is untested.")
-    return ["**What the numbers show.** " + " ".join(says),
-            "**What they do not show.** " + " ".join(caveats)]
+    return caveats
 
 
 def _precondition_caveats(key: str, test: dict[str, Any]) -> list[str]:
@@ -402,21 +565,31 @@ def _check_lines(key: str, test: dict[str, Any]) -> list[str]:
     return lines
 
 
+def verdict_label(verdict_: str, provisional_: bool | None, imitator_seeds: int | None,
+                  tasks: int | None) -> str:
+    """A verdict as the report and the comparison print it: a provisional one with its scale,
+    e.g. "supported (provisional: 1 seed x 17 tasks)"."""
+    if not provisional_:
+        return verdict_
+    return f"{verdict_} (provisional: {_count(imitator_seeds, 'seed')} x {_count(tasks, 'task')})"
+
+
 def markdown(results: dict[str, Any]) -> str:
-    conf = int(round(100 * results.get("confidence", 0.95)))
+    conf = int(round(100 * setting(results, "confidence")))
     lines = [
         f"# climit report: {results.get('env')} (transfer: {results.get('transfer') or 'none'})",
         "",
         "Can a transformer trained by imitation on a DQN's learning histories, then frozen, "
         "reproduce the DQN's learning with its activations alone? Each test below runs on "
         "held-out tasks and environment seeds no training used. Intervals are "
-        f"{conf}% bootstrap intervals resampling imitator (or DQN) training seeds and evaluation "
-        "tasks (crossed); ratios are bootstrapped as ratios with tasks paired.",
+        f"{conf}% bootstrap intervals resampling training seeds and evaluation tasks (crossed); "
+        "ratios are bootstrapped as ratios, resampling the imitator's and the DQN's seeds "
+        "independently, with tasks paired.",
         "",
         f"Imitator action mode: {results.get('mode')}; its context holds "
         f"{results.get('context_steps')} env steps and slides beyond that. "
         "AUC = mean return over the window's env steps; initial/final = mean over its first/last "
-        f"{int(round(100 * results.get('final_frac', 0.1)))}%; steps-to-80% ratio > 1 means slower "
+        f"{int(round(100 * setting(results, 'final_frac')))}%; steps-to-80% ratio > 1 means slower "
         "than the DQN ('never': not reached).",
         "",
     ]
@@ -427,14 +600,15 @@ def markdown(results: dict[str, Any]) -> str:
             reason = results.get("skipped", {}).get(key, "not run")
             lines += [f"Not run: {reason}.", ""]
             continue
-        v = verdict(key, test)
+        v = verdict_label(verdict(key, test), provisional(test, results),
+                          test["seeds"].get("imitator", 0), test["tasks"])
         lines += [f"**Verdict: {v}.** Metrics over env steps {test['window'][0]}-{test['window'][1]}.",
                   "", "| agent | AUC | initial | final | AUC / DQN | final / DQN | steps-to-80% / DQN |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
-        for agent, label in AGENTS.items():
+        for agent in AGENTS:
             if agent in test["agents"]:
                 n = test["seeds"].get(agent, 0)
-                lines.append(_row(f"{label} ({_count(n, 'seed')})",
+                lines.append(_row(f"{agent_label(key, test, agent)} ({_count(n, 'seed')})",
                                   test["agents"][agent], test["vs_dqn"].get(agent)))
         lines += _check_lines(key, test)
         lines += ["", *[p + "\n" for p in reading(key, test, results)],
@@ -476,7 +650,10 @@ def imitator_section(imitators: dict[str, dict]) -> list[str]:
 
 
 def _num(v: Any) -> str:
-    """A summary.json number for a terminal line (null -> n/a, "inf" -> never)."""
+    """A summary.json number for a terminal line (null -> n/a, "inf" -> inf).
+
+    Not "never": the headline prints AUC and final ratios, where inf is a ratio, not a step
+    count that was never reached."""
     return stats.fmt(float(v)) if v is not None else "n/a"
 
 
@@ -500,8 +677,8 @@ def build(run_dir: str | Path) -> Path:
     results, curves = load_eval(run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    n_boot = int(results.get("bootstrap", 1000))
-    conf = float(results.get("confidence", 0.95))
+    n_boot = int(setting(results, "bootstrap"))
+    conf = float(setting(results, "confidence"))
     for key, test in results["tests"].items():
         if test is not None:
             plot_test(key, test, curves, out / f"test_{key}.png", confidence=conf, n_boot=n_boot)

@@ -28,7 +28,16 @@ Metrics of one (mean) curve:
 - ``final``: the mean of the last ``final_frac`` of the grid points (at least one);
 - ``steps_to``: the first grid step where the curve reaches a threshold (``inf`` if never).
   The threshold is 80 % of the DQN's final return measured from ``floor`` (0 by default, the
-  minimum return of the grid worlds): ``floor + 0.8 * (dqn_final - floor)``.
+  minimum return of the grid worlds): ``floor + 0.8 * (dqn_final - floor)``. It is undefined
+  (NaN) when the DQN's final return is not above ``floor``: the threshold would then lie at or
+  below the floor, every agent would "reach" it at the first grid point, and the ratio would
+  read 1 for an agent that learned nothing.
+
+Undefined replicates. A ratio replicate is NaN where it means nothing (see :func:`_ratio` and
+the steps-to rule above). :func:`interval` drops such replicates, but when more than
+``MAX_UNDEFINED_FRAC`` of them are NaN the rest are a biased subsample (the replicates dropped
+are those whose resampled DQN sat at or below zero, or did not learn), so the interval is
+undefined too.
 """
 
 from __future__ import annotations
@@ -40,7 +49,10 @@ from typing import Any
 import numpy as np
 
 DEFAULT_FINAL_FRAC = 0.1
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_BOOTSTRAP = 1000
 FRACTION_OF_DQN = 0.8
+MAX_UNDEFINED_FRAC = 0.05  # more NaN replicates than this: the interval is undefined
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,17 +112,18 @@ def steps_to(curve_xP: np.ndarray, grid_P: np.ndarray, threshold_x: np.ndarray) 
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a / b where the reference b is positive; 0/0 = 1 (both flat at zero); NaN otherwise.
+    """a / b where the reference b is positive; NaN (undefined) otherwise, 0/0 included.
 
     A ratio to the DQN only means "fraction of the DQN's return" when the DQN's value is
     positive: with negative returns (Acrobot, MountainCar) a worse agent would get a ratio above
     1. Such replicates are undefined (NaN), so the interval and the verdict say so instead of
-    reading a flipped ratio as a match. inf/inf (neither reaches 80 %) is NaN too.
+    reading a flipped ratio as a match. 0/0 is NaN rather than 1: a DQN flat at zero learned
+    nothing, and a random policy also at zero must not "match" it. inf/inf (neither reaches
+    80 %) and NaN inputs (steps-to-80 % of a DQN that did not learn) are NaN too.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(b > 0, np.divide(a, b), np.nan)
-    return np.where((a == 0) & (b == 0), 1.0, r)
+        return np.where(b > 0, np.divide(a, b), np.nan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,17 +150,26 @@ def mean_curves(curves_SxKxP: np.ndarray, w_BxS: np.ndarray, w_BxK: np.ndarray) 
 
 
 def interval(point: float, replicates_B: np.ndarray, confidence: float) -> Estimate:
-    """Percentile interval of bootstrap replicates (no interpolation, so inf stays inf)."""
+    """Percentile interval of bootstrap replicates [B] (no interpolation, so inf stays inf).
+
+    NaN (undefined) replicates are dropped when they are at most ``MAX_UNDEFINED_FRAC`` of the
+    B; above that, lo and hi are NaN (undefined), so a verdict reads "unclear". Why not keep
+    dropping them: the replicates that are NaN are not a random subset (they are those whose
+    resampled DQN sat at or below zero, or never learned), so the percentiles of the rest would
+    be labelled a ``confidence`` interval without covering that often.
+    """
     r = np.asarray(replicates_B, np.float64)
-    r = r[~np.isnan(r)]
-    if r.size == 0:
+    undefined = np.isnan(r)
+    if r.size == 0 or undefined.mean() > MAX_UNDEFINED_FRAC:
         return Estimate(float(point), math.nan, math.nan)
+    r = r[~undefined]
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(r, [alpha, 1.0 - alpha], method="inverted_cdf")
     return Estimate(float(point), float(lo), float(hi))
 
 
-def curve_band(curves_SxKxP: np.ndarray, *, n_boot: int = 1000, confidence: float = 0.95,
+def curve_band(curves_SxKxP: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP,
+               confidence: float = DEFAULT_CONFIDENCE,
                seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The mean curve and its pointwise crossed-bootstrap interval: three float arrays [P]."""
     c = _check(curves_SxKxP)
@@ -159,8 +181,9 @@ def curve_band(curves_SxKxP: np.ndarray, *, n_boot: int = 1000, confidence: floa
     return c.mean(axis=(0, 1)), lo_P, hi_P
 
 
-def describe(curves_SxKxP: np.ndarray, *, n_boot: int = 1000, confidence: float = 0.95,
-             seed: int = 0, final_frac: float = DEFAULT_FINAL_FRAC) -> dict[str, Estimate]:
+def describe(curves_SxKxP: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP,
+             confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
+             final_frac: float = DEFAULT_FINAL_FRAC) -> dict[str, Estimate]:
     """AUC, initial and final return of one agent's curves, with crossed-bootstrap intervals.
 
     ``initial`` is the mean of the first ``final_frac`` of the grid (how the agent starts), so
@@ -178,14 +201,17 @@ def describe(curves_SxKxP: np.ndarray, *, n_boot: int = 1000, confidence: float 
 
 
 def compare(agent_SxKxP: np.ndarray, dqn_RxKxP: np.ndarray, grid_P: np.ndarray, *,
-            n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
+            n_boot: int = DEFAULT_BOOTSTRAP, confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
             final_frac: float = DEFAULT_FINAL_FRAC, floor: float = 0.0) -> dict[str, Estimate]:
     """An agent against the DQN on the same K tasks and grid, with paired-task bootstrap ratios.
 
     Returns Estimates under: ``agent_auc``, ``dqn_auc``, ``auc_ratio``, ``agent_final``,
     ``dqn_final``, ``final_ratio``, ``agent_steps_to_80``, ``dqn_steps_to_80``,
     ``steps_to_80_ratio`` (agent / DQN; > 1 means the agent is slower; inf if the agent never
-    reaches the DQN's 80 % level).
+    reaches the DQN's 80 % level). Inputs: agent curves [S, K, P], DQN curves [R, K, P] on the
+    same K tasks, ``grid_P`` [P] env steps. The steps-to-80 % entries are NaN (undefined) in
+    each replicate whose DQN final return is not above ``floor`` (the DQN did not learn); every
+    ratio is NaN where the DQN's value is not positive (see :func:`_ratio`).
     """
     a, d = _check(agent_SxKxP), _check(dqn_RxKxP)
     if a.shape[1:] != d.shape[1:] or a.shape[2] != len(grid_P):
@@ -200,10 +226,12 @@ def compare(agent_SxKxP: np.ndarray, dqn_RxKxP: np.ndarray, grid_P: np.ndarray, 
     def metrics(agent: np.ndarray, dqn: np.ndarray) -> dict[str, np.ndarray]:
         dqn_final = final(dqn, final_frac)
         threshold = floor + FRACTION_OF_DQN * (dqn_final - floor)
+        # A DQN at or below the floor learned nothing: its 80 % level is no level (undefined).
+        learned = dqn_final > floor
         out = {"agent_auc": auc(agent), "dqn_auc": auc(dqn),
                "agent_final": final(agent, final_frac), "dqn_final": dqn_final,
-               "agent_steps_to_80": steps_to(agent, grid_P, threshold),
-               "dqn_steps_to_80": steps_to(dqn, grid_P, threshold)}
+               "agent_steps_to_80": np.where(learned, steps_to(agent, grid_P, threshold), np.nan),
+               "dqn_steps_to_80": np.where(learned, steps_to(dqn, grid_P, threshold), np.nan)}
         for m in ("auc", "final", "steps_to_80"):
             out[f"{m}_ratio"] = _ratio(out[f"agent_{m}"], out[f"dqn_{m}"])
         return out
@@ -228,9 +256,10 @@ def estimate_from_dict(d: dict[str, Any]) -> Estimate:
 
 
 def summarize_test(curves: dict[str, np.ndarray], grid_P: np.ndarray, *,
-                   window: tuple[float, float] = (-math.inf, math.inf), n_boot: int = 1000,
-                   confidence: float = 0.95, seed: int = 0,
-                   final_frac: float = DEFAULT_FINAL_FRAC, floor: float = 0.0) -> dict[str, Any]:
+                   window: tuple[float, float] = (-math.inf, math.inf),
+                   n_boot: int = DEFAULT_BOOTSTRAP, confidence: float = DEFAULT_CONFIDENCE,
+                   seed: int = 0, final_frac: float = DEFAULT_FINAL_FRAC,
+                   floor: float = 0.0) -> dict[str, Any]:
     """Every statistic of one claim test, JSON-ready.
 
     ``curves`` maps agent name -> curves [S_agent, K, P] on ``grid_P`` (the same K tasks for all;

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from climit import cli, compare
+from climit.errors import ArtifactError
 
 
 def _test(auc, auc_ci, final, final_ci, verdict="inconclusive"):
@@ -22,16 +23,18 @@ NOT_RUN = {"ran": False, "verdict": None, "imitator_dqn_auc_ratio": None,
            "imitator_dqn_final_ratio_ci": [None, None]}
 
 
-def fake_run(root, name, config, tests, *, config_yaml=True):
-    """A run directory with config.yaml (or only eval/results.json's config) and a report summary."""
+def fake_run(root, name, config, tests, *, config_yaml=True, results_config=None):
+    """A run directory with config.yaml (or only eval/results.json's config) and a report summary;
+    ``results_config`` (when given) is stored in eval/results.json beside config.yaml."""
     rd = root / name
     (rd / "report").mkdir(parents=True)
     cfg = {"run": {"name": name, "runs_dir": str(root), "seed": 0}, **config}
     if config_yaml:
         (rd / "config.yaml").write_text(yaml.safe_dump(cfg))
-    else:
+    stored = results_config if config_yaml else cfg
+    if stored is not None:
         (rd / "eval").mkdir()
-        (rd / "eval" / "results.json").write_text(json.dumps({"format": 1, "config": cfg}))
+        (rd / "eval" / "results.json").write_text(json.dumps({"format": 1, "config": stored}))
     summary = {"format": 1, "confidence": 0.95, "tests": {"c": NOT_RUN, **tests}}
     (rd / "report" / "summary.json").write_text(json.dumps(summary))
     return rd
@@ -67,6 +70,8 @@ def test_table_plot_and_json_have_the_known_numbers(runs, tmp_path):
     assert data["runs"][1]["config"] == {"imitator.context_len": 40}
     assert data["runs"][1]["tests"]["a"]["final_ratio"] == ["inf", 2.0, "inf"]
     assert data["runs"][1]["tests"]["b"] == {"ran": False, "verdict": None,
+                                             "provisional": None, "imitator_seeds": None,
+                                             "dqn_seeds": None, "tasks": None,
                                              "auc_ratio": [None, None, None],
                                              "final_ratio": [None, None, None]}
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
@@ -111,3 +116,37 @@ def test_clear_errors(runs, tmp_path, capsys):
     (b / "report" / "summary.json").write_text("{oops")
     assert "is not valid JSON" in _error(capsys, "--compare", a, b)
     assert not (tmp_path / "x").exists()
+
+
+def test_config_of_the_evaluation_wins_over_a_newer_config_yaml(tmp_path):
+    # config.yaml says context 64 (rewritten after the evaluation); the numbers came from 32.
+    rd = fake_run(tmp_path, "r", {"imitator": {"context_len": 64}}, {"a": NOT_RUN},
+                  results_config={"imitator": {"context_len": 32}})
+    assert compare.load_run(rd).config["imitator.context_len"] == 32
+    # Results without a stored config: config.yaml it is.
+    rd = fake_run(tmp_path, "s", {"imitator": {"context_len": 64}}, {"a": NOT_RUN},
+                  results_config={})
+    assert compare.load_run(rd).config["imitator.context_len"] == 64
+    # Neither: a clear error.
+    bare = tmp_path / "t"
+    (bare / "report").mkdir(parents=True)
+    (bare / "report" / "summary.json").write_text(json.dumps({"tests": {}}))
+    with pytest.raises(ArtifactError, match="nor a config.yaml"):
+        compare.load_run(bare)
+
+
+def test_provisional_verdicts_show_their_scale(tmp_path):
+    scale = {"provisional": True, "imitator_seeds": 1, "dqn_seeds": 2, "tasks": 17}
+    full = {"provisional": False, "imitator_seeds": 5, "dqn_seeds": 2, "tasks": 17}
+    a = fake_run(tmp_path, "small", {"imitator": {"d_model": 32}},
+                 {"a": {**_test(0.9, [0.85, 0.95], 0.9, [0.85, 0.95], "supported"), **scale}})
+    b = fake_run(tmp_path, "full", {"imitator": {"d_model": 64}},
+                 {"a": {**_test(0.9, [0.85, 0.95], 0.9, [0.85, 0.95], "supported"), **full}})
+    out = compare.build([a, b], tmp_path / "cmp")
+    md = (out / "compare.md").read_text().splitlines()
+    assert md[6].startswith("| small | 32 | supported (provisional: 1 seed x 17 tasks) | 0.9 ")
+    assert md[7].startswith("| full | 64 | supported | 0.9 ")
+    runs = json.loads((out / "compare.json").read_text())["runs"]
+    assert {k: runs[0]["tests"]["a"][k] for k in ("verdict", *scale)} == {"verdict": "supported",
+                                                                         **scale}
+    assert runs[1]["tests"]["a"]["provisional"] is False

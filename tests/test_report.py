@@ -1,6 +1,7 @@
 """The report builds from synthesized evaluation artifacts, without JAX, with every summary key."""
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from climit import report, stats
 from climit.errors import ArtifactError
 
 
-def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9):
+def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9, controls_trained_to_h=True):
     """Eval artifacts shaped like evaluate.py's: curves of 5 agents for tests a, b (, c)."""
     rng = np.random.default_rng(0)
     grid = 20 * np.arange(1, 41)
@@ -39,6 +40,7 @@ def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9):
         tests[key]["env"] = "keydoor" if key == "c" else "darkroom"
         tests[key]["markers"] = {"context": 80, "horizon": 200 if key == "b" else None}
         if key == "b":
+            tests[key]["controls_trained_to_h"] = controls_trained_to_h
             tests[key]["before_h"] = stats.summarize_test(
                 {a: by_agent[a] for a in ("imitator", "dqn")}, grid, window=(-np.inf, 200),
                 n_boot=200)
@@ -47,6 +49,7 @@ def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9):
     results = {"env": "darkroom", "transfer": "keydoor" if with_c else "", "context_steps": 80,
                "horizon": 200, "horizon_factor": 4, "mode": "sample", "confidence": 0.95,
                "bootstrap": 200, "final_frac": 0.1, "config": {}, "tests": tests,
+               "tasks": {"a": [[k, 8 - k] for k in range(6)]},  # 6 Dark Room goals
                "skipped": {} if with_c else {"c": "env.transfer is empty"},
                "imitators": {"imitator": {"tag": "ad", "seeds": 3, "final_step": 500,
                                           "heldout_loss": 0.81, "heldout_action_accuracy": 0.7,
@@ -58,7 +61,8 @@ def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9):
     return results, curves
 
 
-SUMMARY_KEYS = {"ran", "verdict", "imitator_dqn_auc_ratio", "imitator_dqn_auc_ratio_ci",
+SUMMARY_KEYS = {"ran", "verdict", "provisional", "imitator_seeds", "dqn_seeds", "tasks",
+                "imitator_dqn_auc_ratio", "imitator_dqn_auc_ratio_ci",
                 "imitator_dqn_final_ratio", "imitator_dqn_final_ratio_ci",
                 "imitator_dqn_steps_to_80_ratio", "imitator_dqn_steps_to_80_ratio_ci",
                 "imitator_auc", "imitator_final", "dqn_auc", "dqn_final", "controls",
@@ -194,3 +198,156 @@ def test_test_b_failure_counts_only_if_the_imitator_matched_the_dqn_before_h():
     assert report.summary({"tests": {"b": test}})["tests"]["b"]["imitator_dqn_auc_ratio_before_h"] is None
     # Tests a and c have no precondition.
     assert report.preconditions("a", _horizon_test(weak, dqn, grid, 200)) == []
+
+
+def test_matches_is_unclear_when_any_ratio_is_undefined():
+    nan = math.nan
+    good, bad = stats.Estimate(1.0, 0.9, 1.1), stats.Estimate(0.2, 0.1, 0.3)
+    assert report._matches(good, good) is True and report._matches(bad, good) is False
+    # Python's min/max with NaN depend on the order: (good, undefined) used to read True.
+    for undefined in (stats.Estimate(nan, nan, nan), stats.Estimate(1.0, nan, nan),
+                      stats.Estimate(1.0, 0.9, nan)):
+        for other in (good, bad):
+            assert report._matches(undefined, other) is None
+            assert report._matches(other, undefined) is None
+
+
+def test_test_b_controls_trained_on_full_histories_are_not_comparable(tmp_path):
+    name = "beats the context-ablated imitator (AUC)"
+    results, _ = synthetic_eval(tmp_path, controls_trained_to_h=True)
+    test = results["tests"]["b"]
+    checks = {n: (ok, ev) for n, ok, ev in report.criteria("b", test)}
+    assert checks[name][0] is True and report.verdict("b", test) == "supported"
+    md = report.markdown(results)
+    assert "| context-ablated imitator (3 seeds) |" in md and "(full histories)" not in md
+
+    results, _ = synthetic_eval(tmp_path, controls_trained_to_h=False)
+    test = results["tests"]["b"]
+    checks = {n: (ok, ev) for n, ok, ev in report.criteria("b", test)}
+    assert checks[name] == (None, "not comparable: the controls were trained on the full "
+                                  "histories, not the first H steps; set eval.horizon_controls=true")
+    assert checks["beats the random policy (AUC)"][0] is True  # untrained: still comparable
+    assert report.verdict("b", test) == "inconclusive"  # was supported with the same numbers
+    # Test (a) has no H: its controls are compared as ever.
+    assert report.verdict("a", results["tests"]["a"]) == "supported"
+    md = report.markdown(results)
+    b_section = md[md.index("## (b)"):md.index("## (c)")]
+    assert "| context-ablated imitator (full histories) (3 seeds) |" in b_section
+    assert "| expert distillation (ED) (full histories) (3 seeds) |" in b_section
+    assert "not comparable with the H-imitator" in b_section
+    assert "evidence of learning in context" not in b_section  # no claim from unlike controls
+    assert "(full histories)" not in md[:md.index("## (b)")]
+
+
+def _scaled_test(seeds, tasks, env="darkroom"):
+    """A test entry whose imitator equals the DQN, with ``seeds`` imitator seeds x ``tasks``."""
+    grid = 20 * np.arange(1, 11)
+    curve = np.linspace(0.0, 10.0, 10)[None, None]
+    c = {"imitator": curve.repeat(seeds, 0).repeat(tasks, 1),
+         "dqn": curve.repeat(2, 0).repeat(tasks, 1)}
+    return {**stats.summarize_test(c, grid, n_boot=20), "env": env}
+
+
+def test_summary_records_scale_and_provisional_against_the_tasks_the_env_has(tmp_path):
+    results, _ = synthetic_eval(tmp_path)
+    a = report.summary(results)["tests"]["a"]
+    assert (a["imitator_seeds"], a["dqn_seeds"], a["tasks"], a["provisional"]) == (3, 4, 6, True)
+    full_darkroom = {"env": "darkroom", "tests": {"a": _scaled_test(5, 17)}}
+    # Without the count of held-out tasks: the planned 20, so 17 tasks fall short.
+    assert report.summary(full_darkroom)["tests"]["a"]["provisional"] is True
+    # Dark Room has 17 held-out goals: all of them with 5 seeds is the full scale.
+    full_darkroom["heldout_tasks_available"] = 17
+    s = report.summary(full_darkroom)["tests"]
+    assert s["a"]["provisional"] is False and s["a"]["tasks"] == 17
+    assert s["b"]["provisional"] is None and s["b"]["imitator_seeds"] is None
+    assert report.planned_tasks(full_darkroom["tests"]["a"], full_darkroom) == 17
+    # Fewer seeds, or a test on another env (whose count the top-level key is not), stay
+    # provisional; a per-test count applies to its own test.
+    assert report.summary({"env": "darkroom", "heldout_tasks_available": 17,
+                           "tests": {"a": _scaled_test(4, 17)}})["tests"]["a"]["provisional"]
+    c = _scaled_test(5, 17, env="keydoor")
+    other = {"env": "darkroom", "heldout_tasks_available": 17, "tests": {"c": c}}
+    assert report.summary(other)["tests"]["c"]["provisional"] is True
+    c["heldout_tasks_available"] = 17
+    assert report.summary(other)["tests"]["c"]["provisional"] is False
+    assert report.summary({"tests": {"a": _scaled_test(5, 20)}})["tests"]["a"]["provisional"] is False
+    # The report's caveat and verdict line use the same rule.
+    full_darkroom["tests"] = {"a": full_darkroom["tests"]["a"]}
+    md = report.markdown(full_darkroom)
+    assert "small run" not in md and "provisional" not in md
+    del full_darkroom["heldout_tasks_available"]
+    md = report.markdown(full_darkroom)
+    assert "Verdict: supported (provisional: 5 seeds x 17 tasks)." in md
+    assert "the claim calls for at least 5 x 20" in md
+
+
+def test_reading_states_what_the_numbers_measure(tmp_path):
+    results, _ = synthetic_eval(tmp_path)
+    a = "\n".join(report.reading("a", results["tests"]["a"], results))
+    b = "\n".join(report.reading("b", results["tests"]["b"], results))
+    # initial = mean of the first 10 % of the window's grid points: 4 of 40 points 20 steps
+    # apart in (a) (env steps 0-80), 3 of 30 in (b) (env steps 200-260).
+    assert "over the first 80 env steps of the window it averaged" in a
+    assert "over the first 60 env steps of the window it averaged" in b
+    assert "it started at" not in a
+    assert "resampling imitator seeds, DQN seeds and tasks" in a
+    assert "on 6 held-out tasks of darkroom" in a
+    # Beating ED shows more than replaying a final policy; the ablated control is what speaks
+    # for learning in context, and only when it is clearly beaten.
+    assert "more than replaying a final policy" in a and "evidence of learning in context" in a
+    assert "not from replaying" not in a
+    test = json.loads(json.dumps(results["tests"]["a"]))
+    test["agents"]["ablated"] = test["agents"]["imitator"]
+    text = "\n".join(report.reading("a", test, results))
+    assert "more than replaying a final policy" in text and "learning in context" not in text
+    # Sample mode: no greedy caveat; greedy mode: says whom it favours.
+    assert "greedily" not in a
+    greedy = "\n".join(report.reading("a", results["tests"]["a"], {**results, "mode": "greedy"}))
+    assert "acted greedily" in greedy and "favours the imitator" in greedy
+    # Single-task envs (MinAtar: [K, 0] tasks) evaluate on env seeds; unknown: both words.
+    seeds = {**results, "tasks": {"a": [[] for _ in range(6)]}}
+    text = "\n".join(report.reading("a", results["tests"]["a"], seeds))
+    assert "on 6 evaluation seeds of darkroom" in text and "held-out task" not in text
+    text = "\n".join(report.reading("c", results["tests"]["c"], results))  # keydoor: not recorded
+    assert "on 6 held-out task(s) or seeds of keydoor" in text
+    # One place for the settings' defaults: a file without them reads as the config's defaults.
+    bare = {k: v for k, v in results.items() if k not in ("confidence", "final_frac")}
+    text = "\n".join(report.reading("a", results["tests"]["a"], bare))
+    assert "(95% interval" in text and "first 80 env steps" in text
+    text = "\n".join(report.reading("a", results["tests"]["a"], {**bare, "confidence": 0.9,
+                                                                  "final_frac": 0.2}))
+    assert "(90% interval" in text and "first 160 env steps" in text
+    assert report.setting({}, "bootstrap") == stats.DEFAULT_BOOTSTRAP == 1000
+    assert report.setting({"bootstrap": 50}, "bootstrap") == 50
+
+
+def test_reading_says_when_the_imitator_outpaces_the_dqn():
+    grid = 10 * np.arange(1, 101)
+    t = np.arange(1, 101)
+    dqn = np.minimum(t / 46, 1.0)[None, None].repeat(2, 0).repeat(3, 1)  # 0.8 at t = 36.8
+    fast = np.minimum(t / 11, 1.0)[None, None].repeat(2, 0).repeat(3, 1)  # 0.8 at t = 8.8
+    test = {**stats.summarize_test({"imitator": fast, "dqn": dqn}, grid, n_boot=50),
+            "env": "darkroom"}
+    steps = test["vs_dqn"]["imitator"]["steps_to_80_ratio"]
+    assert steps["value"] == pytest.approx(90 / 370) and steps["hi"] < 1
+    assert report.criteria("a", test)[0][1] is True  # one-sided: being ahead passes
+    text = "\n".join(report.reading("a", test, {}))
+    assert "reached the DQN's level faster than the DQN did" in text and "outpaces it" in text
+    same = {**stats.summarize_test({"imitator": dqn, "dqn": dqn}, grid, n_boot=50), "env": "x"}
+    assert "outpaces" not in "\n".join(report.reading("a", same, {}))
+    assert "step for step" not in report.TESTS["a"][1]
+
+
+def test_reading_of_a_dqn_that_never_learns():
+    grid = 10 * np.arange(1, 21)
+    zeros = np.zeros((2, 3, 20))
+    test = {**stats.summarize_test({"imitator": zeros, "dqn": zeros}, grid, n_boot=50),
+            "env": "darkroom"}
+    assert report.criteria("a", test)[0][1] is None  # 0/0: undefined, not a match
+    text = "\n".join(report.reading("a", test, {}))
+    assert "steps-to-80% ratio is undefined" in text
+
+
+def test_num_prints_inf_as_its_docstring_says():
+    assert report._num("inf") == "inf" and report._num(None) == "n/a"
+    assert report._num(0.5) == "0.5" and report._num("-inf") == "-inf"

@@ -125,3 +125,55 @@ def test_rejects_bad_shapes_and_nan():
         stats.describe(np.full((1, 2, 3), np.nan))
     with pytest.raises(ValueError):
         stats.compare(np.zeros((1, 2, 3)), np.zeros((1, 3, 3)), np.arange(3))
+
+
+def test_interval_is_undefined_when_more_than_5_percent_of_replicates_are_nan():
+    reps = np.arange(100, dtype=np.float64)
+    e = stats.interval(50.0, reps, 0.9)  # 5th and 95th percentiles, no interpolation
+    assert (e.value, e.lo, e.hi) == (50.0, 4.0, 94.0)
+    five = reps.copy()
+    five[:5] = np.nan  # 5 %: dropped, the interval is over the 95 left
+    e = stats.interval(50.0, five, 0.9)
+    assert (e.lo, e.hi) == (9.0, 95.0)  # the 5th and 91st of 5..99
+    six = reps.copy()
+    six[:6] = np.nan  # 6 %: no longer a 90 % interval of anything
+    e = stats.interval(50.0, six, 0.9)
+    assert e.value == 50.0 and math.isnan(e.lo) and math.isnan(e.hi)
+    assert stats.MAX_UNDEFINED_FRAC == 0.05
+
+
+def test_random_policy_against_a_dqn_that_never_learns_is_undefined_not_one():
+    grid = np.arange(1, 21) * 20
+    flat_dqn = np.zeros((3, 4, 20))
+    random_policy = np.zeros((2, 4, 20))
+    out = stats.compare(random_policy, flat_dqn, grid, n_boot=100)
+    # 0/0 used to be 1, and the 80 % level of a flat DQN (0) was "reached" by everyone at the
+    # first grid point: ratio 1 [1, 1], a match for a policy that learned nothing.
+    for name in ("auc_ratio", "final_ratio", "steps_to_80_ratio", "agent_steps_to_80",
+                 "dqn_steps_to_80"):
+        e = out[name]
+        assert math.isnan(e.value) and math.isnan(e.lo) and math.isnan(e.hi), name
+    assert (out["dqn_final"].value, out["agent_auc"].value) == (0.0, 0.0)
+    # A DQN flat at the floor (here 5, not 0) did not learn either: its returns are positive,
+    # so the AUC ratio is defined (1), but there is no 80 % level to reach.
+    out = stats.compare(np.full((2, 4, 20), 5.0), np.full((3, 4, 20), 5.0), grid, n_boot=100,
+                        floor=5.0)
+    e = out["auc_ratio"]
+    assert (e.value, e.lo, e.hi) == pytest.approx((1.0, 1.0, 1.0))
+    for name in ("steps_to_80_ratio", "agent_steps_to_80", "dqn_steps_to_80"):
+        assert math.isnan(out[name].value) and math.isnan(out[name].lo), name
+
+
+def test_ratio_intervals_are_undefined_when_many_replicates_lose_the_dqn():
+    # One DQN seed of four learns, three stay at zero: the mean DQN learned (the points are
+    # defined), but (3/4)^4 = 32 % of the replicates resample only the flat seeds,
+    # where every ratio is undefined, so no interval is given.
+    grid = np.arange(1, 21) * 20
+    ramp = np.linspace(0.0, 10.0, 20)
+    dqn = np.zeros((4, 3, 20))
+    dqn[0] = ramp
+    agent = np.broadcast_to(ramp / 4, (2, 3, 20))  # equals the mean DQN curve
+    out = stats.compare(agent, dqn, grid, n_boot=400)
+    for name in ("auc_ratio", "final_ratio", "steps_to_80_ratio"):
+        e = out[name]
+        assert e.value == pytest.approx(1.0) and math.isnan(e.lo) and math.isnan(e.hi), name

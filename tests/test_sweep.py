@@ -87,8 +87,8 @@ def test_two_point_sweep_compare_and_rerun(base, fake_stages, capsys):
     table = _main(capsys, "report", "--compare", *(runs / n for n in NAMES), "--out", runs / "cmp")
     rows = [line for line in table.splitlines() if line.startswith("| tiny")]
     assert [r.split(" | ")[:4] for r in rows] == [
-        ["| tiny-context_len=20", "20", "not supported", "0.5 [0.5, 0.5]"],
-        ["| tiny-context_len=40", "40", "supported", "1 [1, 1]"]]
+        ["| tiny-context_len=20", "20", "not supported (provisional: 1 seed x 3 tasks)", "0.5 [0.5, 0.5]"],
+        ["| tiny-context_len=40", "40", "supported (provisional: 1 seed x 3 tasks)", "1 [1, 1]"]]
     assert (runs / "cmp" / "compare.png").is_file()
     # A rerun of the sweep, and an emitted command run by hand, skip every finished stage.
     out = _main(capsys, "sweep", "--config", path, *over, *GRID)
