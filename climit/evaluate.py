@@ -509,7 +509,11 @@ def _test_entry(curves: dict[str, np.ndarray], grid_P: np.ndarray, cfg: Experime
     ev = cfg.eval
     entry = stats.summarize_test(curves, grid_P, window=window, n_boot=ev.bootstrap,
                                  confidence=ev.confidence, seed=seed, final_frac=ev.final_frac)
-    entry.update(env=env_name, markers=markers)
+    spec = envs.spec(env_name)
+    # How many held-out tasks the family has (the report's planned scale is min(20, this)); a
+    # family without task parameters (MinAtar) is evaluated on env seeds, which have no limit.
+    entry.update(env=env_name, markers=markers, task_dim=spec.task_dim,
+                 heldout_tasks_available=spec.num_tasks["heldout"] if spec.task_dim else None)
     return entry
 
 
