@@ -98,8 +98,18 @@ def replicate(tree: Any, m: Mesh) -> Any:
 
 
 def process_slice(n: int) -> slice:
-    """The rows of a global leading axis of size ``n`` that this process feeds (multi-host data)."""
-    per = n // jax.process_count()
+    """The rows of a global leading axis of size ``n`` that this process feeds (multi-host data):
+    equal contiguous shares.
+
+    Raises:
+        ValueError: ``n`` does not split evenly over the processes (a floor division would drop
+            the last ``n % process_count`` rows without a word).
+    """
+    count = jax.process_count()
+    if n % count:
+        raise ValueError(f"a leading axis of {n} rows does not split evenly over {count} "
+                         f"processes; choose a multiple of {count}")
+    per = n // count
     i = jax.process_index()
     return slice(i * per, (i + 1) * per)
 

@@ -290,3 +290,14 @@ def test_read_streams_equals_stacked_reads(hist, cache_bytes):
         h.read_streams("action", [0, h.num_streams])
     with pytest.raises(IndexError, match="outside"):
         h.read_streams("action", [0], 10, 500)
+
+
+def test_single_task_history_holds_out_whole_learners(hist, tmp_path):
+    assert D.heldout_unit(hist) == "tasks"
+    one = synthetic.write_history(tmp_path / "h", steps=40, variants=1, seeds=4, good_arms=(1,))
+    assert {one.stream_info(i).task for i in range(one.num_streams)} == {(1, 0)}
+    assert D.heldout_unit(one) == "learners"
+    train, held = D.split_streams(one, 0.25, seed=0)
+    learners = lambda ss: {one.stream_info(s).learner for s in ss}  # noqa: E731
+    assert len(learners(held)) == 1 and learners(train).isdisjoint(learners(held))
+    assert sorted(train + held) == list(range(one.num_streams))

@@ -59,3 +59,17 @@ def test_single_process_is_a_no_op(monkeypatch):
     assert parallel.initialize() is False
     m = parallel.mesh()
     assert m.devices.size >= 1 and m.axis_names == ("data",)
+
+
+def test_process_slice_gives_equal_shares_and_refuses_an_uneven_split(monkeypatch):
+    # A floor division would give 3 processes 2 of 8 rows each and silently drop the last 2.
+    import jax
+    import pytest
+
+    from climit import parallel
+
+    monkeypatch.setattr(jax, "process_count", lambda: 3)
+    monkeypatch.setattr(jax, "process_index", lambda: 2)
+    assert parallel.process_slice(9) == slice(6, 9)
+    with pytest.raises(ValueError, match="8 rows does not split evenly over 3 processes"):
+        parallel.process_slice(8)

@@ -98,7 +98,8 @@ def measure(icfg: config_lib.ImitatorConfig, batch: int, steps: int, repeats: in
         "d_model": mcfg.d_model, "n_layers": mcfg.n_layers, "n_heads": mcfg.n_heads,
         "context_len": mcfg.context_len, "seq_len": seq, "batch": batch,
         "params": model_lib.num_params(model_lib.abstract(mcfg)),
-        "compute_dtype": mcfg.compute_dtype, "attention": model_lib.attention_impl(mcfg),
+        "compute_dtype": mcfg.compute_dtype,
+        "attention": model_lib.attention_used(mcfg, batch, seq),
         "compile_s": round(compile_s, 3), "step_ms": round(1e3 * med / steps, 3),
         "tokens_per_s": round(tokens_per_s, 1), "flops_per_token": flops,
         "mfu": None if peak is None or mcfg.compute_dtype != "bfloat16"

@@ -23,7 +23,8 @@ stream), and whether ``v`` starts an episode; its target is the learner's action
 
 **Held-out data.** :func:`split_streams` keeps a fraction of the history's *tasks* (of its
 learners, for single-task environments) out of training; held-out loss and action accuracy
-are measured on sequences of those streams only, i.e. on tasks the imitator never saw.
+are measured on sequences of those streams only, i.e. on tasks (for single-task environments:
+learners) the imitator never saw; the training summary's ``heldout`` says which.
 
 **Why a small index sampler and not a data-loading library.** Grain is not installed and the
 access pattern is simple: a global batch is a pure function of (seed, replica, step). Window
@@ -150,14 +151,23 @@ def envs_per_learner(history: Any) -> int:
     return 1 + max(history.stream_info(i).env for i in range(history.num_streams))
 
 
+def heldout_unit(history: Any) -> str:
+    """What :func:`split_streams` holds out of ``history``: ``'tasks'`` when it has several
+    tasks, else ``'learners'`` (a single-task environment, e.g. one MinAtar game: the held-out
+    learners then play the very task the imitator was trained on)."""
+    tasks = {history.stream_info(i).task for i in range(history.num_streams)}
+    return "tasks" if len(tasks) > 1 else "learners"
+
+
 def split_streams(history: Any, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train streams, held-out streams): whole tasks (or, with one task, whole learners) held out.
+    """(train streams, held-out streams): whole tasks (or, with one task, whole learners) held out
+    (:func:`heldout_unit` says which).
 
     Raises:
         ClimitError: the history has a single task and a single learner (nothing to hold out).
     """
     infos = [history.stream_info(i) for i in range(history.num_streams)]
-    by_task = len({info.task for info in infos}) > 1
+    by_task = heldout_unit(history) == "tasks"
     group_of = [info.task if by_task else info.learner for info in infos]
     groups = sorted(set(group_of))
     if len(groups) < 2:
@@ -193,7 +203,9 @@ def stream_index(history: Any, stream: int, spec: DatasetSpec) -> StreamIndex:
 
 
 def _gather(history: Any, field: str, stream: int, steps: np.ndarray) -> np.ndarray:
-    """``field`` at original ``steps`` of a stream, reading contiguous runs (or one short span)."""
+    """``field`` at original ``steps`` [n] (int: runs of consecutive steps, in any order of
+    runs) of a stream -> [n, ...] in the field's stored dtype (``obs``: [n, *O]), reading
+    contiguous runs (or one short span)."""
     lo, hi = int(steps.min()), int(steps.max()) + 1
     if np.all(np.diff(steps) > 0) and hi - lo <= 4 * len(steps):
         return history.read(field, stream, lo, hi)[steps - lo]
@@ -257,7 +269,8 @@ class WindowDataset:
         return self.streams[j], int(w - self._first[j])
 
     def virtual_steps(self, stream: int, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Virtual positions -> (original steps, episode_start flags)."""
+        """Virtual positions ``v`` [n] (int) of ``stream`` -> (original steps int64 [n],
+        episode_start bool [n]: True where ``v`` is the first step of a kept episode)."""
         ix = self.index[stream]
         m = np.searchsorted(ix.offset, v, side="right") - 1
         return ix.start[m] + (v - ix.offset[m]), v == ix.offset[m]

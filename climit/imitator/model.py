@@ -23,7 +23,8 @@ The target at ``t`` is the learner's action at ``t``; the model predicts it from
 residual; RMSNorm -> GELU MLP -> residual), a final RMSNorm and a linear action head.
 Parameters are float32; matmuls run in ``cfg.compute_dtype`` (bf16 on GPU/TPU), the residual
 stream, norms, RoPE and logits in float32. Attention uses ``jax.nn.dot_product_attention``
-with cuDNN on GPU (bf16 and a head size that is a multiple of 8) and XLA otherwise.
+with cuDNN on GPU (bf16 and a head size that is a multiple of 8) and XLA otherwise
+(:func:`attention_used` says which a forward pass of given shapes really runs).
 
 **Sliding-window attention and the ring-buffer KV cache.** Every token attends to at most
 ``L = cfg.context_len`` tokens: itself and the ``L-1`` before it. In a forward pass over a
@@ -192,12 +193,15 @@ class Cache:
 # ---------------------------------------------------------------------------------------------
 
 def _rms_norm(scale: jax.Array, x: jax.Array) -> jax.Array:
+    """RMSNorm over the last axis: scale [D] float32, x [..., D] any float dtype -> float32
+    [..., D] (the statistics in float32 even for a bf16 input)."""
     x = x.astype(jnp.float32)
     return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * scale
 
 
 def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout; identity without a key (evaluation) or at rate 0."""
+    """Inverted dropout of x [...] (any shape; same shape and dtype out, kept entries scaled by
+    1/(1-rate)); identity without a key (evaluation) or at rate 0."""
     if key is None or rate == 0.0:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
@@ -374,22 +378,48 @@ def attention_impl(cfg: ModelConfig, backend: str | None = None) -> str:
     return "cudnn" if backend == "gpu" and fits else "xla"
 
 
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
-               window: tuple[int, int] | None, impl: str, fallback: bool) -> jax.Array:
-    """Causal (optionally banded and masked) attention, [B, T, N, h] each.
+class AttentionFallback(UserWarning):
+    """cuDNN attention refused the shapes of a forward pass; it runs XLA attention instead."""
 
-    With ``fallback`` (attention 'auto'), a cuDNN kernel that refuses the shapes at trace time
-    (version, layout or size limits) falls back to XLA with a warning instead of failing the run.
+
+def _window(cfg: ModelConfig, seq_len: int) -> tuple[int, int] | None:
+    """The attention band of a forward pass over ``seq_len`` tokens (None: plain causal)."""
+    return (cfg.context_len - 1, 0) if seq_len > cfg.context_len else None
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+               window: tuple[int, int] | None, impl: str) -> jax.Array:
+    """Causal (optionally banded and masked) attention: q, k, v [B, T, N, h] -> [B, T, N, h];
+    mask bool [B, 1, T, T] or None."""
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
+                                        local_window_size=window, implementation=impl)
+
+
+@functools.lru_cache(maxsize=None)
+def attention_used(cfg: ModelConfig, batch: int, seq_len: int) -> str:
+    """The attention implementation :func:`forward` runs on [batch, seq_len] tokens: 'cudnn' or
+    'xla'.
+
+    :func:`attention_impl`, except that with ``attention: auto`` a cuDNN kernel that refuses
+    these shapes at trace time (cuDNN version, layout, head size or mask limits) is replaced by
+    XLA, with an :class:`AttentionFallback` warning, instead of failing the run. Decided by
+    tracing the kernel once on abstract inputs of the same shapes (no compute, cached per
+    shape), and :func:`forward` itself asks here, so what a summary reports is what ran.
     """
-    call = functools.partial(jax.nn.dot_product_attention, q, k, v, mask=mask, is_causal=True,
-                             local_window_size=window)
-    if impl != "cudnn" or not fallback:
-        return call(implementation=impl)
+    impl = attention_impl(cfg)
+    if impl != "cudnn" or cfg.attention != "auto":
+        return impl
+    qkv = jax.ShapeDtypeStruct((batch, seq_len, cfg.n_heads, cfg.head_dim), cfg.dtype)
+    mask = jax.ShapeDtypeStruct((batch, 1, seq_len, seq_len), jnp.bool_) if cfg.episode_local \
+        else None
+    probe = functools.partial(_attention, window=_window(cfg, seq_len), impl="cudnn")
     try:
-        return call(implementation="cudnn")
+        jax.eval_shape(probe, qkv, qkv, qkv, mask)
     except (ValueError, NotImplementedError, RuntimeError) as e:
-        warnings.warn(f"cuDNN attention unavailable ({str(e)[:200]}); using XLA", stacklevel=2)
-        return call(implementation="xla")
+        warnings.warn(f"cuDNN attention unavailable ({str(e)[:200]}); using XLA",
+                      AttentionFallback, stacklevel=2)
+        return "xla"
+    return "cudnn"
 
 
 def _segments(episode_start_BxL: jax.Array) -> jax.Array:
@@ -415,15 +445,16 @@ def forward(params: Params, tokens_BxT: Tokens, *, dropout_key: jax.Array | None
     if cfg.episode_local:  # [B, 1, T, T]: same episode only (causality comes from is_causal)
         seg_BxT = _segments(tokens_BxT.episode_start)
         mask = (seg_BxT[:, :, None] == seg_BxT[:, None, :])[:, None]
-    window = (cfg.context_len - 1, 0) if T > cfg.context_len else None
-    impl = attention_impl(cfg)
+    B = tokens_BxT.prev_action.shape[0]
+    window = _window(cfg, T)
+    impl = attention_used(cfg, B, T)
     keys = list(jax.random.split(dropout_key, cfg.n_layers + 1)) if dropout_key is not None \
         else [None] * (cfg.n_layers + 1)
     x_BxTxD = _dropout(model.embed(tokens_BxT), cfg.dropout, keys[0])
     for block, key in zip(model.blocks(), keys[1:]):
         q, k, v = block.qkv_heads(x_BxTxD)
         q, k = _rotate(q, cos_Txh, sin_Txh), _rotate(k, cos_Txh, sin_Txh)
-        attn = _attention(q, k, v, mask, window, impl, cfg.attention == "auto")
+        attn = _attention(q, k, v, mask, window, impl)
         x_BxTxD = block.finish(x_BxTxD, attn, cfg.dropout, key)
     return model.logits(x_BxTxD)
 
@@ -484,8 +515,11 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True) ->
     forward + backward when ``training``): the MFU numerator.
 
     Per layer: qkv 6D^2, out 2D^2, MLP 4*r*D^2 (multiply-adds count 2), attention scores and
-    values 4*D per attended key, counting only keys the mask lets through (on average
-    ``(L+1)/2`` for a plain causal window, more for a banded one).
+    values 4*D per attended key, counting only keys the causal band lets through (on average
+    ``(T+1)/2`` for ``T <= L``; for ``T > L`` the first L queries see 1..L keys and the rest L
+    each), ignoring the episode mask of the single-episode ablation. Once per token: the
+    action head 2*D*A and the observation embedding 2*D*O (2*D for a categorical lookup).
+    Norms, RoPE, softmax and other elementwise work are not counted.
     """
     d, T, C = cfg.d_model, seq_len, min(cfg.context_len, seq_len)
     L = (C * (C + 1) / 2 + (T - C) * C) / T  # mean keys attended per query

@@ -16,7 +16,9 @@ Observations are ``(step within the episode, 0)`` as uint8 (the grid interface's
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -47,22 +49,21 @@ def learner_stream(good_arm: int, steps: int, episode_len: int, rng: np.random.G
 
 def write_history(path: str | Path, *, variants: int = 3, seeds: int = 1, envs: int = 1,
                   steps: int = 200, episode_len: int = 4, chunk: int = 64, seed: int = 0,
-                  total_env_steps: int | None = None) -> histories.History:
-    """Write a complete history of ``4 * variants * seeds`` learners with ``envs`` streams each.
+                  total_env_steps: int | None = None,
+                  good_arms: Sequence[int] = tuple(range(NUM_ARMS))) -> histories.History:
+    """Write a complete history of ``len(good_arms) * variants * seeds`` learners with ``envs``
+    streams each: one task ``(g, v)`` per good arm g and variant v, ``seeds`` learners per task
+    (``good_arms=(g,), variants=1``: a single-task history, whose held-out set is learners).
 
     ``total_env_steps`` (per learner, recorded in the stored config as teacher.total_env_steps)
     defaults to ``steps * envs``.
     """
     rng = np.random.default_rng(seed)
     infos, fields = [], []
-    learner = 0
-    for g in range(NUM_ARMS):
-        for v in range(variants):
-            for s in range(seeds):
-                for e in range(envs):
-                    infos.append(histories.StreamInfo(learner, e, (g, v), s, {}))
-                    fields.append(learner_stream(g, steps, episode_len, rng))
-                learner += 1
+    learners = itertools.product(good_arms, range(variants), range(seeds))
+    for learner, (g, v, s) in enumerate(learners):  # (g, v, s, e) order fixes the rng draws
+        infos += [histories.StreamInfo(learner, e, (g, v), s, {}) for e in range(envs)]
+        fields += [learner_stream(g, steps, episode_len, rng) for _ in range(envs)]
     total = total_env_steps or steps * envs
     w = histories.create(path, spec=SPEC, streams=infos, total_steps=steps, streams_per_chunk=5,
                          config={"teacher": {"total_env_steps": total, "num_envs": envs}},

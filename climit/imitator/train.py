@@ -7,7 +7,8 @@ checkpoint) and writes ``runs/NAME/imitator/<tag>/``::
     checkpoints/    orbax steps (latest ``keep_checkpoints`` + the best by held-out loss)
     metrics.jsonl   train loss/accuracy every ``log_every`` steps, held-out ones every ``eval_every``
     summary.json    heldout_loss, heldout_action_accuracy, heldout_accuracy_by_position,
-                    tokens_per_s, params, ... (final)
+                    heldout ('tasks' or 'learners': what the held-out set is), tokens_per_s,
+                    params, attention (the kernel that ran), ... (final)
     config.yaml     the resolved config
 
 ``<tag>`` names the dataset variant (:func:`tag`: ``ad``, ``ed``, ``shuffled``,
@@ -18,10 +19,15 @@ directory holds the AD imitator, its controls and the horizon-test imitator side
 The loop is a jitted train step inside a Python loop (tqdm progress bar). Each step's global
 batch is a pure function of (seed, step) (:mod:`climit.imitator.data`), dropout keys are
 derived from the step, so a run killed anywhere and restarted resumes from its latest
-checkpoint and ends bit-identical (on CPU) to an uninterrupted one. Data parallel: the batch
-axis is sharded over a 1-D mesh of every device of every process (:mod:`climit.parallel`),
-parameters and optimizer state are replicated; the global batch does not depend on the device
-count, so 1 and 8 devices give the same loss curve up to float reduction order.
+checkpoint and ends bit-identical (on CPU) to an uninterrupted one. Each checkpoint also holds
+its step's per-seed held-out evaluation and the run's timing totals, so the summary of a
+resumed run (even one killed after its last checkpoint) reports the same fields, throughput
+over the whole run included.
+
+Data parallel: the batch axis is sharded over a 1-D mesh of every device of every process
+(:mod:`climit.parallel`), parameters and optimizer state are replicated; the global batch does
+not depend on the device count, so 1 and 8 devices give the same loss curve up to float
+reduction order.
 
 Optimizer: AdamW (weight decay on matrices only), linear warmup then cosine decay to 10% of
 ``imitator.lr``, global-norm gradient clipping; dropout and label smoothing optional.
@@ -35,7 +41,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -233,6 +239,8 @@ def _checkpoint_config(cfg: config_lib.ExperimentConfig, mcfg: model_lib.ModelCo
 
 
 def _all_finite(tree: Any) -> jax.Array:
+    """bool []: every entry of every leaf of ``tree`` (any shapes, e.g. stacked [S, ...]
+    parameters) is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
@@ -269,29 +277,203 @@ def _build_programs(mcfg: model_lib.ModelConfig, icfg: config_lib.ImitatorConfig
         finite=jax.jit(_all_finite))
 
 
-def _check_finite(finite: bool, step: int, ckpt: checkpoint.Checkpointer) -> None:
-    """Raise TrainingDiverged unless ``finite``."""
+def _kept(ckpt: checkpoint.Checkpointer) -> str:
+    last = ckpt.latest_step()
+    return (f"the last good checkpoint (step {last}) is kept" if last is not None
+            else "no checkpoint had been saved yet")
+
+
+def _check_train_finite(finite: bool, step: int, ckpt: checkpoint.Checkpointer) -> None:
+    """Raise TrainingDiverged unless the training loss and the weights stayed finite."""
     if finite:
         return
-    last = ckpt.latest_step()
-    kept = f"the last good checkpoint (step {last}) is kept" if last is not None else \
-        "no checkpoint had been saved yet"
-    raise TrainingDiverged(f"imitator loss became NaN/Inf by step {step}; {kept}. Lower "
-                           f"imitator.lr, keep imitator.max_grad_norm > 0, or check the history")
+    raise TrainingDiverged(f"imitator loss or weights became NaN/Inf by step {step}; "
+                           f"{_kept(ckpt)}. Lower imitator.lr, keep imitator.max_grad_norm > 0, "
+                           f"or check the history")
+
+
+def _check_heldout_finite(finite: bool, step: int, ckpt: checkpoint.Checkpointer) -> None:
+    """Raise TrainingDiverged unless the held-out evaluation was finite. It is checked after the
+    training loss and weights were found finite, so the optimizer is not the suspect."""
+    if finite:
+        return
+    raise TrainingDiverged(
+        f"the held-out evaluation at step {step} produced NaN/Inf while the training loss and "
+        f"the weights are finite; {_kept(ckpt)}. Suspect the held-out data (NaN/Inf observations "
+        f"or rewards in the history's held-out streams) or the model's numerics on it (e.g. "
+        f"overflow in imitator.compute_dtype), not the learning rate")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Throughput totals of a run, summed over its segments: a resumed run starts from the
+    totals saved with its checkpoint (``timing_*`` metrics), so its summary reports the whole
+    run, as an uninterrupted one does.
+
+    Each segment's first step compiles: its time counts in ``compile_s``, not in ``run_s``.
+    """
+
+    compile_s: float = 0.0
+    run_s: float = 0.0  # wall time of the other steps, data, evaluation and checkpoints included
+    steps: int = 0  # those other steps
+    t0: float | None = None  # perf_counter at the end of this segment's first step
+
+    def after_step(self, started: float, metrics: Any) -> Timing:
+        """The totals after one more step, begun at ``started`` (perf_counter). The segment's
+        first step is waited for: until it returns, the time is compilation."""
+        if self.t0 is not None:
+            return dataclasses.replace(self, steps=self.steps + 1)
+        jax.block_until_ready(metrics)
+        now = time.perf_counter()
+        return dataclasses.replace(self, compile_s=self.compile_s + now - started, t0=now)
+
+    def totals(self) -> dict:
+        """compile_s, run_s (this segment's time so far included) and steps, as JSON numbers."""
+        run_s = self.run_s + (time.perf_counter() - self.t0 if self.t0 is not None else 0.0)
+        return {"compile_s": self.compile_s, "run_s": run_s, "steps": self.steps}
+
+    def tokens_per_s(self, tokens_per_step: int) -> float | None:
+        """End-to-end training tokens/s over the timed steps (None before any)."""
+        t = self.totals()
+        return t["steps"] * tokens_per_step / t["run_s"] if t["steps"] and t["run_s"] > 0 else None
+
+
+_TIMING_PREFIX = "timing_"  # checkpoint metrics that carry the Timing totals
+
+
+class _Resumed(NamedTuple):
+    """Where a ``train`` call starts."""
+
+    start: int  # steps already done (0: a fresh run)
+    state: TrainState
+    timing: Timing  # totals of the earlier segments
+    evaluation: dict  # the held-out evaluation at ``start`` ({} if none was saved)
 
 
 def _restore_or_init(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpointer,
                      programs: _Programs, init_key: jax.Array,
-                     replicated: NamedSharding) -> tuple[int, TrainState]:
-    """(start step, state): the latest checkpoint of this same imitator, or a fresh init."""
+                     replicated: NamedSharding) -> _Resumed:
+    """The latest checkpoint of this same imitator, with the timing totals and the held-out
+    evaluation saved beside it, or a fresh init."""
     start = ckpt.latest_step()
     if start is None:
-        return 0, programs.init(init_key)
-    if ckpt.metadata(start)["config"].get("imitator_fingerprint") != fingerprint(cfg):
+        return _Resumed(0, programs.init(init_key), Timing(), {})
+    meta = ckpt.metadata(start)
+    if meta["config"].get("imitator_fingerprint") != fingerprint(cfg):
         raise ClimitError(f"{ckpt.directory.parent} holds an imitator trained with a different "
                           f"config; remove it or choose another run.name")
     state = ckpt.restore(start, target=jax.eval_shape(programs.init, init_key))
-    return start, jax.device_put(state, replicated)
+    metrics = meta["metrics"]
+    timing = Timing(**{k[len(_TIMING_PREFIX):]: v for k, v in metrics.items()
+                       if k.startswith(_TIMING_PREFIX)})
+    saved = set(_EVALUATION) <= set(metrics)  # older checkpoints kept the means only
+    evaluation = {k: metrics[k] for k in _EVALUATION} if saved else {}
+    return _Resumed(start, jax.device_put(state, replicated), timing, evaluation)
+
+
+def _to_global(sharding: NamedSharding, axis: int, batch_size: int,
+               batch: data_lib.Batch) -> data_lib.Batch:
+    """This process's rows of a batch (batch axis ``axis`` of every leaf) -> the global batch of
+    ``batch_size`` rows on ``sharding``."""
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
+        sharding, x, x.shape[:axis] + (batch_size,) + x.shape[axis + 1:]), batch)
+
+
+def _evaluate(programs: _Programs, heldout: list[data_lib.Batch],
+              to_global: Callable[[data_lib.Batch], data_lib.Batch], batch_size: int,
+              seq_len: int, tree: dict) -> dict:
+    """Held-out loss and accuracy of every seed of ``tree`` (stacked [S, ...]) on the fixed
+    held-out batches [B_local, T]: ``heldout_loss_per_seed`` and ``heldout_accuracy_per_seed``
+    (lists [S]) and the accuracy-by-position profile."""
+    loss = correct_SxT = 0.0
+    for b in heldout:
+        s_loss, s_correct = programs.eval(tree, to_global(b))
+        loss, correct_SxT = loss + np.asarray(s_loss), correct_SxT + np.asarray(s_correct)
+    sequences = len(heldout) * batch_size
+    tokens = sequences * seq_len
+    return {"heldout_loss_per_seed": (loss / tokens).tolist(),
+            "heldout_accuracy_per_seed": (correct_SxT.sum(-1) / tokens).tolist(),
+            **accuracy_by_position(correct_SxT / sequences)}
+
+
+class _Loop(NamedTuple):
+    """What the step loop of one ``train`` call uses besides the state it advances."""
+
+    cfg: config_lib.ExperimentConfig
+    mcfg: model_lib.ModelConfig
+    programs: _Programs
+    step_key: jax.Array
+    batches: Iterator[data_lib.Batch]  # global training batches [S, B, T] of the steps to run
+    evaluate: Callable[[dict], dict]  # stacked tree -> held-out evaluation (:func:`_evaluate`)
+    ckpt: checkpoint.Checkpointer
+    logger: MetricsLogger | None  # None but on process 0
+    bar: Any  # tqdm progress bar
+    tokens_per_step: int  # S * B * T
+
+
+def _is_eval_step(icfg: config_lib.ImitatorConfig, step: int) -> bool:
+    return step % icfg.eval_every == 0 or step == icfg.train_steps
+
+
+def _run_steps(loop: _Loop, resumed: _Resumed,
+               interrupt_after: int | None) -> tuple[TrainState, Timing, dict]:
+    """Steps ``resumed.start + 1 .. train_steps``, each logged, evaluated and checkpointed on
+    its schedule (:func:`_record`). Returns the final state, the timing totals and the latest
+    held-out evaluation (the resumed one when no step is left)."""
+    icfg = loop.cfg.imitator
+    state, timing, evaluation = resumed.state, resumed.timing, resumed.evaluation
+    pending: list[StepMetrics] = []  # the steps since the last record
+    for step in range(resumed.start + 1, icfg.train_steps + 1):
+        batch = next(loop.batches)
+        started = time.perf_counter()
+        state, metrics = loop.programs.step(loop.step_key, state, batch)
+        pending.append(metrics)
+        timing = timing.after_step(started, metrics)
+        if step % icfg.log_every == 0 or step == 1 or _is_eval_step(icfg, step):
+            evaluation = _record(loop, step, state, pending, timing) or evaluation  # {}: none
+            pending = []
+        loop.bar.update(1)
+        if interrupt_after is not None and step >= interrupt_after:
+            raise KeyboardInterrupt
+    return state, timing, evaluation
+
+
+def _record(loop: _Loop, step: int, state: TrainState, pending: list[StepMetrics],
+            timing: Timing) -> dict:
+    """Check and log the metrics record of ``step`` (training metrics of ``pending``, the steps
+    since the last record); on an evaluation step, evaluate on held-out data and checkpoint.
+
+    Returns:
+        the step's held-out evaluation ({} on a step without one).
+
+    Raises:
+        TrainingDiverged: non-finite training loss, weights or held-out loss (checked before
+            anything reaches a checkpoint).
+    """
+    _check_train_finite(all(np.all(np.isfinite(np.asarray(m.loss))) for m in pending), step,
+                        loop.ckpt)
+    rec = _train_record(step, pending, loop.tokens_per_step, timing)
+    evaluation = _evaluate_and_save(loop, step, state, timing) \
+        if _is_eval_step(loop.cfg.imitator, step) else {}
+    if evaluation:
+        rec.update({**_means(evaluation), **{k: evaluation[k] for k in _PROFILE}})
+    if loop.logger is not None:
+        loop.logger.log(rec)
+    loop.bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.2f}")
+    return evaluation
+
+
+def _evaluate_and_save(loop: _Loop, step: int, state: TrainState, timing: Timing) -> dict:
+    """The held-out evaluation of ``state``; checkpoints the state with it and the timing totals
+    once both the weights and the evaluation are found finite."""
+    _check_train_finite(bool(loop.programs.finite(state.tree)), step, loop.ckpt)
+    evaluation = loop.evaluate(state.tree)
+    _check_heldout_finite(bool(np.all(np.isfinite(evaluation["heldout_loss_per_seed"]))), step,
+                          loop.ckpt)
+    metrics = {**_means(evaluation), **{k: evaluation[k] for k in _EVALUATION},
+               **{_TIMING_PREFIX + k: v for k, v in timing.totals().items()}}
+    loop.ckpt.save(step, state, config=_checkpoint_config(loop.cfg, loop.mcfg), metrics=metrics)
+    return evaluation
 
 
 def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
@@ -299,14 +481,16 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
     """Train (or resume, or return the summary of an already finished) imitator for ``cfg``.
 
     ``interrupt_after``: test hook; raise KeyboardInterrupt once that many steps are done
-    (simulates a kill between checkpoints).
+    (simulates a kill between checkpoints, or, at ``train_steps``, between the last
+    checkpoint and the summary).
 
     Returns:
         the summary dict (also written to ``summary.json``).
 
     Raises:
         ArtifactError / ClimitError: missing, incomplete or unreadable histories; a previous,
-            different imitator in the same directory. TrainingDiverged: NaN/Inf loss.
+            different imitator in the same directory. TrainingDiverged: NaN/Inf training loss
+            or weights, or a NaN/Inf held-out evaluation.
     """
     parallel.initialize()  # multi-host start-up when the environment asks for it (no-op otherwise)
     icfg = cfg.imitator
@@ -317,7 +501,6 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
     if done.get("fingerprint") == fingerprint(cfg):
         return done
     setup = _prepare(cfg, history)
-    mcfg = setup.mcfg
     mesh = parallel.mesh()
     parallel.check_divisible(icfg.batch_size, "imitator.batch_size")
     rows = data_lib.local_rows(icfg.batch_size, jax.process_index(), jax.process_count())
@@ -325,90 +508,47 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
                              jax.process_index(), jax.process_count())
     heldout = data_lib.heldout_batches(setup.heldout_set, icfg.eval_batches, icfg.batch_size,
                                        cfg.run.seed, rows)
-    seq_sharding = NamedSharding(mesh, PartitionSpec(None, parallel.AXIS))  # [S, B, T]
-    heldout_sharding = NamedSharding(mesh, PartitionSpec(parallel.AXIS))  # [B, T]
-    replicated = parallel.replicated(mesh)
-
-    def to_global(batch: data_lib.Batch, sharding: NamedSharding, axis: int) -> data_lib.Batch:
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
-            sharding, x, x.shape[:axis] + (icfg.batch_size,) + x.shape[axis + 1:]), batch)
-
+    seq_len = setup.train_set.spec.seq_len
+    train_to_global = functools.partial(  # [S, B, T]
+        _to_global, NamedSharding(mesh, PartitionSpec(None, parallel.AXIS)), 1, icfg.batch_size)
+    heldout_to_global = functools.partial(  # [B, T]
+        _to_global, NamedSharding(mesh, PartitionSpec(parallel.AXIS)), 0, icfg.batch_size)
     key = jax.random.fold_in(jax.random.key(cfg.run.seed), _KEY_SALT)
     init_key, step_key = jax.random.split(key)
-    programs = _programs(mcfg, icfg, mesh)
+    programs = _programs(setup.mcfg, icfg, mesh)
 
     out.mkdir(parents=True, exist_ok=True)
     ckpt = checkpoint.Checkpointer(out / "checkpoints", keep=icfg.keep_checkpoints,
                                    best="heldout_loss")
     try:
-        start, state = _restore_or_init(cfg, ckpt, programs, init_key, replicated)
+        resumed = _restore_or_init(cfg, ckpt, programs, init_key, parallel.replicated(mesh))
     except BaseException:
         ckpt.close()
         raise
     primary = jax.process_index() == 0  # one process writes files and logs
     if primary:
         (out / "config.yaml").write_text(config_lib.dump_yaml(cfg))
-    logger = MetricsLogger(out / "metrics.jsonl", resume_step=start, tensorboard=cfg.run.tensorboard,
-                           wandb_project=cfg.run.wandb_project,
+    logger = MetricsLogger(out / "metrics.jsonl", resume_step=resumed.start,
+                           tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
                            run_name=f"{cfg.run.name}/imitator/{tag(icfg)}") if primary else None
-
-    def evaluate(tree: dict) -> dict:
-        loss = correct_SxT = 0.0
-        for b in heldout:
-            s_loss, s_correct = programs.eval(tree, to_global(b, heldout_sharding, 0))
-            loss, correct_SxT = loss + np.asarray(s_loss), correct_SxT + np.asarray(s_correct)
-        sequences = icfg.eval_batches * icfg.batch_size
-        tokens = sequences * setup.heldout_set.spec.seq_len
-        return {"heldout_loss_per_seed": (loss / tokens).tolist(),
-                "heldout_accuracy_per_seed": (correct_SxT.sum(-1) / tokens).tolist(),
-                **accuracy_by_position(correct_SxT / sequences)}
-
-    tokens_per_step = icfg.seeds * icfg.batch_size * setup.train_set.spec.seq_len
-    batches = data_lib.Prefetcher(loader.batch, start, icfg.train_steps, icfg.prefetch)
-    bar = _progress(progress and primary, start, icfg.train_steps, tag(icfg))
-    pending: list[StepMetrics] = []
-    timing = {"t0": None, "steps": 0, "compile_s": 0.0}
-    last_eval: dict = {}
+    batches = data_lib.Prefetcher(loader.batch, resumed.start, icfg.train_steps, icfg.prefetch)
+    loop = _Loop(cfg, setup.mcfg, programs, step_key, map(train_to_global, batches),
+                 functools.partial(_evaluate, programs, heldout, heldout_to_global,
+                                   icfg.batch_size, seq_len),
+                 ckpt, logger, _progress(progress and primary, resumed.start, icfg.train_steps,
+                                         tag(icfg)),
+                 icfg.seeds * icfg.batch_size * seq_len)
     try:
-        for step in range(start + 1, icfg.train_steps + 1):
-            batch = to_global(next(batches), seq_sharding, 1)
-            t = time.perf_counter()
-            state, metrics = programs.step(step_key, state, batch)
-            pending.append(metrics)
-            if timing["t0"] is None:  # the first step compiles: time the rest
-                jax.block_until_ready(metrics)
-                timing["compile_s"], timing["t0"] = time.perf_counter() - t, time.perf_counter()
-            else:
-                timing["steps"] += 1
-            is_eval = step % icfg.eval_every == 0 or step == icfg.train_steps
-            if step % icfg.log_every == 0 or is_eval or step == 1:
-                _check_finite(all(np.all(np.isfinite(np.asarray(m.loss))) for m in pending),
-                              step, ckpt)
-                rec = _train_record(step, pending, tokens_per_step, timing, icfg)
-                pending = []
-                if is_eval:  # nothing non-finite may reach a checkpoint
-                    last_eval = evaluate(state.tree)
-                    _check_finite(bool(programs.finite(state.tree)) and
-                                  bool(np.all(np.isfinite(last_eval["heldout_loss_per_seed"]))),
-                                  step, ckpt)
-                    rec.update(_means(last_eval))
-                    rec.update({k: last_eval[k] for k in _PROFILE})
-                    ckpt.save(step, state, config=_checkpoint_config(cfg, mcfg),
-                              metrics={k: rec[k] for k in ("heldout_loss",
-                                                           "heldout_action_accuracy", *_PROFILE)})
-                if logger is not None:
-                    logger.log(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.2f}")
-            bar.update(1)
-            if interrupt_after is not None and step >= interrupt_after:
-                raise KeyboardInterrupt
+        state, timing, evaluation = _run_steps(loop, resumed, interrupt_after)
+        if not evaluation:  # resumed at the end from a checkpoint that predates saved evaluations
+            evaluation = loop.evaluate(state.tree)
     finally:
         batches.close()
-        bar.close()
+        loop.bar.close()
         if logger is not None:
             logger.close()
         ckpt.close()
-    summary = _summary(cfg, setup, out, last_eval, timing, tokens_per_step)
+    summary = _summary(cfg, setup, out, evaluation, timing, loop.tokens_per_step)
     if primary:
         _write_json(summary_file, summary)
         _update_index(out.parent / "summary.json", tag(icfg), summary)
@@ -424,6 +564,8 @@ def _progress(enabled: bool, start: int, total: int, name: str) -> Any:
 
 POSITION_BINS = 8
 _PROFILE = ("heldout_accuracy_by_position", "position_bins")  # logged, checkpointed, summarised
+# A held-out evaluation (:func:`_evaluate`): checkpointed with its step, summarised at the end.
+_EVALUATION = ("heldout_loss_per_seed", "heldout_accuracy_per_seed", *_PROFILE)
 
 
 def accuracy_by_position(accuracy_SxT: np.ndarray) -> dict:
@@ -446,14 +588,12 @@ def _means(ev: dict) -> dict:
             "heldout_action_accuracy": float(np.mean(ev["heldout_accuracy_per_seed"]))}
 
 
-def _train_record(step: int, pending: list[StepMetrics], tokens_per_step: int, timing: dict,
-                  icfg: config_lib.ImitatorConfig) -> dict:
+def _train_record(step: int, pending: list[StepMetrics], tokens_per_step: int,
+                  timing: Timing) -> dict:
     m = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *pending)
-    elapsed = time.perf_counter() - timing["t0"] if timing["t0"] else 0.0
-    rate = timing["steps"] * tokens_per_step / elapsed if elapsed > 0 and timing["steps"] else None
     return {"step": step, "loss": float(m.loss[-1].mean()), "accuracy": float(m.accuracy[-1].mean()),
             "grad_norm": float(m.grad_norm[-1].mean()), "lr": float(m.lr[-1][0]),
-            "tokens_per_s": rate}
+            "tokens_per_s": timing.tokens_per_s(tokens_per_step)}
 
 
 def _best(ckpt_dir: Path) -> tuple[int | None, float | None]:
@@ -467,35 +607,44 @@ def _best(ckpt_dir: Path) -> tuple[int | None, float | None]:
     return step, loss
 
 
-def _summary(cfg: config_lib.ExperimentConfig, setup: _Setup, out: Path, last_eval: dict,
-             timing: dict, tokens_per_step: int) -> dict:
+def _heldout(setup: _Setup) -> dict:
+    """What the held-out set is: ``heldout`` is 'tasks' or 'learners'
+    (:func:`climit.imitator.data.heldout_unit`); ``heldout_tasks`` and ``heldout_learners`` are
+    the tasks and the learners that no training stream belongs to (no task, when learners of a
+    single-task environment are held out: they play the task the imitator trained on)."""
+    info = setup.heldout_set.history.stream_info
+    train_tasks = {info(s).task for s in setup.train_streams}
+    train_learners = {info(s).learner for s in setup.train_streams}
+    return {"heldout": data_lib.heldout_unit(setup.heldout_set.history),
+            "heldout_tasks": sorted({info(s).task for s in setup.heldout_streams} - train_tasks),
+            "heldout_learners": sorted({info(s).learner for s in setup.heldout_streams}
+                                       - train_learners)}
+
+
+def _summary(cfg: config_lib.ExperimentConfig, setup: _Setup, out: Path, evaluation: dict,
+             timing: Timing, tokens_per_step: int) -> dict:
     icfg, mcfg = cfg.imitator, setup.mcfg
-    elapsed = time.perf_counter() - timing["t0"] if timing["t0"] else 0.0
     best_step, best_loss = _best(out / "checkpoints")
-    if not last_eval:  # resumed after the last evaluation: nothing new was measured
-        with checkpoint.Checkpointer(out / "checkpoints", readonly=True) as ckpt:
-            metrics = ckpt.metadata()["metrics"]
-        last_eval = {"heldout_loss_per_seed": [metrics["heldout_loss"]],
-                     "heldout_accuracy_per_seed": [metrics["heldout_action_accuracy"]],
-                     **{k: metrics[k] for k in _PROFILE if k in metrics}}
+    seq_len = setup.train_set.spec.seq_len
     valid = sum(mcfg.action_mask)
     return {
         "tag": tag(icfg), "variant": icfg.variant, "horizon": icfg.horizon,
-        **_means(last_eval), **last_eval,
+        **_means(evaluation), **evaluation,
         "chance_accuracy": 1.0 / valid,
         "best_step": best_step, "best_heldout_loss": best_loss,
         "final_step": icfg.train_steps,
-        # end to end (data, evaluation and checkpoints included; compilation excluded)
-        "tokens_per_s": timing["steps"] * tokens_per_step / elapsed if elapsed > 0 else None,
-        "compile_s": timing["compile_s"],
+        # end to end over every segment of the run (data, evaluation and checkpoints included;
+        # compilation excluded)
+        "tokens_per_s": timing.tokens_per_s(tokens_per_step),
+        "compile_s": timing.compile_s,
         "params": model_lib.num_params(model_lib.abstract(mcfg)),
         "seeds": icfg.seeds,
         "train_streams": len(setup.train_streams), "heldout_streams": len(setup.heldout_streams),
         "train_windows": setup.train_set.num_windows, "train_tokens": setup.train_set.num_tokens,
-        "heldout_tasks": sorted({setup.heldout_set.history.stream_info(s).task
-                                 for s in setup.heldout_streams}),
-        "seq_len": setup.train_set.spec.seq_len, "context_len": mcfg.context_len,
-        "compute_dtype": mcfg.compute_dtype, "attention": model_lib.attention_impl(mcfg),
+        **_heldout(setup),
+        "seq_len": seq_len, "context_len": mcfg.context_len,
+        "compute_dtype": mcfg.compute_dtype,
+        "attention": model_lib.attention_used(mcfg, icfg.batch_size, seq_len),
         "devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
         "fingerprint": fingerprint(cfg),
     }
