@@ -158,6 +158,9 @@ class TeacherConfig:
     def check(self) -> None:
         if any(h < 1 for h in self.hidden) or not self.hidden:
             raise ConfigError("teacher.hidden", f"needs one or more positive widths, got {self.hidden}")
+        if self.network == "minatar" and len(self.hidden) != 1:  # its one dense layer would ignore the rest
+            raise ConfigError("teacher.hidden", f"the MinAtar network (conv + one dense layer) takes "
+                              f"one width, e.g. [128]; got {list(self.hidden)}")
         if self.batch_size > self.buffer_size:
             raise ConfigError("teacher.batch_size", f"{self.batch_size} exceeds buffer_size "
                               f"{self.buffer_size}")

@@ -163,15 +163,17 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def check_disk(path: str | Path, needed: int, free_fn: Callable[[Path], int] | None = None) -> None:
+def check_disk(path: str | Path, needed: int, free_fn: Callable[[Path], int] | None = None,
+               what: str = "histories") -> None:
     """Raise ClimitError if the filesystem at ``path`` has fewer than ``needed`` free bytes.
 
     ``free_fn`` defaults to :func:`free_bytes` (looked up at call time, so tests can
-    monkeypatch ``histories.free_bytes``).
+    monkeypatch ``histories.free_bytes``). ``what``: what needs the space, for the message
+    (e.g. the teacher's histories, checkpoints and snapshots with their sizes).
     """
     free = (free_fn or free_bytes)(Path(path))
     if needed > free:
-        raise ClimitError(f"not enough disk space for histories at {path}: need {_human(needed)} "
+        raise ClimitError(f"not enough disk space for {what} at {path}: need {_human(needed)} "
                           f"({needed} bytes), {_human(free)} ({free} bytes) free; free space, "
                           f"choose another run.runs_dir, or shrink the run")
 
@@ -389,7 +391,16 @@ def resume(path: str | Path, t: int | None = None) -> HistoryWriter:
 
     After a crash the teacher restores its checkpoint at env step t and calls ``resume(path, t)``;
     appending the same data again then gives a history identical to an uninterrupted one.
+
+    Raises:
+        ArtifactError: the directory is missing (the history a checkpoint continues is gone)
+            or its metadata is damaged; or ``t`` is not a written chunk boundary.
     """
+    path = Path(path)
+    if not path.is_dir():  # not open()'s "run climit teach first": this *is* climit teach resuming
+        raise ArtifactError(f"cannot resume the learning history at {path}: the directory is missing, "
+                            f"so the history that the run's checkpoint continues is gone; remove "
+                            f"the run directory to start over, or choose another run.name")
     h = open(path)
     w = HistoryWriter(h.path, h.meta, h.manifest)
     _truncate(h.path, w._manifest, w.num_steps if t is None else t)

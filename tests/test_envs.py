@@ -180,29 +180,63 @@ def test_action_masks():
     assert int(envs.to_native_action(envs.spec("CartPole-v1"), jnp.int32(2))) == 1
 
 
+def _breakout_paddle(obs) -> int:
+    """Column of the Breakout paddle: channel 0 of the bottom row."""
+    return int(np.argmax(np.asarray(obs)[9, :, 0]))
+
+
 def test_minatar_sticky_actions_are_opt_in():
     plain = envs.make("Breakout-MinAtar")
     sticky = envs.make("Breakout-MinAtar", 0.1)
     assert plain is envs.make("Breakout-MinAtar")
     assert type(sticky.gym).__name__ == "StickyActionWrapper"
+    assert type(envs.make("Breakout-MinAtar", 0.0).gym) is type(plain.gym)  # prob 0: no wrapper
     obs, state = envs.reset(sticky, jax.random.key(0), jnp.zeros((0,), jnp.int32))
     s = envs.step(sticky, jax.random.key(1), state, jnp.int32(3), jnp.zeros((0,), jnp.int32))
     assert s.obs.shape == (10, 10, 10)
 
 
+@pytest.mark.parametrize("prob", [0.0, 1.0])
+def test_sticky_actions_repeat_the_previous_action(prob):
+    # Breakout's full action set: 1 = left, 3 = right. Ask for left three times when the last
+    # executed action was right: without stickiness the paddle goes left; with probability 1
+    # the env executes the previous action (right) every time, so the paddle goes right.
+    left, right = 1, 3
+    env, task = envs.make("Breakout-MinAtar", prob), jnp.zeros((0,), jnp.int32)
+    obs, state = envs.reset(env, jax.random.key(0), task)
+    if prob:  # the wrapper stores the last executed action (noop after a reset): make it right
+        state = state.replace(last_action=jnp.asarray(right, state.last_action.dtype))
+    cols = [_breakout_paddle(obs)]
+    for i in range(3):
+        s = envs.step(env, jax.random.key(10 + i), state, jnp.int32(left), task)
+        cols.append(_breakout_paddle(s.obs))
+        state = s.state
+    assert cols[0] == 4 and np.diff(cols).tolist() == [1 if prob else -1] * 3, cols
+
+
 def test_terminated_and_truncated_disjoint_on_cartpole():
+    # Always pushing left falls over (terminations); a balancing controller on the pole angle
+    # and the cart reaches the 500-step limit (truncations). No step is both.
     env = envs.make("CartPole-v1")
     task = jnp.zeros((0,), jnp.int32)
+    balance = lambda obs: (obs[2] + 0.5 * obs[3] + 0.01 * obs[0] + 0.1 * obs[1] > 0).astype(jnp.int32)
+    push_left = lambda obs: jnp.int32(0)
 
-    def body(carry, key):
-        state = carry
-        s = envs.step(env, key, state, jnp.int32(0), task)
-        return s.state, (s.terminated, s.truncated)
+    def run(policy, steps):
+        def body(carry, key):
+            obs, state = carry
+            s = envs.step(env, key, state, policy(obs), task)
+            return (s.obs, s.state), (s.terminated, s.truncated)
+        start = envs.reset(env, jax.random.key(0), task)
+        term, trunc = jax.lax.scan(body, start, jax.random.split(jax.random.key(1), steps))[1]
+        return np.asarray(term), np.asarray(trunc)
 
-    _, state = envs.reset(env, jax.random.key(0), task)
-    term, trunc = jax.lax.scan(body, state, jax.random.split(jax.random.key(1), 200))[1]
-    assert np.asarray(term).any()  # always pushing left falls over
-    assert not np.any(np.asarray(term) & np.asarray(trunc))
+    term_l, trunc_l = run(push_left, 200)
+    term_b, trunc_b = run(balance, 1200)
+    assert term_l.any() and trunc_b.sum() >= 2  # both kinds of episode end happen
+    assert np.flatnonzero(trunc_b)[0] == 499  # the time limit: the 500th step of the episode
+    for term, trunc in ((term_l, trunc_l), (term_b, trunc_b)):
+        assert not np.any(term & trunc)
 
 
 def test_every_env_in_the_table_steps():

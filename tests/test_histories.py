@@ -168,6 +168,16 @@ def test_missing_directory_or_metadata(tmp_path):
         histories.open(tmp_path / "h")
 
 
+def test_resuming_a_missing_history_says_what_to_do(tmp_path):
+    # Only the teacher resumes histories, after restoring a checkpoint: "run climit teach
+    # first" (what a reader is told) would send the user back to the command that failed.
+    with pytest.raises(ArtifactError, match="cannot resume the learning history") as e:
+        histories.resume(tmp_path / "runs" / "x" / "teacher" / "histories", 400)
+    msg = str(e.value)
+    assert str(tmp_path / "runs" / "x" / "teacher" / "histories") in msg
+    assert "remove the run directory" in msg and "run.name" in msg and "first" not in msg
+
+
 def test_create_refuses_existing_and_checks_shapes(tmp_path):
     w = _write(tmp_path / "h", _data(5, 10), [0, 10])
     with pytest.raises(ClimitError, match="already exists"):
@@ -188,6 +198,8 @@ def test_estimate_and_disk_check(tmp_path, monkeypatch):
     histories.check_disk(tmp_path, 1000)
     with pytest.raises(ClimitError, match=r"need 1\.0 KB \(1001 bytes\).*1000 bytes\) free"):
         histories.check_disk(tmp_path / "runs" / "x", 1001)
-    with pytest.raises(ClimitError, match="not enough disk space"):
+    with pytest.raises(ClimitError, match="not enough disk space for histories at"):
         histories.create(tmp_path / "h", spec=SPEC, streams=_streams(), total_steps=10**6)
+    with pytest.raises(ClimitError, match="not enough disk space for the run .histories 1 KB.* at"):
+        histories.check_disk(tmp_path, 1001, what="the run (histories 1 KB, checkpoints 0 B)")
     assert not (tmp_path / "h").exists()  # checked before anything is written

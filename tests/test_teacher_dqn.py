@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import struct
 from gymnax.environments import environment, spaces
 
@@ -151,6 +152,84 @@ def test_truncated_step_stores_final_obs_and_no_termination():
     np.testing.assert_array_equal(buf.obs_CxO[:20], s.obs_NxTxO[0])
     centre = np.array([4, 4])
     np.testing.assert_array_equal(np.asarray(state.learners.envs.inp.obs[0, 0]), centre)
+    # Row 19, the truncated step: its next observation is the cell its action led to (Dark Room
+    # moves: up, down, left, right, stay, clipped to the 9x9 room), not the centre it reset to.
+    moves = np.array([[0, 1], [0, -1], [-1, 0], [1, 0], [0, 0]])
+    last = np.clip(s.obs_NxTxO[0, 19].astype(int) + moves[s.action_NxT[0, 19]], 0, 8)
+    assert not np.array_equal(last, centre)  # the seed ends the episode away from the centre
+    np.testing.assert_array_equal(buf.next_obs_CxO[19], last)
+    assert not buf.terminated_C[19]
+
+
+def test_epsilon_schedule_known_values():
+    # eps_start until learning starts, then linear to eps_end over eps_decay_steps, then flat.
+    tcfg = tiny_cfg(eps_start=1.0, eps_end=0.1, eps_decay_steps=200, learning_starts=100)
+    hp = dqn.hparams(tcfg)
+    steps = jnp.array([0, 50, 100, 150, 200, 250, 300, 301, 10_000])
+    expected = [1.0, 1.0, 1.0, 0.775, 0.55, 0.325, 0.1, 0.1, 0.1]
+    np.testing.assert_allclose(np.asarray(dqn.epsilon(tcfg, hp, steps)), expected, rtol=1e-6)
+    # per learner: a swept eps_end / eps_decay_steps applies to its own learner only
+    hp2 = dqn.hparams(tcfg, 2, eps_end=np.array([0.1, 0.5]), eps_decay_steps=np.array([200, 100]))
+    np.testing.assert_allclose(np.asarray(dqn.epsilon(tcfg, hp2, jnp.float32(150))), [0.775, 0.75],
+                               rtol=1e-6)
+
+
+def test_hard_target_copies_exactly_every_target_period_updates():
+    # One update per vector step from step 32 on (64 env steps with 2 envs): target_params
+    # change exactly when the update count reaches a multiple of 5, and then equal the online
+    # params; in between they stay put while the online params move.
+    period = 5
+    tcfg = tiny_cfg(target="hard", target_period=period, total_env_steps=200)
+    env = tiny_env(2)
+    tasks = jnp.zeros((1, 0), jnp.int32)
+    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(0), 1, 1), tasks)
+    one_step = dqn.make_chunk(tcfg, env, 1, "stats", 0)
+    host = lambda tree: jax.tree.map(np.asarray, tree)
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    prev_target, copies = host(state.learners.target_params), []
+    for _ in range(60):
+        state, _ = one_step(state, dqn.hparams(tcfg), tasks)
+        u, params = int(state.updates), host(state.learners.params)
+        target = host(state.learners.target_params)
+        if u > 0 and u % period == 0:
+            assert same(target, params), f"after update {u}: target != online params"
+            copies.append(u)
+        else:
+            assert same(target, prev_target), f"target changed at update {u}"
+            assert u == 0 or not same(target, params)
+        prev_target = target
+    assert int(state.updates) == 60 - 31 and copies == [5, 10, 15, 20, 25]
+
+
+def test_td_loss_switches_on_double():
+    # Q(s) = the q bias (features are 1 for obs [1]): online [5, 0, (100)], target [1, 3, (100)]
+    # with the third action padded. Transition (s, a=0, r=1, s'=s), gamma 0.5, squared loss:
+    # plain DQN: y = 1 + 0.5 * max(1, 3) = 2.5, loss 0.5 * (5 - 2.5)^2 = 3.125;
+    # Double DQN: y = 1 + 0.5 * Q_target(argmax online = 0) = 1.5, loss 0.5 * 3.5^2 = 6.125.
+    net = networks.QNet("mlp", (1,), 3, (1,), action_mask=(True, True, False))
+
+    def params(q_bias):
+        return {"dense_0": {"w": jnp.ones((1, 1)), "b": jnp.zeros(1)},
+                "q": {"w": jnp.zeros((1, 3)), "b": jnp.array(q_bias)}}
+    batch = replay.Batch(obs_BxO=jnp.ones((1, 1)), action_B=jnp.array([0]), reward_B=jnp.array([1.0]),
+                         next_obs_BxO=jnp.ones((1, 1)), terminated_B=jnp.array([False]))
+    online, target = params([5.0, 0.0, 100.0]), params([1.0, 3.0, 100.0])
+    for double, expected in ((False, 3.125), (True, 6.125)):
+        tcfg = tiny_cfg(double=double, loss="mse")
+        loss = dqn.td_loss(tcfg, net, online, target, batch, jnp.float32(0.5))
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-6, err_msg=f"double={double}")
+
+
+def test_minatar_network_takes_exactly_one_width():
+    # The conv net has one dense layer; extra widths were silently ignored.
+    with pytest.raises(config.ConfigError, match="teacher.hidden.*MinAtar.*one width"):
+        config.load(None, ["env.name=Breakout-MinAtar", "env.train_tasks=1", "env.transfer=",
+                           "teacher.network=minatar"])  # default hidden [64, 64]
+    cfg = config.load(None, ["env.name=Breakout-MinAtar", "env.train_tasks=1", "env.transfer=",
+                             "teacher.network=minatar", "teacher.hidden=[128]"])
+    assert cfg.teacher.hidden == (128,)
+    with pytest.raises(ValueError, match="one width"):
+        networks.QNet("minatar", (10, 10, 10), 6, (128, 64))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ sweeps, and the fresh-learner API used by evaluation."""
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from climit import checkpoint, cli, config, envs, histories
-from climit.errors import ClimitError, TrainingDiverged
+from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.metrics import read_jsonl
 from climit.teacher import train
 
@@ -53,6 +55,26 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in wall} for r in read_jsonl(run / "teacher" / "metrics.jsonl")]
 
 
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory) -> Path:
+    """The TINY run, never interrupted: what every resumed run must reproduce exactly."""
+    root = tmp_path_factory.mktemp("clean")
+    train.teach(tiny(root, "clean"), root / "clean", progress=False, log=lambda s: None)
+    return root / "clean"
+
+
+def _assert_identical_runs(clean: Path, resumed: Path, summary: dict) -> None:
+    """Histories, final parameters, metrics and final returns equal to the clean run's."""
+    a, b = _history_arrays(clean), _history_arrays(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    jax.tree.map(np.testing.assert_array_equal, _final_params(clean), _final_params(resumed))
+    assert _metrics(clean) == _metrics(resumed)
+    clean_summary = json.loads((clean / "teacher" / "summary.json").read_text())
+    assert clean_summary["final_return_per_learner"] == summary["final_return_per_learner"]
+
+
 def test_teach_cli_end_to_end(tmp_path, capsys):
     assert cli.main(["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "run.name=e2e"]) == 0
     out = tmp_path / "e2e" / "teacher"
@@ -78,25 +100,19 @@ def test_teach_cli_end_to_end(tmp_path, capsys):
     assert "histories" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("kill_at", [1, 5])
-def test_resume_after_kill_is_identical(tmp_path, kill_at):
-    clean = tiny(tmp_path, "clean")
-    train.teach(clean, tmp_path / "clean", progress=False, log=lambda s: None)
+@pytest.mark.parametrize("kill_at", [1, 3, 5])
+def test_resume_after_kill_is_identical(tmp_path, clean_run, kill_at):
+    # Kill points: 1, before any checkpoint; 3, after the snapshot at 600 drained the history
+    # past the checkpoint at 400 (the resume cuts it back); 5, right after the checkpoint at 800.
     killed = tiny(tmp_path, "killed")
     with pytest.raises(Kill):
         train.teach(killed, tmp_path / "killed", progress=False, log=lambda s: None,
                     stop_hook=kill_after(kill_at))
+    written = histories.open(tmp_path / "killed" / "teacher" / "histories").num_steps
+    assert written == {1: 0, 3: 600, 5: 800}[kill_at]
     summary = train.teach(killed, tmp_path / "killed", progress=False, log=lambda s: None)
-    assert summary["resumed_from_env_step"] == (None if kill_at == 1 else 800)
-    a, b = _history_arrays(tmp_path / "clean"), _history_arrays(tmp_path / "killed")
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    jax.tree.map(np.testing.assert_array_equal, _final_params(tmp_path / "clean"),
-                 _final_params(tmp_path / "killed"))
-    assert _metrics(tmp_path / "clean") == _metrics(tmp_path / "killed")
-    clean_summary = json.loads((tmp_path / "clean" / "teacher" / "summary.json").read_text())
-    assert clean_summary["final_return_per_learner"] == summary["final_return_per_learner"]
+    assert summary["resumed_from_env_step"] == {1: None, 3: 400, 5: 800}[kill_at]
+    _assert_identical_runs(clean_run, tmp_path / "killed", summary)
 
 
 def test_resume_with_another_config_is_refused(tmp_path):
@@ -111,10 +127,13 @@ def test_resume_with_another_config_is_refused(tmp_path):
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = tiny(tmp_path, "nan", "teacher.lr=1e30", "teacher.max_grad_norm=0", "teacher.checkpoint_every=1",
                "teacher.learning_starts=300", "teacher.snapshot_steps=[5000]")
-    with pytest.raises(TrainingDiverged, match="NaN/Inf"):
+    with pytest.raises(TrainingDiverged, match="NaN/Inf") as e:
         train.teach(cfg, tmp_path / "nan", progress=False, log=lambda s: None)
     steps = checkpoint.complete_steps(tmp_path / "nan" / "teacher" / "checkpoints")
     assert steps and max(steps) <= 400
+    # The message names the checkpoint that is kept, as of the divergence (not "step None",
+    # what the run had before training began).
+    assert f"the last good checkpoint (env step {max(steps)}) is kept in" in str(e.value)
     with checkpoint.Checkpointer(tmp_path / "nan" / "teacher" / "checkpoints", readonly=True) as c:
         params = c.restore()["learners"]["params"]
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
@@ -138,6 +157,150 @@ def test_disk_check_stops_before_any_work(tmp_path, monkeypatch):
         train.teach(tiny(tmp_path, "full"), tmp_path / "full", progress=False, log=lambda s: None)
     assert not (tmp_path / "full" / "teacher" / "histories").exists()
     assert checkpoint.complete_steps(tmp_path / "full" / "teacher" / "checkpoints") == []
+
+
+def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
+    # Room for the histories alone is not enough: the checkpoints hold the whole state (the
+    # replay buffers) up to keep_checkpoints + 1 times, and snapshots keep parameters.
+    cfg = tiny(tmp_path, "tight")
+    env = envs.make("darkroom")
+    hist = histories.estimate_bytes(env.spec, 4, 1200, 50)
+    state = train._tree_bytes(train._abstract_state(cfg.teacher, env, train.plan(cfg)))
+    assert state > 4 * 500 * (2 * 2 + 4 + 2)  # 4 learners' replay buffers of 500 transitions
+    monkeypatch.setattr(histories, "free_bytes", lambda path: hist + 2 * state)
+    logs: list[str] = []
+    with pytest.raises(ClimitError, match="not enough disk space for the teacher run") as e:
+        train.teach(cfg, tmp_path / "tight", progress=False, log=logs.append)
+    assert "checkpoints" in str(e.value) and "snapshots" in str(e.value)
+    assert f"checkpoints {train._human(3 * state)}" in logs[0]  # keep 2 + 1 during a save
+    assert not (tmp_path / "tight" / "teacher" / "histories").exists()
+
+
+def _disk_full_in(where: str, monkeypatch) -> None:
+    """Make one write of the TINY run fail as a full disk does, after the checkpoint at 400.
+
+    histories: the second block's file of the chunk at 600 (Python's OSError; the first block's
+    file is then an orphan on disk). checkpoints: the checkpoint at 800, with the ValueError
+    orbax (tensorstore) raises on a full disk.
+    """
+    if where == "histories":
+        write = histories._write_atomic
+
+        def full(path, data):
+            if path.name.startswith("b00001_t000000000600"):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            write(path, data)
+        monkeypatch.setattr(histories, "_write_atomic", full)
+        return
+    save = checkpoint.Checkpointer.save
+
+    def full_ckpt(self, step, tree, **kw):
+        if self.directory.name == "checkpoints" and step == 800:
+            raise ValueError(f'RESOURCE_EXHAUSTED: Failed writing: "{self.directory}/800.orbax-checkpoint-tmp'
+                             f'/d/0": No space left on device [os_error_code=\'28\']')
+        save(self, step, tree, **kw)
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", full_ckpt)
+
+
+@pytest.mark.parametrize("where", ["histories", "checkpoints"])
+def test_full_disk_is_a_clear_error_and_the_run_resumes(tmp_path, monkeypatch, clean_run, where):
+    cfg = tiny(tmp_path, "full")
+    _disk_full_in(where, monkeypatch)
+    closed = []
+    close = histories.HistoryWriter.close
+    monkeypatch.setattr(histories.HistoryWriter, "close", lambda self: (closed.append(self), close(self)))
+    with pytest.raises(ClimitError, match="the disk is full") as e:
+        train.teach(cfg, tmp_path / "full", progress=False, log=lambda s: None)
+    ckpt_dir = tmp_path / "full" / "teacher" / "checkpoints"
+    msg = str(e.value)
+    assert f"resumes from its last checkpoint (env step 400) in {ckpt_dir}" in msg
+    assert "nothing written so far is lost" in msg and "No space left on device" in msg
+    assert len(closed) == 1  # the writer's threads are released on the way out
+    monkeypatch.undo()  # space freed
+    summary = train.teach(cfg, tmp_path / "full", progress=False, log=lambda s: None)
+    assert summary["resumed_from_env_step"] == 400
+    _assert_identical_runs(clean_run, tmp_path / "full", summary)
+
+
+def test_other_errors_are_not_taken_for_a_full_disk(tmp_path, monkeypatch):
+    def fail(path, data):
+        raise OSError(errno.EACCES, "Permission denied", str(path))
+    monkeypatch.setattr(histories, "_write_atomic", fail)
+    with pytest.raises(PermissionError):
+        train.teach(tiny(tmp_path, "ro"), tmp_path / "ro", progress=False, log=lambda s: None)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, clean_run):
+    cfg = tiny(tmp_path, "bad")
+    with pytest.raises(Kill):
+        train.teach(cfg, tmp_path / "bad", progress=False, log=lambda s: None, stop_hook=kill_after(5))
+    ckpt_dir = tmp_path / "bad" / "teacher" / "checkpoints"
+    assert checkpoint.complete_steps(ckpt_dir) == [400, 800]
+    _flip_a_byte(ckpt_dir / "800")
+    logs: list[str] = []
+    summary = train.teach(cfg, tmp_path / "bad", progress=False, log=logs.append)
+    warnings = [line for line in logs if "warning" in line]
+    assert any(str(ckpt_dir / "800") in line and "corrupt" in line for line in warnings), logs
+    assert summary["resumed_from_env_step"] == 400  # history and metrics cut back to 400, redone
+    _assert_identical_runs(clean_run, tmp_path / "bad", summary)
+    assert checkpoint.complete_steps(ckpt_dir) == [800, 1200]
+    checkpoint.verify_step(ckpt_dir / "800")  # the damaged step was saved again
+    for step in (800, 1200):
+        _flip_a_byte(ckpt_dir / str(step))
+    with pytest.raises(ArtifactError, match="every checkpoint in .* is damaged"):
+        train.teach(cfg, tmp_path / "bad", progress=False, log=lambda s: None)
+
+
+def _flip_a_byte(step_dir: Path) -> None:
+    """Corrupt a checkpoint step as tests/test_checkpoint.py does: its largest array data file."""
+    data = max((p for p in step_dir.rglob("*") if p.is_file() and "/d/" in str(p)),
+               key=lambda p: p.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    data.write_bytes(bytes(raw))
+
+
+def test_resume_without_its_history_says_what_to_do(tmp_path):
+    cfg = tiny(tmp_path, "lost")
+    with pytest.raises(Kill):
+        train.teach(cfg, tmp_path / "lost", progress=False, log=lambda s: None, stop_hook=kill_after(2))
+    shutil.rmtree(tmp_path / "lost" / "teacher" / "histories")
+    with pytest.raises(ArtifactError, match="cannot resume the learning history") as e:
+        train.teach(cfg, tmp_path / "lost", progress=False, log=lambda s: None)
+    assert "remove the run directory" in str(e.value) and "run.name" in str(e.value)
+    assert "first" not in str(e.value)  # not "run `climit teach` first": this is climit teach
+
+
+def test_rerun_without_checkpoints_never_overwrites_another_configs_run(tmp_path):
+    # A finished run whose checkpoints/ was deleted: another config must not wipe its history
+    # (nor leave new snapshots beside its old ones); the same config starts over, and says so.
+    cfg = tiny(tmp_path, "done")
+    train.teach(cfg, tmp_path / "done", progress=False, log=lambda s: None)
+    out = tmp_path / "done" / "teacher"
+    before = _history_arrays(tmp_path / "done")
+    summary_before = (out / "summary.json").read_text()
+    shutil.rmtree(out / "checkpoints")
+    other = tiny(tmp_path, "done", "teacher.lr=0.002")
+    with pytest.raises(ClimitError, match="teacher.lr: 0.001 -> 0.002") as e:
+        train.teach(other, tmp_path / "done", progress=False, log=lambda s: None)
+    assert str(out / "histories") in str(e.value) and "run.name" in str(e.value)
+    after = _history_arrays(tmp_path / "done")
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert histories.open(out / "histories").complete
+    assert checkpoint.complete_steps(out / "snapshots") == [400, 600, 1200]
+    assert (out / "summary.json").read_text() == summary_before
+    # Without the history, the snapshots' config is checked; without those, summary.json's.
+    shutil.rmtree(out / "histories")
+    with pytest.raises(ClimitError, match=f"{out / 'snapshots'}.*teacher.lr: 0.001 -> 0.002"):
+        train.teach(other, tmp_path / "done", progress=False, log=lambda s: None)
+    shutil.rmtree(out / "snapshots")
+    with pytest.raises(ClimitError, match="summary.json is the summary of a teacher run with another"):
+        train.teach(other, tmp_path / "done", progress=False, log=lambda s: None)
+    assert (out / "summary.json").read_text() == summary_before
+    logs: list[str] = []
+    train.teach(cfg, tmp_path / "done", progress=False, log=logs.append)
+    assert any("no checkpoint" in line and "starting over" in line for line in logs), logs
+    assert histories.open(out / "histories").complete
 
 
 def test_sweep_is_one_axis_with_common_random_numbers(tmp_path):
@@ -172,6 +335,19 @@ def test_train_learners_fresh_curves():
     again = train.train_learners(tcfg, env, tasks, jax.random.PRNGKey(7))
     np.testing.assert_array_equal(again.episodes.returns, ep.returns)
     assert res.timing.env_steps == 3 * 600
+
+
+def test_bench_measure_closes_its_history_writer(monkeypatch):
+    from climit.teacher import bench
+
+    closed = []
+    close = histories.HistoryWriter.close
+    monkeypatch.setattr(histories.HistoryWriter, "close", lambda self: (closed.append(self), close(self)))
+    monkeypatch.setattr(train, "evaluate_greedy", lambda *a, **k: np.zeros(1))  # not under test
+    cfg = bench.bench_config(200, ["teacher.learning_starts=100", "teacher.buffer_size=200",
+                                   "teacher.chunk_steps=10", "teacher.q_log_period=10"])
+    rec = bench.measure(cfg, learners=1, write_histories=True)
+    assert rec["histories_bytes_on_disk"] > 0 and len(closed) == 1
 
 
 SHARDED = ["teach", "--no-progress", *TINY, "env.train_tasks=4", "teacher.snapshot_steps=[5000]",

@@ -12,6 +12,7 @@ same command (same machine, same moment) and a ratio line follows.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -67,7 +68,7 @@ def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bo
     state = jax.block_until_ready(state)
     q_period = tcfg.q_log_period
     with tempfile.TemporaryDirectory(prefix="climit-bench-") as tmp:
-        hooks = train._Hooks()
+        hooks, writer = train._Hooks(), None
         if write_histories:
             infos = [histories.StreamInfo(g, e, tuple(np.asarray(tasks[g]).tolist()), g)
                      for g in range(learners) for e in range(tcfg.num_envs)]
@@ -76,8 +77,9 @@ def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bo
             hooks.output = lambda out, t0, t1: writer.append(
                 *out.streams, q_values=out.q_NxTqxA)
         record = "full" if write_histories else "stats"
-        state, timing = train._run_chunks(tcfg, env, state, hp, tasks, record=record,
-                                          q_period=q_period if write_histories else 0, hooks=hooks)
+        with writer or contextlib.nullcontext():  # releases the compression threads however it ends
+            state, timing = train._run_chunks(tcfg, env, state, hp, tasks, record=record,
+                                              q_period=q_period if write_histories else 0, hooks=hooks)
         disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
     final = train.evaluate_greedy(tcfg, env, state.learners.params, tasks,
                                   jax.random.PRNGKey(seed + 1), episodes=10)

@@ -44,6 +44,9 @@ class QNet:
             raise ValueError(f"unknown network kind {self.kind!r}")
         if self.kind == "minatar" and len(self.obs_shape) != 3:
             raise ValueError(f"the MinAtar network needs HxWxC observations, got {self.obs_shape}")
+        if self.kind == "minatar" and len(self.hidden) != 1:
+            raise ValueError(f"the MinAtar network has one dense layer: hidden takes one width, "
+                             f"got {self.hidden}")
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}")
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,7 @@ import numpy as np
 from climit import checkpoint, envs, histories, parallel, rollout
 from climit import config as config_lib
 from climit.config import ExperimentConfig, TeacherConfig
-from climit.errors import ClimitError, TrainingDiverged
+from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.teacher import dqn
 
 # Independent key streams derived from run.seed (fold_in constants; never reused elsewhere).
@@ -146,24 +147,33 @@ class _Hooks:
     sync: Callable[[dqn.TrainState, int, Timing], None] = lambda state, t1, timing: None
 
 
-def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int, where: str) -> None:
+def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int, where: str | Callable[[], str]) -> None:
+    """Raise TrainingDiverged if a learner's loss or weights are not finite.
+
+    ``where``: what is kept on disk, or a function that says so; it is called only when raising,
+    so a checkpoint saved during the run is named (not the state before training began).
+    """
     bad = np.flatnonzero(~np.isfinite(np.asarray(out.stats.loss_sum_G))
                          | ~np.asarray(out.stats.params_finite_G))
     if bad.size:
+        where = where() if callable(where) else where
         raise TrainingDiverged(f"TD loss or weights became NaN/Inf by env step {t1 * num_envs} for learners "
                                f"{bad[:8].tolist()}{'...' if bad.size > 8 else ''}; {where}")
 
 
 def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G: dqn.HParams,
                 tasks_GxK: jax.Array, *, record: dqn.Record, q_period: int, hooks: _Hooks,
-                timing: Timing | None = None, progress: bool = False, diverged_note: str = "",
+                timing: Timing | None = None, progress: bool = False,
+                diverged_note: str | Callable[[], str] = "",
                 stop_hook: Callable[[int], None] | None = None) -> tuple[dqn.TrainState, Timing]:
     """Run chunks from ``state.t`` to the end of training; returns (final state, timing).
 
     ``hooks.output`` gets every chunk's host arrays in order, one chunk late while the device
     runs the next; before ``hooks.sync(state, t1, timing)`` every earlier output has been
     handled, so a checkpoint never runs ahead of the history on disk, and a diverged chunk is
-    never checkpointed. ``stop_hook(k)`` runs after chunk k (tests: a simulated kill).
+    never checkpointed. ``diverged_note`` (or its value, computed when the divergence is found)
+    ends the TrainingDiverged message. ``stop_hook(k)`` runs after chunk k (tests: a simulated
+    kill).
     """
     from tqdm import tqdm
 
@@ -417,55 +427,266 @@ class _RunIO:
         self.save_s = self.last_time - start
 
 
-def _restore_or_init(cfg: ExperimentConfig, env: envs.Env, p: Plan, ckpt: checkpoint.Checkpointer,
-                     ) -> tuple[dqn.TrainState, int | None, Timing]:
-    """The latest checkpoint of this config's run, or fresh learners (step None)."""
-    tcfg = cfg.teacher
-    keys, tasks = jnp.asarray(p.keys_Gx2), jnp.asarray(p.tasks_GxK)
-    step = ckpt.latest_step()
-    if step is None:
-        return dqn.init(tcfg, env, keys, tasks), None, Timing()
+def _tree_bytes(tree: Any) -> int:
+    """Bytes of every array of a tree of arrays or ``jax.ShapeDtypeStruct``."""
+    return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+def _abstract_state(tcfg: TeacherConfig, env: envs.Env, p: Plan) -> dqn.TrainState:
+    """Shapes and dtypes of the run's whole state (``jax.ShapeDtypeStruct`` leaves; nothing run)."""
+    return jax.eval_shape(lambda k, t: dqn.init(tcfg, env, k, t), jnp.asarray(p.keys_Gx2),
+                          jnp.asarray(p.tasks_GxK))
+
+
+def _restore_step(cfg: ExperimentConfig, ckpt: checkpoint.Checkpointer, step: int,
+                  target: dqn.TrainState) -> tuple[dqn.TrainState, Timing]:
+    """The state saved at ``step`` and the timing of the run up to it.
+
+    Raises:
+        ClimitError: the step was saved by another config. ArtifactError: the step is damaged.
+    """
     meta = ckpt.metadata(step)
     diffs = _config_diff(meta["config"], config_lib.to_dict(cfg))
     if diffs:
         raise ClimitError(f"{ckpt.directory.parent} holds a teacher run with another config "
                           f"({'; '.join(diffs[:4])}); choose another run.name or remove that "
                           f"directory")
-    target = jax.eval_shape(lambda k, t: dqn.init(tcfg, env, k, t), keys, tasks)
     timing = Timing(**{k[len(_TIMING_PREFIX):]: v for k, v in meta["metrics"].items()
                        if k.startswith(_TIMING_PREFIX)})
-    return ckpt.restore(step, target=target), step, timing
+    return ckpt.restore(step, target=target), timing
+
+
+def _restore_or_init(cfg: ExperimentConfig, env: envs.Env, p: Plan, ckpt: checkpoint.Checkpointer,
+                     target: dqn.TrainState, log: Callable[[str], None],
+                     ) -> tuple[dqn.TrainState, int | None, Timing]:
+    """The newest checkpoint of this config's run that restores, or fresh learners (step None).
+
+    ``target``: the state's shapes (:func:`_abstract_state`). A damaged checkpoint (a flipped
+    byte, a truncated file) is skipped with a logged warning and the one before it is restored:
+    the run then redoes the steps after that one, its history and metrics cut back to it as on
+    any resume, and re-saves the damaged step when it gets there.
+
+    Raises:
+        ClimitError: the run was saved by another config. ArtifactError: every checkpoint is
+        damaged.
+    """
+    steps = ckpt.steps()
+    if not steps:
+        return dqn.init(cfg.teacher, env, jnp.asarray(p.keys_Gx2), jnp.asarray(p.tasks_GxK)), None, Timing()
+    damaged: list[str] = []
+    for step in reversed(steps):
+        try:
+            state, timing = _restore_step(cfg, ckpt, step, target)
+        except ArtifactError as e:  # an older one may still restore: never give up a run for one file
+            damaged.append(str(e))
+            log(f"teacher: warning: skipping a damaged checkpoint: {e}")
+            continue
+        if damaged:
+            log(f"teacher: warning: resuming from the older checkpoint at env step {step}; the steps "
+                f"after it are redone and the damaged checkpoint is replaced")
+        return state, step, timing
+    raise ArtifactError(f"every checkpoint in {ckpt.directory} is damaged ({'; '.join(damaged)}); "
+                        f"remove {ckpt.directory.parent} to start the teacher over, or choose "
+                        f"another run.name")
+
+
+def _earlier_artifacts(hist_dir: Path, snaps: checkpoint.Checkpointer) -> list[tuple[str, Path, dict]]:
+    """(description, path, stored config) of a history and snapshots already in the run.
+
+    Raises:
+        ArtifactError: their stored metadata cannot be read.
+    """
+    found = []
+    if histories.is_history(hist_dir):
+        h = histories.open(hist_dir)
+        found.append((f"the history ({h.num_steps} steps per stream)", hist_dir, h.config))
+    if snaps.steps():
+        found.append((f"{len(snaps.steps())} snapshots", snaps.directory, snaps.metadata()["config"]))
+    return found
+
+
+def _saved_fingerprint(summary: Path) -> str | None:
+    """The config fingerprint stored in summary.json (None when there is no summary).
+
+    Raises:
+        ArtifactError: the summary is unreadable.
+    """
+    if not summary.is_file():
+        return None
+    try:
+        return json.loads(summary.read_text()).get("fingerprint")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ArtifactError(f"{summary} is damaged: {e}") from None
+
+
+def _check_earlier_run(cfg: ExperimentConfig, out_dir: Path, hist_dir: Path,
+                       snaps: checkpoint.Checkpointer, log: Callable[[str], None]) -> None:
+    """With no checkpoint to resume, refuse to overwrite what a run of another config left.
+
+    The checkpoint's config check cannot see a run whose ``checkpoints/`` was deleted; starting
+    over would then wipe its (maybe complete) history and leave its snapshots beside the new
+    ones. So the history's and snapshots' stored configs and summary.json's fingerprint must
+    match this config; when they do, starting over rewrites them, and the log says so.
+
+    Raises:
+        ClimitError: naming the differences and the directory.
+    """
+    advice = f"choose another run.name, or remove {out_dir} to start the teacher over"
+    try:
+        found = _earlier_artifacts(hist_dir, snaps)
+        fingerprint_saved = _saved_fingerprint(out_dir / "summary.json")
+    except ArtifactError as e:
+        raise ClimitError(f"{out_dir} holds no checkpoint, and what an earlier run left there cannot "
+                          f"be checked against this config ({e}); {advice}") from None
+    now = config_lib.to_dict(cfg)
+    for what, where, saved in found:
+        diffs = _config_diff(saved, now)
+        if diffs:
+            raise ClimitError(f"{where} holds {what} of a teacher run with another config "
+                              f"({'; '.join(diffs[:4])}) and no checkpoint to resume, so starting "
+                              f"over would overwrite it; {advice}")
+    if fingerprint_saved not in (None, fingerprint(cfg)):
+        raise ClimitError(f"{out_dir / 'summary.json'} is the summary of a teacher run with another "
+                          f"config (fingerprint {fingerprint_saved}, now {fingerprint(cfg)}) and "
+                          f"there is no checkpoint to resume; {advice}")
+    left = [f"{what} in {where}" for what, where, _ in found]
+    left += ["summary.json"] if fingerprint_saved is not None else []
+    if left:
+        log(f"teacher: no checkpoint in {out_dir / 'checkpoints'}: starting over; what an earlier run "
+            f"of this config left ({', '.join(left)}) is rewritten")
+
+
+def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainState, p: Plan,
+                start_t: int, q_period: int, saved_checkpoints: int) -> dict[str, int]:
+    """Bytes the rest of the run writes, by kind.
+
+    histories: every transition still to come, uncompressed (an upper bound). checkpoints: the
+    whole state (replay buffers included) ``keep_checkpoints + 1`` times, as many exist during a
+    save, less those already on disk. snapshots: the parameters at every snapshot step still
+    ahead, and at the end.
+    """
+    tcfg = cfg.teacher
+    e, total_t = tcfg.num_envs, tcfg.total_env_steps // tcfg.num_envs
+    start_step = start_t * e
+    snaps_ahead = sum(start_step < s < tcfg.total_env_steps for s in tcfg.snapshot_steps) + 1
+    return {
+        "histories": histories.estimate_bytes(env_spec, p.num_learners * e, total_t - start_t, q_period),
+        "checkpoints": max(tcfg.keep_checkpoints + 1 - saved_checkpoints, 0) * _tree_bytes(shape),
+        "snapshots": snaps_ahead * _tree_bytes(shape.learners.params),
+    }
+
+
+def _disk_full(exc: BaseException | None) -> BaseException | None:
+    """The exception in ``exc``'s chain (itself, or what it was raised from) that reports a full
+    disk, or None.
+
+    Python's own writes raise OSError(ENOSPC); orbax (tensorstore) raises a ValueError whose
+    text carries the OS message ("... No space left on device [os_error_code='28']").
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or os.strerror(errno.ENOSPC) in str(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _full_disk_is_a_clear_error(out_dir: Path, ckpt: checkpoint.Checkpointer) -> Iterator[None]:
+    """Turn a full disk while the run writes into a ClimitError that says how to go on.
+
+    Nothing on disk is damaged by a failed write: history chunks, manifests, checkpoints and
+    snapshots are written under temporary names and renamed when complete, and a torn last
+    metrics line is skipped on reading. So freeing space and rerunning resumes the run.
+    """
+    try:
+        yield
+    except Exception as e:
+        full = _disk_full(e)
+        if full is None:
+            raise
+        step = ckpt.latest_step()
+        then = (f"it resumes from its last checkpoint (env step {step}) in {ckpt.directory}"
+                if step is not None else "no checkpoint was saved yet, so it starts over")
+        # ``full`` names the file: OSError's text carries its filename, tensorstore's its path.
+        raise ClimitError(f"the disk is full: writing the teacher run at {out_dir} failed ({full}); "
+                          f"{_human(histories.free_bytes(out_dir))} free there now. Free space and "
+                          f"run the same command again: {then}; nothing written so far is lost") from e
+
+
+def _divergence_note(ckpt: checkpoint.Checkpointer) -> str:
+    """What a diverged run keeps (read when the divergence is found, not before training)."""
+    step = ckpt.latest_step()
+    if step is None:
+        return f"no checkpoint was saved before it in {ckpt.directory}"
+    return f"the last good checkpoint (env step {step}) is kept in {ckpt.directory}"
 
 
 def _open_histories(cfg: ExperimentConfig, env_spec: envs.EnvSpec, p: Plan, hist_dir: Path,
                     step: int | None, start_t: int, q_period: int) -> histories.HistoryWriter:
     """A fresh history (no checkpoint yet) or the existing one cut back to ``start_t``."""
     tcfg = cfg.teacher
-    e, total_t = tcfg.num_envs, tcfg.total_env_steps // tcfg.num_envs
-    needed = histories.estimate_bytes(env_spec, p.num_learners * e, total_t - start_t, q_period)
-    histories.check_disk(hist_dir.parent, needed)
     if step is not None:
         return histories.resume(hist_dir, start_t)
-    return histories.create(hist_dir, spec=env_spec, streams=p.stream_infos(e),
+    return histories.create(hist_dir, spec=env_spec, streams=p.stream_infos(tcfg.num_envs),
                             config=config_lib.to_dict(cfg), q_period=q_period,
                             streams_per_chunk=cfg.histories.streams_per_chunk,
                             compression_level=cfg.histories.compression_level,
-                            total_steps=total_t, overwrite=True, check_space=False)
+                            total_steps=tcfg.total_env_steps // tcfg.num_envs, overwrite=True,
+                            check_space=False)
+
+
+def _metrics_logger(cfg: ExperimentConfig, out_dir: Path, step: int | None, primary: bool) -> Any:
+    """``out_dir/metrics.jsonl`` cut back to ``step`` (process 0; a no-op context elsewhere)."""
+    from climit.metrics import MetricsLogger
+
+    if not primary:
+        return contextlib.nullcontext()
+    return MetricsLogger(out_dir / "metrics.jsonl", resume_step=step, tensorboard=cfg.run.tensorboard,
+                         wandb_project=cfg.run.wandb_project, run_name=cfg.run.name,
+                         config=config_lib.to_dict(cfg))
+
+
+def _train_on_disk(cfg: ExperimentConfig, env: envs.Env, p: Plan, state: dqn.TrainState,
+                   step: int | None, timing: Timing, ckpt: checkpoint.Checkpointer,
+                   snaps: checkpoint.Checkpointer, *, q_period: int, primary: bool, progress: bool,
+                   stop_hook: Callable[[int], None] | None) -> tuple[dqn.TrainState, Timing]:
+    """The chunk loop writing histories and metrics (process 0), checkpoints and snapshots.
+
+    The history writer is closed however the loop ends (its compression threads released; every
+    chunk written so far stays on disk).
+    """
+    start_t = int(state.t)
+    hist_dir = ckpt.directory.parent / "histories"
+    writer = _open_histories(cfg, env.spec, p, hist_dir, step, start_t, q_period) if primary else None
+    # The metrics logger is opened inside the writer's ``with``: if it fails, the writer closes.
+    with writer or contextlib.nullcontext(), _metrics_logger(cfg, ckpt.directory.parent, step,
+                                                             primary) as metrics:
+        io = _RunIO(cfg, start_t, writer, ckpt, snaps, metrics)
+        hooks = _Hooks(output=io.output, needs_sync=io.needs_sync, sync=io.sync)
+        state, hp, tasks = place(state, p.hparams, p.tasks_GxK)
+        return _run_chunks(cfg.teacher, env, state, hp, tasks, record="full", q_period=q_period,
+                           hooks=hooks, timing=timing, progress=progress,
+                           diverged_note=lambda: _divergence_note(ckpt), stop_hook=stop_hook)
 
 
 def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
           log: Callable[[str], None] = print, stop_hook: Callable[[int], None] | None = None) -> dict:
     """Train the config's learners, writing ``run_dir/teacher/``; resumes if interrupted.
 
-    Returns the summary (also written to ``run_dir/teacher/summary.json``). ``stop_hook(k)`` is
-    called after chunk k (tests use it to simulate a kill).
+    Resumes from the newest checkpoint that restores (a damaged one is skipped with a warning).
+    Before any work, the disk is checked for the histories, checkpoints and snapshots still to
+    be written. Returns the summary (also written to ``run_dir/teacher/summary.json``).
+    ``stop_hook(k)`` is called after chunk k (tests use it to simulate a kill).
 
     Raises:
-        ClimitError: the directory holds a run with another config, or the disk is too small.
+        ClimitError: the directory holds a run with another config (in its checkpoints, or with
+            no checkpoint, in its history, snapshots or summary); the disk is too small, or
+            filled up during the run (rerunning after freeing space resumes it); every
+            checkpoint is damaged (ArtifactError).
         TrainingDiverged: NaN/Inf loss; the last good checkpoint stays on disk.
     """
-    from climit.metrics import MetricsLogger
-
     tcfg = cfg.teacher
     parallel.initialize()
     primary = parallel.is_primary()  # several processes: process 0 writes files and logs
@@ -475,32 +696,27 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
     p = plan(cfg)
     g, e = p.num_learners, tcfg.num_envs
-    total_t = tcfg.total_env_steps // e
     q_period = tcfg.q_log_period if cfg.histories.record_q else 0
     hist_dir = out_dir / "histories"
+    shape = _abstract_state(tcfg, env, p)
 
     with checkpoint.Checkpointer(out_dir / "checkpoints", keep=tcfg.keep_checkpoints) as ckpt, \
             checkpoint.snapshots(out_dir / "snapshots") as snaps:
-        state, step, timing = _restore_or_init(cfg, env, p, ckpt)
-        start_t = int(state.t)
+        state, step, timing = _restore_or_init(cfg, env, p, ckpt, shape, log)
+        if step is None:
+            _check_earlier_run(cfg, out_dir, hist_dir, snaps, log)
+        needs = _disk_needs(cfg, env.spec, shape, p, int(state.t), q_period, len(ckpt.steps()))
+        sizes = ", ".join(f"{kind} {_human(n)}" for kind, n in needs.items())
         log(f"teacher: {g} learners x {e} envs x {tcfg.total_env_steps} env steps on {cfg.env.name}; "
-            f"histories {_human(histories.estimate_bytes(env.spec, g * e, total_t, q_period))} "
-            f"(uncompressed upper bound) at {hist_dir}"
+            f"to write at {out_dir}: {sizes} (histories uncompressed, an upper bound; checkpoints "
+            f"up to {tcfg.keep_checkpoints + 1} whole states with replay buffers)"
             + (f"; resuming from env step {step}" if step is not None else ""))
-        writer = _open_histories(cfg, env.spec, p, hist_dir, step, start_t, q_period) if primary else None
-        metrics = MetricsLogger(out_dir / "metrics.jsonl", resume_step=step,
-                                tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
-                                run_name=cfg.run.name, config=config_lib.to_dict(cfg)) \
-            if primary else contextlib.nullcontext()
-        with metrics:
-            io = _RunIO(cfg, start_t, writer, ckpt, snaps, metrics)
-            hooks = _Hooks(output=io.output, needs_sync=io.needs_sync, sync=io.sync)
-            note = f"the last good checkpoint (env step {ckpt.latest_step()}) is kept in {ckpt.directory}"
-            state, hp, tasks = place(state, p.hparams, p.tasks_GxK)
-            state, timing = _run_chunks(tcfg, env, state, hp, tasks,
-                                        record="full", q_period=q_period, hooks=hooks,
-                                        timing=timing, progress=progress and primary,
-                                        diverged_note=note, stop_hook=stop_hook)
+        if primary:
+            histories.check_disk(out_dir, sum(needs.values()), what=f"the teacher run ({sizes})")
+        with _full_disk_is_a_clear_error(out_dir, ckpt):
+            state, timing = _train_on_disk(cfg, env, p, state, step, timing, ckpt, snaps,
+                                           q_period=q_period, primary=primary,
+                                           progress=progress and primary, stop_hook=stop_hook)
 
     eval_key = jax.random.fold_in(jax.random.PRNGKey(cfg.run.seed), EVAL_STREAM)
     final = evaluate_greedy(tcfg, env, state.learners.params, p.tasks_GxK, eval_key, tcfg.eval_episodes)
