@@ -359,6 +359,9 @@ def test_flops_per_token_known_answers():
     # 100 over 16 queries = 6.25 each
     assert M.flops_per_token(cfg, 16, training=False) == 2 * (24576 + 128 * 6.25) + 384 == 51136
     assert M.flops_per_token(cfg, 16) == 3 * 51136
+    # without the causal discount (PaLM / nanoGPT): every query against all 8 keys of its window
+    assert M.flops_per_token(cfg, 8, training=False, causal=False) == 2 * (24576 + 128 * 8) + 384
+    assert M.flops_per_token(cfg, 16, training=False, causal=False) == 2 * (24576 + 128 * 8) + 384
     # a linear observation embedding: 6 float entries -> 2*32*6 = 384; head 2*32*3 = 192
     linear = cfg_(**dict(FLOAT, obs_shape=(6,)))
     assert M.flops_per_token(linear, 8, training=False) == 2 * (24576 + 128 * 4.5) + 576 == 50880

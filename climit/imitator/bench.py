@@ -104,6 +104,10 @@ def measure(icfg: config_lib.ImitatorConfig, batch: int, steps: int, repeats: in
         "tokens_per_s": round(tokens_per_s, 1), "flops_per_token": flops,
         "mfu": None if peak is None or mcfg.compute_dtype != "bfloat16"
         else round(flops * tokens_per_s / peak, 4),
+        # The same time in the PaLM / nanoGPT convention (attention counted without the causal
+        # mask), for comparison with figures quoted that way; "mfu" is the one the target uses.
+        "mfu_full_attention": None if peak is None or mcfg.compute_dtype != "bfloat16"
+        else round(model_lib.flops_per_token(mcfg, seq, causal=False) * tokens_per_s / peak, 4),
         "loss_finite": bool(np.all(np.isfinite(np.asarray(m.loss)))),
     }
 

@@ -510,9 +510,14 @@ def decode_step(params: Params, cache: Cache, tokens_B: Tokens) -> tuple[jax.Arr
     return model.logits(x_BxD), new
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True) -> float:
+def flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True,
+                    causal: bool = True) -> float:
     """Useful matmul FLOPs per token of :func:`forward` over ``seq_len`` tokens (x3 for
     forward + backward when ``training``): the MFU numerator.
+
+    ``causal=False`` counts every query against all ``min(L, T)`` keys of its window, the
+    PaLM / nanoGPT convention (6N + 12 * layers * D * T per token), which ignores the causal
+    mask; MFU figures in that convention are higher by that attention term alone.
 
     Per layer: qkv 6D^2, out 2D^2, MLP 4*r*D^2 (multiply-adds count 2), attention scores and
     values 4*D per attended key, counting only keys the causal band lets through (on average
@@ -522,7 +527,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True) ->
     Norms, RoPE, softmax and other elementwise work are not counted.
     """
     d, T, C = cfg.d_model, seq_len, min(cfg.context_len, seq_len)
-    L = (C * (C + 1) / 2 + (T - C) * C) / T  # mean keys attended per query
+    L = (C * (C + 1) / 2 + (T - C) * C) / T if causal else C  # mean keys attended per query
     per_layer = 2 * (4 * d * d + 2 * cfg.mlp_ratio * d * d) + 4 * d * L
     head = 2 * d * cfg.num_actions + 2 * d * (1 if cfg.categorical_obs else cfg.obs_size)
     return (3.0 if training else 1.0) * (cfg.n_layers * per_layer + head)
