@@ -230,6 +230,8 @@ def _bench_imitator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
     p.add_argument("--reduced", action="store_true",
                    help="shrink the documented size (d 128, 2 layers, context 256) for CPU runs")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="imitators trained at once per step (vmapped, as the presets' imitator.seeds)")
 
 
 @bench_target("imitator", "imitator train-step tokens/s and MFU (documented and default size), "
@@ -238,7 +240,7 @@ def bench_imitator(args: argparse.Namespace) -> int:
     from climit.imitator import bench
 
     for record in bench.run(args.sizes, batch=args.batch, steps=args.steps, reduced=args.reduced,
-                            repeats=args.repeats):
+                            repeats=args.repeats, seeds=args.seeds):
         print(json.dumps(record), flush=True)
     return 0
 

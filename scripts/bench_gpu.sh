@@ -17,11 +17,12 @@ PY=${PY:-python3}
 if [ "${SMALL:-0}" = 1 ]; then
   LEARNERS="1 4"; T_STEPS=6000; FLOOR_UPD=20000; SHIPPED=4; RB=4; RBATCH=2
   ROLL="--context 64 --steps 50 --d-model 64 --layers 2 --heads 4"
-  IMIT="--reduced --steps 2 --repeats 1"; DR_STEPS=2000; DR_SEEDS=1; BREAKDOWN="--small"
+  IMIT="--reduced --steps 2 --repeats 1"; IMIT_SEEDS="--reduced --sizes documented --seeds 2 --steps 2 --repeats 1"; DR_STEPS=2000; DR_SEEDS=1; BREAKDOWN="--small"
 else
   LEARNERS="1 64 512 4096"; T_STEPS=30000; FLOOR_UPD=4000000; SHIPPED=64; RB=4096; RBATCH=256
   ROLL="--context 1024 --steps 1000 --d-model 256 --layers 4 --heads 8 --dtype bfloat16"
-  IMIT="--sizes documented default --steps 10 --repeats 3"; DR_STEPS=${DR_STEPS:-98000}; DR_SEEDS=16
+  IMIT="--sizes documented default --steps 10 --repeats 3"
+  IMIT_SEEDS="--sizes documented --seeds 5 --steps 5 --repeats 2"; DR_STEPS=${DR_STEPS:-98000}; DR_SEEDS=16
   BREAKDOWN=""
 fi
 
@@ -50,6 +51,8 @@ step shipped 60 $PY "$ANCHORS/rejax_dqn_bench.py" --total-timesteps $T_STEPS --n
 step rollout 90 climit bench rollout --batch $RB $ROLL --mode kv_cache --repeats 2 --peer \
   --peer-script "$ANCHORS/icrl_rollout_bench.py"
 step imitator 90 climit bench imitator $IMIT
+# The documented size as the presets train it: 5 imitators vmapped in one step (imitator.seeds).
+step imitator_seeds 120 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 climit bench imitator $IMIT_SEEDS
 # The documented imitator step taken apart: matmuls, attention, optimizer (the MFU work).
 step breakdown 90 $PY "$(dirname "$0")/imitator_breakdown.py" $BREAKDOWN
 # Headline: Dark Room histories on disk at 1024 learners; a tenth of the 1e9-step run (rate).

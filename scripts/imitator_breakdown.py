@@ -100,7 +100,7 @@ def main() -> None:
 
     # The model and loss, then the optimizer alone.
     params = model_lib.init(mcfg, key)
-    data = bench._random_batch(mcfg, batch, seq, key)
+    data = bench._random_batch(mcfg, 1, batch, seq, key)
     tokens, target = jax.tree.map(lambda x: x[0], data.tokens), data.target[0]
 
     def loss(tree):

@@ -57,26 +57,30 @@ def peak_flops(device: Any) -> float | None:
     return None
 
 
-def _random_batch(mcfg: model_lib.ModelConfig, batch: int, seq: int, key: jax.Array) -> data_lib.Batch:
-    """[1, B, T] random tokens in the grid interface's form (one seed)."""
+def _random_batch(mcfg: model_lib.ModelConfig, seeds: int, batch: int, seq: int,
+                  key: jax.Array) -> data_lib.Batch:
+    """[S, B, T] random tokens in the grid interface's form (S seeds, each its own batch)."""
     k1, k2, k3, k4 = jax.random.split(key, 4)
     valid = int(sum(mcfg.action_mask))
-    obs = jax.random.randint(k1, (1, batch, seq) + mcfg.obs_shape, 0, 9).astype(mcfg.obs_dtype)
-    act = jax.random.randint(k2, (1, batch, seq), 0, valid)
+    shape = (seeds, batch, seq)
+    obs = jax.random.randint(k1, shape + mcfg.obs_shape, 0, 9).astype(mcfg.obs_dtype)
+    act = jax.random.randint(k2, shape, 0, valid)
     tokens = model_lib.Tokens(obs=obs, prev_action=act,
-                              prev_reward=jax.random.bernoulli(k3, 0.2, (1, batch, seq)).astype(jnp.float32),
-                              episode_start=jax.random.bernoulli(k4, 0.05, (1, batch, seq)))
+                              prev_reward=jax.random.bernoulli(k3, 0.2, shape).astype(jnp.float32),
+                              episode_start=jax.random.bernoulli(k4, 0.05, shape))
     return data_lib.Batch(tokens=tokens, target=jnp.roll(act, -1, axis=-1))
 
 
 def measure(icfg: config_lib.ImitatorConfig, batch: int, steps: int, repeats: int = 3) -> dict:
-    """Time ``steps`` train steps (median of ``repeats``) for one imitator config."""
+    """Time ``steps`` train steps (median of ``repeats``) for one imitator config; with
+    ``icfg.seeds`` S > 1 the step trains S imitators at once (vmapped, as the presets do) and
+    tokens/s counts every seed's tokens."""
     spec = train_lib._HistorySpec((2,), "uint8", 5, (True,) * 4 + (False,))
     mcfg = model_lib.model_config(icfg, spec)
     seq = icfg.train_windows * icfg.context_len
     key = jax.random.key(0)
     state = jax.jit(functools.partial(train_lib.init_state, mcfg, icfg))(key)
-    data = _random_batch(mcfg, batch, seq, key)
+    data = _random_batch(mcfg, icfg.seeds, batch, seq, key)
     step_fn = jax.jit(functools.partial(train_lib.train_step, mcfg, icfg, key), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step_fn.lower(state, data).compile()
@@ -91,12 +95,12 @@ def measure(icfg: config_lib.ImitatorConfig, batch: int, steps: int, repeats: in
         jax.block_until_ready((state, m))
         times.append(time.perf_counter() - t0)
     med = float(np.median(times))
-    tokens_per_s = steps * batch * seq / med
+    tokens_per_s = steps * icfg.seeds * batch * seq / med
     flops = model_lib.flops_per_token(mcfg, seq, training=True)
     peak = peak_flops(jax.devices()[0])
     return {
         "d_model": mcfg.d_model, "n_layers": mcfg.n_layers, "n_heads": mcfg.n_heads,
-        "context_len": mcfg.context_len, "seq_len": seq, "batch": batch,
+        "context_len": mcfg.context_len, "seq_len": seq, "batch": batch, "seeds": icfg.seeds,
         "params": model_lib.num_params(model_lib.abstract(mcfg)),
         "compute_dtype": mcfg.compute_dtype,
         "attention": model_lib.attention_used(mcfg, batch, seq),
@@ -113,8 +117,8 @@ def measure(icfg: config_lib.ImitatorConfig, batch: int, steps: int, repeats: in
 
 
 def run(sizes: list[str], *, batch: int | None = None, steps: int = 10, reduced: bool = False,
-        repeats: int = 3) -> Iterator[dict]:
-    """One record per size (two on GPU: cuDNN and XLA attention)."""
+        repeats: int = 3, seeds: int = 1) -> Iterator[dict]:
+    """One record per size (two on GPU: cuDNN and XLA attention); ``seeds`` imitators per step."""
     base = config_lib.ImitatorConfig()
     device = jax.devices()[0]
     on_gpu = device.platform == "gpu"
@@ -124,7 +128,7 @@ def run(sizes: list[str], *, batch: int | None = None, steps: int = 10, reduced:
             "date": time.strftime("%Y-%m-%d")}
     for size in sizes:
         changes = (REDUCED if reduced else SIZES)[size]
-        icfg = dataclasses.replace(base, **changes)
+        icfg = dataclasses.replace(base, seeds=seeds, **changes)
         b = batch or (16 if size == "documented" else 64)
         if reduced:
             b = batch or 8
