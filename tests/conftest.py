@@ -35,3 +35,32 @@ def fake_training(monkeypatch):
     monkeypatch.setattr(teacher_train, "teach", teach)
     monkeypatch.setattr(imitator_train, "train", imitate)
     return calls
+
+
+@pytest.fixture
+def fake_gpu_attention(monkeypatch):
+    """``install(refuse)``: from then on attention 'auto' picks cuDNN (as on a GPU), and the
+    cuDNN kernel is faked by XLA attention, or raises at trace time like a real one refusing
+    its shapes when ``refuse``. Returns the list of implementations asked for."""
+    import jax
+
+    from climit.imitator import model
+
+    calls = []
+    real = jax.nn.dot_product_attention
+
+    def install(refuse: bool) -> list:
+        def fake(*args, implementation=None, **kw):
+            calls.append(implementation)
+            if implementation == "cudnn" and refuse:
+                raise NotImplementedError("fake cuDNN: these shapes are not supported")
+            return real(*args, implementation="xla", **kw)
+
+        monkeypatch.setattr(jax.nn, "dot_product_attention", fake)
+        monkeypatch.setattr(model, "attention_impl", lambda cfg, backend=None: "cudnn"
+                            if cfg.attention == "auto" else cfg.attention)
+        model.attention_used.cache_clear()  # decisions are cached per shape: forget the real ones
+        return calls
+
+    yield install
+    model.attention_used.cache_clear()

@@ -400,31 +400,6 @@ def test_flops_per_token_agree_with_xla_cost_analysis(T):
     assert 1.0 <= ratio <= 1.15, ratio
 
 
-@pytest.fixture
-def fake_gpu_attention(monkeypatch):
-    """``install(refuse)``: from then on attention 'auto' picks cuDNN (as on a GPU), and the
-    cuDNN kernel is faked by XLA attention, or raises at trace time like a real one refusing
-    its shapes when ``refuse``. Returns the list of implementations asked for."""
-    calls = []
-    real = jax.nn.dot_product_attention
-
-    def install(refuse: bool) -> list:
-        def fake(*args, implementation=None, **kw):
-            calls.append(implementation)
-            if implementation == "cudnn" and refuse:
-                raise NotImplementedError("fake cuDNN: these shapes are not supported")
-            return real(*args, implementation="xla", **kw)
-
-        monkeypatch.setattr(jax.nn, "dot_product_attention", fake)
-        monkeypatch.setattr(M, "attention_impl", lambda cfg, backend=None: "cudnn"
-                            if cfg.attention == "auto" else cfg.attention)
-        M.attention_used.cache_clear()  # decisions are cached per shape: forget the real ones
-        return calls
-
-    yield install
-    M.attention_used.cache_clear()
-
-
 @pytest.mark.parametrize("refuse", [False, True])
 def test_forward_runs_the_attention_that_attention_used_reports(fake_gpu_attention, refuse):
     import warnings

@@ -255,29 +255,9 @@ def test_summary_says_whether_tasks_or_learners_are_held_out(runs, baseline, tmp
     assert s["heldout_learners"] == held and len(held) == 1
 
 
-@pytest.fixture
-def fake_cudnn(monkeypatch):
-    """Attention 'auto' picks cuDNN (as on a GPU), faked by XLA attention; with
-    ``refuse`` the fake raises at trace time, as cuDNN does for shapes it cannot run."""
-    real = jax.nn.dot_product_attention
-    refuse = {"on": False}
-
-    def fake(*args, implementation=None, **kw):
-        if implementation == "cudnn" and refuse["on"]:
-            raise NotImplementedError("fake cuDNN: these shapes are not supported")
-        return real(*args, implementation="xla", **kw)
-
-    monkeypatch.setattr(jax.nn, "dot_product_attention", fake)
-    monkeypatch.setattr(M, "attention_impl", lambda cfg, backend=None: "cudnn"
-                        if cfg.attention == "auto" else cfg.attention)
-    M.attention_used.cache_clear()  # decisions are cached per shape: forget the real ones
-    yield refuse
-    M.attention_used.cache_clear()
-
-
 @pytest.mark.parametrize("refuse", [True, False])
-def test_summary_reports_the_attention_kernel_that_ran(runs, baseline, fake_cudnn, refuse):
-    fake_cudnn["on"] = refuse
+def test_summary_reports_the_attention_kernel_that_ran(runs, baseline, fake_gpu_attention, refuse):
+    fake_gpu_attention(refuse)
     cfg = make_cfg(runs, f"attention_{refuse}", *SHORT)
     if refuse:
         with pytest.warns(M.AttentionFallback, match="using XLA"):
