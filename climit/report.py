@@ -667,7 +667,9 @@ def headline(summary_: dict[str, Any]) -> list[str]:
         for r in ("auc", "final"):
             lo, hi = t[f"imitator_dqn_{r}_ratio_ci"]
             parts.append(f"{r} ratio {_num(t[f'imitator_dqn_{r}_ratio'])} [{_num(lo)}, {_num(hi)}]")
-        lines.append(f"test ({key}) {TESTS[key][0]}: {t['verdict']}; imitator/DQN " + ", ".join(parts))
+        verdict_ = verdict_label(t["verdict"], t.get("provisional"), t.get("imitator_seeds"),
+                                 t.get("tasks"))
+        lines.append(f"test ({key}) {TESTS[key][0]}: {verdict_}; imitator/DQN " + ", ".join(parts))
     return lines
 
 

@@ -279,6 +279,12 @@ def test_summary_records_scale_and_provisional_against_the_tasks_the_env_has(tmp
     md = report.markdown(full_darkroom)
     assert "Verdict: supported (provisional: 5 seeds x 17 tasks)." in md
     assert "the claim calls for at least 5 x 20" in md
+    # ... and so does the one-line headline `climit report` and `climit run` print.
+    (line,) = report.headline(report.summary(full_darkroom))
+    assert line.startswith("test (a) skill match: supported (provisional: 5 seeds x 17 tasks); ")
+    full_darkroom["heldout_tasks_available"] = 17
+    (line,) = report.headline(report.summary(full_darkroom))
+    assert line.startswith("test (a) skill match: supported; ")
 
 
 def test_reading_states_what_the_numbers_measure(tmp_path):
