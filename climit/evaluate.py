@@ -388,23 +388,18 @@ def _random_policy(mask: tuple[bool, ...]) -> rollout.Policy:
 
 
 def dqn_episodes(cfg: ExperimentConfig, env: envs.Env, tasks: np.ndarray, key: jax.Array,
-                 num_steps: int, progress: bool) -> tuple[np.ndarray, ...]:
+                 num_steps: int, progress: bool) -> rollout.Episodes:
     """Training episodes of ``eval.dqn_seeds`` fresh DQN learners per task, each stream
-    ``num_steps`` long: the four Episodes fields (leaves [R*K*E, M]) and E, as host arrays
-    (:func:`_unpack_dqn` rebuilds them)."""
+    ``num_steps`` long, as host arrays: leaves [R*K*E, M], stream (r*K + k)*E + e
+    (E = ``teacher.num_envs``)."""
     from climit.teacher import train as teacher_train
 
-    e = cfg.teacher.num_envs
     tcfg = fresh_teacher(cfg, num_steps)
     r = cfg.eval.dqn_seeds
     tasks_GxD = np.tile(np.asarray(tasks), (r, 1))  # learner g = r * K + k
     res = teacher_train.train_learners(tcfg, env, tasks_GxD, jax.random.key_data(key),
                                        progress=progress)
-    return (*(np.asarray(x) for x in res.episodes), np.int64(e))
-
-
-def _unpack_dqn(arrays: tuple[np.ndarray, ...]) -> tuple[rollout.Episodes, int]:
-    return rollout.Episodes(*arrays[:4]), int(arrays[4])
+    return rollout.Episodes(*(np.asarray(x) for x in res.episodes))
 
 
 def discard_parts(run_dir: str | Path) -> None:
@@ -562,7 +557,8 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
                                 tasks, env_key, p.horizon_steps, cfg, role, progress)
     steps["random"] = timed(f"random on {env.spec.name}", random_steps, env, tasks, env_key,
                             p.env_steps, cfg, progress)
-    dqn_ep, e = _unpack_dqn(timed(f"fresh DQN on {env.spec.name}", dqn_episodes, cfg, env, tasks,
+    e = cfg.teacher.num_envs
+    dqn_ep = rollout.Episodes(*timed(f"fresh DQN on {env.spec.name}", dqn_episodes, cfg, env, tasks,
                                   jax.random.fold_in(key, 2), p.env_steps, progress))
 
     tests, curves, skipped = {}, {}, {}
@@ -609,10 +605,10 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
         sig = timed(f"random on {env_c.spec.name}", random_steps, env_c, tasks_c, key_c,
                     p.transfer_steps, cfg, progress)
         cc["random"] = curves_from_steps(*sig, grid_c)
-        ep_c, e_c = _unpack_dqn(timed(f"fresh DQN on {env_c.spec.name}", dqn_episodes, cfg, env_c,
+        ep_c = rollout.Episodes(*timed(f"fresh DQN on {env_c.spec.name}", dqn_episodes, cfg, env_c,
                                       tasks_c, jax.random.fold_in(key, 5), p.transfer_steps,
                                       progress))
-        cc["dqn"] = dqn_curves(ep_c, e_c, ev.dqn_seeds, len(tasks_c), grid_c)
+        cc["dqn"] = dqn_curves(ep_c, e, ev.dqn_seeds, len(tasks_c), grid_c)
         tests["c"] = _test_entry(cc, grid_c, cfg, cfg.env.transfer, (-math.inf, math.inf),
                                  {"context": context, "horizon": None}, cfg.run.seed + 2)
         curves.update({"c.grid": grid_c, **{f"c.{n}": c for n, c in cc.items()}})
