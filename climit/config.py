@@ -143,6 +143,10 @@ class TeacherConfig:
     loss: Literal["huber", "mse"] = field("huber", "TD loss")
     max_grad_norm: float = field(10.0, "global gradient-norm clip (0 disables)", min=0.0)
     chunk_steps: int = field(1_000, "vector env steps per jitted chunk (logging/history granularity)", min=1)
+    scan_unroll: int = field(1, "vector steps per iteration of a chunk's lax.scan, and TD updates per "
+                             "iteration of a round's (the same learning up to float rounding; >1 "
+                             "means fewer loop iterations, which a latency-bound GPU run may gain "
+                             "from)", min=1)
     checkpoint_every: int = field(10, "chunks between full-state checkpoints", min=1)
     keep_checkpoints: int = field(2, "full-state checkpoints kept for resuming", min=1)
     snapshot_steps: tuple[int, ...] = field((10_000, 20_000, 50_000, 100_000, 200_000, 500_000,

@@ -15,11 +15,11 @@ export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 
 if [ "${SMALL:-0}" = 1 ]; then
-  LEARNERS="1 4"; T_STEPS=6000; FLOOR_UPD=20000; SHIPPED=4; RB=4; RBATCH=2
+  LEARNERS="1 4"; UNROLL_LEARNERS="1"; T_STEPS=6000; FLOOR_UPD=20000; SHIPPED=4; RB=4; RBATCH=2
   ROLL="--context 64 --steps 50 --d-model 64 --layers 2 --heads 4"
   IMIT="--reduced --steps 2 --repeats 1"; IMIT_SEEDS="--reduced --sizes documented --seeds 2 --steps 2 --repeats 1"; DR_STEPS=2000; DR_SEEDS=1; BREAKDOWN="--small"
 else
-  LEARNERS="1 64 512 4096"; T_STEPS=30000; FLOOR_UPD=4000000; SHIPPED=64; RB=4096; RBATCH=256
+  LEARNERS="1 64 512 4096"; UNROLL_LEARNERS="1 64"; T_STEPS=30000; FLOOR_UPD=4000000; SHIPPED=64; RB=4096; RBATCH=256
   ROLL="--context 1024 --steps 1000 --d-model 256 --layers 4 --heads 8 --dtype bfloat16"
   IMIT="--sizes documented default --steps 10 --repeats 3"
   IMIT_SEEDS="--sizes documented --seeds 5 --steps 5 --repeats 2"; DR_STEPS=${DR_STEPS:-98000}; DR_SEEDS=16
@@ -43,6 +43,9 @@ step() {  # step NAME SECONDS CMD...: run with a limit, keep its output in $OUT/
 # with the same batch and buffer, then the peer's shipped sampler at a count it can finish.
 step teacher 220 climit bench teacher --learners $LEARNERS --steps $T_STEPS --histories off \
   --peer uniform --peer-script "$ANCHORS/rejax_dqn_bench.py"
+# The latency-bound end (1 and 64 learners) with unrolled scans: fewer loop iterations per step.
+step teacher_unroll 120 climit bench teacher --learners $UNROLL_LEARNERS --steps $T_STEPS \
+  --histories off --peer uniform --peer-script "$ANCHORS/rejax_dqn_bench.py" teacher.scan_unroll=5
 step floor 60 $PY "$ANCHORS/mlp_update_bench.py" --seeds $LEARNERS --batch 100 --buffer 50000 \
   --target-updates $FLOOR_UPD --repeats 2
 step shipped 60 $PY "$ANCHORS/rejax_dqn_bench.py" --total-timesteps $T_STEPS --num-seeds $SHIPPED \

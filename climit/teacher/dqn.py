@@ -271,7 +271,8 @@ def _train_round(tcfg: TeacherConfig, net: networks.QNet, learners: Learner, hp_
         return (learners, updates), loss_G
 
     (learners, updates), loss_UxG = jax.lax.scan(one, (learners, updates), None,
-                                                 length=tcfg.updates_per_train)
+                                                 length=tcfg.updates_per_train,
+                                                 unroll=min(tcfg.scan_unroll, tcfg.updates_per_train))
     return learners, updates, loss_UxG.sum(0)
 
 
@@ -329,7 +330,8 @@ def chunk(tcfg: TeacherConfig, env: envs.Env, length: int, record: Record, q_per
     def outer(carry, _):
         obs_GxExO = carry[0].learners.envs.inp.obs
         q_GxExA = jax.vmap(lambda p, o: networks.apply(net, p, o))(carry[0].learners.params, obs_GxExO)
-        carry, ys = jax.lax.scan(inner, carry, None, length=block)
+        carry, ys = jax.lax.scan(inner, carry, None, length=block,
+                                 unroll=min(tcfg.scan_unroll, block))
         return carry, (ys, q_GxExA.astype(jnp.float16))
 
     stats0 = ChunkStats(episodes_G=jnp.zeros((g,), jnp.int32), return_sum_G=jnp.zeros((g,), jnp.float32),
