@@ -535,6 +535,18 @@ def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+# Teacher fields that change how the learning is computed, not what is learned: left out of
+# every fingerprint and config comparison, so a run may resume with another value, and runs
+# recorded before such a field existed still match.
+TEACHER_NEUTRAL_FIELDS = ("scan_unroll",)
+
+
+def teacher_identity(teacher: "TeacherConfig | dict") -> dict:
+    """The teacher section as fingerprints and resume checks compare it (neutral fields out)."""
+    d = to_dict(teacher) if dataclasses.is_dataclass(teacher) else dict(teacher)
+    return {k: v for k, v in d.items() if k not in TEACHER_NEUTRAL_FIELDS}
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of config sections, used to decide whether a stage's artifacts match."""
     blob = json.dumps([to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True)

@@ -332,8 +332,8 @@ def fingerprint(cfg: ExperimentConfig) -> str:
     from climit.imitator import train as imitator_train
 
     imitators = {role: imitator_train.fingerprint(r) for role, r in plan(cfg).imitators.items()}
-    return config_lib.fingerprint(cfg.run.seed, cfg.env, cfg.teacher, cfg.histories, cfg.imitator,
-                                  cfg.eval, sorted(imitators.items()))
+    return config_lib.fingerprint(cfg.run.seed, cfg.env, config_lib.teacher_identity(cfg.teacher),
+                                  cfg.histories, cfg.imitator, cfg.eval, sorted(imitators.items()))
 
 
 # ---------------------------------------------------------------------------------------------

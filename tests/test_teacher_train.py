@@ -414,3 +414,26 @@ def test_two_processes_match_one_device(tmp_path, one_device_run):
         assert proc.returncode == 0, out[-3000:]
     assert "teacher:" in outs[0] and "teacher:" not in outs[1]  # one process logs
     _assert_same_run(one_device_run, tmp_path / "hosts")
+
+
+def test_neutral_teacher_fields_change_no_fingerprint_and_old_runs_still_match():
+    """teacher.scan_unroll changes how the learning is computed, not what is learned: no
+    fingerprint (teacher, imitator, evaluation) moves with it, and a run recorded before the
+    field existed (its saved config lacks the key) still matches and resumes."""
+    from climit import evaluate
+    from climit.imitator import train as imitator_train
+
+    base = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100"])
+    unrolled = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
+                                  "teacher.scan_unroll=4"])
+    assert train.fingerprint(base) == train.fingerprint(unrolled)
+    assert imitator_train.fingerprint(base) == imitator_train.fingerprint(unrolled)
+    assert evaluate.fingerprint(base) == evaluate.fingerprint(unrolled)
+    old = config.to_dict(base)
+    del old["teacher"]["scan_unroll"]
+    assert train._config_diff(old, config.to_dict(unrolled)) == []
+    assert train.fingerprint(base) == config.fingerprint(train._teacher_sections(old))
+    # a field that does change the learning still counts
+    other = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
+                               "teacher.lr=0.01"])
+    assert train._config_diff(old, config.to_dict(other)) == ["teacher.lr: 0.001 -> 0.01"]

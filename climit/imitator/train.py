@@ -100,8 +100,8 @@ def fingerprint(cfg: config_lib.ExperimentConfig) -> str:
     sections that shape the histories, and the root seed."""
     defaults = config_lib.ImitatorConfig()
     icfg = dataclasses.replace(cfg.imitator, **{f: getattr(defaults, f) for f in _NEUTRAL_FIELDS})
-    return config_lib.fingerprint(icfg, cfg.env, cfg.teacher, cfg.histories, cfg.run.seed,
-                                  model_lib.REVISION)
+    return config_lib.fingerprint(icfg, cfg.env, config_lib.teacher_identity(cfg.teacher),
+                                  cfg.histories, cfg.run.seed, model_lib.REVISION)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -330,7 +330,8 @@ def _teacher_sections(cfg_dict: dict) -> dict:
     """The parts of a config dict the teacher's artifacts depend on, JSON-normalised."""
     env = cfg_dict.get("env", {})
     raw = {"run.seed": cfg_dict.get("run", {}).get("seed"), "env": {k: env.get(k) for k in ENV_FIELDS},
-           "teacher": cfg_dict.get("teacher", {}), "histories": cfg_dict.get("histories", {})}
+           "teacher": config_lib.teacher_identity(cfg_dict.get("teacher", {})),
+           "histories": cfg_dict.get("histories", {})}
     return json.loads(json.dumps(raw, sort_keys=True))
 
 
