@@ -2,8 +2,9 @@
 
 Each stage writes named artifacts under ``runs/NAME/`` and records the fingerprint of the config
 sections it depends on (``config.fingerprint``). A stage whose artifacts exist with a matching
-fingerprint is skipped, unless an earlier stage ran in this call: then every later stage runs
-too, since it would read new artifacts (like make). An interrupted stage resumes (the teacher
+fingerprint is skipped, unless an earlier stage ran in this call: then the evaluation and the
+report run again, since they would read new artifacts (like make); an imitator whose own
+fingerprint matches is kept, as the same teacher config reproduces the same histories. An interrupted stage resumes (the teacher
 and the imitators from their latest checkpoints, the evaluation from the agents it already
 finished, see :mod:`climit.evaluate`); the teacher and the imitators refuse artifacts of a
 *different* config with a message instead of overwriting them. ``runs/NAME/config.yaml`` is
@@ -106,8 +107,10 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     def imitate() -> None:
         for role, rcfg in plan.imitators.items():
             tag = imitator_train.tag(rcfg.imitator)
-            if not upstream_ran() and _fingerprint_matches(
-                    imitator_train.output_dir(rcfg) / "summary.json", imitator_train.fingerprint(rcfg)):
+            # An imitator whose fingerprint matches is kept even after a teacher rerun: the
+            # same config reproduces the same histories.
+            if _fingerprint_matches(imitator_train.output_dir(rcfg) / "summary.json",
+                                    imitator_train.fingerprint(rcfg)):
                 log(f"      imitator {tag} ({role}): skipped")
                 continue
             t0 = time.perf_counter()
@@ -119,10 +122,11 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     stage(1, "teach", f"{cfg.env.name} DQN histories", lambda: teacher_train.teach(
         cfg, rd, progress=progress, log=lambda m: log("      " + m)))
     stage(2, "imitate", f"{len(plan.imitators)} imitators ({', '.join(plan.imitators)})", imitate)
-    if primary and (upstream_ran() or done["evaluate"]):
+    if upstream_ran() or done["evaluate"]:
         # Agents an interrupted evaluation finished ran on imitators that have since been
         # retrained (or, evaluation done, they are leftovers of a kill just after results.json).
-        evaluate.discard_parts(rd)
+        evaluate.discard_parts(rd)  # process 0 deletes; the others wait for it before reading
+        parallel.barrier("climit stale evaluation parts discarded")
     stage(3, "evaluate", "tests (a), (b)" + (", (c)" if cfg.env.transfer else ""),
           lambda: evaluate.evaluate(cfg, rd, progress=progress, log=lambda m: log("      " + m)))
     stage(4, "report", f"{rd / 'report'}", lambda: report.build(rd) if primary else None)
