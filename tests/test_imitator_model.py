@@ -415,8 +415,10 @@ def test_forward_runs_the_attention_that_attention_used_reports(fake_gpu_attenti
         M.forward(params, toks)  # the decision is made once per shape
     used = "xla" if refuse else "cudnn"
     assert M.attention_used(cfg, 2, 12) == used
-    # the probe asks for cuDNN once; then every layer of both passes runs what was reported
-    assert calls == ["cudnn"] + [used] * (2 * cfg.n_layers)
+    # the probe asks for cuDNN (forward, then backward unless the forward was refused); then
+    # every layer of both passes runs what was reported
+    probes = ["cudnn"] if refuse else ["cudnn", "cudnn"]
+    assert calls == probes + [used] * (2 * cfg.n_layers)
     fallbacks = [w for w in caught if issubclass(w.category, M.AttentionFallback)]
     assert len(fallbacks) == int(refuse)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

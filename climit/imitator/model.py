@@ -413,8 +413,12 @@ def attention_used(cfg: ModelConfig, batch: int, seq_len: int) -> str:
     mask = jax.ShapeDtypeStruct((batch, 1, seq_len, seq_len), jnp.bool_) if cfg.episode_local \
         else None
     probe = functools.partial(_attention, window=_window(cfg, seq_len), impl="cudnn")
+    # Training traces cuDNN's backward too, which has limits of its own (e.g. a mask turned bias
+    # with an odd length): check both, so a run never meets a refusal after the check.
+    grads = jax.grad(lambda q, k, v, m: probe(q, k, v, m).astype(jnp.float32).sum(), (0, 1, 2))
     try:
         jax.eval_shape(probe, qkv, qkv, qkv, mask)
+        jax.eval_shape(grads, qkv, qkv, qkv, mask)
     except (ValueError, NotImplementedError, RuntimeError) as e:
         warnings.warn(f"cuDNN attention unavailable ({str(e)[:200]}); using XLA",
                       AttentionFallback, stacklevel=2)
