@@ -294,6 +294,16 @@ class Checkpointer:
         if jax.process_index() == 0:  # orbax returns once every host's files are committed
             _write_checksums(self.directory / str(step))
 
+    def set_aside(self, steps: list[int], into: Path) -> None:
+        """Move ``steps`` (e.g. damaged ones) out of the directory into ``into/STEP`` (process 0;
+        an older copy there is replaced): kept for a look, gone from :meth:`steps`."""
+        if jax.process_index() == 0:
+            into.mkdir(parents=True, exist_ok=True)
+            for step in steps:
+                shutil.rmtree(into / str(step), ignore_errors=True)
+                (self.directory / str(step)).rename(into / str(step))
+        self._ckpt.reload()  # orbax lists the steps it has seen: forget the moved ones
+
     # -- restore ------------------------------------------------------------------------------
     def restore(self, step: int | None = None, target: Any = None) -> Any:
         """The pytree saved at ``step`` (None: latest), verified against its checksums.

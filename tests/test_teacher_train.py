@@ -174,6 +174,12 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
     assert "checkpoints" in str(e.value) and "snapshots" in str(e.value)
     assert f"checkpoints {train._human(3 * state)}" in logs[0]  # keep 2 + 1 during a save
     assert not (tmp_path / "tight" / "teacher" / "histories").exists()
+    # A run killed after its last checkpoint, before its summary, writes nothing more: it
+    # needs no room at all.
+    shape = train._abstract_state(cfg.teacher, env, train.plan(cfg))
+    needs = train._disk_needs(cfg, env.spec, shape, train.plan(cfg), 1200, 50, 2)
+    assert needs == {"histories": 0, "checkpoints": 0, "snapshots": 0}
+    assert sum(train._disk_needs(cfg, env.spec, shape, train.plan(cfg), 1000, 50, 2).values()) > 0
 
 
 def _disk_full_in(where: str, monkeypatch) -> None:
@@ -229,6 +235,13 @@ def test_other_errors_are_not_taken_for_a_full_disk(tmp_path, monkeypatch):
     with pytest.raises(PermissionError):
         train.teach(tiny(tmp_path, "ro"), tmp_path / "ro", progress=False, log=lambda s: None)
 
+    def full_elsewhere(path, data):  # a full /tmp (say) is not this run's disk
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/elsewhere/cache.bin")
+    monkeypatch.setattr(histories, "_write_atomic", full_elsewhere)
+    with pytest.raises(OSError, match="No space left") as e:
+        train.teach(tiny(tmp_path, "ro2"), tmp_path / "ro2", progress=False, log=lambda s: None)
+    assert not isinstance(e.value, ClimitError)
+
 
 def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, clean_run):
     cfg = tiny(tmp_path, "bad")
@@ -245,6 +258,9 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, clean_
     _assert_identical_runs(clean_run, tmp_path / "bad", summary)
     assert checkpoint.complete_steps(ckpt_dir) == [800, 1200]
     checkpoint.verify_step(ckpt_dir / "800")  # the damaged step was saved again
+    # ... and the damaged copy kept aside, out of the steps a resume or a message would name
+    aside = tmp_path / "bad" / "teacher" / "damaged_checkpoints"
+    assert [p.name for p in aside.iterdir()] == ["800"] and any(str(aside) in line for line in warnings)
     for step in (800, 1200):
         _flip_a_byte(ckpt_dir / str(step))
     with pytest.raises(ArtifactError, match="every checkpoint in .* is damaged"):
@@ -301,6 +317,23 @@ def test_rerun_without_checkpoints_never_overwrites_another_configs_run(tmp_path
     train.teach(cfg, tmp_path / "done", progress=False, log=logs.append)
     assert any("no checkpoint" in line and "starting over" in line for line in logs), logs
     assert histories.open(out / "histories").complete
+
+
+def test_a_run_that_failed_before_its_first_chunk_does_not_block_a_fixed_config(tmp_path,
+                                                                                monkeypatch):
+    """Its history is created but empty: it holds nothing another config could overwrite."""
+    from climit.teacher import dqn
+
+    def broken(*args, **kw):
+        raise RuntimeError("out of memory while compiling")
+    with monkeypatch.context() as m:
+        m.setattr(dqn, "make_chunk", broken)
+        with pytest.raises(RuntimeError, match="out of memory"):
+            train.teach(tiny(tmp_path, "oom"), tmp_path / "oom", progress=False, log=lambda s: None)
+    assert histories.open(tmp_path / "oom" / "teacher" / "histories").num_steps == 0
+    fixed = tiny(tmp_path, "oom", "teacher.lr=0.002")
+    summary = train.teach(fixed, tmp_path / "oom", progress=False, log=lambda s: None)
+    assert summary["env_steps_per_learner"] == 1200
 
 
 def test_sweep_is_one_axis_with_common_random_numbers(tmp_path):

@@ -474,21 +474,31 @@ def _restore_or_init(cfg: ExperimentConfig, env: envs.Env, p: Plan, ckpt: checkp
     steps = ckpt.steps()
     if not steps:
         return dqn.init(cfg.teacher, env, jnp.asarray(p.keys_Gx2), jnp.asarray(p.tasks_GxK)), None, Timing()
-    damaged: list[str] = []
+    damaged: dict[int, str] = {}
     for step in reversed(steps):
         try:
             state, timing = _restore_step(cfg, ckpt, step, target)
         except ArtifactError as e:  # an older one may still restore: never give up a run for one file
-            damaged.append(str(e))
+            damaged[step] = str(e)
             log(f"teacher: warning: skipping a damaged checkpoint: {e}")
             continue
         if damaged:
+            aside = _move_aside(ckpt, list(damaged))
             log(f"teacher: warning: resuming from the older checkpoint at env step {step}; the steps "
-                f"after it are redone and the damaged checkpoint is replaced")
+                f"after it are redone, and the damaged checkpoints are kept in {aside}")
         return state, step, timing
-    raise ArtifactError(f"every checkpoint in {ckpt.directory} is damaged ({'; '.join(damaged)}); "
+    raise ArtifactError(f"every checkpoint in {ckpt.directory} is damaged ({'; '.join(damaged.values())}); "
                         f"remove {ckpt.directory.parent} to start the teacher over, or choose "
                         f"another run.name")
+
+
+def _move_aside(ckpt: checkpoint.Checkpointer, steps: list[int]) -> Path:
+    """Move damaged checkpoint steps out of the checkpoint directory (process 0), into
+    ``teacher/damaged_checkpoints/``: kept for a look, but no longer the "latest" step that
+    messages name or a later resume tries first."""
+    aside = ckpt.directory.parent / "damaged_checkpoints"
+    ckpt.set_aside(steps, aside)
+    return aside
 
 
 def _earlier_artifacts(hist_dir: Path, snaps: checkpoint.Checkpointer) -> list[tuple[str, Path, dict]]:
@@ -500,7 +510,8 @@ def _earlier_artifacts(hist_dir: Path, snaps: checkpoint.Checkpointer) -> list[t
     found = []
     if histories.is_history(hist_dir):
         h = histories.open(hist_dir)
-        found.append((f"the history ({h.num_steps} steps per stream)", hist_dir, h.config))
+        if h.num_steps:  # an empty one (a run that failed before its first chunk) holds nothing
+            found.append((f"the history ({h.num_steps} steps per stream)", hist_dir, h.config))
     if snaps.steps():
         found.append((f"{len(snaps.steps())} snapshots", snaps.directory, snaps.metadata()["config"]))
     return found
@@ -568,6 +579,8 @@ def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
     """
     tcfg = cfg.teacher
     e, total_t = tcfg.num_envs, tcfg.total_env_steps // tcfg.num_envs
+    if start_t >= total_t:  # finished but for its summary: nothing more goes to disk
+        return {"histories": 0, "checkpoints": 0, "snapshots": 0}
     start_step = start_t * e
     snaps_ahead = sum(start_step < s < tcfg.total_env_steps for s in tcfg.snapshot_steps) + 1
     return {
@@ -577,20 +590,29 @@ def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
     }
 
 
-def _disk_full(exc: BaseException | None) -> BaseException | None:
-    """The exception in ``exc``'s chain (itself, or what it was raised from) that reports a full
-    disk, or None.
+def _disk_full(exc: BaseException | None, out_dir: Path) -> BaseException | None:
+    """The exception in ``exc``'s chain (itself, what it was raised from, or what it was raised
+    while handling, unless suppressed) that reports a full disk under ``out_dir``, or None.
 
-    Python's own writes raise OSError(ENOSPC); orbax (tensorstore) raises a ValueError whose
-    text carries the OS message ("... No space left on device [os_error_code='28']").
+    Python's own writes raise OSError(ENOSPC) with the file name; orbax (tensorstore) raises a
+    ValueError whose text carries the path and the OS message ("... No space left on device
+    [os_error_code='28']"). A full disk elsewhere (/tmp, a compile cache, a TensorBoard
+    directory) is not this run's, and its error passes through as it is.
     """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or os.strerror(errno.ENOSPC) in str(exc):
+        if _is_full_disk_under(exc, out_dir):
             return exc
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None
+
+
+def _is_full_disk_under(exc: BaseException, out_dir: Path) -> bool:
+    roots = {str(out_dir), str(out_dir.resolve())}  # as given (maybe relative) and absolute
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return exc.filename is None or str(Path(exc.filename).resolve()).startswith(str(out_dir.resolve()))
+    return os.strerror(errno.ENOSPC) in str(exc) and any(r in str(exc) for r in roots)
 
 
 @contextlib.contextmanager
@@ -604,7 +626,7 @@ def _full_disk_is_a_clear_error(out_dir: Path, ckpt: checkpoint.Checkpointer) ->
     try:
         yield
     except Exception as e:
-        full = _disk_full(e)
+        full = _disk_full(e, out_dir)
         if full is None:
             raise
         step = ckpt.latest_step()
