@@ -230,9 +230,7 @@ class Checkpointer:
             _require_dir(self.directory)
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
-            for step in incomplete_steps(self.directory):  # killed between orbax commit and checksums
-                if jax.process_index() == 0:
-                    shutil.rmtree(self.directory / str(step))
+            _remove_incomplete(self.directory)
         ocp = _ocp()
         pp = ocp.training.preservation_policies
         policies = [pp.PreserveAll()] if keep is None else [pp.LatestN(keep)]
@@ -367,6 +365,14 @@ _METADATA_FILES = ("_CHECKPOINT_METADATA", "metrics", "state/_METADATA", "state/
                    "state/array_metadatas")
 
 
+def _remove_incomplete(directory: Path) -> None:
+    """Delete steps killed between orbax's commit and our checksums (process 0 writes)."""
+    if jax.process_index() != 0:
+        return
+    for step in incomplete_steps(directory):
+        shutil.rmtree(directory / str(step))
+
+
 def snapshots(directory: str | Path, readonly: bool = False) -> Checkpointer:
     """A directory of snapshots kept for good (no deletion policy); same API as Checkpointer."""
     return Checkpointer(directory, keep=None, readonly=readonly)
@@ -376,16 +382,14 @@ def snapshots(directory: str | Path, readonly: bool = False) -> Checkpointer:
 # Describe (metadata only)
 # ---------------------------------------------------------------------------------------------
 
+def _key_str(k: Any) -> str:
+    """One pytree path entry as text: a dict key, an attribute name or a sequence index."""
+    attr = next((a for a in ("key", "name", "idx") if hasattr(k, a)), None)
+    return str(k) if attr is None else str(getattr(k, attr))
+
+
 def _path_str(path: tuple) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:
-            parts.append(str(k))
-    return "/".join(parts)
+    return "/".join(_key_str(k) for k in path)
 
 
 def flatten(tree: Any) -> dict[str, Any]:
@@ -421,13 +425,8 @@ def describe(path: str | Path, step: int | None = None) -> dict:
         path = path.parent
     with Checkpointer(path, readonly=True) as ckpt:
         meta = ckpt.metadata(step)
-        checkpoints = []
-        for s in ckpt.steps():
-            if s == meta["step"]:
-                checkpoints.append({"step": s, "metrics": meta["metrics"]})
-                continue
-            verify_step(path / str(s), only=("metrics",))
-            checkpoints.append({"step": s, "metrics": _read_metrics(path / str(s))})
+        checkpoints = [{"step": s, "metrics": meta["metrics"] if s == meta["step"]
+                        else _read_metrics(path / str(s))} for s in ckpt.steps()]
         return {"path": str(path), "steps": ckpt.steps(), "step": meta["step"],
                 "config": meta["config"], "checkpoints": checkpoints, "tree": meta["tree"],
                 "num_params": sum(v["size"] for v in meta["tree"].values()),
@@ -435,7 +434,9 @@ def describe(path: str | Path, step: int | None = None) -> dict:
 
 
 def _read_metrics(step_dir: Path) -> dict:
-    """Metrics of a step straight from its JSON file (cheaper than orbax's full metadata)."""
+    """Metrics of a step straight from its JSON file (cheaper than orbax's full metadata),
+    checksum-verified."""
+    verify_step(step_dir, only=("metrics",))
     f = step_dir / "metrics" / "metrics"
     if not f.is_file():
         return {}

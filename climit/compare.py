@@ -173,19 +173,19 @@ def rows(runs: list[Run]) -> tuple[list[str], list[dict[str, Any]]]:
     verdict, whether it is provisional and the scale it ran at (null in summaries written before
     these keys), and the AUC/final ratios with intervals)."""
     keys, tests = differing_keys(runs), tests_run(runs)
-    out = []
-    for r in runs:
-        row: dict[str, Any] = {"run": r.label, "path": str(r.path),
-                               "config": {k: r.config.get(k) for k in keys}, "tests": {}}
-        for t in tests:
-            entry = r.summary["tests"].get(t) or {}
-            row["tests"][t] = {"ran": bool(entry.get("ran")), "verdict": entry.get("verdict"),
-                               **{k: entry.get(k) for k in SCALE_KEYS}}
-            for which, _ in RATIOS:
-                value, lo, hi = ratio(r, t, which)
-                row["tests"][t][f"{which}_ratio"] = [_json(x) for x in (value, lo, hi)]
-        out.append(row)
+    out = [{"run": r.label, "path": str(r.path), "config": {k: r.config.get(k) for k in keys},
+            "tests": {t: _test_row(r, t) for t in tests}} for r in runs]
     return keys, out
+
+
+def _test_row(run: Run, test: str) -> dict[str, Any]:
+    """One run's entry for one test in :func:`rows`."""
+    entry = run.summary["tests"].get(test) or {}
+    row = {"ran": bool(entry.get("ran")), "verdict": entry.get("verdict"),
+           **{k: entry.get(k) for k in SCALE_KEYS}}
+    for which, _ in RATIOS:
+        row[f"{which}_ratio"] = [_json(x) for x in ratio(run, test, which)]
+    return row
 
 
 def markdown(runs: list[Run]) -> str:

@@ -490,6 +490,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, _numbers(parsed)
 
 
+def _section(raw: dict, parts: list[str]) -> dict:
+    """The dict in ``raw`` that holds the override key ``parts`` (created as needed)."""
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(".".join(parts), "cannot set a key inside a scalar")
+    return node
+
+
 def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
     """Defaults, then the preset at ``path``, then dotted ``overrides``; validated.
 
@@ -500,12 +510,7 @@ def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -
     raw = _numbers(raw)
     for text in overrides:
         parts, value = parse_override(text)
-        node = raw
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(".".join(parts), "cannot set a key inside a scalar")
-        node[parts[-1]] = value
+        _section(raw, parts)[parts[-1]] = value
     cfg = _build(ExperimentConfig, raw, "")
     cfg.check()
     return cfg

@@ -418,15 +418,21 @@ class PartCache:
     def _path(self, name: str) -> Path:
         return self.directory / ("".join(c if c.isalnum() else "_" for c in name) + ".npz")
 
+    def _read(self, path: Path) -> tuple[np.ndarray, ...] | None:
+        """The arrays of a finished part of this fingerprint; None if absent, stale or damaged."""
+        try:
+            with np.load(path) as z:
+                stored, arrays = str(z["fingerprint"]), tuple(z[f"a{i}"] for i in range(int(z["n"])))
+        except Exception:  # missing, or a part cut short by the interruption: recompute it
+            return None
+        return arrays if stored == self.fingerprint else None
+
     def get_or_run(self, name: str, fn) -> tuple[tuple[np.ndarray, ...], bool]:
+        """(``fn()``'s arrays, whether they came from disk): a finished part is not recomputed."""
         path = self._path(name)
-        if path.is_file():
-            try:
-                with np.load(path) as z:
-                    if str(z["fingerprint"]) == self.fingerprint:
-                        return tuple(z[f"a{i}"] for i in range(int(z["n"]))), True
-            except Exception:  # a part cut short by the interruption: recompute it
-                pass
+        cached = self._read(path) if path.is_file() else None
+        if cached is not None:
+            return cached, True
         out = tuple(np.asarray(x) for x in fn())
         if not parallel.is_primary():  # every process computed the same part; process 0 keeps it
             return out, False
@@ -644,8 +650,6 @@ def bench_rollout(env_name: str, batches: list[int], contexts: list[int], *, ste
     ``lax.scan`` per measurement (compile time reported apart). Yields JSON-ready dicts: one per
     (L, B, mode), then one ``rollout_ratio`` line per (L, B) with kv_cache / recompute.
     """
-    import statistics
-
     from climit.imitator import model
 
     env = envs.make(env_name)
@@ -660,41 +664,57 @@ def bench_rollout(env_name: str, batches: list[int], contexts: list[int], *, ste
                                  context_len=ctx, compute_dtype=dtype)
         params = model.init(mcfg, jax.random.key(0))
         for b in batches:
-            rates = {}
-            for mode in modes:
-                n = steps if mode == "kv_cache" else recompute_steps
-                if mode == "kv_cache":
-                    act, carry0 = imitator_policy(spec.action_mask, "greedy"), model.init_cache(mcfg, 1)
-                else:
-                    act, carry0 = window_policy(spec.action_mask, "greedy"), init_window(params, ctx)
+            yield from _bench_batch(env, task, mcfg, params, b, modes, steps, recompute_steps,
+                                    repeats, {"env": env_name, "batch_envs": b, "context": ctx})
 
-                def go(params, keys_B, act=act, carry0=carry0, n=n):
-                    def one(key):
-                        rs = rollout.init(env, key, task)
-                        _, _, (rew, _) = rollout.run(env, act, params, carry0, rs, task, n, _signal)
-                        return rew.sum()
-                    return jax.vmap(one)(keys_B)
 
-                keys = jax.random.split(jax.random.key(1), b)
-                t0 = time.perf_counter()
-                compiled = jax.jit(go).lower(params, keys).compile()
-                compile_s = time.perf_counter() - t0
-                times = []
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    jax.block_until_ready(compiled(params, keys))
-                    times.append(time.perf_counter() - t0)
-                med = statistics.median(times)
-                rates[mode] = b * n / med
-                yield {"bench": "rollout", "mode": mode, "env": env_name, "batch_envs": b,
-                       "context": ctx, "steps": n, "d_model": d_model, "layers": n_layers,
-                       "heads": n_heads, "dtype": dtype, "compile_s": round(compile_s, 3),
-                       "times_s": [round(t, 4) for t in times], "median_s": round(med, 4),
-                       "env_steps_per_s": round(rates[mode], 1),
-                       "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
-            if len(rates) == 2:
-                yield {"bench": "rollout_ratio", "env": env_name, "batch_envs": b, "context": ctx,
-                       "kv_cache_over_recompute": round(rates["kv_cache"] / rates["recompute"], 2)}
+def _bench_batch(env, task, mcfg, params, b: int, modes, steps: int, recompute_steps: int,
+                 repeats: int, tags: dict):
+    """:func:`bench_rollout`'s lines for one (context, batch): one per mode, then the ratio."""
+    import statistics
+
+    rates = {}
+    for mode in modes:
+        n = steps if mode == "kv_cache" else recompute_steps
+        compile_s, times = _time_rollout(env, task, mcfg, params, mode, b, n, repeats)
+        med = statistics.median(times)
+        rates[mode] = b * n / med
+        yield {"bench": "rollout", "mode": mode, **tags, "steps": n, "d_model": mcfg.d_model,
+               "layers": mcfg.n_layers, "heads": mcfg.n_heads, "dtype": mcfg.compute_dtype,
+               "compile_s": round(compile_s, 3), "times_s": [round(t, 4) for t in times],
+               "median_s": round(med, 4), "env_steps_per_s": round(rates[mode], 1),
+               "device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
+    if len(rates) == 2:
+        yield {"bench": "rollout_ratio", **tags,
+               "kv_cache_over_recompute": round(rates["kv_cache"] / rates["recompute"], 2)}
+
+
+def _time_rollout(env, task, mcfg, params, mode: str, b: int, n: int,
+                  repeats: int) -> tuple[float, list[float]]:
+    """(compile seconds, wall seconds per repeat) of one jitted ``lax.scan`` rollout of ``n``
+    steps in ``b`` envs, acting greedily by the KV cache or by recomputing the window."""
+    from climit.imitator import model
+
+    if mode == "kv_cache":
+        act, carry0 = imitator_policy(mcfg.action_mask, "greedy"), model.init_cache(mcfg, 1)
+    else:
+        act, carry0 = window_policy(mcfg.action_mask, "greedy"), init_window(params, mcfg.context_len)
+
+    def one(params, key):
+        rs = rollout.init(env, key, task)
+        _, _, (rew, _) = rollout.run(env, act, params, carry0, rs, task, n, _signal)
+        return rew.sum()
+
+    keys = jax.random.split(jax.random.key(1), b)
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.vmap(one, in_axes=(None, 0))).lower(params, keys).compile()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(params, keys))
+        times.append(time.perf_counter() - t0)
+    return compile_s, times
 
 
 def bench_peer(script: Path, env_name: str, batches: list[int], contexts: list[int], *, steps: int,

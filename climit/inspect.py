@@ -46,6 +46,11 @@ def _step_dir_parent(path: Path) -> Path | None:
     return None
 
 
+def _subdirs(d: Path) -> list[Path]:
+    """Sub-directories of ``d`` that are not step directories, sorted."""
+    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.isdigit())
+
+
 def find(path: str | Path) -> list[tuple[Path, int | None]]:
     """Checkpoint directories at or below ``path``, each with the step PATH names (or None).
 
@@ -63,12 +68,10 @@ def find(path: str | Path) -> list[tuple[Path, int | None]]:
     if not path.is_dir():
         raise ArtifactError(f"{path} is not a checkpoint or run directory")
     found, frontier = [], [path]
-    for _ in range(_SEARCH_DEPTH):
-        below = []
-        for d in frontier:
-            for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.isdigit()):
-                (found if checkpoint.is_checkpoint_dir(sub) else below).append(sub)
-        frontier = below
+    for _ in range(_SEARCH_DEPTH):  # breadth first: a checkpoint directory's steps are not searched
+        subs = [sub for d in frontier for sub in _subdirs(d)]
+        found += [sub for sub in subs if checkpoint.is_checkpoint_dir(sub)]
+        frontier = [sub for sub in subs if not checkpoint.is_checkpoint_dir(sub)]
     if not found:
         interrupted = checkpoint.incomplete_steps(path)
         why = f" (only interrupted saves: steps {interrupted})" if interrupted else ""

@@ -27,6 +27,7 @@ an older file fall back to :data:`EVAL_DEFAULTS`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -278,41 +279,46 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
                            "transfer": results.get("transfer"),
                            "confidence": setting(results, "confidence"), "tests": {}}
     for key in TESTS:
-        test = results["tests"].get(key)
-        entry: dict[str, Any] = {"ran": test is not None,
-                                 "verdict": verdict(key, test) if test else None,
-                                 "provisional": provisional(test, results) if test else None,
-                                 "imitator_seeds": test["seeds"].get("imitator") if test else None,
-                                 "dqn_seeds": test["seeds"].get("dqn") if test else None,
-                                 "tasks": test["tasks"] if test else None}
-        vs = test["vs_dqn"] if test else {}
-        agents = test["agents"] if test else {}
-        for r in SUMMARY_RATIOS:
-            d = vs.get("imitator", {}).get(r)
-            entry[f"imitator_dqn_{r}"] = d["value"] if d else None
-            entry[f"imitator_dqn_{r}_ci"] = _ci(d) if d else [None, None]
-        for who in ("imitator", "dqn"):
-            for m in ("auc", "final"):
-                d = agents.get(who, {}).get(m)
-                entry[f"{who}_{m}"] = d["value"] if d else None
-        controls = {}
-        for ctrl in ("ed", "ablated", "random"):
-            a, v = agents.get(ctrl), vs.get(ctrl)
-            controls[ctrl] = {
-                "auc": a["auc"]["value"] if a else None,
-                "final": a["final"]["value"] if a else None,
-                "dqn_auc_ratio": v["auc_ratio"]["value"] if v else None,
-                "dqn_auc_ratio_ci": _ci(v["auc_ratio"]) if v else [None, None],
-                "dqn_final_ratio": v["final_ratio"]["value"] if v else None,
-                "dqn_final_ratio_ci": _ci(v["final_ratio"]) if v else [None, None],
-            }
-        entry["controls"] = controls
-        before = (test or {}).get("before_h")
-        d = before["vs_dqn"]["imitator"]["auc_ratio"] if before else None
-        entry["imitator_dqn_auc_ratio_before_h"] = d["value"] if d else None
-        entry["imitator_dqn_auc_ratio_before_h_ci"] = _ci(d) if d else [None, None]
-        out["tests"][key] = entry
+        out["tests"][key] = _summary_entry(key, results["tests"].get(key), results)
     return out
+
+
+def _summary_entry(key: str, test: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, Any]:
+    """``tests.KEY`` of :func:`summary` for one test's results (None: the test did not run)."""
+    entry: dict[str, Any] = {"ran": test is not None,
+                             "verdict": None, "provisional": None, "imitator_seeds": None,
+                             "dqn_seeds": None, "tasks": None}
+    if test is not None:
+        entry.update(verdict=verdict(key, test), provisional=provisional(test, results),
+                     imitator_seeds=test["seeds"].get("imitator"),
+                     dqn_seeds=test["seeds"].get("dqn"), tasks=test["tasks"])
+    vs = test["vs_dqn"] if test else {}
+    agents = test["agents"] if test else {}
+    for r in SUMMARY_RATIOS:
+        d = vs.get("imitator", {}).get(r)
+        entry[f"imitator_dqn_{r}"] = d["value"] if d else None
+        entry[f"imitator_dqn_{r}_ci"] = _ci(d) if d else [None, None]
+    for who, m in itertools.product(("imitator", "dqn"), ("auc", "final")):
+        d = agents.get(who, {}).get(m)
+        entry[f"{who}_{m}"] = d["value"] if d else None
+    entry["controls"] = {ctrl: _control_entry(agents.get(ctrl), vs.get(ctrl))
+                         for ctrl in ("ed", "ablated", "random")}
+    before = (test or {}).get("before_h")
+    d = before["vs_dqn"]["imitator"]["auc_ratio"] if before else None
+    entry["imitator_dqn_auc_ratio_before_h"] = d["value"] if d else None
+    entry["imitator_dqn_auc_ratio_before_h_ci"] = _ci(d) if d else [None, None]
+    return entry
+
+
+def _control_entry(agent: dict | None, vs: dict | None) -> dict[str, Any]:
+    """A control's values in :func:`summary`: its AUC and final return, and its ratios to the
+    DQN with intervals (null where the control did not run)."""
+    return {"auc": agent["auc"]["value"] if agent else None,
+            "final": agent["final"]["value"] if agent else None,
+            "dqn_auc_ratio": vs["auc_ratio"]["value"] if vs else None,
+            "dqn_auc_ratio_ci": _ci(vs["auc_ratio"]) if vs else [None, None],
+            "dqn_final_ratio": vs["final_ratio"]["value"] if vs else None,
+            "dqn_final_ratio_ci": _ci(vs["final_ratio"]) if vs else [None, None]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,28 +598,31 @@ def markdown(results: dict[str, Any]) -> str:
         "than the DQN ('never': not reached).",
         "",
     ]
-    for key, (title, question) in TESTS.items():
-        test = results["tests"].get(key)
-        lines += [f"## ({key}) {title}", "", question, ""]
-        if test is None:
-            reason = results.get("skipped", {}).get(key, "not run")
-            lines += [f"Not run: {reason}.", ""]
-            continue
-        v = verdict_label(verdict(key, test), provisional(test, results),
-                          test["seeds"].get("imitator", 0), test["tasks"])
-        lines += [f"**Verdict: {v}.** Metrics over env steps {test['window'][0]}-{test['window'][1]}.",
-                  "", "| agent | AUC | initial | final | AUC / DQN | final / DQN | steps-to-80% / DQN |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for agent in AGENTS:
-            if agent in test["agents"]:
-                n = test["seeds"].get(agent, 0)
-                lines.append(_row(f"{agent_label(key, test, agent)} ({_count(n, 'seed')})",
-                                  test["agents"][agent], test["vs_dqn"].get(agent)))
-        lines += _check_lines(key, test)
-        lines += ["", *[p + "\n" for p in reading(key, test, results)],
-                  f"![test {key}](test_{key}.png)", ""]
+    for key in TESTS:
+        lines += _test_section(key, results)
     lines += imitator_section(results.get("imitators", {}))
     return "\n".join(lines)
+
+
+def _test_section(key: str, results: dict[str, Any]) -> list[str]:
+    """report.md's lines for one test: verdict, table of agents, checks, reading, plot."""
+    title, question = TESTS[key]
+    test = results["tests"].get(key)
+    lines = [f"## ({key}) {title}", "", question, ""]
+    if test is None:
+        reason = results.get("skipped", {}).get(key, "not run")
+        return lines + [f"Not run: {reason}.", ""]
+    v = verdict_label(verdict(key, test), provisional(test, results),
+                      test["seeds"].get("imitator", 0), test["tasks"])
+    lines += [f"**Verdict: {v}.** Metrics over env steps {test['window'][0]}-{test['window'][1]}.",
+              "", "| agent | AUC | initial | final | AUC / DQN | final / DQN | steps-to-80% / DQN |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [_row(f"{agent_label(key, test, agent)} ({_count(test['seeds'].get(agent, 0), 'seed')})",
+                   test["agents"][agent], test["vs_dqn"].get(agent))
+              for agent in AGENTS if agent in test["agents"]]
+    lines += _check_lines(key, test)
+    return lines + ["", *[p + "\n" for p in reading(key, test, results)],
+                    f"![test {key}](test_{key}.png)", ""]
 
 
 ROLE_LABELS = {**AGENTS, "imitator_h": "imitator (AD, first H steps)",

@@ -13,6 +13,7 @@ same command (same machine, same moment) and a ratio line follows.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -126,19 +127,22 @@ def run(learners: list[int], steps: int, *, histories: str = "both", peer: str =
     cfg = bench_config(steps, overrides)
     modes = {"both": (False, True), "off": (False,), "on": (True,)}[histories]
     ours: dict[int, dict] = {}
-    for s in learners:
-        for write in modes:
-            rec = measure(cfg, s, write)
-            if not write:
-                ours[s] = rec
-            yield rec
+    for s, write in itertools.product(learners, modes):
+        rec = measure(cfg, s, write)
+        if not write:  # the peer writes no histories: compare with the run that writes none
+            ours[s] = rec
+        yield rec
     samplers = {"none": (), "uniform": ("uniform",), "rejax": ("rejax",), "both": ("uniform", "rejax")}[peer]
     script = Path(peer_script) if peer_script else default_peer_script()
     for sampler in samplers:
         for rec in run_peer(script, learners, steps, sampler):
             yield rec
-            mine = ours.get(rec.get("num_seeds"))
-            if mine and rec.get("env_steps_per_s"):
-                yield {"bench": "ratio_climit_over_peer", "sampler": sampler, "num_learners": rec["num_seeds"],
-                       "env_steps_per_s": round(mine["env_steps_per_s"] / rec["env_steps_per_s"], 3),
-                       "td_updates_per_s": round(mine["td_updates_per_s"] / rec["grad_updates_per_s"], 3)}
+            yield from _ratio(ours.get(rec.get("num_seeds")), rec, sampler)
+
+
+def _ratio(mine: dict | None, peer: dict, sampler: str) -> Iterator[dict]:
+    """The climit/peer ratio line for one peer record (none when either side is missing)."""
+    if mine and peer.get("env_steps_per_s"):
+        yield {"bench": "ratio_climit_over_peer", "sampler": sampler, "num_learners": peer["num_seeds"],
+               "env_steps_per_s": round(mine["env_steps_per_s"] / peer["env_steps_per_s"], 3),
+               "td_updates_per_s": round(mine["td_updates_per_s"] / peer["grad_updates_per_s"], 3)}
