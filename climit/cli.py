@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable
@@ -202,7 +203,7 @@ def bench_teacher(args: argparse.Namespace) -> int:
 
 
 @command("imitate", "train the transformer imitator on the teacher's histories: "
-         "runs/NAME/imitator/<variant>/ (run again to resume)", args=_progress_args)
+         "runs/NAME/imitator/<variant>[_h<H>]/, one variant per call (run again to resume)", args=_progress_args)
 def cmd_imitate(args: argparse.Namespace) -> int:
     from climit import parallel
     from climit.imitator import train
@@ -270,6 +271,24 @@ def _report_args(p: argparse.ArgumentParser) -> None:
                    "differ against the imitator/DQN ratios of the three tests)")
     p.add_argument("--out", default="compare", metavar="DIR",
                    help="with --compare: output directory (default: ./compare)")
+    p.add_argument("--window", metavar="START:END", type=_window,
+                   help="print every test's table over env steps (START, END] only (e.g. 0:30000; "
+                   "an empty side is open) instead of building the report")
+
+
+def _window(text: str) -> tuple[float, float]:
+    """'START:END' in env steps -> (start, end); an empty side is unbounded."""
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        lo = float(start) if start.strip() else -math.inf
+        hi = float(end) if end.strip() else math.inf
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:END in env steps (e.g. 0:30000), got {text!r}") from None
+    if not lo < hi:
+        raise argparse.ArgumentTypeError(f"window {text!r} is empty: START must be below END")
+    return lo, hi
 
 
 @command("report", "report.md, plots and summary.json from a run's evaluation (needs no JAX); "
@@ -279,8 +298,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from climit import report
 
     if args.compare:
-        if args.run_dir:
-            raise ClimitError("give either RUN_DIR or --compare RUN [RUN ...], not both")
+        if args.run_dir or args.window:
+            raise ClimitError("--compare takes neither RUN_DIR nor --window")
         from climit import compare
 
         out = compare.build(args.compare, args.out)
@@ -289,6 +308,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     if not args.run_dir:
         raise ClimitError("give a run directory (climit report RUN_DIR) or --compare RUN [RUN ...]")
+    if args.window:
+        text = report.window_markdown(*report.load_eval(args.run_dir), args.window)
+        if "## (" not in text:
+            raise ClimitError(f"no test of {args.run_dir} has a curve point in env steps "
+                              f"({args.window[0]:g}, {args.window[1]:g}]")
+        print(text.rstrip("\n"))
+        return 0
     out = report.build(args.run_dir)
     for line in report.headline(json.loads((out / "summary.json").read_text())):
         print(line)

@@ -681,6 +681,45 @@ def headline(summary_: dict[str, Any]) -> list[str]:
     return lines
 
 
+def window_stats(results: dict[str, Any], curves: dict[str, np.ndarray],
+                 window: tuple[float, float]) -> dict[str, dict[str, Any]]:
+    """Every test's statistics recomputed over the env steps in ``(window[0], window[1]]``
+    instead of its own window (e.g. test (a) over the first 30k steps), with the evaluation's
+    bootstrap settings and seeds: {test key: :func:`stats.summarize_test`'s dict}. Tests whose
+    grid has no point in the window are left out."""
+    seed = int(results.get("config", {}).get("run", {}).get("seed", 0))
+    out = {}
+    for i, key in enumerate(TESTS):  # evaluate bootstraps test i with seed run.seed + i
+        test = results["tests"].get(key)
+        grid_P = curves.get(f"{key}.grid")
+        if test is None or grid_P is None or not ((grid_P > window[0]) & (grid_P <= window[1])).any():
+            continue
+        agent_curves = {a: curves[f"{key}.{a}"] for a in AGENTS if f"{key}.{a}" in curves}
+        out[key] = stats.summarize_test(agent_curves, grid_P, window=window,
+                                        n_boot=int(setting(results, "bootstrap")),
+                                        confidence=float(setting(results, "confidence")),
+                                        seed=seed + i, final_frac=float(setting(results, "final_frac")))
+    return out
+
+
+def window_markdown(results: dict[str, Any], curves: dict[str, np.ndarray],
+                    window: tuple[float, float]) -> str:
+    """The tables of :func:`window_stats`, one per test, as report.md writes its own."""
+    conf = int(round(100 * setting(results, "confidence")))
+    lines = [f"Over env steps ({window[0]:g}, {window[1]:g}] only ({conf}% bootstrap intervals, "
+             "as in the report):", ""]
+    for key, entry in window_stats(results, curves, window).items():
+        test = results["tests"][key]
+        lines += [f"## ({key}) {TESTS[key][0]}: env steps {entry['window'][0]}-{entry['window'][1]}",
+                  "", "| agent | AUC | initial | final | AUC / DQN | final / DQN | steps-to-80% / DQN |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [_row(f"{agent_label(key, test, a)} ({_count(entry['seeds'][a], 'seed')})",
+                       entry["agents"][a], entry["vs_dqn"].get(a))
+                  for a in AGENTS if a in entry["agents"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def build(run_dir: str | Path) -> Path:
     """Write ``RUN_DIR/report/{report.md, test_*.png, summary.json}``; returns the report dir."""
     run_dir = Path(run_dir)

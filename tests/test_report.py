@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -357,3 +358,54 @@ def test_reading_of_a_dqn_that_never_learns():
 def test_num_prints_inf_as_its_docstring_says():
     assert report._num("inf") == "inf" and report._num(None) == "n/a"
     assert report._num(0.5) == "0.5" and report._num("-inf") == "-inf"
+
+
+def test_committed_cpu_report_is_what_the_report_code_builds_from_its_evaluation():
+    """docs/darkroom_cpu (the README's evidence) holds the evaluation and the report built from
+    it: a change to the report's wording or statistics must regenerate it
+    (`climit report docs/darkroom_cpu`, then copy report/report.md and summary.json up)."""
+    docs = Path(__file__).parent.parent / "docs" / "darkroom_cpu"
+    results, _ = report.load_eval(docs)
+    assert report.markdown(results) == (docs / "report.md").read_text()
+    assert report.summary(results) == json.loads((docs / "summary.json").read_text())
+
+
+def test_window_recomputes_each_test_over_the_given_env_steps(tmp_path):
+    """The imitator equals the DQN over env steps (0, 400] and is 0 after: the window tables
+    give an AUC ratio of exactly 1, then 0; the whole window reproduces results.json."""
+    results, curves = synthetic_eval(tmp_path)
+    grid = curves["a.grid"]
+    dqn_mean_1xKxP = curves["a.dqn"].mean(axis=0, keepdims=True)
+    curves["a.imitator"] = np.where(grid <= 400, np.repeat(dqn_mean_1xKxP, 3, axis=0), 0.0)
+    first = report.window_stats(results, curves, (0, 400))
+    assert first["a"]["window"] == [20, 400] and first["a"]["grid_points"] == 20
+    assert first["a"]["vs_dqn"]["imitator"]["auc_ratio"]["value"] == pytest.approx(1.0)
+    later = report.window_stats(results, curves, (400, math.inf))
+    assert later["a"]["vs_dqn"]["imitator"]["auc_ratio"]["value"] == 0.0
+    assert set(later) == {"a", "b", "c"}
+    assert report.window_stats(results, curves, (5000, math.inf)) == {}  # no grid point there
+    # Over a test's own whole window, with the evaluation's settings and seed: its numbers.
+    whole = report.window_stats(results, curves, (-math.inf, math.inf))["a"]
+    assert whole["vs_dqn"]["ed"] == results["tests"]["a"]["vs_dqn"]["ed"]
+
+
+def test_window_over_the_whole_run_reproduces_the_committed_evaluation():
+    """The real CPU run (docs/darkroom_cpu/eval): each test over its own window, bootstrapped
+    with evaluate's seed for that test (run.seed + its index), gives results.json's numbers."""
+    results, curves = report.load_eval(Path(__file__).parent.parent / "docs" / "darkroom_cpu")
+    for key, window in (("a", (-math.inf, math.inf)), ("b", (results["horizon"], math.inf))):
+        entry = report.window_stats(results, curves, window)[key]
+        assert entry["vs_dqn"] == results["tests"][key]["vs_dqn"], key
+
+
+def test_report_window_command_prints_tables_and_refuses_bad_windows(tmp_path):
+    synthetic_eval(tmp_path)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "climit.cli", "report", str(tmp_path), *a],
+                                    capture_output=True, text=True)
+    out = run("--window", "0:400")
+    assert out.returncode == 0 and "## (a) skill match: env steps 20-400" in out.stdout
+    assert not (tmp_path / "report").exists()  # a window prints; it builds no report
+    for bad in ("400", "400:0", "a:b"):
+        assert run("--window", bad).returncode == 2
+    out = run("--window", "9000:")
+    assert out.returncode == 1 and "no test" in out.stderr
