@@ -136,6 +136,19 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def primary_mib(value_bytes: int) -> int:
+    """Process 0's ``value_bytes`` on every process, rounded down to whole MiB (a collective
+    with several processes: all must call it). Lets every process take the same decision from
+    a measurement only one should make, e.g. free disk space, so that none runs on into a
+    collective that a stopped process 0 never joins."""
+    if jax.process_count() == 1:
+        return int(value_bytes) >> 20 << 20
+    from jax.experimental import multihost_utils
+
+    mib = np.int32(min(int(value_bytes) >> 20, np.iinfo(np.int32).max))  # int32: no x64 needed
+    return int(multihost_utils.broadcast_one_to_all(mib)) << 20
+
+
 def to_host(tree: Any) -> Any:
     """Gather a (possibly multi-host sharded) pytree to numpy on every process.
 

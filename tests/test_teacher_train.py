@@ -422,8 +422,8 @@ def test_learners_sharded_over_8_devices_match_one_device(tmp_path, one_device_r
     _assert_same_run(one_device_run, tmp_path / "eight")
 
 
-def test_two_processes_match_one_device(tmp_path, one_device_run):
-    # Two processes with 2 CPU devices each: one 4-device job; process 0 alone writes files.
+def _two_processes(args: list[str], timeout: float = 300) -> list[tuple[int, str]]:
+    """Run the CLI as one job of two processes with 2 CPU devices each: [(exit code, output)]."""
     import os
     import socket
     import subprocess
@@ -439,14 +439,33 @@ def test_two_processes_match_one_device(tmp_path, one_device_run):
                    CLIMIT_PROCESS_ID=str(pid))
         code = ("import jax; from climit import parallel; assert parallel.initialize(); "
                 "assert (jax.process_count(), jax.device_count()) == (2, 4); " + RUN_CLI)
-        procs.append(subprocess.Popen([sys.executable, "-c", code, *SHARDED, f"run.runs_dir={tmp_path}",
-                                       "run.name=hosts"], env=env, text=True,
+        procs.append(subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outs = [proc.communicate(timeout=300)[0] for proc in procs]
-    for proc, out in zip(procs, outs):
-        assert proc.returncode == 0, out[-3000:]
-    assert "teacher:" in outs[0] and "teacher:" not in outs[1]  # one process logs
+    try:
+        outs = [proc.communicate(timeout=timeout)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    return [(proc.returncode, out) for proc, out in zip(procs, outs)]
+
+
+def test_two_processes_match_one_device(tmp_path, one_device_run):
+    # Two processes with 2 CPU devices each: one 4-device job; process 0 alone writes files.
+    (rc0, out0), (rc1, out1) = _two_processes([*SHARDED, f"run.runs_dir={tmp_path}", "run.name=hosts"])
+    assert rc0 == 0, out0[-3000:]
+    assert rc1 == 0, out1[-3000:]
+    assert "teacher:" in out0 and "teacher:" not in out1  # one process logs
     _assert_same_run(one_device_run, tmp_path / "hosts")
+
+
+def test_too_little_disk_stops_every_process_of_a_job(tmp_path):
+    """The disk check fails on every process with its message, not on process 0 alone (the
+    other process then died in its next collective with a traceback from the distributed
+    runtime instead)."""
+    args = [*SHARDED[:-1], "teacher.total_env_steps=100000000000000", f"run.runs_dir={tmp_path}"]
+    for rc, out in _two_processes(args, timeout=120):
+        assert rc == 1, out[-3000:]
+        assert "not enough disk space for the teacher run" in out
 
 
 def test_neutral_teacher_fields_change_no_fingerprint_and_old_runs_still_match():

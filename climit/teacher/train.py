@@ -734,8 +734,11 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
             f"to write at {out_dir}: {sizes} (histories uncompressed, an upper bound; checkpoints "
             f"up to {tcfg.keep_checkpoints + 1} whole states with replay buffers)"
             + (f"; resuming from env step {step}" if step is not None else ""))
-        if primary:
-            histories.check_disk(out_dir, sum(needs.values()), what=f"the teacher run ({sizes})")
+        # Every process stops here alike, with the message (none runs on into a collective that
+        # process 0 never joins): they all judge process 0's measurement of the shared run dir.
+        free = parallel.primary_mib(histories.free_bytes(out_dir))
+        histories.check_disk(out_dir, sum(needs.values()), free_fn=lambda _: free,
+                             what=f"the teacher run ({sizes})")
         with _full_disk_is_a_clear_error(out_dir, ckpt):
             state, timing = _train_on_disk(cfg, env, p, state, step, timing, ckpt, snaps,
                                            q_period=q_period, primary=primary,
