@@ -411,12 +411,17 @@ def resume(path: str | Path, t: int | None = None) -> HistoryWriter:
 # Reader
 # ---------------------------------------------------------------------------------------------
 
+# Compressed chunk files kept after verification (a MinAtar file is a few MB compressed).
+RAW_FILES_KEPT = 4
+
+
 class History:
     """Lazy, read-only view of a history directory. Create with :func:`open`.
 
-    Reads load only the chunk files they touch; each file is checksum-verified and decoded
-    (all its fields) once per load, and the decoded files most recently used are kept up to
-    ``cache_bytes`` in total (least recently used dropped first).
+    Reads load only the chunk files they touch. A file is read and checksum-verified once
+    while it is among the last ``RAW_FILES_KEPT`` files read; each field is decoded on its own
+    (reading rewards never decodes observations), and the decoded fields most recently used
+    are kept up to ``cache_bytes`` in total (least recently used dropped first).
     """
 
     def __init__(self, path: Path, meta: dict, manifest: dict, cache_bytes: int = 512 << 20):
@@ -426,6 +431,7 @@ class History:
         self._t0 = np.array([c["t0"] for c in manifest["chunks"]], np.int64)
         self._q0 = np.array([c["q0"] for c in manifest["chunks"]], np.int64)
         self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._raw: collections.OrderedDict = collections.OrderedDict()  # (chunk, block) -> bytes
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:  # picklable for multi-process data loaders (no lock, no cache)
@@ -484,7 +490,7 @@ class History:
                 self._cache.move_to_end(key)
                 return self._cache[key]
         entry = self.manifest["chunks"][chunk]["files"][block]
-        data = self._verified_bytes(entry)
+        data = self._file_bytes(chunk, block)
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 array = z[field]
@@ -502,6 +508,22 @@ class History:
                 _, dropped = self._cache.popitem(last=False)
                 self._cached_bytes -= dropped.nbytes
         return array
+
+    def _file_bytes(self, chunk: int, block: int) -> bytes:
+        """One chunk file's checksum-verified (still compressed) bytes. The last few files are
+        kept: reading several fields of the same steps (an episode's rewards, terminations and
+        truncations) reads and verifies each file once, not once per field."""
+        key = (chunk, block)
+        with self._lock:
+            if key in self._raw:
+                self._raw.move_to_end(key)
+                return self._raw[key]
+        data = self._verified_bytes(self.manifest["chunks"][chunk]["files"][block])
+        with self._lock:
+            self._raw[key] = data
+            while len(self._raw) > RAW_FILES_KEPT:
+                self._raw.popitem(last=False)
+        return data
 
     def _verified_bytes(self, entry: dict) -> bytes:
         file = self.path / CHUNK_DIR / entry["name"]

@@ -93,6 +93,21 @@ def test_lazy_read_across_chunk_boundaries_loads_only_needed_chunks(tmp_path):
         h2.read("action", 1, 0, 24)
 
 
+def test_reading_several_fields_reads_and_verifies_each_file_once(tmp_path, monkeypatch):
+    """episodes() reads rewards, terminations and truncations of the same steps: each chunk
+    file it touches is read and checksummed once, not once per field."""
+    d = _data(1, CUTS[-1])
+    _write(tmp_path / "h", d, CUTS)
+    h = histories.open(tmp_path / "h")
+    reads = []
+    verified = histories.History._verified_bytes
+    monkeypatch.setattr(histories.History, "_verified_bytes",
+                        lambda self, entry: reads.append(entry["name"]) or verified(self, entry))
+    ep = h.episodes(2)
+    assert ep.length.sum() == CUTS[-1]
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == len(h.manifest["chunks"])
+
+
 def test_episodes_on_hand_made_stream(tmp_path):
     # 1 stream, steps 0..9, chunks [0,4) [4,10). Episodes: [0,3) terminated at 2,
     # [3,7) truncated at 6 (spans the chunk boundary), [7,10) unfinished.

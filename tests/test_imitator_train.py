@@ -308,6 +308,12 @@ def test_cli_imitate_writes_variant_dirs_summary_and_a_loadable_imitator(runs, b
     loaded = T.load(root / "shuffled_h80")
     assert loaded.config.imitator.horizon == 80 and loaded.step == index["shuffled_h80"]["best_step"]
     assert loaded.params.cfg == T.load(root / "ad").params.cfg
+    # the checkpoints directory itself and a step given as digits name the same imitator
+    again = T.load(root / "shuffled_h80" / "checkpoints", str(loaded.step))
+    assert again.step == loaded.step
+    jax.tree.map(np.testing.assert_array_equal, again.params.tree, loaded.params.tree)
+    with pytest.raises(ValueError, match="'best', 'latest' or a step number"):
+        T.load(root / "ad", "newest")
     one = T.seed_params(loaded.params, 1)
     cache = M.init_cache(one, 3)
     tok = M.Tokens(obs=np.zeros((3, 2), np.uint8), prev_action=np.full((3,), -1, np.int32),

@@ -685,17 +685,24 @@ class Loaded(NamedTuple):
 
 
 def load(path: str | Path, step: int | str = "best", *, compute_dtype: str | None = None) -> Loaded:
-    """Load the imitators saved in ``path`` (a ``runs/NAME/imitator/<tag>`` directory).
+    """Load the imitators saved in ``path`` (a ``runs/NAME/imitator/<tag>`` directory, or its
+    ``checkpoints`` directory).
 
     Args:
-        step: 'best' (lowest held-out loss kept), 'latest', or a step number.
+        step: 'best' (lowest held-out loss kept), 'latest', or a step number (int or digits).
         compute_dtype: override the activation dtype; default re-resolves the saved
             ``imitator.compute_dtype`` for this machine (auto: bf16 on GPU, fp32 on CPU).
 
     Raises:
         ArtifactError: no checkpoint there, a damaged one, or one from an older model revision.
+        ValueError: ``step`` is none of the above.
     """
-    ckpt_dir = Path(path) / "checkpoints"
+    path = Path(path)
+    ckpt_dir = path if path.name == "checkpoints" and checkpoint.is_checkpoint_dir(path) else path / "checkpoints"
+    if isinstance(step, str) and step not in ("best", "latest"):
+        if not step.isdigit():
+            raise ValueError(f"step must be 'best', 'latest' or a step number, got {step!r}")
+        step = int(step)
     with checkpoint.Checkpointer(ckpt_dir, readonly=True) as ckpt:
         if step == "best":
             step = _best(ckpt_dir)[0]
