@@ -303,7 +303,8 @@ class Checkpointer:
         self._ckpt.reload()  # orbax lists the steps it has seen: forget the moved ones
 
     # -- restore ------------------------------------------------------------------------------
-    def restore(self, step: int | None = None, target: Any = None) -> Any:
+    def restore(self, step: int | None = None, target: Any = None,
+                only: tuple[str, ...] | None = None) -> Any:
         """The pytree saved at ``step`` (None: latest), verified against its checksums.
 
         Args:
@@ -311,11 +312,18 @@ class Checkpointer:
                 ``jax.ShapeDtypeStruct`` (e.g. ``jax.eval_shape(init, key)``); the result has
                 exactly its structure, dtypes and shardings. Without it, containers come back
                 as dicts/lists (NamedTuples lose their type) and arrays on the first device.
+            only: without ``target``, restore only the leaves whose path (as :func:`flatten`
+                writes it, e.g. "learners/params/q/w") starts with one of these strings; the
+                others are never read into memory (a teacher's replay buffers stay on disk) and
+                come back as None, so :func:`flatten` of the result lists just the chosen
+                leaves. Every file is still checksum-verified.
 
         Raises:
             ArtifactError: missing step, or damaged files. ClimitError: the saved tree does not
-            match ``target``.
+            match ``target``, or ``only`` is given with ``target``.
         """
+        if only is not None and target is not None:
+            raise ClimitError("Checkpointer.restore: pass target or only, not both")
         step, step_dir = self._step_dir(step)
         verify_step(step_dir)
         if target is None:
@@ -323,10 +331,25 @@ class Checkpointer:
         else:
             abstract = jax.tree.map(_abstract_leaf, target)
         try:
-            return self._ckpt.load(step, abstract)
+            return self._load(step, abstract, only)
         except Exception as e:  # checksums passed, so this is a structure/shape mismatch
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ClimitError(f"checkpoint {step_dir} does not match the requested tree: {msg}") from None
+
+    def _load(self, step: int, abstract: Any, only: tuple[str, ...] | None) -> Any:
+        """orbax's load of ``abstract``, pruned to the ``only`` prefixes (None leaves are
+        skipped by orbax's partial load, which reads nothing of them)."""
+        if only is None:
+            return self._ckpt.load(step, abstract)
+        only = tuple(only)
+        pruned = jax.tree_util.tree_map_with_path(
+            lambda path, leaf: leaf if _path_str(path).startswith(only) else None, abstract)
+        if not jax.tree.leaves(pruned):  # nothing chosen: nothing to read
+            return pruned
+        ctx = _ocp().Context()
+        ctx.pytree.loading.partial_load = True  # orbax 0.12: restore just the non-None leaves
+        with ctx:
+            return self._ckpt.load(step, pruned)
 
     # -- metadata -----------------------------------------------------------------------------
     def _orbax_metadata(self, step: int) -> Any:

@@ -91,44 +91,59 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH",
-                   help="checkpoint directory, one step inside it, or a run directory")
-    p.add_argument("--step", type=int, help="step to show or load (default: latest)")
-    p.add_argument("--stats", action="store_true", help="load the arrays: per-leaf norm/mean/std")
+                   help="checkpoint directory, one step inside it, a learning history "
+                   "(teacher/histories: its streams and returns), or a run directory")
+    p.add_argument("--step", metavar="STEP",
+                   help="step to show or load: a number, latest or best (lowest held-out loss; "
+                   "imitators). Default: latest, but best for an imitator's --eval")
+    p.add_argument("--stats", action="store_true",
+                   help="load the chosen leaves: per-leaf norm/mean/std, per learner (imitator: "
+                   "per seed) where the leaf is stacked")
     p.add_argument("--learner", type=int, metavar="I",
-                   help="with --stats/--diff on a stacked teacher: only learner I (default: summary); "
-                   "with --eval: teacher learner I or imitator seed I (default: all)")
+                   help="with --stats/--diff: only teacher learner I or imitator seed I "
+                   "(default: summary over them); with --eval: only learner or seed I")
     p.add_argument("--diff", nargs=2, metavar=("A", "B"),
-                   help="compare two steps of PATH, or two checkpoint paths")
+                   help="compare two steps of PATH (numbers, latest, best), or two checkpoint "
+                   "paths (a teacher snapshot aligns with a teacher checkpoint's learners/params)")
     p.add_argument("--eval", type=int, metavar="N",
                    help="roll the teacher (greedy, each learner on its own task) or imitator (each "
                    "seed from an empty context on held-out tasks) for N episodes: mean return "
-                   "and its bootstrap interval")
+                   "and its bootstrap interval (the run's eval.confidence and eval.bootstrap)")
     p.add_argument("--tasks", type=int, metavar="K",
-                   help="with --eval on an imitator: held-out tasks (default: the run's eval.tasks)")
-    p.add_argument("--seed", type=int, default=0, help="with --eval: evaluation key (default: 0)")
-    p.add_argument("--prefix", default="", help="only leaves whose path starts with this (e.g. params)")
+                   help="with --eval on an imitator: held-out tasks, or rollouts of a single-task "
+                   "env (default: the run's eval.tasks)")
+    p.add_argument("--seed", type=int, help="with --eval: evaluation key, 0 to 2^32-1 (default: 0)")
+    p.add_argument("--prefix", help="with --stats/--diff: only leaves whose path starts with this "
+                   "(e.g. params; only those are loaded)")
     p.add_argument("--json", action="store_true", help="print the view as JSON")
 
 
-@command("inspect", "show a checkpoint's steps, metrics, config and parameter tree; --stats, "
-         "--diff, --eval", args=_inspect_args, takes_config=False)
+@command("inspect", "show a checkpoint's steps, metrics, config and parameter tree, or a learning "
+         "history's streams; --stats, --diff, --eval", args=_inspect_args, takes_config=False)
 def cmd_inspect(args: argparse.Namespace) -> int:
     from climit import inspect as inspect_lib
 
-    if sum(map(bool, (args.stats, args.diff, args.eval is not None))) > 1:
+    modes = [m for m, on in (("stats", args.stats), ("diff", args.diff),
+                             ("eval", args.eval is not None)) if on]
+    if len(modes) > 1:
         raise ClimitError("choose one of --stats, --diff and --eval")
-    if args.eval is not None:
-        view, fmt = inspect_lib.evaluate(args.path, args.eval, args.step, learner=args.learner,
-                                         tasks=args.tasks, seed=args.seed), inspect_lib.format_eval
-    elif args.diff:
-        view, fmt = inspect_lib.diff(args.path, *args.diff, learner=args.learner,
-                                     prefix=args.prefix), inspect_lib.format_diff
-    elif args.stats:
-        view, fmt = inspect_lib.stats(args.path, args.step, learner=args.learner,
-                                      prefix=args.prefix), inspect_lib.format_stats
-    else:
-        view, fmt = inspect_lib.overview(args.path, args.step), inspect_lib.format_overview
-    print(inspect_lib.dumps(view) if args.json else fmt(view).rstrip("\n"))
+    mode = modes[0] if modes else "history" if inspect_lib.is_history(args.path) else "overview"
+    inspect_lib.check_options(mode, {"step": args.step, "learner": args.learner, "tasks": args.tasks,
+                                     "seed": args.seed, "prefix": args.prefix})
+    prefix, seed = args.prefix or "", args.seed or 0
+    views = {
+        "eval": lambda: inspect_lib.evaluate(args.path, args.eval, args.step, learner=args.learner,
+                                             tasks=args.tasks, seed=seed),
+        "diff": lambda: inspect_lib.diff(args.path, *args.diff, learner=args.learner, prefix=prefix),
+        "stats": lambda: inspect_lib.stats(args.path, args.step, learner=args.learner, prefix=prefix),
+        "history": lambda: inspect_lib.history_overview(args.path),
+        "overview": lambda: inspect_lib.overview(args.path, args.step),
+    }
+    formats = {"eval": inspect_lib.format_eval, "diff": inspect_lib.format_diff,
+               "stats": inspect_lib.format_stats, "history": inspect_lib.format_history,
+               "overview": inspect_lib.format_overview}
+    view = views[mode]()
+    print(inspect_lib.dumps(view) if args.json else formats[mode](view).rstrip("\n"))
     return 0
 
 

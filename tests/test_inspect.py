@@ -1,4 +1,5 @@
-"""`climit inspect`: overview, --stats, --diff, --json and error messages on synthetic checkpoints."""
+"""`climit inspect`: overview, --stats, --diff, --json, histories and error messages on
+synthetic checkpoints, then --eval on a real tiny run."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import pytest
 
 from climit import checkpoint, cli, histories
 from climit import inspect as inspect_lib
+from climit.errors import ClimitError
 
 L = 4  # learners of the stacked teacher
+S = 2  # seeds of the stacked imitator
+TEACHER_CONFIG = {"teacher": {"lr": 0.001}, "env": {"name": "toy"}}  # the kind's markers
+IMITATOR_CONFIG = {"imitator": {"d_model": 4}, "imitator_model": {"d_model": 4}}
 
 # A failed orbax load leaves a pending coroutine reported at garbage collection: not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -26,19 +31,33 @@ def _teacher_params(scale: float) -> dict:
             "Dense_1": {"kernel": jnp.ones((L, 3, 5)), "bias": jnp.zeros((L, 5))}}
 
 
+def _imitator_tree(i: int) -> dict:
+    """Stacked over S seeds: seed s's embedding at save i is arange(12) + 10 s + i."""
+    embed = jnp.stack([jnp.arange(12.0).reshape(3, 4) + 10 * s + i for s in range(S)])
+    return {"embed": embed, "head": {"w": jnp.ones((S, 4, 5), jnp.bfloat16)}}
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """runs/tiny: teacher snapshots (10k, 20k) and checkpoint (20k, with a replay buffer and
+    scalar counters), an imitator (steps 100, 200, 300; best: 100) and a checkpoint of no
+    climit kind."""
     root = tmp_path_factory.mktemp("runs") / "tiny"
     with checkpoint.snapshots(root / "teacher" / "snapshots") as ck:
-        ck.save(10_000, _teacher_params(1.0), config={"teacher": {"lr": 0.001}}, metrics={"return": 3.0})
-        ck.save(20_000, _teacher_params(1.5), config={"teacher": {"lr": 0.001}}, metrics={"return": 7.5})
-    params = {"embed": jnp.arange(12.0).reshape(3, 4), "head": {"w": jnp.ones((4, 5), jnp.bfloat16)}}
-    with checkpoint.Checkpointer(root / "imitator" / "checkpoints", keep=2, best="heldout_loss") as ck:
-        for step, loss in ((100, 2.0), (200, 1.0)):
-            state = {"params": params, "opt": optax.adamw(1e-3).init(params), "step": jnp.int32(step)}
-            ck.save(step, state, config={"imitator": {"d_model": 4}},
-                    metrics={"heldout_loss": loss, "accuracy": 1 / loss})
-            params = {**params, "embed": params["embed"] + 1.0}
+        ck.save(10_000, {"params": _teacher_params(1.0)}, config=TEACHER_CONFIG, metrics={"return": 3.0})
+        ck.save(20_000, {"params": _teacher_params(1.5)}, config=TEACHER_CONFIG, metrics={"return": 7.5})
+    state = {"learners": {"params": _teacher_params(1.5), "replay": {"obs": jnp.ones((L, 64, 3))}},
+             "t": jnp.int32(20_000), "updates": jnp.int32(77)}
+    with checkpoint.Checkpointer(root / "teacher" / "checkpoints") as ck:
+        ck.save(20_000, state, config=TEACHER_CONFIG)
+    with checkpoint.Checkpointer(root / "imitator" / "ad" / "checkpoints", keep=2,
+                                 best="heldout_loss") as ck:
+        for i, (step, loss) in enumerate(((100, 1.0), (200, 2.0), (300, 3.0))):
+            tree = _imitator_tree(i)
+            state = {"tree": tree, "opt_state": optax.adamw(1e-3).init(tree), "step": jnp.int32(step)}
+            ck.save(step, state, config=IMITATOR_CONFIG, metrics={"heldout_loss": loss})
+    with checkpoint.Checkpointer(root / "other" / "checkpoints") as ck:
+        ck.save(1, {"w": jnp.arange(6.0).reshape(2, 3)})
     return root
 
 
@@ -48,20 +67,25 @@ def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
+def _by_name(view: dict) -> dict[str, dict]:
+    return {d["name"]: d for d in view["checkpoints"]}
+
+
 def test_overview_of_a_run_directory(run, capsys):
     view = inspect_lib.overview(run)
-    names = [d["name"] for d in view["checkpoints"]]
-    assert names == ["imitator/checkpoints", "teacher/snapshots"]
-    imitator, teacher = view["checkpoints"]
-    assert imitator["steps"] == [100, 200] and imitator["config"] == {"imitator": {"d_model": 4}}
-    assert [c["metrics"]["heldout_loss"] for c in imitator["checkpoints"]] == [2.0, 1.0]
-    assert imitator["tree"]["params/head/w"] == {"shape": [4, 5], "dtype": "bfloat16", "size": 20}
-    assert imitator["groups"] == {"opt": 1 + 2 * 32, "params": 32, "step": 1}
+    dirs = _by_name(view)
+    assert set(dirs) == {"imitator/ad/checkpoints", "other/checkpoints", "teacher/checkpoints",
+                         "teacher/snapshots"}
+    imitator, teacher = dirs["imitator/ad/checkpoints"], dirs["teacher/snapshots"]
+    assert imitator["steps"] == [100, 200, 300] and imitator["config"] == IMITATOR_CONFIG
+    assert [c["metrics"]["heldout_loss"] for c in imitator["checkpoints"]] == [1.0, 2.0, 3.0]
+    assert imitator["tree"]["tree/head/w"] == {"shape": [S, 4, 5], "dtype": "bfloat16", "size": 40}
+    assert imitator["groups"] == {"opt_state": 1 + 2 * 32 * S, "step": 1, "tree": 32 * S}
     assert teacher["steps"] == [10_000, 20_000] and teacher["num_params"] == L * (6 + 3 + 15 + 5)
-    assert teacher["tree"]["Dense_0/kernel"]["shape"] == [L, 2, 3]
+    assert teacher["tree"]["params/Dense_0/kernel"]["shape"] == [L, 2, 3]
     rc, out, err = _cli(capsys, run)
     assert rc == 0 and err == ""
-    assert "teacher/snapshots" in out and "Dense_0/kernel  4x2x3  float32  24" in out
+    assert "teacher/snapshots" in out and "params/Dense_0/kernel  4x2x3  float32  24" in out
     assert "step   return" in out and "20000  7.5" in out and "lr: 0.001" in out
     rc, out, _ = _cli(capsys, run, "--json")
     assert rc == 0 and json.loads(out) == json.loads(inspect_lib.dumps(view))
@@ -69,51 +93,146 @@ def test_overview_of_a_run_directory(run, capsys):
     assert inspect_lib.overview(run / "teacher" / "snapshots" / "10000")["checkpoints"][0]["step"] == 10_000
 
 
+def test_overview_marks_the_best_step_and_takes_best_or_latest(run, capsys):
+    imit = run / "imitator" / "ad" / "checkpoints"
+    d = inspect_lib.overview(imit)["checkpoints"][0]
+    assert (d["best_step"], d["step"]) == (100, 300)
+    assert inspect_lib.overview(imit, "best")["checkpoints"][0]["step"] == 100
+    assert inspect_lib.overview(imit, "latest")["checkpoints"][0]["step"] == 300
+    rc, out, _ = _cli(capsys, imit, "--step", "best")
+    assert rc == 0 and "steps: 100*, 200, 300 (showing 100; * best: lowest heldout_loss)" in out
+    assert inspect_lib.overview(run / "teacher" / "snapshots")["checkpoints"][0]["best_step"] is None
+    assert "no best step" in _error(capsys, run / "teacher" / "snapshots", "--step", "best")
+
+
+def test_overview_step_shown_where_it_exists(run, capsys):
+    view = _by_name(inspect_lib.overview(run, 10_000))
+    assert view["teacher/snapshots"]["step"] == 10_000
+    assert "no checkpoint at step 10000" in view["teacher/checkpoints"]["missing"]
+    assert "tree" not in view["teacher/checkpoints"] and "missing" in view["imitator/ad/checkpoints"]
+    rc, out, _ = _cli(capsys, run, "--step", 10_000)
+    assert rc == 0 and "(showing 10000)" in out and "not showing: no checkpoint at step 10000" in out
+    with pytest.raises(ClimitError, match="no checkpoint at step 5 "):
+        inspect_lib.overview(run, 5)
+
+
+def test_runs_root_finds_imitators_and_says_what_was_not_searched(run, tmp_path):
+    names = [d["name"] for d in inspect_lib.overview(run.parent)["checkpoints"]]
+    assert "tiny/imitator/ad/checkpoints" in names  # four levels below runs/
+    deep = tmp_path / "a" / "b" / "c" / "d" / "e" / "f"
+    with checkpoint.Checkpointer(deep / "ck") as ck:
+        ck.save(1, {"w": jnp.ones(2)})
+    with pytest.raises(ClimitError, match="not searched deeper than 5 levels"):
+        inspect_lib.overview(tmp_path / "a")
+
+
+def test_partial_restore_reads_only_the_leaves_asked_for(run, monkeypatch):
+    with checkpoint.Checkpointer(run / "teacher" / "checkpoints", readonly=True) as ck:
+        full = checkpoint.flatten(ck.restore())
+        part = checkpoint.flatten(ck.restore(only=("learners/params/", "t")))
+        assert checkpoint.flatten(ck.restore(only=("nothing",))) == {}
+        with pytest.raises(ClimitError, match="not both"):
+            ck.restore(target={"t": jnp.int32(0)}, only=("t",))
+    assert set(part) == {k for k in full if k.startswith("learners/params/")} | {"t"}
+    assert all(np.array_equal(part[k], full[k]) for k in part)
+    # --stats with a prefix restores only that subtree: the replay buffer is never read.
+    real, restored = checkpoint.Checkpointer.restore, []
+
+    def spy(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        restored.append(set(checkpoint.flatten(out)))
+        return out
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "restore", spy)
+    view = inspect_lib.stats(run / "teacher" / "checkpoints", prefix="learners/params")
+    assert restored == [set(view["leaves"])] and len(view["leaves"]) == 4
+
+
 def test_stats_of_stacked_teacher_and_imitator(run, capsys):
     snap = run / "teacher" / "snapshots"
     view = inspect_lib.stats(snap)  # latest: scale 1.5, kernel of learner l = 1.5 (l + 1)
-    k = view["leaves"]["Dense_0/kernel"]
+    k = view["leaves"]["params/Dense_0/kernel"]
     norms = [1.5 * (l + 1) * math.sqrt(6) for l in range(L)]
-    assert view["learners"] == L and view["step"] == 20_000
+    assert (view["learners"], view["axis"], view["step"], view["pooled"]) == (L, "learner", 20_000, False)
     assert k["norm_mean"] == pytest.approx(np.mean(norms)) and k["norm_min"] == pytest.approx(norms[0])
     assert k["norm_max"] == pytest.approx(norms[-1]) and k["mean_mean"] == pytest.approx(1.5 * 2.5)
-    assert k["std_mean"] == pytest.approx(0.0)
-    one = inspect_lib.stats(snap, step=10_000, learner=2)["leaves"]["Dense_0/kernel"]
-    assert one == {"shape": [2, 3], "norm": pytest.approx(3 * math.sqrt(6)), "mean": 3.0,
-                   "std": 0.0, "min": 3.0, "max": 3.0}
-    imit = inspect_lib.stats(run / "imitator" / "checkpoints", step=100, prefix="params")
-    assert imit["learners"] is None and set(imit["leaves"]) == {"params/embed", "params/head/w"}
-    e = np.arange(12.0)
-    assert imit["leaves"]["params/embed"]["mean"] == pytest.approx(e.mean())
-    assert imit["leaves"]["params/embed"]["std"] == pytest.approx(e.std())
+    assert k["std_mean"] == pytest.approx(0.0) and k["stacked"]
+    one = inspect_lib.stats(snap, step=10_000, learner=2)["leaves"]["params/Dense_0/kernel"]
+    assert one == {"shape": [2, 3], "stacked": True, "norm": pytest.approx(3 * math.sqrt(6)),
+                   "mean": 3.0, "std": 0.0, "min": 3.0, "max": 3.0}
     rc, out, err = _cli(capsys, snap, "--stats", "--learner", 1)
-    assert rc == 0 and "learner 1" in out and "Dense_0/kernel  2x3" in out
+    assert rc == 0 and "learner 1 of 4:" in out and "params/Dense_0/kernel  2x3" in out
     rc, out, _ = _cli(capsys, snap, "--stats", "--json")
-    assert json.loads(out)["leaves"]["Dense_1/kernel"]["norm_min"] == pytest.approx(math.sqrt(15))
+    assert json.loads(out)["leaves"]["params/Dense_1/kernel"]["norm_min"] == pytest.approx(math.sqrt(15))
+
+
+def test_stacked_axis_is_known_per_leaf_from_the_kind(run, capsys):
+    imit = run / "imitator" / "ad" / "checkpoints"
+    view = inspect_lib.stats(imit)  # step 300: seed s's embed = arange(12) + 10 s + 2
+    assert (view["axis"], view["learners"]) == ("imitator seed", S)
+    e = view["leaves"]["tree/embed"]
+    assert e["stacked"] and e["mean_mean"] == pytest.approx(5.5 + 5 + 2)  # not pooled over seeds
+    assert e["norm_min"] == pytest.approx(np.linalg.norm(np.arange(12.0) + 2))
+    assert view["leaves"]["step"] == {"shape": [], "stacked": False, "norm": 300.0, "mean": 300.0,
+                                      "std": 0.0, "min": 300.0, "max": 300.0}
+    one = inspect_lib.stats(imit, learner=1, prefix="tree/embed")["leaves"]["tree/embed"]
+    assert one["mean"] == pytest.approx(5.5 + 10 + 2) and one["std"] == pytest.approx(np.arange(12).std())
+    # Scalars (t, updates) beside the stacked learners/ do not hide the learner axis.
+    ck = inspect_lib.stats(run / "teacher" / "checkpoints", learner=3)["leaves"]
+    assert ck["learners/params/Dense_0/kernel"]["mean"] == pytest.approx(6.0)
+    assert ck["t"]["mean"] == 20_000 and not ck["t"]["stacked"]
+    assert ck["learners/replay/obs"]["shape"] == [64, 3]
+    # One leaf alone is still stacked.
+    single = inspect_lib.stats(run / "teacher" / "snapshots", prefix="params/Dense_0/kernel", learner=0)
+    assert single["leaves"]["params/Dense_0/kernel"]["max"] == 1.5
+    rc, out, _ = _cli(capsys, imit, "--stats")
+    assert rc == 0 and "summarised over the 2 imitator seeds" in out and "not stacked" in out
+    # No kind: every leaf pooled, and said so.
+    other = inspect_lib.stats(run / "other" / "checkpoints")
+    assert other["pooled"] and other["leaves"]["w"]["mean"] == 2.5
+    rc, out, _ = _cli(capsys, run / "other" / "checkpoints", "--stats")
+    assert rc == 0 and "pooled over all elements" in out
 
 
 def test_diff_steps_and_paths(run, capsys):
     snap = run / "teacher" / "snapshots"
     view = inspect_lib.diff(snap, "10000", "20000")
-    assert (view["changed"], view["unchanged"]) == (1, 3)
-    k = view["leaves"]["Dense_0/kernel"]
+    assert (view["changed"], view["unchanged"], view["warning"]) == (1, 3, None)
+    k = view["leaves"]["params/Dense_0/kernel"]
     # B - A = 0.5 (l + 1) everywhere; ||A|| = sqrt(6 * sum (l+1)^2)
     assert k["changed"] and k["max_abs_diff"] == pytest.approx(0.5 * L)
     assert k["rel_change"] == pytest.approx(0.5)
-    assert view["leaves"]["Dense_1/kernel"] == {"shape": [L, 3, 5], "changed": False,
-                                                "max_abs_diff": 0.0, "rel_change": 0.0}
-    one = inspect_lib.diff(snap, "10000", "20000", learner=0)["leaves"]["Dense_0/kernel"]
+    assert view["leaves"]["params/Dense_1/kernel"] == {"shape": [L, 3, 5], "changed": False,
+                                                       "max_abs_diff": 0.0, "rel_change": 0.0}
+    one = inspect_lib.diff(snap, "10000", "20000", learner=0)["leaves"]["params/Dense_0/kernel"]
     assert one["max_abs_diff"] == pytest.approx(0.5) and one["shape"] == [2, 3]
-    # Two checkpoint paths with different trees: shared leaves compared, the rest listed.
-    imit = run / "imitator" / "checkpoints"
-    cross = inspect_lib.diff(snap, str(imit / "100"), str(imit / "200"), prefix="params")
-    assert cross["leaves"]["params/embed"]["max_abs_diff"] == 1.0 and cross["changed"] == 1
+    # Two checkpoint paths, steps by name: shared leaves compared.
+    imit = run / "imitator" / "ad" / "checkpoints"
+    cross = inspect_lib.diff(snap, str(imit / "100"), str(imit / "300"), prefix="tree")
+    assert cross["leaves"]["tree/embed"]["max_abs_diff"] == 2.0 and cross["changed"] == 1
+    assert inspect_lib.diff(imit, "best", "latest", prefix="tree/embed")["leaves"]["tree/embed"][
+        "max_abs_diff"] == 2.0
     rc, out, _ = _cli(capsys, snap, "--diff", 10_000, 20_000)
     assert rc == 0 and "1 leaves changed, 3 unchanged" in out
-    assert "Dense_0/kernel  4x2x3  yes" in out
-    rc, out, _ = _cli(capsys, imit, "--diff", 100, str(snap), "--json")
+    assert "params/Dense_0/kernel  4x2x3  yes" in out
+
+
+def test_diff_aligns_a_snapshot_with_a_checkpoint(run, capsys):
+    snap, ck = run / "teacher" / "snapshots", run / "teacher" / "checkpoints"
+    same = inspect_lib.diff(snap, "20000", str(ck))
+    assert same["aligned"] == "B's learners/params/ as params/"
+    assert (same["changed"], same["unchanged"], same["only_b"]) == (0, 4, [])
+    moved = inspect_lib.diff(ck, str(snap / "10000"), str(ck), prefix="params/Dense_0/k", learner=1)
+    assert list(moved["leaves"]) == ["params/Dense_0/kernel"]
+    assert moved["leaves"]["params/Dense_0/kernel"]["max_abs_diff"] == pytest.approx(1.0)
+    rc, out, _ = _cli(capsys, snap, "--diff", 20_000, ck)
+    assert rc == 0 and "0 leaves changed, 4 unchanged" in out and "aligned: B's" in out
+    # Kinds that do not align: said loudly, not "0 leaves changed" alone.
+    rc, out, _ = _cli(capsys, run / "imitator" / "ad" / "checkpoints", "--diff", 100, snap)
+    assert rc == 0 and "warning: A (imitator) and B (teacher_snapshot) share no leaf path" in out
+    rc, out, _ = _cli(capsys, run / "imitator" / "ad" / "checkpoints", "--diff", 100, snap, "--json")
     data = json.loads(out)
-    assert data["only_a"][:1] == ["opt/0/count"] and "Dense_0/bias" in data["only_b"]
+    assert data["only_a"][:1] == ["opt_state/0/count"] and "params/Dense_0/bias" in data["only_b"]
 
 
 def _error(capsys, *argv) -> str:
@@ -127,16 +246,47 @@ def test_clear_errors_never_tracebacks(run, tmp_path, capsys):
     assert "no such file or directory" in _error(capsys, tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     assert "holds no checkpoints" in _error(capsys, tmp_path / "empty")
-    h = histories.create(tmp_path / "hist", spec={"name": "t", "interface": "grid", "obs_shape": [2],
-                                                  "obs_dtype": "uint8", "num_actions": 2},
-                         streams=[histories.StreamInfo(0, 0, (1,), 0)])
-    assert h.num_steps == 0
-    assert "holds no checkpoints" in _error(capsys, tmp_path / "hist")
     assert "several checkpoint directories" in _error(capsys, run, "--stats")
-    assert "out of range: 4 learners" in _error(capsys, run / "teacher" / "snapshots", "--stats",
-                                                "--learner", 4)
-    assert "not stacked" in _error(capsys, run / "imitator" / "checkpoints", "--stats", "--learner", 0)
-    assert "no checkpoint at step 5" in _error(capsys, run / "teacher" / "snapshots", "--diff", 5, 10000)
+    snap = run / "teacher" / "snapshots"
+    assert "out of range: 4 learners" in _error(capsys, snap, "--stats", "--learner", 4)
+    assert "out of range: 2 imitator seeds" in _error(capsys, run / "imitator" / "ad" / "checkpoints",
+                                                      "--stats", "--learner", 2)
+    assert "no learners to choose" in _error(capsys, run / "other" / "checkpoints", "--stats",
+                                             "--learner", 0)
+    assert "no checkpoint at step 5" in _error(capsys, snap, "--diff", 5, 10000)
+    assert "no leaf of" in _error(capsys, snap, "--stats", "--prefix", "learners/")
+
+
+def test_options_a_view_would_ignore_are_refused(run, tmp_path, capsys):
+    snap = run / "teacher" / "snapshots"
+    refused = [
+        ((snap, "--prefix", "params"), "--prefix would be ignored without --stats, --diff or --eval"),
+        ((snap, "--learner", 1), "--learner would be ignored without"),
+        ((snap, "--seed", 1), "--seed would be ignored without"),
+        ((snap, "--tasks", 2), "--tasks would be ignored without"),
+        ((snap, "--stats", "--seed", 1, "--tasks", 2), "--tasks, --seed would be ignored with --stats"),
+        ((snap, "--diff", 10_000, 20_000, "--step", 10_000), "--diff takes its two steps as A and B"),
+        ((snap, "--diff", 10_000, 20_000, "--tasks", 1), "--tasks would be ignored with --diff"),
+        ((snap, "--eval", 1, "--prefix", "params"), "--eval rolls the whole policy"),
+        ((snap, "--eval", 1, "--tasks", 2), "--tasks applies to imitator checkpoints"),
+        ((snap, "--eval", 1, "--stats"), "choose one of"),
+    ]
+    for argv, message in refused:
+        assert message in _error(capsys, *argv), argv
+    h = histories.create(tmp_path / "hist", spec=_SPEC, streams=[histories.StreamInfo(0, 0, (1,), 0)])
+    assert "--step would be ignored on a learning history" in _error(capsys, h.path, "--step", 1)
+    assert "is a learning history, not a checkpoint" in _error(capsys, h.path, "--stats")
+
+
+def test_bad_values_are_refused(run, capsys):
+    snap = run / "teacher" / "snapshots"
+    assert "--seed -1: must be in [0, 2^32)" in _error(capsys, snap, "--eval", 1, "--seed", -1)
+    assert "--seed 4294967296" in _error(capsys, snap, "--eval", 1, "--seed", 2 ** 32)
+    assert "--tasks 0: needs at least one task" in _error(capsys, run / "imitator" / "ad" / "checkpoints",
+                                                          "--eval", 1, "--tasks", 0)
+    assert "at least one episode" in _error(capsys, snap, "--eval", 0)
+    assert "--step soon: expected a step number" in _error(capsys, snap, "--step", "soon")
+    assert "--learner -1: must be 0 or more" in _error(capsys, snap, "--stats", "--learner", -1)
 
 
 def test_damaged_checkpoint_message(tmp_path, capsys):
@@ -153,6 +303,65 @@ def test_damaged_checkpoint_message(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+# Learning histories
+# ---------------------------------------------------------------------------------------------
+
+_SPEC = {"name": "toy", "interface": "grid", "obs_shape": [2], "obs_dtype": "uint8", "num_actions": 2}
+
+
+def _history(path, steps=(30, 31)):
+    """2 streams, episodes of 3 steps; stream i's episode j returns j + i (its last reward).
+    The last step ends no episode, so 20 of 21 episodes are finished."""
+    infos = [histories.StreamInfo(0, 0, (1, 2), 0, {"lr": 0.1}),
+             histories.StreamInfo(1, 0, (3, 4), 1, {"lr": 0.2})]
+    t = 0
+    with histories.create(path, spec=_SPEC, streams=infos, q_period=4, total_steps=sum(steps),
+                          config={"env": {"name": "toy"}}) as w:
+        for n in steps:
+            step = np.arange(t, t + n)
+            done = np.broadcast_to((step % 3 == 2) & (step < 60), (2, n))
+            reward = np.where(done, step // 3 + np.arange(2)[:, None], 0.0)
+            q = histories.num_q_rows(t + n, 4) - histories.num_q_rows(t, 4)
+            w.append(np.zeros((2, n, 2), np.uint8), np.zeros((2, n)), reward, done,
+                     np.zeros((2, n), bool), np.zeros((2, q, 2)))
+            t += n
+    return path
+
+
+def test_history_overview_reads_no_observations(tmp_path, monkeypatch, capsys):
+    path = _history(tmp_path / "histories")
+    real, fields = histories.History._load, set()
+
+    def spy(self, chunk, block, field):
+        fields.add(field)
+        return real(self, chunk, block, field)
+
+    monkeypatch.setattr(histories.History, "_load", spy)
+    view = inspect_lib.history_overview(path)
+    assert fields == {"reward", "terminated", "truncated"}
+    assert (view["env"], view["num_streams"], view["num_steps"], view["complete"]) == ("toy", 2, 61, True)
+    assert (view["q_period"], view["q_rows"]) == (4, 16)
+    s0, s1 = view["streams"]
+    assert (s0["learner"], s0["task"], s0["seed"], s0["hparams"]) == (0, [1, 2], 0, {"lr": 0.1})
+    assert (s1["episodes"], s1["first_return"], s1["last_return"]) == (20, 5.5, 15.5)
+    assert view["first_return"] == 5.0 and view["last_return"] == 15.0
+    rc, out, err = _cli(capsys, path)
+    assert rc == 0 and err == ""
+    assert "toy (grid): 2 streams x 61 steps (complete); Q-values every 4 steps (16 rows)" in out
+    assert "first 10 finished episodes 5 -> last 10 15" in out
+    assert "1       1        0    [3, 4]  1     lr=0.2           20        5.5       15.5" in out
+    rc, out, _ = _cli(capsys, path, "--json")
+    assert rc == 0 and json.loads(out) == json.loads(inspect_lib.dumps(view))
+    empty = histories.create(tmp_path / "empty", spec=_SPEC, streams=[histories.StreamInfo(0, 0, (1,), 0)])
+    rc, out, _ = _cli(capsys, empty.path)
+    assert rc == 0 and "1 streams x 0 steps (no plan stored); no Q-values" in out
+    # A run directory lists its histories beside its checkpoints.
+    with checkpoint.Checkpointer(tmp_path / "checkpoints") as ck:
+        ck.save(1, {"w": jnp.ones(2)})
+    assert inspect_lib.overview(tmp_path)["histories"] == ["empty", "histories"]
+
+
+# ---------------------------------------------------------------------------------------------
 # --eval on a real tiny teacher run (CartPole: even an untrained greedy DQN earns ~9 per
 # episode, so returns are informative) and a tiny imitator trained on its histories
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +373,8 @@ EVAL_RUN = ["env.name=CartPole-v1", "env.transfer=", "env.train_tasks=1",
             "imitator.context_len=16", "imitator.d_model=16", "imitator.n_layers=1",
             "imitator.n_heads=2", "imitator.batch_size=4", "imitator.train_steps=4",
             "imitator.warmup_steps=1", "imitator.eval_every=2", "imitator.seeds=2",
-            "imitator.eval_batches=1", "imitator.train_windows=2"]
+            "imitator.eval_batches=1", "imitator.train_windows=2",
+            "eval.confidence=0.9", "eval.bootstrap=200"]  # --eval's interval follows these
 
 
 @pytest.fixture(scope="module")
@@ -178,14 +388,15 @@ def trained(tmp_path_factory):
     return runs / "cp"
 
 
-def test_eval_teacher_matches_greedy_evaluation(trained, capsys):
+def test_eval_teacher_matches_greedy_evaluation(trained, capsys, monkeypatch):
     from climit import config, envs
     from climit.teacher import train
 
     snap = trained / "teacher" / "snapshots"
     view = inspect_lib.evaluate(snap, 3)
-    assert (view["kind"], view["env"], view["step"], view["episodes"]) == (
-        "teacher_snapshot", "CartPole-v1", 400, 3)
+    assert (view["kind"], view["env"], view["step"], view["episodes"], view["step_choice"]) == (
+        "teacher_snapshot", "CartPole-v1", 400, 3, "latest")
+    assert (view["confidence"], view["bootstrap"]) == (0.9, 200)  # the run's eval config
     means = [r["mean_return"] for r in view["learners"]]
     assert [r["learner"] for r in view["learners"]] == [0, 1, 2] and min(means) > 0
     # Known answer: the same rollouts as the teacher's own greedy evaluation with the same key.
@@ -197,42 +408,66 @@ def test_eval_teacher_matches_greedy_evaluation(trained, capsys):
     assert means == pytest.approx(expected.tolist(), rel=1e-6)
     est = view["mean_return"]
     assert est["value"] == pytest.approx(np.mean(means)) and est["lo"] <= est["value"] <= est["hi"]
-    # One learner alone gets the same rollout; the whole-state checkpoint at the same step too.
+    # One learner alone gets the same rollout; the whole-state checkpoint at the same step too,
+    # restoring its parameters alone (not its replay buffers).
     one = inspect_lib.evaluate(snap, 3, learner=1)
     assert one["mean_return"]["value"] == means[1] and one["interval_over"] == "episodes"
+    real, restored = checkpoint.Checkpointer.restore, []
+
+    def spy(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        restored.extend(checkpoint.flatten(out))
+        return out
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "restore", spy)
     ckpt = inspect_lib.evaluate(trained / "teacher" / "checkpoints", 3)
     assert ckpt["kind"] == "teacher_checkpoint" and ckpt["learners"] == view["learners"]
+    assert restored and all(k.startswith("learners/params/") for k in restored)
     rc, out, err = _cli(capsys, snap, "--eval", 3, "--learner", 2, "--json")
     assert rc == 0 and json.loads(out)["learners"] == [view["learners"][2]]
     rc, out, _ = _cli(capsys, snap, "--eval", 3)
     assert rc == 0 and "3 learners, each on its own task: mean return" in out
-    assert "95% bootstrap interval over learners x episodes" in out
+    assert "90% bootstrap interval over learners x episodes" in out and "(the latest)" in out
 
 
 def test_eval_imitator_seeds_from_an_empty_context(trained, capsys):
+    from climit.imitator import train
+
     ck = trained / "imitator" / "ad" / "checkpoints"
     view = inspect_lib.evaluate(ck, 2, tasks=2)
-    assert (view["kind"], view["step"], len(view["tasks"])) == ("imitator", 4, 2)
+    # The best step by default, as `climit evaluate` loads it.
+    assert (view["kind"], view["step"], view["step_choice"]) == (
+        "imitator", train.load(ck.parent, "best").step, "best")
+    assert view["tasks"] == [[], []] and view["task_unit"] == "rollouts (env seeds) of its single task"
     seeds = [r["mean_return"] for r in view["seeds"]]
     assert [r["seed"] for r in view["seeds"]] == [0, 1] and min(seeds) > 0
     assert view["mean_return"]["value"] == pytest.approx(np.mean(seeds))
     assert view["policy"] == "imitator (sample actions) from an empty context"
+    assert (view["confidence"], view["bootstrap"]) == (0.9, 200)
+    assert view["interval_over"] == "imitator seeds x rollouts (env seeds) of its single task"
     assert inspect_lib.evaluate(ck, 2, tasks=2) == view  # deterministic
     other = inspect_lib.evaluate(ck, 2, tasks=2, seed=1)  # another evaluation key
     assert [r["mean_return"] for r in other["seeds"]] != seeds
     alone = inspect_lib.evaluate(ck, 2, tasks=2, learner=1)
     assert alone["seeds"] == [view["seeds"][1]]
+    assert alone["interval_over"] == "rollouts (env seeds) of its single task"
+    latest = inspect_lib.evaluate(ck, 2, tasks=2, step="latest")
+    assert (latest["step"], latest["step_choice"]) == (4, "latest")
     rc, out, err = _cli(capsys, ck, "--eval", 2, "--tasks", 2)
-    assert rc == 0 and "2 seeds x 2 held-out tasks: mean return" in out and "in context:" in out
+    assert rc == 0 and "2 seeds x 2 rollouts (env seeds) of its single task: mean return" in out
+    assert "held-out" not in out and "in context:" in out and "90% bootstrap interval" in out
+    assert "(the best: lowest heldout_loss, as `climit evaluate` loads it)" in out
     rc, out, _ = _cli(capsys, ck, "--eval", 2, "--tasks", 2, "--json")
     assert json.loads(out) == json.loads(inspect_lib.dumps(view))
 
 
 def test_eval_errors(trained, run, capsys):
-    assert "neither a climit teacher" in _error(capsys, run / "teacher" / "snapshots", "--eval", 2)
+    assert "neither a climit teacher" in _error(capsys, run / "other" / "checkpoints", "--eval", 2)
     assert "out of range: 3 learners" in _error(capsys, trained / "teacher" / "snapshots", "--eval",
                                                 2, "--learner", 3)
     assert "out of range: 2 imitator seeds" in _error(capsys, trained / "imitator" / "ad" /
                                                       "checkpoints", "--eval", 2, "--learner", 5)
     assert "choose one of" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 2, "--stats")
     assert "at least one episode" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 0)
+    assert "no best step" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 2, "--step",
+                                    "best")
