@@ -613,18 +613,6 @@ def _eval_key(run_seed: int, seed: int) -> Any:
     return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(run_seed), EVAL_SALT), seed)
 
 
-def _stored_config(raw: dict, directory: Path) -> Any:
-    from climit import config as config_lib
-
-    raw = {k: v for k, v in raw.items()
-           if k not in ("imitator_model", "imitator_fingerprint", "imitator_model_revision")}
-    try:
-        return config_lib.from_dict(raw)
-    except config_lib.ConfigError as e:
-        raise ArtifactError(f"the config stored in {directory} is not valid for this climit "
-                            f"version ({e})") from None
-
-
 def _env(cfg: Any) -> Any:
     from climit import envs
 
@@ -653,25 +641,17 @@ class _Returns(NamedTuple):
     single_task: bool  # the environment has one task (D = 0): K rollouts differ by env seed only
 
 
-def _teacher_returns(directory: Path, step: int, kind: str, episodes: int,
-                     learner: int | None, seed: int) -> _Returns:
+def _teacher_returns(directory: Path, step: int, episodes: int, learner: int | None,
+                     seed: int) -> _Returns:
     """Greedy returns [G', N] of the chosen learners, each on its own task."""
     import jax
     import jax.numpy as jnp
 
     from climit.teacher import train
 
-    root = "params" if kind == "teacher_snapshot" else "learners/params"
-    with checkpoint.Checkpointer(directory, readonly=True) as ck:
-        cfg = _stored_config(ck.metadata(step)["config"], directory)
-        tree = ck.restore(step, only=(root + "/",))  # not the optimizer state or replay buffers
-    params_G = tree["params"] if kind == "teacher_snapshot" else tree["learners"]["params"]
-    tasks_GxD = train.plan(cfg).tasks_GxK  # learner g's own task, as the teacher trained it
+    teacher = train.load(directory, step)  # the parameters only, not optimizer or replay
+    cfg, params_G, tasks_GxD = teacher.config, teacher.params, teacher.tasks_GxK
     g = len(tasks_GxD)
-    stored = {int(x.shape[0]) for x in jax.tree.leaves(params_G)}
-    if stored != {g}:
-        raise ArtifactError(f"{directory} step {step} stores {sorted(stored)} learners but its "
-                            f"config plans {g}")
     chosen_G = _check_index(learner, g, "learners")
     # Learner g always gets key g of the split, so one learner alone matches the summary run.
     keys_Gx2 = jax.random.split(_eval_key(cfg.run.seed, seed), g)
@@ -806,8 +786,8 @@ def evaluate(path: str | Path, episodes: int, step: int | str | None = None,
     if kind == "imitator":
         return _imitator_view(out, _imitator_returns(directory, meta["step"], episodes, learner,
                                                      tasks, seed), learner)
-    return _teacher_view(out, _teacher_returns(directory, meta["step"], kind, episodes, learner,
-                                               seed), learner)
+    return _teacher_view(out, _teacher_returns(directory, meta["step"], episodes, learner, seed),
+                         learner)
 
 
 def _imitator_view(out: dict, res: _Returns, learner: int | None) -> dict:

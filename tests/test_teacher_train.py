@@ -15,7 +15,7 @@ import pytest
 from climit import checkpoint, cli, config, envs, histories
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.metrics import read_jsonl
-from climit.teacher import train
+from climit.teacher import dqn, train
 
 TINY = ["env.name=darkroom", "env.train_tasks=2", "teacher.seeds=2", "teacher.total_env_steps=1200",
         "teacher.chunk_steps=200", "teacher.checkpoint_every=2", "teacher.q_log_period=50",
@@ -489,3 +489,30 @@ def test_neutral_teacher_fields_change_no_fingerprint_and_old_runs_still_match()
     other = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
                                "teacher.lr=0.01"])
     assert train._config_diff(old, config.to_dict(other)) == ["teacher.lr: 0.001 -> 0.01"]
+
+
+def test_load_gives_each_learner_its_q_network_at_a_step(tmp_path):
+    """teacher.train.load: the snapshot's parameters of every learner, its task, and Q-values
+    equal to the network applied by hand; 'latest' is the newest of snapshots and
+    checkpoints; a missing step names the saved ones."""
+    from climit.teacher import networks
+
+    assert cli.main(["teach", "--no-progress", *TINY, "env.train_tasks=2", "teacher.snapshot_steps=[200]",
+                     "teacher.total_env_steps=400", f"run.runs_dir={tmp_path}", "run.name=t"]) == 0
+    run = tmp_path / "t"
+    early = train.load(run, 200)
+    assert early.directory == run / "teacher" / "snapshots" and early.step == 200
+    summary = json.loads((run / "teacher" / "summary.json").read_text())
+    assert early.tasks_GxK.tolist() == [x["task"] for x in summary["learners"]]
+    latest = train.load(run)
+    assert latest.step == 400
+    obs_GxBxO = np.random.default_rng(0).integers(0, 2, (len(early.tasks_GxK), 3, 2)).astype(np.uint8)
+    net = dqn.network(latest.config.teacher, envs.make(latest.config.env.name).spec)
+    for g in range(len(latest.tasks_GxK)):
+        by_hand = networks.apply(net, jax.tree.map(lambda x: x[g], latest.params), obs_GxBxO[g])
+        np.testing.assert_allclose(latest.q_values(obs_GxBxO)[g], by_hand, rtol=1e-6)
+    assert not np.allclose(early.q_values(obs_GxBxO), latest.q_values(obs_GxBxO))  # it learned
+    from_ckpt = train.load(run / "teacher" / "checkpoints", 400)
+    jax.tree.map(np.testing.assert_array_equal, from_ckpt.params, latest.params)
+    with pytest.raises(ArtifactError, match="saved steps"):
+        train.load(run, 300)

@@ -767,3 +767,78 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         f"{summary['env_steps_per_s']:.3g} env steps/s, {summary['td_updates_per_s']:.3g} TD updates/s "
         f"(compile {timing.compile_s:.1f} s) -> {out_dir / 'summary.json'}")
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a trained teacher (notebooks, climit inspect)
+# ---------------------------------------------------------------------------------------------
+
+class LoadedTeacher(NamedTuple):
+    """The Q-networks of every learner of a teacher run at one step.
+
+    ``params`` leaves are stacked [G, ...] in learner order (as ``summary.json``'s
+    ``learners`` lists them); ``tasks_GxK`` is each learner's own task.
+    """
+
+    params: Any
+    config: ExperimentConfig
+    step: int
+    tasks_GxK: np.ndarray
+    directory: Path  # the snapshots or checkpoints directory the step came from
+
+    def q_values(self, obs_GxBxO: Any) -> jax.Array:
+        """Q-values [G, B, A] of each learner on its own batch of B observations."""
+        env = envs.make(self.config.env.name, self.config.env.sticky_action_prob)
+        q = dqn.q_fn(self.config.teacher, env.spec)
+        return jax.vmap(jax.vmap(q, in_axes=(None, 0)))(self.params, jnp.asarray(obs_GxBxO))
+
+
+def _teacher_step_dirs(path: Path) -> list[Path]:
+    """The checkpoint directories ``path`` names: itself, or a run's (or its teacher's)
+    snapshots and checkpoints."""
+    if checkpoint.is_checkpoint_dir(path):
+        return [path]
+    teacher = path / "teacher" if (path / "teacher").is_dir() else path
+    dirs = [d for d in (teacher / "snapshots", teacher / "checkpoints") if checkpoint.is_checkpoint_dir(d)]
+    if not dirs:
+        raise ArtifactError(f"no teacher snapshots or checkpoints at {path}; expected a run "
+                            f"directory, its teacher/ or one of teacher/{{snapshots,checkpoints}}")
+    return dirs
+
+
+def load(path: str | Path, step: int | str = "latest") -> LoadedTeacher:
+    """The learners' Q-network parameters at ``step`` (a number, or 'latest') from a run
+    directory, its ``teacher/``, or one of ``teacher/{snapshots,checkpoints}``. With a run or
+    teacher directory the step is looked up in the snapshots (kept for good at log-spaced
+    steps) and then in the checkpoints (the latest few); 'latest' is the newest of both. Only
+    the parameters are read: a checkpoint's optimizer state and replay buffers stay on disk.
+
+    Raises:
+        ArtifactError: nothing to load there, no such step, damaged files, or a stored config
+            that plans a different number of learners than are stored.
+    """
+    path = Path(path)
+    dirs = _teacher_step_dirs(path)
+    steps = {d: checkpoint.complete_steps(d) for d in dirs}
+    if step == "latest":
+        step = max(s for ss in steps.values() for s in ss)
+    source = next((d for d in dirs if int(step) in steps[d]), None)
+    if source is None:
+        saved = sorted({s for ss in steps.values() for s in ss})
+        raise ArtifactError(f"no teacher step {step} at {path}; saved steps: {saved}")
+    with checkpoint.Checkpointer(source, readonly=True) as ck:
+        meta = ck.metadata(int(step))
+        root = "learners/params" if any(k.startswith("learners/") for k in meta["tree"]) else "params"
+        tree = ck.restore(int(step), only=(root + "/",))
+    try:
+        cfg = config_lib.from_dict(meta["config"])
+    except config_lib.ConfigError as e:
+        raise ArtifactError(f"the config stored in {source} is not valid for this climit "
+                            f"version ({e})") from None
+    params = tree["learners"]["params"] if root == "learners/params" else tree["params"]
+    tasks_GxK = plan(cfg).tasks_GxK
+    stored = {int(x.shape[0]) for x in jax.tree.leaves(params)}
+    if stored != {len(tasks_GxK)}:
+        raise ArtifactError(f"{source} step {step} stores {sorted(stored)} learners but its "
+                            f"config plans {len(tasks_GxK)}")
+    return LoadedTeacher(jax.tree.map(jnp.asarray, params), cfg, int(step), np.asarray(tasks_GxK), source)
