@@ -615,14 +615,20 @@ def _test_section(key: str, results: dict[str, Any]) -> list[str]:
     v = verdict_label(verdict(key, test), provisional(test, results),
                       test["seeds"].get("imitator", 0), test["tasks"])
     lines += [f"**Verdict: {v}.** Metrics over env steps {test['window'][0]}-{test['window'][1]}.",
-              "", "| agent | AUC | initial | final | AUC / DQN | final / DQN | steps-to-80% / DQN |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [_row(f"{agent_label(key, test, agent)} ({_count(test['seeds'].get(agent, 0), 'seed')})",
-                   test["agents"][agent], test["vs_dqn"].get(agent))
-              for agent in AGENTS if agent in test["agents"]]
+              "", *_agent_table(key, test, test)]
     lines += _check_lines(key, test)
     return lines + ["", *[p + "\n" for p in reading(key, test, results)],
                     f"![test {key}](test_{key}.png)", ""]
+
+
+def _agent_table(key: str, test: dict[str, Any], entry: dict[str, Any]) -> list[str]:
+    """The table of every agent of ``entry`` (a test's statistics, over its window or another):
+    AUC, initial and final return, and the ratios to the DQN; ``test`` names the agents."""
+    head = ["| agent | AUC | initial | final | AUC / DQN | final / DQN | steps-to-80% / DQN |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    return head + [_row(f"{agent_label(key, test, a)} ({_count(entry['seeds'].get(a, 0), 'seed')})",
+                        entry["agents"][a], entry["vs_dqn"].get(a))
+                   for a in AGENTS if a in entry["agents"]]
 
 
 ROLE_LABELS = {**AGENTS, "imitator_h": "imitator (AD, first H steps)",
@@ -709,14 +715,8 @@ def window_markdown(results: dict[str, Any], curves: dict[str, np.ndarray],
     lines = [f"Over env steps ({window[0]:g}, {window[1]:g}] only ({conf}% bootstrap intervals, "
              "as in the report):", ""]
     for key, entry in window_stats(results, curves, window).items():
-        test = results["tests"][key]
         lines += [f"## ({key}) {TESTS[key][0]}: env steps {entry['window'][0]}-{entry['window'][1]}",
-                  "", "| agent | AUC | initial | final | AUC / DQN | final / DQN | steps-to-80% / DQN |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        lines += [_row(f"{agent_label(key, test, a)} ({_count(entry['seeds'][a], 'seed')})",
-                       entry["agents"][a], entry["vs_dqn"].get(a))
-                  for a in AGENTS if a in entry["agents"]]
-        lines.append("")
+                  "", *_agent_table(key, results["tests"][key], entry), ""]
     return "\n".join(lines)
 
 
