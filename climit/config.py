@@ -67,7 +67,7 @@ class RunConfig:
 
     name: str = field("default", "run name; artifacts go to RUNS_DIR/NAME")
     runs_dir: str = field("runs", "directory holding all runs")
-    seed: int = field(0, "root seed; every stage derives its keys from it", min=0)
+    seed: int = field(0, "root seed; every stage derives its keys from it", min=0, max=2**32 - 1)
     tensorboard: bool = field(False, "also write TensorBoard event files (needs tensorboardX)")
     wandb_project: str = field("", "also log to this Weights & Biases project (needs wandb)")
 
@@ -179,8 +179,9 @@ class TeacherConfig:
         if self.learning_starts >= self.total_env_steps:
             raise ConfigError("teacher.learning_starts", f"{self.learning_starts} leaves no "
                               f"updates within total_env_steps {self.total_env_steps}")
-        if list(self.snapshot_steps) != sorted(self.snapshot_steps) or any(s < 1 for s in self.snapshot_steps):
-            raise ConfigError("teacher.snapshot_steps", "must be positive and increasing")
+        steps = list(self.snapshot_steps)
+        if steps != sorted(set(steps)) or any(s < 1 for s in steps):
+            raise ConfigError("teacher.snapshot_steps", "must be positive and strictly increasing")
         lengths = set()
         metadata = {f.name: f.metadata for f in dataclasses.fields(self)}
         for key, values in self.sweep.items():
@@ -189,8 +190,9 @@ class TeacherConfig:
                                   f"{', '.join(self.SWEEPABLE)}")
             if not values:
                 raise ConfigError(f"teacher.sweep.{key}", "needs at least one value")
-            for i, v in enumerate(values):  # swept values obey the field's own bounds
-                _check_bounds(f"teacher.sweep.{key}[{i}]", v, metadata[key])
+            for i, v in enumerate(values):  # swept values obey the field's own type and bounds
+                at = f"teacher.sweep.{key}[{i}]"
+                _check_bounds(at, _convert(at, v, _hints(TeacherConfig)[key]), metadata[key])
             lengths.add(len(values))
         if len(lengths) > 1:
             raise ConfigError("teacher.sweep", "every swept key needs the same number of values "
@@ -370,14 +372,8 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, bool):
             raise bad
         return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            raise bad
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad
-        return float(value)
+    if tp in (int, float):
+        return _convert_number(_number(value), tp, bad)
     if tp is str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)  # `name: 123` in YAML is a fine name
@@ -385,6 +381,15 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
             raise bad
         return value
     raise TypeError(f"unsupported config type {tp} at {key}")
+
+
+def _convert_number(value: Any, tp: type, bad: ConfigError) -> int | float:
+    """``value`` as a finite int or float (an int field takes 1e3 but not 2.5), else ``bad``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise bad
+    if tp is int and value != int(value):
+        raise bad
+    return tp(value)
 
 
 def _check_bounds(key: str, value: Any, meta: dict) -> None:
@@ -408,7 +413,7 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
         raise ConfigError(prefix, f"expected a mapping, got {raw!r}")
     hints = _hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(names))
+    unknown = sorted(map(str, set(raw) - set(names)))  # str: YAML keys may be numbers
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
         raise ConfigError(key, f"unknown key; allowed: {', '.join(names)}")
@@ -439,6 +444,25 @@ def _deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {twice[0]!r} is given twice in one mapping", node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(e: Exception) -> str:
+    """One line: what PyYAML found wrong and where (its own text spans several lines)."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{getattr(e, 'problem', None) or ' '.join(str(e).split())}{where}"
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """Read a preset, following ``extends:`` (relative to the file) before applying it."""
     path = path.resolve()
@@ -447,9 +471,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise ConfigError("--config", f"no such file: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError("--config", f"{path} is not valid YAML: {e}") from None
+        raw = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError("--config", f"{path} is not valid YAML: {_yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError("--config", f"{path} must hold a mapping of sections")
     parent = raw.pop("extends", None)
@@ -463,16 +487,24 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-def _numbers(obj: Any) -> Any:
-    """PyYAML (YAML 1.1) reads ``1e-3`` as a string; turn numeric strings back into numbers."""
-    if isinstance(obj, dict):
-        return {k: _numbers(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_numbers(v) for v in obj]
-    if isinstance(obj, str) and _NUMBER.match(obj.strip()):
-        text = obj.strip()
+def _number(value: Any) -> Any:
+    """PyYAML (YAML 1.1) reads ``1e-3`` as a string: a numeric string becomes the number, for
+    numeric fields only (a quoted "007" stays a name)."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        text = value.strip()
         return float(text) if any(c in text for c in ".eE") else int(text)
-    return obj
+    return value
+
+
+def _field_type(parts: list[str]) -> Any:
+    """The type of the config field at ``parts`` (e.g. ['run', 'name'] -> str), or None."""
+    tp: Any = ExperimentConfig
+    for part in parts:
+        hints = _hints(tp) if dataclasses.is_dataclass(tp) else {}
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -487,7 +519,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
-    return parts, _numbers(parsed)
+    if _field_type(parts) is str and not isinstance(parsed, str):
+        parsed = value.strip()  # run.name=0001 names run "0001", not 1 (YAML would read a number)
+    return parts, parsed
 
 
 def _section(raw: dict, parts: list[str]) -> dict:
@@ -507,7 +541,6 @@ def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -
         ConfigError: naming the offending key and what is allowed.
     """
     raw: dict = _read_yaml(Path(path)) if path else {}
-    raw = _numbers(raw)
     for text in overrides:
         parts, value = parse_override(text)
         _section(raw, parts)[parts[-1]] = value

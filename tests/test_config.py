@@ -64,6 +64,9 @@ def test_sweep_mapping():
     ("env.transfer=CartPole-v1", "env.transfer: CartPole-v1 uses interface 'control'"),
     ("teacher.batch_size=100000", "teacher.batch_size: 100000 exceeds buffer_size"),
     ("imitator.n_heads=3", "imitator.d_model: 64 is not divisible by n_heads 3"),
+    ("teacher.sweep={eps_decay_steps: [100.5]}", "teacher.sweep.eps_decay_steps[0]: expected an integer"),
+    ("teacher.snapshot_steps=[200, 200]", "teacher.snapshot_steps: must be positive and strictly increasing"),
+    ("run.seed=-1", "run.seed: must be >= 0"),
 ])
 def test_errors_name_the_key(override, message):
     with pytest.raises(C.ConfigError) as e:
@@ -79,6 +82,33 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("teacher: [1, 2\n")
     with pytest.raises(C.ConfigError, match="not valid YAML"):
         C.load(tmp_path / "bad.yaml")
+
+
+def test_strings_stay_strings_and_numbers_parse_only_for_numeric_fields(tmp_path):
+    """A name that looks like a number is kept as written (it is a directory); a numeric
+    field takes YAML 1.1's string forms of numbers (1e-3 is a string to PyYAML)."""
+    cfg = C.load(None, ['run.name="007"', "run.runs_dir=2024.10", "teacher.lr=1e-3",
+                        "teacher.total_env_steps=1e4"])
+    assert (cfg.run.name, cfg.run.runs_dir) == ("007", "2024.10")
+    assert (cfg.teacher.lr, cfg.teacher.total_env_steps) == (1e-3, 10000)
+    assert C.load(None, ["run.name=0001"]).run.name == "0001"
+    (tmp_path / "p.yaml").write_text('run:\n  name: "007"\nteacher:\n  lr: 1e-3\n')
+    cfg = C.load(tmp_path / "p.yaml")
+    assert (cfg.run.name, cfg.teacher.lr) == ("007", 1e-3)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("teacher:\n  lr: 0.1\n  lr: 0.2\n", "key 'lr' is given twice in one mapping (line 2"),
+    ("teacher:\n  2: 3\n  foo: 1\n", "teacher.2: unknown key"),
+    (b"\xd0\xcf\x11\xe0 binary", "is not valid YAML: 'utf-8' codec can't decode"),
+    ("run:\n  seed: 99999999999999999999\n", "run.seed: must be <= 4294967295"),
+])
+def test_bad_preset_files_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(C.ConfigError) as e:
+        C.load(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_configs_are_frozen():
