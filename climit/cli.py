@@ -313,8 +313,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from climit import report
 
     if args.compare:
-        if args.run_dir or args.window:
-            raise ClimitError("--compare takes neither RUN_DIR nor --window")
+        if args.run_dir:
+            raise ClimitError("give either RUN_DIR or --compare RUN [RUN ...], not both")
+        if args.window:
+            raise ClimitError("--window goes with RUN_DIR, not with --compare")
         from climit import compare
 
         out = compare.build(args.compare, args.out)

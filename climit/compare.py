@@ -49,9 +49,12 @@ class Run:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        out = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(out, dict):
+        raise ArtifactError(f"{path} does not hold a JSON object; is it a climit file?")
+    return out
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -99,13 +102,31 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     summary = _read_json(summary_path)
     if not isinstance(summary.get("tests"), dict):
         raise ArtifactError(f"{summary_path} is not a climit report summary (no 'tests')")
+    _check_current(run_dir, summary)
     return Run(label or run_dir.name, run_dir, flatten(_config(run_dir)), summary)
+
+
+def _check_current(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Refuse a report built from an earlier evaluation than the one in eval/ (its numbers
+    would be paired with the newer evaluation's config)."""
+    results = run_dir / "eval" / "results.json"
+    if not results.is_file():
+        return
+    current = _read_json(results).get("fingerprint")
+    if current is not None and summary.get("fingerprint") != current:
+        raise ArtifactError(f"{run_dir}'s report is older than its evaluation (the fingerprints "
+                            f"in report/summary.json and eval/results.json differ); run "
+                            f"`climit report {run_dir}` first")
 
 
 def load_runs(run_dirs: list[str | Path]) -> list[Run]:
     """Every run, labelled by its directory name (by its path where names repeat)."""
     if len(run_dirs) < 2:
         raise ClimitError("--compare needs two or more run directories")
+    resolved = [Path(r).resolve() for r in run_dirs]
+    twice = sorted({str(r) for r in resolved if resolved.count(r) > 1})
+    if twice:
+        raise ClimitError(f"--compare names {twice[0]} more than once")
     names = [Path(r).name for r in run_dirs]
     return [load_run(r, n if names.count(n) == 1 else str(r)) for r, n in zip(run_dirs, names)]
 

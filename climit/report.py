@@ -107,19 +107,37 @@ def load_eval(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray
             raise ArtifactError(f"{p} is missing; run `climit evaluate` (or `climit run`) first")
     try:
         results = json.loads(res_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{res_path} is not valid JSON: {e}") from None
-    if results.get("format") != RESULTS_FORMAT or "tests" not in results:
+    if (not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT
+            or not isinstance(results.get("tests"), dict)):
         raise ArtifactError(f"{res_path} is not a climit results file of format {RESULTS_FORMAT}")
+    if not any(results["tests"].values()):
+        raise ArtifactError(f"{res_path} holds no test results; run `climit evaluate` again")
     try:
         with np.load(curves_path) as z:
             curves = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile/zlib/ValueError: any damage is reported the same way
         raise ArtifactError(f"{curves_path} is damaged: {e}") from None
-    for key in results["tests"]:
-        if f"{key}.grid" not in curves:
-            raise ArtifactError(f"{curves_path} lacks the curves of test {key}")
+    for key, test in results["tests"].items():
+        _check_test_curves(curves, key, test, curves_path)
     return results, curves
+
+
+def _check_test_curves(curves: dict[str, np.ndarray], key: str, test: dict | None,
+                       path: Path) -> None:
+    """Every agent of a test that ran has finite curves [S, K, P] on the test's grid [P]."""
+    if test is None:
+        return
+    grid = curves.get(f"{key}.grid")
+    if grid is None:
+        raise ArtifactError(f"{path} lacks the curves of test {key}")
+    for agent in test.get("agents", {}):
+        c = curves.get(f"{key}.{agent}")
+        if c is None or c.ndim != 3 or c.shape[2] != len(grid) or not np.isfinite(c).all():
+            raise ArtifactError(f"{path} is damaged: the curves of {agent} in test {key} are "
+                                f"missing, not [seeds, tasks, {len(grid)}] or not finite; run "
+                                f"`climit evaluate` again")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,9 +113,28 @@ def test_clear_errors(runs, tmp_path, capsys):
     assert "no such run directory" in _error(capsys, "--compare", a, tmp_path / "nope")
     assert "two or more" in _error(capsys, "--compare", a)
     assert "not both" in _error(capsys, a, "--compare", a, b)
+    assert "more than once" in _error(capsys, "--compare", a, tmp_path / ".." / tmp_path.name / "ctx20")
+    assert "not with --compare" in _error(capsys, "--compare", a, b, "--window", "0:10")
+    (b / "report" / "summary.json").write_text("[1, 2]")
+    assert "does not hold a JSON object" in _error(capsys, "--compare", a, b)
     (b / "report" / "summary.json").write_text("{oops")
     assert "is not valid JSON" in _error(capsys, "--compare", a, b)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_report_older_than_its_evaluation_is_refused(tmp_path):
+    """Re-evaluated without a new report: the config would come from the new evaluation and
+    the numbers from the old report."""
+    rd = fake_run(tmp_path, "r", {"imitator": {"context_len": 64}}, {"a": NOT_RUN},
+                  results_config={"imitator": {"context_len": 64}})
+    for name, fp in (("results.json", "new"), ("summary.json", "old")):
+        path = rd / ("eval" if name == "results.json" else "report") / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), "fingerprint": fp}))
+    with pytest.raises(ArtifactError, match=f"older than its evaluation.*climit report {rd}"):
+        compare.load_run(rd)
+    summary = rd / "report" / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "fingerprint": "new"}))
+    assert compare.load_run(rd).label == "r"
 
 
 def test_config_of_the_evaluation_wins_over_a_newer_config_yaml(tmp_path):

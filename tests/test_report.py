@@ -141,6 +141,25 @@ def test_missing_or_damaged_artifacts(tmp_path):
         report.build(tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["nan_curve", "short_grid", "list", "no_tests"])
+def test_damaged_evaluation_contents_are_clear_errors(tmp_path, damage):
+    _, curves = synthetic_eval(tmp_path)
+    if damage == "nan_curve":
+        curves["a.ed"] = np.where(np.arange(40) == 3, np.nan, curves["a.ed"])
+    if damage == "short_grid":
+        curves["b.grid"] = curves["b.grid"][:-1]
+    np.savez(tmp_path / "eval" / "curves.npz", **curves)
+    written = json.loads((tmp_path / "eval" / "results.json").read_text())
+    if damage in ("list", "no_tests"):
+        (tmp_path / "eval" / "results.json").write_text(
+            "[]" if damage == "list" else json.dumps({**written, "tests": {}}))
+    expected = {"nan_curve": "curves of ed in test a are missing, not .* or not finite",
+                "short_grid": "curves of imitator in test b", "list": "not a climit results file",
+                "no_tests": "holds no test results"}[damage]
+    with pytest.raises(ArtifactError, match=expected):
+        report.build(tmp_path)
+
+
 def _horizon_test(imitator_SxKxP, dqn_SxKxP, grid_P, horizon):
     """A test (b) entry as evaluate.py builds it: metrics after H, and ``before_h`` up to H."""
     curves = {"imitator": imitator_SxKxP, "dqn": dqn_SxKxP}
