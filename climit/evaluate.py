@@ -276,6 +276,22 @@ def imitator_config(cfg: ExperimentConfig, variant: str, horizon: int = 0) -> Ex
                                                                  horizon=horizon))
 
 
+def _check_imitator_data(cfg: ExperimentConfig, horizon: int) -> None:
+    """What the imitators need of the histories, checked before the teacher trains (climit
+    run would otherwise find out only at the imitate stage): something to hold out, and
+    training sequences that fit in the shortest histories (the H-imitator's first H steps)."""
+    icfg = cfg.imitator
+    if cfg.env.train_tasks * cfg.teacher.seeds < 2:
+        raise ConfigError("env.train_tasks", "the imitators' held-out loss needs two training "
+                          "tasks or two learners of one task; raise env.train_tasks or teacher.seeds")
+    seq = icfg.context_len * icfg.train_windows
+    if seq > horizon:
+        raise ConfigError("imitator.context_len", f"a training sequence of {seq} steps "
+                          f"(context_len {icfg.context_len} x train_windows {icfg.train_windows}) "
+                          f"is longer than the {horizon} env steps of history the H-imitator "
+                          f"learns from; lower imitator.context_len or raise eval.horizon")
+
+
 def plan(cfg: ExperimentConfig) -> Plan:
     """Resolve the evaluation sizes; ConfigError (before any work) for impossible ones."""
     ev = cfg.eval
@@ -299,6 +315,7 @@ def plan(cfg: ExperimentConfig) -> Plan:
     if horizon > cfg.teacher.total_env_steps:
         raise ConfigError("eval.horizon", f"H = {horizon} exceeds the teacher's "
                           f"{cfg.teacher.total_env_steps} env steps of history")
+    _check_imitator_data(cfg, horizon)
     if horizon * ev.horizon_factor > env_steps:
         raise ConfigError("eval.horizon", f"{horizon} x {ev.horizon_factor} exceeds the "
                           f"{env_steps} evaluation steps")

@@ -137,6 +137,12 @@ def test_plan_resolves_and_rejects():
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon=10)))
     with pytest.raises(ConfigError, match="eval.tasks"):
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tasks=18)))
+    # What the imitate stage would find only after the teacher trained: caught before any work.
+    long_seq = dataclasses.replace(cfg.imitator, context_len=101)  # x 2 windows > H = 200
+    with pytest.raises(ConfigError, match="imitator.context_len: a training sequence of 202 steps"):
+        evaluate.plan(dataclasses.replace(cfg, imitator=long_seq))
+    with pytest.raises(ConfigError, match="env.train_tasks: the imitators' held-out loss needs"):
+        evaluate.plan(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, train_tasks=1)))
     ctrl = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon_controls=True))
     assert set(evaluate.plan(ctrl).imitators) == {"imitator", "ed", "ablated", "imitator_h",
                                                   "ed_h", "ablated_h"}
