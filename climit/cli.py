@@ -187,9 +187,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _bench_teacher_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--learners", type=int, nargs="+", default=[1, 8, 64], metavar="S",
+    p.add_argument("--learners", type=_positive, nargs="+", default=[1, 8, 64], metavar="S",
                    help="learner counts to measure (default: 1 8 64)")
-    p.add_argument("--steps", type=int, default=100_000,
+    p.add_argument("--steps", type=_positive, default=100_000,
                    help="env steps per learner (default: 100000, the peer's CartPole run)")
     p.add_argument("--histories", choices=["both", "off", "on"], default="both",
                    help="measure without and/or with writing learning histories")
@@ -240,13 +240,13 @@ def cmd_imitate(args: argparse.Namespace) -> int:
 def _bench_imitator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", nargs="+", choices=["documented", "default"],
                    default=["documented", "default"], help="model sizes to measure")
-    p.add_argument("--batch", type=int, default=None,
+    p.add_argument("--batch", type=_positive, default=None,
                    help="sequences per step (default: 16 documented, 64 default, 8 reduced)")
-    p.add_argument("--steps", type=int, default=10, help="timed train steps per repeat")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+    p.add_argument("--steps", type=_positive, default=10, help="timed train steps per repeat")
+    p.add_argument("--repeats", type=_positive, default=3, help="timed repeats (median reported)")
     p.add_argument("--reduced", action="store_true",
                    help="shrink the documented size (d 128, 2 layers, context 256) for CPU runs")
-    p.add_argument("--seeds", type=int, default=1,
+    p.add_argument("--seeds", type=_positive, default=1,
                    help="imitators trained at once per step (vmapped, as the presets' imitator.seeds)")
 
 
@@ -289,6 +289,17 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", metavar="START:END", type=_window,
                    help="print every test's table over env steps (START, END] only (e.g. 0:30000; "
                    "an empty side is open) instead of building the report")
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1 (sizes, counts, steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _window(text: str) -> tuple[float, float]:
@@ -356,19 +367,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _bench_rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default="CartPole-v1", help="environment (default: CartPole-v1, as "
                    "the reference icrl_rollout_bench.py)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 16], metavar="B",
+    p.add_argument("--batch", type=_positive, nargs="+", default=[1, 16], metavar="B",
                    help="environments acting at once (default: 1 16; GPU: 4096)")
-    p.add_argument("--context", type=int, nargs="+", default=[64, 256], metavar="L",
+    p.add_argument("--context", type=_positive, nargs="+", default=[64, 256], metavar="L",
                    help="context lengths (default: 64 256; GPU: 1024)")
-    p.add_argument("--steps", type=int, default=300, help="env steps per env with the KV cache")
-    p.add_argument("--recompute-steps", type=int, default=50,
+    p.add_argument("--steps", type=_positive, default=300, help="env steps per env with the KV cache")
+    p.add_argument("--recompute-steps", type=_positive, default=50,
                    help="env steps per env when recomputing the window (slower)")
-    p.add_argument("--d-model", type=int, default=64, help="model width (GPU reference: 256)")
-    p.add_argument("--layers", type=int, default=2, help="transformer blocks (GPU reference: 4)")
-    p.add_argument("--heads", type=int, default=4, help="attention heads")
+    p.add_argument("--d-model", type=_positive, default=64, help="model width (GPU reference: 256)")
+    p.add_argument("--layers", type=_positive, default=2, help="transformer blocks (GPU reference: 4)")
+    p.add_argument("--heads", type=_positive, default=4, help="attention heads")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="compute dtype (auto: bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+    p.add_argument("--repeats", type=_positive, default=3, help="timed repeats (median reported)")
     p.add_argument("--mode", choices=["both", "kv_cache", "recompute"], default="both")
     p.add_argument("--peer", action="store_true",
                    help="also run ../shared/anchors/icrl_rollout_bench.py at the same sizes")
@@ -378,8 +389,12 @@ def _bench_rollout_args(p: argparse.ArgumentParser) -> None:
 @bench_target("rollout", "in-context acting env steps/s for B envs x context L: KV cache vs "
               "recomputing the window (and the reference peer)", args=_bench_rollout_args)
 def bench_rollout(args: argparse.Namespace) -> int:
-    from climit import evaluate
+    from climit import envs, evaluate
 
+    if args.env not in envs.names():
+        raise ClimitError(f"unknown environment {args.env!r}; `climit envs` lists them")
+    if args.d_model % args.heads:
+        raise ClimitError(f"--d-model {args.d_model} is not divisible by --heads {args.heads}")
     modes = ("kv_cache", "recompute") if args.mode == "both" else (args.mode,)
     for record in evaluate.bench_rollout(
             args.env, args.batch, args.context, steps=args.steps,

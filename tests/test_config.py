@@ -145,3 +145,20 @@ def test_readme_references_are_current():
     readme = (ROOT / "README.md").read_text()
     assert docs.render(readme) == readme, (
         "README's CLI/config reference is stale: run `python -m climit.docs`")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["rollout", "--env", "nope"], "unknown environment 'nope'"),
+    (["rollout", "--heads", "3"], "--d-model 64 is not divisible by --heads 3"),
+    (["imitator", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    (["rollout", "--batch", "0"], "argument --batch: must be at least 1, got 0"),
+    (["teacher", "--learners", "2", "0"], "argument --learners: must be at least 1, got 0"),
+])
+def test_bench_refuses_impossible_sizes_before_any_work(args, message, capsys):
+    from climit import cli
+
+    try:
+        code = cli.main(["bench", *args])
+    except SystemExit as e:  # argparse's own usage error
+        code = e.code
+    assert code in (1, 2) and message in capsys.readouterr().err
