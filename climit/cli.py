@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -471,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _, _, fn, _ = _COMMANDS[args.command]
+    # orbax logs the tensorstore details of a damaged or interrupted checkpoint at WARNING
+    # through absl (kilobytes per file), and its background asyncio tasks log the same failure
+    # again ("Task exception was never retrieved", "Event loop is closed") after climit has
+    # raised; climit reports those cases in its own one-line messages.
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     if args.command in _DEVICE_COMMANDS:
         from climit import parallel
 

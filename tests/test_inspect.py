@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -297,6 +300,19 @@ def test_damaged_checkpoint_message(tmp_path, capsys):
     raw = bytearray(data.read_bytes()); raw[-10] ^= 0xFF; data.write_bytes(bytes(raw))
     err = _error(capsys, tmp_path / "ck", "--stats")
     assert "is damaged" in err and data.name in err
+    # Damage that orbax meets while reading the tree's metadata: its tensorstore details
+    # (kilobytes, logged at absl WARNING) and its background tasks' reports stay out of the
+    # output, which is climit's message (a real process: pytest captures logs in-process).
+    with checkpoint.Checkpointer(tmp_path / "ck2") as ck:
+        ck.save(7, {"u": jnp.zeros(3), "w": jnp.arange(500.0)})
+    first = min(p for p in (tmp_path / "ck2" / "7").rglob("*") if p.is_file() and "/d/" in str(p))
+    first.write_bytes(first.read_bytes()[:20])
+    proc = subprocess.run([sys.executable, "-m", "climit.cli", "inspect", str(tmp_path / "ck2"),
+                           "--stats"], capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 1 and "climit: error: checkpoint" in proc.stderr
+    assert "absl" not in proc.stderr and "Error details" not in proc.stderr
+    assert "Task exception was never retrieved" not in proc.stderr
     (tmp_path / "ck" / "7" / "_CHECKPOINT_METADATA").write_text("{broken")
     err = _error(capsys, tmp_path / "ck")
     assert "is damaged" in err and "_CHECKPOINT_METADATA" in err
