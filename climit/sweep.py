@@ -42,6 +42,8 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
         if not sep or not key or not values:
             raise config_lib.ConfigError(item, "a grid entry must look like section.key=v1,v2")
         parts = [v.strip() for v in re.split(r",(?![^\[\{]*[\]\}])", values) if v.strip()]
+        if not parts:
+            raise config_lib.ConfigError(key.strip(), f"the grid entry {item!r} holds no value")
         grid.append((key.strip(), parts))
     keys = [k for k, _ in grid]
     if len(set(keys)) != len(keys):

@@ -50,6 +50,13 @@ def test_emit_prints_one_runnable_command_per_point(base, capsys):
     assert not (path.parent / "runs").exists()  # --emit runs nothing
 
 
+def test_a_grid_entry_without_values_is_refused(base, capsys):
+    path, over = base
+    assert cli.main(["sweep", "--config", str(path), *over, "--grid", "imitator.context_len=,"]) == 2
+    assert "imitator.context_len: the grid entry 'imitator.context_len=,' holds no value" in \
+        capsys.readouterr().err
+
+
 @pytest.fixture
 def fake_stages(fake_training, monkeypatch):
     """The teacher, imitator and evaluation stages replaced by fakes that write fingerprinted
