@@ -48,6 +48,10 @@ class ConfigError(ClimitError, ValueError):
         super().__init__(f"{key}: {message}" if key else message)
 
 
+# Step counters inside the jitted learners and rollouts are int32 (JAX's default integers).
+MAX_STEPS = 2**31 - 1
+
+
 def field(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
           min_exclusive: bool = False) -> Any:
     """A dataclass field with a one-line doc and optional numeric bounds."""
@@ -119,7 +123,8 @@ class TeacherConfig:
     double: bool = field(True, "Double DQN targets")
     seeds: int = field(1, "independent learners per task (vmapped)", min=1)
     num_envs: int = field(1, "parallel environments per learner", min=1)
-    total_env_steps: int = field(20_000, "environment steps per learner (all its envs together)", min=1)
+    total_env_steps: int = field(20_000, "environment steps per learner (all its envs together)",
+                                 min=1, max=MAX_STEPS)
     buffer_size: int = field(10_000, "replay capacity in transitions per learner", min=1)
     batch_size: int = field(64, "transitions per TD update", min=1)
     learning_starts: int = field(1_000, "env steps per learner before the first update", min=0)
@@ -273,9 +278,10 @@ class EvalConfig:
     tasks: int = field(10, "held-out evaluation tasks (K) per family, never used in training",
                        min=1)
     env_steps: int = field(0, "env steps per evaluation rollout of tests (a) and (c) "
-                           "(0: teacher.total_env_steps, the DQN's whole learning curve)", min=0)
+                           "(0: teacher.total_env_steps, the DQN's whole learning curve)",
+                           min=0, max=MAX_STEPS)
     transfer_env_steps: int = field(0, "env steps per rollout in the new family, test (c) "
-                                    "(0: as eval.env_steps)", min=0)
+                                    "(0: as eval.env_steps)", min=0, max=MAX_STEPS)
     horizon: int = field(0, "H of test (b): its imitator sees only the first H env steps of each "
                          "history (0: eval.env_steps // horizon_factor)", min=0)
     horizon_factor: int = field(10, "test (b) evaluates from H to this many times H", min=2)

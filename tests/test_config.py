@@ -67,6 +67,7 @@ def test_sweep_mapping():
     ("teacher.sweep={eps_decay_steps: [100.5]}", "teacher.sweep.eps_decay_steps[0]: expected an integer"),
     ("teacher.snapshot_steps=[200, 200]", "teacher.snapshot_steps: must be positive and strictly increasing"),
     ("run.seed=-1", "run.seed: must be >= 0"),
+    ("teacher.total_env_steps=3e9", "teacher.total_env_steps: must be <= 2147483647"),
 ])
 def test_errors_name_the_key(override, message):
     with pytest.raises(C.ConfigError) as e:
