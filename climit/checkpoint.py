@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -245,8 +246,20 @@ class Checkpointer:
     def __enter__(self) -> Checkpointer:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.close()
+            return
+        # An error is already on its way out (a full disk, say): closing waits on orbax's
+        # background writes, which then often fail the same way. Raising that on top would bury
+        # the first, specific message under its echo; log it and let the first one through.
+        try:
+            self.close()
+        except Exception as close_error:
+            logging.getLogger(__name__).warning(
+                "climit: closing the checkpoints at %s also failed (%s: %s), while handling the "
+                "error reported below", self.directory, type(close_error).__name__,
+                str(close_error)[:300])
 
     def close(self) -> None:
         self._ckpt.close()

@@ -324,7 +324,9 @@ def _truncate(path: Path, manifest: dict, t: int) -> None:
     ends = [0] + [c["t1"] for c in manifest["chunks"]]
     if t not in ends:
         raise ArtifactError(f"cannot truncate history {path} at step {t}: not a chunk boundary "
-                            f"(written boundaries: {ends[:3]}...{ends[-3:]})")
+                            f"(written boundaries: {ends[:3]}...{ends[-3:]}), so its manifest does "
+                            f"not belong to the run's checkpoint; remove {path.parent} to start "
+                            f"it over, or choose another run.name")
     keep = [c for c in manifest["chunks"] if c["t1"] <= t]
     manifest["chunks"] = keep
     manifest["num_steps"] = t
@@ -332,6 +334,7 @@ def _truncate(path: Path, manifest: dict, t: int) -> None:
     _write_manifest(path, manifest)
     # Files not named by the manifest: dropped chunks and orphans of a crash mid-append.
     named = {f["name"] for c in keep for f in c["files"]}
+    (path / CHUNK_DIR).mkdir(exist_ok=True)  # gone with nothing kept in it: nothing is lost
     for f in (path / CHUNK_DIR).iterdir():
         if f.name not in named:
             f.unlink()
@@ -402,9 +405,35 @@ def resume(path: str | Path, t: int | None = None) -> HistoryWriter:
                             f"so the history that the run's checkpoint continues is gone; remove "
                             f"the run directory to start over, or choose another run.name")
     h = open(path)
+    t = h.num_steps if t is None else t
+    start_over = f"remove {path.parent} to start it over, or choose another run.name"
+    if t > h.num_steps:
+        raise ArtifactError(f"cannot resume the learning history at {path}: it holds {h.num_steps} "
+                            f"steps per stream, fewer than the {t} the run's checkpoint continues "
+                            f"from, so {path / MANIFEST_FILE} was cut or edited and the steps in "
+                            f"between are lost; {start_over}")
+    _verify_kept(h, t, start_over)
     w = HistoryWriter(h.path, h.meta, h.manifest)
-    _truncate(h.path, w._manifest, w.num_steps if t is None else t)
+    _truncate(h.path, w._manifest, t)
     return w
+
+
+def _verify_kept(h: History, t: int, advice: str) -> None:
+    """Check the checksum of every chunk file a resume to step ``t`` keeps (they are compressed,
+    so reading them costs little next to a run): a chunk damaged after it was written would
+    otherwise outlive the resume, and the run would finish with a history no reader can use.
+
+    Raises:
+        ArtifactError: naming the first missing, truncated or corrupt file, and what to do.
+    """
+    kept = [entry for c in h.manifest["chunks"] if c["t1"] <= t for entry in c["files"]]
+    try:
+        for entry in kept:
+            h._verified_bytes(entry)
+    except ArtifactError as e:
+        raise ArtifactError(f"cannot resume the learning history at {h.path}: {e}, and the steps "
+                            f"it holds are older than the run's checkpoint, so they cannot be "
+                            f"redone; {advice}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,6 +529,7 @@ class History:
         except Exception as e:  # a zip/npy decoding failure past the checksum is still damage
             raise ArtifactError(f"history chunk {self.path / CHUNK_DIR / entry['name']} cannot be "
                                 f"decoded: {e}") from None
+        self._check_decoded(chunk, block, field, array)
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = array
@@ -508,6 +538,22 @@ class History:
                 _, dropped = self._cache.popitem(last=False)
                 self._cached_bytes -= dropped.nbytes
         return array
+
+    def _check_decoded(self, chunk: int, block: int, field: str, array: np.ndarray) -> None:
+        """Raise ArtifactError unless a decoded field has the shape and dtype the metadata says:
+        [streams in the block, the row's steps (or Q rows), *per-step shape]. The checksum
+        vouches for the file, not for meta.json; an edited obs_shape or stream count would
+        otherwise fail deep in a reader, or silently read the wrong streams."""
+        c, spc, n = self.manifest["chunks"][chunk], self.meta["streams_per_chunk"], self.num_streams
+        span = c["q1"] - c["q0"] if field == "q_values" else c["t1"] - c["t0"]
+        shape = (min(n, (block + 1) * spc) - block * spc, span, *self._field_shape(field))
+        if array.shape == shape and array.dtype == np.dtype(self.meta["dtypes"][field]):
+            return
+        raise ArtifactError(f"history chunk {self.path / CHUNK_DIR / c['files'][block]['name']} holds "
+                            f"{field} of shape {array.shape} ({array.dtype}), but {self.path / META_FILE} "
+                            f"and the manifest say {shape} ({self.meta['dtypes'][field]}): the "
+                            f"metadata was edited or belongs to another history; "
+                            f"{_REWRITE.format(self.path.parent)}")
 
     def _file_bytes(self, chunk: int, block: int) -> bytes:
         """One chunk file's checksum-verified (still compressed) bytes. The last few files are
@@ -581,6 +627,9 @@ class History:
         block, row = np.divmod(streams, self.meta["streams_per_chunk"])
         shape = (len(streams), t1 - t0, *self._field_shape(field))
         out = np.empty(shape, self.meta["dtypes"][field])
+        # :func:`open` checked the rows are contiguous; this mask keeps a History built any other
+        # way from handing out the uninitialised memory of steps no row covers.
+        written = np.zeros(t1 - t0, bool)
         first = max(int(np.searchsorted(starts, t0, side="right")) - 1, 0)
         for ci in range(first, len(starts)):
             c = self.manifest["chunks"][ci]
@@ -593,6 +642,12 @@ class History:
                 sel = np.flatnonzero(block == b)
                 part = self._load(ci, int(b), field)[row[sel], lo - c[key0]:hi - c[key0]]
                 out[sel, lo - t0:hi - t0] = part
+            written[lo - t0:hi - t0] = True
+        if not written.all():
+            gap = t0 + int(np.argmin(written))
+            raise ArtifactError(f"history manifest {self.path / MANIFEST_FILE} names no chunk for "
+                                f"{field} at {'Q row' if field == 'q_values' else 'step'} {gap} "
+                                f"(damaged or edited by hand); {_REWRITE.format(self.path.parent)}")
         return out
 
     def read_steps(self, stream: int, t0: int = 0, t1: int | None = None) -> dict[str, np.ndarray]:
@@ -645,7 +700,10 @@ def open(path: str | Path, cache_bytes: int = 512 << 20) -> History:  # noqa: A0
         raise ArtifactError(f"no learning history at {path} (directory missing); run `climit teach` first")
     meta = _read_json(path / META_FILE, "history metadata")
     manifest = _read_json(path / MANIFEST_FILE, "history manifest")
-    for what, raw in (("metadata", meta), ("manifest", manifest)):
+    for what, raw, file in (("metadata", meta, META_FILE), ("manifest", manifest, MANIFEST_FILE)):
+        if not isinstance(raw, dict):
+            raise ArtifactError(f"history {what} {path / file} is damaged: it holds a JSON "
+                                f"{type(raw).__name__}, not an object; {_REWRITE.format(path.parent)}")
         if raw.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(f"history {what} at {path} has format version "
                                 f"{raw.get('format_version')!r}; this climit reads {FORMAT_VERSION}")
@@ -653,7 +711,90 @@ def open(path: str | Path, cache_bytes: int = 512 << 20) -> History:  # noqa: A0
     if missing or not isinstance(manifest.get("chunks"), list):
         raise ArtifactError(f"history metadata at {path} is damaged: missing "
                             f"{', '.join(missing) or 'manifest chunks'}")
+    _check_meta(path, meta)
+    _check_manifest(path, meta, manifest)
     return History(path, meta, manifest, cache_bytes)
+
+
+# What to do about a history whose metadata or files do not agree ({} is the teacher directory).
+_REWRITE = ("restore it from a copy, or remove {} and run `climit teach` again to write the "
+            "history anew")
+
+
+def _is_int(x: Any, low: int = 0) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= low
+
+
+def _meta_problem(meta: dict) -> str | None:
+    """What makes ``meta`` unusable (None: nothing): the fields readers size their arrays by."""
+    env = meta["env"]
+    if not (isinstance(env, dict) and isinstance(env.get("obs_shape"), list)
+            and all(_is_int(d, 1) for d in env["obs_shape"]) and _is_int(env.get("num_actions"), 1)):
+        return "env.obs_shape or env.num_actions is not a shape / positive count"
+    if not (isinstance(meta["streams"], list) and meta["streams"] and _is_int(meta["streams_per_chunk"], 1)
+            and _is_int(meta["q_period"], 0)):
+        return "streams, streams_per_chunk or q_period is not a non-empty list / count"
+    # The writer always stores exactly these; anything else was edited (or cannot be decoded).
+    if meta["dtypes"] != {"obs": env.get("obs_dtype"), **_FIXED_DTYPES}:
+        return f"dtypes {meta['dtypes']!r} are not the stored ones (obs {env.get('obs_dtype')!r})"
+    return None
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """Raise ArtifactError naming meta.json if its shape fields are not usable."""
+    problem = _meta_problem(meta)
+    if problem is not None:
+        raise ArtifactError(f"history metadata {path / META_FILE} is damaged or was edited: "
+                            f"{problem}; {_REWRITE.format(path.parent)}")
+
+
+def _chunk_problem(c: Any, t: int, blocks: int, q_period: int) -> str | None:
+    """What is wrong with manifest row ``c`` when steps from ``t`` come next (None: nothing).
+
+    ``blocks``: files per row, ceil(streams / streams_per_chunk) by the metadata.
+    """
+    keys = ("t0", "t1", "q0", "q1")
+    if not (isinstance(c, dict) and all(_is_int(c.get(k)) for k in keys) and isinstance(c.get("files"), list)):
+        return "is not a {t0, t1, q0, q1, files} record"
+    if c["t0"] != t or c["t1"] <= t:
+        return (f"covers steps [{c['t0']}, {c['t1']}) where step {t} comes next (rows must cover "
+                f"the steps from 0 in order, without gaps)")
+    q = (num_q_rows(t, q_period), num_q_rows(c["t1"], q_period))
+    if (c["q0"], c["q1"]) != q:
+        return f"holds Q rows [{c['q0']}, {c['q1']}), not [{q[0]}, {q[1]})"
+    names = [_chunk_name(b, t) for b in range(blocks)]
+    if [f.get("name") if isinstance(f, dict) else None for f in c["files"]] != names:
+        return (f"lists {len(c['files'])} files, not the {blocks} ({names[0]}...) that the metadata's "
+                f"streams and streams_per_chunk make")
+    if not all(_is_int(f.get("bytes")) and _is_int(f.get("crc32")) for f in c["files"]):
+        return "has a file without its byte length or crc32"
+    return None
+
+
+def _check_manifest(path: Path, meta: dict, manifest: dict) -> None:
+    """Check that the manifest's rows cover steps [0, num_steps) and Q rows [0, num_q) exactly,
+    in order, with one file per block of streams: a reader fills its output only from the rows,
+    so a gap, an overlap or a count raised by hand would hand it memory nothing was written to.
+
+    Raises:
+        ArtifactError: naming the manifest (and the metadata, whose stream count sets the files).
+    """
+    blocks = -(-len(meta["streams"]) // meta["streams_per_chunk"])
+    qp, t, problem = meta["q_period"], 0, None
+    for i, c in enumerate(manifest["chunks"]):
+        problem = _chunk_problem(c, t, blocks, qp)
+        if problem is not None:
+            problem = f"row {i} of chunks {problem}"
+            break
+        t = c["t1"]
+    counts = (manifest.get("num_steps"), manifest.get("num_q"))
+    if problem is None and counts != (t, num_q_rows(t, qp)):
+        problem = (f"num_steps, num_q = {counts[0]!r}, {counts[1]!r}, but its chunks hold "
+                   f"{t} steps and {num_q_rows(t, qp)} Q rows")
+    if problem is not None:
+        raise ArtifactError(f"history manifest {path / MANIFEST_FILE} does not match its chunks "
+                            f"and {path / META_FILE} (damaged or edited by hand): {problem}; "
+                            f"{_REWRITE.format(path.parent)}")
 
 
 def is_history(path: str | Path) -> bool:

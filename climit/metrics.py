@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from climit.errors import ArtifactError
+
 
 def _plain(v: Any) -> Any:
     if isinstance(v, (np.generic,)):
@@ -27,17 +29,40 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _decode(line: bytes) -> str | None:
+    """One line as text, or None if it is not UTF-8 (garbage a crash or a disk left behind)."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    """All complete records of a metrics file (a torn last line from a kill is skipped)."""
+    """All complete records of a metrics file.
+
+    A torn last line from a kill, or a damaged tail (NUL bytes, bytes that are not UTF-8: what a
+    crash can leave after the last flushed record), is skipped. Undecodable bytes *before* a
+    good record are not a crash's tail but damage to the records themselves.
+
+    Raises:
+        ArtifactError: a line that is not UTF-8 has good records after it.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    records = []
-    for line in path.read_text().splitlines():
+    lines = [_decode(raw) for raw in path.read_bytes().splitlines()]
+    records, bad = [], None
+    for number, line in enumerate(lines, 1):
+        bad = number if line is None and bad is None else bad
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (TypeError, json.JSONDecodeError):
             continue
+        if bad is not None:
+            raise ArtifactError(f"{path} is damaged: line {bad} is not UTF-8 text, and records "
+                                f"follow it (line {number}); delete the damaged lines, or the "
+                                f"whole file (only these metrics records are lost: histories and "
+                                f"checkpoints do not depend on it)")
     return records
 
 

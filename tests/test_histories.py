@@ -218,3 +218,116 @@ def test_estimate_and_disk_check(tmp_path, monkeypatch):
     with pytest.raises(ClimitError, match="not enough disk space for the run .histories 1 KB.* at"):
         histories.check_disk(tmp_path, 1001, what="the run (histories 1 KB, checkpoints 0 B)")
     assert not (tmp_path / "h").exists()  # checked before anything is written
+
+
+def _edit_json(path, edit) -> None:
+    import json
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(raw)))
+
+
+def _manifest_edits():
+    def more_steps(m):
+        m["num_steps"] *= 2
+        return m
+
+    def drop_row(m):
+        del m["chunks"][1]
+        return m
+
+    def reorder(m):
+        m["chunks"][1], m["chunks"][2] = m["chunks"][2], m["chunks"][1]
+        return m
+
+    def drop_last_row(m):  # num_steps still says 23
+        m["chunks"].pop()
+        return m
+
+    def more_q(m):
+        m["num_q"] += 1
+        return m
+    return {"more_steps": (more_steps, "num_steps"), "drop_row": (drop_row, "row 1 "),
+            "reorder": (reorder, "row 1 "), "drop_last_row": (drop_last_row, "num_steps"),
+            "more_q": (more_q, "num_q"), "list": (lambda m: [], "JSON list")}
+
+
+@pytest.mark.parametrize("edit", sorted(_manifest_edits()))
+def test_an_edited_manifest_is_refused_at_open(tmp_path, edit):
+    # Readers fill np.empty from the rows: a gap or a raised count would be uninitialised memory.
+    fn, match = _manifest_edits()[edit]
+    _write(tmp_path / "h", _data(6, CUTS[-1]), CUTS)
+    _edit_json(tmp_path / "h" / "manifest.json", fn)
+    with pytest.raises(ArtifactError, match=match) as e:
+        histories.open(tmp_path / "h")
+    assert str(tmp_path / "h" / "manifest.json") in str(e.value) and "climit teach" in str(e.value)
+
+
+def test_read_never_returns_unwritten_memory(tmp_path):
+    # A History built without open()'s check (a manifest with a gap) still refuses the read.
+    _write(tmp_path / "h", _data(7, CUTS[-1]), CUTS)
+    h = histories.open(tmp_path / "h")
+    manifest = dict(h.manifest, chunks=[c for i, c in enumerate(h.manifest["chunks"]) if i != 1])
+    gapped = histories.History(h.path, h.meta, manifest)
+    with pytest.raises(ArtifactError, match="no chunk for reward at step 7"):
+        gapped.read_streams("reward", [0, 1])
+    assert gapped.read("reward", 0, 0, 7).shape == (7,)  # what is covered still reads
+
+
+def test_edited_metadata_is_an_artifact_error_naming_it(tmp_path):
+    d = _data(8, CUTS[-1])
+    _write(tmp_path / "h", d, CUTS, spc=2)
+    meta = tmp_path / "h" / "meta.json"
+    original = meta.read_text()
+    # Streams cut 5 -> 2: the manifest lists 3 files per row (blocks of 2), the metadata makes 1.
+    _edit_json(meta, lambda m: dict(m, streams=m["streams"][:2]))
+    with pytest.raises(ArtifactError, match="lists 3 files, not the 1"):
+        histories.open(tmp_path / "h")
+    meta.write_text(original)
+    _edit_json(meta, lambda m: dict(m, env=dict(m["env"], obs_shape=[3])))
+    h = histories.open(tmp_path / "h")
+    with pytest.raises(ArtifactError, match=r"holds obs of shape \(2, 7, 2\).*meta\.json") as e:
+        h.read_streams("obs", [0, 1])
+    assert "climit teach" in str(e.value)
+    meta.write_text(original)
+    _edit_json(meta, lambda m: dict(m, env=dict(m["env"], obs_shape="x")))
+    with pytest.raises(ArtifactError, match="meta.json is damaged or was edited"):
+        histories.open(tmp_path / "h")
+
+
+def test_edited_stream_count_is_caught_when_blocks_hide_it(tmp_path):
+    # One block of 8 holds all 5 streams: cutting meta.json to 3 leaves one file per row, as
+    # before; the chunk's own shape then shows the reader is not reading what it thinks.
+    _write(tmp_path / "h", _data(9, CUTS[-1]), CUTS, spc=8)
+    _edit_json(tmp_path / "h" / "meta.json", lambda m: dict(m, streams=m["streams"][:3]))
+    h = histories.open(tmp_path / "h")
+    with pytest.raises(ArtifactError, match=r"holds reward of shape \(5, 7\).*say \(3, 7\)"):
+        h.read("reward", 0)
+
+
+def test_resume_verifies_the_chunks_it_keeps(tmp_path):
+    # A chunk damaged after it was written must not outlive a resume: the run would finish
+    # "done" with a history no reader can use, and no later resume could redo those steps.
+    d = _data(10, CUTS[-1])
+    _write(tmp_path / "teacher" / "h", d, CUTS).close()
+    chunks = tmp_path / "teacher" / "h" / "chunks"
+    damaged = chunks / "b00001_t000000000007.npz"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match=r"b00001_t000000000007\.npz is truncated") as e:
+        histories.resume(tmp_path / "teacher" / "h", 20)
+    assert f"remove {tmp_path / 'teacher'} to start it over" in str(e.value)
+    assert damaged.exists() and histories.open(tmp_path / "teacher" / "h").num_steps == 23  # nothing cut
+    histories.resume(tmp_path / "teacher" / "h", 7).close()  # before the damage: fine, and redone
+    assert histories.open(tmp_path / "teacher" / "h").num_steps == 7 and not damaged.exists()
+
+
+def test_resume_without_chunks_or_past_the_end_says_what_to_do(tmp_path):
+    import shutil
+    _write(tmp_path / "teacher" / "h", _data(11, CUTS[-1]), CUTS).close()
+    with pytest.raises(ArtifactError, match="holds 23 steps per stream, fewer than the 30") as e:
+        histories.resume(tmp_path / "teacher" / "h", 30)
+    assert "remove" in str(e.value) and "not a chunk boundary" not in str(e.value)
+    shutil.rmtree(tmp_path / "teacher" / "h" / "chunks")
+    with pytest.raises(ArtifactError, match=r"b00000_t000000000000\.npz is missing.*remove"):
+        histories.resume(tmp_path / "teacher" / "h", 10)
+    histories.resume(tmp_path / "teacher" / "h", 0).close()  # nothing kept, nothing lost
+    assert histories.open(tmp_path / "teacher" / "h").num_steps == 0

@@ -3,6 +3,9 @@
 import json
 import math
 
+import pytest
+
+from climit.errors import ArtifactError
 from climit.metrics import MetricsLogger, read_jsonl
 
 
@@ -27,3 +30,22 @@ def test_torn_last_line_is_skipped(tmp_path):
     path.write_text(json.dumps({"step": 1, "x": 1.0}) + "\n" + '{"step": 2, "x"')
     assert read_jsonl(path) == [{"step": 1, "x": 1.0}]
     assert not math.isnan(read_jsonl(path)[0]["x"])
+
+
+def test_undecodable_tail_is_dropped_like_a_nul_tail(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    good = json.dumps({"step": 1}) + "\n" + json.dumps({"step": 2}) + "\n"
+    path.write_bytes(good.encode() + b"\xff\xfe\x80garbage\n\x00\x00\x00")
+    assert [r["step"] for r in read_jsonl(path)] == [1, 2]
+    # ... and a resume (which rewrites the kept records first) goes on from there.
+    with MetricsLogger(path, resume_step=2) as log:
+        log.log({"step": 3})
+    assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3]
+
+
+def test_undecodable_line_mid_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n\xff\xfe\n{"step": 2}\n')
+    with pytest.raises(ArtifactError, match="line 2 is not UTF-8 text") as e:
+        read_jsonl(path)
+    assert str(path) in str(e.value) and "delete" in str(e.value)

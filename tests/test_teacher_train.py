@@ -146,15 +146,34 @@ def test_non_finite_weights_stop_even_with_a_finite_loss():
                            loss_sum_G=np.ones(3, np.float32), loss_count=np.int32(1),
                            params_finite_G=np.array([True, False, True]))
     out = dqn.ChunkOut(stats=stats, episode_return_NxT=None, streams=None, q_NxTqxA=None)
-    with pytest.raises(TrainingDiverged, match=r"learners \[1\]"):
-        train._check_finite(out, 10, 1, "")
+    with pytest.raises(TrainingDiverged, match=r"learners \[1\]") as e:
+        train._check_finite(out, 10, 1, "the last good checkpoint (env step 8) is kept in x")
+    # ... and says what to do, as the imitator's does.
+    assert "is kept in x. Lower teacher.lr" in str(e.value) and "max_grad_norm" in str(e.value)
+    assert "rewards" in str(e.value) and "run.name" in str(e.value)
     train._check_finite(out._replace(stats=stats._replace(params_finite_G=np.ones(3, bool))), 10, 1, "")
 
 
+def _count_real_inits(monkeypatch) -> list[bool]:
+    """Spy on dqn.init: one entry per call with real arrays (not eval_shape's tracers)."""
+    real, calls = dqn.init, []
+
+    def spy(tcfg, env, keys, tasks):
+        if not isinstance(keys, jax.core.Tracer):
+            calls.append(True)
+        return real(tcfg, env, keys, tasks)
+    monkeypatch.setattr(dqn, "init", spy)
+    return calls
+
+
 def test_disk_check_stops_before_any_work(tmp_path, monkeypatch):
+    # Before any work means before the learners' state is allocated, too: a huge
+    # teacher.buffer_size must fail at once, not after minutes of allocating it.
+    inits = _count_real_inits(monkeypatch)
     monkeypatch.setattr(histories, "free_bytes", lambda path: 1000)
     with pytest.raises(ClimitError, match="not enough disk space"):
         train.teach(tiny(tmp_path, "full"), tmp_path / "full", progress=False, log=lambda s: None)
+    assert inits == []
     assert not (tmp_path / "full" / "teacher" / "histories").exists()
     assert checkpoint.complete_steps(tmp_path / "full" / "teacher" / "checkpoints") == []
 
@@ -180,6 +199,22 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
     needs = train._disk_needs(cfg, env.spec, shape, train.plan(cfg), 1200, 50, 2)
     assert needs == {"histories": 0, "checkpoints": 0, "snapshots": 0}
     assert sum(train._disk_needs(cfg, env.spec, shape, train.plan(cfg), 1000, 50, 2).values()) > 0
+
+
+def test_state_too_big_for_memory_stops_before_allocating(tmp_path, monkeypatch):
+    inits = _count_real_inits(monkeypatch)
+    cfg = tiny(tmp_path, "big")
+    state = train._tree_bytes(train._abstract_state(cfg.teacher, envs.make("darkroom"), train.plan(cfg)))
+    monkeypatch.setattr(train, "_device_memory", lambda: (state - 1, "host memory"))
+    with pytest.raises(ClimitError, match="4 learners do not fit in memory") as e:
+        train.teach(cfg, tmp_path / "big", progress=False, log=lambda s: None)
+    assert "teacher.buffer_size=500" in str(e.value) and "lower teacher.buffer_size" in str(e.value)
+    assert inits == [] and not (tmp_path / "big" / "teacher" / "checkpoints").exists()
+    monkeypatch.setattr(train, "_device_memory", lambda: (state, "host memory"))  # just fits
+    monkeypatch.setattr(histories, "free_bytes", lambda path: 1000)
+    with pytest.raises(ClimitError, match="not enough disk space"):
+        train.teach(cfg, tmp_path / "big", progress=False, log=lambda s: None)
+    assert train._device_memory()[0] is None or train._device_memory()[0] > 0
 
 
 def _disk_full_in(where: str, monkeypatch) -> None:
@@ -226,6 +261,30 @@ def test_full_disk_is_a_clear_error_and_the_run_resumes(tmp_path, monkeypatch, c
     summary = train.teach(cfg, tmp_path / "full", progress=False, log=lambda s: None)
     assert summary["resumed_from_env_step"] == 400
     _assert_identical_runs(clean_run, tmp_path / "full", summary)
+
+
+def test_full_disk_message_survives_a_checkpointer_that_fails_to_close(tmp_path, monkeypatch, capsys):
+    # On a really full disk orbax's close (waiting on its background writes) fails as well;
+    # the specific message must still be what the CLI prints, not ~200 lines of tracebacks.
+    write = histories._write_atomic
+    _disk_full_in("histories", monkeypatch)
+    close = checkpoint.Checkpointer.close
+
+    def full_close(self):
+        close(self)
+        raise ValueError(f'Failed writing: "{self.directory}/x": No space left on device '
+                         f"[os_error_code='28']")
+    monkeypatch.setattr(checkpoint.Checkpointer, "close", full_close)
+    rc = cli.main(["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "run.name=full"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "climit: error: the disk is full" in err and "env step 400" in err, err
+    assert "Traceback" not in err and len(err.splitlines()) <= 4, err  # one message, and the log lines
+    # A close that fails after a run's last save is the same full disk, said as clearly.
+    monkeypatch.setattr(histories, "_write_atomic", write)
+    rc = cli.main(["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "run.name=full"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "the disk is full" in err and "env step 1200" in err, err
 
 
 def test_other_errors_are_not_taken_for_a_full_disk(tmp_path, monkeypatch):
@@ -285,6 +344,41 @@ def test_resume_without_its_history_says_what_to_do(tmp_path):
         train.teach(cfg, tmp_path / "lost", progress=False, log=lambda s: None)
     assert "remove the run directory" in str(e.value) and "run.name" in str(e.value)
     assert "first" not in str(e.value)  # not "run `climit teach` first": this is climit teach
+
+
+def test_a_damaged_history_never_survives_a_resume(tmp_path, capsys):
+    # Killed after the checkpoint at 800; then the history is damaged before the same command
+    # runs again. Each damage stops the resume with one message naming what to remove, never
+    # a run that finishes "done" with a history `climit imitate` cannot read.
+    cfg = tiny(tmp_path, "dmg")
+    with pytest.raises(Kill):
+        train.teach(cfg, tmp_path / "dmg", progress=False, log=lambda s: None, stop_hook=kill_after(5))
+    out = tmp_path / "dmg" / "teacher"
+    args = ["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "run.name=dmg"]
+    chunk = out / "histories" / "chunks" / "b00000_t000000000200.npz"
+    saved = chunk.read_bytes()
+    chunk.write_bytes(saved[:100])  # truncate -s 100
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert f"{chunk} is truncated" in err and f"remove {out} to start it over" in err, err
+    assert not (out / "summary.json").exists() and chunk.exists()
+    chunk.write_bytes(saved)
+    # The manifest cut to 400 steps (consistently) under the checkpoint at 800.
+    manifest = out / "histories" / "manifest.json"
+    saved_manifest = manifest.read_text()
+    m = json.loads(saved_manifest)
+    m["chunks"] = m["chunks"][:2]
+    m["num_steps"], m["num_q"] = 400, 8
+    manifest.write_text(json.dumps(m))
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "holds 400 steps per stream, fewer than the 800" in err and "remove" in err, err
+    assert "not a chunk boundary" not in err
+    manifest.write_text(saved_manifest)
+    shutil.rmtree(out / "histories" / "chunks")  # rm -r histories/chunks
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "b00000_t000000000000.npz is missing" in err and "Errno" not in err, err
 
 
 def test_rerun_without_checkpoints_never_overwrites_another_configs_run(tmp_path):

@@ -158,7 +158,10 @@ def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int, where: str | Callab
     if bad.size:
         where = where() if callable(where) else where
         raise TrainingDiverged(f"TD loss or weights became NaN/Inf by env step {t1 * num_envs} for learners "
-                               f"{bad[:8].tolist()}{'...' if bad.size > 8 else ''}; {where}")
+                               f"{bad[:8].tolist()}{'...' if bad.size > 8 else ''}; {where}. Lower "
+                               f"teacher.lr, keep teacher.max_grad_norm > 0, or check the "
+                               f"environment's rewards for NaN/Inf or huge values (with a changed "
+                               f"config, choose another run.name: it does not resume this run)")
 
 
 def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G: dqn.HParams,
@@ -457,10 +460,11 @@ def _restore_step(cfg: ExperimentConfig, ckpt: checkpoint.Checkpointer, step: in
     return ckpt.restore(step, target=target), timing
 
 
-def _restore_or_init(cfg: ExperimentConfig, env: envs.Env, p: Plan, ckpt: checkpoint.Checkpointer,
-                     target: dqn.TrainState, log: Callable[[str], None],
-                     ) -> tuple[dqn.TrainState, int | None, Timing]:
-    """The newest checkpoint of this config's run that restores, or fresh learners (step None).
+def _restore_latest(cfg: ExperimentConfig, ckpt: checkpoint.Checkpointer, target: dqn.TrainState,
+                    log: Callable[[str], None]) -> tuple[dqn.TrainState | None, int | None, Timing]:
+    """The newest checkpoint of this config's run that restores, or (None, None, Timing()) when
+    there is none: fresh learners are made by the caller, after the disk check, so an
+    impossible size fails at once instead of after allocating it.
 
     ``target``: the state's shapes (:func:`_abstract_state`). A damaged checkpoint (a flipped
     byte, a truncated file) is skipped with a logged warning and the one before it is restored:
@@ -473,7 +477,7 @@ def _restore_or_init(cfg: ExperimentConfig, env: envs.Env, p: Plan, ckpt: checkp
     """
     steps = ckpt.steps()
     if not steps:
-        return dqn.init(cfg.teacher, env, jnp.asarray(p.keys_Gx2), jnp.asarray(p.tasks_GxK)), None, Timing()
+        return None, None, Timing()
     damaged: dict[int, str] = {}
     for step in reversed(steps):
         try:
@@ -616,12 +620,14 @@ def _is_full_disk_under(exc: BaseException, out_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _full_disk_is_a_clear_error(out_dir: Path, ckpt: checkpoint.Checkpointer) -> Iterator[None]:
+def _full_disk_is_a_clear_error(out_dir: Path, ckpt_dir: Path) -> Iterator[None]:
     """Turn a full disk while the run writes into a ClimitError that says how to go on.
 
     Nothing on disk is damaged by a failed write: history chunks, manifests, checkpoints and
     snapshots are written under temporary names and renamed when complete, and a torn last
     metrics line is skipped on reading. So freeing space and rerunning resumes the run.
+    Entered outside the checkpointers (``ckpt_dir`` is read from disk, not through an open one),
+    so their closing -- orbax's background writes, which a full disk fails too -- is covered.
     """
     try:
         yield
@@ -629,13 +635,70 @@ def _full_disk_is_a_clear_error(out_dir: Path, ckpt: checkpoint.Checkpointer) ->
         full = _disk_full(e, out_dir)
         if full is None:
             raise
-        step = ckpt.latest_step()
-        then = (f"it resumes from its last checkpoint (env step {step}) in {ckpt.directory}"
+        steps = checkpoint.complete_steps(ckpt_dir)
+        step = steps[-1] if steps else None
+        then = (f"it resumes from its last checkpoint (env step {step}) in {ckpt_dir}"
                 if step is not None else "no checkpoint was saved yet, so it starts over")
         # ``full`` names the file: OSError's text carries its filename, tensorstore's its path.
         raise ClimitError(f"the disk is full: writing the teacher run at {out_dir} failed ({full}); "
                           f"{_human(histories.free_bytes(out_dir))} free there now. Free space and "
                           f"run the same command again: {then}; nothing written so far is lost") from e
+
+
+def _device_memory() -> tuple[int | None, str]:
+    """Bytes that one local device's arrays can take (None: unknown), and where they live.
+
+    CPU devices share the host's memory (all local devices together); an accelerator reports
+    its allocator's limit.
+    """
+    device = jax.local_devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        limit = stats.get("bytes_limit")
+        return (None if limit is None else int(limit)), f"{device.platform.upper()} memory per device"
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None, "host memory"
+    return host // jax.local_device_count(), "host memory (CPU devices share it)"
+
+
+def _check_memory(tcfg: TeacherConfig, shape: dqn.TrainState, g: int) -> None:
+    """Raise ClimitError when the learners' state alone (replay buffers, networks, optimizer)
+    cannot fit in device memory, before anything is allocated. It is a lower bound on what
+    training needs, so this only stops a run that would certainly fail (or hang swapping).
+    """
+    limit, where = _device_memory()
+    need = _tree_bytes(shape) // jax.device_count()  # learners are sharded over the devices
+    if limit is None or need <= limit:
+        return
+    raise ClimitError(f"the teacher's {g} learners do not fit in memory: their state (replay "
+                      f"buffers of teacher.buffer_size={tcfg.buffer_size} transitions each, "
+                      f"networks and optimizer) takes {_human(need)} per device, more than the "
+                      f"{_human(limit)} of {where}; lower teacher.buffer_size, run fewer learners "
+                      f"(teacher.seeds, env.train_tasks, sweep points), or use more devices")
+
+
+def _check_disk(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainState, p: Plan,
+                start_t: int, step: int | None, q_period: int, saved_checkpoints: int,
+                out_dir: Path, log: Callable[[str], None]) -> None:
+    """Log what the rest of the run writes, and raise ClimitError if the disk cannot hold it.
+
+    Sizes come from ``shape`` (:func:`_abstract_state`), so this runs before fresh learners
+    are allocated. Every process stops here alike, with the message (none runs on into a
+    collective that process 0 never joins): they all judge process 0's measurement of the
+    shared run directory.
+    """
+    tcfg = cfg.teacher
+    needs = _disk_needs(cfg, env_spec, shape, p, start_t, q_period, saved_checkpoints)
+    sizes = ", ".join(f"{kind} {_human(n)}" for kind, n in needs.items())
+    log(f"teacher: {p.num_learners} learners x {tcfg.num_envs} envs x {tcfg.total_env_steps} env steps "
+        f"on {cfg.env.name}; to write at {out_dir}: {sizes} (histories uncompressed, an upper bound; "
+        f"checkpoints up to {tcfg.keep_checkpoints + 1} whole states with replay buffers)"
+        + (f"; resuming from env step {step}" if step is not None else ""))
+    free = parallel.primary_mib(histories.free_bytes(out_dir))
+    histories.check_disk(out_dir, sum(needs.values()), free_fn=lambda _: free,
+                         what=f"the teacher run ({sizes})")
 
 
 def _divergence_note(ckpt: checkpoint.Checkpointer) -> str:
@@ -699,15 +762,18 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     """Train the config's learners, writing ``run_dir/teacher/``; resumes if interrupted.
 
     Resumes from the newest checkpoint that restores (a damaged one is skipped with a warning).
-    Before any work, the disk is checked for the histories, checkpoints and snapshots still to
-    be written. Returns the summary (also written to ``run_dir/teacher/summary.json``).
+    Before any work -- before the learners' state is allocated, from its shapes alone -- the
+    state is checked to fit in device memory and the disk for the histories, checkpoints and
+    snapshots still to be written. A resume verifies the checksum of every history chunk it
+    keeps. Returns the summary (also written to ``run_dir/teacher/summary.json``).
     ``stop_hook(k)`` is called after chunk k (tests use it to simulate a kill).
 
     Raises:
         ClimitError: the directory holds a run with another config (in its checkpoints, or with
-            no checkpoint, in its history, snapshots or summary); the disk is too small, or
-            filled up during the run (rerunning after freeing space resumes it); every
-            checkpoint is damaged (ArtifactError).
+            no checkpoint, in its history, snapshots or summary); the state does not fit in
+            memory; the disk is too small, or filled up during the run (rerunning after freeing
+            space resumes it); every checkpoint is damaged, or the history a resume continues
+            is damaged or shorter than its checkpoint (ArtifactError).
         TrainingDiverged: NaN/Inf loss; the last good checkpoint stays on disk.
     """
     tcfg = cfg.teacher
@@ -720,29 +786,24 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     p = plan(cfg)
     g, e = p.num_learners, tcfg.num_envs
     q_period = tcfg.q_log_period if cfg.histories.record_q else 0
-    hist_dir = out_dir / "histories"
+    hist_dir, ckpt_dir = out_dir / "histories", out_dir / "checkpoints"
+    # Shapes only: sizes are checked against memory and disk before anything is allocated.
     shape = _abstract_state(tcfg, env, p)
+    _check_memory(tcfg, shape, g)
 
-    with checkpoint.Checkpointer(out_dir / "checkpoints", keep=tcfg.keep_checkpoints) as ckpt, \
+    with _full_disk_is_a_clear_error(out_dir, ckpt_dir), \
+            checkpoint.Checkpointer(ckpt_dir, keep=tcfg.keep_checkpoints) as ckpt, \
             checkpoint.snapshots(out_dir / "snapshots") as snaps:
-        state, step, timing = _restore_or_init(cfg, env, p, ckpt, shape, log)
+        state, step, timing = _restore_latest(cfg, ckpt, shape, log)
         if step is None:
             _check_earlier_run(cfg, out_dir, hist_dir, snaps, log)
-        needs = _disk_needs(cfg, env.spec, shape, p, int(state.t), q_period, len(ckpt.steps()))
-        sizes = ", ".join(f"{kind} {_human(n)}" for kind, n in needs.items())
-        log(f"teacher: {g} learners x {e} envs x {tcfg.total_env_steps} env steps on {cfg.env.name}; "
-            f"to write at {out_dir}: {sizes} (histories uncompressed, an upper bound; checkpoints "
-            f"up to {tcfg.keep_checkpoints + 1} whole states with replay buffers)"
-            + (f"; resuming from env step {step}" if step is not None else ""))
-        # Every process stops here alike, with the message (none runs on into a collective that
-        # process 0 never joins): they all judge process 0's measurement of the shared run dir.
-        free = parallel.primary_mib(histories.free_bytes(out_dir))
-        histories.check_disk(out_dir, sum(needs.values()), free_fn=lambda _: free,
-                             what=f"the teacher run ({sizes})")
-        with _full_disk_is_a_clear_error(out_dir, ckpt):
-            state, timing = _train_on_disk(cfg, env, p, state, step, timing, ckpt, snaps,
-                                           q_period=q_period, primary=primary,
-                                           progress=progress and primary, stop_hook=stop_hook)
+        _check_disk(cfg, env.spec, shape, p, 0 if state is None else int(state.t), step, q_period,
+                    len(ckpt.steps()), out_dir, log)
+        if state is None:
+            state = dqn.init(tcfg, env, jnp.asarray(p.keys_Gx2), jnp.asarray(p.tasks_GxK))
+        state, timing = _train_on_disk(cfg, env, p, state, step, timing, ckpt, snaps,
+                                       q_period=q_period, primary=primary,
+                                       progress=progress and primary, stop_hook=stop_hook)
 
     eval_key = jax.random.fold_in(jax.random.PRNGKey(cfg.run.seed), EVAL_STREAM)
     final = evaluate_greedy(tcfg, env, state.learners.params, p.tasks_GxK, eval_key, tcfg.eval_episodes)
