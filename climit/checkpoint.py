@@ -252,11 +252,12 @@ class Checkpointer:
             return
         # An error is already on its way out (a full disk, say): closing waits on orbax's
         # background writes, which then often fail the same way. Raising that on top would bury
-        # the first, specific message under its echo; log it and let the first one through.
+        # the first, specific message under its echo; it is logged (at INFO: an echo, not news)
+        # and the first one goes through.
         try:
             self.close()
         except Exception as close_error:
-            logging.getLogger(__name__).warning(
+            logging.getLogger(__name__).info(
                 "climit: closing the checkpoints at %s also failed (%s: %s), while handling the "
                 "error reported below", self.directory, type(close_error).__name__,
                 str(close_error)[:300])

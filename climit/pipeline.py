@@ -12,7 +12,9 @@ written once every stage has finished, so it always describes the artifacts besi
 
     stage      depends on                                   done when
     teach      run.seed, env, teacher, histories            teacher/summary.json fingerprint
-    imitate    + imitator (one per role, see evaluate.plan) imitator/<tag>/summary.json fingerprint
+    imitate    + imitator (one per role, see evaluate.plan) imitator/<tag>/summary.json fingerprint,
+                                                            and the best and final checkpoints it
+                                                            names verify (imitator.train.finished)
     evaluate   + eval, the imitators' fingerprints          eval/results.json fingerprint
     report     the evaluation                               report/summary.json eval fingerprint
 """
@@ -57,9 +59,8 @@ def stage_status(cfg: ExperimentConfig) -> dict[str, bool]:
     eval_fp = evaluate.fingerprint(cfg)
     return {
         "teach": _fingerprint_matches(rd / "teacher" / "summary.json", teacher_train.fingerprint(cfg)),
-        "imitate": all(_fingerprint_matches(imitator_train.output_dir(r) / "summary.json",
-                                            imitator_train.fingerprint(r))
-                       for r in plan.imitators.values()),
+        # not just the summary: a lost best checkpoint would make the evaluation load another
+        "imitate": all(imitator_train.finished(r) for r in plan.imitators.values()),
         "evaluate": _fingerprint_matches(rd / "eval" / "results.json", eval_fp),
         "report": _fingerprint_matches(rd / "report" / "summary.json", eval_fp),
     }
@@ -107,10 +108,9 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     def imitate() -> None:
         for role, rcfg in plan.imitators.items():
             tag = imitator_train.tag(rcfg.imitator)
-            # An imitator whose fingerprint matches is kept even after a teacher rerun: the
-            # same config reproduces the same histories.
-            if _fingerprint_matches(imitator_train.output_dir(rcfg) / "summary.json",
-                                    imitator_train.fingerprint(rcfg)):
+            # A finished imitator is kept even after a teacher rerun: the same config
+            # reproduces the same histories.
+            if imitator_train.finished(rcfg):
                 log(f"      imitator {tag} ({role}): skipped")
                 continue
             t0 = time.perf_counter()

@@ -1,8 +1,11 @@
 """Imitator training: learns a reward-dependent policy, resumes exactly, stops on NaN,
 checkpoints round-trip, 1 and 8 devices agree, and `climit imitate` end to end."""
 
+import errno
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 
 from climit import checkpoint, cli
+from climit import metrics as metrics_lib
 from climit import config as config_lib
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.imitator import model as M
@@ -265,6 +269,169 @@ def test_summary_reports_the_attention_kernel_that_ran(runs, baseline, fake_gpu_
     else:
         s = T.train(cfg, progress=False)
     assert s["attention"] == ("xla" if refuse else "cudnn")
+
+
+def copy_run(runs, src_cfg, name):
+    """A config for run ``name`` holding a copy of ``src_cfg``'s finished imitator."""
+    cfg = make_cfg(runs, name, *SHORT)
+    shutil.copytree(T.output_dir(src_cfg), T.output_dir(cfg))
+    return cfg
+
+
+def truncate_arrays(step_dir):
+    """Damage a checkpoint step as the audit did: `truncate -s 50 STEP/state/d/*`."""
+    for f in (step_dir / "state" / "d").iterdir():
+        os.truncate(f, 50)
+
+
+def without_timings(summary):
+    return {k: v for k, v in summary.items() if k not in TIMINGS}
+
+
+def test_lost_best_checkpoint_is_never_replaced_by_another_and_is_retrained(runs, baseline):
+    """A finished imitator whose best checkpoint is missing or damaged: loading 'best' says so
+    (it used to load an earlier step), and it is not finished, so training again recreates
+    it, to the same weights and summary."""
+    want = json.loads((T.output_dir(baseline) / "summary.json").read_text())
+    assert want["best_step"] == want["final_step"] == 10  # SHORT's loss falls to the end
+    for how in ("missing", "damaged"):
+        cfg = copy_run(runs, baseline, f"lost_best_{how}")
+        out = T.output_dir(cfg)
+        assert T.finished(cfg)
+        if how == "missing":
+            shutil.rmtree(out / "checkpoints" / "10")
+        else:
+            truncate_arrays(out / "checkpoints" / "10")
+        left = checkpoint.complete_steps(out / "checkpoints")
+        assert left == ([8] if how == "missing" else [8, 10])
+        assert not T.finished(cfg)
+        with pytest.raises(ArtifactError, match=rf"best checkpoint \(step 10\) is {how}") as e:
+            T.load(out, "best")
+        assert "climit imitate" in str(e.value)
+        logs = []
+        T.train(cfg, progress=False, log=logs.append)
+        assert any(f"best and final checkpoint (step 10) is {how}" in line for line in logs), logs
+        got = json.loads((out / "summary.json").read_text())
+        assert T.finished(cfg) and without_timings(got) == without_timings(want)
+        jax.tree.map(np.testing.assert_array_equal, latest_tree(baseline), latest_tree(cfg))
+        assert T.load(out, "best").step == 10
+        assert records(cfg) == records(baseline)
+    assert (out / "damaged_checkpoints" / "10").is_dir()  # kept for a look
+
+
+def test_lost_best_checkpoint_before_the_last_redoes_the_steps_after_it(runs, baseline):
+    """The summary's best step (here: said to be 8) gone while a later checkpoint (10) is
+    intact: resuming from 10 would end with 10 as the best, so the run restarts before 8 (from
+    the start: no earlier checkpoint is kept) and the later step is moved aside."""
+    cfg = copy_run(runs, baseline, "lost_best_early")
+    out = T.output_dir(cfg)
+    summary = json.loads((out / "summary.json").read_text())
+    (out / "summary.json").write_text(json.dumps({**summary, "best_step": 8}))
+    shutil.rmtree(out / "checkpoints" / "8")
+    assert not T.finished(cfg)
+    with pytest.raises(ArtifactError, match=r"best checkpoint \(step 8\) is missing"):
+        T.load(out, "best")
+    logs = []
+    T.train(cfg, progress=False, log=logs.append)
+    assert [p.name for p in (out / "superseded_checkpoints").iterdir()] == ["10"]
+    assert any("superseded_checkpoints" in line for line in logs), logs
+    assert checkpoint.complete_steps(out / "checkpoints") == [8, 10]
+    jax.tree.map(np.testing.assert_array_equal, latest_tree(baseline), latest_tree(cfg))
+    assert records(cfg) == records(baseline)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_one_before(runs, baseline):
+    cfg = make_cfg(runs, "damaged_latest", *SHORT)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, progress=False, interrupt_after=9)
+    ckpt_dir = T.output_dir(cfg) / "checkpoints"
+    assert checkpoint.complete_steps(ckpt_dir) == [4, 8]
+    truncate_arrays(ckpt_dir / "8")
+    logs = []
+    T.train(cfg, progress=False, log=logs.append)
+    assert any(str(ckpt_dir / "8") in line and "damaged" in line for line in logs), logs
+    aside = T.output_dir(cfg) / "damaged_checkpoints"
+    assert [p.name for p in aside.iterdir()] == ["8"] and any(str(aside) in line for line in logs)
+    assert checkpoint.complete_steps(ckpt_dir) == [8, 10]
+    checkpoint.verify_step(ckpt_dir / "8")  # saved again on the way
+    jax.tree.map(np.testing.assert_array_equal, latest_tree(baseline), latest_tree(cfg))
+    assert records(cfg) == records(baseline)  # resumed from 4: the metrics after it redone
+    for step in (8, 10):
+        truncate_arrays(ckpt_dir / str(step))
+    (T.output_dir(cfg) / "summary.json").unlink()
+    with pytest.raises(ArtifactError, match="every checkpoint in .* is damaged") as e:
+        T.train(cfg, progress=False, log=lambda m: None)
+    assert f"remove {T.output_dir(cfg).absolute()}" in str(e.value)
+
+
+def _disk_full_at(where, monkeypatch):
+    """Make one write of a SHORT run fail as a full disk does, after the checkpoint at step 4:
+    the checkpoint at 8 (orbax's RESOURCE_EXHAUSTED ValueError, after which closing orbax's
+    checkpointer fails too), or the metrics record of step 6 (Python's OSError)."""
+    if where == "metrics":
+        log = metrics_lib.MetricsLogger.log
+
+        def full_log(self, rec):
+            if rec["step"] == 6:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+            log(self, rec)
+        monkeypatch.setattr(metrics_lib.MetricsLogger, "log", full_log)
+        return
+    save, close = checkpoint.Checkpointer.save, checkpoint.Checkpointer.close
+
+    def full_save(self, step, tree, **kw):
+        if step == 8:
+            self.failed = True
+            try:  # orbax's writer threads log the error with its traceback first
+                raise ValueError(f"No space left on device: {self.directory}/8/state/d/0")
+            except ValueError:
+                logging.getLogger("absl").error("_SignalingThread.run() raised", exc_info=True)
+            raise ValueError(f'RESOURCE_EXHAUSTED: Failed writing: "{self.directory}/8.orbax-'
+                             f'checkpoint-tmp/state/d/0": No space left on device '
+                             f'[os_error_code=\'28\']')
+        save(self, step, tree, **kw)
+
+    def failing_close(self):
+        close(self)
+        if getattr(self, "failed", False):
+            raise RuntimeError("Event loop is closed")
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", full_save)
+    monkeypatch.setattr(checkpoint.Checkpointer, "close", failing_close)
+
+
+@pytest.mark.parametrize("where", ["checkpoints", "metrics"])
+def test_full_disk_is_a_clear_error_and_the_run_resumes(runs, baseline, monkeypatch, capsys,
+                                                        caplog, where):
+    cfg = make_cfg(runs, f"full_{where}", *SHORT)
+    _disk_full_at(where, monkeypatch)
+    args = ["imitate", "--no-progress", f"run.runs_dir={runs}", f"run.name=full_{where}",
+            *TINY, *SHORT]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err + caplog.text
+    assert err.count("\n") == 1 and "Traceback" not in err and "Event loop" not in err, err
+    with pytest.raises(ClimitError, match="the disk is full") as e:
+        T.train(cfg, progress=False)
+    ckpt_dir = T.output_dir(cfg) / "checkpoints"
+    msg = str(e.value)
+    assert f"resumes from its last checkpoint (step 4) in {ckpt_dir}" in msg, msg
+    assert "No space left on device" in msg and "nothing written so far is lost" in msg
+    assert not isinstance(e.value.__cause__, RuntimeError)  # not the close that failed after it
+    monkeypatch.undo()  # space freed
+    T.train(cfg, progress=False)
+    jax.tree.map(np.testing.assert_array_equal, latest_tree(baseline), latest_tree(cfg))
+    assert records(cfg) == records(baseline)
+
+
+def test_other_errors_are_not_taken_for_a_full_disk(runs, baseline, monkeypatch):
+    cfg = make_cfg(runs, "not_full", *SHORT)
+    for exc in (OSError(errno.EACCES, "Permission denied", str(T.output_dir(cfg))),
+                OSError(errno.ENOSPC, "No space left on device", "/tmp/elsewhere/cache.bin")):
+        def fail(self, step, tree, exc=exc, **kw):
+            raise exc
+        monkeypatch.setattr(checkpoint.Checkpointer, "save", fail)
+        with pytest.raises(OSError) as e:
+            T.train(cfg, progress=False)
+        assert e.value is exc
 
 
 def test_refuses_to_start_without_histories(tmp_path, capsys):

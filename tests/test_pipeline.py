@@ -1,6 +1,7 @@
 """`climit run`: stage skipping and resuming (fast, with recording fakes) and a real tiny run."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -103,6 +104,40 @@ def test_changed_sections_rerun_only_what_depends_on_them(tmp_path, fake_stages)
     assert out["imitate"] == "done"  # only the two new horizon controls are trained
     assert fake_stages["imitate"][-2:] == ["ed_h200", "single_episode_h200"]
     assert len(fake_stages["imitate"]) == 6
+
+
+def test_an_imitator_whose_best_checkpoint_is_lost_is_not_skipped(tmp_path, fake_stages):
+    """A summary with a matching fingerprint is not enough: if the best (or final) checkpoint
+    it names is missing or fails its checksums, the imitate stage trains that imitator again
+    (the evaluation would otherwise load another checkpoint as the best, or fail)."""
+    import numpy as np
+
+    from climit import checkpoint
+    from climit.imitator import train as imitator_train
+
+    _, cfg = tiny_config(tmp_path)
+    pipeline.run(cfg, progress=False, log=lambda m: None)
+    ad = imitator_train.output_dir(evaluate.plan(cfg).imitators["imitator"])
+    summary = json.loads((ad / "summary.json").read_text())
+    for lose in ("missing", "damaged"):
+        # the fake trainer writes no checkpoint: give the summary one, as a real run has
+        (ad / "summary.json").write_text(json.dumps({**summary, "best_step": 20, "final_step": 20}))
+        with checkpoint.Checkpointer(ad / "checkpoints", keep=1) as ckpt:
+            ckpt.save(20, {"w": np.arange(1000.0)}, metrics={"heldout_loss": 1.0})
+        assert pipeline.stage_status(cfg)["imitate"]
+        if lose == "missing":
+            (ad / "checkpoints" / "20" / "climit_checksums.json").unlink()  # an unfinished save
+        else:
+            data = max((p for p in (ad / "checkpoints" / "20").rglob("*") if p.is_file()),
+                       key=lambda p: p.stat().st_size)
+            data.write_bytes(data.read_bytes()[:50])
+        assert not pipeline.stage_status(cfg)["imitate"], lose
+        trained = len(fake_stages["imitate"])
+        out = pipeline.run(cfg, progress=False, log=lambda m: None)
+        assert fake_stages["imitate"][trained:] == ["ad"]  # the others stay skipped
+        assert {k: out[k] for k in pipeline.STAGES} == {
+            "teach": "skipped", "imitate": "done", "evaluate": "done", "report": "done"}
+        shutil.rmtree(ad / "checkpoints")
 
 
 def test_config_error_stops_before_any_work(tmp_path, fake_stages, capsys):

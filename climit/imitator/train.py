@@ -35,9 +35,11 @@ Optimizer: AdamW (weight decay on matrices only), linear warmup then cosine deca
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -350,25 +352,88 @@ class _Resumed(NamedTuple):
     evaluation: dict  # the held-out evaluation at ``start`` ({} if none was saved)
 
 
-def _restore_or_init(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpointer,
-                     programs: _Programs, init_key: jax.Array,
-                     replicated: NamedSharding) -> _Resumed:
-    """The latest checkpoint of this same imitator, with the timing totals and the held-out
-    evaluation saved beside it, or a fresh init."""
-    start = ckpt.latest_step()
-    if start is None:
-        return _Resumed(0, programs.init(init_key), Timing(), {})
-    meta = ckpt.metadata(start)
+def _restore_step(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpointer, step: int,
+                  target: TrainState) -> _Resumed:
+    """The state saved at ``step`` (``target``: its shapes and shardings), with the timing
+    totals and the held-out evaluation saved beside it.
+
+    Raises:
+        ClimitError: the step was saved by another imitator config. ArtifactError: the step is
+            damaged.
+    """
+    meta = ckpt.metadata(step)
     if meta["config"].get("imitator_fingerprint") != fingerprint(cfg):
         raise ClimitError(f"{ckpt.directory.parent} holds an imitator trained with a different "
                           f"config; remove it or choose another run.name")
-    state = ckpt.restore(start, target=jax.eval_shape(programs.init, init_key))
+    state = ckpt.restore(step, target=target)
     metrics = meta["metrics"]
     timing = Timing(**{k[len(_TIMING_PREFIX):]: v for k, v in metrics.items()
                        if k.startswith(_TIMING_PREFIX)})
     saved = set(_EVALUATION) <= set(metrics)  # older checkpoints kept the means only
     evaluation = {k: metrics[k] for k in _EVALUATION} if saved else {}
-    return _Resumed(start, jax.device_put(state, replicated), timing, evaluation)
+    return _Resumed(step, state, timing, evaluation)
+
+
+def _restore_or_init(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpointer,
+                     programs: _Programs, init_key: jax.Array, replicated: NamedSharding,
+                     log: Callable[[str], None]) -> _Resumed:
+    """The newest checkpoint of this same imitator that restores, or a fresh init.
+
+    A damaged checkpoint (a truncated file, a flipped byte) is skipped with a logged warning
+    and the one before it is restored, as the teacher does: the run redoes the steps after it,
+    bit-identically (batches and dropout keys are functions of the step), its metrics cut back
+    to it as on any resume, and saves the damaged step again when it gets there. The damaged
+    steps are moved to ``damaged_checkpoints/`` beside ``checkpoints/`` (kept for a look), so
+    that no later resume tries them first.
+
+    Raises:
+        ClimitError: the checkpoints are another config's. ArtifactError: every one is damaged.
+    """
+    steps = ckpt.steps()
+    if not steps:
+        return _Resumed(0, programs.init(init_key), Timing(), {})
+    target = jax.eval_shape(programs.init, init_key)
+    damaged: dict[int, str] = {}
+    for step in reversed(steps):
+        try:
+            resumed = _restore_step(cfg, ckpt, step, target)
+        except ArtifactError as e:  # an older one may still restore: never give up a run for it
+            damaged[step] = str(e)
+            log(f"imitator: warning: skipping a damaged checkpoint: {e}")
+            continue
+        if damaged:
+            aside = _move_aside(ckpt, list(damaged), "damaged_checkpoints")
+            log(f"imitator: warning: resuming from the older checkpoint at step {step}; the steps "
+                f"after it are redone, and the damaged checkpoints are kept in {aside}")
+        return resumed._replace(state=jax.device_put(resumed.state, replicated))
+    raise ArtifactError(f"every checkpoint in {ckpt.directory} is damaged "
+                        f"({'; '.join(damaged.values())}); remove {ckpt.directory.parent} to train "
+                        f"this imitator from the start, or choose another run.name")
+
+
+def _move_aside(ckpt: checkpoint.Checkpointer, steps: list[int], into: str) -> Path:
+    """Move checkpoint ``steps`` out of the checkpoint directory into the directory ``into``
+    beside it (process 0): kept for a look, but no longer steps a resume or a load picks."""
+    aside = ckpt.directory.parent / into
+    if steps:
+        ckpt.set_aside(steps, aside)
+    return aside
+
+
+def _redo_from_best(ckpt: checkpoint.Checkpointer, best_step: int,
+                    log: Callable[[str], None]) -> None:
+    """Make the run recreate its missing or damaged best checkpoint ``best_step``: every step
+    from it on is moved aside (the best, there but damaged, into ``damaged_checkpoints/``, the
+    later intact ones into ``superseded_checkpoints/``), so that training resumes from an
+    earlier checkpoint (or the start) and passes through ``best_step`` again. Resuming from a
+    later one would end with another step as the best: the results would change."""
+    later = [s for s in ckpt.steps() if s > best_step]
+    _move_aside(ckpt, [s for s in ckpt.steps() if s == best_step], "damaged_checkpoints")
+    aside = _move_aside(ckpt, later, "superseded_checkpoints")
+    parallel.barrier("imitator checkpoints set aside")  # no process may restore a moved step
+    if later:
+        log(f"imitator: warning: the checkpoints after the best one (steps {later}) are moved to "
+            f"{aside}; the run redoes those steps")
 
 
 def _to_global(sharding: NamedSharding, axis: int, batch_size: int,
@@ -476,9 +541,93 @@ def _evaluate_and_save(loop: _Loop, step: int, state: TrainState, timing: Timing
     return evaluation
 
 
+def _checkpoint_problem(ckpt_dir: Path, step: int, what: str) -> str | None:
+    """Why the ``what`` ('best', 'final') checkpoint at ``step`` cannot be used: missing, or
+    failing its checksums; None when it verifies."""
+    if step not in checkpoint.complete_steps(ckpt_dir):
+        return f"the imitator's {what} checkpoint (step {step}) is missing from {ckpt_dir}"
+    try:
+        checkpoint.verify_step(ckpt_dir / str(step))
+    except ArtifactError as e:
+        return f"the imitator's {what} checkpoint (step {step}) is damaged ({e})"
+    return None
+
+
+def _summary_problems(ckpt_dir: Path, summary: dict) -> dict[str, str]:
+    """{'best' | 'final': why that checkpoint, named by ``summary`` (``best_step``,
+    ``final_step``), cannot be used}, for those that cannot; {} when every one verifies (or
+    the summary names none). One step that is both says so once, under both keys."""
+    named = {what: summary.get(f"{what}_step") for what in ("best", "final")}
+    steps = {step: " and ".join(w for w, s in named.items() if s == step)
+             for step in named.values() if step is not None}  # {10: 'best and final'}
+    found = {step: _checkpoint_problem(ckpt_dir, step, whats) for step, whats in steps.items()}
+    return {what: found[step] for what, step in named.items()
+            if step is not None and found[step] is not None}
+
+
+def finished(cfg: config_lib.ExperimentConfig) -> bool:
+    """Whether ``cfg``'s imitator is trained: its summary.json carries ``cfg``'s fingerprint and
+    the best and final checkpoints it names are on disk and pass their checksums (a summary
+    that names none is judged by its fingerprint alone). ``train`` returns such an imitator's
+    summary at once, and ``climit run`` skips it; an imitator whose summary matches but whose
+    best checkpoint is lost is trained again, which recreates that checkpoint (bit-identically
+    on CPU) instead of letting the evaluation load another."""
+    out = output_dir(cfg)
+    summary = _read_json(out / "summary.json")
+    return (summary.get("fingerprint") == fingerprint(cfg)
+            and not _summary_problems(out / "checkpoints", summary))
+
+
+@contextlib.contextmanager
+def _full_disk_is_a_clear_error(out: Path) -> Iterator[None]:
+    """Turn a full disk under ``out`` (the imitator's directory) while the run writes into a
+    ClimitError saying how to go on (the teacher's test of what a full disk looks like:
+    Python's OSError(ENOSPC), orbax's RESOURCE_EXHAUSTED ValueError; a full disk elsewhere
+    passes through as it is).
+
+    A failed write damages nothing: checkpoints are committed by rename and checksummed,
+    summaries replaced atomically, a torn last metrics line is skipped on reading. So freeing
+    space and rerunning resumes the run from its last checkpoint.
+
+    Meanwhile orbax's log records of that full disk are dropped: each of its writer threads
+    logs the error with a traceback through absl (a thousand lines in all), burying the one
+    message that says what to do.
+    """
+    from climit.teacher import train as teacher_train  # owns the full-disk test (shared)
+
+    def not_full_disk(record: logging.LogRecord) -> bool:
+        return teacher_train._disk_full(record.exc_info and record.exc_info[1], out) is None
+
+    absl = logging.getLogger("absl")
+    absl.addFilter(not_full_disk)
+    try:
+        yield
+    except Exception as e:
+        full = teacher_train._disk_full(e, out)
+        if full is None:
+            raise
+        ckpt_dir = out / "checkpoints"
+        steps = checkpoint.complete_steps(ckpt_dir)
+        then = (f"it resumes from its last checkpoint (step {steps[-1]}) in {ckpt_dir}"
+                if steps else "no checkpoint was saved yet, so it starts over")
+        # ``full`` names the file: OSError's text carries its filename, tensorstore's its path.
+        raise ClimitError(f"the disk is full: writing the imitator at {out} failed ({full}); "
+                          f"{histories._human(histories.free_bytes(out))} free there now. Free "
+                          f"space and run the same command again: {then}; nothing written so far "
+                          f"is lost") from e
+    finally:
+        absl.removeFilter(not_full_disk)
+
+
 def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
-          interrupt_after: int | None = None) -> dict:
-    """Train (or resume, or return the summary of an already finished) imitator for ``cfg``.
+          interrupt_after: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train (or resume, or return the summary of an already :func:`finished`) imitator for
+    ``cfg``.
+
+    Resumes from the newest checkpoint that restores (a damaged one is skipped with a logged
+    warning). An imitator whose summary matches but whose best or final checkpoint is missing
+    or damaged is not finished: it is trained again from an earlier checkpoint, to the same
+    result.
 
     ``interrupt_after``: test hook; raise KeyboardInterrupt once that many steps are done
     (simulates a kill between checkpoints, or, at ``train_steps``, between the last
@@ -489,18 +638,37 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
 
     Raises:
         ArtifactError / ClimitError: missing, incomplete or unreadable histories; a previous,
-            different imitator in the same directory. TrainingDiverged: NaN/Inf training loss
+            different imitator in the same directory; every checkpoint damaged; a full disk
+            (rerunning after freeing space resumes). TrainingDiverged: NaN/Inf training loss
             or weights, or a NaN/Inf held-out evaluation.
     """
     parallel.initialize()  # multi-host start-up when the environment asks for it (no-op otherwise)
+    log = log if jax.process_index() == 0 else (lambda msg: None)
+    out = output_dir(cfg)
+    history = open_histories(histories_dir(cfg))
+    done = _read_json(out / "summary.json")  # a damaged summary counts as unfinished: resume
+    matches = done.get("fingerprint") == fingerprint(cfg)
+    problems = _summary_problems(out / "checkpoints", done) if matches else {}
+    if matches and not problems:
+        return done
+    if problems:
+        log(f"imitator: warning: {'; '.join(dict.fromkeys(problems.values()))}; training it "
+            f"again to recreate it (same config, same result)")
+    setup = _prepare(cfg, history)
+    with _full_disk_is_a_clear_error(out), checkpoint.Checkpointer(
+            out / "checkpoints", keep=cfg.imitator.keep_checkpoints, best="heldout_loss") as ckpt:
+        if "best" in problems:
+            _redo_from_best(ckpt, done["best_step"], log)
+        return _train_on_disk(cfg, setup, ckpt, progress, interrupt_after, log)
+
+
+def _train_on_disk(cfg: config_lib.ExperimentConfig, setup: _Setup, ckpt: checkpoint.Checkpointer,
+                   progress: bool, interrupt_after: int | None,
+                   log: Callable[[str], None]) -> dict:
+    """:func:`train` once its checkpoint directory is open: resume or init, run the remaining
+    steps, write the summary (process 0). Returns the summary."""
     icfg = cfg.imitator
     out = output_dir(cfg)
-    summary_file = out / "summary.json"
-    history = open_histories(histories_dir(cfg))
-    done = _read_json(summary_file)  # a damaged summary counts as unfinished: retrain/resume
-    if done.get("fingerprint") == fingerprint(cfg):
-        return done
-    setup = _prepare(cfg, history)
     mesh = parallel.mesh()
     parallel.check_divisible(icfg.batch_size, "imitator.batch_size")
     rows = data_lib.local_rows(icfg.batch_size, jax.process_index(), jax.process_count())
@@ -517,14 +685,7 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
     init_key, step_key = jax.random.split(key)
     programs = _programs(setup.mcfg, icfg, mesh)
 
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = checkpoint.Checkpointer(out / "checkpoints", keep=icfg.keep_checkpoints,
-                                   best="heldout_loss")
-    try:
-        resumed = _restore_or_init(cfg, ckpt, programs, init_key, parallel.replicated(mesh))
-    except BaseException:
-        ckpt.close()
-        raise
+    resumed = _restore_or_init(cfg, ckpt, programs, init_key, parallel.replicated(mesh), log)
     primary = jax.process_index() == 0  # one process writes files and logs
     if primary:
         (out / "config.yaml").write_text(config_lib.dump_yaml(cfg))
@@ -547,10 +708,9 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
         loop.bar.close()
         if logger is not None:
             logger.close()
-        ckpt.close()
     summary = _summary(cfg, setup, out, evaluation, timing, loop.tokens_per_step)
     if primary:
-        _write_json(summary_file, summary)
+        _write_json(out / "summary.json", summary)
         _update_index(out.parent / "summary.json", tag(icfg), summary)
     return summary
 
@@ -689,12 +849,15 @@ def load(path: str | Path, step: int | str = "best", *, compute_dtype: str | Non
     ``checkpoints`` directory).
 
     Args:
-        step: 'best' (lowest held-out loss kept), 'latest', or a step number (int or digits).
+        step: 'best' (the step summary.json names as ``best_step``; without a summary, as in
+            a run still training, the lowest held-out loss kept), 'latest', or a step number
+            (int or digits).
         compute_dtype: override the activation dtype; default re-resolves the saved
             ``imitator.compute_dtype`` for this machine (auto: bf16 on GPU, fp32 on CPU).
 
     Raises:
-        ArtifactError: no checkpoint there, a damaged one, or one from an older model revision.
+        ArtifactError: no checkpoint there, a damaged one, the summary's best one missing or
+            damaged (never silently another), or one from an older model revision.
         ValueError: ``step`` is none of the above.
     """
     path = Path(path)
@@ -705,7 +868,7 @@ def load(path: str | Path, step: int | str = "best", *, compute_dtype: str | Non
         step = int(step)
     with checkpoint.Checkpointer(ckpt_dir, readonly=True) as ckpt:
         if step == "best":
-            step = _best(ckpt_dir)[0]
+            step = _best_step(ckpt_dir)
         elif step == "latest":
             step = ckpt.latest_step()
         meta = ckpt.metadata(step)
@@ -725,6 +888,24 @@ def load(path: str | Path, step: int | str = "best", *, compute_dtype: str | Non
     dtype = compute_dtype or model_lib.resolve_compute_dtype(cfg.imitator.compute_dtype)
     mcfg = dataclasses.replace(mcfg, compute_dtype=dtype)
     return Loaded(model_lib.Params(mcfg, state.tree), cfg, int(meta["step"]), meta["metrics"])
+
+
+def _best_step(ckpt_dir: Path) -> int | None:
+    """The step ``load(..., 'best')`` means: the ``best_step`` of the summary.json beside
+    ``ckpt_dir``, checked to be there and intact (another kept step would change every result
+    downstream without a word); without a summary naming one, the best kept step.
+
+    Raises:
+        ArtifactError: the summary's best checkpoint is missing or damaged.
+    """
+    step = _read_json(ckpt_dir.parent / "summary.json").get("best_step")
+    if step is None:
+        return _best(ckpt_dir)[0]
+    problem = _checkpoint_problem(ckpt_dir, step, "best")
+    if problem is not None:
+        raise ArtifactError(f"{problem}; run `climit imitate` (or `climit run`) again with the "
+                            f"same arguments to retrain it")
+    return step
 
 
 def seed_params(params: model_lib.Params, seed: int) -> model_lib.Params:
