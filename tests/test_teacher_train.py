@@ -556,7 +556,8 @@ def test_too_little_disk_stops_every_process_of_a_job(tmp_path):
     """The disk check fails on every process with its message, not on process 0 alone (the
     other process then died in its next collective with a traceback from the distributed
     runtime instead)."""
-    args = [*SHARDED[:-1], "teacher.total_env_steps=100000000000000", f"run.runs_dir={tmp_path}"]
+    args = [*SHARDED[:-1], "env.train_tasks=64", "teacher.seeds=4",  # ~4.7 TB of histories
+            "teacher.total_env_steps=2000000000", f"run.runs_dir={tmp_path}"]
     for rc, out in _two_processes(args, timeout=120):
         assert rc == 1, out[-3000:]
         assert "not enough disk space for the teacher run" in out

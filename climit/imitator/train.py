@@ -546,10 +546,22 @@ def _checkpoint_problem(ckpt_dir: Path, step: int, what: str) -> str | None:
     failing its checksums; None when it verifies."""
     if step not in checkpoint.complete_steps(ckpt_dir):
         return f"the imitator's {what} checkpoint (step {step}) is missing from {ckpt_dir}"
+    step_dir = ckpt_dir / str(step)
+    files = tuple(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns)
+                         for f in step_dir.rglob("*") if f.is_file()))
+    damage = _damage(str(step_dir), files)
+    return None if damage is None else f"the imitator's {what} checkpoint (step {step}) is damaged ({damage})"
+
+
+@functools.lru_cache(maxsize=64)
+def _damage(step_dir: str, files: tuple) -> str | None:
+    """verify_step's complaint about a step directory, or None. Remembered while no file in it
+    changes (``files``: every path with its size and modification time), so `climit run` reads
+    a large checkpoint's files once, not at every status check."""
     try:
-        checkpoint.verify_step(ckpt_dir / str(step))
+        checkpoint.verify_step(step_dir)
     except ArtifactError as e:
-        return f"the imitator's {what} checkpoint (step {step}) is damaged ({e})"
+        return str(e)
     return None
 
 
