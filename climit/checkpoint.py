@@ -36,6 +36,8 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
@@ -43,7 +45,7 @@ import os
 import shutil
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -408,6 +410,76 @@ def _remove_incomplete(directory: Path) -> None:
         return
     for step in incomplete_steps(directory):
         shutil.rmtree(directory / str(step))
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk while a stage writes
+# ---------------------------------------------------------------------------------------------
+
+def disk_full(exc: BaseException | None, out_dir: Path) -> BaseException | None:
+    """The exception in ``exc``'s chain (itself, what it was raised from, or what it was raised
+    while handling, unless suppressed) that reports a full disk under ``out_dir``, or None.
+
+    Python's own writes raise OSError(ENOSPC) with the file name; orbax (tensorstore) raises a
+    ValueError whose text carries the path and the OS message ("... No space left on device
+    [os_error_code='28']"). A full disk elsewhere (/tmp, a compile cache, a TensorBoard
+    directory) is not this run's, and its error passes through as it is.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if _is_full_disk_under(exc, out_dir):
+            return exc
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return None
+
+
+def _is_full_disk_under(exc: BaseException, out_dir: Path) -> bool:
+    roots = {str(out_dir), str(out_dir.resolve())}  # as given (maybe relative) and absolute
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return exc.filename is None or str(Path(exc.filename).resolve()).startswith(str(out_dir.resolve()))
+    return os.strerror(errno.ENOSPC) in str(exc) and any(r in str(exc) for r in roots)
+
+
+@contextlib.contextmanager
+def full_disk_is_a_clear_error(out_dir: Path, ckpt_dir: Path, what: str,
+                               step_unit: str = "step") -> Iterator[None]:
+    """Turn a full disk under ``out_dir`` while a stage writes (``what``: "the teacher run",
+    "the imitator") into a ClimitError that says how to go on: free space and run the same
+    command, which resumes from the last checkpoint in ``ckpt_dir`` (its steps named
+    ``step_unit``, e.g. "env step").
+
+    Nothing on disk is damaged by a failed write: checkpoints are committed by rename and
+    checksummed, history chunks and summaries replaced atomically, and a torn last metrics line
+    is skipped on reading. Enter it outside the stage's Checkpointer (``ckpt_dir`` is read from
+    disk), so that closing it -- orbax's background writes, which a full disk fails too -- is
+    covered. Meanwhile orbax's log records of that full disk are dropped: each of its writer
+    threads logs the error with a traceback through absl (a thousand lines for one imitator),
+    burying the one message that says what to do.
+    """
+    from climit import histories  # free space, in the units the disk checks print
+
+    def not_full_disk(record: logging.LogRecord) -> bool:
+        return disk_full(record.exc_info[1] if record.exc_info else None, out_dir) is None
+
+    absl = logging.getLogger("absl")
+    absl.addFilter(not_full_disk)
+    try:
+        yield
+    except Exception as e:
+        full = disk_full(e, out_dir)
+        if full is None:
+            raise
+        steps = complete_steps(ckpt_dir)
+        then = (f"it resumes from its last checkpoint ({step_unit} {steps[-1]}) in {ckpt_dir}"
+                if steps else "no checkpoint was saved yet, so it starts over")
+        # ``full`` names the file: OSError's text carries its filename, tensorstore's its path.
+        raise ClimitError(f"the disk is full: writing {what} at {out_dir} failed ({full}); "
+                          f"{histories._human(histories.free_bytes(out_dir))} free there now. "
+                          f"Free space and run the same command again: {then}; nothing written "
+                          f"so far is lost") from e
+    finally:
+        absl.removeFilter(not_full_disk)
 
 
 def snapshots(directory: str | Path, readonly: bool = False) -> Checkpointer:

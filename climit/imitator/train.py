@@ -35,11 +35,9 @@ Optimizer: AdamW (weight decay on matrices only), linear warmup then cosine deca
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -590,47 +588,6 @@ def finished(cfg: config_lib.ExperimentConfig) -> bool:
             and not _summary_problems(out / "checkpoints", summary))
 
 
-@contextlib.contextmanager
-def _full_disk_is_a_clear_error(out: Path) -> Iterator[None]:
-    """Turn a full disk under ``out`` (the imitator's directory) while the run writes into a
-    ClimitError saying how to go on (the teacher's test of what a full disk looks like:
-    Python's OSError(ENOSPC), orbax's RESOURCE_EXHAUSTED ValueError; a full disk elsewhere
-    passes through as it is).
-
-    A failed write damages nothing: checkpoints are committed by rename and checksummed,
-    summaries replaced atomically, a torn last metrics line is skipped on reading. So freeing
-    space and rerunning resumes the run from its last checkpoint.
-
-    Meanwhile orbax's log records of that full disk are dropped: each of its writer threads
-    logs the error with a traceback through absl (a thousand lines in all), burying the one
-    message that says what to do.
-    """
-    from climit.teacher import train as teacher_train  # owns the full-disk test (shared)
-
-    def not_full_disk(record: logging.LogRecord) -> bool:
-        return teacher_train._disk_full(record.exc_info and record.exc_info[1], out) is None
-
-    absl = logging.getLogger("absl")
-    absl.addFilter(not_full_disk)
-    try:
-        yield
-    except Exception as e:
-        full = teacher_train._disk_full(e, out)
-        if full is None:
-            raise
-        ckpt_dir = out / "checkpoints"
-        steps = checkpoint.complete_steps(ckpt_dir)
-        then = (f"it resumes from its last checkpoint (step {steps[-1]}) in {ckpt_dir}"
-                if steps else "no checkpoint was saved yet, so it starts over")
-        # ``full`` names the file: OSError's text carries its filename, tensorstore's its path.
-        raise ClimitError(f"the disk is full: writing the imitator at {out} failed ({full}); "
-                          f"{histories._human(histories.free_bytes(out))} free there now. Free "
-                          f"space and run the same command again: {then}; nothing written so far "
-                          f"is lost") from e
-    finally:
-        absl.removeFilter(not_full_disk)
-
-
 def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
           interrupt_after: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Train (or resume, or return the summary of an already :func:`finished`) imitator for
@@ -667,8 +624,10 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
         log(f"imitator: warning: {'; '.join(dict.fromkeys(problems.values()))}; training it "
             f"again to recreate it (same config, same result)")
     setup = _prepare(cfg, history)
-    with _full_disk_is_a_clear_error(out), checkpoint.Checkpointer(
-            out / "checkpoints", keep=cfg.imitator.keep_checkpoints, best="heldout_loss") as ckpt:
+    ckpt_dir = out / "checkpoints"
+    with checkpoint.full_disk_is_a_clear_error(out, ckpt_dir, "the imitator"), \
+            checkpoint.Checkpointer(ckpt_dir, keep=cfg.imitator.keep_checkpoints,
+                                    best="heldout_loss") as ckpt:
         if "best" in problems:
             _redo_from_best(ckpt, done["best_step"], log)
         return _train_on_disk(cfg, setup, ckpt, progress, interrupt_after, log)

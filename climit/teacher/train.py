@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -594,57 +593,6 @@ def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
     }
 
 
-def _disk_full(exc: BaseException | None, out_dir: Path) -> BaseException | None:
-    """The exception in ``exc``'s chain (itself, what it was raised from, or what it was raised
-    while handling, unless suppressed) that reports a full disk under ``out_dir``, or None.
-
-    Python's own writes raise OSError(ENOSPC) with the file name; orbax (tensorstore) raises a
-    ValueError whose text carries the path and the OS message ("... No space left on device
-    [os_error_code='28']"). A full disk elsewhere (/tmp, a compile cache, a TensorBoard
-    directory) is not this run's, and its error passes through as it is.
-    """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if _is_full_disk_under(exc, out_dir):
-            return exc
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    return None
-
-
-def _is_full_disk_under(exc: BaseException, out_dir: Path) -> bool:
-    roots = {str(out_dir), str(out_dir.resolve())}  # as given (maybe relative) and absolute
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return exc.filename is None or str(Path(exc.filename).resolve()).startswith(str(out_dir.resolve()))
-    return os.strerror(errno.ENOSPC) in str(exc) and any(r in str(exc) for r in roots)
-
-
-@contextlib.contextmanager
-def _full_disk_is_a_clear_error(out_dir: Path, ckpt_dir: Path) -> Iterator[None]:
-    """Turn a full disk while the run writes into a ClimitError that says how to go on.
-
-    Nothing on disk is damaged by a failed write: history chunks, manifests, checkpoints and
-    snapshots are written under temporary names and renamed when complete, and a torn last
-    metrics line is skipped on reading. So freeing space and rerunning resumes the run.
-    Entered outside the checkpointers (``ckpt_dir`` is read from disk, not through an open one),
-    so their closing -- orbax's background writes, which a full disk fails too -- is covered.
-    """
-    try:
-        yield
-    except Exception as e:
-        full = _disk_full(e, out_dir)
-        if full is None:
-            raise
-        steps = checkpoint.complete_steps(ckpt_dir)
-        step = steps[-1] if steps else None
-        then = (f"it resumes from its last checkpoint (env step {step}) in {ckpt_dir}"
-                if step is not None else "no checkpoint was saved yet, so it starts over")
-        # ``full`` names the file: OSError's text carries its filename, tensorstore's its path.
-        raise ClimitError(f"the disk is full: writing the teacher run at {out_dir} failed ({full}); "
-                          f"{_human(histories.free_bytes(out_dir))} free there now. Free space and "
-                          f"run the same command again: {then}; nothing written so far is lost") from e
-
-
 def _device_memory() -> tuple[int | None, str]:
     """Bytes that one local device's arrays can take (None: unknown), and where they live.
 
@@ -791,7 +739,7 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     shape = _abstract_state(tcfg, env, p)
     _check_memory(tcfg, shape, g)
 
-    with _full_disk_is_a_clear_error(out_dir, ckpt_dir), \
+    with checkpoint.full_disk_is_a_clear_error(out_dir, ckpt_dir, "the teacher run", "env step"), \
             checkpoint.Checkpointer(ckpt_dir, keep=tcfg.keep_checkpoints) as ckpt, \
             checkpoint.snapshots(out_dir / "snapshots") as snaps:
         state, step, timing = _restore_latest(cfg, ckpt, shape, log)
