@@ -45,12 +45,14 @@ import os
 import shutil
 import zlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import jax
 import numpy as np
 
 from climit.errors import ArtifactError, ClimitError
+
+T = TypeVar("T")
 
 CHECKSUM_FILE = "climit_checksums.json"
 FORMAT_VERSION = 1
@@ -319,6 +321,40 @@ class Checkpointer:
         self._ckpt.reload()  # orbax lists the steps it has seen: forget the moved ones
 
     # -- restore ------------------------------------------------------------------------------
+    def restore_newest(self, restore: Callable[[int], T], log: Callable[[str], None],
+                       what: str) -> tuple[int, T] | None:
+        """``(step, restore(step))`` for the newest step that restores; None with no step.
+
+        A damaged step (``restore`` raises ArtifactError: a flipped byte, a truncated file) is
+        skipped with a logged warning and the one before it is tried: a run is never given up
+        for one file. The damaged ones are then set aside in ``damaged_checkpoints/`` beside
+        this directory (kept for a look; no later resume tries them first, no message names
+        them as the latest). ``what``: the stage, for messages ("teacher", "imitator").
+
+        Raises:
+            ArtifactError: every step is damaged. Whatever else ``restore`` raises (e.g. a
+            ClimitError for another config's checkpoints) passes through.
+        """
+        damaged: dict[int, str] = {}
+        for step in reversed(self.steps()):
+            try:
+                restored = restore(step)
+            except ArtifactError as e:
+                damaged[step] = str(e)
+                log(f"{what}: warning: skipping a damaged checkpoint: {e}")
+                continue
+            if damaged:
+                aside = self.directory.parent / "damaged_checkpoints"
+                self.set_aside(list(damaged), aside)
+                log(f"{what}: warning: resuming from the older checkpoint at step {step}; the "
+                    f"steps after it are redone, and the damaged checkpoints are kept in {aside}")
+            return step, restored
+        if not damaged:
+            return None
+        raise ArtifactError(f"every checkpoint in {self.directory} is damaged "
+                            f"({'; '.join(damaged.values())}); remove {self.directory.parent} to "
+                            f"start the {what} over, or choose another run.name")
+
     def restore(self, step: int | None = None, target: Any = None,
                 only: tuple[str, ...] | None = None) -> Any:
         """The pytree saved at ``step`` (None: latest), verified against its checksums.

@@ -387,26 +387,12 @@ def _restore_or_init(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpoi
     Raises:
         ClimitError: the checkpoints are another config's. ArtifactError: every one is damaged.
     """
-    steps = ckpt.steps()
-    if not steps:
-        return _Resumed(0, programs.init(init_key), Timing(), {})
     target = jax.eval_shape(programs.init, init_key)
-    damaged: dict[int, str] = {}
-    for step in reversed(steps):
-        try:
-            resumed = _restore_step(cfg, ckpt, step, target)
-        except ArtifactError as e:  # an older one may still restore: never give up a run for it
-            damaged[step] = str(e)
-            log(f"imitator: warning: skipping a damaged checkpoint: {e}")
-            continue
-        if damaged:
-            aside = _move_aside(ckpt, list(damaged), "damaged_checkpoints")
-            log(f"imitator: warning: resuming from the older checkpoint at step {step}; the steps "
-                f"after it are redone, and the damaged checkpoints are kept in {aside}")
-        return resumed._replace(state=jax.device_put(resumed.state, replicated))
-    raise ArtifactError(f"every checkpoint in {ckpt.directory} is damaged "
-                        f"({'; '.join(damaged.values())}); remove {ckpt.directory.parent} to train "
-                        f"this imitator from the start, or choose another run.name")
+    newest = ckpt.restore_newest(lambda step: _restore_step(cfg, ckpt, step, target), log, "imitator")
+    if newest is None:
+        return _Resumed(0, programs.init(init_key), Timing(), {})
+    resumed = newest[1]
+    return resumed._replace(state=jax.device_put(resumed.state, replicated))
 
 
 def _move_aside(ckpt: checkpoint.Checkpointer, steps: list[int], into: str) -> Path:

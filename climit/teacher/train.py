@@ -474,34 +474,11 @@ def _restore_latest(cfg: ExperimentConfig, ckpt: checkpoint.Checkpointer, target
         ClimitError: the run was saved by another config. ArtifactError: every checkpoint is
         damaged.
     """
-    steps = ckpt.steps()
-    if not steps:
+    newest = ckpt.restore_newest(lambda step: _restore_step(cfg, ckpt, step, target), log, "teacher")
+    if newest is None:
         return None, None, Timing()
-    damaged: dict[int, str] = {}
-    for step in reversed(steps):
-        try:
-            state, timing = _restore_step(cfg, ckpt, step, target)
-        except ArtifactError as e:  # an older one may still restore: never give up a run for one file
-            damaged[step] = str(e)
-            log(f"teacher: warning: skipping a damaged checkpoint: {e}")
-            continue
-        if damaged:
-            aside = _move_aside(ckpt, list(damaged))
-            log(f"teacher: warning: resuming from the older checkpoint at env step {step}; the steps "
-                f"after it are redone, and the damaged checkpoints are kept in {aside}")
-        return state, step, timing
-    raise ArtifactError(f"every checkpoint in {ckpt.directory} is damaged ({'; '.join(damaged.values())}); "
-                        f"remove {ckpt.directory.parent} to start the teacher over, or choose "
-                        f"another run.name")
-
-
-def _move_aside(ckpt: checkpoint.Checkpointer, steps: list[int]) -> Path:
-    """Move damaged checkpoint steps out of the checkpoint directory (process 0), into
-    ``teacher/damaged_checkpoints/``: kept for a look, but no longer the "latest" step that
-    messages name or a later resume tries first."""
-    aside = ckpt.directory.parent / "damaged_checkpoints"
-    ckpt.set_aside(steps, aside)
-    return aside
+    step, (state, timing) = newest
+    return state, step, timing
 
 
 def _earlier_artifacts(hist_dir: Path, snaps: checkpoint.Checkpointer) -> list[tuple[str, Path, dict]]:
