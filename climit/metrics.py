@@ -37,32 +37,43 @@ def _decode(line: bytes) -> str | None:
         return None
 
 
+def _record(line: str | None) -> dict | None:
+    """One line as a metrics record, or None if it is not text holding a JSON object."""
+    try:
+        record = json.loads(line) if line is not None else None
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """All complete records of a metrics file.
 
-    A torn last line from a kill, or a damaged tail (NUL bytes, bytes that are not UTF-8: what a
-    crash can leave after the last flushed record), is skipped. Undecodable bytes *before* a
-    good record are not a crash's tail but damage to the records themselves.
+    A torn last line from a kill, or a damaged tail (NUL bytes, bytes that are not UTF-8, text
+    that is not a JSON object: what a crash can leave after the last flushed record), is skipped.
+    Such a line *before* a good record is not a crash's tail but damage to the records
+    themselves (a logger rewrites the file without its tail whenever it opens it).
 
     Raises:
-        ArtifactError: a line that is not UTF-8 has good records after it.
+        ArtifactError: a line that is not a JSON object has good records after it.
     """
     path = Path(path)
     if not path.exists():
         return []
-    lines = [_decode(raw) for raw in path.read_bytes().splitlines()]
     records, bad = [], None
-    for number, line in enumerate(lines, 1):
-        bad = number if line is None and bad is None else bad
-        try:
-            records.append(json.loads(line))
-        except (TypeError, json.JSONDecodeError):
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        record = _record(_decode(raw))
+        if record is None and not raw.strip():
+            continue  # a blank line holds nothing to lose
+        if record is None:
+            bad = number if bad is None else bad
             continue
         if bad is not None:
-            raise ArtifactError(f"{path} is damaged: line {bad} is not UTF-8 text, and records "
-                                f"follow it (line {number}); delete the damaged lines, or the "
-                                f"whole file (only these metrics records are lost: histories and "
-                                f"checkpoints do not depend on it)")
+            raise ArtifactError(f"{path} is damaged: line {bad} is not a JSON record, and "
+                                f"records follow it (line {number}); delete the damaged lines, "
+                                f"or the whole file (only these metrics records are lost: "
+                                f"histories and checkpoints do not depend on it)")
+        records.append(record)
     return records
 
 

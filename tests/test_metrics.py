@@ -46,6 +46,21 @@ def test_undecodable_tail_is_dropped_like_a_nul_tail(tmp_path):
 def test_undecodable_line_mid_file_is_a_clear_error(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"step": 1}\n\xff\xfe\n{"step": 2}\n')
-    with pytest.raises(ArtifactError, match="line 2 is not UTF-8 text") as e:
+    with pytest.raises(ArtifactError, match="line 2 is not a JSON record") as e:
         read_jsonl(path)
     assert str(path) in str(e.value) and "delete" in str(e.value)
+
+
+@pytest.mark.parametrize("line", [b"garbage", b"[1, 2]", b"7", b'{"step": 2'])
+def test_a_line_that_is_not_a_record_mid_file_is_a_clear_error(tmp_path, line):
+    # Valid UTF-8 that is not a JSON object used to be skipped silently, losing the record.
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n' + line + b'\n{"step": 3}\n')
+    with pytest.raises(ArtifactError, match="line 2 is not a JSON record"):
+        read_jsonl(path)
+
+
+def test_blank_lines_and_a_non_object_tail_are_not_records(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n\n{"step": 2}\n[3]\n')
+    assert [r["step"] for r in read_jsonl(path)] == [1, 2]
