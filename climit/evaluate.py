@@ -427,7 +427,8 @@ def discard_parts(run_dir: str | Path) -> None:
 
 class PartCache:
     """Finished agents of an interrupted evaluation, one ``.npz`` per agent, valid only for the
-    same evaluation fingerprint; cleared once results.json is written."""
+    same evaluation fingerprint; cleared once results.json is written. Each array is a zip
+    member with its own CRC-32, checked on load: a damaged or cut part is recomputed."""
 
     def __init__(self, directory: Path, fingerprint: str):
         self.directory, self.fingerprint = Path(directory), fingerprint

@@ -169,6 +169,28 @@ def test_part_cache_reuses_finished_agents_of_the_same_config(tmp_path):
     assert not (tmp_path / "parts").exists()
 
 
+@pytest.mark.parametrize("damage", ["flip", "cut"])
+def test_part_cache_recomputes_a_damaged_part(tmp_path, damage):
+    # A part's arrays are zip members with a CRC-32 each: one flipped byte of an array, or a
+    # file cut short, is recomputed instead of read into the results.
+    calls = []
+
+    def agent():
+        calls.append(1)
+        return (np.arange(1000, dtype=np.float32),)
+
+    cache = evaluate.PartCache(tmp_path / "parts", "fp1")
+    cache.get_or_run("dqn", agent)
+    path = next((tmp_path / "parts").glob("*.npz"))
+    data = bytearray(path.read_bytes())
+    at = data.find(np.float32(500).tobytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data) if damage == "flip" else bytes(data[: len(data) // 2]))
+    out, cached = evaluate.PartCache(tmp_path / "parts", "fp1").get_or_run("dqn", agent)
+    assert not cached and len(calls) == 2
+    np.testing.assert_array_equal(out[0], np.arange(1000, dtype=np.float32))
+
+
 def test_evaluate_refuses_missing_or_stale_imitators(tmp_path):
     from climit.errors import ArtifactError
 
