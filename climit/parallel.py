@@ -13,11 +13,15 @@ cluster (TPU pods, SLURM). It must run before anything touches a device.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from climit.errors import ClimitError
+
+T = TypeVar("T")
 
 AXIS = "data"
 _initialized = False
@@ -136,17 +140,48 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def _primary_int32(value: int) -> int:
+    """Process 0's ``value`` (an int32) on every process: a collective all must call."""
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))  # int32: no x64 needed
+
+
 def primary_mib(value_bytes: int) -> int:
     """Process 0's ``value_bytes`` on every process, rounded down to whole MiB (a collective
     with several processes: all must call it). Lets every process take the same decision from
     a measurement only one should make, e.g. free disk space, so that none runs on into a
     collective that a stopped process 0 never joins."""
-    if jax.process_count() == 1:
-        return int(value_bytes) >> 20 << 20
-    from jax.experimental import multihost_utils
+    mib = min(int(value_bytes) >> 20, np.iinfo(np.int32).max)
+    return _primary_int32(mib) << 20
 
-    mib = np.int32(min(int(value_bytes) >> 20, np.iinfo(np.int32).max))  # int32: no x64 needed
-    return int(multihost_utils.broadcast_one_to_all(mib)) << 20
+
+def on_primary(fn: Callable[[], T], what: str) -> T | None:
+    """``fn()`` on process 0 alone (``None`` elsewhere), its failure raised on every process.
+
+    Work only process 0 does (opening the files it writes) can fail there alone; the others
+    would run on into their next collective and die in it with the distributed runtime's
+    traceback. This is a collective with several processes: all must call it.
+
+    Raises:
+        ClimitError: on every other process, when ``fn`` raised on process 0 (which raises
+            its own error).
+    """
+    result, error = None, None
+    if is_primary():
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 -- raised again below, after the others know
+            error = e
+    failed = _primary_int32(error is not None)
+    if error is not None:
+        raise error
+    if failed:
+        raise ClimitError(f"{what} failed on process 0 (its output says why); this process "
+                          f"stops with it")
+    return result
 
 
 def to_host(tree: Any) -> Any:

@@ -563,6 +563,24 @@ def test_too_little_disk_stops_every_process_of_a_job(tmp_path):
         assert "not enough disk space for the teacher run" in out
 
 
+def test_a_damaged_history_stops_every_process_of_a_resumed_job(tmp_path, one_device_run):
+    """Process 0 alone opens the histories; a damaged chunk found on resume stops every process
+    with a message (the other process used to run on into its next collective and die there
+    with the distributed runtime's traceback)."""
+    import shutil
+
+    shutil.copytree(one_device_run, tmp_path / "one")
+    chunk = sorted((tmp_path / "one" / "teacher" / "histories" / "chunks").glob("*.npz"))[0]
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    (rc0, out0), (rc1, out1) = _two_processes([*SHARDED, f"run.runs_dir={tmp_path}", "run.name=one"],
+                                              timeout=120)
+    assert (rc0, rc1) == (1, 1), (out0[-3000:], out1[-3000:])
+    assert chunk.name in out0, out0[-3000:]
+    assert "failed on process 0" in out1 and "Traceback" not in out1, out1[-3000:]
+
+
 def test_neutral_teacher_fields_change_no_fingerprint_and_old_runs_still_match():
     """teacher.scan_unroll changes how the learning is computed, not what is learned: no
     fingerprint (teacher, imitator, evaluation) moves with it, and a run recorded before the

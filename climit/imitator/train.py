@@ -644,11 +644,8 @@ def _train_on_disk(cfg: config_lib.ExperimentConfig, setup: _Setup, ckpt: checkp
 
     resumed = _restore_or_init(cfg, ckpt, programs, init_key, parallel.replicated(mesh), log)
     primary = jax.process_index() == 0  # one process writes files and logs
-    if primary:
-        (out / "config.yaml").write_text(config_lib.dump_yaml(cfg))
-    logger = MetricsLogger(out / "metrics.jsonl", resume_step=resumed.start,
-                           tensorboard=cfg.run.tensorboard, wandb_project=cfg.run.wandb_project,
-                           run_name=f"{cfg.run.name}/imitator/{tag(icfg)}") if primary else None
+    logger = parallel.on_primary(lambda: _open_logger(cfg, out, resumed.start),
+                                 "writing the imitator's config.yaml and metrics.jsonl")
     batches = data_lib.Prefetcher(loader.batch, resumed.start, icfg.train_steps, icfg.prefetch)
     loop = _Loop(cfg, setup.mcfg, programs, step_key, map(train_to_global, batches),
                  functools.partial(_evaluate, programs, heldout, heldout_to_global,
@@ -670,6 +667,14 @@ def _train_on_disk(cfg: config_lib.ExperimentConfig, setup: _Setup, ckpt: checkp
         _write_json(out / "summary.json", summary)
         _update_index(out.parent / "summary.json", tag(icfg), summary)
     return summary
+
+
+def _open_logger(cfg: config_lib.ExperimentConfig, out: Path, start: int) -> MetricsLogger:
+    """``out/config.yaml`` written and ``out/metrics.jsonl`` cut back to ``start`` (process 0)."""
+    (out / "config.yaml").write_text(config_lib.dump_yaml(cfg))
+    return MetricsLogger(out / "metrics.jsonl", resume_step=start, tensorboard=cfg.run.tensorboard,
+                         wandb_project=cfg.run.wandb_project,
+                         run_name=f"{cfg.run.name}/imitator/{tag(cfg.imitator)}")
 
 
 def _progress(enabled: bool, start: int, total: int, name: str) -> Any:

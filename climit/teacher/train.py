@@ -648,20 +648,20 @@ def _open_histories(cfg: ExperimentConfig, env_spec: envs.EnvSpec, p: Plan, hist
                             check_space=False)
 
 
-def _metrics_logger(cfg: ExperimentConfig, out_dir: Path, step: int | None, primary: bool) -> Any:
+def _metrics_logger(cfg: ExperimentConfig, out_dir: Path, step: int | None) -> Any:
     """``out_dir/metrics.jsonl`` cut back to ``step`` (process 0; a no-op context elsewhere)."""
     from climit.metrics import MetricsLogger
 
-    if not primary:
-        return contextlib.nullcontext()
-    return MetricsLogger(out_dir / "metrics.jsonl", resume_step=step, tensorboard=cfg.run.tensorboard,
-                         wandb_project=cfg.run.wandb_project, run_name=cfg.run.name,
-                         config=config_lib.to_dict(cfg))
+    logger = parallel.on_primary(lambda: MetricsLogger(
+        out_dir / "metrics.jsonl", resume_step=step, tensorboard=cfg.run.tensorboard,
+        wandb_project=cfg.run.wandb_project, run_name=cfg.run.name,
+        config=config_lib.to_dict(cfg)), "opening the teacher's metrics.jsonl")
+    return logger or contextlib.nullcontext()
 
 
 def _train_on_disk(cfg: ExperimentConfig, env: envs.Env, p: Plan, state: dqn.TrainState,
                    step: int | None, timing: Timing, ckpt: checkpoint.Checkpointer,
-                   snaps: checkpoint.Checkpointer, *, q_period: int, primary: bool, progress: bool,
+                   snaps: checkpoint.Checkpointer, *, q_period: int, progress: bool,
                    stop_hook: Callable[[int], None] | None) -> tuple[dqn.TrainState, Timing]:
     """The chunk loop writing histories and metrics (process 0), checkpoints and snapshots.
 
@@ -670,10 +670,12 @@ def _train_on_disk(cfg: ExperimentConfig, env: envs.Env, p: Plan, state: dqn.Tra
     """
     start_t = int(state.t)
     hist_dir = ckpt.directory.parent / "histories"
-    writer = _open_histories(cfg, env.spec, p, hist_dir, step, start_t, q_period) if primary else None
+    writer = parallel.on_primary(
+        lambda: _open_histories(cfg, env.spec, p, hist_dir, step, start_t, q_period),
+        "opening the learning histories")
     # The metrics logger is opened inside the writer's ``with``: if it fails, the writer closes.
-    with writer or contextlib.nullcontext(), _metrics_logger(cfg, ckpt.directory.parent, step,
-                                                             primary) as metrics:
+    with writer or contextlib.nullcontext(), _metrics_logger(cfg, ckpt.directory.parent,
+                                                             step) as metrics:
         io = _RunIO(cfg, start_t, writer, ckpt, snaps, metrics)
         hooks = _Hooks(output=io.output, needs_sync=io.needs_sync, sync=io.sync)
         state, hp, tasks = place(state, p.hparams, p.tasks_GxK)
@@ -727,8 +729,8 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         if state is None:
             state = dqn.init(tcfg, env, jnp.asarray(p.keys_Gx2), jnp.asarray(p.tasks_GxK))
         state, timing = _train_on_disk(cfg, env, p, state, step, timing, ckpt, snaps,
-                                       q_period=q_period, primary=primary,
-                                       progress=progress and primary, stop_hook=stop_hook)
+                                       q_period=q_period, progress=progress and primary,
+                                       stop_hook=stop_hook)
 
     eval_key = jax.random.fold_in(jax.random.PRNGKey(cfg.run.seed), EVAL_STREAM)
     final = evaluate_greedy(tcfg, env, state.learners.params, p.tasks_GxK, eval_key, tcfg.eval_episodes)
