@@ -180,6 +180,9 @@ def rollout_rows(env: envs.Env, act: rollout.Policy, params_S: Any, carry0: Any,
     tasks = jnp.asarray(tasks_KxD, jnp.int32)
     rs = _init_rows(env)(keys_SxK, tasks)
     carry = jax.tree.map(lambda x: jnp.broadcast_to(x, (s, k) + jnp.shape(x)), carry0)
+    placed = [x for x in jax.tree.leaves(params_S) if isinstance(x, jax.Array) and x.committed]
+    if placed:  # where the restored params live: otherwise chunk 2's committed carry recompiles
+        rs, carry = jax.device_put((rs, carry), placed[0].sharding)
     rewards, dones = [], []
     bar = tqdm(total=num_steps, unit="step", desc=desc, disable=not progress, dynamic_ncols=True,
                mininterval=1.0)
@@ -217,7 +220,9 @@ def _row_runner(env: envs.Env, act: rollout.Policy, params_batched: bool, n: int
         return rollout.run(env, act, p, c, r, task, n, _signal)
 
     per_task = jax.vmap(one, (None, 0, 0, 0))
-    return jax.jit(jax.vmap(per_task, (0 if params_batched else None, 0, 0, None)))
+    # The carry (a KV cache per row) and env states are donated: each chunk replaces them.
+    return jax.jit(jax.vmap(per_task, (0 if params_batched else None, 0, 0, None)),
+                   donate_argnums=(1, 2))
 
 
 def grid(episode_len: int, num_steps: int, points: int) -> np.ndarray:
@@ -249,9 +254,11 @@ def curves_from_steps(reward_SxKxT: np.ndarray, done_SxKxT: np.ndarray,
 
 def curves_from_episodes(ep: rollout.Episodes, grid_P: np.ndarray) -> np.ndarray:
     """Curves [N, P] from padded Episodes [N, M] (the fresh DQNs' training episodes)."""
-    c = jax.jit(jax.vmap(rollout.curve, (0, None)))(jax.tree.map(jnp.asarray, ep),
-                                                     jnp.asarray(grid_P))
+    c = _curves_of_episodes(jax.tree.map(jnp.asarray, ep), jnp.asarray(grid_P))
     return np.asarray(c, np.float64)
+
+
+_curves_of_episodes = jax.jit(jax.vmap(rollout.curve, (0, None)))  # compiled once per shape
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,6 +90,21 @@ def test_weights_never_change_and_rollouts_repeat():
     assert (d1.sum(-1) == 3).all()  # 20-step episodes end at 20, 40, 60
 
 
+def test_a_rollout_of_restored_params_compiles_once():
+    # Restored parameters are committed to a device; a carry that is not used to make the
+    # first chunk compile apart from the later ones (seen: every rollout program twice).
+    env = envs.make("darkroom")
+    p = tiny_model()
+    stacked = model.Params(p.cfg, jax.tree.map(lambda a: jax.device_put(a[None], jax.devices()[0]),
+                                               p.tree))
+    cfg = config.load(None, ["eval.chunk_steps=20", "eval.mode=greedy"])
+    tasks = envs.sample_tasks("darkroom", jax.random.key(0), 2, "heldout")
+    evaluate.imitator_steps(_Loaded(stacked), env, tasks, jax.random.key(9), 60, cfg, "t", False)
+    runner = evaluate._row_runner(env, evaluate.imitator_policy(env.spec.action_mask, "greedy"),
+                                  True, 20)
+    assert runner._cache_size() == 1
+
+
 def test_grid_and_curves_known_answer():
     np.testing.assert_array_equal(evaluate.grid(20, 200, 100), 20 * np.arange(1, 11))
     np.testing.assert_array_equal(evaluate.grid(20, 200, 4), [60, 120, 180])
