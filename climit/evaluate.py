@@ -18,13 +18,21 @@ training stage uses:
 - (b) horizon extrapolation: an imitator trained on the first H env steps of each history,
   evaluated to ``horizon_factor`` x H; metrics over (H, factor x H], against the same fresh
   DQNs' continuation, and the same comparison over the steps up to H (``before_h``: the report's
-  precondition that the imitator matched the DQN where its histories reached);
+  precondition that the imitator matched the DQN over the DQN's steps its histories hold);
 - (c) new family: the imitators trained on ``env.name`` acting in ``env.transfer`` (same
   interface), against fresh DQNs there.
 
 Controls in every test: ED, the context-ablated imitator (``eval.ablation``), a uniformly random
-policy, and the DQN itself. Every agent row ``s`` acts on task ``k`` with the same environment
-key (common random numbers: Key-to-Door start cells are the same for all agents).
+policy, and the DQN itself. Every imitator and random-policy row ``s`` acts on task ``k`` with
+the same environment key (common random numbers: Key-to-Door start cells are the same for those
+agents). The fresh DQNs share the tasks, not the environment keys: their keys drive their
+exploration too, so their environment randomness is drawn apart (paired with the others by
+task only). Fresh DQN ``r`` on task ``k`` gets ``fold_in(fold_in(key, r), k)``, so adding
+evaluation tasks leaves the DQNs of the tasks already there unchanged.
+
+With ``imitator.subsample`` k > 1 the imitators' histories kept every k-th episode, so an
+imitator that replays their progress runs about k times ahead of the DQN in env steps; the
+windows stay in env steps (the report says so).
 
 **Curves.** Return against env steps of one environment stream: episodes are binned by the step
 at which they end (:func:`climit.rollout.curve`) on a grid of ``eval.curve_points`` multiples of
@@ -292,11 +300,13 @@ def _check_imitator_data(cfg: ExperimentConfig, horizon: int) -> None:
         raise ConfigError("env.train_tasks", "the imitators' held-out loss needs two training "
                           "tasks or two learners of one task; raise env.train_tasks or teacher.seeds")
     seq = icfg.context_len * icfg.train_windows
-    if seq > horizon:
+    kept = horizon // icfg.subsample  # every subsample-th episode of the first H steps
+    if seq > kept:
         raise ConfigError("imitator.context_len", f"a training sequence of {seq} steps "
                           f"(context_len {icfg.context_len} x train_windows {icfg.train_windows}) "
-                          f"is longer than the {horizon} env steps of history the H-imitator "
-                          f"learns from; lower imitator.context_len or raise eval.horizon")
+                          f"is longer than the ~{kept} steps the H-imitator learns from (every "
+                          f"{icfg.subsample}th episode of the first {horizon} env steps); lower "
+                          f"imitator.context_len or imitator.subsample, or raise eval.horizon")
 
 
 def plan(cfg: ExperimentConfig) -> Plan:
@@ -420,9 +430,10 @@ def dqn_episodes(cfg: ExperimentConfig, env: envs.Env, tasks: np.ndarray, key: j
 
     tcfg = fresh_teacher(cfg, num_steps)
     r = cfg.eval.dqn_seeds
+    k = len(tasks)
     tasks_GxD = np.tile(np.asarray(tasks), (r, 1))  # learner g = r * K + k
-    res = teacher_train.train_learners(tcfg, env, tasks_GxD, jax.random.key_data(key),
-                                       progress=progress)
+    keys_Gx2 = _keys(jax.random.key_data(key), r, k).reshape(r * k, -1)  # not a function of K
+    res = teacher_train.train_learners(tcfg, env, tasks_GxD, keys_Gx2, progress=progress)
     return rollout.Episodes(*(np.asarray(x) for x in res.episodes))
 
 

@@ -262,3 +262,21 @@ def test_dqn_episode_accounting_equals_the_rollout_primitive():
     for field in ("valid", "end_step", "lengths"):
         np.testing.assert_array_equal(getattr(ours, field), np.asarray(getattr(ref, field)), field)
     np.testing.assert_allclose(ours.returns, np.asarray(ref.returns), rtol=1e-6)
+
+
+def test_fresh_dqns_of_a_task_do_not_depend_on_how_many_tasks_are_evaluated():
+    # Learner (seed r, task k) used to get fold_in(key, r * K + k): with K = 3, seed 0 on task
+    # 2 had the key of seed 1 on task 0 at K = 2, and raising eval.tasks changed the DQN
+    # baseline of tasks that were already there.
+    cfg = config.load(None, ["eval.dqn_seeds=2", "teacher.hidden=[16]", "teacher.buffer_size=300",
+                             "teacher.batch_size=16", "teacher.learning_starts=100",
+                             "teacher.eps_decay_steps=300", "teacher.chunk_steps=200"])
+    env = envs.make("darkroom")
+    tasks = envs.all_tasks("darkroom", "heldout")[:3]
+    key = jax.random.key(4)
+    ep2 = evaluate.dqn_episodes(cfg, env, tasks[:2], key, 400, False)
+    ep3 = evaluate.dqn_episodes(cfg, env, tasks, key, 400, False)
+    # rows g = r * K + k: (r, k) for k < 2 in both
+    rows2, rows3 = [r * 2 + k for r in range(2) for k in range(2)], [r * 3 + k for r in range(2) for k in range(2)]
+    np.testing.assert_array_equal(ep2.returns[rows2], ep3.returns[rows3])
+    assert not np.array_equal(ep3.returns[0], ep3.returns[3])  # seeds differ on one task

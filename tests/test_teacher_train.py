@@ -453,13 +453,14 @@ def test_train_learners_fresh_curves():
                                 buffer_size=300, batch_size=16, eps_decay_steps=300, q_log_period=0)
     env = envs.make("darkroom")
     tasks = envs.all_tasks("darkroom", "heldout")[:3]
-    res = train.train_learners(tcfg, env, tasks, jax.random.PRNGKey(7))
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(7), i))(np.arange(3))
+    res = train.train_learners(tcfg, env, tasks, keys)
     ep = res.episodes
     assert ep.returns.shape == (3, 30)  # 600 steps / 20-step episodes
     np.testing.assert_array_equal(ep.end_step, np.tile(np.arange(20, 601, 20), (3, 1)))
     assert ep.valid.all() and (ep.lengths == 20).all()
     np.testing.assert_array_equal(res.learner_env_steps(1), ep.end_step)
-    again = train.train_learners(tcfg, env, tasks, jax.random.PRNGKey(7))
+    again = train.train_learners(tcfg, env, tasks, keys)
     np.testing.assert_array_equal(again.episodes.returns, ep.returns)
     assert res.timing.env_steps == 3 * 600
 

@@ -248,9 +248,9 @@ def learner_keys(root: jax.Array, n_tasks: int, n_seeds: int, n_points: int = 1)
     hyperparameter sweep share initialisation and environment randomness (common random
     numbers); different tasks or seeds always get different keys.
     """
-    keys = [jax.random.fold_in(jax.random.fold_in(root, k), s)
-            for k in range(n_tasks) for s in range(n_seeds)]
-    return jnp.tile(jnp.stack(keys), (n_points, 1))
+    task_G, seed_G = jnp.divmod(jnp.arange(n_tasks * n_seeds), n_seeds)
+    keys = jax.vmap(lambda k, s: jax.random.fold_in(jax.random.fold_in(root, k), s))(task_G, seed_G)
+    return jnp.tile(keys, (n_points, 1))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -298,17 +298,19 @@ def _episodes_from_returns(ret_NxT: np.ndarray) -> rollout.Episodes:
     return rollout.Episodes(returns=returns, lengths=lengths, end_step=end, valid=valid)
 
 
-def train_learners(tcfg: TeacherConfig, env: envs.Env, tasks_GxK: Any, key: jax.Array, *,
+def train_learners(tcfg: TeacherConfig, env: envs.Env, tasks_GxK: Any, keys_Gx2: Any, *,
                    hparams: dqn.HParams | None = None, progress: bool = False) -> FreshResult:
     """Train G fresh DQN learners (one per row of ``tasks_GxK``) for ``tcfg.total_env_steps``
     env steps each, in memory, and return their training-episode returns vs env steps.
 
-    ``key``: a raw ``jax.random.PRNGKey``; learner g gets ``fold_in(key, g)``. ``hparams``:
+    ``keys_Gx2``: one raw ``jax.random.PRNGKey`` per learner (uint32 [G, 2]). ``hparams``:
     per-learner overrides (default: the config's values for all). Nothing is written to disk.
     """
     tasks = jnp.asarray(tasks_GxK, jnp.int32)
     g = int(tasks.shape[0])
-    keys = jnp.stack([jax.random.fold_in(key, i) for i in range(g)])
+    keys = jnp.asarray(keys_Gx2)
+    if keys.shape != (g, 2):
+        raise ValueError(f"train_learners needs one raw key per learner, [{g}, 2]; got {keys.shape}")
     hp = hparams if hparams is not None else dqn.hparams(tcfg, g)
     state, hp, tasks = place(dqn.init(tcfg, env, keys, tasks), hp, tasks, require_divisible=False)
     returns: list[np.ndarray] = []
