@@ -149,17 +149,21 @@ def _est(d: dict[str, Any]) -> stats.Estimate:
 
 
 def _above(a: stats.Estimate, b: stats.Estimate) -> bool | None:
-    """True: a's interval lies above b's; False: a's point is not above b's; None: unclear."""
+    """True: a's interval lies above b's; False: it lies below b's; None: they overlap (unclear).
+
+    Both directions need the intervals apart: a point estimate a hair below b's, inside
+    overlapping intervals, is no evidence that a is not above b.
+    """
     if a.lo > b.hi:
         return True
-    if a.value <= b.value:
+    if a.hi < b.lo:
         return False
     return None
 
 
 def _matches(*ratios: stats.Estimate) -> bool | None:
     """Imitator/DQN ratios at MATCH_LEVEL or above: True if every interval lies there; False if
-    every interval lies below it or the first ratio's point does; else None (unclear).
+    some interval lies wholly below it (that ratio clearly falls short); else None (unclear).
 
     A ratio with an undefined (NaN) value, lo or hi makes the match None whatever the others
     say: Python's min/max with NaN depend on argument order, and an undefined ratio cannot
@@ -169,7 +173,7 @@ def _matches(*ratios: stats.Estimate) -> bool | None:
         return None
     if min(r.lo for r in ratios) >= MATCH_LEVEL:
         return True
-    if max(r.hi for r in ratios) < MATCH_LEVEL or ratios[0].value < MATCH_LEVEL:
+    if any(r.hi < MATCH_LEVEL for r in ratios):
         return False
     return None
 
@@ -234,8 +238,8 @@ def preconditions(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None
     return [(f"the DQN clearly learns before H (env steps {lo_step}-{hi_step}: final above initial "
              f"return), so the H-imitator's histories hold learning",
              _above(dqn_fin, dqn_init) is True, f"DQN initial {dqn_init} -> final {dqn_fin}"),
-            (f"matches the DQN before H, where its histories reached (AUC ratio over env steps "
-             f"{lo_step}-{hi_step} >= {MATCH_LEVEL})", _matches(ratio),
+            (f"matches the DQN up to H, the DQN's steps its histories hold (AUC ratio over env "
+             f"steps {lo_step}-{hi_step} >= {MATCH_LEVEL})", _matches(ratio),
              f"AUC ratio {ratio}: imitator {imi} vs DQN {dqn}")]
 
 
@@ -451,15 +455,16 @@ def _fmt_est(e: stats.Estimate) -> str:
     return f"{f(e.value)} [{f(e.lo)}, {f(e.hi)}]"
 
 
-def _steps_sentences(steps_r: stats.Estimate) -> list[str]:
-    """What the steps-to-80% ratio says, including when the imitator outpaced the DQN."""
+def _steps_sentences(steps_r: stats.Estimate, since: str = "") -> list[str]:
+    """What the steps-to-80% ratio says, including when the imitator outpaced the DQN;
+    ``since`` names where the steps count from when that is not env step 0."""
     if math.isnan(steps_r.value):
         return ["The steps-to-80% ratio is undefined: the DQN's final return is not above zero, "
                 "so it set no level to reach."]
     if math.isinf(steps_r.value):
         return ["It never reached 80% of the DQN's final return within the window."]
-    out = [f"It took {stats.fmt(steps_r.value)}x the DQN's env steps to reach 80% of the DQN's "
-           f"final return (interval {_fmt_est(steps_r)})."]
+    out = [f"It took {stats.fmt(steps_r.value)}x the DQN's env steps{since} to reach 80% of "
+           f"the DQN's final return (interval {_fmt_est(steps_r)})."]
     if steps_r.hi < 1:
         # The match criterion is one-sided, so say plainly when passing it means being ahead.
         out.append("That interval lies below 1: the imitator reached the DQN's level faster than "
@@ -508,7 +513,9 @@ def reading(key: str, test: dict[str, Any], results: dict[str, Any]) -> list[str
         f"DQN's {stats.fmt(dqn['final']['value'])} (final ratio {fin_r}); over the first "
         f"{_initial_steps(test, setting(results, 'final_frac'))} env steps of the window it "
         f"averaged {stats.fmt(imi['initial']['value'])}.",
-        *_steps_sentences(_est(vs["imitator"]["steps_to_80_ratio"])),
+        *_steps_sentences(_est(vs["imitator"]["steps_to_80_ratio"]),
+                          f" (counted from env step {test['steps_counted_from']})"
+                          if test.get("steps_counted_from") else ""),
     ]
     ctrl_bits = [f"{agent_label(key, test, c)} {stats.fmt(agents[c]['auc']['value'])}"
                  for c in ("ed", "ablated", "random") if c in agents]
@@ -532,6 +539,7 @@ def _caveats(key: str, test: dict[str, Any], results: dict[str, Any],
     if n_seeds == 1:
         caveats.append("With one imitator seed the interval covers task and DQN seed variation "
                        "only, not variation between imitator training runs.")
+    caveats += _seed_spread(test, n_seeds)
     caveats.append("The intervals do not cover variation between teacher runs (one set of DQN "
                    "histories trained every imitator here).")
     if results.get("mode") == "greedy":
@@ -554,6 +562,20 @@ def _caveats(key: str, test: dict[str, Any], results: dict[str, Any],
     if key == "c":
         caveats.append("One target family only; transfer to other families is untested.")
     return caveats
+
+
+def _seed_spread(test: dict[str, Any], n_seeds: int) -> list[str]:
+    """Each imitator seed's AUC ratio, and why an interval over few seeds needs them beside it."""
+    ratios = (test.get("auc_ratio_per_seed") or {}).get("imitator")
+    if n_seeds < 2 or not ratios:
+        return []
+    out = [f"The imitator seeds one by one (AUC / the DQN's): "
+           f"{', '.join(_num(r) for r in ratios)}."]
+    if n_seeds < 10:
+        out.append(f"A bootstrap over {n_seeds} seeds gives too narrow an interval when they "
+                   "differ much (in simulation, 5 seeds whose differences dominate: 85% coverage "
+                   "for a 95% interval), so read the interval beside that spread.")
+    return out
 
 
 def _precondition_caveats(key: str, test: dict[str, Any]) -> list[str]:
@@ -615,11 +637,25 @@ def markdown(results: dict[str, Any]) -> str:
         f"{int(round(100 * setting(results, 'final_frac')))}%; steps-to-80% ratio > 1 means slower "
         "than the DQN ('never': not reached).",
         "",
+        *_subsample_lines(results),
     ]
     for key in TESTS:
         lines += _test_section(key, results)
     lines += imitator_section(results.get("imitators", {}))
     return "\n".join(lines)
+
+
+def _subsample_lines(results: dict[str, Any]) -> list[str]:
+    """What ``imitator.subsample`` k does to the env-step axis, when k > 1."""
+    k = ((results.get("config") or {}).get("imitator") or {}).get("subsample", 1)
+    if not isinstance(k, int) or k <= 1:
+        return []
+    return [f"The imitators' training histories kept every {k}th episode of each DQN's, so one "
+            f"episode of the imitator stands for {k} of the DQN's: an imitator that replays the "
+            f"progress of its histories runs about {k} times ahead of the DQN in env steps. In "
+            f"test (b) the H-imitator's histories (the DQN's first H steps) are used up after "
+            f"about H/{k} of its own steps, so everything after that, not only after H, is "
+            f"extrapolation.", ""]
 
 
 def _test_section(key: str, results: dict[str, Any]) -> list[str]:

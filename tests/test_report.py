@@ -232,6 +232,37 @@ def test_matches_is_unclear_when_any_ratio_is_undefined():
             assert report._matches(other, undefined) is None
 
 
+def _verdict_case(auc_ratio, final_ratio, imitator_auc, ablated_auc):
+    E = lambda v, lo, hi: {"value": v, "lo": lo, "hi": hi}  # noqa: E731
+    return {"agents": {"imitator": {"auc": E(*imitator_auc), "initial": E(2, 1, 3),
+                                    "final": E(14, 12, 16)},
+                       "dqn": {"auc": E(10, 9, 11), "initial": E(2, 1, 3), "final": E(15, 14, 16)},
+                       "ablated": {"auc": E(*ablated_auc), "initial": E(1, 0, 2), "final": E(1, 0, 2)}},
+            "vs_dqn": {"imitator": {"auc_ratio": E(*auc_ratio), "final_ratio": E(*final_ratio),
+                                    "steps_to_80_ratio": E(1, 1, 1)}},
+            "seeds": {"imitator": 5, "dqn": 5}, "tasks": 17}
+
+
+@pytest.mark.parametrize("auc_ratio, final_ratio, imitator_auc, ablated_auc, expected", [
+    # A point below 0.8 inside an interval reaching above it is no evidence of a shortfall
+    # (this read "not supported" when the AUC ratio was first, "inconclusive" when second).
+    ((0.79, 0.5, 1.3), (1.0, 0.9, 1.1), (9, 8, 10), (3, 2, 4), "inconclusive"),
+    ((1.0, 0.9, 1.1), (0.79, 0.5, 1.3), (9, 8, 10), (3, 2, 4), "inconclusive"),
+    # Either ratio's interval wholly below 0.8: a clear shortfall, whichever it is.
+    ((1.0, 0.9, 1.1), (0.5, 0.4, 0.7), (9, 8, 10), (3, 2, 4), "not supported"),
+    ((0.5, 0.4, 0.7), (1.0, 0.9, 1.1), (9, 8, 10), (3, 2, 4), "not supported"),
+    # Level with the ablated control, intervals overlapping: unclear, not a clear loss.
+    ((1.0, 0.9, 1.1), (1.0, 0.9, 1.1), (9.0, 5, 13), (9.01, 5, 13), "inconclusive"),
+    # Clearly below the control: a clear loss.
+    ((1.0, 0.9, 1.1), (1.0, 0.9, 1.1), (3, 2, 4), (9, 8, 10), "not supported"),
+    ((1.0, 0.9, 1.1), (1.0, 0.9, 1.1), (9, 8, 10), (3, 2, 4), "supported"),
+])
+def test_verdicts_follow_from_intervals_not_points(auc_ratio, final_ratio, imitator_auc,
+                                                   ablated_auc, expected):
+    test = _verdict_case(auc_ratio, final_ratio, imitator_auc, ablated_auc)
+    assert report.verdict("a", test) == expected
+
+
 def test_test_b_controls_trained_on_full_histories_are_not_comparable(tmp_path):
     name = "beats the context-ablated imitator (AUC)"
     results, _ = synthetic_eval(tmp_path, controls_trained_to_h=True)

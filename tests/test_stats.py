@@ -177,3 +177,42 @@ def test_ratio_intervals_are_undefined_when_many_replicates_lose_the_dqn():
     for name in ("auc_ratio", "final_ratio", "steps_to_80_ratio"):
         e = out[name]
         assert e.value == pytest.approx(1.0) and math.isnan(e.lo) and math.isnan(e.hi), name
+
+
+def test_steps_to_80_inside_a_window_count_from_its_start():
+    # Test (b)'s window starts at H = 8000: the DQN reaches 80 % of its final return 400 steps
+    # after H, the agent 16000 steps after H. The ratio is 40, not (H + 16000) / (H + 400).
+    grid = 400 * np.arange(1, 201)  # 400 .. 80000
+    h = 8000
+    dqn_P = np.where(grid >= h + 400, 10.0, 1.0)
+    agent_P = np.where(grid >= h + 16000, 10.0, 1.0)
+    curves = {"imitator": np.broadcast_to(agent_P, (2, 3, 200)),
+              "dqn": np.broadcast_to(dqn_P, (2, 3, 200))}
+    after = stats.summarize_test(curves, grid, window=(h, np.inf), n_boot=50)["vs_dqn"]["imitator"]
+    assert after["dqn_steps_to_80"]["value"] == 400.0
+    assert after["agent_steps_to_80"]["value"] == 16000.0
+    assert after["steps_to_80_ratio"]["value"] == 40.0
+    # With no window start (test a) steps count from 0.
+    whole = stats.summarize_test(curves, grid, n_boot=50)["vs_dqn"]["imitator"]
+    assert whole["steps_to_80_ratio"]["value"] == (h + 16000) / (h + 400)
+
+
+def _crossed_runs(n_runs, seeds, seed_sd, rng):
+    """Curves of a crossed random-effects model with true AUC ratio 1: per run (agent, dqn)."""
+    for _ in range(n_runs):
+        task_K = rng.normal(0, 1.0, 17)
+        agent = (10 + rng.normal(0, seed_sd, (seeds, 1, 1)) + task_K[None, :, None]
+                 + rng.normal(0, 1.0, (seeds, 17, 1)) + np.zeros((1, 1, 10)))
+        dqn = 10 + task_K[None, :, None] + rng.normal(0, 1.0, (5, 17, 1)) + np.zeros((1, 1, 10))
+        yield agent, dqn
+
+
+def test_ratio_interval_covers_the_truth_about_as_often_as_it_says():
+    # 5 imitator seeds x 17 tasks x 5 DQN seeds, seeds differing little: the 95 % interval of
+    # the AUC ratio holds the true ratio 1 in about 95 % of simulated experiments (the module
+    # docstring gives the regime where it does not: few seeds that differ much).
+    rng, grid = np.random.default_rng(0), np.arange(1, 11)
+    held = [stats.compare(a, d, grid, n_boot=400, seed=i)["auc_ratio"]
+            for i, (a, d) in enumerate(_crossed_runs(200, 5, 0.5, rng))]
+    coverage = np.mean([e.lo <= 1.0 <= e.hi for e in held])
+    assert 0.9 <= coverage <= 0.99, coverage
