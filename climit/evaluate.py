@@ -404,9 +404,17 @@ def random_steps(env: envs.Env, tasks: np.ndarray, key: jax.Array, num_steps: in
 
 def fresh_teacher(cfg: ExperimentConfig, num_steps: int) -> config_lib.TeacherConfig:
     """The teacher config of the evaluation's fresh DQNs: the teacher's hyperparameters, one
-    seed per learner, no sweep, ``num_steps`` env steps per stream. ConfigError if impossible."""
+    seed per learner, no sweep, ``num_steps`` env steps per stream. ConfigError if impossible,
+    or if a learning-rate decay would run over other steps than the teacher's (its schedule
+    ends at ``total_env_steps``: the baseline would not be the learner the imitator watched)."""
     tcfg = dataclasses.replace(cfg.teacher, total_env_steps=num_steps * cfg.teacher.num_envs,
                                seeds=1, sweep=config_lib.FrozenMap(), q_log_period=0)
+    if tcfg.lr_final_frac != 1.0 and tcfg.total_env_steps != cfg.teacher.total_env_steps:
+        raise ConfigError("teacher.lr_final_frac", f"the evaluation's fresh DQNs learn for "
+                          f"{num_steps} env steps, so their learning rate would decay over those "
+                          f"instead of the teacher's {cfg.teacher.total_env_steps}; evaluate with "
+                          f"teacher.lr_final_frac=1 (or eval.env_steps equal to "
+                          f"teacher.total_env_steps and no transfer test of another length)")
     try:
         tcfg.check()
     except ConfigError as err:

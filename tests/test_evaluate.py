@@ -156,6 +156,15 @@ def test_plan_resolves_and_rejects():
     long_seq = dataclasses.replace(cfg.imitator, context_len=101)  # x 2 windows > H = 200
     with pytest.raises(ConfigError, match="imitator.context_len: a training sequence of 202 steps"):
         evaluate.plan(dataclasses.replace(cfg, imitator=long_seq))
+    # Every 4th episode of the first 200 steps is ~50 steps: a 2 x 40-step sequence does not fit.
+    sparse = dataclasses.replace(cfg.imitator, context_len=40, subsample=4)
+    with pytest.raises(ConfigError, match="longer than the ~50 steps the H-imitator learns from"):
+        evaluate.plan(dataclasses.replace(cfg, imitator=sparse))
+    # A learning-rate decay tied to the teacher's 2000 steps cannot be rerun over other lengths.
+    decay = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, lr_final_frac=0.1),
+                                eval=dataclasses.replace(cfg.eval, env_steps=4000))
+    with pytest.raises(ConfigError, match="teacher.lr_final_frac: .* instead of the teacher's 2000"):
+        evaluate.plan(decay)
     with pytest.raises(ConfigError, match="env.train_tasks: the imitators' held-out loss needs"):
         evaluate.plan(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, train_tasks=1)))
     ctrl = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon_controls=True))
