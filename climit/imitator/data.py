@@ -16,8 +16,10 @@ stream), and whether ``v`` starts an episode; its target is the learner's action
    its steps before H.
 2. ``variant: ed``: only episodes that start at or after ``(1 - ed_fraction) * T_stream``.
 3. ``imitator.subsample`` k: keep episodes whose index (after 1-2) is a multiple of k.
-4. ``variant: shuffled``: the kept episodes in a random order (fixed per seed and stream), so
-   a context holds episodes from all stages of learning with no trend to follow.
+4. ``variant: shuffled``: the kept episodes in a random order (fixed per ``run.seed`` and
+   stream), so a context holds episodes from all stages of learning with no trend to follow.
+   The imitator seeds of one run share that order (one dataset feeds them all, each with its
+   own window order), so the control's interval does not cover other shuffles.
    ``variant: single_episode`` uses the AD data; its model attends only within the current
    episode (:class:`climit.imitator.model.ModelConfig` ``episode_local``).
 
