@@ -424,6 +424,8 @@ def _to_global(sharding: NamedSharding, axis: int, batch_size: int,
                batch: data_lib.Batch) -> data_lib.Batch:
     """This process's rows of a batch (batch axis ``axis`` of every leaf) -> the global batch of
     ``batch_size`` rows on ``sharding``."""
+    if jax.process_count() == 1:  # every row is local: one transfer call for the whole tree
+        return jax.device_put(batch, sharding)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(
         sharding, x, x.shape[:axis] + (batch_size,) + x.shape[axis + 1:]), batch)
 
@@ -646,8 +648,10 @@ def _train_on_disk(cfg: config_lib.ExperimentConfig, setup: _Setup, ckpt: checkp
     primary = jax.process_index() == 0  # one process writes files and logs
     logger = parallel.on_primary(lambda: _open_logger(cfg, out, resumed.start),
                                  "writing the imitator's config.yaml and metrics.jsonl")
-    batches = data_lib.Prefetcher(loader.batch, resumed.start, icfg.train_steps, icfg.prefetch)
-    loop = _Loop(cfg, setup.mcfg, programs, step_key, map(train_to_global, batches),
+    # The prefetch thread also starts each batch's transfer to the devices, off the main thread.
+    batches = data_lib.Prefetcher(lambda step: train_to_global(loader.batch(step)), resumed.start,
+                                  icfg.train_steps, icfg.prefetch)
+    loop = _Loop(cfg, setup.mcfg, programs, step_key, batches,
                  functools.partial(_evaluate, programs, heldout, heldout_to_global,
                                    icfg.batch_size, seq_len),
                  ckpt, logger, _progress(progress and primary, resumed.start, icfg.train_steps,
