@@ -55,6 +55,7 @@ from climit.errors import ArtifactError, ClimitError
 T = TypeVar("T")
 
 CHECKSUM_FILE = "climit_checksums.json"
+DAMAGED_DIR = "damaged_checkpoints"  # beside a checkpoint directory: damaged steps set aside
 FORMAT_VERSION = 1
 _TMP_MARK = ".orbax-checkpoint-tmp"
 
@@ -231,15 +232,22 @@ class Checkpointer:
                  keep_best: int = 1, readonly: bool = False):
         self.directory = Path(directory).absolute()
         self.readonly = readonly
+        self._unreadable_metrics: list[int] = []
         if readonly:
             _require_dir(self.directory)
+            _refuse_unreadable_metrics(self.directory)
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
             _remove_incomplete(self.directory)
+            # orbax reads every step's metrics as it opens the directory (for ``best``) and
+            # fails on a damaged one with a bare JSONDecodeError: such steps are set aside
+            # first, and :meth:`restore_newest` reports them with the other damaged ones.
+            self._unreadable_metrics = _unreadable_metrics(self.directory)
+            self._move_aside(self._unreadable_metrics, self.directory.parent / DAMAGED_DIR)
         ocp = _ocp()
         pp = ocp.training.preservation_policies
-        policies = [pp.PreserveAll()] if keep is None else [pp.LatestN(keep)]
-        if best is not None:
+        policies = [pp.PreserveAll()] if keep is None or readonly else [pp.LatestN(keep)]
+        if best is not None and not readonly:  # a reader deletes nothing: no policy to apply
             policies.append(pp.BestN(get_metric_fn=lambda m: float(m.get(best, math.inf)),
                                      reverse=True, n=keep_best, keep_checkpoints_without_metrics=False))
         self._ckpt = ocp.training.Checkpointer(
@@ -313,12 +321,16 @@ class Checkpointer:
     def set_aside(self, steps: list[int], into: Path) -> None:
         """Move ``steps`` (e.g. damaged ones) out of the directory into ``into/STEP`` (process 0;
         an older copy there is replaced): kept for a look, gone from :meth:`steps`."""
-        if jax.process_index() == 0:
-            into.mkdir(parents=True, exist_ok=True)
-            for step in steps:
-                shutil.rmtree(into / str(step), ignore_errors=True)
-                (self.directory / str(step)).rename(into / str(step))
+        self._move_aside(steps, into)
         self._ckpt.reload()  # orbax lists the steps it has seen: forget the moved ones
+
+    def _move_aside(self, steps: list[int], into: Path) -> None:
+        if jax.process_index() != 0 or not steps:
+            return
+        into.mkdir(parents=True, exist_ok=True)
+        for step in steps:
+            shutil.rmtree(into / str(step), ignore_errors=True)
+            (self.directory / str(step)).rename(into / str(step))
 
     # -- restore ------------------------------------------------------------------------------
     def restore_newest(self, restore: Callable[[int], T], log: Callable[[str], None],
@@ -335,7 +347,10 @@ class Checkpointer:
             ArtifactError: every step is damaged. Whatever else ``restore`` raises (e.g. a
             ClimitError for another config's checkpoints) passes through.
         """
-        damaged: dict[int, str] = {}
+        damaged = {step: f"checkpoint {self.directory / str(step)} is damaged: its metrics "
+                         f"file is not JSON" for step in self._unreadable_metrics}
+        for message in damaged.values():
+            log(f"{what}: warning: skipping a damaged checkpoint: {message}")
         for step in reversed(self.steps()):
             try:
                 restored = restore(step)
@@ -344,8 +359,8 @@ class Checkpointer:
                 log(f"{what}: warning: skipping a damaged checkpoint: {e}")
                 continue
             if damaged:
-                aside = self.directory.parent / "damaged_checkpoints"
-                self.set_aside(list(damaged), aside)
+                aside = self.directory.parent / DAMAGED_DIR
+                self.set_aside([s for s in damaged if s not in self._unreadable_metrics], aside)
                 log(f"{what}: warning: resuming from the older checkpoint at step {step}; the "
                     f"steps after it are redone, and the damaged checkpoints are kept in {aside}")
             return step, restored
@@ -438,6 +453,30 @@ class Checkpointer:
 # shows up as unreadable metadata.)
 _METADATA_FILES = ("_CHECKPOINT_METADATA", "metrics", "state/_METADATA", "state/_sharding",
                    "state/array_metadatas")
+
+
+def _unreadable_metrics(directory: Path) -> list[int]:
+    """Complete steps whose ``metrics/metrics`` (orbax's JSON) exists but does not parse."""
+    bad = []
+    for step in complete_steps(directory):
+        path = directory / str(step) / "metrics" / "metrics"
+        try:
+            if path.is_file():
+                json.loads(path.read_bytes())
+        except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            bad.append(step)
+    return bad
+
+
+def _refuse_unreadable_metrics(directory: Path) -> None:
+    """ArtifactError naming the steps whose metrics do not parse (orbax would fail opening the
+    directory with a bare JSONDecodeError); a reader must not move them."""
+    bad = _unreadable_metrics(directory)
+    if bad:
+        raise ArtifactError(f"checkpoint {directory / str(bad[-1])} is damaged: its metrics file "
+                            f"is not JSON (damaged steps: {bad}); running the stage again with "
+                            f"the run's config sets damaged checkpoints aside and resumes from "
+                            f"the one before, or remove them")
 
 
 def _remove_incomplete(directory: Path) -> None:

@@ -14,7 +14,7 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from climit import config as config_lib
 from climit.errors import ClimitError
@@ -465,6 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_closed_loop(unraisable: Any) -> None:
+    """Drop "Event loop is closed" from I/O callbacks that finish after orbax closed the event
+    loop of a restore that failed (tensorstore reads of a damaged checkpoint; up to a hundred
+    tracebacks, each after climit's own message or before it); print anything else as usual."""
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -478,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     # raised; climit reports those cases in its own one-line messages.
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.unraisablehook = _quiet_closed_loop
     if args.command in _DEVICE_COMMANDS:
         from climit import parallel
 

@@ -105,6 +105,27 @@ def test_retention_latest_and_best(tmp_path):
         assert ck.restore(50, target=small)["w"].tolist() == [0.0, 0.0]
 
 
+def test_a_step_whose_metrics_do_not_parse_is_set_aside_not_a_traceback(tmp_path):
+    # orbax reads every step's metrics while it opens a directory and used to fail there with a
+    # bare JSONDecodeError: a reader names the step, a writer sets it aside and goes on.
+    small = {"w": jnp.ones(2)}
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    with checkpoint.Checkpointer(ckpt_dir, keep=3, best="loss") as ck:
+        for step, loss in ((1, 0.5), (2, 0.4)):
+            ck.save(step, {"w": jnp.full(2, float(step))}, metrics={"loss": loss})
+    metrics = ckpt_dir / "2" / "metrics" / "metrics"
+    metrics.write_bytes(metrics.read_bytes()[:7])
+    with pytest.raises(ArtifactError, match=r"checkpoint .*/2 is damaged: its metrics file is not JSON"):
+        checkpoint.Checkpointer(ckpt_dir, readonly=True)
+    logs = []
+    with checkpoint.Checkpointer(ckpt_dir, keep=3, best="loss") as ck:
+        step, tree = ck.restore_newest(lambda s: ck.restore(s, target=small), logs.append, "imitator")
+        assert step == 1 and tree["w"].tolist() == [1.0, 1.0] and ck.steps() == [1]
+        ck.save(2, small, metrics={"loss": 0.4})  # the resumed run saves step 2 again
+    assert "its metrics file is not JSON" in logs[0] and "older checkpoint at step 1" in logs[1]
+    assert (tmp_path / "run" / checkpoint.DAMAGED_DIR / "2").is_dir()
+
+
 def _data_files(step_dir: Path) -> list[Path]:
     return sorted(p for p in step_dir.rglob("*") if p.is_file() and "/d/" in str(p))
 

@@ -487,3 +487,22 @@ def test_eval_errors(trained, run, capsys):
     assert "at least one episode" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 0)
     assert "no best step" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 2, "--step",
                                     "best")
+
+
+def test_closed_event_loop_reports_from_orbax_io_are_dropped_others_printed(capsys, monkeypatch):
+    # tensorstore callbacks that finish after a failed restore closed orbax's event loop used to
+    # print up to a hundred "Event loop is closed" tracebacks around climit's one-line message.
+    import sys
+
+    class RaisesWhenCollected:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def __del__(self):
+            raise self.exc
+
+    monkeypatch.setattr(sys, "unraisablehook", cli._quiet_closed_loop)
+    RaisesWhenCollected(RuntimeError("Event loop is closed"))
+    assert capsys.readouterr().err == ""
+    RaisesWhenCollected(ValueError("something else"))
+    assert "ValueError: something else" in capsys.readouterr().err

@@ -412,7 +412,7 @@ def _redo_from_best(ckpt: checkpoint.Checkpointer, best_step: int,
     earlier checkpoint (or the start) and passes through ``best_step`` again. Resuming from a
     later one would end with another step as the best: the results would change."""
     later = [s for s in ckpt.steps() if s > best_step]
-    _move_aside(ckpt, [s for s in ckpt.steps() if s == best_step], "damaged_checkpoints")
+    _move_aside(ckpt, [s for s in ckpt.steps() if s == best_step], checkpoint.DAMAGED_DIR)
     aside = _move_aside(ckpt, later, "superseded_checkpoints")
     parallel.barrier("imitator checkpoints set aside")  # no process may restore a moved step
     if later:
