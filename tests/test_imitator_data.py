@@ -92,6 +92,20 @@ def test_sampler_is_pure_covers_each_epoch_once_and_replicas_differ():
                                   np.stack([s.ids(9, r) for r in (0, 3, 1)]))
 
 
+@pytest.mark.parametrize("num_windows, batch_size", [(96, 8), (50, 8), (5, 12)])
+def test_cached_epoch_orders_give_the_same_ids(num_windows, batch_size):
+    # The Loader's sampler indexes whole-epoch orders; they must equal the per-batch Feistel
+    # ids at epoch boundaries inside a batch, with more rows than windows (several epochs in
+    # one batch), for several replicas at once, and when a resume goes back to earlier steps.
+    plain = D.Sampler(num_windows, batch_size, seed=3)
+    cached = D.Sampler(num_windows, batch_size, seed=3, cache_orders=True)
+    replicas = np.array([0, 2, 1])
+    for step in [*range(40), 7, 0, 33]:
+        np.testing.assert_array_equal(cached.ids(step, replicas), plain.ids(step, replicas))
+        np.testing.assert_array_equal(cached.ids(step), plain.ids(step))
+    assert len(cached._orders) <= 3 * 2 * (batch_size // num_windows + 2)  # old epochs dropped
+
+
 def test_ad_windows_are_exact_slices_across_episodes(hist, ragged):
     for h in (hist, ragged):
         spec = D.DatasetSpec(variant="ad", seq_len=13)
