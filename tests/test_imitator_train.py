@@ -113,16 +113,49 @@ def test_loss_falls_and_heldout_accuracy_beats_chance(runs):
     assert acc["rewards"] > 0.95 and acc["hidden"] < 0.75, acc
 
 
-def test_kill_and_restart_resumes_exactly(runs, baseline):
+def _resume_steps(monkeypatch) -> list[int]:
+    """The step each later T.train call resumes from (0: a fresh start), recorded as it goes:
+    training is deterministic, so a run that restarted from scratch would end bit-identical
+    too, and only this tells a resume from a restart."""
+    starts: list[int] = []
+    restore = T._restore_or_init
+
+    def spy(*args, **kwargs):
+        resumed = restore(*args, **kwargs)
+        starts.append(resumed.start)
+        return resumed
+
+    monkeypatch.setattr(T, "_restore_or_init", spy)
+    return starts
+
+
+def test_kill_and_restart_resumes_exactly(runs, baseline, monkeypatch):
     cfg = make_cfg(runs, "killed", *SHORT)
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg, progress=False, interrupt_after=7)  # killed 3 steps after the step-4 checkpoint
     assert checkpoint.complete_steps(T.output_dir(cfg) / "checkpoints") == [4]
+    starts = _resume_steps(monkeypatch)
     T.train(cfg, progress=False)
+    assert starts == [4]
     a, b = latest_tree(baseline), latest_tree(cfg)
     assert int(b["step"]) == 10
     jax.tree.map(np.testing.assert_array_equal, a, b)  # params, optimizer state, step: bitwise
     assert records(cfg) == records(baseline)
+
+
+def test_imitator_seeds_start_apart_and_run_seed_changes_the_run(runs, baseline):
+    # Every weight matrix differs between the vmapped seeds at initialisation (one key each),
+    icfg = baseline.imitator
+    mcfg = M.model_config(icfg, T.history_spec(T.open_histories(T.histories_dir(baseline))))
+    state = T.init_state(mcfg, icfg, jax.random.key(0))
+    kernels = [x for x in jax.tree.leaves(state.tree) if x.ndim >= 3]  # [S, in, out]
+    assert kernels and all(not np.array_equal(x[0], x[1]) for x in kernels)
+    # and run.seed reaches the imitator: another seed, another run (the same one, the same run).
+    cfg = make_cfg(runs, "seed1", *SHORT, "run.seed=1")
+    T.train(cfg, progress=False)
+    other, base = latest_tree(cfg)["tree"], latest_tree(baseline)["tree"]
+    assert all(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(base))
+               if np.ndim(a) >= 3)
 
 
 def test_checkpoint_round_trip_is_identical(runs, baseline, tmp_path):
@@ -340,7 +373,7 @@ def test_lost_best_checkpoint_before_the_last_redoes_the_steps_after_it(runs, ba
     assert records(cfg) == records(baseline)
 
 
-def test_damaged_latest_checkpoint_falls_back_to_the_one_before(runs, baseline):
+def test_damaged_latest_checkpoint_falls_back_to_the_one_before(runs, baseline, monkeypatch):
     cfg = make_cfg(runs, "damaged_latest", *SHORT)
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg, progress=False, interrupt_after=9)
@@ -348,7 +381,9 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(runs, baseline):
     assert checkpoint.complete_steps(ckpt_dir) == [4, 8]
     truncate_arrays(ckpt_dir / "8")
     logs = []
+    starts = _resume_steps(monkeypatch)
     T.train(cfg, progress=False, log=logs.append)
+    assert starts == [4]
     assert any(str(ckpt_dir / "8") in line and "damaged" in line for line in logs), logs
     aside = T.output_dir(cfg) / "damaged_checkpoints"
     assert [p.name for p in aside.iterdir()] == ["8"] and any(str(aside) in line for line in logs)
@@ -417,7 +452,9 @@ def test_full_disk_is_a_clear_error_and_the_run_resumes(runs, baseline, monkeypa
     assert "No space left on device" in msg and "nothing written so far is lost" in msg
     assert not isinstance(e.value.__cause__, RuntimeError)  # not the close that failed after it
     monkeypatch.undo()  # space freed
+    starts = _resume_steps(monkeypatch)
     T.train(cfg, progress=False)
+    assert starts == [4]
     jax.tree.map(np.testing.assert_array_equal, latest_tree(baseline), latest_tree(cfg))
     assert records(cfg) == records(baseline)
 

@@ -517,6 +517,15 @@ def test_learners_sharded_over_8_devices_match_one_device(tmp_path, one_device_r
     _assert_same_run(one_device_run, tmp_path / "eight")
 
 
+def test_run_seed_reaches_every_learner(tmp_path, one_device_run):
+    # The other tests all run with run.seed 0: a key derived without it would go unnoticed.
+    assert cli.main(SHARDED + [f"run.runs_dir={tmp_path}", "run.name=seed1", "run.seed=1"]) == 0
+    other, base = _history_arrays(tmp_path / "seed1"), _history_arrays(one_device_run)
+    streams = [k for k in base if k.startswith("action/")]
+    assert len(streams) == 8 and other.keys() == base.keys()
+    assert all(not np.array_equal(other[k], base[k]) for k in streams)  # every learner's stream
+
+
 def _two_processes(args: list[str], timeout: float = 300) -> list[tuple[int, str]]:
     """Run the CLI as one job of two processes with 2 CPU devices each: [(exit code, output)]."""
     import os
