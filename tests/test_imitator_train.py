@@ -97,7 +97,7 @@ def test_loss_falls_and_heldout_accuracy_beats_chance(runs):
     profile = s["heldout_accuracy_by_position"]
     assert s["position_bins"] == list(range(0, 17, 2)) and len(profile) == 8
     assert np.mean(profile) == pytest.approx(s["heldout_action_accuracy"], abs=1e-6)
-    assert profile[0] < np.mean(profile[1:]) - 0.1 and min(profile[1:]) > 0.85, profile
+    assert profile[0] < np.mean(profile[1:]) - 0.1 and np.mean(profile[1:]) > 0.9, profile
     assert recs[-1]["heldout_accuracy_by_position"] == profile
     loaded = T.load(T.output_dir(cfg))
     assert s["params"] == M.num_params(loaded.params) // cfg.imitator.seeds
@@ -558,7 +558,8 @@ def test_one_and_eight_devices_give_the_same_loss_curve(runs, baseline, tmp_path
     for a, b in zip(one, eight):
         for key in ("loss", "accuracy", "grad_norm", "heldout_loss", "heldout_action_accuracy"):
             if key in a:
-                np.testing.assert_allclose(b[key], a[key], rtol=2e-4, atol=1e-5, err_msg=key)
+                # float32 reduction order only (measured: 3e-7 relative)
+                np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_imitator_presets_load():
@@ -605,7 +606,8 @@ def test_two_processes_give_the_single_device_loss_curve(runs, baseline, tmp_pat
     for a, b in zip(one, two):
         for key in ("loss", "heldout_loss"):
             if key in a:
-                np.testing.assert_allclose(b[key], a[key], rtol=2e-4, atol=1e-5, err_msg=key)
+                # float32 reduction order only (measured: 3e-7 relative)
+                np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_bench_reports_throughput_and_null_mfu_on_cpu():

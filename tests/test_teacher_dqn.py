@@ -304,16 +304,26 @@ def test_padded_action_never_taken_and_counters():
 
 
 def test_q_values_recorded_every_period():
-    tcfg, env = tiny_cfg(total_env_steps=400), tiny_env(2)
+    # Every recorded row is the online network's Q at that step, on the observation acted on:
+    # rows 2-3 fall after learning starts (step 32 of 2 envs), where the online network has
+    # moved away from the target network (hard copies every 1000 updates: not yet).
+    tcfg, env = tiny_cfg(total_env_steps=400, target_period=1000), tiny_env(2)
     tasks = jnp.zeros((1, 0), jnp.int32)
     state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(0), 1, 1), tasks)
-    params0 = jax.tree.map(lambda x: x[0], state.learners.params)
-    state, out = dqn.make_chunk(tcfg, env, 100, "full", 25)(state, dqn.hparams(tcfg), tasks)
-    q = np.asarray(out.q_NxTqxA)
+    copy = jax.tree.map(jnp.copy, state)  # a chunk donates the state it is given
+    _, whole = dqn.make_chunk(tcfg, env, 100, "full", 25)(copy, dqn.hparams(tcfg), tasks)
+    q = np.asarray(whole.q_NxTqxA)
     assert q.shape == (2, 4, 3) and q.dtype == np.float16
-    # step 0 was acted on from the reset observation with the initial parameters
-    first = networks.apply(dqn.network(tcfg, env.spec), params0, jnp.array([1.0, 0.0]))
-    np.testing.assert_allclose(q[0, 0], np.asarray(first), rtol=1e-2, atol=1e-3)
+    net, quarter = dqn.network(tcfg, env.spec), dqn.make_chunk(tcfg, env, 25, "full", 25)
+    for row in range(4):  # the same 100 steps as 4 chunks of 25: Q at each chunk's first step
+        params = jax.tree.map(lambda x: x[0], state.learners.params)
+        state, out = quarter(state, dqn.hparams(tcfg), tasks)
+        obs_NxO = np.asarray(out.streams.obs_NxTxO)[:, 0]
+        want = np.asarray(jax.vmap(lambda o: networks.apply(net, params, o))(jnp.asarray(obs_NxO)))
+        np.testing.assert_allclose(q[:, row], want, rtol=1e-2, atol=1e-3)
+    target = jax.tree.map(lambda x: x[0], state.learners.target_params)
+    assert not np.allclose(np.asarray(networks.apply(net, target, jnp.asarray(obs_NxO[0]))),
+                           q[0, 3], rtol=1e-2, atol=1e-3)  # the target's Q would not pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,6 +362,48 @@ def test_dueling_ignores_padded_actions_and_minatar_shape():
     ref = jax.lax.conv_general_dilated(x, cp["conv"]["w"], (1, 1), "VALID",
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_allclose(networks._conv3x3_valid(x, cp["conv"]["w"]), ref, atol=1e-5)
+
+
+def test_polyak_target_moves_tau_of_the_way_after_every_update():
+    # target <- tau * online + (1 - tau) * target after each TD update, and not otherwise; on a
+    # two-env tiny chain with one update per vector step (learning the chain alone would pass
+    # with any target: its episodes end after one step, so the target never enters the TD target).
+    tau = 0.25
+    tcfg = tiny_cfg(target="polyak", tau=tau, total_env_steps=200)
+    env = tiny_env(2)
+    tasks = jnp.zeros((1, 0), jnp.int32)
+    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(0), 1, 1), tasks)
+    one_step = dqn.make_chunk(tcfg, env, 1, "stats", 0)
+    host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
+    prev_target, prev_updates, moved = host(state.learners.target_params), 0, 0
+    for _ in range(45):
+        state, _ = one_step(state, dqn.hparams(tcfg), tasks)
+        params, target = host(state.learners.params), host(state.learners.target_params)
+        if int(state.updates) > prev_updates:
+            want = jax.tree.map(lambda p, t: tau * p + (1 - tau) * t, params, prev_target)
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                         target, want)
+            moved += 1
+        else:
+            jax.tree.map(np.testing.assert_array_equal, target, prev_target)
+        prev_target, prev_updates = target, int(state.updates)
+    assert moved == 45 - 31
+
+
+def test_rmsprop_is_centred_with_eps_outside_the_root_and_adam_is_adam():
+    # The MinAtar paper's optimizer (torch's centred RMSProp): two steps by hand, decay d.
+    d, eps = 0.95, 0.01
+    tcfg = tiny_cfg(optimizer="rmsprop", rms_decay=d, opt_eps=eps, max_grad_norm=0.0)
+    opt = dqn.optimizer(tcfg)
+    grads = [jnp.array([0.5, -2.0]), jnp.array([1.5, 1.0])]
+    state, mean, sq = opt.init(grads[0]), 0.0, 0.0
+    for g in grads:
+        direction, state = opt.update(g, state)
+        mean, sq = d * mean + (1 - d) * g, d * sq + (1 - d) * g * g
+        np.testing.assert_allclose(direction, g / (np.sqrt(sq - mean * mean) + eps), rtol=1e-5)
+    adam = dqn.optimizer(tiny_cfg(optimizer="adam", opt_eps=1e-8, max_grad_norm=0.0))
+    direction, _ = adam.update(grads[0], adam.init(grads[0]))
+    np.testing.assert_allclose(direction, np.sign(grads[0]), rtol=1e-5)  # step 1: g / |g|
 
 
 def test_rmsprop_and_polyak_learn_the_chain():
