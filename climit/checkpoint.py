@@ -457,15 +457,19 @@ _METADATA_FILES = ("_CHECKPOINT_METADATA", "metrics", "state/_METADATA", "state/
 
 def _unreadable_metrics(directory: Path) -> list[int]:
     """Complete steps whose ``metrics/metrics`` (orbax's JSON) exists but does not parse."""
-    bad = []
-    for step in complete_steps(directory):
-        path = directory / str(step) / "metrics" / "metrics"
-        try:
-            if path.is_file():
-                json.loads(path.read_bytes())
-        except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            bad.append(step)
-    return bad
+    return [step for step in complete_steps(directory)
+            if not _parses(directory / str(step) / "metrics" / "metrics")]
+
+
+def _parses(path: Path) -> bool:
+    """Whether a JSON file parses (an absent one counts as parsing: nothing to fail on)."""
+    try:
+        json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return True
+    except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return False
+    return True
 
 
 def _refuse_unreadable_metrics(directory: Path) -> None:
