@@ -291,22 +291,37 @@ def imitator_config(cfg: ExperimentConfig, variant: str, horizon: int = 0) -> Ex
                                                                  horizon=horizon))
 
 
-def _check_imitator_data(cfg: ExperimentConfig, horizon: int) -> None:
+def _check_imitator_data(cfg: ExperimentConfig, roles: dict[str, ExperimentConfig]) -> None:
     """What the imitators need of the histories, checked before the teacher trains (climit
-    run would otherwise find out only at the imitate stage): something to hold out, and
-    training sequences that fit in the shortest histories (the H-imitator's first H steps)."""
-    icfg = cfg.imitator
+    run would otherwise find out only at the imitate stage, after the teacher and the imitators
+    before it): something to hold out, and training sequences that fit in every role's data
+    (the H-imitator's first H steps, the expert distillers' last ``ed_fraction`` of theirs, all
+    kept every ``subsample``-th episode)."""
     if cfg.env.train_tasks * cfg.teacher.seeds < 2:
         raise ConfigError("env.train_tasks", "the imitators' held-out loss needs two training "
                           "tasks or two learners of one task; raise env.train_tasks or teacher.seeds")
-    seq = icfg.context_len * icfg.train_windows
-    kept = horizon // icfg.subsample  # every subsample-th episode of the first H steps
-    if seq > kept:
-        raise ConfigError("imitator.context_len", f"a training sequence of {seq} steps "
-                          f"(context_len {icfg.context_len} x train_windows {icfg.train_windows}) "
-                          f"is longer than the ~{kept} steps the H-imitator learns from (every "
-                          f"{icfg.subsample}th episode of the first {horizon} env steps); lower "
-                          f"imitator.context_len or imitator.subsample, or raise eval.horizon")
+    seq = cfg.imitator.context_len * cfg.imitator.train_windows
+    for role, rcfg in roles.items():
+        kept, what = _kept_steps(rcfg.imitator, cfg.teacher.total_env_steps)
+        if seq > kept:
+            raise ConfigError("imitator.context_len", f"a training sequence of {seq} steps "
+                              f"(context_len {cfg.imitator.context_len} x train_windows "
+                              f"{cfg.imitator.train_windows}) is longer than the ~{kept} steps "
+                              f"per history the {role} imitator learns from ({what}); lower "
+                              f"imitator.context_len or imitator.subsample, raise eval.horizon "
+                              f"or imitator.ed_fraction, or (for ed_h) set "
+                              f"eval.horizon_controls=false")
+
+
+def _kept_steps(icfg: config_lib.ImitatorConfig, teacher_steps: int) -> tuple[int, str]:
+    """About how many steps per history a role's dataset keeps, and how it chose them (exact
+    for fixed-length episodes; within an episode or so otherwise)."""
+    steps, what = (icfg.horizon, f"the first {icfg.horizon} env steps") if icfg.horizon else \
+        (teacher_steps, f"all {teacher_steps} env steps")
+    if icfg.variant == "ed":
+        steps, what = int(steps * icfg.ed_fraction), f"the last {icfg.ed_fraction:g} of {what}"
+    kept = "every episode" if icfg.subsample == 1 else f"1 episode in {icfg.subsample}"
+    return steps // icfg.subsample, f"{what}, {kept}"
 
 
 def plan(cfg: ExperimentConfig) -> Plan:
@@ -332,7 +347,6 @@ def plan(cfg: ExperimentConfig) -> Plan:
     if horizon > cfg.teacher.total_env_steps:
         raise ConfigError("eval.horizon", f"H = {horizon} exceeds the teacher's "
                           f"{cfg.teacher.total_env_steps} env steps of history")
-    _check_imitator_data(cfg, horizon)
     if horizon * ev.horizon_factor > env_steps:
         raise ConfigError("eval.horizon", f"{horizon} x {ev.horizon_factor} exceeds the "
                           f"{env_steps} evaluation steps")
@@ -352,6 +366,7 @@ def plan(cfg: ExperimentConfig) -> Plan:
     if ev.horizon_controls:
         roles["ed_h"] = imitator_config(cfg, "ed", horizon)
         roles["ablated_h"] = imitator_config(cfg, ev.ablation, horizon)
+    _check_imitator_data(cfg, roles)
     transfer_tasks = ev.tasks
     if cfg.env.transfer and envs.spec(cfg.env.transfer).task_dim:
         transfer_tasks = min(ev.tasks, envs.spec(cfg.env.transfer).num_tasks["heldout"])

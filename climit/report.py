@@ -650,7 +650,7 @@ def _subsample_lines(results: dict[str, Any]) -> list[str]:
     k = ((results.get("config") or {}).get("imitator") or {}).get("subsample", 1)
     if not isinstance(k, int) or k <= 1:
         return []
-    return [f"The imitators' training histories kept every {k}th episode of each DQN's, so one "
+    return [f"The imitators' training histories kept 1 episode in {k} of each DQN's, so one "
             f"episode of the imitator stands for {k} of the DQN's: an imitator that replays the "
             f"progress of its histories runs about {k} times ahead of the DQN in env steps. In "
             f"test (b) the H-imitator's histories (the DQN's first H steps) are used up after "

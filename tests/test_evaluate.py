@@ -156,10 +156,25 @@ def test_plan_resolves_and_rejects():
     long_seq = dataclasses.replace(cfg.imitator, context_len=101)  # x 2 windows > H = 200
     with pytest.raises(ConfigError, match="imitator.context_len: a training sequence of 202 steps"):
         evaluate.plan(dataclasses.replace(cfg, imitator=long_seq))
-    # Every 4th episode of the first 200 steps is ~50 steps: a 2 x 40-step sequence does not fit.
-    sparse = dataclasses.replace(cfg.imitator, context_len=40, subsample=4)
-    with pytest.raises(ConfigError, match="longer than the ~50 steps the H-imitator learns from"):
+    # Every 4th episode of the first 200 steps is ~50 steps: a 2 x 40-step sequence does not fit
+    # (ED on all of each history here, so that the H-imitator is the one refused).
+    sparse = dataclasses.replace(cfg.imitator, context_len=40, subsample=4, ed_fraction=1.0)
+    with pytest.raises(ConfigError, match="longer than the ~50 steps per history the imitator_h "
+                                          "imitator learns from .the first 200 env steps, 1 episode in 4"):
         evaluate.plan(dataclasses.replace(cfg, imitator=sparse))
+    # ED keeps the last 10% (200 of 2000 steps): 2 x 100 fits it, 2 x 101 does not. With horizon
+    # controls its test (b) twin keeps 10% of H = 200, 20 steps: a 2 x 11 sequence is refused
+    # there, and only with the controls on.
+    evaluate.plan(dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, context_len=100)))
+    with pytest.raises(ConfigError, match="~200 steps per history the ed imitator learns from .the last 0.1 of all"):
+        evaluate.plan(dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator,
+                                                                            context_len=101)))
+    short = dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, context_len=11))
+    evaluate.plan(short)
+    with pytest.raises(ConfigError, match="~20 steps per history the ed_h imitator .*"
+                                          "eval.horizon_controls=false"):
+        evaluate.plan(dataclasses.replace(short, eval=dataclasses.replace(short.eval,
+                                                                         horizon_controls=True)))
     # A learning-rate decay tied to the teacher's 2000 steps cannot be rerun over other lengths.
     decay = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, lr_final_frac=0.1),
                                 eval=dataclasses.replace(cfg.eval, env_steps=4000))
@@ -167,7 +182,8 @@ def test_plan_resolves_and_rejects():
         evaluate.plan(decay)
     with pytest.raises(ConfigError, match="env.train_tasks: the imitators' held-out loss needs"):
         evaluate.plan(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, train_tasks=1)))
-    ctrl = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon_controls=True))
+    ctrl = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon_controls=True),
+                               imitator=dataclasses.replace(cfg.imitator, ed_fraction=1.0))
     assert set(evaluate.plan(ctrl).imitators) == {"imitator", "ed", "ablated", "imitator_h",
                                                   "ed_h", "ablated_h"}
     assert evaluate.plan(ctrl).imitators["ablated_h"].imitator.horizon == 200
