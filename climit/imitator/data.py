@@ -437,15 +437,21 @@ def local_rows(batch_size: int, process_index: int, process_count: int) -> slice
     return slice(process_index * share, (process_index + 1) * share)
 
 
+def require_windows(dataset: WindowDataset, kind: str) -> None:
+    """ClimitError unless ``dataset`` holds at least one sequence (``kind``: "training" or
+    "held-out", for the message)."""
+    if dataset.num_windows == 0:
+        raise ClimitError(f"no {kind} sequence fits: every virtual stream is shorter than "
+                          f"{dataset.spec.seq_len} steps (lower imitator.context_len or "
+                          f"imitator.train_windows, or teach longer)")
+
+
 class Loader:
     """Training batches [S, B_local, T] for S vmapped imitators; ``batch(step)`` is pure."""
 
     def __init__(self, dataset: WindowDataset, batch_size: int, replicas: int, seed: int,
                  process_index: int = 0, process_count: int = 1):
-        if dataset.num_windows == 0:
-            raise ClimitError(f"no training sequence fits: every virtual stream is shorter than "
-                              f"{dataset.spec.seq_len} steps (lower imitator.context_len or "
-                              f"imitator.train_windows, or teach longer)")
+        require_windows(dataset, "training")
         self.dataset, self.replicas = dataset, replicas
         self.sampler = Sampler(dataset.num_windows, batch_size, seed, cache_orders=True)
         self.rows = local_rows(batch_size, process_index, process_count)
@@ -461,9 +467,7 @@ class Loader:
 def heldout_batches(dataset: WindowDataset, num_batches: int, batch_size: int, seed: int,
                     rows: slice = slice(None)) -> list[Batch]:
     """A fixed set of held-out batches [B_local, T] (the same for every seed and evaluation)."""
-    if dataset.num_windows == 0:
-        raise ClimitError(f"no held-out sequence fits in {dataset.spec.seq_len} steps; lower "
-                          "imitator.context_len or imitator.train_windows")
+    require_windows(dataset, "held-out")
     sampler = Sampler(dataset.num_windows, batch_size, seed ^ 0x7E57)
     return [dataset.windows(sampler.ids(i)[rows]) for i in range(num_batches)]
 

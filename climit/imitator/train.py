@@ -612,6 +612,10 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
         log(f"imitator: warning: {'; '.join(dict.fromkeys(problems.values()))}; training it "
             f"again to recreate it (same config, same result)")
     setup = _prepare(cfg, history)
+    # Before the checkpoint directory opens (orbax starts background work there that an exit
+    # right after would interrupt with a traceback of its own).
+    data_lib.require_windows(setup.train_set, "training")
+    data_lib.require_windows(setup.heldout_set, "held-out")
     ckpt_dir = out / "checkpoints"
     with checkpoint.full_disk_is_a_clear_error(out, ckpt_dir, "the imitator"), \
             checkpoint.Checkpointer(ckpt_dir, keep=cfg.imitator.keep_checkpoints,
