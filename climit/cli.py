@@ -489,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.unraisablehook = _quiet_closed_loop
+    # No tqdm monitor thread: a Ctrl-C during exit could land in its atexit hook and print a
+    # traceback after "interrupted" (its only job, slowing bars on stalled loops, is not needed).
+    import tqdm
+
+    tqdm.tqdm.monitor_interval = 0
     if args.command in _DEVICE_COMMANDS:
         from climit import parallel
 
