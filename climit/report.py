@@ -292,8 +292,9 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     ``imitator_dqn_{auc,final,steps_to_80}_ratio`` (point) and ``..._ci`` ([lo, hi]),
     ``imitator_auc``, ``imitator_final``, ``dqn_auc``, ``dqn_final`` and
     ``controls.{ed,ablated,random}`` each with ``auc``, ``final``, ``dqn_auc_ratio``(+``_ci``),
-    ``dqn_final_ratio``(+``_ci``), and ``imitator_dqn_auc_ratio_before_h``(+``_ci``): test (b)'s
-    AUC ratio over the steps up to H (null for a and c). A test that did not run has every
+    ``dqn_final_ratio``(+``_ci``), ``imitator_dqn_auc_ratio_before_h``(+``_ci``): test (b)'s
+    AUC ratio over the steps up to H (null for a and c), and ``imitator_dqn_auc_ratio_per_seed``
+    (each imitator seed's AUC ratio; null in results older than it). A test that did not run has every
     number (and ``provisional``) null. Values: float, null (undefined) or "inf" (never
     reached)."""
     out: dict[str, Any] = {"format": 1, "fingerprint": results.get("fingerprint"),
@@ -329,6 +330,8 @@ def _summary_entry(key: str, test: dict[str, Any] | None, results: dict[str, Any
     d = before["vs_dqn"]["imitator"]["auc_ratio"] if before else None
     entry["imitator_dqn_auc_ratio_before_h"] = d["value"] if d else None
     entry["imitator_dqn_auc_ratio_before_h_ci"] = _ci(d) if d else [None, None]
+    per_seed = ((test or {}).get("auc_ratio_per_seed") or {}).get("imitator")
+    entry["imitator_dqn_auc_ratio_per_seed"] = per_seed
     return entry
 
 

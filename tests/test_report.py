@@ -67,11 +67,12 @@ SUMMARY_KEYS = {"ran", "verdict", "provisional", "imitator_seeds", "dqn_seeds", 
                 "imitator_dqn_final_ratio", "imitator_dqn_final_ratio_ci",
                 "imitator_dqn_steps_to_80_ratio", "imitator_dqn_steps_to_80_ratio_ci",
                 "imitator_auc", "imitator_final", "dqn_auc", "dqn_final", "controls",
-                "imitator_dqn_auc_ratio_before_h", "imitator_dqn_auc_ratio_before_h_ci"}
+                "imitator_dqn_auc_ratio_before_h", "imitator_dqn_auc_ratio_before_h_ci",
+                "imitator_dqn_auc_ratio_per_seed"}
 
 
 def test_report_builds_without_jax(tmp_path):
-    synthetic_eval(tmp_path)
+    _, curves = synthetic_eval(tmp_path)
     code = textwrap.dedent(f"""
         import sys
         sys.modules["jax"] = None  # any `import jax` now raises ImportError
@@ -93,6 +94,11 @@ def test_report_builds_without_jax(tmp_path):
         assert isinstance(entry["imitator_dqn_auc_ratio"], float)
         lo, hi = entry["imitator_dqn_auc_ratio_ci"]
         assert lo <= entry["imitator_dqn_auc_ratio"] <= hi
+    # Each imitator seed's own AUC ratio (test a: every grid point): its mean curve's mean over
+    # the DQN's mean curve's mean.
+    dqn_auc = curves["a.dqn"].mean()
+    want = [c.mean() / dqn_auc for c in curves["a.imitator"]]
+    assert summary["tests"]["a"]["imitator_dqn_auc_ratio_per_seed"] == pytest.approx(want)
     md = (out / "report.md").read_text()
     for text in ("## (a) skill match", "## (b) horizon extrapolation", "## (c) new family",
                  "Verdict:", "Preconditions:", "What the numbers show", "What they do not show",
