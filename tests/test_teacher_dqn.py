@@ -174,23 +174,29 @@ def test_epsilon_schedule_known_values():
                                rtol=1e-6)
 
 
-def test_hard_target_copies_exactly_every_target_period_updates():
-    # One update per vector step from step 32 on (64 env steps with 2 envs): target_params
-    # change exactly when the update count reaches a multiple of 5, and then equal the online
-    # params; in between they stay put while the online params move.
-    period = 5
-    tcfg = tiny_cfg(target="hard", target_period=period, total_env_steps=200)
-    env = tiny_env(2)
-    tasks = jnp.zeros((1, 0), jnp.int32)
+def _target_steps(tcfg, n):
+    """(updates, online params, target params) as host trees after each of ``n`` single vector
+    steps of one learner on the 2-env tiny chain (one TD update per vector step from step 32,
+    i.e. 64 env steps, on), after the initial (0, params, target)."""
+    env, tasks = tiny_env(2), jnp.zeros((1, 0), jnp.int32)
     state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(0), 1, 1), tasks)
     one_step = dqn.make_chunk(tcfg, env, 1, "stats", 0)
-    host = lambda tree: jax.tree.map(np.asarray, tree)
-    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-    prev_target, copies = host(state.learners.target_params), []
-    for _ in range(60):
+    host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
+    yield 0, host(state.learners.params), host(state.learners.target_params)
+    for _ in range(n):
         state, _ = one_step(state, dqn.hparams(tcfg), tasks)
-        u, params = int(state.updates), host(state.learners.params)
-        target = host(state.learners.target_params)
+        yield int(state.updates), host(state.learners.params), host(state.learners.target_params)
+
+
+def test_hard_target_copies_exactly_every_target_period_updates():
+    # target_params change exactly when the update count reaches a multiple of 5, and then
+    # equal the online params; in between they stay put while the online params move.
+    period = 5
+    steps = _target_steps(tiny_cfg(target="hard", target_period=period, total_env_steps=200), 60)
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    _, _, prev_target = next(steps)
+    copies = []
+    for u, params, target in steps:
         if u > 0 and u % period == 0:
             assert same(target, params), f"after update {u}: target != online params"
             copies.append(u)
@@ -198,7 +204,7 @@ def test_hard_target_copies_exactly_every_target_period_updates():
             assert same(target, prev_target), f"target changed at update {u}"
             assert u == 0 or not same(target, params)
         prev_target = target
-    assert int(state.updates) == 60 - 31 and copies == [5, 10, 15, 20, 25]
+    assert u == 60 - 31 and copies == [5, 10, 15, 20, 25]
 
 
 def test_td_loss_switches_on_double():
@@ -365,28 +371,22 @@ def test_dueling_ignores_padded_actions_and_minatar_shape():
 
 
 def test_polyak_target_moves_tau_of_the_way_after_every_update():
-    # target <- tau * online + (1 - tau) * target after each TD update, and not otherwise; on a
-    # two-env tiny chain with one update per vector step (learning the chain alone would pass
-    # with any target: its episodes end after one step, so the target never enters the TD target).
+    # target <- tau * online + (1 - tau) * target after each TD update, and not otherwise
+    # (learning the chain alone would pass with any target: its episodes end after one step,
+    # so the target never enters the TD target).
     tau = 0.25
-    tcfg = tiny_cfg(target="polyak", tau=tau, total_env_steps=200)
-    env = tiny_env(2)
-    tasks = jnp.zeros((1, 0), jnp.int32)
-    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(0), 1, 1), tasks)
-    one_step = dqn.make_chunk(tcfg, env, 1, "stats", 0)
-    host = lambda tree: jax.tree.map(np.asarray, tree)  # noqa: E731
-    prev_target, prev_updates, moved = host(state.learners.target_params), 0, 0
-    for _ in range(45):
-        state, _ = one_step(state, dqn.hparams(tcfg), tasks)
-        params, target = host(state.learners.params), host(state.learners.target_params)
-        if int(state.updates) > prev_updates:
+    steps = _target_steps(tiny_cfg(target="polyak", tau=tau, total_env_steps=200), 45)
+    prev_updates, _, prev_target = next(steps)
+    moved = 0
+    for u, params, target in steps:
+        if u > prev_updates:
             want = jax.tree.map(lambda p, t: tau * p + (1 - tau) * t, params, prev_target)
             jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                          target, want)
             moved += 1
         else:
             jax.tree.map(np.testing.assert_array_equal, target, prev_target)
-        prev_target, prev_updates = target, int(state.updates)
+        prev_target, prev_updates = target, u
     assert moved == 45 - 31
 
 
