@@ -223,7 +223,8 @@ class ImitatorConfig:
                              min=1)
     train_windows: int = field(2, "training sequence length in context windows (>1 trains the "
                                "sliding-window regime the KV cache runs in)", min=1)
-    subsample: int = field(1, "keep every k-th episode of a history", min=1)
+    subsample: int = field(1, "keep every k-th episode of a history (the evaluation's ED "
+                           "control keeps every episode of its part)", min=1)
     ed_fraction: float = field(0.1, "final fraction of a history used by ED", min=0.0, max=1.0,
                                min_exclusive=True)
     horizon: int = field(0, "use only the first H env steps (per learner) of each history (0: all)",

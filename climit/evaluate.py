@@ -30,9 +30,10 @@ exploration too, so their environment randomness is drawn apart (paired with the
 task only). Fresh DQN ``r`` on task ``k`` gets ``fold_in(fold_in(key, r), k)``, so adding
 evaluation tasks leaves the DQNs of the tasks already there unchanged.
 
-With ``imitator.subsample`` k > 1 the imitators' histories kept every k-th episode, so an
-imitator that replays their progress runs about k times ahead of the DQN in env steps; the
-windows stay in env steps (the report says so).
+With ``imitator.subsample`` k > 1 the histories of the imitator and the ablated control kept
+every k-th episode, so an imitator that replays their progress runs about k times ahead of the
+DQN in env steps; the windows stay in env steps (the report says so). ED keeps every episode of
+its last ``ed_fraction`` (:func:`imitator_config`).
 
 **Curves.** Return against env steps of one environment stream: episodes are binned by the step
 at which they end (:func:`climit.rollout.curve`) on a grid of ``eval.curve_points`` multiples of
@@ -286,17 +287,23 @@ class Plan:
 
 
 def imitator_config(cfg: ExperimentConfig, variant: str, horizon: int = 0) -> ExperimentConfig:
-    """``cfg`` with the imitator dataset variant and horizon of one role."""
-    return dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, variant=variant,
-                                                                 horizon=horizon))
+    """``cfg`` with the imitator dataset variant and horizon of one role.
+
+    ED keeps every episode of its last ``ed_fraction`` (``subsample`` 1), as AD's expert
+    distillation trains on all of the expert's data: subsampling compresses a learning
+    history's progress into one context, and expert data has none to compress. Subsampled, ED
+    would learn from k times fewer steps than it could, a handicap the control must not have."""
+    subsample = 1 if variant == "ed" else cfg.imitator.subsample
+    return dataclasses.replace(cfg, imitator=dataclasses.replace(
+        cfg.imitator, variant=variant, horizon=horizon, subsample=subsample))
 
 
 def _check_imitator_data(cfg: ExperimentConfig, roles: dict[str, ExperimentConfig]) -> None:
     """What the imitators need of the histories, checked before the teacher trains (climit
     run would otherwise find out only at the imitate stage, after the teacher and the imitators
     before it): something to hold out, and training sequences that fit in every role's data
-    (the H-imitator's first H steps, the expert distillers' last ``ed_fraction`` of theirs, all
-    kept every ``subsample``-th episode)."""
+    (the H-imitator's first H steps, the expert distillers' last ``ed_fraction`` of theirs,
+    every ``subsample``-th episode of them except for ED)."""
     if cfg.env.train_tasks * cfg.teacher.seeds < 2:
         raise ConfigError("env.train_tasks", "the imitators' held-out loss needs two training "
                           "tasks or two learners of one task; raise env.train_tasks or teacher.seeds")
@@ -527,7 +534,8 @@ def load_imitators(cfg: ExperimentConfig, run_dir: Path, roles: dict[str, Experi
     for role, rcfg in roles.items():
         path = Path(run_dir) / "imitator" / imitator_train.tag(rcfg.imitator)
         how = (f"run `climit run` (or `climit imitate imitator.variant={rcfg.imitator.variant} "
-               f"imitator.horizon={rcfg.imitator.horizon}`) with this config")
+               f"imitator.horizon={rcfg.imitator.horizon} imitator.subsample="
+               f"{rcfg.imitator.subsample}`) with this config")
         if not (path / "checkpoints").is_dir():
             raise ArtifactError(f"the {role!r} imitator is missing ({path}); {how}")
         summary = _read_summary(path / "summary.json")
@@ -543,8 +551,8 @@ _TRAINING_FACTS = ("tag", "seeds", "final_step", "params", "heldout_loss", "held
 
 
 def training_facts(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict[str, dict]:
-    """What each imitator's training measured offline (from its summary.json), by role: the
-    report shows it beside the rollouts."""
+    """What each imitator's training measured offline (from its summary.json), by role, and
+    what of each history it learned from (``data``): the report shows it beside the rollouts."""
     from climit.imitator import train as imitator_train
 
     out = {}
@@ -552,6 +560,7 @@ def training_facts(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict[st
         s = _read_summary(Path(run_dir) / "imitator" / imitator_train.tag(rcfg.imitator)
                           / "summary.json")
         out[role] = {k: s[k] for k in _TRAINING_FACTS if k in s}
+        out[role]["data"] = _kept_steps(rcfg.imitator, rcfg.teacher.total_env_steps)[1]
     return out
 
 

@@ -653,7 +653,11 @@ def _subsample_lines(results: dict[str, Any]) -> list[str]:
     k = ((results.get("config") or {}).get("imitator") or {}).get("subsample", 1)
     if not isinstance(k, int) or k <= 1:
         return []
-    return [f"The imitators' training histories kept 1 episode in {k} of each DQN's, so one "
+    # Runs before ED kept every episode record no "data" fact: nothing is said of ED there.
+    ed_data = str((results.get("imitators") or {}).get("ed", {}).get("data", ""))
+    ed = (" (ED learns from every episode of the DQN's last part: expert data has no progress "
+          "to compress)" if ed_data.endswith("every episode") else "")
+    return [f"The imitators' training histories kept 1 episode in {k} of each DQN's{ed}, so one "
             f"episode of the imitator stands for {k} of the DQN's: an imitator that replays the "
             f"progress of its histories runs about {k} times ahead of the DQN in env steps. In "
             f"test (b) the H-imitator's histories (the DQN's first H steps) are used up after "
@@ -705,15 +709,17 @@ def imitator_section(imitators: dict[str, dict]) -> list[str]:
              "from the current step alone. Predicting the teacher well offline is necessary for "
              "in-context learning, not sufficient: the rollouts above test the imitator on its "
              "own trajectories.", "",
-             "| imitator | tag | seeds | steps | held-out loss | accuracy (chance) | "
-             "accuracy by position |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| imitator | learned from (per history) | seeds | steps | held-out loss | "
+             "accuracy (chance) | accuracy by position |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for role, f in imitators.items():
         profile = f.get("heldout_accuracy_by_position")
         bins = f.get("position_bins")
         shape = (f"{stats.fmt(profile[0])} (positions {bins[0]}-{bins[1] - 1}) → "
                  f"{stats.fmt(profile[-1])} ({bins[-2]}-{bins[-1] - 1})" if profile and bins
                  else "n/a")
-        lines.append(f"| {ROLE_LABELS.get(role, role)} | {f.get('tag', '?')} | {f.get('seeds', '?')} "
+        lines.append(f"| {ROLE_LABELS.get(role, role)} | {f.get('data', f.get('tag', '?'))} | "
+                     f"{f.get('seeds', '?')} "
                      f"| {f.get('final_step', '?')} | {_num(f.get('heldout_loss'))} | "
                      f"{_num(f.get('heldout_action_accuracy'))} "
                      f"({_num(f.get('chance_accuracy'))}) | {shape} |")

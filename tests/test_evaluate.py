@@ -10,7 +10,7 @@ import pytest
 
 from climit import config, envs, evaluate, rollout
 from climit.config import ConfigError
-from climit.imitator import model
+from climit.imitator import data, model
 
 
 def tiny_model(env_name="darkroom", context=8, layers=2, seed=0):
@@ -187,6 +187,27 @@ def test_plan_resolves_and_rejects():
     assert set(evaluate.plan(ctrl).imitators) == {"imitator", "ed", "ablated", "imitator_h",
                                                   "ed_h", "ablated_h"}
     assert evaluate.plan(ctrl).imitators["ablated_h"].imitator.horizon == 200
+
+
+def test_ed_learns_from_every_episode_of_its_part():
+    """AD's subsampling compresses a history's progress into one context; ED's expert data has
+    none, so ED keeps every episode of its last ed_fraction (subsampled it would learn from k
+    times fewer steps than the imitator it controls for), in test (a) and in test (b)."""
+    cfg = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
+                             "imitator.subsample=4", "imitator.ed_fraction=0.5",
+                             "imitator.context_len=10", "eval.horizon_controls=true"])
+    roles = evaluate.plan(cfg).imitators
+    assert {r: c.imitator.subsample for r, c in roles.items()} == {
+        "imitator": 4, "ed": 1, "ablated": 4, "imitator_h": 4, "ed_h": 1, "ablated_h": 4}
+    assert roles["ed"].imitator.ed_fraction == 0.5 and roles["ed_h"].imitator.horizon == 200
+    # 1000 steps of ED (half of 2000, every episode) against 500 of AD (every 4th of 2000)
+    kept = {r: evaluate._kept_steps(c.imitator, 2000) for r, c in roles.items()}
+    assert kept["ed"] == (1000, "the last 0.5 of all 2000 env steps, every episode")
+    assert kept["imitator"] == (500, "all 2000 env steps, 1 episode in 4")
+    assert kept["ed_h"] == (100, "the last 0.5 of the first 200 env steps, every episode")
+    # the role's dataset is built from its config: every episode of the last half
+    spec = data.DatasetSpec.from_config(roles["ed"].imitator, seed=0)
+    assert (spec.variant, spec.subsample, spec.ed_fraction) == ("ed", 1, 0.5)
 
 
 def test_part_cache_reuses_finished_agents_of_the_same_config(tmp_path):

@@ -187,7 +187,9 @@ def test_climit_run_tiny_end_to_end(tmp_path):
     assert facts["imitator"]["heldout_accuracy_by_position"] == ad["heldout_accuracy_by_position"]
     assert facts["imitator_h"]["tag"] == "ad_h200"
     md = (rd / "report" / "report.md").read_text()
-    assert "## The imitators offline" in md and "| imitator (AD, first H steps) | ad_h200 |" in md
+    assert facts["ed"]["data"] == "the last 0.25 of all 400 env steps, every episode"
+    assert "## The imitators offline" in md
+    assert "| imitator (AD, first H steps) | the first 200 env steps, every episode |" in md
 
 
 def test_climit_run_on_two_processes(tmp_path):

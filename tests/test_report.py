@@ -401,6 +401,19 @@ def test_reading_says_when_the_imitator_outpaces_the_dqn():
     assert "step for step" not in report.TESTS["a"][1]
 
 
+def test_subsampling_is_stated_and_ed_only_where_it_kept_every_episode():
+    results = {"config": {"imitator": {"subsample": 10}},
+               "imitators": {"ed": {"data": "the last 0.2 of all 30000 env steps, every episode"}}}
+    text = "\n".join(report._subsample_lines(results))
+    assert "kept 1 episode in 10 of each DQN's (ED learns from every episode" in text
+    assert "about 10 times ahead of the DQN" in text and "about H/10 of its own steps" in text
+    # results of runs whose ED was subsampled too record no "data": nothing is said of ED there
+    older = {"config": {"imitator": {"subsample": 10}}, "imitators": {"ed": {"tag": "ed"}}}
+    text = "\n".join(report._subsample_lines(older))
+    assert "1 episode in 10 of each DQN's, so" in text and "ED" not in text
+    assert report._subsample_lines({"config": {"imitator": {"subsample": 1}}}) == []
+
+
 def test_reading_of_a_dqn_that_never_learns():
     grid = 10 * np.arange(1, 21)
     zeros = np.zeros((2, 3, 20))

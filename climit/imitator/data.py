@@ -15,7 +15,8 @@ stream), and whether ``v`` starts an episode; its target is the learner's action
    counts env steps of the learner, like ``teacher.total_env_steps``); an episode cut by H keeps
    its steps before H.
 2. ``variant: ed``: only episodes that start at or after ``(1 - ed_fraction) * T_stream``.
-3. ``imitator.subsample`` k: keep episodes whose index (after 1-2) is a multiple of k.
+3. ``imitator.subsample`` k: keep episodes whose index (after 1-2) is a multiple of k (the
+   evaluation trains its ED control with k = 1, see :func:`climit.evaluate.imitator_config`).
 4. ``variant: shuffled``: the kept episodes in a random order (fixed per ``run.seed`` and
    stream), so a context holds episodes from all stages of learning with no trend to follow.
    The imitator seeds of one run share that order (one dataset feeds them all, each with its
