@@ -79,6 +79,8 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
 
     plan = evaluate.plan(cfg)  # every ConfigError before any work
     parallel.initialize()  # several processes (pods, SLURM): process 0 writes, all compute
+    # The imitators' batch splits over every device: found out here, not after the teacher.
+    parallel.check_divisible(cfg.imitator.batch_size, "imitator.batch_size")
     primary = parallel.is_primary()
     log = log if primary else (lambda msg: None)
     rd = run_dir(cfg)

@@ -70,6 +70,19 @@ def test_interrupted_run_does_not_redo_finished_stages(tmp_path, fake_stages):
     assert config.load(tmp_path / "runs" / "tiny" / "config.yaml") == cfg  # resolved config
 
 
+def test_a_batch_the_devices_cannot_split_is_refused_before_the_teacher(tmp_path, fake_stages,
+                                                                       monkeypatch):
+    import jax
+
+    from climit.errors import ClimitError
+
+    _, cfg = tiny_config(tmp_path)  # imitator.batch_size 8
+    monkeypatch.setattr(jax, "device_count", lambda *a: 3)
+    with pytest.raises(ClimitError, match="imitator.batch_size = 8 is not divisible by the 3 devices"):
+        pipeline.run(cfg, progress=False, log=lambda m: None)
+    assert fake_stages["teach"] == [] and fake_stages["imitate"] == []
+
+
 def test_a_stage_that_runs_reruns_every_later_stage(tmp_path, fake_stages, monkeypatch):
     """New imitators (here: a model code revision) mean a new evaluation and report, and the
     agents an interrupted evaluation had finished on the old imitators are not reused."""
