@@ -226,6 +226,10 @@ def cmd_imitate(args: argparse.Namespace) -> int:
 
     parallel.initialize()  # before the config check touches a device (multi-host start-up)
     cfg = load_config(args)
+    if cfg.imitator.variant == "ed" and cfg.imitator.subsample != 1 and parallel.is_primary():
+        print(f"climit: note: the evaluation's ED control keeps every episode "
+              f"(imitator.subsample=1); this ED (subsample {cfg.imitator.subsample}) is not the "
+              f"one `climit evaluate` expects", file=sys.stderr)
     summary = train.train(cfg, progress=not args.no_progress)
     print(f"imitator {summary['tag']}: heldout_loss {summary['heldout_loss']:.4f}, "
           f"heldout_action_accuracy {summary['heldout_action_accuracy']:.3f} "

@@ -38,9 +38,9 @@ its last ``ed_fraction`` (:func:`imitator_config`).
 **Curves.** Return against env steps of one environment stream: episodes are binned by the step
 at which they end (:func:`climit.rollout.curve`) on a grid of ``eval.curve_points`` multiples of
 the episode length. The DQN's curve is its training-episode return (exploration included: that
-is the behaviour the histories hold and the imitator imitates), per stream; with
-``teacher.num_envs`` E > 1 a learner's E streams are averaged (each stream has the same
-per-stream step count as the imitator's single stream).
+is the behaviour the histories hold and the imitator imitates), per stream. The evaluation
+needs one env per learner (``teacher.num_envs`` 1, :func:`plan` refuses more: H and the windows
+count a learner's env steps); :func:`dqn_curves` would average a learner's E streams.
 
 An interrupted evaluation resumes: every finished agent's step signals are kept in
 ``eval/parts/`` (valid for the same config fingerprint) until results.json is written.

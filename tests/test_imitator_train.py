@@ -478,6 +478,12 @@ def test_refuses_to_start_without_histories(tmp_path, capsys):
     assert cli.main(["imitate", f"run.runs_dir={tmp_path}", "run.name=empty"]) == 1
     err = capsys.readouterr().err
     assert "histories" in err and "climit teach" in err and "Traceback" not in err
+    assert "note" not in err
+    # a subsampled ED is not the evaluation's control: said before any work
+    assert cli.main(["imitate", f"run.runs_dir={tmp_path}", "run.name=empty",
+                     "imitator.variant=ed", "imitator.subsample=3"]) == 1
+    assert "note: the evaluation's ED control keeps every episode (imitator.subsample=1); this " \
+           "ED (subsample 3)" in capsys.readouterr().err
 
 
 def test_incomplete_history_is_refused(tmp_path):

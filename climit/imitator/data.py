@@ -32,11 +32,13 @@ learners) the imitator never saw; the training summary's ``heldout`` says which.
 **Why a small index sampler and not a data-loading library.** Grain is not installed and the
 access pattern is simple: a global batch is a pure function of (seed, replica, step). Window
 ids come from a keyed Feistel permutation of ``[0, num_windows)`` per epoch (O(1) memory and
-time per id, however many windows), so the data order is deterministic for a seed, resuming
+time per id, however many windows; training caches each epoch's whole order, the same ids,
+up to 2^23 entries), so the data order is deterministic for a seed, resuming
 at step i needs nothing but i, and every process of a multi-host job computes the same global
 batch and reads only its own rows. A per-stream episode index (a few integers per episode)
-is built once. When the dataset's virtual streams fit in a memory budget (by default the
-history's decoded-chunk cache size), they are decoded once into flat arrays and a whole batch
+is built once. When the dataset's virtual streams fit in a memory budget
+(``imitator.data_memory_mb`` in training; by default the history's decoded-chunk cache size),
+they are decoded once into flat arrays and a whole batch
 is cut out of them with a few vectorized gathers (the GPU step takes milliseconds, so window-
 by-window Python would leave it data-bound); larger histories fall back to reading each window
 lazily through :meth:`climit.histories.History.read` (which caches a bounded number of decoded
