@@ -552,7 +552,8 @@ _TRAINING_FACTS = ("tag", "seeds", "final_step", "params", "heldout_loss", "held
 
 def training_facts(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict[str, dict]:
     """What each imitator's training measured offline (from its summary.json), by role, and
-    what of each history it learned from (``data``): the report shows it beside the rollouts."""
+    what of each history it learned from (``data``, and its ``subsample``): the report shows
+    it beside the rollouts."""
     from climit.imitator import train as imitator_train
 
     out = {}
@@ -561,6 +562,7 @@ def training_facts(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict[st
                           / "summary.json")
         out[role] = {k: s[k] for k in _TRAINING_FACTS if k in s}
         out[role]["data"] = _kept_steps(rcfg.imitator, rcfg.teacher.total_env_steps)[1]
+        out[role]["subsample"] = rcfg.imitator.subsample
     return out
 
 

@@ -653,10 +653,10 @@ def _subsample_lines(results: dict[str, Any]) -> list[str]:
     k = ((results.get("config") or {}).get("imitator") or {}).get("subsample", 1)
     if not isinstance(k, int) or k <= 1:
         return []
-    # Runs before ED kept every episode record no "data" fact: nothing is said of ED there.
-    ed_data = str((results.get("imitators") or {}).get("ed", {}).get("data", ""))
+    # Runs before ED kept every episode record no ED subsample: nothing is said of ED there.
+    ed_subsample = ((results.get("imitators") or {}).get("ed") or {}).get("subsample")
     ed = (" (ED learns from every episode of the DQN's last part: expert data has no progress "
-          "to compress)" if ed_data.endswith("every episode") else "")
+          "to compress)" if ed_subsample == 1 else "")
     return [f"The imitators' training histories kept 1 episode in {k} of each DQN's{ed}, so one "
             f"episode of the imitator stands for {k} of the DQN's: an imitator that replays the "
             f"progress of its histories runs about {k} times ahead of the DQN in env steps. In "

@@ -201,6 +201,7 @@ def test_climit_run_tiny_end_to_end(tmp_path):
     assert facts["imitator_h"]["tag"] == "ad_h200"
     md = (rd / "report" / "report.md").read_text()
     assert facts["ed"]["data"] == "the last 0.25 of all 400 env steps, every episode"
+    assert facts["ed"]["subsample"] == 1
     assert "## The imitators offline" in md
     assert "| imitator (AD, first H steps) | the first 200 env steps, every episode |" in md
 

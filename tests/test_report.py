@@ -403,7 +403,8 @@ def test_reading_says_when_the_imitator_outpaces_the_dqn():
 
 def test_subsampling_is_stated_and_ed_only_where_it_kept_every_episode():
     results = {"config": {"imitator": {"subsample": 10}},
-               "imitators": {"ed": {"data": "the last 0.2 of all 30000 env steps, every episode"}}}
+               "imitators": {"ed": {"data": "the last 0.2 of all 30000 env steps, every episode",
+                                    "subsample": 1}}}
     text = "\n".join(report._subsample_lines(results))
     assert "kept 1 episode in 10 of each DQN's (ED learns from every episode" in text
     assert "about 10 times ahead of the DQN" in text and "about H/10 of its own steps" in text
