@@ -10,7 +10,9 @@ bf16 compute, cuDNN attention), and printed as one JSON line:
   overlaps much of it: compare ``train_step`` with ``forward_backward``);
 - ``attention``: cuDNN causal attention, forward and forward + backward, times the layer count;
 - ``dense``: the block's four matmuls (qkv, out, MLP up and down), bf16, forward + backward,
-  times the layer count, with the TFLOP/s they reach: what the rest of the step could cost if
+  chained with a GELU and residual adds, times the layer count, with the TFLOP/s they reach;
+- ``gemm``: the same twelve products (three per weight: forward, input and weight gradients)
+  as bare GEMMs, each timed alone, times the layer count: what the block's matmuls cost if
   every norm, RoPE, residual and GELU pass were free.
 
 Usage (GPU): ``python scripts/imitator_breakdown.py``; ``--small`` shrinks every size for a CPU
@@ -83,6 +85,16 @@ def main() -> None:
     ms = _ms(jax.grad(dense, argnums=(0, 1)), ws, x_NxD)
     flops = 3 * n_layers * 2 * batch * seq * sum(a * b for a, b in shapes)
     emit(part="dense", ms=ms, tflops_per_s=round(flops / ms / 1e9, 1))
+
+    # The same matmuls as bare GEMMs, each timed alone: for every weight shape [K, M] the
+    # forward product and the two backward ones (input and weight gradients). Their sum over
+    # the layers is what the block's matmuls cost with no elementwise work at all.
+    gemm_ms = 0.0
+    for i, (k_in, k_out) in enumerate(shapes):
+        g_NxM = jax.random.normal(jax.random.fold_in(key, 10 + i), (batch * seq, k_out), dt)
+        x_NxK = x_NxD if k_in == d else jax.random.normal(key, (batch * seq, k_in), dt)
+        gemm_ms += n_layers * _ms(lambda x, w, g: (x @ w, g @ w.T, x.T @ g), x_NxK, ws[i], g_NxM)
+    emit(part="gemm", ms=round(gemm_ms, 3), tflops_per_s=round(flops / gemm_ms / 1e9, 1))
 
     # Causal attention alone (x8 layers).
     shape = (batch, seq, mcfg.n_heads, mcfg.head_dim)

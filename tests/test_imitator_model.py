@@ -195,7 +195,7 @@ def test_bf16_compute_keeps_fp32_params_and_stays_close():
     bf = M.Params(dataclasses.replace(cfg, compute_dtype="bfloat16"), params.tree)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params.tree))
     toks = tokens(cfg, 2, 12)
-    # bf16 matmuls differ from f32 by ~3e-4 here (logits spread ~0.2): a bound 10x that
+    # bf16 matmuls and residual stream differ from f32 by ~1.3e-3 here (logits spread ~0.2)
     np.testing.assert_allclose(_forward(bf, toks), _forward(params, toks), atol=3e-3)
     assert all(k.dtype == jnp.bfloat16 for k in M.init_cache(bf, 1).k)
     np.testing.assert_allclose(jax.jit(decode_all)(bf, toks), _forward(bf, toks), atol=2e-3)
