@@ -17,11 +17,11 @@ PY=${PY:-python3}
 if [ "${SMALL:-0}" = 1 ]; then
   LEARNERS="1 4"; UNROLL_LEARNERS="1"; T_STEPS=6000; FLOOR_UPD=20000; SHIPPED=4; RB=4; RBATCH=2
   ROLL="--context 64 --steps 50 --d-model 64 --layers 2 --heads 4"
-  IMIT="--reduced --steps 2 --repeats 1"; IMIT_FLAGS="--reduced --sizes default --steps 2 --repeats 1"; IMIT_SEEDS="--reduced --sizes documented --seeds 2 --steps 2 --repeats 1"; DR_STEPS=2000; DR_SEEDS=1; BREAKDOWN="--small"
+  IMIT="--reduced --steps 2 --repeats 1"; IMIT_FLAGS="--small"; IMIT_SEEDS="--reduced --sizes documented --seeds 2 --steps 2 --repeats 1"; DR_STEPS=2000; DR_SEEDS=1; BREAKDOWN="--small"
 else
   LEARNERS="1 64 512 4096"; UNROLL_LEARNERS="1 64"; T_STEPS=30000; FLOOR_UPD=4000000; SHIPPED=64; RB=4096; RBATCH=256
   ROLL="--context 1024 --steps 1000 --d-model 256 --layers 4 --heads 8 --dtype bfloat16"
-  IMIT="--sizes documented default --steps 10 --repeats 3"; IMIT_FLAGS="--sizes documented --steps 10 --repeats 2"
+  IMIT="--sizes documented default --steps 10 --repeats 3"; IMIT_FLAGS=""
   IMIT_SEEDS="--sizes documented --seeds 5 --steps 5 --repeats 2"; DR_STEPS=${DR_STEPS:-98000}; DR_SEEDS=16
   BREAKDOWN=""
 fi
@@ -58,14 +58,15 @@ step imitator 90 climit bench imitator $IMIT
 step imitator_seeds 120 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 climit bench imitator $IMIT_SEEDS
 # The documented imitator step taken apart: matmuls, attention, optimizer (the MFU work).
 step breakdown 90 $PY "$(dirname "$0")/imitator_breakdown.py" $BREAKDOWN
-# The documented size under XLA flags that change GEMM and scheduling choices (the MFU work;
-# only when named: ONLY="imitator_flags"). An unknown flag ends its own variant only.
+# The documented train step under XLA flags that change GEMM and scheduling choices, and the
+# float32 residual stream the model had before (the MFU work; only when named:
+# ONLY="imitator_flags"). An unknown flag ends its own variant only.
 if [ -n "${ONLY:-}" ]; then
-  step imitator_flags 240 bash -c 'for f in "" "--xla_gpu_enable_triton_gemm=false" \
-      "--xla_gpu_triton_gemm_any=true" "--xla_gpu_enable_latency_hiding_scheduler=true" \
-      "--xla_gpu_enable_command_buffer="; do
-    echo "{\"xla_flags\": \"$f\"}"
-    XLA_FLAGS="$f" timeout 45 climit bench imitator '"$IMIT_FLAGS"' || echo "{\"failed\": \"$f\"}"
+  step imitator_flags 300 bash -c 'for f in "" "--xla_gpu_enable_triton_gemm=false" \
+      "--xla_gpu_triton_gemm_any=true" "--xla_gpu_enable_cublaslt=true" \
+      "--xla_gpu_enable_latency_hiding_scheduler=true" "--xla_gpu_enable_command_buffer="; do
+    XLA_FLAGS="$f" timeout 50 '"$PY"' "'"$(dirname "$0")"'/imitator_variants.py" committed \
+      f32_stream '"$IMIT_FLAGS"' || echo "{\"failed\": \"$f\"}"
   done'
 fi
 # Headline: Dark Room histories on disk at 1024 learners; a tenth of the 1e9-step run (rate).
