@@ -4,8 +4,9 @@ For each size it times the real jitted train step (forward, backward, AdamW; one
 random tokens already on the device, and prints one JSON line per (size, attention kernel):
 tokens/s, step time, compile time apart, and MFU = useful matmul FLOPs/s
 (:func:`climit.imitator.model.flops_per_token`) over the chip's dense bf16 peak (null where the
-peak is unknown, e.g. on CPU). On GPU each size runs with the cuDNN and the XLA attention and
-the cuDNN record carries ``cudnn_xla_ratio`` (tokens/s cuDNN / XLA); elsewhere it is null.
+peak is unknown, e.g. on CPU). On GPU each size runs with the cuDNN and then the XLA
+attention; the cuDNN record is printed as soon as it is measured (a command cut short keeps it)
+and the XLA record carries ``cudnn_xla_ratio`` (tokens/s cuDNN / XLA); elsewhere it is null.
 
 Sizes: ``documented`` = d_model 512, 8 layers, 8 heads, 2048 tokens of context (one window
 per sequence); ``default`` = the defaults of the ``imitator`` config section. ``--reduced``
@@ -132,13 +133,11 @@ def run(sizes: list[str], *, batch: int | None = None, steps: int = 10, reduced:
         b = batch or (16 if size == "documented" else 64)
         if reduced:
             b = batch or 8
-        kernels = ["cudnn", "xla"] if on_gpu else ["auto"]
-        records = []
-        for kernel in kernels:
+        cudnn_tokens_per_s = None
+        for kernel in ["cudnn", "xla"] if on_gpu else ["auto"]:
             rec = measure(dataclasses.replace(icfg, attention=kernel), b, steps, repeats)
-            records.append({**info, "size": size + ("-reduced" if reduced else ""), **rec,
-                            "cudnn_xla_ratio": None})
-        if on_gpu:
-            records[0]["cudnn_xla_ratio"] = round(records[0]["tokens_per_s"] /
-                                                  records[1]["tokens_per_s"], 3)
-        yield from records
+            if kernel == "cudnn":
+                cudnn_tokens_per_s = rec["tokens_per_s"]
+            ratio = round(cudnn_tokens_per_s / rec["tokens_per_s"], 3) if kernel == "xla" else None
+            yield {**info, "size": size + ("-reduced" if reduced else ""), **rec,
+                   "cudnn_xla_ratio": ratio}
