@@ -1,4 +1,4 @@
-"""Candidate changes to the imitator's train step, timed at `climit bench imitator`'s documented size.
+"""The imitator's train step with one piece of the model changed, at the documented size.
 
 The MFU work of issue 4, one change at a time: each named variant patches one piece of
 `climit.imitator.model` (nothing is committed to the model by running this), times the real
