@@ -5,4 +5,7 @@
 set -euo pipefail
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$(nvidia-smi --query-gpu=index --format=csv,noheader | paste -sd,)}
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}
+# JAX's persistent compilation cache: a rerun (an ablation, a resumed stage) loads the programs
+# it compiled before instead of compiling them again.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/climit/jax}
 exec climit run --config "${1:-configs/darkroom.yaml}" "${@:2}"
