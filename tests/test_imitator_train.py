@@ -631,3 +631,28 @@ def test_bench_reports_throughput_and_null_mfu_on_cpu():
     assert bench.peak_flops(gpu) == 989e12
     assert bench.peak_flops(SimpleNamespace(platform="gpu", device_kind="NVIDIA H200")) == 989e12
     assert bench.peak_flops(SimpleNamespace(platform="gpu", device_kind="Mystery GPU")) is None
+
+
+def test_bench_on_gpu_prints_cudnn_first_and_the_ratio_on_the_xla_record(monkeypatch):
+    """The cuDNN record leaves before the XLA one is measured (a command cut short keeps it);
+    the XLA record carries tokens/s cuDNN / XLA. GPU faked: ``measure`` returns known rates."""
+    from types import SimpleNamespace
+
+    from climit.imitator import bench
+
+    rates = {"cudnn": 3000.0, "xla": 1000.0}
+    measured = []
+
+    def fake_measure(icfg, batch, steps, repeats):
+        measured.append(icfg.attention)
+        return {"tokens_per_s": rates[icfg.attention], "attention": icfg.attention}
+
+    gpu = SimpleNamespace(platform="gpu", device_kind="NVIDIA H200")
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench.jax, "devices", lambda: [gpu])
+    records = bench.run(["documented"], steps=1, repeats=1)
+    first = next(records)
+    assert measured == ["cudnn"]  # yielded before XLA ran
+    assert first["attention"] == "cudnn" and first["cudnn_xla_ratio"] is None
+    (second,) = list(records)
+    assert second["attention"] == "xla" and second["cudnn_xla_ratio"] == 3.0
