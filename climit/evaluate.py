@@ -28,7 +28,11 @@ the same environment key (common random numbers: Key-to-Door start cells are the
 agents). The fresh DQNs share the tasks, not the environment keys: their keys drive their
 exploration too, so their environment randomness is drawn apart (paired with the others by
 task only). Fresh DQN ``r`` on task ``k`` gets ``fold_in(fold_in(key, r), k)``, so adding
-evaluation tasks leaves the DQNs of the tasks already there unchanged.
+evaluation tasks leaves the DQNs of the tasks already there unchanged. Imitators that share a
+model config (the AD imitator, ED and their H-trained versions) roll out together, their seeds
+stacked on the row axis (:func:`stacked_imitator_steps`): a rollout is a long chain of small
+steps, latency-bound on a GPU, so they run side by side instead of in turn, and every row still
+computes exactly what it would alone (a test checks it).
 
 With ``imitator.subsample`` k > 1 the histories of the imitator and the ablated control kept
 every k-th episode, so an imitator that replays their progress runs about k times ahead of the
@@ -405,14 +409,36 @@ def _keys(key: jax.Array, s: int, k: int) -> jax.Array:
 def imitator_steps(loaded: Any, env: envs.Env, tasks: np.ndarray, key: jax.Array, num_steps: int,
                    cfg: ExperimentConfig, desc: str, progress: bool):
     """Step signals [S, K, T] of a trained imitator (S seeds) acting from an empty context."""
+    return stacked_imitator_steps([loaded], env, tasks, key, num_steps, cfg, desc, progress)[0]
+
+
+def stacked_imitator_steps(loaded: list[Any], env: envs.Env, tasks: np.ndarray, key: jax.Array,
+                           num_steps: int, cfg: ExperimentConfig, desc: str,
+                           progress: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`imitator_steps` of several imitators with the same model config in ONE rollout:
+    their seeds stacked on the row axis ([S1 + S2 + ..., K] rows), each with the env keys it
+    would get alone. A rollout is a chain of small sequential steps (latency-bound on a GPU),
+    so the imitators then run side by side instead of in turn; every row computes what it
+    would alone. Returns one (reward [Si, K, T], done [Si, K, T]) per imitator, in order."""
     from climit.imitator import model
 
-    params_S = loaded.params
-    s = int(jax.tree.leaves(params_S.tree)[0].shape[0])
-    cache0 = model.init_cache(params_S.cfg, 1)  # one env = a cache of batch 1
-    return rollout_rows(env, imitator_policy(env.spec.action_mask, cfg.eval.mode), params_S,
-                        cache0, tasks, _keys(key, s, len(tasks)), num_steps,
-                        chunk_steps=cfg.eval.chunk_steps, desc=desc, progress=progress)
+    params = jax.tree.map(lambda *x: jnp.concatenate(x), *[im.params for im in loaded])
+    counts = [int(jax.tree.leaves(im.params.tree)[0].shape[0]) for im in loaded]
+    keys = jnp.concatenate([_keys(key, n, len(tasks)) for n in counts])
+    reward, done = rollout_rows(env, imitator_policy(env.spec.action_mask, cfg.eval.mode), params,
+                                model.init_cache(params.cfg, 1), tasks, keys, num_steps,
+                                chunk_steps=cfg.eval.chunk_steps, desc=desc, progress=progress)
+    cuts = np.cumsum(counts)[:-1]
+    return list(zip(np.split(reward, cuts), np.split(done, cuts)))
+
+
+def model_groups(imitators: dict[str, Any], roles: list[str]) -> list[list[str]]:
+    """``roles`` grouped by model config (groups in first-seen order, roles in given order): the
+    imitators one :func:`stacked_imitator_steps` can roll out together."""
+    groups: dict[Any, list[str]] = {}
+    for role in roles:
+        groups.setdefault(imitators[role].params.cfg, []).append(role)
+    return list(groups.values())
 
 
 def random_steps(env: envs.Env, tasks: np.ndarray, key: jax.Array, num_steps: int,
@@ -495,18 +521,28 @@ class PartCache:
 
     def get_or_run(self, name: str, fn) -> tuple[tuple[np.ndarray, ...], bool]:
         """(``fn()``'s arrays, whether they came from disk): a finished part is not recomputed."""
-        path = self._path(name)
-        cached = self._read(path) if path.is_file() else None
+        cached = self.cached(name)
         if cached is not None:
             return cached, True
-        out = tuple(np.asarray(x) for x in fn())
-        if not parallel.is_primary():  # every process computed the same part; process 0 keeps it
-            return out, False
+        return self.put(name, fn()), False
+
+    def cached(self, name: str) -> tuple[np.ndarray, ...] | None:
+        """The arrays of finished part ``name``; None if absent, stale or damaged."""
+        path = self._path(name)
+        return self._read(path) if path.is_file() else None
+
+    def put(self, name: str, arrays) -> tuple[np.ndarray, ...]:
+        """Keep ``arrays`` as finished part ``name`` (process 0 writes; every process computed
+        the same part) and return them as host arrays."""
+        out = tuple(np.asarray(x) for x in arrays)
+        if not parallel.is_primary():
+            return out
+        path = self._path(name)
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")
         np.savez(tmp, fingerprint=self.fingerprint, n=len(out), **{f"a{i}": x for i, x in enumerate(out)})
         tmp.replace(path)
-        return out, False
+        return out
 
     def clear(self) -> None:
         if parallel.is_primary() and self.directory.is_dir():
@@ -598,6 +634,27 @@ def heldout_family(cfg: ExperimentConfig) -> tuple[jax.Array, envs.Env, np.ndarr
     return key, env, tasks, jax.random.fold_in(key, 1)
 
 
+def _roles_on(parts: PartCache, imitators: dict[str, Any], roles: list[str], env: envs.Env,
+              tasks: np.ndarray, key: jax.Array, num_steps: int, *, cfg: ExperimentConfig,
+              progress: bool, log, timing: dict[str, float]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Step signals of imitator ``roles`` on ``env`` (role -> (reward, done) [S, K, T]): parts
+    finished before an interruption are reused, the others rolled out together, one rollout
+    per model config (:func:`stacked_imitator_steps`), each role kept as its own part."""
+    name = lambda role: f"{role} on {env.spec.name}"  # noqa: E731
+    out = {role: parts.cached(name(role)) for role in roles}
+    for role in [r for r in roles if out[r] is not None]:
+        log(f"evaluate: {name(role)} reused")
+    for group in model_groups(imitators, [r for r in roles if out[r] is None]):
+        t0 = time.perf_counter()
+        signals = stacked_imitator_steps([imitators[r] for r in group], env, tasks, key, num_steps,
+                                         cfg, f"{'+'.join(group)} {env.spec.name}", progress)
+        out.update({role: parts.put(name(role), sig) for role, sig in zip(group, signals)})
+        label = f"{' + '.join(group)} on {env.spec.name}"
+        timing[label] = round(time.perf_counter() - t0, 2)
+        log(f"evaluate: {label} done in {timing[label]:.1f} s")
+    return out
+
+
 def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
              log=print) -> dict[str, Any]:
     """Run tests (a), (b) and (c) (when ``env.transfer`` is set) and write
@@ -623,14 +680,14 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
         return out
 
     # Step signals of every agent on the training family, each as long as its tests need.
-    steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for role in ROLES:
-        steps[role] = timed(f"{role} on {env.spec.name}", imitator_steps, imitators[role], env,
-                            tasks, env_key, p.env_steps, cfg, role, progress)
-    for role in ("imitator_h", "ed_h", "ablated_h"):
-        if role in imitators:
-            steps[role] = timed(f"{role} on {env.spec.name}", imitator_steps, imitators[role], env,
-                                tasks, env_key, p.horizon_steps, cfg, role, progress)
+    roles_on = functools.partial(_roles_on, parts, imitators, cfg=cfg, progress=progress,
+                                 log=log, timing=timing)
+    h_roles = [role for role in ("imitator_h", "ed_h", "ablated_h") if role in imitators]
+    if p.horizon_steps == p.env_steps:  # one rollout per model config for all of them
+        steps = roles_on([*ROLES, *h_roles], env, tasks, env_key, p.env_steps)
+    else:
+        steps = {**roles_on(list(ROLES), env, tasks, env_key, p.env_steps),
+                 **roles_on(h_roles, env, tasks, env_key, p.horizon_steps)}
     steps["random"] = timed(f"random on {env.spec.name}", random_steps, env, tasks, env_key,
                             p.env_steps, cfg, progress)
     e = cfg.teacher.num_envs
@@ -673,11 +730,8 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
                                     "heldout")
         key_c = jax.random.fold_in(key, 4)
         grid_c = grid(env_c.spec.episode_len, p.transfer_steps, ev.curve_points)
-        cc = {}
-        for role in ROLES:
-            sig = timed(f"{role} on {env_c.spec.name}", imitator_steps, imitators[role], env_c,
-                        tasks_c, key_c, p.transfer_steps, cfg, f"{role} {env_c.spec.name}", progress)
-            cc[role] = curves_from_steps(*sig, grid_c)
+        sigs = roles_on(list(ROLES), env_c, tasks_c, key_c, p.transfer_steps)
+        cc = {role: curves_from_steps(*sigs[role], grid_c) for role in ROLES}
         sig = timed(f"random on {env_c.spec.name}", random_steps, env_c, tasks_c, key_c,
                     p.transfer_steps, cfg, progress)
         cc["random"] = curves_from_steps(*sig, grid_c)

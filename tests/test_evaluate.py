@@ -90,6 +90,58 @@ def test_weights_never_change_and_rollouts_repeat():
     assert (d1.sum(-1) == 3).all()  # 20-step episodes end at 20, 40, 60
 
 
+def test_imitators_stacked_in_one_rollout_act_as_they_do_alone():
+    """Evaluation rolls out the imitators that share a model config together (seeds stacked on
+    the row axis); each must get exactly the signals of its own rollout, in sampled mode too
+    (each row keeps the env and policy keys it has alone)."""
+    env = envs.make("darkroom")
+    p0, p1, p2 = (tiny_model(seed=s) for s in range(3))
+    two = _Loaded(model.Params(p0.cfg, jax.tree.map(lambda a, b: jnp.stack([a, b]), p0.tree,
+                                                    p1.tree)))
+    one = _Loaded(model.Params(p2.cfg, jax.tree.map(lambda a: a[None], p2.tree)))
+    cfg = config.load(None, ["eval.chunk_steps=25", "eval.mode=sample"])
+    tasks = envs.sample_tasks("darkroom", jax.random.key(0), 3, "heldout")
+    key = jax.random.key(4)
+    together = evaluate.stacked_imitator_steps([two, one], env, tasks, key, 50, cfg, "t", False)
+    for loaded, (reward, done) in zip([two, one], together):
+        alone = evaluate.imitator_steps(loaded, env, tasks, key, 50, cfg, "t", False)
+        np.testing.assert_array_equal(reward, alone[0])
+        np.testing.assert_array_equal(done, alone[1])
+    assert together[0][0].shape == (2, 3, 50) and together[1][0].shape == (1, 3, 50)
+    assert not np.array_equal(together[0][0][0], together[0][0][1])  # seeds that differ
+    local_cfg = dataclasses.replace(p0.cfg, episode_local=True)  # the context-ablated model
+    ablated = _Loaded(model.Params(local_cfg, two.params.tree))
+    groups = evaluate.model_groups({"a": two, "b": ablated, "c": one}, ["a", "b", "c"])
+    assert groups == [["a", "c"], ["b"]]
+
+
+def test_roles_rolled_out_together_resume_part_by_part(tmp_path):
+    """After an interruption the finished roles' parts are reused and only the others roll out
+    (still together where they share a model), to the same signals."""
+    env = envs.make("darkroom")
+    imitators = {r: _Loaded(model.Params(p.cfg, jax.tree.map(lambda a: a[None], p.tree)))
+                 for r, p in (("imitator", tiny_model(seed=0)), ("ed", tiny_model(seed=1)),
+                              ("imitator_h", tiny_model(seed=2)))}
+    cfg = config.load(None, ["eval.chunk_steps=20", "eval.mode=sample"])
+    tasks = envs.sample_tasks("darkroom", jax.random.key(0), 2, "heldout")
+    logs, timing = [], {}
+    run = lambda parts: evaluate._roles_on(  # noqa: E731
+        parts, imitators, list(imitators), env, tasks, jax.random.key(3), 40, cfg=cfg,
+        progress=False, log=logs.append, timing=timing)
+    first = run(evaluate.PartCache(tmp_path / "parts", "fp"))
+    assert logs == ["evaluate: imitator + ed + imitator_h on darkroom done in "
+                    f"{timing['imitator + ed + imitator_h on darkroom']:.1f} s"]
+    (tmp_path / "parts" / "ed_on_darkroom.npz").unlink()  # as if killed before ed's part
+    logs.clear()
+    again = run(evaluate.PartCache(tmp_path / "parts", "fp"))
+    assert logs[:2] == ["evaluate: imitator on darkroom reused",
+                        "evaluate: imitator_h on darkroom reused"]
+    assert logs[2].startswith("evaluate: ed on darkroom done in") and len(logs) == 3
+    for role in imitators:
+        for x, y in zip(first[role], again[role]):
+            np.testing.assert_array_equal(x, y)
+
+
 def test_a_rollout_of_restored_params_compiles_once():
     # Restored parameters are committed to a device; a carry that is not used to make the
     # first chunk compile apart from the later ones (seen: every rollout program twice).
