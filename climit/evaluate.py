@@ -432,12 +432,13 @@ def stacked_imitator_steps(loaded: list[Any], env: envs.Env, tasks: np.ndarray, 
     return list(zip(np.split(reward, cuts), np.split(done, cuts)))
 
 
-def model_groups(imitators: dict[str, Any], roles: list[str]) -> list[list[str]]:
-    """``roles`` grouped by model config (groups in first-seen order, roles in given order): the
-    imitators one :func:`stacked_imitator_steps` can roll out together."""
+def model_groups(imitators: dict[str, Any], steps: dict[str, int]) -> list[list[str]]:
+    """The roles of ``steps`` (role -> env steps to roll out) grouped by model config and step
+    count (groups in first-seen order, roles in given order): the imitators one
+    :func:`stacked_imitator_steps` can roll out together."""
     groups: dict[Any, list[str]] = {}
-    for role in roles:
-        groups.setdefault(imitators[role].params.cfg, []).append(role)
+    for role, n in steps.items():
+        groups.setdefault((imitators[role].params.cfg, n), []).append(role)
     return list(groups.values())
 
 
@@ -634,20 +635,22 @@ def heldout_family(cfg: ExperimentConfig) -> tuple[jax.Array, envs.Env, np.ndarr
     return key, env, tasks, jax.random.fold_in(key, 1)
 
 
-def _roles_on(parts: PartCache, imitators: dict[str, Any], roles: list[str], env: envs.Env,
-              tasks: np.ndarray, key: jax.Array, num_steps: int, *, cfg: ExperimentConfig,
-              progress: bool, log, timing: dict[str, float]) -> dict[str, tuple[np.ndarray, ...]]:
-    """Step signals of imitator ``roles`` on ``env`` (role -> (reward, done) [S, K, T]): parts
-    finished before an interruption are reused, the others rolled out together, one rollout
-    per model config (:func:`stacked_imitator_steps`), each role kept as its own part."""
+def _roles_on(parts: PartCache, imitators: dict[str, Any], steps: dict[str, int], env: envs.Env,
+              tasks: np.ndarray, key: jax.Array, *, cfg: ExperimentConfig, progress: bool, log,
+              timing: dict[str, float]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Step signals of the imitator roles of ``steps`` (role -> env steps) on ``env`` (role ->
+    (reward, done) [S, K, T]): parts finished before an interruption are reused, the others
+    rolled out together, one rollout per model config and step count
+    (:func:`stacked_imitator_steps`), each role kept as its own part."""
     name = lambda role: f"{role} on {env.spec.name}"  # noqa: E731
-    out = {role: parts.cached(name(role)) for role in roles}
-    for role in [r for r in roles if out[r] is not None]:
+    out = {role: parts.cached(name(role)) for role in steps}
+    for role in [r for r in steps if out[r] is not None]:
         log(f"evaluate: {name(role)} reused")
-    for group in model_groups(imitators, [r for r in roles if out[r] is None]):
+    for group in model_groups(imitators, {r: n for r, n in steps.items() if out[r] is None}):
         t0 = time.perf_counter()
-        signals = stacked_imitator_steps([imitators[r] for r in group], env, tasks, key, num_steps,
-                                         cfg, f"{'+'.join(group)} {env.spec.name}", progress)
+        signals = stacked_imitator_steps([imitators[r] for r in group], env, tasks, key,
+                                         steps[group[0]], cfg, f"{'+'.join(group)} {env.spec.name}",
+                                         progress)
         out.update({role: parts.put(name(role), sig) for role, sig in zip(group, signals)})
         label = f"{' + '.join(group)} on {env.spec.name}"
         timing[label] = round(time.perf_counter() - t0, 2)
@@ -683,11 +686,8 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
     roles_on = functools.partial(_roles_on, parts, imitators, cfg=cfg, progress=progress,
                                  log=log, timing=timing)
     h_roles = [role for role in ("imitator_h", "ed_h", "ablated_h") if role in imitators]
-    if p.horizon_steps == p.env_steps:  # one rollout per model config for all of them
-        steps = roles_on([*ROLES, *h_roles], env, tasks, env_key, p.env_steps)
-    else:
-        steps = {**roles_on(list(ROLES), env, tasks, env_key, p.env_steps),
-                 **roles_on(h_roles, env, tasks, env_key, p.horizon_steps)}
+    lengths = {**dict.fromkeys(ROLES, p.env_steps), **dict.fromkeys(h_roles, p.horizon_steps)}
+    steps = roles_on(lengths, env, tasks, env_key)
     steps["random"] = timed(f"random on {env.spec.name}", random_steps, env, tasks, env_key,
                             p.env_steps, cfg, progress)
     e = cfg.teacher.num_envs
@@ -730,7 +730,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
                                     "heldout")
         key_c = jax.random.fold_in(key, 4)
         grid_c = grid(env_c.spec.episode_len, p.transfer_steps, ev.curve_points)
-        sigs = roles_on(list(ROLES), env_c, tasks_c, key_c, p.transfer_steps)
+        sigs = roles_on(dict.fromkeys(ROLES, p.transfer_steps), env_c, tasks_c, key_c)
         cc = {role: curves_from_steps(*sigs[role], grid_c) for role in ROLES}
         sig = timed(f"random on {env_c.spec.name}", random_steps, env_c, tasks_c, key_c,
                     p.transfer_steps, cfg, progress)

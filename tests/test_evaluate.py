@@ -111,8 +111,9 @@ def test_imitators_stacked_in_one_rollout_act_as_they_do_alone():
     assert not np.array_equal(together[0][0][0], together[0][0][1])  # seeds that differ
     local_cfg = dataclasses.replace(p0.cfg, episode_local=True)  # the context-ablated model
     ablated = _Loaded(model.Params(local_cfg, two.params.tree))
-    groups = evaluate.model_groups({"a": two, "b": ablated, "c": one}, ["a", "b", "c"])
-    assert groups == [["a", "c"], ["b"]]
+    groups = evaluate.model_groups({"a": two, "b": ablated, "c": one, "d": one},
+                                   {"a": 50, "b": 50, "c": 50, "d": 20})
+    assert groups == [["a", "c"], ["b"], ["d"]]  # by model config and by step count
 
 
 def test_roles_rolled_out_together_resume_part_by_part(tmp_path):
@@ -126,7 +127,7 @@ def test_roles_rolled_out_together_resume_part_by_part(tmp_path):
     tasks = envs.sample_tasks("darkroom", jax.random.key(0), 2, "heldout")
     logs, timing = [], {}
     run = lambda parts: evaluate._roles_on(  # noqa: E731
-        parts, imitators, list(imitators), env, tasks, jax.random.key(3), 40, cfg=cfg,
+        parts, imitators, dict.fromkeys(imitators, 40), env, tasks, jax.random.key(3), cfg=cfg,
         progress=False, log=logs.append, timing=timing)
     first = run(evaluate.PartCache(tmp_path / "parts", "fp"))
     assert logs == ["evaluate: imitator + ed + imitator_h on darkroom done in "
