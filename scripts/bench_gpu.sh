@@ -68,6 +68,16 @@ if [ -n "${ONLY:-}" ]; then
     XLA_FLAGS="$f" timeout 50 '"$PY"' "'"$(dirname "$0")"'/imitator_variants.py" committed \
       f32_stream '"$IMIT_FLAGS"' || echo "{\"failed\": \"$f\"}"
   done'
+  # The latency-bound teacher (1 and 64 learners; climit and its peer under the same flags) with
+  # whole scan loops recorded as CUDA graphs: an XLA while loop otherwise returns its predicate
+  # to the host every iteration. Only when named: ONLY="teacher_flags".
+  step teacher_flags 300 bash -c 'for f in "" "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
+      "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL --xla_gpu_command_buffer_unroll_loops=true"; do
+    echo "{\"xla_flags\": \"$f\"}"
+    XLA_FLAGS="$f" timeout 90 climit bench teacher --learners '"$UNROLL_LEARNERS"' --steps '"$T_STEPS"' \
+      --histories off --peer uniform --peer-script "'"$ANCHORS"'/rejax_dqn_bench.py" \
+      || echo "{\"failed\": \"$f\"}"
+  done'
 fi
 # Headline: Dark Room histories on disk at 1024 learners; a tenth of the 1e9-step run (rate).
 DR=$(mktemp -d)
