@@ -272,11 +272,18 @@ def plot(runs: list[Run], path: Path) -> None:
         for t in tests:
             x = np.asarray(xs)[order] + offsets[t]
             v, lo, hi = vals[t].T
-            ok = np.isfinite(v)  # an infinite ratio (the DQN at zero) is an arrow at the top
-            up = np.isinf(v) | (ok & np.isinf(hi))
-            lo_d, hi_d = np.nan_to_num(lo[ok], nan=v[ok]), np.minimum(np.nan_to_num(hi[ok], nan=v[ok]), top)
-            ax.errorbar(x[ok], v[ok], yerr=np.vstack([v[ok] - lo_d, hi_d - v[ok]]), fmt="o-",
-                        color=colors[t], capsize=3, label=f"({t}) {report.TESTS[t][0]}")
+            # +inf (a positive return against a DQN at or below zero) is an arrow at the top; an
+            # undefined ratio (NaN) breaks the line; an undefined interval is a hollow marker,
+            # not a zero-width bar that would look perfectly precise.
+            ok = np.isfinite(v)
+            bars = ok & ~np.isnan(lo) & ~np.isnan(hi)
+            up = np.isinf(v) | (bars & np.isinf(hi))
+            ax.plot(x, np.where(ok, v, np.nan), "-", color=colors[t],
+                    label=f"({t}) {report.TESTS[t][0]}")
+            ax.errorbar(x[bars], v[bars], yerr=np.vstack([v[bars] - lo[bars],
+                                                          np.minimum(hi[bars], top) - v[bars]]),
+                        fmt="o", color=colors[t], capsize=3)
+            ax.plot(x[ok & ~bars], v[ok & ~bars], "o", mfc="none", color=colors[t])
             ax.plot(x[up], np.full(int(up.sum()), top), "^", color=colors[t])
         ax.axhline(1.0, color="tab:green", lw=1, ls=":")
         ax.axhline(report.MATCH_LEVEL, color="k", lw=1, ls="--")
@@ -287,8 +294,9 @@ def plot(runs: list[Run], path: Path) -> None:
         ax.set_title(f"imitator/DQN {which} ratio")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
-    fig.text(0.01, 0.01, "bars: bootstrap intervals; ^ = infinite or off the chart; dotted: DQN "
-             f"parity (1); dashed: match level ({report.MATCH_LEVEL})", fontsize=7)
+    fig.text(0.01, 0.01, "bars: bootstrap intervals (hollow marker: interval undefined); ^ = "
+             f"infinite or off the chart; dotted: DQN parity (1); dashed: match level "
+             f"({report.MATCH_LEVEL})", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)

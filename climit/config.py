@@ -296,8 +296,9 @@ class EvalConfig:
     mode: Literal["greedy", "sample"] = field("sample", "imitator action selection")
     curve_points: int = field(100, "most grid points per curve (episodes are averaged into bins)",
                               min=2)
-    final_frac: float = field(0.1, "fraction of a curve's last (first) points that makes its final "
-                              "(initial) return", min=0.0, max=0.5, min_exclusive=True)
+    final_frac: float = field(0.1, "fraction of a curve's last points that makes its final return "
+                              "(the initial return is its first point)", min=0.0, max=0.5,
+                              min_exclusive=True)
     bootstrap: int = field(1_000, "bootstrap resamples for intervals", min=10)
     confidence: float = field(0.95, "interval coverage", min=0.5, max=0.999)
     chunk_steps: int = field(2_000, "env steps per jitted rollout chunk (progress granularity)",

@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from climit import config as config_lib
-from climit import envs, parallel, report, rollout, stats
+from climit import envs, parallel, report, rollout
 from climit.config import ConfigError, ExperimentConfig
 from climit.errors import ArtifactError
 
@@ -238,11 +238,20 @@ def _row_runner(env: envs.Env, act: rollout.Policy, params_batched: bool, n: int
                    donate_argnums=(1, 2))
 
 
-def grid(episode_len: int, num_steps: int, points: int) -> np.ndarray:
+def grid(episode_len: int, num_steps: int, points: int, through: int = 0) -> np.ndarray:
     """Curve grid: int64 [P] multiples of the episode length (so every bin holds an episode
-    end of a fixed-length env), at most ``points`` of them, the last at or below num_steps."""
+    end of a fixed-length env), at most ``points`` of them, the last at or below num_steps.
+
+    ``through`` (a multiple of the episode length; test (b)'s H): the grid has a point there, so
+    that no bin mixes episodes that ended before it with episodes after it. The stride is then
+    the smallest one at least as large that divides it (fewer points where none near does).
+    """
     n_episodes = max(num_steps // episode_len, 1)
     stride = math.ceil(n_episodes / points)
+    if through:
+        units = through // episode_len
+        stride = next(s for s in range(stride, units + 1) if units % s == 0) \
+            if stride <= units else units
     return episode_len * stride * np.arange(1, n_episodes // stride + 1, dtype=np.int64)
 
 
@@ -355,6 +364,13 @@ def plan(cfg: ExperimentConfig) -> Plan:
         raise ConfigError("eval.horizon", f"H = {horizon} env steps is shorter than one "
                           f"{cfg.env.name} episode ({spec.episode_len}); raise eval.env_steps or "
                           f"lower eval.horizon_factor")
+    if horizon % spec.episode_len:
+        # Test (b)'s curves need a grid point at H (evaluate.grid), so that no bin after H holds
+        # episodes that ended before it; the grid's points are whole episode lengths.
+        near = max(spec.episode_len, round(horizon / spec.episode_len) * spec.episode_len)
+        raise ConfigError("eval.horizon", f"H = {horizon} env steps is not a multiple of the "
+                          f"{cfg.env.name} episode length ({spec.episode_len}); set "
+                          f"eval.horizon={near} (or eval.env_steps to 10x that)")
     if horizon > cfg.teacher.total_env_steps:
         raise ConfigError("eval.horizon", f"H = {horizon} exceeds the teacher's "
                           f"{cfg.teacher.total_env_steps} env steps of history")
@@ -612,17 +628,13 @@ def _read_summary(path: Path) -> dict:
         return {}
 
 
-def _test_entry(curves: dict[str, np.ndarray], grid_P: np.ndarray, cfg: ExperimentConfig,
-                env_name: str, window: tuple[float, float], markers: dict, seed: int) -> dict:
-    ev = cfg.eval
-    entry = stats.summarize_test(curves, grid_P, window=window, n_boot=ev.bootstrap,
-                                 confidence=ev.confidence, seed=seed, final_frac=ev.final_frac)
+def _test_entry(env_name: str, markers: dict) -> dict:
+    """What a test records besides its statistics (:func:`report.with_statistics` adds those)."""
     spec = envs.spec(env_name)
     # How many held-out tasks the family has (the report's planned scale is min(20, this)); a
     # family without task parameters (MinAtar) is evaluated on env seeds, which have no limit.
-    entry.update(env=env_name, markers=markers, task_dim=spec.task_dim,
-                 heldout_tasks_available=spec.num_tasks["heldout"] if spec.task_dim else None)
-    return entry
+    return dict(env=env_name, markers=markers, task_dim=spec.task_dim,
+                heldout_tasks_available=spec.num_tasks["heldout"] if spec.task_dim else None)
 
 
 def heldout_family(cfg: ExperimentConfig) -> tuple[jax.Array, envs.Env, np.ndarray, jax.Array]:
@@ -700,28 +712,20 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
     ca = {role: curves_from_steps(*steps[role], grid_a) for role in ROLES}
     ca["random"] = curves_from_steps(*steps["random"], grid_a)
     ca["dqn"] = dqn_curves(dqn_ep, e, ev.dqn_seeds, k, grid_a)
-    tests["a"] = _test_entry(ca, grid_a, cfg, cfg.env.name, (-math.inf, math.inf),
-                             {"context": context, "horizon": None}, cfg.run.seed)
+    tests["a"] = _test_entry(cfg.env.name, {"context": context, "horizon": None})
     curves.update({"a.grid": grid_a, **{f"a.{n}": c for n, c in ca.items()}})
     # (b) horizon extrapolation: the H-imitators; metrics over (H, factor x H]
-    grid_b = grid(env.spec.episode_len, p.horizon_steps, ev.curve_points)
+    grid_b = grid(env.spec.episode_len, p.horizon_steps, ev.curve_points, through=p.horizon)
     cb = {"imitator": curves_from_steps(*steps["imitator_h"], grid_b)}
     for ctrl in ("ed", "ablated"):
         src = f"{ctrl}_h" if f"{ctrl}_h" in steps else ctrl
         cb[ctrl] = curves_from_steps(*steps[src], grid_b)
     cb["random"] = curves_from_steps(*steps["random"], grid_b)
     cb["dqn"] = dqn_curves(dqn_ep, e, ev.dqn_seeds, k, grid_b)
-    tests["b"] = _test_entry(cb, grid_b, cfg, cfg.env.name, (p.horizon, math.inf),
-                             {"context": context, "horizon": p.horizon}, cfg.run.seed + 1)
+    # Metrics over (H, 10 H]; the report's statistics add the same comparison over the steps
+    # up to H ("before_h"), which the H-imitator's histories covered.
+    tests["b"] = _test_entry(cfg.env.name, {"context": context, "horizon": p.horizon})
     tests["b"]["controls_trained_to_h"] = bool(ev.horizon_controls)
-    # The same comparison over the steps up to H, which the H-imitator's histories covered: a
-    # shortfall after H only measures extrapolation if it matched the DQN before H. (A grid
-    # coarser than H has no point there; the report then has no precondition to check.)
-    if grid_b[0] <= p.horizon:
-        tests["b"]["before_h"] = stats.summarize_test(
-            {n: cb[n] for n in ("imitator", "dqn")}, grid_b, window=(-math.inf, p.horizon),
-            n_boot=ev.bootstrap, confidence=ev.confidence, seed=cfg.run.seed + 1,
-            final_frac=ev.final_frac)
     curves.update({"b.grid": grid_b, **{f"b.{n}": c for n, c in cb.items()}})
     # (c) new family
     if cfg.env.transfer:
@@ -739,8 +743,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
                                       tasks_c, jax.random.fold_in(key, 5), p.transfer_steps,
                                       progress))
         cc["dqn"] = dqn_curves(ep_c, e, ev.dqn_seeds, len(tasks_c), grid_c)
-        tests["c"] = _test_entry(cc, grid_c, cfg, cfg.env.transfer, (-math.inf, math.inf),
-                                 {"context": context, "horizon": None}, cfg.run.seed + 2)
+        tests["c"] = _test_entry(cfg.env.transfer, {"context": context, "horizon": None})
         curves.update({"c.grid": grid_c, **{f"c.{n}": c for n, c in cc.items()}})
     else:
         skipped["c"] = "env.transfer is empty"
@@ -755,6 +758,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
         "imitators": training_facts(run_dir, p.imitators),
         "timing_s": timing, "skipped": skipped, "config": config_lib.to_dict(cfg), "tests": tests,
     }
+    results = report.with_statistics(results, curves)
     if parallel.is_primary():
         report.write_eval(run_dir / "eval", results, curves)
     parts.clear()

@@ -244,7 +244,8 @@ def episode_returns(reward_T: jax.Array, done_T: jax.Array, max_episodes: int) -
 def curve(episodes: Episodes, grid_P: jax.Array) -> jax.Array:
     """Return vs env steps: float32 [P], at each grid step the mean return of the episodes that
     ended in ``(grid[p-1], grid[p]]`` (``grid[-1] = 0``); an empty bin repeats the previous value;
-    NaN before the first episode ends.
+    NaN before the first episode ends. A NaN return stays NaN (its bin is not empty: it is not
+    papered over with the previous value), so the statistics refuse it.
 
     With fixed-length episodes and ``grid = episode_len * (1..M)`` this is exactly the returns.
     """
@@ -258,9 +259,10 @@ def curve(episodes: Episodes, grid_P: jax.Array) -> jax.Array:
     count_P = jax.ops.segment_sum(episodes.valid.astype(jnp.float32), bin_M, num_segments=p + 1)[:p]
     mean_P = jnp.where(count_P > 0, total_P / jnp.maximum(count_P, 1.0), jnp.nan)
 
-    def carry_forward(last, x):
-        v = jnp.where(jnp.isnan(x), last, x)
+    def carry_forward(last, x_and_empty):
+        x, empty = x_and_empty
+        v = jnp.where(empty, last, x)
         return v, v
 
-    _, filled_P = jax.lax.scan(carry_forward, jnp.float32(jnp.nan), mean_P)
+    _, filled_P = jax.lax.scan(carry_forward, jnp.float32(jnp.nan), (mean_P, count_P == 0))
     return filled_P

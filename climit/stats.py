@@ -2,9 +2,15 @@
 
 numpy only (the report, which must not import JAX, uses it too).
 
-Data layout: a set of learning curves ``curves_SxKxP`` -- S independently trained agents (imitator
-training seeds, or fresh DQN seeds), K evaluation tasks, P grid points of env steps ``grid_P``.
-Every agent is evaluated on the same K tasks, so the agents and tasks are *crossed* factors.
+Data layout: a set of learning curves ``curves_SxKxP`` -- S rows, K evaluation tasks, P grid
+points of env steps ``grid_P``. What a row is decides how it is resampled:
+- *crossed* rows (imitators, ED, the context-ablated control): S independently trained networks,
+  each evaluated on the same K tasks, so seeds and tasks are crossed factors;
+- *per-cell* rows (the fresh DQN, the random policy; ``PER_CELL``): learner (r, k) draws its own
+  key from (r, k), so row r on task k shares nothing with row r on task k'. There is no "DQN
+  seed r" to resample across tasks: the S rows of a task are averaged first, and only tasks are
+  resampled (resampling rows as well would add a seed variance that does not exist and widen
+  every interval, by a third at the planned scale in simulation).
 
 Why a crossed (two-way) bootstrap rather than a flat one over the S*K cells: cells that share a
 training seed are correlated (one bad imitator drags down all its tasks), and so are cells that
@@ -12,7 +18,8 @@ share a task (a far goal is hard for everyone). A flat bootstrap treats the S*K 
 independent and gives intervals that are too narrow whenever seed-to-seed variation matters,
 which is exactly what a claim about "an imitator" must include. Resampling seeds and tasks
 independently with replacement in each replicate (Owen 2007, "the pigeonhole bootstrap") keeps
-both sources of variance. With one seed it reduces to the ordinary bootstrap over tasks.
+both sources of variance. With one seed, or per-cell rows, it reduces to the ordinary bootstrap
+over tasks.
 
 Few seeds make the intervals too narrow when seeds differ much: a percentile bootstrap over S
 seeds sees their spread shrunk by (S - 1) / S and cannot show the heavy tails of a mean of few.
@@ -26,15 +33,23 @@ the interval.
 
 Ratios imitator/DQN are bootstrapped as ratios: in each replicate the SAME resampled tasks are used
 for both (they are paired by task; the fresh DQNs draw their own environment randomness, which
-their keys also use for exploration), the imitator's and the DQN's seeds are
-resampled independently (they are unrelated training runs), the metric is computed on each side's
-mean curve, and the ratio of the two is one replicate. The interval is the percentile interval of
-those ratios -- never a ratio of two intervals. Ratios use means over cells (ratio of means), which
-stays defined when single tasks have a return near zero.
+their keys also use for exploration), the imitator's seeds are resampled independently of the
+tasks, the metric is computed on each side's mean curve, and the ratio of the two is one
+replicate. The interval is the percentile interval of those ratios -- never a ratio of two
+intervals. Ratios use means over cells (ratio of means), which stays defined when single tasks
+have a return near zero.
+
+Comparisons are paired the same way: "the imitator beats a control" is the interval of the AUC
+difference imitator - control (:func:`difference`: shared tasks, each side's seeds resampled on
+their own), and "an agent improves" the interval of its own final - initial return (``gain``,
+both from the same replicate). Asking instead whether two separate intervals are apart would
+keep the task-to-task spread, which pairing cancels, and test at about the 99.5 % level.
 
 Metrics of one (mean) curve:
 - ``auc``: the mean return over the grid points (the area under the curve divided by its length,
   in return units, so it compares across runs of different length);
+- ``initial``: the first grid point (the episodes that ended by then: how the agent starts,
+  from an empty context for an imitator);
 - ``final``: the mean of the last ``final_frac`` of the grid points (at least one);
 - ``steps_to``: the first grid step where the curve reaches a threshold (``inf`` if never).
   The threshold is 80 % of the DQN's final return measured from ``floor`` (0 by default, the
@@ -46,8 +61,9 @@ Metrics of one (mean) curve:
 Undefined replicates. A ratio replicate is NaN where it means nothing (see :func:`_ratio` and
 the steps-to rule above). :func:`interval` drops such replicates, but when more than
 ``MAX_UNDEFINED_FRAC`` of them are NaN the rest are a biased subsample (the replicates dropped
-are those whose resampled DQN sat at or below zero, or did not learn), so the interval is
-undefined too.
+are those whose resampled DQN and agent both sat at or below zero, or whose DQN did not learn),
+so the interval is undefined too. Replicates where the agent is above zero and the DQN is not
+are +inf (the agent is ahead), never dropped.
 """
 
 from __future__ import annotations
@@ -63,6 +79,8 @@ DEFAULT_CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 1000
 FRACTION_OF_DQN = 0.8
 MAX_UNDEFINED_FRAC = 0.05  # more NaN replicates than this: the interval is undefined
+# Agents whose rows are independent learners per (row, task), not networks shared by every task.
+PER_CELL = ("dqn", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,10 +118,11 @@ def auc(curve_xP: np.ndarray) -> np.ndarray:
     return np.mean(curve_xP, axis=-1)
 
 
-def initial(curve_xP: np.ndarray, final_frac: float = DEFAULT_FINAL_FRAC) -> np.ndarray:
-    """Mean of the first ``final_frac`` of the grid points (at least one): [...]."""
-    n = max(1, int(round(final_frac * curve_xP.shape[-1])))
-    return np.mean(curve_xP[..., :n], axis=-1)
+def initial(curve_xP: np.ndarray) -> np.ndarray:
+    """The first grid point: [...]. Not a fraction of the window like ``final``: an imitator that
+    learns in context can do so within the first tenth of it (histories subsampled k-fold run
+    k times ahead of the DQN), and a start averaged over that learning would hide it."""
+    return np.asarray(curve_xP)[..., 0]
 
 
 def final(curve_xP: np.ndarray, final_frac: float = DEFAULT_FINAL_FRAC) -> np.ndarray:
@@ -122,18 +141,21 @@ def steps_to(curve_xP: np.ndarray, grid_P: np.ndarray, threshold_x: np.ndarray) 
 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a / b where the reference b is positive; NaN (undefined) otherwise, 0/0 included.
+    """a / b where the reference b is positive; +inf where a is positive and b is not (the agent
+    is ahead of a reference at or below zero); NaN (undefined) otherwise, 0/0 included.
 
     A ratio to the DQN only means "fraction of the DQN's return" when the DQN's value is
     positive: with negative returns (Acrobot, MountainCar) a worse agent would get a ratio above
     1. Such replicates are undefined (NaN), so the interval and the verdict say so instead of
     reading a flipped ratio as a match. 0/0 is NaN rather than 1: a DQN flat at zero learned
     nothing, and a random policy also at zero must not "match" it. inf/inf (neither reaches
-    80 %) and NaN inputs (steps-to-80 % of a DQN that did not learn) are NaN too.
+    80 %) and NaN inputs (steps-to-80 % of a DQN that did not learn) are NaN too. A positive
+    return against one at or below zero is +inf, not NaN: dropping those replicates as
+    undefined would drop exactly the ones most favourable to the agent.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(b > 0, np.divide(a, b), np.nan)
+        return np.where(b > 0, np.divide(a, b), np.where((a > 0) & (b <= 0), np.inf, np.nan))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +169,13 @@ def _check(curves_SxKxP: np.ndarray) -> np.ndarray:
     if not np.isfinite(c).all():
         raise ValueError("curves must be finite (start the grid after the first episode ends)")
     return c
+
+
+def rows(curves_SxKxP: np.ndarray, crossed: bool) -> np.ndarray:
+    """The rows the bootstrap resamples: [S, K, P] as they are for crossed rows (training
+    seeds), or [1, K, P], the per-task mean, for per-cell rows (see the module docstring)."""
+    c = _check(curves_SxKxP)
+    return c if crossed else c.mean(axis=0, keepdims=True)
 
 
 def resample_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
@@ -165,7 +194,7 @@ def interval(point: float, replicates_B: np.ndarray, confidence: float) -> Estim
     NaN (undefined) replicates are dropped when they are at most ``MAX_UNDEFINED_FRAC`` of the
     B; above that, lo and hi are NaN (undefined), so a verdict reads "unclear". Why not keep
     dropping them: the replicates that are NaN are not a random subset (they are those whose
-    resampled DQN sat at or below zero, or never learned), so the percentiles of the rest would
+    resampled DQN and agent sat at or below zero, or whose DQN never learned), so the rest would
     be labelled a ``confidence`` interval without covering that often.
     """
     r = np.asarray(replicates_B, np.float64)
@@ -179,10 +208,11 @@ def interval(point: float, replicates_B: np.ndarray, confidence: float) -> Estim
 
 
 def curve_band(curves_SxKxP: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP,
-               confidence: float = DEFAULT_CONFIDENCE,
-               seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The mean curve and its pointwise crossed-bootstrap interval: three float arrays [P]."""
-    c = _check(curves_SxKxP)
+               confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
+               crossed: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean curve and its pointwise bootstrap interval: three float arrays [P]. ``crossed``:
+    the rows are training seeds (else per-cell learners, see :func:`rows`)."""
+    c = rows(curves_SxKxP, crossed)
     s, k, _ = c.shape
     rng = np.random.default_rng(seed)
     reps_BxP = mean_curves(c, resample_weights(rng, s, n_boot), resample_weights(rng, k, n_boot))
@@ -193,26 +223,45 @@ def curve_band(curves_SxKxP: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP,
 
 def describe(curves_SxKxP: np.ndarray, *, n_boot: int = DEFAULT_BOOTSTRAP,
              confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-             final_frac: float = DEFAULT_FINAL_FRAC) -> dict[str, Estimate]:
-    """AUC, initial and final return of one agent's curves, with crossed-bootstrap intervals.
-
-    ``initial`` is the mean of the first ``final_frac`` of the grid (how the agent starts), so
-    ``final`` above ``initial`` with separate intervals means the agent improved.
-    """
-    c = _check(curves_SxKxP)
+             final_frac: float = DEFAULT_FINAL_FRAC, crossed: bool = True) -> dict[str, Estimate]:
+    """AUC, initial, final return and ``gain`` (final - initial, both from each replicate: the
+    agent improved if its interval lies above 0) of one agent's curves [S, K, P], with bootstrap
+    intervals. ``crossed``: the rows are training seeds (else per-cell learners, see
+    :func:`rows`)."""
+    c = rows(curves_SxKxP, crossed)
     s, k, _ = c.shape
     rng = np.random.default_rng(seed)
     reps_BxP = mean_curves(c, resample_weights(rng, s, n_boot), resample_weights(rng, k, n_boot))
     mean_P = c.mean(axis=(0, 1))
+    init, fin = initial(mean_P), final(mean_P, final_frac)
+    init_B, fin_B = initial(reps_BxP), final(reps_BxP, final_frac)
     return {"auc": interval(auc(mean_P), auc(reps_BxP), confidence),
-            "initial": interval(initial(mean_P, final_frac), initial(reps_BxP, final_frac),
-                                confidence),
-            "final": interval(final(mean_P, final_frac), final(reps_BxP, final_frac), confidence)}
+            "initial": interval(init, init_B, confidence),
+            "final": interval(fin, fin_B, confidence),
+            "gain": interval(fin - init, fin_B - init_B, confidence)}
+
+
+def difference(a_SxKxP: np.ndarray, b_TxKxP: np.ndarray, *, crossed_a: bool = True,
+               crossed_b: bool = True, n_boot: int = DEFAULT_BOOTSTRAP,
+               confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> Estimate:
+    """AUC of a minus AUC of b on the same K tasks and grid, paired by task: each replicate
+    resamples the tasks once for both and each side's seeds on their own (separately trained).
+    a beats b if the interval lies above 0."""
+    a, b = rows(a_SxKxP, crossed_a), rows(b_TxKxP, crossed_b)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"curves {a.shape} and {b.shape} need the same tasks and grid")
+    rng = np.random.default_rng(seed)
+    w_task_BxK = resample_weights(rng, a.shape[1], n_boot)
+    a_BxP = mean_curves(a, resample_weights(rng, a.shape[0], n_boot), w_task_BxK)
+    b_BxP = mean_curves(b, resample_weights(rng, b.shape[0], n_boot), w_task_BxK)
+    point = auc(a.mean(axis=(0, 1))) - auc(b.mean(axis=(0, 1)))
+    return interval(point, auc(a_BxP) - auc(b_BxP), confidence)
 
 
 def compare(agent_SxKxP: np.ndarray, dqn_RxKxP: np.ndarray, grid_P: np.ndarray, *,
             n_boot: int = DEFAULT_BOOTSTRAP, confidence: float = DEFAULT_CONFIDENCE, seed: int = 0,
-            final_frac: float = DEFAULT_FINAL_FRAC, floor: float = 0.0) -> dict[str, Estimate]:
+            final_frac: float = DEFAULT_FINAL_FRAC, floor: float = 0.0,
+            crossed: bool = True) -> dict[str, Estimate]:
     """An agent against the DQN on the same K tasks and grid, with paired-task bootstrap ratios.
 
     Returns Estimates under: ``agent_auc``, ``dqn_auc``, ``auc_ratio``, ``agent_final``,
@@ -221,9 +270,10 @@ def compare(agent_SxKxP: np.ndarray, dqn_RxKxP: np.ndarray, grid_P: np.ndarray, 
     reaches the DQN's 80 % level). Inputs: agent curves [S, K, P], DQN curves [R, K, P] on the
     same K tasks, ``grid_P`` [P] env steps. The steps-to-80 % entries are NaN (undefined) in
     each replicate whose DQN final return is not above ``floor`` (the DQN did not learn); every
-    ratio is NaN where the DQN's value is not positive (see :func:`_ratio`).
+    ratio is NaN where the DQN's value is not positive (see :func:`_ratio`). The DQN's rows are
+    per-cell learners (averaged per task); ``crossed``: the agent's rows are training seeds.
     """
-    a, d = _check(agent_SxKxP), _check(dqn_RxKxP)
+    a, d = rows(agent_SxKxP, crossed), rows(dqn_RxKxP, crossed=False)
     if a.shape[1:] != d.shape[1:] or a.shape[2] != len(grid_P):
         raise ValueError(f"agent {a.shape} and DQN {d.shape} curves need the same tasks and grid "
                          f"of {len(grid_P)} points")
@@ -277,7 +327,10 @@ def summarize_test(curves: dict[str, np.ndarray], grid_P: np.ndarray, *,
     (test (b): from H to 10 H); steps to 80% count env steps from ``window[0]`` (0 if it is
     ``-inf``; ``steps_counted_from``). Returns ``{"window", "grid_points", "steps_counted_from",
     "tasks", "seeds", "agents": {name: describe()}, "vs_dqn": {name: compare()},
-    "auc_ratio_per_seed": {name: [S]}}`` with every Estimate as a dict.
+    "imitator_vs": {name: {"auc_diff": difference()}}, "auc_ratio_per_seed": {name: [S]}}`` with
+    every Estimate as a dict; ``imitator_vs`` (the imitator's AUC minus each control's) is there
+    when ``curves`` has an ``"imitator"``. Agents named in ``PER_CELL`` are resampled as per-cell
+    rows, the others as crossed training seeds.
     """
     if "dqn" not in curves:
         raise ValueError("summarize_test needs a 'dqn' entry")
@@ -290,14 +343,23 @@ def summarize_test(curves: dict[str, np.ndarray], grid_P: np.ndarray, *,
     # ratio compares the time each agent took inside the window, not that time plus H.
     since_W = grid_W - (window[0] if math.isfinite(window[0]) else 0)
     kw = dict(n_boot=n_boot, confidence=confidence, seed=seed, final_frac=final_frac)
-    dqn_W = _check(curves["dqn"])[..., sel_P]
-    agents, vs_dqn = {}, {}
     for name, c in curves.items():
-        c_W = _check(c)[..., sel_P]
-        agents[name] = {m: e.to_dict() for m, e in describe(c_W, **kw).items()}
+        if not np.isfinite(np.asarray(c, np.float64)).all():
+            raise ValueError(f"the curves of {name} hold NaN or inf: a NaN reward or return in "
+                             f"its rollout, or a grid that starts before the first episode ends")
+    curves_W = {name: _check(c)[..., sel_P] for name, c in curves.items()}
+    dqn_W = curves_W["dqn"]
+    agents, vs_dqn, imitator_vs = {}, {}, {}
+    for name, c_W in curves_W.items():
+        crossed = name not in PER_CELL
+        agents[name] = {m: e.to_dict() for m, e in describe(c_W, crossed=crossed, **kw).items()}
         if name != "dqn":
-            vs_dqn[name] = {m: e.to_dict() for m, e in
-                            compare(c_W, dqn_W, since_W, floor=floor, **kw).items()}
+            vs_dqn[name] = {m: e.to_dict() for m, e in compare(c_W, dqn_W, since_W, floor=floor,
+                                                               crossed=crossed, **kw).items()}
+        if "imitator" in curves_W and name not in ("imitator", "dqn"):
+            imitator_vs[name] = {"auc_diff": difference(
+                curves_W["imitator"], c_W, crossed_b=crossed, n_boot=n_boot,
+                confidence=confidence, seed=seed).to_dict()}
     dqn_auc = float(auc(dqn_W.mean(axis=(0, 1))))
     # Each training seed's own AUC ratio (its mean over tasks against the DQN's mean): the
     # spread a reader should see beside an interval from few seeds.
@@ -306,4 +368,5 @@ def summarize_test(curves: dict[str, np.ndarray], grid_P: np.ndarray, *,
     return {"window": [int(grid_W[0]), int(grid_W[-1])], "grid_points": int(sel_P.sum()),
             "steps_counted_from": int(grid_W[0] - since_W[0]),
             "tasks": int(dqn_W.shape[1]), "seeds": {n: int(c.shape[0]) for n, c in curves.items()},
-            "agents": agents, "vs_dqn": vs_dqn, "auc_ratio_per_seed": per_seed}
+            "agents": agents, "vs_dqn": vs_dqn, "imitator_vs": imitator_vs,
+            "auc_ratio_per_seed": per_seed}

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -162,6 +163,14 @@ def test_grid_and_curves_known_answer():
     np.testing.assert_array_equal(evaluate.grid(20, 200, 100), 20 * np.arange(1, 11))
     np.testing.assert_array_equal(evaluate.grid(20, 200, 4), [60, 120, 180])
     np.testing.assert_array_equal(evaluate.grid(50, 30, 10), [50])
+    # Test (b)'s grid has a point at H: stride 13 episodes would skip H = 2500 (125 episodes),
+    # so the grid takes the next stride that divides 125 (25), not a bin straddling H.
+    assert 20 * 13 == 20 * math.ceil(1250 / 100)
+    g = evaluate.grid(20, 25000, 100, through=2500)
+    assert 2500 in g and g[1] - g[0] == 500 and g[-1] == 25000
+    assert 8000 in evaluate.grid(20, 80000, 200, through=8000)  # the presets' H: stride 20 kept
+    np.testing.assert_array_equal(evaluate.grid(20, 80000, 200, through=8000),
+                                  evaluate.grid(20, 80000, 200))
     reward = np.zeros((1, 2, 60), np.float32)
     done = np.zeros((1, 2, 60), bool)
     done[..., [19, 39, 59]] = True
@@ -205,6 +214,10 @@ def test_plan_resolves_and_rejects():
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon=10)))
     with pytest.raises(ConfigError, match="eval.tasks"):
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tasks=18)))
+    # H between two episode ends: test (b)'s first bin after H would hold episodes before it.
+    with pytest.raises(ConfigError, match="eval.horizon: H = 190 env steps is not a multiple of "
+                       "the darkroom episode length .20.; set eval.horizon=200"):
+        evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon=190)))
     # What the imitate stage would find only after the teacher trained: caught before any work.
     long_seq = dataclasses.replace(cfg.imitator, context_len=101)  # x 2 windows > H = 200
     with pytest.raises(ConfigError, match="imitator.context_len: a training sequence of 202 steps"):

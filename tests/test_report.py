@@ -36,15 +36,10 @@ def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9, controls_trained
                                "dqn": agent(1.8, 3, 4)}
     tests, curves = {}, {}
     for key, by_agent in curves_by_test.items():
-        window = (200, 800) if key == "b" else (-np.inf, np.inf)
-        tests[key] = stats.summarize_test(by_agent, grid, window=window, n_boot=200)
-        tests[key]["env"] = "keydoor" if key == "c" else "darkroom"
-        tests[key]["markers"] = {"context": 80, "horizon": 200 if key == "b" else None}
+        tests[key] = {"env": "keydoor" if key == "c" else "darkroom",
+                      "markers": {"context": 80, "horizon": 200 if key == "b" else None}}
         if key == "b":
             tests[key]["controls_trained_to_h"] = controls_trained_to_h
-            tests[key]["before_h"] = stats.summarize_test(
-                {a: by_agent[a] for a in ("imitator", "dqn")}, grid, window=(-np.inf, 200),
-                n_boot=200)
         curves[f"{key}.grid"] = grid
         curves.update({f"{key}.{a}": c for a, c in by_agent.items()})
     results = {"env": "darkroom", "transfer": "keydoor" if with_c else "", "context_steps": 80,
@@ -58,6 +53,7 @@ def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9, controls_trained
                                           "heldout_accuracy_by_position": [0.6, 0.7, 0.8],
                                           "position_bins": [0, 40, 80, 120]},
                              "ed": {"tag": "ed", "heldout_loss": 1.4}}}
+    results = report.with_statistics(results, curves)  # as evaluate.py writes them
     report.write_eval(run_dir / "eval", results, curves)
     return results, curves
 
@@ -68,7 +64,8 @@ SUMMARY_KEYS = {"ran", "verdict", "provisional", "imitator_seeds", "dqn_seeds", 
                 "imitator_dqn_steps_to_80_ratio", "imitator_dqn_steps_to_80_ratio_ci",
                 "imitator_auc", "imitator_final", "dqn_auc", "dqn_final", "controls",
                 "imitator_dqn_auc_ratio_before_h", "imitator_dqn_auc_ratio_before_h_ci",
-                "imitator_dqn_auc_ratio_per_seed"}
+                "imitator_dqn_auc_ratio_per_seed", "imitator_gain", "imitator_gain_ci",
+                "dqn_gain", "dqn_gain_ci"}
 
 
 def test_report_builds_without_jax(tmp_path):
@@ -123,6 +120,10 @@ def test_summary_numbers_match_results_and_verdicts(tmp_path):
     assert s["tests"]["c"]["verdict"] == "not supported"
     ed = s["tests"]["a"]["controls"]["ed"]
     assert ed["dqn_auc_ratio"] < 0.3 and ed["auc"] < s["tests"]["a"]["imitator_auc"]
+    # "beats" and "improves" as the verdict judged them: paired differences with intervals.
+    assert ed["imitator_auc_minus"] == pytest.approx(s["tests"]["a"]["imitator_auc"] - ed["auc"])
+    assert ed["imitator_auc_minus_ci"][0] > 0
+    assert s["tests"]["a"]["imitator_gain_ci"][0] > 0 and s["tests"]["a"]["dqn_gain_ci"][0] > 0
 
 
 def test_missing_test_keeps_stable_keys(tmp_path):
@@ -199,7 +200,8 @@ def test_test_b_failure_counts_only_if_the_imitator_matched_the_dqn_before_h():
     text = "\n".join(report.reading("b", test, {"confidence": 0.95}))
     assert "fell short of the DQN" in text and "extrapolates" in text
     # Close to the DQN before H but with an interval reaching below 0.8: unclear, and an unclear
-    # precondition does not void the failure after H.
+    # precondition leaves the failure after H unexplained (it may measure the imitation of the
+    # first H steps): inconclusive, as the report's caveat says.
     near = np.where(grid <= 200, 0.9 * dqn_P, dqn_P[grid <= 200][-1])[None, None] + noise(3)
     near[0, :, grid <= 200] *= 0.7  # one seed well below: a wide interval around ~0.84
     test = _horizon_test(near, dqn, grid, 200)
@@ -207,14 +209,15 @@ def test_test_b_failure_counts_only_if_the_imitator_matched_the_dqn_before_h():
     lo, hi = ratio["imitator_dqn_auc_ratio_before_h_ci"]
     assert lo < 0.8 < hi and ratio["imitator_dqn_auc_ratio_before_h"] >= 0.8
     assert [ok for _, ok, _ in report.preconditions("b", test)] == [True, None]
-    assert report.verdict("b", test) == "not supported"
+    assert any(ok is False for _, ok, _ in report.criteria("b", test))
+    assert report.verdict("b", test) == "inconclusive"
     # A DQN that had not learned by H (still at its starting return): the H-imitator's histories
     # held no learning, so its flat curve after H says nothing; a matching imitator included.
     late = np.where(grid <= 200, 0.0, 15 * (1 - np.exp(-4 * (np.linspace(0, 1, 40) - 0.25))))
     late_dqn = late[None, None] + noise(4)
     flat_late = np.zeros((3, 6, 40)) + noise(3)
     test_late = _horizon_test(flat_late, late_dqn, grid, 200)
-    assert report.preconditions("b", test_late)[0][1] is False
+    assert report.preconditions("b", test_late)[0][1] is not True
     assert report.verdict("b", test_late) == "inconclusive"
     assert "did not clearly learn before H" in "\n".join(report.reading("b", test_late,
                                                                           {"confidence": 0.95}))
@@ -222,8 +225,9 @@ def test_test_b_failure_counts_only_if_the_imitator_matched_the_dqn_before_h():
     del test["before_h"]
     assert report.preconditions("b", test) == [] and report.verdict("b", test) == "not supported"
     assert report.summary({"tests": {"b": test}})["tests"]["b"]["imitator_dqn_auc_ratio_before_h"] is None
-    # Tests a and c have no precondition.
-    assert report.preconditions("a", _horizon_test(weak, dqn, grid, 200)) == []
+    # Tests a and c have one: the DQN learns over the window.
+    assert [ok for _, ok, _ in report.preconditions("a", _horizon_test(weak, dqn, grid, 200))] \
+        == [True]
 
 
 def test_matches_is_unclear_when_any_ratio_is_undefined():
@@ -239,13 +243,20 @@ def test_matches_is_unclear_when_any_ratio_is_undefined():
 
 
 def _verdict_case(auc_ratio, final_ratio, imitator_auc, ablated_auc):
+    """A test (a) entry; the paired difference imitator - ablated spans the two intervals'
+    extremes (as wide as a difference of unpaired intervals can be)."""
     E = lambda v, lo, hi: {"value": v, "lo": lo, "hi": hi}  # noqa: E731
-    return {"agents": {"imitator": {"auc": E(*imitator_auc), "initial": E(2, 1, 3),
-                                    "final": E(14, 12, 16)},
-                       "dqn": {"auc": E(10, 9, 11), "initial": E(2, 1, 3), "final": E(15, 14, 16)},
-                       "ablated": {"auc": E(*ablated_auc), "initial": E(1, 0, 2), "final": E(1, 0, 2)}},
+    (iv, il, ih), (av, al, ah) = imitator_auc, ablated_auc
+    return {"window": [20, 800],
+            "agents": {"imitator": {"auc": E(*imitator_auc), "initial": E(2, 1, 3),
+                                    "final": E(14, 12, 16), "gain": E(12, 10, 14)},
+                       "dqn": {"auc": E(10, 9, 11), "initial": E(2, 1, 3), "final": E(15, 14, 16),
+                               "gain": E(13, 11, 15)},
+                       "ablated": {"auc": E(*ablated_auc), "initial": E(1, 0, 2),
+                                   "final": E(1, 0, 2), "gain": E(0, -1, 1)}},
             "vs_dqn": {"imitator": {"auc_ratio": E(*auc_ratio), "final_ratio": E(*final_ratio),
                                     "steps_to_80_ratio": E(1, 1, 1)}},
+            "imitator_vs": {"ablated": {"auc_diff": E(iv - av, il - ah, ih - al)}},
             "seeds": {"imitator": 5, "dqn": 5}, "tasks": 17}
 
 
@@ -348,12 +359,13 @@ def test_reading_states_what_the_numbers_measure(tmp_path):
     results, _ = synthetic_eval(tmp_path)
     a = "\n".join(report.reading("a", results["tests"]["a"], results))
     b = "\n".join(report.reading("b", results["tests"]["b"], results))
-    # initial = mean of the first 10 % of the window's grid points: 4 of 40 points 20 steps
-    # apart in (a) (env steps 0-80), 3 of 30 in (b) (env steps 200-260).
-    assert "over the first 80 env steps of the window it averaged" in a
-    assert "over the first 60 env steps of the window it averaged" in b
-    assert "it started at" not in a
-    assert "resampling imitator seeds, DQN seeds and tasks" in a
+    # initial = the window's first grid point: the episodes that ended by env step 20 in (a),
+    # between 200 (H) and 220 in (b).
+    assert "in the window's first bin (episodes ending by env step 20) it returned" in a
+    assert "in the window's first bin (episodes ending by env step 220) it returned" in b
+    assert "episodes that ended between env steps 0 and 800" in a
+    assert "episodes that ended between env steps 200 and 800" in b
+    assert "resampling imitator seeds and tasks, the DQN's learners within each" in a
     assert "on 6 held-out tasks of darkroom" in a
     # Beating ED shows more than replaying a final policy; the ablated control is what speaks
     # for learning in context, and only when it is clearly beaten.
@@ -361,6 +373,7 @@ def test_reading_states_what_the_numbers_measure(tmp_path):
     assert "not from replaying" not in a
     test = json.loads(json.dumps(results["tests"]["a"]))
     test["agents"]["ablated"] = test["agents"]["imitator"]
+    test["imitator_vs"]["ablated"]["auc_diff"] = {"value": 0.0, "lo": -1.0, "hi": 1.0}
     text = "\n".join(report.reading("a", test, results))
     assert "more than replaying a final policy" in text and "learning in context" not in text
     # Sample mode: no greedy caveat; greedy mode: says whom it favours.
@@ -376,10 +389,10 @@ def test_reading_states_what_the_numbers_measure(tmp_path):
     # One place for the settings' defaults: a file without them reads as the config's defaults.
     bare = {k: v for k, v in results.items() if k not in ("confidence", "final_frac")}
     text = "\n".join(report.reading("a", results["tests"]["a"], bare))
-    assert "(95% interval" in text and "first 80 env steps" in text
-    text = "\n".join(report.reading("a", results["tests"]["a"], {**bare, "confidence": 0.9,
-                                                                  "final_frac": 0.2}))
-    assert "(90% interval" in text and "first 160 env steps" in text
+    assert "(95% interval" in text and "mean over its last 10%" in report.markdown(bare)
+    other = {**bare, "confidence": 0.9, "final_frac": 0.2}
+    text = "\n".join(report.reading("a", results["tests"]["a"], other))
+    assert "(90% interval" in text and "mean over its last 20%" in report.markdown(other)
     assert report.setting({}, "bootstrap") == stats.DEFAULT_BOOTSTRAP == 1000
     assert report.setting({"bootstrap": 50}, "bootstrap") == 50
 

@@ -86,6 +86,15 @@ def test_curve_bins_and_carries_forward():
     assert np.isnan(c[0])
 
 
+def test_a_nan_return_stays_nan_instead_of_repeating_the_previous_bin():
+    reward = np.array([1, 0, 0, np.nan, 0, 0], np.float32)
+    done = np.array([0, 1, 0, 1, 0, 1], bool)
+    ep = rollout.episode_returns(reward, done, max_episodes=3)
+    c = np.asarray(rollout.curve(ep, np.array([2, 4, 5, 6])))
+    # (0,2] 1; (2,4] NaN (an episode ended there: not an empty bin); (4,5] empty -> NaN; (5,6] 0
+    assert c[0] == 1.0 and np.isnan(c[1]) and np.isnan(c[2]) and c[3] == 0.0
+
+
 def test_fixed_length_curve_equals_returns():
     env = envs.make("darkroom")
     task = jnp.array([1, 1], jnp.int32)

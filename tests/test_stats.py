@@ -165,18 +165,85 @@ def test_random_policy_against_a_dqn_that_never_learns_is_undefined_not_one():
 
 
 def test_ratio_intervals_are_undefined_when_many_replicates_lose_the_dqn():
-    # One DQN seed of four learns, three stay at zero: the mean DQN learned (the points are
-    # defined), but (3/4)^4 = 32 % of the replicates resample only the flat seeds,
-    # where every ratio is undefined, so no interval is given.
+    # The DQN learns on one task of four, stays at zero on the others, and so does the agent:
+    # the mean DQN learned (the points are defined), but (3/4)^4 = 32 % of the replicates
+    # resample only the flat tasks, where every ratio is 0/0, so no interval is given.
     grid = np.arange(1, 21) * 20
-    ramp = np.linspace(0.0, 10.0, 20)
-    dqn = np.zeros((4, 3, 20))
-    dqn[0] = ramp
-    agent = np.broadcast_to(ramp / 4, (2, 3, 20))  # equals the mean DQN curve
+    dqn = np.zeros((3, 4, 20))
+    dqn[:, 0] = np.linspace(0.0, 10.0, 20)
+    agent = dqn[:2].copy()
     out = stats.compare(agent, dqn, grid, n_boot=400)
     for name in ("auc_ratio", "final_ratio", "steps_to_80_ratio"):
         e = out[name]
         assert e.value == pytest.approx(1.0) and math.isnan(e.lo) and math.isnan(e.hi), name
+
+
+def test_a_positive_return_against_a_dqn_at_zero_is_infinitely_ahead_not_undefined():
+    assert stats._ratio(np.array([1.0, 0.0, -1.0, 2.0]), np.array([0.0, 0.0, 0.0, 4.0])) \
+        .tolist()[0] == math.inf
+    r = stats._ratio(np.array([1.0, 0.0, -1.0, 2.0]), np.array([0.0, 0.0, 0.0, 4.0]))
+    assert math.isnan(r[1]) and math.isnan(r[2]) and r[3] == 0.5
+    # The DQN learns on 3 tasks of 17, the agent earns 1 everywhere: the replicates that
+    # resample none of the 3 count as "ahead" (inf) instead of being dropped, so the upper end
+    # of the final ratio's interval is inf.
+    grid = np.arange(1, 21) * 20
+    dqn = np.zeros((2, 17, 20))
+    dqn[:, :3] = 5.0
+    agent = np.ones((1, 17, 20))
+    e = stats.compare(agent, dqn, grid, n_boot=1000)["final_ratio"]
+    assert e.value == pytest.approx(17 / 15) and e.hi == math.inf
+
+
+def test_dqn_rows_are_per_cell_learners_resampled_by_task_only():
+    # Row r of the DQN on task k shares nothing with row r on task k' (each learner has its own
+    # key): relabelling the rows within each task changes no statistic. A crossed bootstrap of
+    # rows would treat row r as one "seed" across tasks and give other (wider) intervals.
+    rng = np.random.default_rng(1)
+    grid = np.arange(1, 11)
+    dqn = 10 + rng.normal(0, 2.0, (5, 17, 1)) + np.zeros((1, 1, 10))
+    shuffled = np.stack([dqn[rng.permutation(5), k] for k in range(17)], axis=1)
+    agent = 10 + rng.normal(0, 1.0, (3, 17, 10))
+    one, two = (stats.compare(agent, d, grid, n_boot=300) for d in (dqn, shuffled))
+    for name in one:  # equal but for the order of a sum
+        assert (two[name].value, two[name].lo, two[name].hi) == pytest.approx(
+            (one[name].value, one[name].lo, one[name].hi), rel=1e-12), name
+    per_cell = stats.describe(dqn, n_boot=300, crossed=False)["auc"]
+    crossed = stats.describe(dqn, n_boot=300)["auc"]
+    assert per_cell.hi - per_cell.lo < crossed.hi - crossed.lo
+    # With one row the two readings agree.
+    assert stats.describe(dqn[:1], n_boot=300, crossed=False) == stats.describe(dqn[:1], n_boot=300)
+
+
+def test_paired_difference_sees_a_lead_that_overlapping_intervals_hide():
+    # The imitator is 0.4 ahead of a control on every task, both with a large task-to-task
+    # spread (s.d. 2) that pairing by task cancels: the two AUC intervals overlap, the interval
+    # of the paired difference lies above 0.
+    rng = np.random.default_rng(0)
+    task_K = rng.normal(0, 2.0, 17)[None, :, None]
+    control = 6 + task_K + rng.normal(0, 0.3, (5, 17, 20))
+    imitator = 6.4 + task_K + rng.normal(0, 0.3, (5, 17, 20))
+    a, c = stats.describe(imitator, n_boot=500)["auc"], stats.describe(control, n_boot=500)["auc"]
+    assert a.lo < c.hi  # separate intervals: not apart
+    d = stats.difference(imitator, control, n_boot=500)
+    assert d.value == pytest.approx(a.value - c.value) and 0.2 < d.lo and d.hi < 0.6
+    # Equal agents: the difference interval holds 0.
+    d = stats.difference(control, control[::-1].copy(), n_boot=500)
+    assert d.lo < 0 < d.hi
+
+
+def test_gain_is_final_minus_the_first_point_from_the_same_replicates():
+    # An agent that learns within the first tenth of the window (1 -> 10 by its 10th point of
+    # 100): its initial return is the first point (1), not the mean of the first tenth (~5.5),
+    # and its gain interval lies above 0.
+    ramp_P = np.minimum(1.0 + np.arange(100), 10.0)
+    rng = np.random.default_rng(0)
+    curves = ramp_P + rng.normal(0, 0.5, (3, 17, 100))
+    out = stats.describe(curves, n_boot=300)
+    assert out["initial"].value == pytest.approx(curves[..., 0].mean())
+    assert out["gain"].value == pytest.approx(out["final"].value - out["initial"].value)
+    assert 8 < out["gain"].lo
+    flat = stats.describe(np.full((2, 3, 100), 4.0), n_boot=100)["gain"]
+    assert (flat.value, flat.lo, flat.hi) == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)
 
 
 def test_steps_to_80_inside_a_window_count_from_its_start():
