@@ -6,11 +6,12 @@ for ONE environment (vmap outward over environments, tasks or seeds). The carry 
 logits of the newest step, so a rollout of any length costs O(context) per step and equals a
 full recomputation over the whole trajectory (see :mod:`climit.imitator.model`).
 
-Token mapping from :class:`climit.rollout.PolicyInput`: the rollout reports ``prev_action = 0``
-and ``prev_reward = 0`` at its very first step; the imitator was trained with
-``NO_ACTION`` there (the start of a stream), so the first token of an empty cache gets
-``NO_ACTION``. Everything else passes through unchanged (previous action/reward carry across
-episode boundaries, exactly as in the training histories).
+Token mapping from :class:`climit.rollout.PolicyInput`: at its very first step the rollout
+reports ``prev_action = NO_ACTION`` (:func:`climit.rollout.init`) and ``prev_reward = 0``, as
+the training histories have at the start of a stream; the first token of an empty cache is also
+forced to ``NO_ACTION``, so a caller's carry that starts otherwise gets the same token.
+Everything else passes through unchanged (previous action/reward carry across episode
+boundaries, exactly as in the training histories).
 """
 
 from __future__ import annotations
