@@ -335,6 +335,24 @@ def _flip_a_byte(step_dir: Path) -> None:
     data.write_bytes(bytes(raw))
 
 
+def test_a_finished_teacher_is_not_trained_again(tmp_path, clean_run, monkeypatch):
+    # `climit teach` again on a finished run: its summary, no restore, no training, no greedy
+    # evaluation (each of which would have cost a compile and more).
+    run = tmp_path / "again"
+    shutil.copytree(clean_run, run)
+    before = (run / "teacher" / "summary.json").read_text()
+    monkeypatch.setattr(train, "evaluate_greedy", lambda *a, **k: pytest.fail("evaluated again"))
+    lines = []
+    summary = train.teach(tiny(tmp_path, "again"), run, progress=False, log=lines.append)
+    assert summary == json.loads(before) and (run / "teacher" / "summary.json").read_text() == before
+    assert lines == [f"teacher: already finished at {run / 'teacher'} (same config, complete "
+                     f"histories); nothing to do"]
+    # Another config in the same directory is still refused, not returned as finished.
+    with pytest.raises(ClimitError, match="teacher.lr"):
+        train.teach(tiny(tmp_path, "again", "teacher.lr=0.002"), run, progress=False,
+                    log=lambda s: None)
+
+
 def test_resume_without_its_history_says_what_to_do(tmp_path):
     cfg = tiny(tmp_path, "lost")
     with pytest.raises(Kill):

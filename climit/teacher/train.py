@@ -499,6 +499,21 @@ def _earlier_artifacts(hist_dir: Path, snaps: checkpoint.Checkpointer) -> list[t
     return found
 
 
+def finished_summary(cfg: ExperimentConfig, out_dir: Path) -> dict | None:
+    """The summary of a teacher run of ``cfg`` in ``out_dir`` that finished: its summary.json
+    carries this config's fingerprint and its histories hold every planned step. None
+    otherwise (train, or resume from the latest checkpoint). A damaged chunk of a finished run
+    is reported by name when it is read, not looked for here (reading every chunk to answer
+    "is there anything to do" would cost as much as the reads it saves)."""
+    try:
+        summary = json.loads((out_dir / "summary.json").read_text())
+        complete = histories.open(out_dir / "histories").complete
+    except (OSError, ValueError, ArtifactError):
+        return None
+    matches = isinstance(summary, dict) and summary.get("fingerprint") == fingerprint(cfg)
+    return summary if matches and complete else None
+
+
 def _saved_fingerprint(summary: Path) -> str | None:
     """The config fingerprint stored in summary.json (None when there is no summary).
 
@@ -710,6 +725,11 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     primary = parallel.is_primary()  # several processes: process 0 writes files and logs
     log = log if primary else (lambda msg: None)
     out_dir = Path(run_dir) / "teacher"
+    done = finished_summary(cfg, out_dir)
+    if done is not None:
+        log(f"teacher: already finished at {out_dir} (same config, complete histories); nothing "
+            f"to do")
+        return done
     out_dir.mkdir(parents=True, exist_ok=True)
     env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
     p = plan(cfg)
