@@ -15,7 +15,8 @@ written once every stage has finished, so it always describes the artifacts besi
     imitate    + imitator (one per role, see evaluate.plan) imitator/<tag>/summary.json fingerprint,
                                                             and the best and final checkpoints it
                                                             names verify (imitator.train.finished)
-    evaluate   + eval, the imitators' fingerprints          eval/results.json fingerprint
+    evaluate   + eval, the imitators' fingerprints          eval/results.json fingerprint, and
+                                                            results and curves.npz load
     report     the evaluation                               report/summary.json eval fingerprint
 """
 
@@ -48,6 +49,19 @@ def _fingerprint_matches(path: Path, fingerprint: str) -> bool:
     return data is not None and data.get("fingerprint") == fingerprint
 
 
+def _evaluation_readable(rd: Path) -> bool:
+    """The evaluation's results and curves load (a damaged curves.npz: evaluate again, rather
+    than skip the stage and fail in the report on every retry)."""
+    from climit import report
+    from climit.errors import ArtifactError
+
+    try:
+        report.load_eval(rd)
+    except ArtifactError:
+        return False
+    return True
+
+
 def stage_status(cfg: ExperimentConfig) -> dict[str, bool]:
     """Which stages' artifacts exist and match ``cfg`` (True: would be skipped)."""
     from climit import evaluate
@@ -61,7 +75,8 @@ def stage_status(cfg: ExperimentConfig) -> dict[str, bool]:
         "teach": _fingerprint_matches(rd / "teacher" / "summary.json", teacher_train.fingerprint(cfg)),
         # not just the summary: a lost best checkpoint would make the evaluation load another
         "imitate": all(imitator_train.finished(r) for r in plan.imitators.values()),
-        "evaluate": _fingerprint_matches(rd / "eval" / "results.json", eval_fp),
+        "evaluate": _fingerprint_matches(rd / "eval" / "results.json", eval_fp)
+        and _evaluation_readable(rd),
         "report": _fingerprint_matches(rd / "report" / "summary.json", eval_fp),
     }
 

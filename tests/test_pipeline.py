@@ -106,6 +106,20 @@ def test_a_stage_that_runs_reruns_every_later_stage(tmp_path, fake_stages, monke
     assert set(out[k] for k in pipeline.STAGES) == {"skipped"} and not parts.exists()
 
 
+def test_a_damaged_evaluation_is_evaluated_again_not_skipped(tmp_path, fake_stages):
+    # results.json matches the config but curves.npz is cut short: skipping the stage would
+    # fail in the report on every retry.
+    _, cfg = tiny_config(tmp_path)
+    pipeline.run(cfg, progress=False, log=lambda m: None)
+    curves = tmp_path / "runs" / "tiny" / "eval" / "curves.npz"
+    curves.write_bytes(curves.read_bytes()[:500])
+    assert pipeline.stage_status(cfg)["evaluate"] is False
+    out = pipeline.run(cfg, progress=False, log=lambda m: None)
+    assert (out["teach"], out["imitate"], out["evaluate"], out["report"]) == (
+        "skipped", "skipped", "done", "done")
+    assert len(fake_stages["evaluate"]) == 2 and pipeline.stage_status(cfg)["evaluate"] is True
+
+
 def test_changed_sections_rerun_only_what_depends_on_them(tmp_path, fake_stages):
     _, cfg = tiny_config(tmp_path)
     pipeline.run(cfg, progress=False, log=lambda m: None)
@@ -200,7 +214,7 @@ def test_climit_run_tiny_end_to_end(tmp_path):
     assert facts["imitator"]["heldout_accuracy_by_position"] == ad["heldout_accuracy_by_position"]
     assert facts["imitator_h"]["tag"] == "ad_h200"
     md = (rd / "report" / "report.md").read_text()
-    assert facts["ed"]["data"] == "the last 0.25 of all 400 env steps, every episode"
+    assert facts["ed"]["data"] == "the last 25% of all 400 env steps, every episode"
     assert facts["ed"]["subsample"] == 1
     assert "## The imitators offline" in md
     assert "| imitator (AD, first H steps) | the first 200 env steps, every episode |" in md
