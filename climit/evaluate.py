@@ -339,7 +339,7 @@ def _kept_steps(icfg: config_lib.ImitatorConfig, teacher_steps: int) -> tuple[in
     steps, what = (icfg.horizon, f"the first {icfg.horizon} env steps") if icfg.horizon else \
         (teacher_steps, f"all {teacher_steps} env steps")
     if icfg.variant == "ed":
-        steps, what = int(steps * icfg.ed_fraction), f"the last {icfg.ed_fraction:g} of {what}"
+        steps, what = int(steps * icfg.ed_fraction), f"the last {icfg.ed_fraction:.0%} of {what}"
     kept = "every episode" if icfg.subsample == 1 else f"1 episode in {icfg.subsample}"
     return steps // icfg.subsample, f"{what}, {kept}"
 

@@ -232,7 +232,7 @@ def test_plan_resolves_and_rejects():
     # controls its test (b) twin keeps 10% of H = 200, 20 steps: a 2 x 11 sequence is refused
     # there, and only with the controls on.
     evaluate.plan(dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, context_len=100)))
-    with pytest.raises(ConfigError, match="~200 steps per history the ed imitator learns from .the last 0.1 of all"):
+    with pytest.raises(ConfigError, match="~200 steps per history the ed imitator learns from .the last 10% of all"):
         evaluate.plan(dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator,
                                                                             context_len=101)))
     short = dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, context_len=11))
@@ -268,9 +268,9 @@ def test_ed_learns_from_every_episode_of_its_part():
     assert roles["ed"].imitator.ed_fraction == 0.5 and roles["ed_h"].imitator.horizon == 200
     # 1000 steps of ED (half of 2000, every episode) against 500 of AD (every 4th of 2000)
     kept = {r: evaluate._kept_steps(c.imitator, 2000) for r, c in roles.items()}
-    assert kept["ed"] == (1000, "the last 0.5 of all 2000 env steps, every episode")
+    assert kept["ed"] == (1000, "the last 50% of all 2000 env steps, every episode")
     assert kept["imitator"] == (500, "all 2000 env steps, 1 episode in 4")
-    assert kept["ed_h"] == (100, "the last 0.5 of the first 200 env steps, every episode")
+    assert kept["ed_h"] == (100, "the last 50% of the first 200 env steps, every episode")
     # the role's dataset is built from its config: every episode of the last half
     spec = data.DatasetSpec.from_config(roles["ed"].imitator, seed=0)
     assert (spec.variant, spec.subsample, spec.ed_fraction) == ("ed", 1, 0.5)
