@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,22 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     if not isinstance(summary.get("tests"), dict):
         raise ArtifactError(f"{summary_path} is not a climit report summary (no 'tests')")
     _check_current(run_dir, summary)
-    return Run(label or run_dir.name, run_dir, flatten(_config(run_dir)), summary)
+    return Run(label or run_dir.name, run_dir, _resolved(run_dir, flatten(_config(run_dir))),
+               summary)
+
+
+# Config keys whose 0 means "derived" (evaluate.plan), and where results.json has the value used.
+_RESOLVED = {"eval.env_steps": "env_steps", "eval.horizon": "horizon",
+             "eval.transfer_env_steps": "transfer_steps"}
+
+
+def _resolved(run_dir: Path, flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` with each derived key (0 in the config) replaced by the value the evaluation
+    used, so that runs compare by what they ran (20000 env steps), not by "0"."""
+    results = run_dir / "eval" / "results.json"
+    used = _read_json(results) if results.is_file() else {}
+    return {k: used.get(_RESOLVED[k], v) if k in _RESOLVED and not v else v
+            for k, v in flat.items()}
 
 
 def _check_current(run_dir: Path, summary: dict[str, Any]) -> None:
@@ -297,7 +313,9 @@ def plot(runs: list[Run], path: Path) -> None:
     fig.text(0.01, 0.01, "bars: bootstrap intervals (hollow marker: interval undefined); ^ = "
              f"infinite or off the chart; dotted: DQN parity (1); dashed: match level "
              f"({report.MATCH_LEVEL})", fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    with warnings.catch_warnings():  # long tick labels: matplotlib keeps the layout it has
+        warnings.filterwarnings("ignore", message="Tight layout not applied")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path)
     plt.close(fig)
 

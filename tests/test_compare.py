@@ -154,6 +154,18 @@ def test_config_of_the_evaluation_wins_over_a_newer_config_yaml(tmp_path):
         compare.load_run(bare)
 
 
+def test_derived_settings_compare_by_the_values_the_evaluation_used(tmp_path):
+    # eval.env_steps / horizon 0 mean "derived"; results.json has what was used.
+    rd = fake_run(tmp_path, "d", {}, {"a": NOT_RUN}, config_yaml=False)
+    results = json.loads((rd / "eval" / "results.json").read_text())
+    results["config"]["eval"] = {"env_steps": 0, "horizon": 0, "transfer_env_steps": 5000}
+    results.update(env_steps=20000, horizon=2000, transfer_steps=5000)
+    (rd / "eval" / "results.json").write_text(json.dumps(results))
+    config = compare.load_run(rd).config
+    assert (config["eval.env_steps"], config["eval.horizon"], config["eval.transfer_env_steps"]) \
+        == (20000, 2000, 5000)
+
+
 def test_provisional_verdicts_show_their_scale(tmp_path):
     scale = {"provisional": True, "imitator_seeds": 1, "dqn_seeds": 2, "tasks": 17}
     full = {"provisional": False, "imitator_seeds": 5, "dqn_seeds": 2, "tasks": 17}
