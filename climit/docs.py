@@ -22,16 +22,27 @@ def cli_reference() -> str:
     lines = ["| command | what it does |", "| --- | --- |"]
     for name, (help_, *_rest) in cli._COMMANDS.items():
         lines.append(f"| `climit {name}` | {help_} |")
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     lines.append("")
-    for name, p in sub.choices.items():
-        flags = [a for a in p._actions if a.option_strings and a.dest != "help"]
-        if not flags:
-            continue
-        lines.append(f"`climit {name}` flags: " + "; ".join(
-            f"`{'/'.join(a.option_strings)}` {a.help}" for a in flags) + ".")
-        lines.append("")
+    lines += _flag_lines("climit", parser)
     return "\n".join(lines).rstrip()
+
+
+def _flag_lines(prefix: str, parser: argparse.ArgumentParser) -> list[str]:
+    """One paragraph per (sub)command with flags, its subcommands' after it (``climit bench
+    teacher``...), in the parser's order."""
+    lines = []
+    for name, p in _subcommands(parser):
+        flags = [a for a in p._actions if a.option_strings and a.dest != "help"]
+        if flags:
+            lines += [f"`{prefix} {name}` flags: " + "; ".join(
+                f"`{'/'.join(a.option_strings)}` {a.help}" for a in flags) + ".", ""]
+        lines += _flag_lines(f"{prefix} {name}", p)
+    return lines
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+    return [(name, p) for action in parser._actions
+            if isinstance(action, argparse._SubParsersAction) for name, p in action.choices.items()]
 
 
 SECTIONS = {"config-reference": config_lib.reference_markdown, "cli-reference": cli_reference}
