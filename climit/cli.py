@@ -423,7 +423,9 @@ def bench_rollout(args: argparse.Namespace) -> int:
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", nargs="+", required=True, metavar="section.key=v1,v2",
-                   help="values per key; the sweep runs their cartesian product")
+                   help="values per key; the sweep runs their cartesian product. A key "
+                   "with one value (section.key=value, here or before --grid) is a plain "
+                   "override for every point and does not name runs")
     p.add_argument("--emit", action="store_true",
                    help="print one `climit run` command per point instead of running them")
 

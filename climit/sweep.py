@@ -8,6 +8,9 @@ per grid point, named after the base run and the point:
     -> runs darkroom-context_len=40-n_layers=2, ... one after another (finished ones are skipped
        by ``climit run`` itself), or with ``--emit`` one ``climit run`` command per line for a
        cluster's job array.
+
+A ``--grid`` entry with one value (``run.runs_dir=/tmp/sw``, ``env.transfer=``) is a plain
+override: it applies to every point and does not name runs, wherever it is written.
 """
 
 from __future__ import annotations
@@ -31,17 +34,46 @@ class Point:
     config: config_lib.ExperimentConfig
 
 
+def split_values(text: str) -> list[str]:
+    """The non-empty values of a grid entry, split on commas outside brackets and braces:
+    ``[64,64],[128,128]`` is two values, ``{lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}`` one."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def split_grid(items: list[str]) -> tuple[list[str], list[str]]:
+    """``--grid`` entries as (plain overrides, grid axes): one value (or none, as in
+    ``env.transfer=``) is an override applied to every point; two or more make an axis.
+
+    ``--grid`` takes every ``section.key=...`` written after it, so the overrides that follow
+    it on the command line arrive here and must not become one-value axes that name runs.
+    Entries that hold commas but no value stay axes, for :func:`parse_grid` to refuse.
+    """
+    overrides, axes = [], []
+    for item in items:
+        values = item.partition("=")[2]
+        one_value = not values.strip() or len(split_values(values)) == 1
+        (overrides if one_value else axes).append(item)
+    return overrides, axes
+
+
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
     """``['a.b=1,2', 'c.d=x']`` -> ``[('a.b', ['1', '2']), ('c.d', ['x'])]``.
 
-    Values are split on commas outside brackets, so ``teacher.hidden=[64,64],[128,128]`` works.
+    Values are split by :func:`split_values`, so ``teacher.hidden=[64,64],[128,128]`` works.
     """
     grid = []
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key or not values:
             raise config_lib.ConfigError(item, "a grid entry must look like section.key=v1,v2")
-        parts = [v.strip() for v in re.split(r",(?![^\[\{]*[\]\}])", values) if v.strip()]
+        parts = split_values(values)
         if not parts:
             raise config_lib.ConfigError(key.strip(), f"the grid entry {item!r} holds no value")
         grid.append((key.strip(), parts))
@@ -60,9 +92,15 @@ def _slug(key: str, value: str) -> str:
 
 
 def points(config_path: str | None, base_overrides: list[str], grid_items: list[str]) -> list[Point]:
-    """Every grid point's config, validated before any work (a bad point stops the sweep)."""
+    """Every grid point's config, validated before any work (a bad point stops the sweep).
+
+    One-value ``grid_items`` join ``base_overrides`` (see :func:`split_grid`); only the axes
+    of two or more values multiply into points and name them.
+    """
+    fixed, axes = split_grid(grid_items)
+    base_overrides = list(base_overrides) + fixed
     base = config_lib.load(config_path, base_overrides)
-    grid = parse_grid(grid_items)
+    grid = parse_grid(axes)
     out = []
     for values in itertools.product(*(vals for _, vals in grid)):
         pairs = [(k, v) for (k, _), v in zip(grid, values)]

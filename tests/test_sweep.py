@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from climit import cli, evaluate, report, stats
+from climit import cli, evaluate, report, stats, sweep
 
 TINY = """
 env: {train_tasks: 4, transfer: ''}
@@ -49,6 +49,28 @@ def test_emit_prints_one_runnable_command_per_point(base, capsys):
         assert argv[4:] == [*over, f"imitator.context_len={ctx}", f"run.name={name}"]
     assert not (path.parent / "runs").exists()  # --emit runs nothing
 
+
+
+def test_one_value_entries_after_grid_are_plain_overrides(base, capsys):
+    """argparse hands --grid every key=value after it: one value (none for env.transfer=, one
+    mapping or list holding commas) applies to every point and does not name runs."""
+    path, _ = base
+    sweep_map = "teacher.sweep={lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}"
+    grid = ["--grid", "imitator.context_len=20,40", f"run.runs_dir={path.parent / 'sw'}",
+            "env.transfer=", sweep_map, "teacher.hidden=[32,32]", "run.name=tiny"]
+    lines = _main(capsys, "sweep", "--config", path, *grid, "--emit").splitlines()
+    assert [shlex.split(line)[-1] for line in lines] == [f"run.name={n}" for n in NAMES]
+    for line, ctx in zip(lines, (20, 40)):
+        assert shlex.split(line)[4:-1] == [*grid[2:], f"imitator.context_len={ctx}"]
+    assert not (path.parent / "sw").exists()
+
+
+def test_values_split_on_commas_outside_brackets_and_braces():
+    assert sweep.split_values("[64,64], [128,128]") == ["[64,64]", "[128,128]"]
+    assert sweep.split_values("{lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}") == \
+        ["{lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}"]
+    assert sweep.split_grid(["a.b=1,2", "c.d=x", "e.f=", "g.h=,"]) == (["c.d=x", "e.f="],
+                                                                       ["a.b=1,2", "g.h=,"])
 
 def test_a_grid_entry_without_values_is_refused(base, capsys):
     path, over = base
