@@ -104,6 +104,9 @@ class EnvConfig:
         if self.train_tasks > spec.num_tasks["train"]:
             raise ConfigError("env.train_tasks", f"{self.train_tasks} exceeds the "
                               f"{spec.num_tasks['train']} train tasks of {self.name}")
+        if self.transfer == self.name:  # a variant (darkroom -> darkroom_hard) is a new env
+            raise ConfigError("env.transfer", f"{self.transfer} is env.name itself; test (c) needs "
+                              f"an environment the imitator was not trained on ('' skips it)")
         if self.transfer:
             other = envs.spec(self.transfer)
             if other.interface != spec.interface:
@@ -484,12 +487,18 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError("--config", f"{path} is not valid YAML: {_yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise ConfigError("--config", f"{path} must hold a mapping of sections")
+    # A section whose keys are all commented out reads as None: it changes nothing (kept, it
+    # would also replace the section of the file it extends when merged).
+    raw = {k: v for k, v in raw.items() if not (k in SECTIONS and v is None)}
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
     if not isinstance(parent, str):
         raise ConfigError("extends", f"expected a path, got {parent!r}")
-    return _deep_merge(_read_yaml(path.parent / parent, seen + (path,)), raw)
+    target = (path.parent / parent).resolve()
+    if not target.is_file():  # checked here, where the file that names it is known
+        raise ConfigError("extends", f"{path} extends {target}, which does not exist")
+    return _deep_merge(_read_yaml(target, seen + (path,)), raw)
 
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -591,6 +600,22 @@ def teacher_identity(teacher: "TeacherConfig | dict") -> dict:
     """The teacher section as fingerprints and resume checks compare it (neutral fields out)."""
     d = to_dict(teacher) if dataclasses.is_dataclass(teacher) else dict(teacher)
     return {k: v for k, v in d.items() if k not in TEACHER_NEUTRAL_FIELDS}
+
+
+def config_diff(saved: dict, now: dict) -> list[str]:
+    """``key: old -> new`` for every difference between two views of a config, each a mapping
+    whose values are sections (dicts, compared key by key: ``imitator.lr: 0.001 -> 0.0005``)
+    or single dotted keys (``run.seed: 0 -> 1``). Keys come in ``now``'s order, so a caller
+    lists what matters most first; a key missing on one side shows as None there."""
+    diffs = []
+    for name in dict.fromkeys([*now, *saved]):
+        a, b = saved.get(name), now.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{name}.{k}: {a.get(k)!r} -> {b.get(k)!r}"
+                      for k in dict.fromkeys([*b, *a]) if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(f"{name}: {a!r} -> {b!r}")
+    return diffs
 
 
 def fingerprint(*parts: Any) -> str:

@@ -40,6 +40,34 @@ def test_preset_extends_and_overrides(tmp_path):
     assert (cfg.teacher.lr, cfg.teacher.seeds, cfg.teacher.gamma) == (1e-4, 5, 0.9)
 
 
+
+def test_a_section_with_every_key_commented_out_changes_nothing(tmp_path):
+    """It reads as None; neither an error nor a wipe of the section of the file it extends."""
+    (tmp_path / "base.yaml").write_text("teacher:\n  seeds: 3\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nteacher:\n  # seeds: 5\n"
+                                         "imitator:\n  # d_model: 32\n")
+    cfg = C.load(tmp_path / "child.yaml", ["imitator.n_layers=3"])
+    assert (cfg.teacher.seeds, cfg.imitator.d_model, cfg.imitator.n_layers) == (3, 64, 3)
+    (tmp_path / "typo.yaml").write_text("teachr:\n  # seeds: 5\n")
+    with pytest.raises(C.ConfigError, match="teachr: unknown key"):
+        C.load(tmp_path / "typo.yaml")
+
+
+def test_a_missing_extends_target_names_the_file_that_extends_it(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {tmp_path / 'missing.yaml'}\n")
+    with pytest.raises(C.ConfigError) as e:
+        C.load(child)
+    assert f"{child} extends {tmp_path / 'missing.yaml'}, which does not exist" in str(e.value)
+
+
+def test_config_diff_names_sections_keys_and_dotted_keys_in_order():
+    saved = {"run.seed": 0, "imitator": {"n_layers": 2, "lr": 1e-3}}
+    now = {"imitator": {"n_layers": 2, "lr": 5e-4, "new": 1}, "run.seed": 1}
+    assert C.config_diff(saved, now) == ["imitator.lr: 0.001 -> 0.0005", "imitator.new: None -> 1",
+                                         "run.seed: 0 -> 1"]
+    assert C.config_diff(now, now) == []
+
 def test_sweep_mapping():
     cfg = C.load(None, ["teacher.sweep={lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}"])
     assert dict(cfg.teacher.sweep) == {"lr": (1e-3, 3e-4), "gamma": (0.9, 0.99)}
@@ -62,6 +90,7 @@ def test_sweep_mapping():
     ("eval.tasks=18", "eval.tasks: 18 exceeds the 17 held-out tasks of darkroom"),
     ("env.name=pong", "env.name: unknown environment 'pong'"),
     ("env.transfer=CartPole-v1", "env.transfer: CartPole-v1 uses interface 'control'"),
+    ("env.transfer=darkroom", "env.transfer: darkroom is env.name itself"),
     ("teacher.batch_size=100000", "teacher.batch_size: 100000 exceeds buffer_size"),
     ("imitator.n_heads=3", "imitator.d_model: 64 is not divisible by n_heads 3"),
     ("teacher.sweep={eps_decay_steps: [100.5]}", "teacher.sweep.eps_decay_steps[0]: expected an integer"),
@@ -74,6 +103,10 @@ def test_errors_name_the_key(override, message):
         C.load(None, [override])
     assert message in str(e.value)
 
+
+
+def test_transfer_to_another_variant_of_the_same_family_stays_allowed():
+    assert C.load(None, ["env.transfer=darkroom_hard"]).env.transfer == "darkroom_hard"
 
 def test_bad_override_syntax_and_missing_file(tmp_path):
     with pytest.raises(C.ConfigError, match="section.key=value"):
