@@ -534,7 +534,39 @@ def test_cli_imitate_writes_variant_dirs_summary_and_a_loadable_imitator(runs, b
     assert cli.main(["imitate", "--no-progress", *base]) == 0
     (root / "ad" / "summary.json").unlink()
     assert cli.main(["imitate", "--no-progress", *base, "imitator.lr=1e-3"]) == 1
-    assert "different config" in capsys.readouterr().err
+    assert "different config (imitator.lr: 0.003 -> 0.001); remove it" in capsys.readouterr().err
+
+
+class _SavedCheckpoint:
+    """A checkpointer stand-in whose every step was saved under ``cfg`` (metadata only)."""
+
+    def __init__(self, cfg, directory):
+        self.directory = directory
+        saved = {**config_lib.to_dict(cfg), "imitator_model_revision": M.REVISION,
+                 "imitator_fingerprint": T.fingerprint(cfg)}
+        self.config = json.loads(json.dumps(saved))  # as the checkpoint's JSON metadata holds it
+
+    def metadata(self, step):
+        return {"config": self.config, "metrics": {}}
+
+
+def test_refusing_another_imitator_names_the_keys_that_differ(tmp_path):
+    """Only what the imitator's fingerprint covers: not logging knobs, eval or run.name."""
+    ckpt = _SavedCheckpoint(config_lib.load(None, ["imitator.lr=1e-3"]), tmp_path / "checkpoints")
+    now = config_lib.load(None, ["imitator.lr=5e-4", "imitator.log_every=7", "eval.tasks=3",
+                                 "run.name=other", "teacher.scan_unroll=2"])
+    with pytest.raises(ClimitError) as e:
+        T._restore_step(now, ckpt, 10, target=None)
+    assert str(e.value) == (f"{tmp_path} holds an imitator trained with a different config "
+                            f"(imitator.lr: 0.001 -> 0.0005); remove it or choose another run.name")
+    # in declaration order, the imitator's own section first; four named, the rest counted
+    now = config_lib.load(None, ["imitator.lr=5e-4", "imitator.n_layers=3", "run.seed=1",
+                                 "teacher.gamma=0.9", "histories.compression_level=5",
+                                 "env.transfer="])
+    with pytest.raises(ClimitError, match=r"\(imitator.n_layers: 2 -> 3; imitator.lr: 0.001 -> "
+                       r"0.0005; env.transfer: 'keydoor' -> ''; teacher.gamma: 0.99 -> 0.9; "
+                       r"and 2 more\)"):
+        T._restore_step(now, ckpt, 10, target=None)
 
 
 DEVICES_SCRIPT = textwrap.dedent("""
@@ -627,10 +659,35 @@ def test_bench_reports_throughput_and_null_mfu_on_cpu():
     assert rec["seq_len"] == defaults.train_windows * defaults.context_len  # the "default" size
     assert rec["mfu"] is None and rec["cudnn_xla_ratio"] is None and rec["backend"] == "cpu"
     assert rec["attention"] == "xla"  # FLOP counts: known answers in test_imitator_model.py
+    assert rec["size"] == "default"  # --reduced leaves the default model as it is: not "-reduced"
     gpu = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 80GB HBM3")
     assert bench.peak_flops(gpu) == 989e12
     assert bench.peak_flops(SimpleNamespace(platform="gpu", device_kind="NVIDIA H200")) == 989e12
     assert bench.peak_flops(SimpleNamespace(platform="gpu", device_kind="Mystery GPU")) is None
+
+
+def test_bench_reduced_labels_only_the_sizes_it_shrinks(monkeypatch):
+    """--reduced shrinks the documented model ("documented-reduced"); the default model is
+    measured as it is, so its record says "default" (only the batch drops to 8)."""
+    from types import SimpleNamespace
+
+    from climit.imitator import bench
+
+    def fake_measure(icfg, batch, steps, repeats):
+        return {"tokens_per_s": 1.0, "d_model": icfg.d_model, "context_len": icfg.context_len,
+                "batch": batch}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench.jax, "devices", lambda: [SimpleNamespace(platform="cpu")])  # one kernel
+    documented, default = bench.run(["documented", "default"], steps=1, repeats=1, reduced=True)
+    assert (documented["size"], documented["d_model"], documented["batch"]) == (
+        "documented-reduced", 128, 8)
+    defaults = config_lib.ImitatorConfig()
+    assert (default["size"], default["d_model"], default["context_len"], default["batch"]) == (
+        "default", defaults.d_model, defaults.context_len, 8)
+    full = list(bench.run(["documented", "default"], steps=1, repeats=1))
+    assert [(r["size"], r["d_model"], r["batch"]) for r in full] == [
+        ("documented", 512, 16), ("default", defaults.d_model, 64)]
 
 
 def test_bench_on_gpu_prints_cudnn_first_and_the_ratio_on_the_xla_record(monkeypatch):

@@ -350,6 +350,27 @@ class _Resumed(NamedTuple):
     evaluation: dict  # the held-out evaluation at ``start`` ({} if none was saved)
 
 
+def _identity(cfg_dict: dict) -> dict:
+    """What :func:`fingerprint` covers, from a config dict (a checkpoint's, or the current
+    one's), as :func:`config_lib.config_diff` compares it: the keys a refusal may name."""
+    imitator = {k: v for k, v in cfg_dict.get("imitator", {}).items() if k not in _NEUTRAL_FIELDS}
+    raw = {"imitator": imitator, "env": cfg_dict.get("env", {}),
+           "teacher": config_lib.teacher_identity(cfg_dict.get("teacher", {})),
+           "histories": cfg_dict.get("histories", {}), "run.seed": cfg_dict.get("run", {}).get("seed"),
+           "imitator_model_revision": cfg_dict.get("imitator_model_revision")}
+    return json.loads(json.dumps(raw))  # as JSON stored it: lists, string keys
+
+
+def _differences(saved: dict, cfg: config_lib.ExperimentConfig) -> str:
+    """The first differences between a checkpoint's config and ``cfg`` (``imitator.lr: 0.001 ->
+    0.0005; ...``), for the refusal to resume another imitator."""
+    now = {**config_lib.to_dict(cfg), "imitator_model_revision": model_lib.REVISION}
+    diffs = config_lib.config_diff(_identity(saved), _identity(now))
+    more = [f"and {len(diffs) - 4} more"] if len(diffs) > 4 else []
+    # No setting differs when the fingerprint itself was computed differently (older climit).
+    return "; ".join(diffs[:4] + more) or "no setting differs: an older climit saved it"
+
+
 def _restore_step(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpointer, step: int,
                   target: TrainState) -> _Resumed:
     """The state saved at ``step`` (``target``: its shapes and shardings), with the timing
@@ -362,7 +383,8 @@ def _restore_step(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpointe
     meta = ckpt.metadata(step)
     if meta["config"].get("imitator_fingerprint") != fingerprint(cfg):
         raise ClimitError(f"{ckpt.directory.parent} holds an imitator trained with a different "
-                          f"config; remove it or choose another run.name")
+                          f"config ({_differences(meta['config'], cfg)}); remove it or choose "
+                          f"another run.name")
     state = ckpt.restore(step, target=target)
     metrics = meta["metrics"]
     timing = Timing(**{k[len(_TIMING_PREFIX):]: v for k, v in metrics.items()

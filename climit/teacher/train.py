@@ -355,13 +355,7 @@ def _human(n: float) -> str:
 
 def _config_diff(saved: dict, now: dict) -> list[str]:
     """``key: old -> new`` for every teacher-relevant config difference."""
-    a, b = _teacher_sections(saved), _teacher_sections(now)
-    diffs = [f"run.seed: {a['run.seed']!r} -> {b['run.seed']!r}"] if a["run.seed"] != b["run.seed"] else []
-    for section in ("env", "teacher", "histories"):
-        x, y = a[section], b[section]
-        diffs += [f"{section}.{k}: {x.get(k)!r} -> {y.get(k)!r}" for k in sorted(set(x) | set(y))
-                  if x.get(k) != y.get(k)]
-    return diffs
+    return config_lib.config_diff(_teacher_sections(saved), _teacher_sections(now))
 
 
 _TIMING_PREFIX = "timing_"
