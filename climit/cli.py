@@ -274,11 +274,15 @@ def bench_imitator(args: argparse.Namespace) -> int:
 @command("evaluate", "the three claim tests on held-out tasks (frozen imitators vs fresh DQNs): "
          "runs/NAME/eval/{results.json, curves.npz}", args=_progress_args)
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from climit import evaluate
+    from climit import evaluate, parallel, pipeline
 
     cfg = load_config(args)
     evaluate.evaluate(cfg, run_dir(cfg), progress=not args.no_progress)
-    print(f"evaluation -> {run_dir(cfg) / 'eval'}; build the report with `climit report {run_dir(cfg)}`")
+    print(f"evaluation -> {run_dir(cfg) / 'eval'}")
+    if parallel.is_primary():
+        pipeline.after_evaluate(cfg)
+    if not (run_dir(cfg) / "report").is_dir():
+        print(f"build the report with `climit report {run_dir(cfg)}`")
     return 0
 
 

@@ -619,6 +619,23 @@ def training_facts(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict[st
     return out
 
 
+def _log_replaced(cfg: ExperimentConfig, run_dir: Path, log) -> None:
+    """Say so when ``run_dir/eval`` holds a finished evaluation that this one replaces (an
+    evaluation is derived data: a changed eval setting evaluates again, as ``climit run``
+    does), with the settings that differ."""
+    previous = _read_summary(run_dir / "eval" / "results.json")
+    if previous.get("fingerprint") in (None, fingerprint(cfg)):
+        return
+
+    def identity(d: dict) -> dict:  # run naming aside
+        return {**{k: v for k, v in d.items() if k != "run"}, "run.seed": d.get("run", {}).get("seed")}
+
+    diffs = config_lib.config_diff(identity(previous.get("config") or {}),
+                                   identity(config_lib.to_dict(cfg)))
+    log(f"evaluate: replacing the evaluation in {run_dir / 'eval'}, made with "
+        f"{'; '.join(diffs[:4]) or 'other imitators (retrained since)'}")
+
+
 def _read_summary(path: Path) -> dict:
     import json
 
@@ -684,6 +701,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
     k = len(tasks)
     context = imitators["imitator"].params.cfg.context_len
 
+    _log_replaced(cfg, run_dir, log)
     parts = PartCache(run_dir / "eval" / "parts", fingerprint(cfg))
 
     def timed(name: str, fn, *args, **kw) -> tuple[np.ndarray, ...]:

@@ -81,6 +81,21 @@ def stage_status(cfg: ExperimentConfig) -> dict[str, bool]:
     }
 
 
+def after_evaluate(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> None:
+    """``climit evaluate`` alone, in a directory ``climit run`` made: the report and
+    ``config.yaml`` beside the new evaluation are brought up to date (a report of the previous
+    evaluation, or a config.yaml with its eval section, would describe results no longer
+    there). Nothing is written where they do not exist."""
+    from climit import report
+
+    rd = run_dir(cfg)
+    if (rd / "report").is_dir():
+        report.build(rd)
+        log(f"report rebuilt -> {rd / 'report'}")
+    if (rd / "config.yaml").is_file():
+        (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
+
+
 def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = print,
         stop_after: str | None = None) -> dict[str, Any]:
     """Run every stage that is not done yet; returns ``{stage: "done" | "skipped"}`` and the

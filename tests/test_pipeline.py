@@ -120,6 +120,33 @@ def test_a_damaged_evaluation_is_evaluated_again_not_skipped(tmp_path, fake_stag
     assert len(fake_stages["evaluate"]) == 2 and pipeline.stage_status(cfg)["evaluate"] is True
 
 
+def test_climit_evaluate_alone_keeps_the_report_and_config_yaml_current(tmp_path, fake_stages):
+    # A finished `climit run`, then the evaluation alone with another eval setting: the report
+    # and config.yaml beside it describe the new evaluation, and the replacement is said.
+    _, cfg = tiny_config(tmp_path)
+    pipeline.run(cfg, progress=False, log=lambda m: None)
+    rd = tmp_path / "runs" / "tiny"
+    old_fp = json.loads((rd / "report" / "summary.json").read_text())["fingerprint"]
+    _, cfg2 = tiny_config(tmp_path, "eval.random_seeds=2")
+    results = json.loads((rd / "eval" / "results.json").read_text())
+    results["config"] = config.to_dict(cfg)
+    (rd / "eval" / "results.json").write_text(json.dumps(results))
+    lines = []
+    evaluate._log_replaced(cfg2, rd, lines.append)
+    assert lines == [f"evaluate: replacing the evaluation in {rd / 'eval'}, made with "
+                     f"eval.random_seeds: 1 -> 2"]
+    evaluate.evaluate(cfg2, rd)  # the fake: results.json with cfg2's fingerprint
+    pipeline.after_evaluate(cfg2, log=lines.append)
+    new_fp = json.loads((rd / "report" / "summary.json").read_text())["fingerprint"]
+    assert new_fp == evaluate.fingerprint(cfg2) != old_fp
+    assert config.load(rd / "config.yaml") == cfg2 and lines[-1].startswith("report rebuilt")
+    # Where `climit run` wrote neither, nothing is created.
+    shutil.rmtree(rd / "report")
+    (rd / "config.yaml").unlink()
+    pipeline.after_evaluate(cfg2, log=lines.append)
+    assert not (rd / "report").exists() and not (rd / "config.yaml").exists()
+
+
 def test_changed_sections_rerun_only_what_depends_on_them(tmp_path, fake_stages):
     _, cfg = tiny_config(tmp_path)
     pipeline.run(cfg, progress=False, log=lambda m: None)
