@@ -494,18 +494,23 @@ def _earlier_artifacts(hist_dir: Path, snaps: checkpoint.Checkpointer) -> list[t
 
 
 def finished_summary(cfg: ExperimentConfig, out_dir: Path) -> dict | None:
-    """The summary of a teacher run of ``cfg`` in ``out_dir`` that finished: its summary.json
-    carries this config's fingerprint and its histories hold every planned step. None
-    otherwise (train, or resume from the latest checkpoint). A damaged chunk of a finished run
-    is reported by name when it is read, not looked for here (reading every chunk to answer
-    "is there anything to do" would cost as much as the reads it saves)."""
+    """The summary of a teacher run of ``cfg`` in ``out_dir`` that finished and is intact: its
+    summary.json carries this config's fingerprint, its histories hold every planned step and
+    every chunk's checksum, and its latest checkpoint verifies. None otherwise: then the run
+    resumes from its newest good checkpoint, which reports (or repairs) whatever is damaged.
+    Reading the checksums costs seconds; a resume would compile and evaluate again."""
     try:
         summary = json.loads((out_dir / "summary.json").read_text())
-        complete = histories.open(out_dir / "histories").complete
-    except (OSError, ValueError, ArtifactError):
+        history = histories.open(out_dir / "histories")
+        if not (isinstance(summary, dict) and summary.get("fingerprint") == fingerprint(cfg)
+                and history.complete):
+            return None
+        history.verify()
+        checkpoint.verify_step(out_dir / "checkpoints" / str(
+            checkpoint.complete_steps(out_dir / "checkpoints")[-1]))
+    except (OSError, ValueError, IndexError, ArtifactError):
         return None
-    matches = isinstance(summary, dict) and summary.get("fingerprint") == fingerprint(cfg)
-    return summary if matches and complete else None
+    return summary
 
 
 def _saved_fingerprint(summary: Path) -> str | None:
