@@ -308,7 +308,7 @@ def _check_learner(learner: int | None, lay: Layout, where: Path) -> None:
                           f"learner or seed axis is known); {where} is neither, so it has no "
                           f"learners to choose from")
     if learner >= lay.size:
-        raise ClimitError(f"--learner {learner} out of range: {lay.size} {lay.axis}s")
+        raise ClimitError(f"--learner {learner} out of range: {_count(lay.size, lay.axis)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def overview(path: str | Path, step: int | str | None = None) -> dict:
     "histories": [names], "not_searched": [names]}``; reads metadata only.
 
     Raises:
-        ClimitError: no directory has the step.
+        ClimitError: no directory has the step (one short line: what each directory has).
     """
     root = Path(path).absolute()
     want = parse_step(step)
@@ -350,10 +350,30 @@ def overview(path: str | Path, step: int | str | None = None) -> dict:
         d["groups"] = _groups(d["tree"]) if "missing" not in d else {}
         out.append(d)
     if all("missing" in d for d in out):
-        raise ClimitError("; ".join(d["missing"] for d in out))
+        raise _nowhere(path, want, out)
     return {"path": str(root), "checkpoints": out,
             "histories": [_name(h, root) for h in found.histories],
             "not_searched": [_name(d, root) for d in found.deeper]}
+
+
+def _brief(steps: list[int]) -> str:
+    """Saved steps in a few words: a long list keeps its first two and last, and its count."""
+    if len(steps) <= 4:
+        return ", ".join(map(str, steps)) or "none"
+    return f"{steps[0]}, {steps[1]}, ..., {steps[-1]} ({len(steps)} steps)"
+
+
+def _nowhere(path: str | Path, want: int | str, dirs: list[dict]) -> ClimitError:
+    """The error when none of ``dirs`` (overview entries) has the step: one directory keeps its
+    own message; several are listed by name with their steps in brief, so that the line stays
+    short however many directories a run holds."""
+    if len(dirs) == 1:
+        return ClimitError(dirs[0]["missing"])
+    what = (f"no best step (lowest {BEST_METRIC}: imitator checkpoints only)" if want == "best"
+            else f"no checkpoint at step {want}")
+    have = "; ".join(f"{d['name']}: steps {_brief(d['steps'])}" for d in dirs)
+    return ClimitError(f"{what} in any of the {len(dirs)} checkpoint directories in {path} "
+                       f"({have})")
 
 
 class _Side(NamedTuple):
@@ -542,14 +562,36 @@ def _mean(x: np.ndarray) -> float | None:
     return float(x.mean()) if x.size else None
 
 
-def _stream_row(h: histories.History, i: int) -> dict:
-    """One stream: who produced it, and its finished episodes' first and last returns."""
+# Stream hyperparameters that act under one target network rule only: every stream records
+# tau, but a hard-copy run never uses it.
+_RULE_OF = {"tau": "polyak"}
+
+
+def _target(config: dict) -> dict | None:
+    """The run's target network rule from the history's stored config (None: not stored):
+    ``{"rule": "hard", "period": P}`` (a copy every P updates) or ``{"rule": "polyak"}`` (its
+    rate is the streams' ``tau``)."""
+    teacher = config.get("teacher", {})
+    if teacher.get("target") == "hard":
+        return {"rule": "hard", "period": teacher.get("target_period")}
+    return {"rule": teacher["target"]} if "target" in teacher else None
+
+
+def _applying(hparams: dict, target: dict | None) -> dict:
+    """The hyperparameters that act under ``target`` (all when the rule is unknown)."""
+    rule = target and target["rule"]
+    return {k: v for k, v in hparams.items() if rule is None or _RULE_OF.get(k, rule) == rule}
+
+
+def _stream_row(h: histories.History, i: int, target: dict | None) -> dict:
+    """One stream: who produced it (the hyperparameters that act under the run's ``target``
+    rule), and its finished episodes' first and last returns."""
     info = h.stream_info(i)
     ep = h.episodes(i)  # reads reward, terminated and truncated only
     ret = ep.ret[ep.finished]
     return {"stream": i, "learner": info.learner, "env": info.env, "task": list(info.task),
-            "seed": info.seed, "hparams": dict(info.hparams), "steps": h.num_steps,
-            "episodes": int(ret.size), "first_return": _mean(ret[:EDGE_EPISODES]),
+            "seed": info.seed, "hparams": _applying(dict(info.hparams), target),
+            "steps": h.num_steps, "episodes": int(ret.size), "first_return": _mean(ret[:EDGE_EPISODES]),
             "last_return": _mean(ret[-EDGE_EPISODES:])}
 
 
@@ -557,11 +599,12 @@ def history_overview(path: str | Path) -> dict:
     """A learning history at a glance, without decoding observations.
 
     Returns ``{path, env, interface, num_streams, num_steps, total_steps, complete, q_period,
-    q_rows, first_return, last_return, streams: [{stream, learner, env, task, seed, hparams,
+    q_rows, target, first_return, last_return, streams: [{stream, learner, env, task, seed, hparams,
     steps, episodes, first_return, last_return}]}``: ``first_return``/``last_return`` are the
     mean return of a stream's first and last :data:`EDGE_EPISODES` finished episodes (None
-    when it has none), and at the top their mean over streams. Chunk files are still read
-    whole for their checksums.
+    when it has none), and at the top their mean over streams. ``target``: the run's target
+    network rule (:func:`_target`); ``hparams`` leave out what that rule ignores (``tau`` of a
+    hard-copy run). Chunk files are still read whole for their checksums.
 
     Raises:
         ArtifactError: missing or damaged history files.
@@ -570,13 +613,15 @@ def history_overview(path: str | Path) -> dict:
     # Streams are read one by one: keep a whole block of streams' rewards and episode ends
     # decoded (6 bytes a step) so each chunk file is decoded once, not once per stream.
     h.cache_bytes = max(h.cache_bytes, 6 * h.meta["streams_per_chunk"] * h.num_steps)
-    streams = [_stream_row(h, i) for i in range(h.num_streams)]
+    target = _target(h.meta.get("config", {}))
+    streams = [_stream_row(h, i, target) for i in range(h.num_streams)]
     firsts = np.array([r["first_return"] for r in streams if r["first_return"] is not None])
     lasts = np.array([r["last_return"] for r in streams if r["last_return"] is not None])
     return {"path": str(Path(path).absolute()), "env": h.env["name"],
             "interface": h.env["interface"], "num_streams": h.num_streams,
             "num_steps": h.num_steps, "total_steps": h.meta.get("total_steps"),
             "complete": h.complete, "q_period": h.q_period, "q_rows": h.num_q if h.q_period else 0,
+            "target": target,
             "first_return": _mean(firsts), "last_return": _mean(lasts), "streams": streams}
 
 
@@ -623,11 +668,11 @@ def _env(cfg: Any) -> Any:
 
 
 def _check_index(i: int | None, n: int, what: str) -> np.ndarray:
-    """Indices to evaluate: all n, or just ``i``."""
+    """Indices to evaluate: all n, or just ``i`` (``what``: one of them, for the message)."""
     if i is None:
         return np.arange(n)
     if not 0 <= i < n:
-        raise ClimitError(f"--learner {i} out of range: {n} {what}")
+        raise ClimitError(f"--learner {i} out of range: {_count(n, what)}")
     return np.array([i])
 
 
@@ -652,7 +697,7 @@ def _teacher_returns(directory: Path, step: int, episodes: int, learner: int | N
     teacher = train.load(directory, step)  # the parameters only, not optimizer or replay
     cfg, params_G, tasks_GxD = teacher.config, teacher.params, teacher.tasks_GxK
     g = len(tasks_GxD)
-    chosen_G = _check_index(learner, g, "learners")
+    chosen_G = _check_index(learner, g, "learner")
     # Learner g always gets key g of the split, so one learner alone matches the summary run.
     keys_Gx2 = jax.random.split(_eval_key(cfg.run.seed, seed), g)
     params_sel = jax.tree.map(lambda x: jnp.asarray(x)[chosen_G], params_G)
@@ -698,11 +743,11 @@ def _imitator_returns(directory: Path, step: int, episodes: int, seed_index: int
     cfg = loaded.config
     env = _env(cfg)
     s = int(jax.tree.leaves(loaded.params.tree)[0].shape[0])
-    chosen_S = _check_index(seed_index, s, "imitator seeds")
+    chosen_S = _check_index(seed_index, s, "imitator seed")
     available = env.spec.num_tasks["heldout"] if env.spec.task_dim else None
     k = num_tasks or (min(cfg.eval.tasks, available) if available else cfg.eval.tasks)
     if available is not None and k > available:
-        raise ClimitError(f"--tasks {k}: {cfg.env.name} holds out {available} tasks")
+        raise ClimitError(f"--tasks {k}: {cfg.env.name} holds out {_count(available, 'task')}")
     key = _eval_key(cfg.run.seed, seed)
     tasks_KxD = envs.sample_tasks(cfg.env.name, jax.random.fold_in(key, 0), k, "heldout")
     rollout_key = jax.random.fold_in(key, 1)
@@ -790,18 +835,24 @@ def evaluate(path: str | Path, episodes: int, step: int | str | None = None,
                          learner)
 
 
+# What an imitator's --eval repeats K times (singular, plural): held-out tasks, or rollouts of
+# the one task of a single-task environment.
+_TASK_UNITS = {False: ("held-out task", "held-out tasks"),
+               True: ("rollout (env seed) of its single task", "rollouts (env seeds) of its single task")}
+
+
 def _imitator_view(out: dict, res: _Returns, learner: int | None) -> dict:
     from climit import stats
 
     cfg, returns_SxKxN = res.cfg, res.returns
     d = stats.describe(returns_SxKxN, n_boot=cfg.eval.bootstrap, confidence=cfg.eval.confidence,
                        seed=out["seed"], final_frac=cfg.eval.final_frac)
-    unit = "rollouts (env seeds) of its single task" if res.single_task else "held-out tasks"
+    unit = _TASK_UNITS[res.single_task][1]
     over = unit if learner is not None else f"imitator seeds x {unit}"
     out.update(env=cfg.env.name, policy=f"imitator ({cfg.eval.mode} actions) from an empty context",
                confidence=cfg.eval.confidence, bootstrap=cfg.eval.bootstrap, interval_over=over,
                mean_return=d["auc"].to_dict(), imitator_seed=learner, tasks=res.tasks.tolist(),
-               task_unit=unit,
+               task_unit=unit, single_task=res.single_task,
                seeds=[{"seed": int(i), "mean_return": float(r)}
                       for i, r in zip(res.chosen, returns_SxKxN.mean(axis=(1, 2)))],
                first_episodes=d["initial"].to_dict(), last_episodes=d["final"].to_dict())
@@ -836,11 +887,20 @@ def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
 
 
 def _num(x: Any) -> str:
+    """A number for reading: 4 significant digits, inside lists too (imitators save per-seed
+    and per-position metric lists; --json keeps full precision)."""
     if x is None:
         return "-"
     if isinstance(x, float):
         return f"{x:.4g}"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(map(_num, x)) + "]"
     return str(x)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``n`` and the noun in its number: 1 seed, 2 seeds."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def _shape(shape: list[int]) -> str:
@@ -871,8 +931,8 @@ def _overview_lines(d: dict) -> list[str]:
     if "missing" in d:
         return lines
     groups = ", ".join(f"{k} {v:,}" for k, v in d["groups"].items())
-    lines.append(f"  tree at step {d['step']}: {d['num_params']:,} elements in "
-                 f"{len(d['tree'])} leaves ({groups})")
+    lines.append(f"  tree at step {d['step']}: {_count(d['num_params'], 'element')} in "
+                 f"{_count(len(d['tree']), 'leaf', 'leaves')} ({groups})")
     rows = [["leaf", "shape", "dtype", "count"]] + [
         [k, _shape(v["shape"]), v["dtype"], f"{v['size']:,}"] for k, v in d["tree"].items()]
     lines += _table(rows, "    ")
@@ -915,7 +975,8 @@ def format_stats(view: dict) -> str:
     one = {k: v for k, v in view["leaves"].items() if v["stacked"] and "norm" in v}
     shared = {k: v for k, v in view["leaves"].items() if not v["stacked"]}
     if summary:
-        lines.append(f"  each {axis} on its own (leading axis), summarised over the {n} {axis}s:")
+        lines.append(f"  each {axis} on its own (leading axis), summarised over the "
+                     f"{_count(n, axis)}:")
         lines += _leaf_table(summary, _SUMMARY_COLS)
     if one:
         lines.append(f"  {axis} {view['learner']} of {n}:")
@@ -933,7 +994,7 @@ def format_diff(view: dict) -> str:
         lines.append(f"aligned: {view['aligned']}")
     if view["warning"]:
         lines.append(f"warning: {view['warning']}")
-    lines.append(f"{view['changed']} leaves changed, {view['unchanged']} unchanged"
+    lines.append(f"{_count(view['changed'], 'leaf', 'leaves')} changed, {view['unchanged']} unchanged"
                  + (f" (learner {view['learner']})" if view["learner"] is not None else ""))
     rows = [["leaf", "shape", "changed", "max|B-A|", "|B-A|/|A|"]]
     for k, v in view["leaves"].items():
@@ -973,13 +1034,14 @@ def format_eval(view: dict) -> str:
     what = {"imitator": "imitator", "teacher_snapshot": "teacher snapshot",
             "teacher_checkpoint": "teacher checkpoint"}[view["kind"]]
     lines = [f"{what} {view['path']} step {view['step']} ({_STEP_CHOICE[view['step_choice']]}) "
-             f"on {view['env']}: {view['policy']}, {view['episodes']} episodes "
+             f"on {view['env']}: {view['policy']}, {_count(view['episodes'], 'episode')} "
              f"(eval seed {view['seed']})"]
     if view["kind"] == "imitator":
         seeds = view["seeds"]
         who = (f"seed {view['imitator_seed']}" if view["imitator_seed"] is not None
-               else f"{len(seeds)} seeds")
-        lines.append(f"  {who} x {len(view['tasks'])} {view['task_unit']}: mean return "
+               else _count(len(seeds), "seed"))
+        tasks = _count(len(view["tasks"]), *_TASK_UNITS[view["single_task"]])
+        lines.append(f"  {who} x {tasks}: mean return "
                      f"{_est(view['mean_return'])} ({conf})")
         lines.append(f"  in context: first episodes {_est(view['first_episodes'])} -> last episodes "
                      f"{_est(view['last_episodes'])}")
@@ -992,11 +1054,20 @@ def format_eval(view: dict) -> str:
         lines.append(f"  learner {r['learner']} (task {_task(r['task'])}): mean return "
                      f"{_est(view['mean_return'])} ({conf})")
         return "\n".join(lines) + "\n"
-    lines.append(f"  {len(learners)} learners, each on its own task: mean return "
+    lines.append(f"  {_count(len(learners), 'learner')}, each on its own task: mean return "
                  f"{_est(view['mean_return'])} ({conf})")
     rows = [["learner", "task", "mean return"]] + [
         [str(r["learner"]), _task(r["task"]), _num(r["mean_return"])] for r in learners[:_MAX_ROWS]]
     return "\n".join(lines + _table(rows) + _more(len(learners) - _MAX_ROWS)) + "\n"
+
+
+def _target_text(target: dict | None) -> str:
+    """The history header's note of the run's target rule (and a hard copy's period)."""
+    if target is None:
+        return ""
+    if target["rule"] == "hard":
+        return f"; target network: hard copy every {target['period']} updates"
+    return f"; target network: {target['rule']} (rate: each stream's tau)"
 
 
 def _hparams(h: dict) -> str:
@@ -1007,11 +1078,11 @@ def format_history(view: dict) -> str:
     planned = view["total_steps"]
     done = ("complete" if view["complete"] else
             f"{view['num_steps']:,} of {planned:,} planned" if planned else "no plan stored")
-    q = (f"Q-values every {view['q_period']} steps ({view['q_rows']:,} rows)" if view["q_period"]
-         else "no Q-values")
+    q = (f"Q-values every {_count(view['q_period'], 'step')} ({_count(view['q_rows'], 'row')})"
+         if view["q_period"] else "no Q-values")
     lines = [f"learning history {view['path']}",
-             f"  {view['env']} ({view['interface']}): {view['num_streams']} streams x "
-             f"{view['num_steps']:,} steps ({done}); {q}",
+             f"  {view['env']} ({view['interface']}): {_count(view['num_streams'], 'stream')} x "
+             f"{_count(view['num_steps'], 'step')} ({done}); {q}{_target_text(view['target'])}",
              f"  mean return over streams, first {EDGE_EPISODES} finished episodes "
              f"{_num(view['first_return'])} -> last {EDGE_EPISODES} {_num(view['last_return'])}"]
     streams = view["streams"]

@@ -119,6 +119,49 @@ def test_overview_step_shown_where_it_exists(run, capsys):
         inspect_lib.overview(run, 5)
 
 
+def test_no_directory_has_the_step_one_short_line_of_what_each_has(run, capsys):
+    # Used to be every directory's full message joined: absolute paths and whole step lists.
+    err = _error(capsys, run, "--step", 5)
+    assert f"no checkpoint at step 5 in any of the 4 checkpoint directories in {run} (" in err
+    for each in ("imitator/ad/checkpoints: steps 100, 200, 300", "other/checkpoints: steps 1",
+                 "teacher/checkpoints: steps 20000", "teacher/snapshots: steps 10000, 20000"):
+        assert each in err
+    assert err.count(str(run)) == 1 and len(err) < 300
+    assert inspect_lib._brief(list(range(100, 1100, 100))) == "100, 200, ..., 1000 (10 steps)"
+    # One directory keeps its own message, as --stats and --diff give it.
+    assert "no checkpoint at step 5 in " in _error(capsys, run / "teacher" / "snapshots", "--step", 5)
+
+
+def test_text_views_round_floats_json_keeps_them(tmp_path, capsys):
+    loss = [0.12345678901234567, 0.9876543210987654]
+    with checkpoint.Checkpointer(tmp_path / "checkpoints") as ck:
+        ck.save(1, {"w": jnp.ones(2)}, config=IMITATOR_CONFIG,
+                metrics={"heldout_loss": 0.5555555555555556, "heldout_loss_per_seed": loss,
+                         "position_bins": [0, 60, 120]})
+    rc, out, _ = _cli(capsys, tmp_path / "checkpoints")
+    assert rc == 0 and "0.5556" in out and "[0.1235, 0.9877]" in out and "[0, 60, 120]" in out
+    assert "2 elements in 1 leaf (w 2)" in out
+    assert "0.123456" not in out and "0.555555" not in out
+    rc, out, _ = _cli(capsys, tmp_path / "checkpoints", "--json")
+    assert json.loads(out)["checkpoints"][0]["checkpoints"][0]["metrics"]["heldout_loss_per_seed"] == loss
+
+
+def test_counts_of_one_are_singular():
+    est = {"value": 1.0, "lo": 0.5, "hi": 1.5}
+    view = {"confidence": 0.9, "interval_over": "imitator seeds x held-out tasks", "kind": "imitator",
+            "path": "ck", "step": 4, "step_choice": "best", "env": "toy", "policy": "imitator",
+            "episodes": 2, "seed": 0, "imitator_seed": None, "seeds": [{"seed": 0, "mean_return": 1.0}],
+            "tasks": [[1, 2]], "task_unit": "held-out tasks", "single_task": False, "mean_return": est, "first_episodes": est,
+            "last_episodes": est}
+    assert "  1 seed x 1 held-out task: mean return" in inspect_lib.format_eval(view)
+    single = inspect_lib.format_eval({**view, "single_task": True, "tasks": [[], []],
+                                      "task_unit": "rollouts (env seeds) of its single task"})
+    assert "1 seed x 2 rollouts (env seeds) of its single task" in single
+    teacher = {**view, "kind": "teacher_snapshot", "learner": None,
+               "learners": [{"learner": 0, "task": [1], "mean_return": 1.0}]}
+    assert "  1 learner, each on its own task" in inspect_lib.format_eval(teacher)
+
+
 def test_runs_root_finds_imitators_and_says_what_was_not_searched(run, tmp_path):
     names = [d["name"] for d in inspect_lib.overview(run.parent)["checkpoints"]]
     assert "tiny/imitator/ad/checkpoints" in names  # four levels below runs/
@@ -216,7 +259,7 @@ def test_diff_steps_and_paths(run, capsys):
     assert inspect_lib.diff(imit, "best", "latest", prefix="tree/embed")["leaves"]["tree/embed"][
         "max_abs_diff"] == 2.0
     rc, out, _ = _cli(capsys, snap, "--diff", 10_000, 20_000)
-    assert rc == 0 and "1 leaves changed, 3 unchanged" in out
+    assert rc == 0 and "1 leaf changed, 3 unchanged" in out
     assert "params/Dense_0/kernel  4x2x3  yes" in out
 
 
@@ -370,11 +413,27 @@ def test_history_overview_reads_no_observations(tmp_path, monkeypatch, capsys):
     assert rc == 0 and json.loads(out) == json.loads(inspect_lib.dumps(view))
     empty = histories.create(tmp_path / "empty", spec=_SPEC, streams=[histories.StreamInfo(0, 0, (1,), 0)])
     rc, out, _ = _cli(capsys, empty.path)
-    assert rc == 0 and "1 streams x 0 steps (no plan stored); no Q-values" in out
+    assert rc == 0 and "1 stream x 0 steps (no plan stored); no Q-values" in out
     # A run directory lists its histories beside its checkpoints.
     with checkpoint.Checkpointer(tmp_path / "checkpoints") as ck:
         ck.save(1, {"w": jnp.ones(2)})
     assert inspect_lib.overview(tmp_path)["histories"] == ["empty", "histories"]
+
+
+def test_history_lists_only_the_hyperparameters_of_its_target_rule(tmp_path, capsys):
+    infos = [histories.StreamInfo(0, 0, (1,), 0, {"lr": 0.1, "tau": 0.005})]
+    for rule in ("hard", "polyak"):
+        config = {"env": {"name": "toy"}, "teacher": {"target": rule, "target_period": 500}}
+        with histories.create(tmp_path / rule, spec=_SPEC, streams=infos, config=config):
+            pass
+    hard = inspect_lib.history_overview(tmp_path / "hard")
+    assert hard["streams"][0]["hparams"] == {"lr": 0.1}
+    assert hard["target"] == {"rule": "hard", "period": 500}
+    rc, out, _ = _cli(capsys, tmp_path / "hard")
+    assert rc == 0 and "tau" not in out and "target network: hard copy every 500 updates" in out
+    assert inspect_lib.history_overview(tmp_path / "polyak")["streams"][0]["hparams"] == infos[0].hparams
+    rc, out, _ = _cli(capsys, tmp_path / "polyak")
+    assert rc == 0 and "lr=0.1 tau=0.005" in out and "every 500" not in out
 
 
 # ---------------------------------------------------------------------------------------------
