@@ -181,7 +181,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         add(sub.add_parser(name, help=help_, description=help_))
 
 
-@command("bench", "throughput benchmarks printing JSON lines (targets: see climit bench -h)",
+@command("bench", "throughput benchmarks printing JSON lines: climit bench teacher, imitator or rollout",
          args=_bench_args, takes_config=False)
 def cmd_bench(args: argparse.Namespace) -> int:
     return int(BENCH_TARGETS[args.target][2](args) or 0)
@@ -191,7 +191,9 @@ def _bench_teacher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learners", type=_positive, nargs="+", default=[1, 8, 64], metavar="S",
                    help="learner counts to measure (default: 1 8 64)")
     p.add_argument("--steps", type=_positive, default=100_000,
-                   help="env steps per learner (default: 100000, the peer's CartPole run)")
+                   help="env steps per learner (default: 100000, the peer's CartPole run); with the "
+                   "peer's config at least 6000 (above its teacher.learning_starts 5000, a "
+                   "multiple of 1000)")
     p.add_argument("--histories", choices=["both", "off", "on"], default="both",
                    help="measure without and/or with writing learning histories")
     p.add_argument("--peer", choices=["none", "uniform", "rejax", "both"], default="uniform",

@@ -496,6 +496,22 @@ def test_bench_measure_closes_its_history_writer(monkeypatch):
     assert rec["histories_bytes_on_disk"] > 0 and len(closed) == 1
 
 
+def test_bench_steps_below_the_peer_learning_starts_say_what_to_pass(monkeypatch, capsys):
+    # The user passed only --steps; the config key it broke (learning_starts) is the peer's.
+    from climit.teacher import bench
+
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: pytest.fail("measured before the check"))
+    assert cli.main(["bench", "teacher", "--steps", "2000", "--peer", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("climit: config error: --steps 2000 must exceed the peer config's "
+                   "teacher.learning_starts 5000 (no TD update happens before it): pass a larger "
+                   "--steps, or teacher.learning_starts=N with N below 2000\n")
+    # A learning_starts the user set themselves keeps the config's own message.
+    with pytest.raises(config.ConfigError, match="^teacher.learning_starts: 3000 leaves no updates"):
+        bench.bench_config(2000, ["teacher.learning_starts=3000"])
+    assert bench.bench_config(2000, ["teacher.learning_starts=1000"]).teacher.learning_starts == 1000
+
+
 SHARDED = ["teach", "--no-progress", *TINY, "env.train_tasks=4", "teacher.snapshot_steps=[5000]",
            "teacher.total_env_steps=400"]  # G = 8 learners
 RUN_CLI = "import sys; from climit import cli; sys.exit(cli.main(sys.argv[1:]))"

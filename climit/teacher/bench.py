@@ -47,8 +47,42 @@ def default_peer_script() -> Path:
 
 
 def bench_config(steps: int, overrides: tuple[str, ...] | list[str] = ()) -> config_lib.ExperimentConfig:
-    return config_lib.load(None, list(REJAX_CARTPOLE) + [f"teacher.total_env_steps={steps}"]
-                           + list(overrides))
+    """The peer's CartPole config with ``steps`` env steps per learner, then ``overrides``.
+
+    Raises:
+        ConfigError: an invalid config. When ``steps`` does not exceed the peer config's
+            ``learning_starts`` (the user set neither key directly), the message is about
+            ``--steps`` and says what to pass instead.
+    """
+    try:
+        return config_lib.load(None, list(REJAX_CARTPOLE) + [f"teacher.total_env_steps={steps}"]
+                               + list(overrides))
+    except config_lib.ConfigError as e:
+        hint = _steps_hint(e, steps, overrides)
+        if hint is None:
+            raise
+        raise config_lib.ConfigError("", hint) from e
+
+
+def _setting(key: str, settings: tuple[str, ...] | list[str]) -> str | None:
+    """The value the last of ``settings`` (``key=value`` strings) gives ``key``, if any."""
+    values = [s.split("=", 1)[1] for s in settings if s.split("=", 1)[0].strip() == key]
+    return values[-1] if values else None
+
+
+def _steps_hint(err: config_lib.ConfigError, steps: int,
+                overrides: tuple[str, ...] | list[str]) -> str | None:
+    """The ``--steps`` version of ``err`` when it comes from ``--steps`` meeting the peer
+    config's ``learning_starts`` (the user only passed --steps, so the config key alone would
+    not tell them what to change); None for any other error."""
+    mine = any(_setting(k, overrides) is not None
+               for k in ("teacher.learning_starts", "teacher.total_env_steps"))
+    if err.key != "teacher.learning_starts" or mine:
+        return None
+    starts = _setting("teacher.learning_starts", REJAX_CARTPOLE)
+    return (f"--steps {steps} must exceed the peer config's teacher.learning_starts {starts} (no "
+            f"TD update happens before it): pass a larger --steps, or teacher.learning_starts=N "
+            f"with N below {steps}")
 
 
 def machine() -> dict[str, Any]:
