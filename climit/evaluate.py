@@ -592,7 +592,7 @@ def load_imitators(cfg: ExperimentConfig, run_dir: Path, roles: dict[str, Experi
         if not (path / "checkpoints").is_dir():
             raise ArtifactError(f"the {role!r} imitator is missing ({path}); {how}")
         summary = _read_summary(path / "summary.json")
-        if summary.get("fingerprint") != imitator_train.fingerprint(rcfg):
+        if not imitator_train.fingerprint_matches(summary.get("fingerprint"), rcfg):
             raise ArtifactError(f"the {role!r} imitator in {path} is unfinished or was trained with "
                                 f"another config; {how}")
         out[role] = imitator_train.load(path, "best")

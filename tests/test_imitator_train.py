@@ -562,11 +562,27 @@ def test_refusing_another_imitator_names_the_keys_that_differ(tmp_path):
     # in declaration order, the imitator's own section first; four named, the rest counted
     now = config_lib.load(None, ["imitator.lr=5e-4", "imitator.n_layers=3", "run.seed=1",
                                  "teacher.gamma=0.9", "histories.compression_level=5",
-                                 "env.transfer="])
+                                 "env.train_tasks=32"])
     with pytest.raises(ClimitError, match=r"\(imitator.n_layers: 2 -> 3; imitator.lr: 0.001 -> "
-                       r"0.0005; env.transfer: 'keydoor' -> ''; teacher.gamma: 0.99 -> 0.9; "
+                       r"0.0005; env.train_tasks: 64 -> 32; teacher.gamma: 0.99 -> 0.9; "
                        r"and 2 more\)"):
         T._restore_step(now, ckpt, 10, target=None)
+
+
+def test_the_transfer_family_is_not_part_of_an_imitators_identity():
+    """Only test (c) uses env.transfer: another transfer family is the same imitator (the
+    evaluation reruns, the imitators do not retrain). An imitator saved before the change
+    (its fingerprint covered env.transfer) still matches the config that made it."""
+    cfg = config_lib.load(None, [])
+    other = config_lib.load(None, ["env.transfer="])
+    assert T.fingerprint(cfg) == T.fingerprint(other)
+    assert T.fingerprint_matches(T.fingerprint(cfg), other)
+    legacy = T._fingerprint(cfg, cfg.env)  # what imitators saved until 2026-11-27
+    assert legacy != T.fingerprint(cfg) and T.fingerprint_matches(legacy, cfg)
+    assert not T.fingerprint_matches(legacy, config_lib.load(None, ["imitator.lr=1e-3"]))
+    assert not T.fingerprint_matches(None, cfg)
+    from climit import evaluate
+    assert evaluate.fingerprint(cfg) != evaluate.fingerprint(other)  # the evaluation does rerun
 
 
 DEVICES_SCRIPT = textwrap.dedent("""

@@ -96,11 +96,24 @@ def histories_dir(cfg: config_lib.ExperimentConfig) -> Path:
 
 
 def fingerprint(cfg: config_lib.ExperimentConfig) -> str:
-    """What determines a trained imitator: its section (minus logging knobs), the teacher's
-    sections that shape the histories, and the root seed."""
+    """What determines a trained imitator: its section (minus logging knobs), the env and the
+    teacher's sections that shape the histories, and the root seed. ``env.transfer`` is not
+    part of it: only the evaluation's test (c) uses it, so trying another transfer family
+    evaluates again without training the imitators again."""
+    return _fingerprint(cfg, dataclasses.replace(cfg.env, transfer=""))
+
+
+def fingerprint_matches(saved: str | None, cfg: config_lib.ExperimentConfig) -> bool:
+    """``saved`` (a summary's or checkpoint's fingerprint) is ``cfg``'s imitator: by
+    :func:`fingerprint`, or by the one imitators saved before 2026-11-27, which also covered
+    ``env.transfer`` (so their runs still match the config that made them)."""
+    return saved is not None and saved in (fingerprint(cfg), _fingerprint(cfg, cfg.env))
+
+
+def _fingerprint(cfg: config_lib.ExperimentConfig, env: config_lib.EnvConfig) -> str:
     defaults = config_lib.ImitatorConfig()
     icfg = dataclasses.replace(cfg.imitator, **{f: getattr(defaults, f) for f in _NEUTRAL_FIELDS})
-    return config_lib.fingerprint(icfg, cfg.env, config_lib.teacher_identity(cfg.teacher),
+    return config_lib.fingerprint(icfg, env, config_lib.teacher_identity(cfg.teacher),
                                   cfg.histories, cfg.run.seed, model_lib.REVISION)
 
 
@@ -354,7 +367,8 @@ def _identity(cfg_dict: dict) -> dict:
     """What :func:`fingerprint` covers, from a config dict (a checkpoint's, or the current
     one's), as :func:`config_lib.config_diff` compares it: the keys a refusal may name."""
     imitator = {k: v for k, v in cfg_dict.get("imitator", {}).items() if k not in _NEUTRAL_FIELDS}
-    raw = {"imitator": imitator, "env": cfg_dict.get("env", {}),
+    env = {k: v for k, v in cfg_dict.get("env", {}).items() if k != "transfer"}
+    raw = {"imitator": imitator, "env": env,
            "teacher": config_lib.teacher_identity(cfg_dict.get("teacher", {})),
            "histories": cfg_dict.get("histories", {}), "run.seed": cfg_dict.get("run", {}).get("seed"),
            "imitator_model_revision": cfg_dict.get("imitator_model_revision")}
@@ -381,7 +395,7 @@ def _restore_step(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpointe
             damaged.
     """
     meta = ckpt.metadata(step)
-    if meta["config"].get("imitator_fingerprint") != fingerprint(cfg):
+    if not fingerprint_matches(meta["config"].get("imitator_fingerprint"), cfg):
         raise ClimitError(f"{ckpt.directory.parent} holds an imitator trained with a different "
                           f"config ({_differences(meta['config'], cfg)}); remove it or choose "
                           f"another run.name")
@@ -594,7 +608,7 @@ def finished(cfg: config_lib.ExperimentConfig) -> bool:
     on CPU) instead of letting the evaluation load another."""
     out = output_dir(cfg)
     summary = _read_json(out / "summary.json")
-    return (summary.get("fingerprint") == fingerprint(cfg)
+    return (fingerprint_matches(summary.get("fingerprint"), cfg)
             and not _summary_problems(out / "checkpoints", summary))
 
 
@@ -626,7 +640,7 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
     out = output_dir(cfg)
     history = open_histories(histories_dir(cfg))
     done = _read_json(out / "summary.json")  # a damaged summary counts as unfinished: resume
-    matches = done.get("fingerprint") == fingerprint(cfg)
+    matches = fingerprint_matches(done.get("fingerprint"), cfg)
     problems = _summary_problems(out / "checkpoints", done) if matches else {}
     if matches and not problems:
         return done
