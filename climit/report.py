@@ -471,9 +471,12 @@ def _fmt_est(e: stats.Estimate) -> str:
     return f"{f(e.value)} [{f(e.lo)}, {f(e.hi)}]"
 
 
-def _steps_sentences(steps_r: stats.Estimate, since: str = "") -> list[str]:
+def _steps_sentences(steps_r: stats.Estimate, since: str = "",
+                     seeds: dict[str, int] | None = None) -> list[str]:
     """What the steps-to-80% ratio says, including when the imitator outpaced the DQN;
-    ``since`` names where the steps count from when that is not env step 0."""
+    ``since`` names where the steps count from when that is not env step 0; ``seeds`` (the
+    test's rows per agent) flags a ratio that leans low because the imitator's mean curve
+    averages fewer rows than the DQN's."""
     if math.isnan(steps_r.value):
         return ["The steps-to-80% ratio is undefined: the DQN's final return is not above zero, "
                 "so it set no level to reach."]
@@ -487,6 +490,13 @@ def _steps_sentences(steps_r: stats.Estimate, since: str = "") -> list[str]:
                    "the DQN did, so it does not reproduce the DQN's learning curve step for "
                    "step, it outpaces it (the match criterion is one-sided: being ahead does not "
                    "fail it).")
+    s, r = (seeds or {}).get("imitator", 0), (seeds or {}).get("dqn", 0)
+    if 0 < s < r:
+        # The first crossing of a noisier curve comes early by chance (identical true curves
+        # give a ratio below 1), so say which way this ratio leans.
+        out.append(f"The imitator's mean curve averages {_count(s, 'seed')} per task against the "
+                   f"DQN's {r} learners, so it is noisier and crosses a level earlier by chance: "
+                   f"this ratio leans below its true value.")
     return out
 
 
@@ -535,7 +545,7 @@ def reading(key: str, test: dict[str, Any], results: dict[str, Any]) -> list[str
         f"{stats.fmt(imi['initial']['value'])}.",
         *_steps_sentences(_est(vs["imitator"]["steps_to_80_ratio"]),
                           f" (counted from env step {test['steps_counted_from']})"
-                          if test.get("steps_counted_from") else ""),
+                          if test.get("steps_counted_from") else "", test.get("seeds")),
     ]
     ctrl_bits = [f"{agent_label(key, test, c)} {stats.fmt(agents[c]['auc']['value'])}"
                  for c in ("ed", "ablated", "random") if c in agents]

@@ -438,6 +438,17 @@ def test_reading_of_a_dqn_that_never_learns():
     assert "steps-to-80% ratio is undefined" in text
 
 
+def test_a_steps_ratio_from_fewer_imitator_seeds_than_dqn_learners_says_it_leans_low():
+    ratio = stats.Estimate(0.9, 0.7, 1.2)
+    text = " ".join(report._steps_sentences(ratio, "", {"imitator": 1, "dqn": 5}))
+    assert ("averages 1 seed per task against the DQN's 5 learners" in text
+            and "leans below its true value" in text)
+    for seeds in ({"imitator": 5, "dqn": 5}, None):
+        assert "leans below" not in " ".join(report._steps_sentences(ratio, "", seeds))
+    never = stats.Estimate(math.inf, math.inf, math.inf)  # no crossing: nothing to lean
+    assert "leans below" not in " ".join(report._steps_sentences(never, "", {"imitator": 1, "dqn": 5}))
+
+
 def test_num_prints_inf_as_its_docstring_says():
     assert report._num("inf") == "inf" and report._num(None) == "n/a"
     assert report._num(0.5) == "0.5" and report._num("-inf") == "-inf"
