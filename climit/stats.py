@@ -43,7 +43,11 @@ Comparisons are paired the same way: "the imitator beats a control" is the inter
 difference imitator - control (:func:`difference`: shared tasks, each side's seeds resampled on
 their own), and "an agent improves" the interval of its own final - initial return (``gain``,
 both from the same replicate). Asking instead whether two separate intervals are apart would
-keep the task-to-task spread, which pairing cancels, and test at about the 99.5 % level.
+keep the task-to-task spread, which pairing cancels, and test at about the 99.5 % level. With
+the task spread cancelled, the seeds' own differences are what is left, so the few-seeds limit
+above applies to differences too: in simulation (5 imitator seeds against 3 control seeds, 17
+tasks, 200 runs) the 95 % interval held the true difference 97 % of the time when the seeds
+differed little, 86 % when their differences dominated (``tests/test_stats.py``).
 
 Metrics of one (mean) curve:
 - ``auc``: the mean return over the grid points (the area under the curve divided by its length,

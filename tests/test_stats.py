@@ -283,3 +283,23 @@ def test_ratio_interval_covers_the_truth_about_as_often_as_it_says():
             for i, (a, d) in enumerate(_crossed_runs(200, 5, 0.5, rng))]
     coverage = np.mean([e.lo <= 1.0 <= e.hi for e in held])
     assert 0.9 <= coverage <= 0.99, coverage
+
+
+def test_paired_difference_interval_covers_the_truth_about_as_often_as_it_says():
+    # 5 imitator seeds and 3 control seeds (separately trained: each with its own seed effect,
+    # s.d. 0.2 against a cell s.d. of 1) on 17 tasks whose effect both share (s.d. 2, which
+    # pairing cancels); true AUC difference 0.5. The 95 % interval of the paired difference
+    # holds 0.5 in 97 % of 200 simulated experiments. (Where the seed effects dominate, s.d.
+    # 0.5 against cells of 0.5, it held it 86 % of the time: the few-seeds limit of the module
+    # docstring, which pairing does not lift.)
+    rng = np.random.default_rng(3)
+    held = []
+    for i in range(200):
+        task_K = rng.normal(0, 2.0, 17)[None, :, None]
+        imitator = (10.5 + rng.normal(0, 0.2, (5, 1, 1)) + task_K
+                    + rng.normal(0, 1.0, (5, 17, 1)) + np.zeros((1, 1, 10)))
+        control = (10.0 + rng.normal(0, 0.2, (3, 1, 1)) + task_K
+                   + rng.normal(0, 1.0, (3, 17, 1)) + np.zeros((1, 1, 10)))
+        e = stats.difference(imitator, control, n_boot=400, seed=i)
+        held.append(e.lo <= 0.5 <= e.hi)
+    assert 0.9 <= np.mean(held) <= 0.99, np.mean(held)
