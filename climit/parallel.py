@@ -126,6 +126,24 @@ def from_process_local(local: Any, m: Mesh, global_leading: int) -> Any:
             sharding, np.asarray(x), (global_leading,) + np.shape(x)[1:]), local)
 
 
+def device_memory() -> tuple[int | None, str]:
+    """Bytes that one local device's arrays can take (None: unknown), and where they live.
+
+    CPU devices share the host's memory (all local devices together); an accelerator reports
+    its allocator's limit.
+    """
+    device = jax.local_devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        limit = stats.get("bytes_limit")
+        return (None if limit is None else int(limit)), f"{device.platform.upper()} memory per device"
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None, "host memory"
+    return host // jax.local_device_count(), "host memory (CPU devices share it)"
+
+
 def is_primary() -> bool:
     """Process 0: the one that writes shared files and logs when several processes run."""
     return jax.process_index() == 0

@@ -202,6 +202,23 @@ def test_checkpoint_of_another_model_revision_is_refused(runs, baseline, monkeyp
     assert T.fingerprint(baseline) != fp
 
 
+def test_a_step_too_big_for_memory_is_refused_before_it_runs(runs, monkeypatch):
+    # XLA's count of the compiled step against the device's memory: here a limit of 1 MiB
+    # (the step needs more), so no step runs and nothing is logged; with room, it trains.
+    from climit import parallel
+
+    cfg = make_cfg(runs, "toobig", *SHORT)
+    monkeypatch.setattr(parallel, "device_memory", lambda: (2**20, "host memory"))
+    with pytest.raises(ClimitError, match=r"the imitator's train step needs [0-9.]+ GiB per device "
+                       r"\(XLA's count for imitator.seeds=2 x imitator.batch_size=8 sequences of "
+                       r"2 x 8 steps, d_model 32, 1 layers\), more than the 0.0 GiB of host "
+                       r"memory; lower imitator.batch_size"):
+        T.train(cfg, progress=False)
+    assert not (T.output_dir(cfg) / "metrics.jsonl").exists()
+    monkeypatch.setattr(parallel, "device_memory", lambda: (None, "host memory"))  # unknown
+    assert T.train(cfg, progress=False)["final_step"] == 10
+
+
 def test_nan_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(runs, baseline):
     from climit import histories
 

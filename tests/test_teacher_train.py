@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from climit import checkpoint, cli, config, envs, histories
+from climit import checkpoint, cli, config, envs, histories, parallel
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.metrics import read_jsonl
 from climit.teacher import dqn, train
@@ -205,16 +205,16 @@ def test_state_too_big_for_memory_stops_before_allocating(tmp_path, monkeypatch)
     inits = _count_real_inits(monkeypatch)
     cfg = tiny(tmp_path, "big")
     state = train._tree_bytes(train._abstract_state(cfg.teacher, envs.make("darkroom"), train.plan(cfg)))
-    monkeypatch.setattr(train, "_device_memory", lambda: (state - 1, "host memory"))
+    monkeypatch.setattr(parallel, "device_memory", lambda: (state - 1, "host memory"))
     with pytest.raises(ClimitError, match="4 learners do not fit in memory") as e:
         train.teach(cfg, tmp_path / "big", progress=False, log=lambda s: None)
     assert "teacher.buffer_size=500" in str(e.value) and "lower teacher.buffer_size" in str(e.value)
     assert inits == [] and not (tmp_path / "big" / "teacher" / "checkpoints").exists()
-    monkeypatch.setattr(train, "_device_memory", lambda: (state, "host memory"))  # just fits
+    monkeypatch.setattr(parallel, "device_memory", lambda: (state, "host memory"))  # just fits
     monkeypatch.setattr(histories, "free_bytes", lambda path: 1000)
     with pytest.raises(ClimitError, match="not enough disk space"):
         train.teach(cfg, tmp_path / "big", progress=False, log=lambda s: None)
-    assert train._device_memory()[0] is None or train._device_memory()[0] > 0
+    assert parallel.device_memory()[0] is None or parallel.device_memory()[0] > 0
 
 
 def _disk_full_in(where: str, monkeypatch) -> None:

@@ -685,6 +685,11 @@ def _train_on_disk(cfg: config_lib.ExperimentConfig, setup: _Setup, ckpt: checkp
     programs = _programs(setup.mcfg, icfg, mesh)
 
     resumed = _restore_or_init(cfg, ckpt, programs, init_key, parallel.replicated(mesh), log)
+    if resumed.start < icfg.train_steps:  # the compilation counts as the first step's would
+        compile_s = _check_step_memory(cfg, programs, step_key, resumed.state,
+                                       train_to_global(loader.batch(resumed.start)))
+        resumed = resumed._replace(timing=dataclasses.replace(
+            resumed.timing, compile_s=resumed.timing.compile_s + compile_s))
     primary = jax.process_index() == 0  # one process writes files and logs
     logger = parallel.on_primary(lambda: _open_logger(cfg, out, resumed.start),
                                  "writing the imitator's config.yaml and metrics.jsonl")
@@ -711,6 +716,30 @@ def _train_on_disk(cfg: config_lib.ExperimentConfig, setup: _Setup, ckpt: checkp
         _write_json(out / "summary.json", summary)
         _update_index(out.parent / "summary.json", tag(icfg), summary)
     return summary
+
+
+def _check_step_memory(cfg: config_lib.ExperimentConfig, programs: _Programs, key: jax.Array,
+                       state: TrainState, batch: data_lib.Batch) -> float:
+    """Raise ClimitError when the compiled train step needs more memory per device than the
+    device has (XLA's own count: arguments, outputs and temporaries), before the first step
+    runs into the allocator (on a CPU, the kernel's OOM killer, with no message at all). The
+    compilation is the one the first step then reuses (JAX caches it), so this costs nothing
+    but moves the compile time here. Returns the seconds it took."""
+    t0 = time.perf_counter()
+    stats = programs.step.lower(key, state, batch).compile().memory_analysis()
+    seconds = time.perf_counter() - t0
+    limit, where = parallel.device_memory()
+    need = None if stats is None else (stats.argument_size_in_bytes + stats.output_size_in_bytes
+                                       + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    if need is None or limit is None or need <= limit:
+        return seconds
+    icfg = cfg.imitator
+    raise ClimitError(
+        f"the imitator's train step needs {need / 2**30:.1f} GiB per device (XLA's count for "
+        f"imitator.seeds={icfg.seeds} x imitator.batch_size={icfg.batch_size} sequences of "
+        f"{icfg.train_windows} x {icfg.context_len} steps, d_model {icfg.d_model}, "
+        f"{icfg.n_layers} layers), more than the {limit / 2**30:.1f} GiB of {where}; lower "
+        f"imitator.batch_size or imitator.seeds, or use more devices")
 
 
 def _open_logger(cfg: config_lib.ExperimentConfig, out: Path, start: int) -> MetricsLogger:

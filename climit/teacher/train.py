@@ -586,30 +586,12 @@ def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
     }
 
 
-def _device_memory() -> tuple[int | None, str]:
-    """Bytes that one local device's arrays can take (None: unknown), and where they live.
-
-    CPU devices share the host's memory (all local devices together); an accelerator reports
-    its allocator's limit.
-    """
-    device = jax.local_devices()[0]
-    if device.platform != "cpu":
-        stats = device.memory_stats() or {}
-        limit = stats.get("bytes_limit")
-        return (None if limit is None else int(limit)), f"{device.platform.upper()} memory per device"
-    try:
-        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return None, "host memory"
-    return host // jax.local_device_count(), "host memory (CPU devices share it)"
-
-
 def _check_memory(tcfg: TeacherConfig, shape: dqn.TrainState, g: int) -> None:
     """Raise ClimitError when the learners' state alone (replay buffers, networks, optimizer)
     cannot fit in device memory, before anything is allocated. It is a lower bound on what
     training needs, so this only stops a run that would certainly fail (or hang swapping).
     """
-    limit, where = _device_memory()
+    limit, where = parallel.device_memory()
     need = _tree_bytes(shape) // jax.device_count()  # learners are sharded over the devices
     if limit is None or need <= limit:
         return
