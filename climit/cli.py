@@ -407,6 +407,10 @@ def bench_rollout(args: argparse.Namespace) -> int:
     if args.d_model % args.heads:
         raise ClimitError(f"--d-model {args.d_model} is not divisible by --heads {args.heads}")
     modes = ("kv_cache", "recompute") if args.mode == "both" else (args.mode,)
+    script = Path(args.peer_script) if args.peer_script else \
+        Path(__file__).resolve().parents[2] / "shared" / "anchors" / "icrl_rollout_bench.py"
+    if args.peer and not script.is_file():  # asked for: said before any measuring, not after
+        raise ClimitError(f"peer benchmark not found at {script.resolve()}; pass --peer-script")
     for record in evaluate.bench_rollout(
             args.env, args.batch, args.context, steps=args.steps,
             recompute_steps=args.recompute_steps, d_model=args.d_model, n_layers=args.layers,
@@ -415,8 +419,6 @@ def bench_rollout(args: argparse.Namespace) -> int:
     if args.peer:
         from climit.imitator import model
 
-        script = Path(args.peer_script) if args.peer_script else \
-            Path(__file__).resolve().parents[2] / "shared" / "anchors" / "icrl_rollout_bench.py"
         for record in evaluate.bench_peer(script, args.env, args.batch, args.context,
                                           steps=args.steps, d_model=args.d_model,
                                           n_layers=args.layers, n_heads=args.heads,

@@ -187,6 +187,9 @@ def test_readme_references_are_current():
     (["imitator", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
     (["rollout", "--batch", "0"], "argument --batch: must be at least 1, got 0"),
     (["teacher", "--learners", "2", "0"], "argument --learners: must be at least 1, got 0"),
+    # a peer asked for and missing: said before measuring anything (it used to come after)
+    (["rollout", "--peer", "--peer-script", "/nonexistent/icrl_rollout_bench.py"],
+     "peer benchmark not found at /nonexistent/icrl_rollout_bench.py; pass --peer-script"),
 ])
 def test_bench_refuses_impossible_sizes_before_any_work(args, message, capsys):
     from climit import cli
@@ -195,4 +198,5 @@ def test_bench_refuses_impossible_sizes_before_any_work(args, message, capsys):
         code = cli.main(["bench", *args])
     except SystemExit as e:  # argparse's own usage error
         code = e.code
-    assert code in (1, 2) and message in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code in (1, 2) and message in captured.err and captured.out == ""  # nothing measured
