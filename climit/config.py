@@ -261,7 +261,8 @@ class ImitatorConfig:
     compute_dtype: Literal["auto", "float32", "bfloat16"] = field(
         "auto", "activation dtype: bf16 on GPU/TPU, fp32 on CPU when auto")
     attention: Literal["auto", "xla", "cudnn"] = field(
-        "auto", "attention kernel: auto = cuDNN on GPU when bf16 and head size % 8 == 0, else XLA")
+        "auto", "attention kernel: auto = cuDNN on GPU when bf16 and head size % 8 == 0 (not "
+        "for the single-episode ablation), else XLA")
 
     def check(self) -> None:
         if self.d_model % self.n_heads:

@@ -315,6 +315,11 @@ def test_config_checks():
     assert M.attention_impl(cfg_(compute_dtype="float32"), backend="gpu") == "xla"
     assert M.attention_impl(cfg_(compute_dtype="bfloat16", d_model=24, n_heads=4), backend="gpu") == "xla"
     assert M.attention_impl(cfg_(compute_dtype="bfloat16"), backend="cpu") == "xla"
+    # The single-episode ablation's mask fails cuDNN's batching rule under the vmap over seeds
+    # (seen on an H200, jax 0.11.2): auto gives it XLA, a config may still ask for cuDNN.
+    assert M.attention_impl(cfg_(compute_dtype="bfloat16", episode_local=True), backend="gpu") == "xla"
+    assert M.attention_impl(cfg_(compute_dtype="bfloat16", episode_local=True, attention="cudnn"),
+                            backend="gpu") == "cudnn"
     assert M.resolve_compute_dtype("auto", "gpu") == "bfloat16"
     assert M.resolve_compute_dtype("auto", "cpu") == "float32"
 

@@ -374,11 +374,15 @@ def _rotate(x_xNxh: jax.Array, cos_xh: jax.Array, sin_xh: jax.Array) -> jax.Arra
 
 
 def attention_impl(cfg: ModelConfig, backend: str | None = None) -> str:
-    """'cudnn' on GPU for bf16/fp16 and head size % 8 == 0 (unless cfg says 'xla'); else 'xla'."""
+    """'cudnn' on GPU for bf16/fp16, head size % 8 == 0 and no episode mask (unless cfg says
+    which); else 'xla'."""
     if cfg.attention != "auto":
         return cfg.attention
     backend = backend or jax.default_backend()
-    fits = cfg.compute_dtype in ("bfloat16", "float16") and cfg.head_dim % 8 == 0
+    # The single-episode ablation's mask [B, 1, T, T] breaks cuDNN's batching rule under the
+    # vmap over imitator seeds (jax 0.11.2 reshapes it to [S*B, N, T, T] and fails): XLA then.
+    fits = (cfg.compute_dtype in ("bfloat16", "float16") and cfg.head_dim % 8 == 0
+            and not cfg.episode_local)
     return "cudnn" if backend == "gpu" and fits else "xla"
 
 
