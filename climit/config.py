@@ -287,6 +287,8 @@ class EvalConfig:
                            min=0, max=MAX_STEPS)
     transfer_env_steps: int = field(0, "env steps per rollout in the new family, test (c) "
                                     "(0: as eval.env_steps)", min=0, max=MAX_STEPS)
+    transfer_tasks: int = field(0, "held-out tasks of the new family, test (c) (0: eval.tasks, "
+                                "or all that family holds out if fewer)", min=0)
     horizon: int = field(0, "H of test (b): its imitator sees only the first H env steps of each "
                          "history (0: eval.env_steps // horizon_factor)", min=0)
     horizon_factor: int = field(10, "test (b) evaluates from H to this many times H", min=2)
@@ -336,6 +338,9 @@ class ExperimentConfig:
         if envs.spec(self.env.name).task_dim and self.eval.tasks > heldout:
             raise ConfigError("eval.tasks", f"{self.eval.tasks} exceeds the {heldout} held-out "
                               f"tasks of {self.env.name}")
+        problem = _transfer_tasks_problem(self, envs)
+        if problem:
+            raise ConfigError("eval.transfer_tasks", problem)
         if self.teacher.network == "minatar" and len(envs.spec(self.env.name).obs_shape) != 3:
             raise ConfigError("teacher.network", f"the MinAtar network needs image observations; "
                               f"{self.env.name} has {envs.spec(self.env.name).obs_shape} (use mlp)")
@@ -350,6 +355,19 @@ SECTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ExperimentC
 # ---------------------------------------------------------------------------------------------
 # Typed conversion of raw YAML values
 # ---------------------------------------------------------------------------------------------
+
+def _transfer_tasks_problem(cfg: "ExperimentConfig", envs: Any) -> str | None:
+    """Why ``eval.transfer_tasks`` cannot be met, or None."""
+    n = cfg.eval.transfer_tasks
+    if not n:
+        return None
+    if not cfg.env.transfer:
+        return "sets test (c)'s tasks, but env.transfer names no new family"
+    spec = envs.spec(cfg.env.transfer)
+    if spec.task_dim and n > spec.num_tasks["heldout"]:
+        return f"{n} exceeds the {spec.num_tasks['heldout']} held-out tasks of {cfg.env.transfer}"
+    return None
+
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)

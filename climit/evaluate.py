@@ -293,7 +293,7 @@ class Plan:
 
     env_steps: int  # tests (a), (c) controls on env.name
     transfer_steps: int  # test (c)
-    transfer_tasks: int  # test (c): eval.tasks, or all held-out tasks of a smaller family
+    transfer_tasks: int  # test (c): eval.transfer_tasks, else eval.tasks capped at the family's
     horizon: int  # H
     horizon_steps: int  # factor x H
     imitators: dict[str, ExperimentConfig]  # role -> the config that trains it
@@ -394,8 +394,8 @@ def plan(cfg: ExperimentConfig) -> Plan:
         roles["ed_h"] = imitator_config(cfg, "ed", horizon)
         roles["ablated_h"] = imitator_config(cfg, ev.ablation, horizon)
     _check_imitator_data(cfg, roles)
-    transfer_tasks = ev.tasks
-    if cfg.env.transfer and envs.spec(cfg.env.transfer).task_dim:
+    transfer_tasks = ev.transfer_tasks or ev.tasks
+    if cfg.env.transfer and envs.spec(cfg.env.transfer).task_dim and not ev.transfer_tasks:
         transfer_tasks = min(ev.tasks, envs.spec(cfg.env.transfer).num_tasks["heldout"])
     return Plan(env_steps=env_steps, transfer_steps=transfer_steps, transfer_tasks=transfer_tasks,
                 horizon=horizon, horizon_steps=horizon * ev.horizon_factor, imitators=roles)
@@ -408,8 +408,13 @@ def fingerprint(cfg: ExperimentConfig) -> str:
     from climit.imitator import train as imitator_train
 
     imitators = {role: imitator_train.fingerprint(r) for role, r in plan(cfg).imitators.items()}
+    # eval.transfer_tasks at its default (0) stays out, so evaluations made before the field
+    # existed still match their config.
+    eval_identity = {k: v for k, v in config_lib.to_dict(cfg.eval).items()
+                     if k != "transfer_tasks" or v}
     return config_lib.fingerprint(cfg.run.seed, cfg.env, config_lib.teacher_identity(cfg.teacher),
-                                  cfg.histories, cfg.imitator, cfg.eval, sorted(imitators.items()))
+                                  cfg.histories, cfg.imitator, eval_identity,
+                                  sorted(imitators.items()))
 
 
 # ---------------------------------------------------------------------------------------------

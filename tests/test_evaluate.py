@@ -255,6 +255,34 @@ def test_plan_resolves_and_rejects():
     assert evaluate.plan(ctrl).imitators["ablated_h"].imitator.horizon == 200
 
 
+def test_transfer_tasks_resolve_and_leave_older_evaluations_matching():
+    """Test (c) evaluates eval.tasks tasks of the new family unless eval.transfer_tasks says
+    otherwise (Dark Room holds out 17 goals, Key-to-Door 1296): the default stays out of the
+    evaluation's fingerprint, so evaluations made before the field existed still match."""
+    overrides = ["teacher.total_env_steps=2000", "teacher.learning_starts=100", "eval.tasks=17"]
+    cfg = config.load(None, overrides)
+    assert cfg.env.transfer == "keydoor" and evaluate.plan(cfg).transfer_tasks == 17
+    more = config.load(None, overrides + ["eval.transfer_tasks=20"])
+    assert evaluate.plan(more).transfer_tasks == 20
+    assert evaluate.fingerprint(more) != evaluate.fingerprint(cfg)
+    identity = {k: v for k, v in config.to_dict(cfg.eval).items() if k != "transfer_tasks"}
+    from climit.imitator import train as imitator_train
+    imitators = {r: imitator_train.fingerprint(c) for r, c in evaluate.plan(cfg).imitators.items()}
+    assert evaluate.fingerprint(cfg) == config.fingerprint(  # the formula before the field
+        cfg.run.seed, cfg.env, config.teacher_identity(cfg.teacher), cfg.histories, cfg.imitator,
+        identity, sorted(imitators.items()))
+    # The other way round a family with fewer held-out tasks caps the default, not a request.
+    back = config.load(None, overrides + ["env.name=keydoor", "env.transfer=darkroom",
+                                          "eval.tasks=20"])
+    assert evaluate.plan(back).transfer_tasks == 17
+    with pytest.raises(ConfigError, match="eval.transfer_tasks: 18 exceeds the 17 held-out tasks "
+                                          "of darkroom"):
+        config.load(None, overrides + ["env.name=keydoor", "env.transfer=darkroom",
+                                       "eval.transfer_tasks=18"])
+    with pytest.raises(ConfigError, match="eval.transfer_tasks: .*env.transfer names no new family"):
+        config.load(None, overrides + ["env.transfer=", "eval.transfer_tasks=5"])
+
+
 def test_ed_learns_from_every_episode_of_its_part():
     """AD's subsampling compresses a history's progress into one context; ED's expert data has
     none, so ED keeps every episode of its last ed_fraction (subsampled it would learn from k
