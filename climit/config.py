@@ -637,9 +637,22 @@ def config_diff(saved: dict, now: dict) -> list[str]:
     return diffs
 
 
+# Fields added after runs were recorded, with the default they were added at: a section's field
+# at that default stays out of every fingerprint, so artifacts made before the field existed
+# still match the config that made them (a value other than the default is fingerprinted).
+ADDED_FIELDS: dict[type, dict[str, Any]] = {EvalConfig: {"transfer_tasks": 0}}
+
+
+def _fingerprinted(part: Any) -> Any:
+    if not dataclasses.is_dataclass(part):
+        return part
+    added = ADDED_FIELDS.get(type(part), {})
+    return {k: v for k, v in to_dict(part).items() if k not in added or v != added[k]}
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of config sections, used to decide whether a stage's artifacts match."""
-    blob = json.dumps([to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts], sort_keys=True)
+    blob = json.dumps([_fingerprinted(p) for p in parts], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

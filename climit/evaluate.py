@@ -408,13 +408,8 @@ def fingerprint(cfg: ExperimentConfig) -> str:
     from climit.imitator import train as imitator_train
 
     imitators = {role: imitator_train.fingerprint(r) for role, r in plan(cfg).imitators.items()}
-    # eval.transfer_tasks at its default (0) stays out, so evaluations made before the field
-    # existed still match their config.
-    eval_identity = {k: v for k, v in config_lib.to_dict(cfg.eval).items()
-                     if k != "transfer_tasks" or v}
     return config_lib.fingerprint(cfg.run.seed, cfg.env, config_lib.teacher_identity(cfg.teacher),
-                                  cfg.histories, cfg.imitator, eval_identity,
-                                  sorted(imitators.items()))
+                                  cfg.histories, cfg.imitator, cfg.eval, sorted(imitators.items()))
 
 
 # ---------------------------------------------------------------------------------------------

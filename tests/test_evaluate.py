@@ -258,7 +258,8 @@ def test_plan_resolves_and_rejects():
 def test_transfer_tasks_resolve_and_leave_older_evaluations_matching():
     """Test (c) evaluates eval.tasks tasks of the new family unless eval.transfer_tasks says
     otherwise (Dark Room holds out 17 goals, Key-to-Door 1296): the default stays out of the
-    evaluation's fingerprint, so evaluations made before the field existed still match."""
+    evaluation's fingerprint (config.ADDED_FIELDS), so evaluations made before the field existed
+    still match."""
     overrides = ["teacher.total_env_steps=2000", "teacher.learning_starts=100", "eval.tasks=17"]
     cfg = config.load(None, overrides)
     assert cfg.env.transfer == "keydoor" and evaluate.plan(cfg).transfer_tasks == 17
