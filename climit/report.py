@@ -199,6 +199,13 @@ def criteria(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None, str
     return out
 
 
+def _first_bin(first_step: int, end_step: int) -> str:
+    """The episodes of a window's first bin: test (b)'s starts at H, not at step 0."""
+    if first_step:
+        return f"after env step {first_step} and by {end_step}"
+    return f"by env step {end_step}"
+
+
 def _gain_evidence(agent: dict[str, Any]) -> str:
     return (f"initial {_est(agent['initial'])} -> final {_est(agent['final'])}, gain "
             f"{_est(agent['gain'])}")
@@ -537,11 +544,11 @@ def reading(key: str, test: dict[str, Any], results: dict[str, Any]) -> list[str
         f"Over the episodes that ended between env steps {first_step} and {hi_step} on "
         f"{_units(test['tasks'], kind)} of {test.get('env', '?')}, the imitator's mean return was "
         f"{stats.fmt(imi['auc']['value'])} against the DQN's {stats.fmt(dqn['auc']['value'])}: an "
-        f"area ratio of {auc_r} ({conf}% interval resampling imitator seeds and {plural}, the "
-        f"DQN's learners within each).",
+        f"area ratio of {auc_r} ({conf}% interval resampling imitator seeds and {plural}; the "
+        f"DQN's learners are averaged within each task).",
         f"At the end of the window it returned {stats.fmt(imi['final']['value'])} against the "
         f"DQN's {stats.fmt(dqn['final']['value'])} (final ratio {fin_r}); in the window's first "
-        f"bin (episodes ending by env step {test['window'][0]}) it returned "
+        f"bin (episodes ending {_first_bin(first_step, test['window'][0])}) it returned "
         f"{stats.fmt(imi['initial']['value'])}.",
         *_steps_sentences(_est(vs["imitator"]["steps_to_80_ratio"]),
                           f" (counted from env step {test['steps_counted_from']})"

@@ -362,10 +362,11 @@ def test_reading_states_what_the_numbers_measure(tmp_path):
     # initial = the window's first grid point: the episodes that ended by env step 20 in (a),
     # between 200 (H) and 220 in (b).
     assert "in the window's first bin (episodes ending by env step 20) it returned" in a
-    assert "in the window's first bin (episodes ending by env step 220) it returned" in b
+    assert ("in the window's first bin (episodes ending after env step 200 and by 220) it "
+            "returned") in b
     assert "episodes that ended between env steps 0 and 800" in a
     assert "episodes that ended between env steps 200 and 800" in b
-    assert "resampling imitator seeds and tasks, the DQN's learners within each" in a
+    assert "resampling imitator seeds and tasks; the DQN's learners are averaged within each task" in a
     assert "on 6 held-out tasks of darkroom" in a
     # Beating ED shows more than replaying a final policy; the ablated control is what speaks
     # for learning in context, and only when it is clearly beaten.
