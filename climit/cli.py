@@ -8,6 +8,7 @@ fix (bad config, missing or damaged artifacts) print one line and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import logging
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from climit import config as config_lib
+from climit import stopping
 from climit.errors import ClimitError
 
 Command = Callable[[argparse.Namespace], int | None]
@@ -461,6 +463,15 @@ STAGE_KEYS = ("teach", "imitate", "evaluate", "report")
 # ---------------------------------------------------------------------------------------------
 
 _DEVICE_COMMANDS = ("teach", "imitate", "evaluate", "run", "sweep", "bench")
+# Commands that stop cleanly on SIGTERM/SIGUSR1 or --time-limit and resume (climit.stopping).
+_STOPPABLE = ("teach", "imitate", "evaluate", "run", "sweep")
+
+
+def _duration(text: str) -> float:
+    try:
+        return stopping.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -475,6 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--config", metavar="FILE", help="YAML preset (only what differs from defaults)")
             p.add_argument("overrides", nargs="*", metavar="section.key=value",
                            help="dotted overrides applied after the preset")
+        if name in _STOPPABLE:
+            p.add_argument("--time-limit", type=_duration, metavar="DURATION",
+                           help="stop cleanly after this long (90s, 45m, 1.5h, 2d), as on SIGTERM "
+                                f"or SIGUSR1: work is saved, the exit code is {stopping.EXIT_CODE}, "
+                                "and the same command resumes")
         add(p)
     return parser
 
@@ -512,8 +528,13 @@ def main(argv: list[str] | None = None) -> int:
         from climit import parallel
 
         parallel.initialize()  # multi-host start-up, before anything touches a device
+    watch = stopping.watch(args.time_limit) if args.command in _STOPPABLE else contextlib.nullcontext()
     try:
-        return int(fn(args) or 0)
+        with watch:
+            return int(fn(args) or 0)
+    except stopping.Stopped as e:
+        print(f"climit: {e}", file=sys.stderr)
+        return stopping.EXIT_CODE
     except config_lib.ConfigError as e:
         print(f"climit: config error: {e}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from climit import report, stats
+from climit import jsonfile, report, stats
 from climit.errors import ArtifactError, ClimitError
 
 IDENTITY_KEYS = ("run.name", "run.runs_dir")  # name a run; never a setting that is compared
@@ -46,16 +46,6 @@ class Run:
     path: Path
     config: dict[str, Any]  # dotted key -> value
     summary: dict[str, Any]  # report/summary.json
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        out = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(out, dict):
-        raise ArtifactError(f"{path} does not hold a JSON object; is it a climit file?")
-    return out
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -75,7 +65,7 @@ def _config(run_dir: Path) -> dict[str, Any]:
     ``config.yaml`` (written by ``climit run``, possibly after the evaluation) only when the
     results lack one."""
     results = run_dir / "eval" / "results.json"
-    stored = _read_json(results).get("config") if results.is_file() else None
+    stored = jsonfile.read(results, "the evaluation results").get("config") if results.is_file() else None
     if stored:
         return stored
     path = run_dir / "config.yaml"
@@ -100,7 +90,7 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     if not summary_path.is_file():
         raise ArtifactError(f"{run_dir} has no report ({summary_path} is missing); run "
                             f"`climit report {run_dir}` (or `climit run`) first")
-    summary = _read_json(summary_path)
+    summary = jsonfile.read(summary_path, "the report summary")
     if not isinstance(summary.get("tests"), dict):
         raise ArtifactError(f"{summary_path} is not a climit report summary (no 'tests')")
     _check_current(run_dir, summary)
@@ -117,7 +107,7 @@ def _resolved(run_dir: Path, flat: dict[str, Any]) -> dict[str, Any]:
     """``flat`` with each derived key (0 in the config) replaced by the value the evaluation
     used, so that runs compare by what they ran (20000 env steps), not by "0"."""
     results = run_dir / "eval" / "results.json"
-    used = _read_json(results) if results.is_file() else {}
+    used = jsonfile.read(results, "the evaluation results") if results.is_file() else {}
     return {k: used.get(_RESOLVED[k], v) if k in _RESOLVED and not v else v
             for k, v in flat.items()}
 
@@ -128,7 +118,7 @@ def _check_current(run_dir: Path, summary: dict[str, Any]) -> None:
     results = run_dir / "eval" / "results.json"
     if not results.is_file():
         return
-    current = _read_json(results).get("fingerprint")
+    current = jsonfile.read(results, "the evaluation results").get("fingerprint")
     if current is not None and summary.get("fingerprint") != current:
         raise ArtifactError(f"{run_dir}'s report is older than its evaluation (the fingerprints "
                             f"in report/summary.json and eval/results.json differ); run "

@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from climit import config as config_lib
-from climit import envs, parallel, report, rollout
+from climit import envs, jsonfile, parallel, report, rollout, stopping
 from climit.config import ConfigError, ExperimentConfig
 from climit.errors import ArtifactError
 
@@ -561,6 +561,14 @@ class PartCache:
         tmp.replace(path)
         return out
 
+    @staticmethod
+    def stop_if_requested(done: str) -> None:
+        """Raise stopping.Stopped if a stop was requested (every process polls here, after the
+        same agents): the agents done so far, ``done`` the latest, are saved parts."""
+        why = stopping.requested(collective=True)
+        if why is not None:
+            raise stopping.Stopped(f"the evaluation after {done}, every finished agent saved", why)
+
     def clear(self) -> None:
         if parallel.is_primary() and self.directory.is_dir():
             for f in self.directory.glob("*.npz"):
@@ -591,7 +599,7 @@ def load_imitators(cfg: ExperimentConfig, run_dir: Path, roles: dict[str, Experi
                f"{rcfg.imitator.subsample}`) with this config")
         if not (path / "checkpoints").is_dir():
             raise ArtifactError(f"the {role!r} imitator is missing ({path}); {how}")
-        summary = _read_summary(path / "summary.json")
+        summary = jsonfile.read_or_empty(path / "summary.json")
         if not imitator_train.fingerprint_matches(summary.get("fingerprint"), rcfg):
             raise ArtifactError(f"the {role!r} imitator in {path} is unfinished or was trained with "
                                 f"another config; {how}")
@@ -611,7 +619,7 @@ def training_facts(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict[st
 
     out = {}
     for role, rcfg in roles.items():
-        s = _read_summary(Path(run_dir) / "imitator" / imitator_train.tag(rcfg.imitator)
+        s = jsonfile.read_or_empty(Path(run_dir) / "imitator" / imitator_train.tag(rcfg.imitator)
                           / "summary.json")
         out[role] = {k: s[k] for k in _TRAINING_FACTS if k in s}
         out[role]["data"] = _kept_steps(rcfg.imitator, rcfg.teacher.total_env_steps)[1]
@@ -623,7 +631,7 @@ def _log_replaced(cfg: ExperimentConfig, run_dir: Path, log) -> None:
     """Say so when ``run_dir/eval`` holds a finished evaluation that this one replaces (an
     evaluation is derived data: a changed eval setting evaluates again, as ``climit run``
     does), with the settings that differ."""
-    previous = _read_summary(run_dir / "eval" / "results.json")
+    previous = jsonfile.read_or_empty(run_dir / "eval" / "results.json")
     if previous.get("fingerprint") in (None, fingerprint(cfg)):
         return
 
@@ -634,15 +642,6 @@ def _log_replaced(cfg: ExperimentConfig, run_dir: Path, log) -> None:
                                    identity(config_lib.to_dict(cfg)))
     log(f"evaluate: replacing the evaluation in {run_dir / 'eval'}, made with "
         f"{'; '.join(diffs[:4]) or 'other imitators (retrained since)'}")
-
-
-def _read_summary(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _test_entry(env_name: str, markers: dict) -> dict:
@@ -684,6 +683,7 @@ def _roles_on(parts: PartCache, imitators: dict[str, Any], steps: dict[str, int]
         label = f"{' + '.join(group)} on {env.spec.name}"
         timing[label] = round(time.perf_counter() - t0, 2)
         log(f"evaluate: {label} done in {timing[label]:.1f} s")
+        parts.stop_if_requested(label)
     return out
 
 
@@ -710,6 +710,8 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
         out, cached = parts.get_or_run(name, lambda: fn(*args, **kw))
         timing[name] = round(time.perf_counter() - t0, 2)
         log(f"evaluate: {name} " + ("reused" if cached else f"done in {timing[name]:.1f} s"))
+        if not cached:
+            parts.stop_if_requested(name)
         return out
 
     # Step signals of every agent on the training family, each as long as its tests need.

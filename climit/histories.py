@@ -61,6 +61,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from climit import jsonfile
 from climit.errors import ArtifactError, ClimitError
 
 FORMAT_VERSION = 1
@@ -188,15 +189,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
     with builtins.open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
-
-
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise ArtifactError(f"{what} is missing: {path}")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{what} is damaged (not valid JSON): {path}: {e}") from None
 
 
 def _chunk_name(block: int, t0: int) -> str:
@@ -698,12 +690,12 @@ def open(path: str | Path, cache_bytes: int = 512 << 20) -> History:  # noqa: A0
     path = Path(path)
     if not path.is_dir():
         raise ArtifactError(f"no learning history at {path} (directory missing); run `climit teach` first")
-    meta = _read_json(path / META_FILE, "history metadata")
-    manifest = _read_json(path / MANIFEST_FILE, "history manifest")
-    for what, raw, file in (("metadata", meta, META_FILE), ("manifest", manifest, MANIFEST_FILE)):
-        if not isinstance(raw, dict):
-            raise ArtifactError(f"history {what} {path / file} is damaged: it holds a JSON "
-                                f"{type(raw).__name__}, not an object; {_REWRITE.format(path.parent)}")
+    try:
+        meta = jsonfile.read(path / META_FILE, "history metadata")
+        manifest = jsonfile.read(path / MANIFEST_FILE, "history manifest")
+    except ArtifactError as e:
+        raise ArtifactError(f"{e}; {_REWRITE.format(path.parent)}") from None
+    for what, raw in (("metadata", meta), ("manifest", manifest)):
         if raw.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(f"history {what} at {path} has format version "
                                 f"{raw.get('format_version')!r}; this climit reads {FORMAT_VERSION}")

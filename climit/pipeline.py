@@ -22,12 +22,12 @@ written once every stage has finished, so it always describes the artifacts besi
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from climit import config as config_lib
+from climit import jsonfile
 from climit.config import ExperimentConfig
 
 STAGES = ("teach", "imitate", "evaluate", "report")
@@ -37,16 +37,8 @@ def run_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.run.runs_dir) / cfg.run.name
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _fingerprint_matches(path: Path, fingerprint: str) -> bool:
-    data = _read_json(path)
-    return data is not None and data.get("fingerprint") == fingerprint
+    return jsonfile.read_or_empty(path).get("fingerprint") == fingerprint
 
 
 def _evaluation_readable(rd: Path) -> bool:
@@ -164,5 +156,5 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     stage(4, "report", f"{rd / 'report'}", lambda: report.build(rd) if primary else None)
     if primary:
         (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
-    outcome["summary"] = _read_json(rd / "report" / "summary.json")
+    outcome["summary"] = jsonfile.read_or_empty(rd / "report" / "summary.json")
     return outcome

@@ -116,7 +116,7 @@ def test_clear_errors(runs, tmp_path, capsys):
     assert "more than once" in _error(capsys, "--compare", a, tmp_path / ".." / tmp_path.name / "ctx20")
     assert "not with --compare" in _error(capsys, "--compare", a, b, "--window", "0:10")
     (b / "report" / "summary.json").write_text("[1, 2]")
-    assert "does not hold a JSON object" in _error(capsys, "--compare", a, b)
+    assert "holds a JSON list, not an object" in _error(capsys, "--compare", a, b)
     (b / "report" / "summary.json").write_text("{oops")
     assert "is not valid JSON" in _error(capsys, "--compare", a, b)
     assert not (tmp_path / "x").exists()

@@ -3,13 +3,15 @@
 import dataclasses
 import functools
 import math
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from climit import config, envs, evaluate, rollout
+from climit import config, envs, evaluate, rollout, stopping
 from climit.config import ConfigError
 from climit.imitator import data, model
 
@@ -142,6 +144,31 @@ def test_roles_rolled_out_together_resume_part_by_part(tmp_path):
     for role in imitators:
         for x, y in zip(first[role], again[role]):
             np.testing.assert_array_equal(x, y)
+
+
+def test_a_stop_request_ends_the_evaluation_after_saving_the_agents_rolled_out(tmp_path):
+    """SIGTERM during an evaluation: every role of the rollout under way is saved as a part,
+    then it stops; the rerun reuses them all."""
+    env = envs.make("darkroom")
+    imitators = {r: _Loaded(model.Params(p.cfg, jax.tree.map(lambda a: a[None], p.tree)))
+                 for r, p in (("imitator", tiny_model(seed=0)), ("ed", tiny_model(seed=1)))}
+    cfg = config.load(None, ["eval.chunk_steps=20", "eval.mode=sample"])
+    tasks = envs.sample_tasks("darkroom", jax.random.key(0), 2, "heldout")
+    logs = []
+    run = lambda: evaluate._roles_on(  # noqa: E731
+        evaluate.PartCache(tmp_path / "parts", "fp"), imitators, dict.fromkeys(imitators, 40), env,
+        tasks, jax.random.key(3), cfg=cfg, progress=False, log=logs.append, timing={})
+    with stopping.watch(), pytest.raises(stopping.Stopped) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        run()
+    assert stop.value.why == "SIGTERM"
+    assert "the evaluation after imitator + ed on darkroom" in str(stop.value)
+    assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["ed_on_darkroom.npz",
+                                                                     "imitator_on_darkroom.npz"]
+    logs.clear()
+    with stopping.watch():
+        run()
+    assert logs == ["evaluate: imitator on darkroom reused", "evaluate: ed on darkroom reused"]
 
 
 def test_a_rollout_of_restored_params_compiles_once():

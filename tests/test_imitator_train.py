@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from climit import checkpoint, cli
+from climit import checkpoint, cli, stopping
 from climit import metrics as metrics_lib
 from climit import config as config_lib
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
@@ -140,6 +141,25 @@ def test_kill_and_restart_resumes_exactly(runs, baseline, monkeypatch):
     a, b = latest_tree(baseline), latest_tree(cfg)
     assert int(b["step"]) == 10
     jax.tree.map(np.testing.assert_array_equal, a, b)  # params, optimizer state, step: bitwise
+    assert records(cfg) == records(baseline)
+
+
+def test_sigterm_stops_at_the_next_checkpoint_step_and_the_rerun_is_identical(runs, baseline,
+                                                                               monkeypatch):
+    # A stop requested before step 1 waits for the first checkpoint step (eval_every 4): a
+    # checkpoint off that schedule could change which one is best.
+    cfg = make_cfg(runs, "stopped", *SHORT)
+    with stopping.watch(), pytest.raises(stopping.Stopped) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        T.train(cfg, progress=False)
+    assert stop.value.why == "SIGTERM" and "imitator ad at step 4 of 10" in str(stop.value)
+    assert checkpoint.complete_steps(T.output_dir(cfg) / "checkpoints") == [4]
+    assert not (T.output_dir(cfg) / "summary.json").exists()
+    starts = _resume_steps(monkeypatch)
+    with stopping.watch():  # no request now: it runs to the end
+        T.train(cfg, progress=False)
+    assert starts == [4]
+    jax.tree.map(np.testing.assert_array_equal, latest_tree(baseline), latest_tree(cfg))
     assert records(cfg) == records(baseline)
 
 

@@ -120,6 +120,22 @@ def test_a_damaged_evaluation_is_evaluated_again_not_skipped(tmp_path, fake_stag
     assert len(fake_stages["evaluate"]) == 2 and pipeline.stage_status(cfg)["evaluate"] is True
 
 
+@pytest.mark.parametrize("damage", [b"[]", b"[1]", b"\xff\xfe", b'{"fingerprint": '])
+def test_a_damaged_summary_or_results_file_reruns_its_stage(tmp_path, fake_stages, damage):
+    # JSON of the wrong kind or bytes that are not UTF-8: the stage counts as not done (and
+    # runs again), never a traceback.
+    _, cfg = tiny_config(tmp_path)
+    pipeline.run(cfg, progress=False, log=lambda m: None)
+    rd = tmp_path / "runs" / "tiny"
+    (rd / "teacher" / "summary.json").write_bytes(damage)
+    (rd / "eval" / "results.json").write_bytes(damage)
+    assert pipeline.stage_status(cfg) == {"teach": False, "imitate": True, "evaluate": False,
+                                          "report": True}
+    out = pipeline.run(cfg, progress=False, log=lambda m: None)
+    assert {k: out[k] for k in pipeline.STAGES} == {
+        "teach": "done", "imitate": "done", "evaluate": "done", "report": "done"}
+
+
 def test_climit_evaluate_alone_keeps_the_report_and_config_yaml_current(tmp_path, fake_stages):
     # A finished `climit run`, then the evaluation alone with another eval setting: the report
     # and config.yaml beside it describe the new evaluation, and the replacement is said.

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from climit import checkpoint, cli, config, envs, histories, parallel
+from climit import checkpoint, cli, config, envs, histories, parallel, stopping
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.metrics import read_jsonl
 from climit.teacher import dqn, train
@@ -673,3 +675,80 @@ def test_load_gives_each_learner_its_q_network_at_a_step(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, from_ckpt.params, latest.params)
     with pytest.raises(ArtifactError, match="saved steps"):
         train.load(run, 300)
+
+
+def _sigterm_after(k: int):
+    """A stop_hook that sends this process SIGTERM after chunk k (as a scheduler would)."""
+    def hook(chunk: int) -> None:
+        if chunk == k:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return hook
+
+
+def test_sigterm_checkpoints_where_it_stops_and_the_rerun_is_identical(tmp_path, clean_run):
+    # SIGTERM after chunk 2 is seen at the end of chunk 3 (env step 600), off the checkpoint
+    # schedule (every 2 chunks): the stop saves a checkpoint there and the rerun starts from it.
+    cfg = tiny(tmp_path, "term")
+    before = signal.getsignal(signal.SIGTERM)
+    with stopping.watch(), pytest.raises(stopping.Stopped) as stop:
+        train.teach(cfg, tmp_path / "term", progress=False, log=lambda s: None,
+                    stop_hook=_sigterm_after(2))
+    assert stop.value.why == "SIGTERM" and "env step 600 of 1200" in str(stop.value)
+    assert signal.getsignal(signal.SIGTERM) == before  # the earlier handler is back after it
+    assert checkpoint.complete_steps(tmp_path / "term" / "teacher" / "checkpoints") == [400, 600]
+    assert histories.open(tmp_path / "term" / "teacher" / "histories").num_steps == 600
+    summary = train.teach(cfg, tmp_path / "term", progress=False, log=lambda s: None)
+    assert summary["resumed_from_env_step"] == 600
+    _assert_identical_runs(clean_run, tmp_path / "term", summary)
+
+
+def test_time_limit_stops_the_cli_with_exit_75_and_the_same_command_finishes(tmp_path, clean_run,
+                                                                               capsys):
+    argv = ["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "run.name=limited"]
+    assert cli.main([argv[0], "--time-limit", "0.001s", *argv[1:]]) == stopping.EXIT_CODE
+    err = capsys.readouterr().err
+    assert "stopped (time limit): the teacher at env step 200 of 1200" in err
+    assert "run the same command again to resume" in err
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "limited" / "teacher" / "summary.json").read_text())
+    assert summary["resumed_from_env_step"] == 200
+    _assert_identical_runs(clean_run, tmp_path / "limited", summary)
+    with pytest.raises(SystemExit):  # argparse: a clear usage error, exit 2
+        cli.main([argv[0], "--time-limit", "soon", *argv[1:]])
+    assert "not a positive duration: 'soon'" in capsys.readouterr().err
+
+
+def test_in_memory_training_ignores_stop_requests():
+    # Learners trained in memory (evaluation's fresh DQNs, benchmarks) have nowhere to save:
+    # a stop request must not cut them short.
+    cfg = config.load(None, TINY)
+    env = envs.make("darkroom")
+    tasks = envs.sample_tasks("darkroom", jax.random.key(0), 2, "train")
+    keys = dqn.learner_keys(jax.random.PRNGKey(1), 2, 1)
+    with stopping.watch(time_limit_s=0.0):
+        out = train.train_learners(cfg.teacher, env, tasks, keys)
+    assert out.timing.env_steps == 2 * 1200
+
+
+def test_a_teach_process_sent_sigterm_exits_75_with_its_checkpoint(tmp_path):
+    """The real thing: `climit teach` in its own process, SIGTERM from outside (a scheduler, or
+    `timeout`) once training is under way."""
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "climit", "teach", "--no-progress", *TINY,
+            "teacher.total_env_steps=200000", f"run.runs_dir={tmp_path}", "run.name=proc"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "proc" / "teacher" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and metrics.read_text().strip()) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no chunk finished in 300 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == stopping.EXIT_CODE, err
+    assert "climit: stopped (SIGTERM): the teacher at env step" in err and "Traceback" not in err
+    steps = checkpoint.complete_steps(tmp_path / "proc" / "teacher" / "checkpoints")
+    assert steps and steps[-1] == read_jsonl(metrics)[-1]["step"] < 200000
+    assert histories.open(tmp_path / "proc" / "teacher" / "histories").num_steps == steps[-1]

@@ -50,7 +50,7 @@ import optax
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from climit import checkpoint, histories, parallel
+from climit import checkpoint, histories, jsonfile, parallel, stopping
 from climit import config as config_lib
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.imitator import data as data_lib
@@ -506,7 +506,12 @@ def _run_steps(loop: _Loop, resumed: _Resumed,
                interrupt_after: int | None) -> tuple[TrainState, Timing, dict]:
     """Steps ``resumed.start + 1 .. train_steps``, each logged, evaluated and checkpointed on
     its schedule (:func:`_record`). Returns the final state, the timing totals and the latest
-    held-out evaluation (the resumed one when no step is left)."""
+    held-out evaluation (the resumed one when no step is left).
+
+    Raises:
+        stopping.Stopped: a stop was requested (SIGTERM, SIGUSR1, time limit); raised at the
+            first checkpoint step after the request, once its checkpoint is saved.
+    """
     icfg = loop.cfg.imitator
     state, timing, evaluation = resumed.state, resumed.timing, resumed.evaluation
     pending: list[StepMetrics] = []  # the steps since the last record
@@ -520,6 +525,12 @@ def _run_steps(loop: _Loop, resumed: _Resumed,
             evaluation = _record(loop, step, state, pending, timing) or evaluation  # {}: none
             pending = []
         loop.bar.update(1)
+        # Only on a checkpoint step: one off the schedule could change which one is best.
+        why = stopping.requested(collective=True) \
+            if _is_eval_step(icfg, step) and step < icfg.train_steps else None
+        if why is not None:
+            raise stopping.Stopped(f"imitator {tag(icfg)} at step {step} of {icfg.train_steps}, "
+                                   f"its checkpoint saved", why)
         if interrupt_after is not None and step >= interrupt_after:
             raise KeyboardInterrupt
     return state, timing, evaluation
@@ -607,7 +618,7 @@ def finished(cfg: config_lib.ExperimentConfig) -> bool:
     best checkpoint is lost is trained again, which recreates that checkpoint (bit-identically
     on CPU) instead of letting the evaluation load another."""
     out = output_dir(cfg)
-    summary = _read_json(out / "summary.json")
+    summary = jsonfile.read_or_empty(out / "summary.json")
     return (fingerprint_matches(summary.get("fingerprint"), cfg)
             and not _summary_problems(out / "checkpoints", summary))
 
@@ -639,7 +650,7 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
     log = log if jax.process_index() == 0 else (lambda msg: None)
     out = output_dir(cfg)
     history = open_histories(histories_dir(cfg))
-    done = _read_json(out / "summary.json")  # a damaged summary counts as unfinished: resume
+    done = jsonfile.read_or_empty(out / "summary.json")  # a damaged summary counts as unfinished: resume
     matches = fingerprint_matches(done.get("fingerprint"), cfg)
     problems = _summary_problems(out / "checkpoints", done) if matches else {}
     if matches and not problems:
@@ -851,17 +862,8 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path) -> dict:
-    """A JSON object from disk, or {} when it is missing or damaged (e.g. torn by a kill)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _update_index(path: Path, name: str, summary: dict) -> None:
-    index = _read_json(path)
+    index = jsonfile.read_or_empty(path)
     index[name] = summary
     _write_json(path, index)
 
@@ -933,7 +935,7 @@ def _best_step(ckpt_dir: Path) -> int | None:
     Raises:
         ArtifactError: the summary's best checkpoint is missing or damaged.
     """
-    step = _read_json(ckpt_dir.parent / "summary.json").get("best_step")
+    step = jsonfile.read_or_empty(ckpt_dir.parent / "summary.json").get("best_step")
     if step is None:
         return _best(ckpt_dir)[0]
     problem = _checkpoint_problem(ckpt_dir, step, "best")

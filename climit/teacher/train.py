@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from climit import checkpoint, envs, histories, parallel, rollout
+from climit import checkpoint, envs, histories, jsonfile, parallel, rollout, stopping
 from climit import config as config_lib
 from climit.config import ExperimentConfig, TeacherConfig
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
@@ -144,6 +144,9 @@ class _Hooks:
     output: Callable[[dqn.ChunkOut, int, int], None] = lambda out, t0, t1: None
     needs_sync: Callable[[int], bool] = lambda t1: False
     sync: Callable[[dqn.TrainState, int, Timing], None] = lambda state, t1, timing: None
+    # A checkpoint at any chunk end, before a requested stop (climit.stopping); None: the loop
+    # has nowhere to save (in-memory training, benchmarks) and ignores stop requests.
+    save_before_stop: Callable[[dqn.TrainState, int, Timing], None] | None = None
 
 
 def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int, where: str | Callable[[], str]) -> None:
@@ -176,6 +179,10 @@ def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G:
     never checkpointed. ``diverged_note`` (or its value, computed when the divergence is found)
     ends the TrainingDiverged message. ``stop_hook(k)`` runs after chunk k (tests: a simulated
     kill).
+
+    Raises:
+        stopping.Stopped: a stop was requested (SIGTERM, SIGUSR1, time limit) and
+            ``hooks.save_before_stop`` saved the state at the end of the chunk it came in.
     """
     from tqdm import tqdm
 
@@ -221,11 +228,20 @@ def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G:
         finish()  # the previous chunk's output, while this one runs
         pending.append((out, t, t + length))
         t += length
-        if hooks.needs_sync(t) or t >= total:
+        synced = hooks.needs_sync(t) or t >= total
+        # Every process reaches a sync at the same chunk, so a multi-process stop agrees there.
+        why = stopping.requested(collective=synced) \
+            if hooks.save_before_stop is not None and t < total else None
+        if synced or why is not None:
             finish()
             jax.block_until_ready(state)
             clock()
             hooks.sync(state, t, timing)
+        if why is not None:
+            hooks.save_before_stop(state, t, timing)
+            bar.close()
+            raise stopping.Stopped(f"the teacher at env step {t * tcfg.num_envs} of "
+                                   f"{tcfg.total_env_steps} per learner, its checkpoint saved", why)
         chunk_index += 1
         if stop_hook is not None:
             stop_hook(chunk_index)
@@ -420,10 +436,20 @@ class _RunIO:
             self.snaps.save(step, {"params": state.learners.params}, config=self.cfg_dict,
                             metrics={"env_steps": step, "requested": requested[0] if requested else step})
         if self._checkpoint_due(t1):
-            self.ckpt.save(step, state, config=self.cfg_dict, metrics={
-                "env_steps": step, **{_TIMING_PREFIX + k: v for k, v in timing.to_json().items()}})
+            self._save(state, t1, timing)
         self.last_time = time.perf_counter()
         self.save_s = self.last_time - start
+
+    def save_before_stop(self, state: dqn.TrainState, t1: int, timing: Timing) -> None:
+        """The checkpoint of a requested stop (after :meth:`sync`): off the schedule, at ``t1``.
+        Resuming from any chunk end gives what an uninterrupted run gives."""
+        if not self._checkpoint_due(t1):
+            self._save(state, t1, timing)
+
+    def _save(self, state: dqn.TrainState, t1: int, timing: Timing) -> None:
+        step = t1 * self.tcfg.num_envs
+        self.ckpt.save(step, state, config=self.cfg_dict, metrics={
+            "env_steps": step, **{_TIMING_PREFIX + k: v for k, v in timing.to_json().items()}})
 
 
 def _tree_bytes(tree: Any) -> int:
@@ -500,10 +526,9 @@ def finished_summary(cfg: ExperimentConfig, out_dir: Path) -> dict | None:
     resumes from its newest good checkpoint, which reports (or repairs) whatever is damaged.
     Reading the checksums costs seconds; a resume would compile and evaluate again."""
     try:
-        summary = json.loads((out_dir / "summary.json").read_text())
+        summary = jsonfile.read(out_dir / "summary.json")
         history = histories.open(out_dir / "histories")
-        if not (isinstance(summary, dict) and summary.get("fingerprint") == fingerprint(cfg)
-                and history.complete):
+        if not (summary.get("fingerprint") == fingerprint(cfg) and history.complete):
             return None
         history.verify()
         checkpoint.verify_step(out_dir / "checkpoints" / str(
@@ -521,10 +546,7 @@ def _saved_fingerprint(summary: Path) -> str | None:
     """
     if not summary.is_file():
         return None
-    try:
-        return json.loads(summary.read_text()).get("fingerprint")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-        raise ArtifactError(f"{summary} is damaged: {e}") from None
+    return jsonfile.read(summary, "the teacher's summary").get("fingerprint")
 
 
 def _check_earlier_run(cfg: ExperimentConfig, out_dir: Path, hist_dir: Path,
@@ -675,7 +697,8 @@ def _train_on_disk(cfg: ExperimentConfig, env: envs.Env, p: Plan, state: dqn.Tra
     with writer or contextlib.nullcontext(), _metrics_logger(cfg, ckpt.directory.parent,
                                                              step) as metrics:
         io = _RunIO(cfg, start_t, writer, ckpt, snaps, metrics)
-        hooks = _Hooks(output=io.output, needs_sync=io.needs_sync, sync=io.sync)
+        hooks = _Hooks(output=io.output, needs_sync=io.needs_sync, sync=io.sync,
+                       save_before_stop=io.save_before_stop)
         state, hp, tasks = place(state, p.hparams, p.tasks_GxK)
         return _run_chunks(cfg.teacher, env, state, hp, tasks, record="full", q_period=q_period,
                            hooks=hooks, timing=timing, progress=progress,

@@ -1,0 +1,31 @@
+"""climit.jsonfile: a JSON object from disk, or a clear error (or {} where damage means "redo")."""
+
+import pytest
+
+from climit import jsonfile
+from climit.errors import ArtifactError
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "the summary is missing: "),
+    (b"{torn", "the summary is damaged: .* is not valid JSON"),
+    (b"\xff\xfe{}", "the summary is damaged: .* is not valid JSON"),
+    (b"[1, 2]", "the summary is damaged: .* holds a JSON list, not an object"),
+    (b"3", "holds a JSON int, not an object"),
+])
+def test_anything_but_an_object_is_a_named_error_or_empty(tmp_path, content, message):
+    path = tmp_path / "summary.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ArtifactError, match=message):
+        jsonfile.read(path, "the summary")
+    assert jsonfile.read_or_empty(path) == {}
+
+
+def test_an_object_reads_back(tmp_path):
+    (tmp_path / "s.json").write_text('{"fingerprint": "abc", "n": [1, 2]}')
+    assert jsonfile.read(tmp_path / "s.json") == {"fingerprint": "abc", "n": [1, 2]}
+    assert jsonfile.read_or_empty(tmp_path / "s.json") == {"fingerprint": "abc", "n": [1, 2]}
+    with pytest.raises(ArtifactError, match="the file cannot be read"):  # a directory
+        jsonfile.read(tmp_path)
+    assert jsonfile.read_or_empty(tmp_path) == {}

@@ -1,0 +1,73 @@
+"""climit.stopping: stop requests (signals, time limit), agreement across processes, durations.
+The stages' use of it (save, stop, resume to the same result) is tested with each stage."""
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from climit import stopping
+
+
+def test_signals_and_time_limit_request_a_stop_only_inside_watch():
+    before = signal.getsignal(signal.SIGUSR1)
+    assert stopping.requested() is None
+    with stopping.watch():
+        assert stopping.requested() is None
+        os.kill(os.getpid(), signal.SIGUSR1)  # SLURM's `sbatch --signal=USR1@...`
+        assert stopping.requested() == "SIGUSR1"
+        assert stopping.requested() == "SIGUSR1"  # it stays requested until the block ends
+        with pytest.raises(KeyboardInterrupt):  # asked twice: stop now
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGUSR1) == before and stopping.requested() is None
+    with stopping.watch(time_limit_s=0.05):
+        assert stopping.requested() is None
+        time.sleep(0.06)
+        assert stopping.requested() == "time limit"
+    assert stopping.requested() is None
+
+
+def test_every_process_stops_if_any_was_asked_and_only_where_all_poll(monkeypatch):
+    import jax
+    from jax.experimental import multihost_utils
+
+    gathered = []
+
+    def allgather(x):  # process 1 (of 3) was sent SIGTERM; this is process 0
+        gathered.append(int(x))
+        return np.array([int(x), 1, 0], np.int32)
+
+    monkeypatch.setattr(jax, "process_count", lambda: 3)
+    monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
+    with stopping.watch():
+        # Not a point every process reaches: a multi-process run never stops there.
+        assert stopping.requested() is None and gathered == []
+        assert stopping.requested(collective=True) == "a stop request to process 1"
+        assert gathered == [0]
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stopping.requested(collective=True) == "SIGTERM"  # its own reason first
+        assert gathered == [0, 1]
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: np.zeros(3, np.int32))
+    with stopping.watch():
+        assert stopping.requested(collective=True) is None
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("45m", 2700), ("1.5h", 5400),
+                                           ("2d", 172800), (" 0.5s ", 0.5)])
+def test_durations(text, seconds):
+    assert stopping.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "-5m", "5 minutes", "1h30m", "m"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError, match="not a positive duration"):
+        stopping.parse_duration(text)
+
+
+def test_a_stop_is_a_clear_error_that_says_how_to_resume():
+    err = stopping.Stopped("the teacher at env step 600 of 1200 per learner", "SIGTERM")
+    assert str(err) == ("stopped (SIGTERM): the teacher at env step 600 of 1200 per learner; run "
+                        "the same command again to resume")
+    assert stopping.EXIT_CODE == 75
