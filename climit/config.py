@@ -344,6 +344,10 @@ class ExperimentConfig:
         if self.teacher.network == "minatar" and len(envs.spec(self.env.name).obs_shape) != 3:
             raise ConfigError("teacher.network", f"the MinAtar network needs image observations; "
                               f"{self.env.name} has {envs.spec(self.env.name).obs_shape} (use mlp)")
+        episode_len = envs.spec(self.env.name).episode_len
+        if self.teacher.eval_episodes * episode_len > MAX_STEPS:  # one int32-counted rollout
+            raise ConfigError("teacher.eval_episodes", f"{self.teacher.eval_episodes} episodes of up "
+                              f"to {episode_len} steps exceed the {MAX_STEPS} steps of one rollout")
         if self.imitator.horizon and self.imitator.horizon > self.teacher.total_env_steps:
             raise ConfigError("imitator.horizon", f"{self.imitator.horizon} exceeds "
                               f"teacher.total_env_steps {self.teacher.total_env_steps}")

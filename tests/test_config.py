@@ -97,6 +97,8 @@ def test_sweep_mapping():
     ("teacher.snapshot_steps=[200, 200]", "teacher.snapshot_steps: must be positive and strictly increasing"),
     ("run.seed=-1", "run.seed: must be >= 0"),
     ("teacher.total_env_steps=3e9", "teacher.total_env_steps: must be <= 2147483647"),
+    ("teacher.eval_episodes=200000000", "teacher.eval_episodes: 200000000 episodes of up to 20 "
+                                        "steps exceed the 2147483647 steps of one rollout"),
 ])
 def test_errors_name_the_key(override, message):
     with pytest.raises(C.ConfigError) as e:

@@ -163,6 +163,29 @@ def test_sigterm_stops_at_the_next_checkpoint_step_and_the_rerun_is_identical(ru
     assert records(cfg) == records(baseline)
 
 
+def test_histories_of_a_teacher_with_another_config_are_refused(runs, tmp_path):
+    """`climit imitate` with another env, teacher or seed than the histories were written with
+    would train and label an imitator as the config's; it is refused, naming the difference."""
+    src = runs / "base" / "teacher" / "histories"
+    hist = tmp_path / "other" / "teacher" / "histories"
+    shutil.copytree(src, hist)
+    teacher_cfg = config_lib.load(None, ["teacher.lr=0.01", "run.name=teacher"])
+    meta = json.loads((hist / "meta.json").read_text())
+    meta["config"] = config_lib.to_dict(teacher_cfg)  # as `climit teach` records it
+    (hist / "meta.json").write_text(json.dumps(meta))
+    cfg = config_lib.load(None, [f"run.runs_dir={tmp_path}", "run.name=other", *TINY, *SHORT])
+    with pytest.raises(ClimitError, match=r"another config \(teacher\.lr: 0\.01 -> 0\.001\)"):
+        T.train(cfg, progress=False)
+    assert not (T.output_dir(cfg) / "checkpoints").exists()  # refused before any work
+    history = T.open_histories(hist)
+    T._check_history_config(config_lib.load(None, ["teacher.lr=0.01", *TINY]), history)  # matches
+    for override, named in (("env.name=darkroom_hard", "env.name: 'darkroom' -> 'darkroom_hard'"),
+                            ("run.seed=5", "run.seed: 0 -> 5")):
+        with pytest.raises(ClimitError) as err:
+            T._check_history_config(config_lib.load(None, ["teacher.lr=0.01", override]), history)
+        assert named in str(err.value)
+
+
 def test_imitator_seeds_start_apart_and_run_seed_changes_the_run(runs, baseline):
     # Every weight matrix differs between the vmapped seeds at initialisation (one key each),
     icfg = baseline.imitator
@@ -235,6 +258,13 @@ def test_a_step_too_big_for_memory_is_refused_before_it_runs(runs, monkeypatch):
                        r"memory; lower imitator.batch_size"):
         T.train(cfg, progress=False)
     assert not (T.output_dir(cfg) / "metrics.jsonl").exists()
+    # Weights and optimizer state alone above the limit: refused from their shapes, before
+    # they are allocated (imitator.seeds=100000 at the default size met the OOM killer).
+    monkeypatch.setattr(parallel, "device_memory", lambda: (2**10, "host memory"))
+    with pytest.raises(ClimitError, match=r"the imitators' weights and optimizer state take "
+                       r"[0-9.]+ GiB per device \(imitator.seeds=2 models of d_model 32, 1 "
+                       r"layers\), more than the 0.0 GiB of host memory; lower imitator.seeds"):
+        T.train(cfg, progress=False)
     monkeypatch.setattr(parallel, "device_memory", lambda: (None, "host memory"))  # unknown
     assert T.train(cfg, progress=False)["final_step"] == 10
 

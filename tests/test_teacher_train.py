@@ -186,7 +186,7 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, "tight")
     env = envs.make("darkroom")
     hist = histories.estimate_bytes(env.spec, 4, 1200, 50)
-    state = train._tree_bytes(train._abstract_state(cfg.teacher, env, train.plan(cfg)))
+    state = train._tree_bytes(train._abstract_state(cfg.teacher, env, train.num_learners(cfg)))
     assert state > 4 * 500 * (2 * 2 + 4 + 2)  # 4 learners' replay buffers of 500 transitions
     monkeypatch.setattr(histories, "free_bytes", lambda path: hist + 2 * state)
     logs: list[str] = []
@@ -197,7 +197,7 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
     assert not (tmp_path / "tight" / "teacher" / "histories").exists()
     # A run killed after its last checkpoint, before its summary, writes nothing more: it
     # needs no room at all.
-    shape = train._abstract_state(cfg.teacher, env, train.plan(cfg))
+    shape = train._abstract_state(cfg.teacher, env, train.num_learners(cfg))
     needs = train._disk_needs(cfg, env.spec, shape, train.plan(cfg), 1200, 50, 2)
     assert needs == {"histories": 0, "checkpoints": 0, "snapshots": 0}
     assert sum(train._disk_needs(cfg, env.spec, shape, train.plan(cfg), 1000, 50, 2).values()) > 0
@@ -206,7 +206,7 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
 def test_state_too_big_for_memory_stops_before_allocating(tmp_path, monkeypatch):
     inits = _count_real_inits(monkeypatch)
     cfg = tiny(tmp_path, "big")
-    state = train._tree_bytes(train._abstract_state(cfg.teacher, envs.make("darkroom"), train.plan(cfg)))
+    state = train._tree_bytes(train._abstract_state(cfg.teacher, envs.make("darkroom"), train.num_learners(cfg)))
     monkeypatch.setattr(parallel, "device_memory", lambda: (state - 1, "host memory"))
     with pytest.raises(ClimitError, match="4 learners do not fit in memory") as e:
         train.teach(cfg, tmp_path / "big", progress=False, log=lambda s: None)
@@ -217,6 +217,12 @@ def test_state_too_big_for_memory_stops_before_allocating(tmp_path, monkeypatch)
     with pytest.raises(ClimitError, match="not enough disk space"):
         train.teach(cfg, tmp_path / "big", progress=False, log=lambda s: None)
     assert parallel.device_memory()[0] is None or parallel.device_memory()[0] > 0
+    # Sizes far past any memory are refused from their count alone, before the plan lays out
+    # a key and a task per learner (10^12 learners took a traceback from numpy there).
+    monkeypatch.setattr(train, "plan", lambda cfg: pytest.fail("planned before the check"))
+    with pytest.raises(ClimitError, match="1000000000000 learners do not fit in memory"):
+        train.teach(tiny(tmp_path, "huge", "teacher.seeds=500000000000"), tmp_path / "huge",
+                    progress=False, log=lambda s: None)
 
 
 def _disk_full_in(where: str, monkeypatch) -> None:

@@ -144,6 +144,23 @@ def open_histories(path: Path) -> Any:
     return h
 
 
+def _check_history_config(cfg: config_lib.ExperimentConfig, history: Any) -> None:
+    """Refuse histories written by a teacher of another config: the imitator's fingerprint,
+    checkpoints and summary would name ``cfg``'s environment and teacher, and the evaluation
+    would take it for theirs. Histories that record no whole config (synthetic ones, written
+    by :mod:`climit.imitator.synthetic`, not by `climit teach`) are not checked."""
+    from climit.teacher import train as teacher_train
+
+    if "run" not in history.config:
+        return
+    diffs = teacher_train.history_config_diff(cfg, history.config)
+    if diffs:
+        raise ClimitError(f"the learning history at {history.path} was written by a teacher with "
+                          f"another config ({'; '.join(diffs[:4])}); train the imitator with the "
+                          f"teacher's config, or run `climit teach` (or `climit run`) with this one "
+                          f"under another run.name")
+
+
 # ---------------------------------------------------------------------------------------------
 # Pure pieces: optimizer, loss, steps
 # ---------------------------------------------------------------------------------------------
@@ -424,11 +441,29 @@ def _restore_or_init(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpoi
         ClimitError: the checkpoints are another config's. ArtifactError: every one is damaged.
     """
     target = jax.eval_shape(programs.init, init_key)
+    _check_state_memory(cfg, target)
     newest = ckpt.restore_newest(lambda step: _restore_step(cfg, ckpt, step, target), log, "imitator")
     if newest is None:
         return _Resumed(0, programs.init(init_key), Timing(), {})
     resumed = newest[1]
     return resumed._replace(state=jax.device_put(resumed.state, replicated))
+
+
+def _check_state_memory(cfg: config_lib.ExperimentConfig, target: TrainState) -> None:
+    """Raise ClimitError when the imitators' weights and optimizer state alone (``target``,
+    shapes only) exceed a device's memory: a lower bound, checked before they are allocated
+    (on a CPU an allocation that large meets the kernel's OOM killer, with no message). The
+    train step's whole need is checked once it is compiled (:func:`_check_step_memory`)."""
+    limit, where = parallel.device_memory()
+    need = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(target))  # replicated
+    if limit is None or need <= limit:
+        return
+    icfg = cfg.imitator
+    raise ClimitError(
+        f"the imitators' weights and optimizer state take {need / 2**30:.1f} GiB per device "
+        f"(imitator.seeds={icfg.seeds} models of d_model {icfg.d_model}, {icfg.n_layers} "
+        f"layers), more than the {limit / 2**30:.1f} GiB of {where}; lower imitator.seeds or "
+        f"the model's size")
 
 
 def _move_aside(ckpt: checkpoint.Checkpointer, steps: list[int], into: str) -> Path:
@@ -650,6 +685,7 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
     log = log if jax.process_index() == 0 else (lambda msg: None)
     out = output_dir(cfg)
     history = open_histories(histories_dir(cfg))
+    _check_history_config(cfg, history)
     done = jsonfile.read_or_empty(out / "summary.json")  # a damaged summary counts as unfinished: resume
     matches = fingerprint_matches(done.get("fingerprint"), cfg)
     problems = _summary_problems(out / "checkpoints", done) if matches else {}

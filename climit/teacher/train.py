@@ -374,6 +374,18 @@ def _config_diff(saved: dict, now: dict) -> list[str]:
     return config_lib.config_diff(_teacher_sections(saved), _teacher_sections(now))
 
 
+def history_config_diff(cfg: ExperimentConfig, stored: dict) -> list[str]:
+    """What differs between ``cfg`` and the config a history was written with (``stored``, a
+    whole config dict as `climit teach` records it), in what the histories depend on. The
+    stored config is read as this version reads configs first, so fields added since count
+    at their defaults, as they do in the teacher's fingerprint."""
+    try:
+        stored = config_lib.to_dict(config_lib.from_dict(stored))
+    except config_lib.ConfigError:  # a field this version no longer has: compare as stored
+        pass
+    return _config_diff(stored, config_lib.to_dict(cfg))
+
+
 _TIMING_PREFIX = "timing_"
 
 
@@ -457,10 +469,18 @@ def _tree_bytes(tree: Any) -> int:
     return sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
-def _abstract_state(tcfg: TeacherConfig, env: envs.Env, p: Plan) -> dqn.TrainState:
-    """Shapes and dtypes of the run's whole state (``jax.ShapeDtypeStruct`` leaves; nothing run)."""
-    return jax.eval_shape(lambda k, t: dqn.init(tcfg, env, k, t), jnp.asarray(p.keys_Gx2),
-                          jnp.asarray(p.tasks_GxK))
+def num_learners(cfg: ExperimentConfig) -> int:
+    """G = sweep points x ``env.train_tasks`` x ``teacher.seeds`` (what :func:`plan` lays out),
+    counted without laying anything out."""
+    return len(dqn.sweep_points(cfg.teacher)) * cfg.env.train_tasks * cfg.teacher.seeds
+
+
+def _abstract_state(tcfg: TeacherConfig, env: envs.Env, g: int) -> dqn.TrainState:
+    """Shapes and dtypes of the whole state of ``g`` learners (``jax.ShapeDtypeStruct``
+    leaves; nothing is allocated or run, so an impossible size is caught before it is)."""
+    keys = jax.ShapeDtypeStruct((g, 2), jnp.uint32)
+    tasks = jax.ShapeDtypeStruct((g, env.spec.task_dim), jnp.int32)
+    return jax.eval_shape(lambda k, t: dqn.init(tcfg, env, k, t), keys, tasks)
 
 
 def _restore_step(cfg: ExperimentConfig, ckpt: checkpoint.Checkpointer, step: int,
@@ -736,13 +756,13 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         return done
     out_dir.mkdir(parents=True, exist_ok=True)
     env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
-    p = plan(cfg)
-    g, e = p.num_learners, tcfg.num_envs
+    g, e = num_learners(cfg), tcfg.num_envs
     q_period = tcfg.q_log_period if cfg.histories.record_q else 0
     hist_dir, ckpt_dir = out_dir / "histories", out_dir / "checkpoints"
     # Shapes only: sizes are checked against memory and disk before anything is allocated.
-    shape = _abstract_state(tcfg, env, p)
+    shape = _abstract_state(tcfg, env, g)
     _check_memory(tcfg, shape, g)
+    p = plan(cfg)
 
     with checkpoint.full_disk_is_a_clear_error(out_dir, ckpt_dir, "the teacher run", "env step"), \
             checkpoint.Checkpointer(ckpt_dir, keep=tcfg.keep_checkpoints) as ckpt, \
