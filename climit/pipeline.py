@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from climit import config as config_lib
-from climit import jsonfile
+from climit import jsonfile, stopping
 from climit.config import ExperimentConfig
 
 STAGES = ("teach", "imitate", "evaluate", "report")
@@ -120,6 +120,9 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
             log(f"{head}: skipped ({detail}: artifacts match the config)")
             outcome[name] = "skipped"
         else:
+            why = stopping.requested(collective=True)  # asked during the stage before: stop here
+            if why is not None:
+                raise stopping.Stopped(f"climit run before its {name} stage", why)
             log(f"{head}: {detail} ...")
             t0 = time.perf_counter()
             fn()

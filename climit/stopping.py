@@ -9,7 +9,9 @@ Instead of dying with up to a checkpoint period of work lost, a stage that polls
 - the teacher after any chunk (a checkpoint at that env step; histories are already written),
 - an imitator at its next checkpoint step (``imitator.eval_every``: a checkpoint off that
   schedule would change which checkpoint is best, so it waits for one on it),
-- the evaluation after any agent's rollouts (saved as a part, as always).
+- the evaluation after any agent's rollouts (saved as a part, as always),
+- ``climit run`` before each stage (a request during a stretch that polls nothing, such as the
+  teacher's final greedy evaluation, stops there).
 
 The command line prints where it stopped and exits with :data:`EXIT_CODE` (75, EX_TEMPFAIL:
 "try again"); the same command resumes, to the result an uninterrupted run gives. A second

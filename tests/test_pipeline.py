@@ -70,6 +70,33 @@ def test_interrupted_run_does_not_redo_finished_stages(tmp_path, fake_stages):
     assert config.load(tmp_path / "runs" / "tiny" / "config.yaml") == cfg  # resolved config
 
 
+def test_a_stop_asked_during_a_stage_stops_before_the_next(tmp_path, fake_stages, monkeypatch):
+    """SIGTERM during the teacher's last moments (its greedy evaluation polls nothing): the
+    run stops before the imitators start, and the same command goes on from there."""
+    import os
+    import signal
+
+    from climit import stopping
+    from climit.teacher import train as teacher_train
+
+    fake_teach = teacher_train.teach
+
+    def teach_then_sigterm(*args, **kwargs):
+        fake_teach(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(teacher_train, "teach", teach_then_sigterm)
+    _, cfg = tiny_config(tmp_path)
+    with stopping.watch(), pytest.raises(stopping.Stopped, match="before its imitate stage"):
+        pipeline.run(cfg, progress=False, log=lambda m: None)
+    assert len(fake_stages["teach"]) == 1 and fake_stages["imitate"] == []
+    monkeypatch.setattr(teacher_train, "teach", fake_teach)
+    with stopping.watch():
+        out = pipeline.run(cfg, progress=False, log=lambda m: None)
+    assert {k: out[k] for k in pipeline.STAGES} == {
+        "teach": "skipped", "imitate": "done", "evaluate": "done", "report": "done"}
+
+
 def test_a_batch_the_devices_cannot_split_is_refused_before_the_teacher(tmp_path, fake_stages,
                                                                        monkeypatch):
     import jax
