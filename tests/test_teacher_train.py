@@ -486,9 +486,12 @@ def test_train_learners_fresh_curves():
     np.testing.assert_array_equal(ep.end_step, np.tile(np.arange(20, 601, 20), (3, 1)))
     assert ep.valid.all() and (ep.lengths == 20).all()
     np.testing.assert_array_equal(res.learner_env_steps(1), ep.end_step)
-    again = train.train_learners(tcfg, env, tasks, keys)
+    # Learners trained in memory (evaluation's fresh DQNs, benchmarks) have nowhere to save:
+    # a pending stop request must not cut them short.
+    with stopping.watch(time_limit_s=0.0):
+        again = train.train_learners(tcfg, env, tasks, keys)
     np.testing.assert_array_equal(again.episodes.returns, ep.returns)
-    assert res.timing.env_steps == 3 * 600
+    assert res.timing.env_steps == again.timing.env_steps == 3 * 600
 
 
 def test_bench_measure_closes_its_history_writer(monkeypatch):
@@ -723,17 +726,6 @@ def test_time_limit_stops_the_cli_with_exit_75_and_the_same_command_finishes(tmp
         cli.main([argv[0], "--time-limit", "soon", *argv[1:]])
     assert "not a positive duration: 'soon'" in capsys.readouterr().err
 
-
-def test_in_memory_training_ignores_stop_requests():
-    # Learners trained in memory (evaluation's fresh DQNs, benchmarks) have nowhere to save:
-    # a stop request must not cut them short.
-    cfg = config.load(None, TINY)
-    env = envs.make("darkroom")
-    tasks = envs.sample_tasks("darkroom", jax.random.key(0), 2, "train")
-    keys = dqn.learner_keys(jax.random.PRNGKey(1), 2, 1)
-    with stopping.watch(time_limit_s=0.0):
-        out = train.train_learners(cfg.teacher, env, tasks, keys)
-    assert out.timing.env_steps == 2 * 1200
 
 
 def test_a_teach_process_sent_sigterm_exits_75_with_its_checkpoint(tmp_path):
