@@ -561,14 +561,6 @@ class PartCache:
         tmp.replace(path)
         return out
 
-    @staticmethod
-    def stop_if_requested(done: str) -> None:
-        """Raise stopping.Stopped if a stop was requested (every process polls here, after the
-        same agents): the agents done so far, ``done`` the latest, are saved parts."""
-        why = stopping.requested(collective=True)
-        if why is not None:
-            raise stopping.Stopped(f"the evaluation after {done}, every finished agent saved", why)
-
     def clear(self) -> None:
         if parallel.is_primary() and self.directory.is_dir():
             for f in self.directory.glob("*.npz"):
@@ -683,7 +675,7 @@ def _roles_on(parts: PartCache, imitators: dict[str, Any], steps: dict[str, int]
         label = f"{' + '.join(group)} on {env.spec.name}"
         timing[label] = round(time.perf_counter() - t0, 2)
         log(f"evaluate: {label} done in {timing[label]:.1f} s")
-        parts.stop_if_requested(label)
+        stopping.stop_here(f"the evaluation after {label}, every finished agent saved")
     return out
 
 
@@ -711,7 +703,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
         timing[name] = round(time.perf_counter() - t0, 2)
         log(f"evaluate: {name} " + ("reused" if cached else f"done in {timing[name]:.1f} s"))
         if not cached:
-            parts.stop_if_requested(name)
+            stopping.stop_here(f"the evaluation after {name}, every finished agent saved")
         return out
 
     # Step signals of every agent on the training family, each as long as its tests need.

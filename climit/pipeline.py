@@ -120,9 +120,8 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
             log(f"{head}: skipped ({detail}: artifacts match the config)")
             outcome[name] = "skipped"
         else:
-            why = stopping.requested(collective=True)  # asked during the stage before: stop here
-            if why is not None:
-                raise stopping.Stopped(f"climit run before its {name} stage", why)
+            # A request made during the stage before (or anywhere that polled nothing) stops here.
+            stopping.stop_here(f"climit run before its {name} stage")
             log(f"{head}: {detail} ...")
             t0 = time.perf_counter()
             fn()

@@ -24,8 +24,8 @@ poll without it never stops a multi-process run, so multi-process stops happen a
 
     with stopping.watch(time_limit_s=3600):
         ...
-        if (why := stopping.requested()) is not None:
-            save(); raise stopping.Stopped(f"teacher at env step {t}", why)
+        save()
+        stopping.stop_here(f"imitator at step {step}, its checkpoint saved")
 """
 
 from __future__ import annotations
@@ -116,6 +116,14 @@ def requested(*, collective: bool = False) -> str | None:
     if not flags.any():
         return None
     return local or f"a stop request to process {int(np.argmax(flags))}"
+
+
+def stop_here(where: str) -> None:
+    """Raise :class:`Stopped` (``where``: what has been saved) if a stop was requested. Every
+    process must reach this point, in the same order (a collective poll)."""
+    why = requested(collective=True)
+    if why is not None:
+        raise Stopped(where, why)
 
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

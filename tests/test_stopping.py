@@ -66,6 +66,14 @@ def test_bad_durations_are_refused(text):
         stopping.parse_duration(text)
 
 
+def test_stop_here_raises_only_when_asked():
+    with stopping.watch():
+        stopping.stop_here("nothing asked")  # returns
+        os.kill(os.getpid(), signal.SIGUSR1)
+        with pytest.raises(stopping.Stopped, match=r"stopped \(SIGUSR1\): after part 3"):
+            stopping.stop_here("after part 3")
+
+
 def test_a_stop_is_a_clear_error_that_says_how_to_resume():
     err = stopping.Stopped("the teacher at env step 600 of 1200 per learner", "SIGTERM")
     assert str(err) == ("stopped (SIGTERM): the teacher at env step 600 of 1200 per learner; run "

@@ -561,11 +561,9 @@ def _run_steps(loop: _Loop, resumed: _Resumed,
             pending = []
         loop.bar.update(1)
         # Only on a checkpoint step: one off the schedule could change which one is best.
-        why = stopping.requested(collective=True) \
-            if _is_eval_step(icfg, step) and step < icfg.train_steps else None
-        if why is not None:
-            raise stopping.Stopped(f"imitator {tag(icfg)} at step {step} of {icfg.train_steps}, "
-                                   f"its checkpoint saved", why)
+        if _is_eval_step(icfg, step) and step < icfg.train_steps:
+            stopping.stop_here(f"imitator {tag(icfg)} at step {step} of {icfg.train_steps}, its "
+                               f"checkpoint saved")
         if interrupt_after is not None and step >= interrupt_after:
             raise KeyboardInterrupt
     return state, timing, evaluation
