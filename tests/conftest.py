@@ -1,7 +1,26 @@
-"""Shared fixtures."""
+"""Shared fixtures, and how the whole suite compiles."""
 
 import json
+import os
+import tempfile
 from pathlib import Path
+
+# Compiling, not running, is most of this suite's time: its programs are tiny. Set before any
+# test module imports jax; subprocesses inherit both (tests/procs.py keeps XLA_FLAGS' flags).
+# - LLVM's optimisation of the CPU code is about 40% of each compile and buys nothing at these
+#   sizes (the tiny `climit run`: 98 s -> 64 s). It can change float results in the last bit
+#   (contracted multiply-adds), so every process of the suite compiles alike, and tests compare
+#   runs with runs, never with numbers recorded from an optimised build.
+# - A persistent cache shared by tests, xdist workers and subprocesses, several of which compile
+#   the same programs (JAX keys its entries by program, options and version: nothing stale is
+#   read; a rerun of the suite on the same machine mostly loads).
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "climit-tests-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest
 

@@ -19,6 +19,8 @@ import pytest
 from climit import checkpoint
 from climit.errors import ArtifactError, ClimitError
 
+import procs
+
 REPO = Path(__file__).resolve().parents[1]
 
 # When an orbax load fails (the damage and mismatch tests) its async internals leave a pending
@@ -271,8 +273,7 @@ print("ok")
 def test_restore_onto_different_device_count(tmp_path):
     with checkpoint.Checkpointer(tmp_path / "one") as ck:
         ck.save(1, {"w": jnp.arange(96.0).reshape(8, 4, 3), "key": jax.random.split(jax.random.key(5), 8)})
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    env = procs.cpu_env(8)
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(_DEVICES_SCRIPT), str(tmp_path / "one"),
                         str(tmp_path / "eight")], capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

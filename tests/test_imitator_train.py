@@ -23,6 +23,8 @@ from climit.imitator import model as M
 from climit.imitator import synthetic
 from climit.imitator import train as T
 
+import procs
+
 TINY = ["imitator.context_len=8", "imitator.train_windows=2", "imitator.d_model=32",
         "imitator.n_layers=1", "imitator.n_heads=4", "imitator.batch_size=8",
         "imitator.warmup_steps=2", "imitator.lr=3e-3", "imitator.eval_batches=2",
@@ -667,8 +669,7 @@ def test_one_and_eight_devices_give_the_same_loss_curve(runs, baseline, tmp_path
     cfg = make_cfg(runs, "dev8", *SHORT)
     script = tmp_path / "dev8.py"
     script.write_text(DEVICES_SCRIPT)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu"}
+    env = procs.cpu_env(8)
     args = [f"run.runs_dir={runs}", "run.name=dev8", *TINY, *SHORT]
     out = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True,
                          text=True, timeout=300)
@@ -697,8 +698,6 @@ def test_imitator_presets_load():
 def test_two_processes_give_the_single_device_loss_curve(runs, baseline, tmp_path):
     """Multi-host data parallel: 2 local processes x 2 CPU devices, each reading its rows of the
     global batch, reproduce the 1-device run (~40 s on 2 cores)."""
-    import socket
-
     make_cfg(runs, "hosts2", *SHORT)
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent("""
@@ -709,18 +708,12 @@ def test_two_processes_give_the_single_device_loss_curve(runs, baseline, tmp_pat
         from climit.imitator import train
         train.train(config.load(None, sys.argv[1:]), progress=False)
     """))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     args = [f"run.runs_dir={runs}", "run.name=hosts2", *TINY, *SHORT]
-    procs = [subprocess.Popen(
-        [sys.executable, str(script), *args], text=True, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "CLIMIT_COORDINATOR": f"127.0.0.1:{port}",
-             "CLIMIT_NUM_PROCESSES": "2", "CLIMIT_PROCESS_ID": str(pid),
-             "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}) for pid in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), outs
+    workers = [subprocess.Popen([sys.executable, str(script), *args], text=True, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for env in procs.job_envs()]
+    outs = [p.communicate(timeout=300)[0] for p in workers]
+    assert all(p.returncode == 0 for p in workers), outs
     one = records(baseline)
     two = records(make_cfg(runs, "hosts2", *SHORT))
     assert [r["step"] for r in one] == [r["step"] for r in two]

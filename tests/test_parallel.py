@@ -1,12 +1,12 @@
 """Meshes and multi-host start-up: two local CPU processes form one 4-device job."""
 
-import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
+
+import procs
 
 WORKER = textwrap.dedent("""
     import os
@@ -25,25 +25,14 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_cpu_job_sees_all_devices_and_reduces_globally(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "CLIMIT_COORDINATOR": f"127.0.0.1:{port}",
-               "CLIMIT_NUM_PROCESSES": "2", "CLIMIT_PROCESS_ID": str(pid),
-               "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    outs = [p.communicate(timeout=180)[0] for p in procs]
-    for pid, (p, out) in enumerate(zip(procs, outs)):
+    workers = [subprocess.Popen([sys.executable, str(script)], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for env in procs.job_envs()]
+    outs = [p.communicate(timeout=180)[0] for p in workers]
+    for pid, (p, out) in enumerate(zip(workers, outs)):
         assert p.returncode == 0, out
         line = next(l for l in out.splitlines() if l.startswith("RESULT"))
         _, index, devices, total, gathered = line.split(" ", 4)

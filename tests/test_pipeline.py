@@ -10,6 +10,7 @@ import pytest
 from climit import cli, config, evaluate, pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
+import procs  # noqa: E402
 from test_report import SUMMARY_KEYS, synthetic_eval  # noqa: E402
 
 TINY = """
@@ -294,25 +295,17 @@ def test_climit_run_on_two_processes(tmp_path):
     """`climit run` as a 2-host job (2 local processes x 2 CPU devices; ~2 min on 2 cores): the
     teacher and imitators shard over all 4 devices, process 0 alone writes and logs, and the
     stages meet at barriers, so the report comes out whole."""
-    import os
-    import socket
     import subprocess
 
     path, _ = tiny_config(tmp_path)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     code = ("import sys, jax; from climit import cli, parallel; assert parallel.initialize(); "
             "assert jax.device_count() == 4; sys.exit(cli.main(sys.argv[1:]))")
-    procs = [subprocess.Popen(
+    workers = [subprocess.Popen(
         [sys.executable, "-c", code, "run", "--config", str(path), "--no-progress",
          f"run.runs_dir={tmp_path / 'runs'}", "run.name=hosts"], text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "CLIMIT_COORDINATOR": f"127.0.0.1:{port}",
-             "CLIMIT_NUM_PROCESSES": "2", "CLIMIT_PROCESS_ID": str(pid),
-             "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}) for pid in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for env in procs.job_envs()]
+    outs = [p.communicate(timeout=600)[0] for p in workers]
+    assert [p.returncode for p in workers] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
     assert "[4/4] report: done" in outs[0] and "[1/4]" not in outs[1]
     rd = tmp_path / "runs" / "hosts"
     summary = json.loads((rd / "report" / "summary.json").read_text())

@@ -19,6 +19,8 @@ from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.metrics import read_jsonl
 from climit.teacher import dqn, train
 
+import procs
+
 TINY = ["env.name=darkroom", "env.train_tasks=2", "teacher.seeds=2", "teacher.total_env_steps=1200",
         "teacher.chunk_steps=200", "teacher.checkpoint_every=2", "teacher.q_log_period=50",
         "teacher.learning_starts=200", "teacher.buffer_size=500", "teacher.batch_size=16",
@@ -550,11 +552,10 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 
 def test_learners_sharded_over_8_devices_match_one_device(tmp_path, one_device_run):
-    import os
     import subprocess
     import sys
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = procs.cpu_env(8)
     code = "import jax; assert jax.device_count() == 8; " + RUN_CLI
     proc = subprocess.run([sys.executable, "-c", code, *SHARDED, f"run.runs_dir={tmp_path}",
                            "run.name=eight"], env=env, capture_output=True, text=True, timeout=300)
@@ -573,29 +574,20 @@ def test_run_seed_reaches_every_learner(tmp_path, one_device_run):
 
 def _two_processes(args: list[str], timeout: float = 300) -> list[tuple[int, str]]:
     """Run the CLI as one job of two processes with 2 CPU devices each: [(exit code, output)]."""
-    import os
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    procs = []
-    for pid in range(2):
-        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-                   CLIMIT_COORDINATOR=f"127.0.0.1:{port}", CLIMIT_NUM_PROCESSES="2",
-                   CLIMIT_PROCESS_ID=str(pid))
-        code = ("import jax; from climit import parallel; assert parallel.initialize(); "
-                "assert (jax.process_count(), jax.device_count()) == (2, 4); " + RUN_CLI)
-        procs.append(subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    code = ("import jax; from climit import parallel; assert parallel.initialize(); "
+            "assert (jax.process_count(), jax.device_count()) == (2, 4); " + RUN_CLI)
+    workers = [subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for env in procs.job_envs()]
     try:
-        outs = [proc.communicate(timeout=timeout)[0] for proc in procs]
+        outs = [proc.communicate(timeout=timeout)[0] for proc in workers]
     finally:
-        for proc in procs:
+        for proc in workers:
             proc.kill()
-    return [(proc.returncode, out) for proc, out in zip(procs, outs)]
+    return [(proc.returncode, out) for proc, out in zip(workers, outs)]
 
 
 def test_two_processes_match_one_device(tmp_path, one_device_run):

@@ -1,0 +1,27 @@
+"""Environments for the tests' subprocesses: CPU host devices, multi-process jobs.
+
+Each keeps the suite's own ``XLA_FLAGS`` (see conftest.py) and adds the device count, so a
+subprocess compiles exactly as the test process does and bitwise comparisons between them hold.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def cpu_env(devices: int, **extra: str) -> dict[str, str]:
+    """This process's environment, on CPU with ``devices`` host devices, plus ``extra``."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags.strip(), **extra}
+
+
+def job_envs(processes: int = 2, devices: int = 2) -> list[dict[str, str]]:
+    """One environment per process of a local multi-process job (``climit.parallel``'s
+    variables, a free coordinator port), each process with ``devices`` CPU devices."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return [cpu_env(devices, CLIMIT_COORDINATOR=f"127.0.0.1:{port}",
+                    CLIMIT_NUM_PROCESSES=str(processes), CLIMIT_PROCESS_ID=str(pid))
+            for pid in range(processes)]
