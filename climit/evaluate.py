@@ -544,9 +544,15 @@ class PartCache:
         return self.put(name, fn()), False
 
     def cached(self, name: str) -> tuple[np.ndarray, ...] | None:
-        """The arrays of finished part ``name``; None if absent, stale or damaged."""
+        """The arrays of finished part ``name``; None if absent, stale or damaged on any process.
+
+        A collective with several processes: process 0 runs ahead between collectives and may
+        have written this part already while another is still on its way here. Were each to
+        decide alone, one would reuse the part and the other compute it, and their collectives
+        (the stop polls after each part) would no longer pair up."""
         path = self._path(name)
-        return self._read(path) if path.is_file() else None
+        arrays = self._read(path) if path.is_file() else None
+        return arrays if parallel.everywhere(arrays is not None) else None
 
     def put(self, name: str, arrays) -> tuple[np.ndarray, ...]:
         """Keep ``arrays`` as finished part ``name`` (process 0 writes; every process computed

@@ -158,6 +158,17 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def everywhere(flag: bool) -> bool:
+    """Whether ``flag`` holds on every process (a collective with several processes: all must
+    call it, in the same order). Turns a decision each process takes from what it sees into
+    one they all take alike."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.process_allgather(np.int32(bool(flag)))).all())
+
+
 def _primary_int32(value: int) -> int:
     """Process 0's ``value`` (an int32) on every process: a collective all must call."""
     if jax.process_count() == 1:

@@ -352,6 +352,29 @@ def test_part_cache_reuses_finished_agents_of_the_same_config(tmp_path):
     assert not (tmp_path / "parts").exists()
 
 
+def test_a_part_only_some_processes_see_is_computed_by_all(tmp_path, monkeypatch):
+    # Process 0 runs ahead between collectives and may have written a part while another
+    # process has yet to look for it: every process must then compute it, or their stop polls
+    # after each part stop pairing up (seen in the two-process `climit run` test).
+    from jax.experimental import multihost_utils
+
+    evaluate.PartCache(tmp_path / "parts", "fp1").put("dqn", (np.arange(3.0),))
+    gathered = []
+
+    def allgather(x):  # this process sees the part; the other process did not
+        gathered.append(int(x))
+        return np.array([int(x), 0], np.int32)
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
+    assert evaluate.PartCache(tmp_path / "parts", "fp1").cached("dqn") is None
+    out, cached = evaluate.PartCache(tmp_path / "parts", "fp1").get_or_run(
+        "dqn", lambda: (np.arange(3.0),))
+    assert not cached and gathered == [1, 1]
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: np.array([1, 1], np.int32))
+    assert evaluate.PartCache(tmp_path / "parts", "fp1").get_or_run("dqn", None)[1]  # all see it
+
+
 @pytest.mark.parametrize("damage", ["flip", "cut"])
 def test_part_cache_recomputes_a_damaged_part(tmp_path, damage):
     # A part's arrays are zip members with a CRC-32 each: one flipped byte of an array, or a
