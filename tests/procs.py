@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 
 
 def cpu_env(devices: int, **extra: str) -> dict[str, str]:
@@ -25,3 +26,17 @@ def job_envs(processes: int = 2, devices: int = 2) -> list[dict[str, str]]:
     return [cpu_env(devices, CLIMIT_COORDINATOR=f"127.0.0.1:{port}",
                     CLIMIT_NUM_PROCESSES=str(processes), CLIMIT_PROCESS_ID=str(pid))
             for pid in range(processes)]
+
+
+def run_job(argv: list[str], timeout: float, processes: int = 2,
+            devices: int = 2) -> list[tuple[int, str]]:
+    """Run ``argv`` as every process of one local job: [(exit code, stdout + stderr)] by process.
+    Processes still running at ``timeout`` are killed (and the expiry raised)."""
+    workers = [subprocess.Popen(argv, env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT) for env in job_envs(processes, devices)]
+    try:
+        outs = [p.communicate(timeout=timeout)[0] for p in workers]
+    finally:
+        for p in workers:
+            p.kill()
+    return [(p.returncode, out) for p, out in zip(workers, outs)]

@@ -709,11 +709,8 @@ def test_two_processes_give_the_single_device_loss_curve(runs, baseline, tmp_pat
         train.train(config.load(None, sys.argv[1:]), progress=False)
     """))
     args = [f"run.runs_dir={runs}", "run.name=hosts2", *TINY, *SHORT]
-    workers = [subprocess.Popen([sys.executable, str(script), *args], text=True, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-               for env in procs.job_envs()]
-    outs = [p.communicate(timeout=300)[0] for p in workers]
-    assert all(p.returncode == 0 for p in workers), outs
+    results = procs.run_job([sys.executable, str(script), *args], 300)
+    assert all(rc == 0 for rc, _ in results), results
     one = records(baseline)
     two = records(make_cfg(runs, "hosts2", *SHORT))
     assert [r["step"] for r in one] == [r["step"] for r in two]

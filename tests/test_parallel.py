@@ -1,6 +1,5 @@
 """Meshes and multi-host start-up: two local CPU processes form one 4-device job."""
 
-import subprocess
 import sys
 import textwrap
 
@@ -28,12 +27,8 @@ WORKER = textwrap.dedent("""
 def test_two_process_cpu_job_sees_all_devices_and_reduces_globally(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    workers = [subprocess.Popen([sys.executable, str(script)], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-               for env in procs.job_envs()]
-    outs = [p.communicate(timeout=180)[0] for p in workers]
-    for pid, (p, out) in enumerate(zip(workers, outs)):
-        assert p.returncode == 0, out
+    for pid, (rc, out) in enumerate(procs.run_job([sys.executable, str(script)], 180)):
+        assert rc == 0, out
         line = next(l for l in out.splitlines() if l.startswith("RESULT"))
         _, index, devices, total, gathered = line.split(" ", 4)
         assert (int(index), int(devices), float(total)) == (pid, 4, 56.0)

@@ -295,18 +295,14 @@ def test_climit_run_on_two_processes(tmp_path):
     """`climit run` as a 2-host job (2 local processes x 2 CPU devices; ~2 min on 2 cores): the
     teacher and imitators shard over all 4 devices, process 0 alone writes and logs, and the
     stages meet at barriers, so the report comes out whole."""
-    import subprocess
-
     path, _ = tiny_config(tmp_path)
     code = ("import sys, jax; from climit import cli, parallel; assert parallel.initialize(); "
             "assert jax.device_count() == 4; sys.exit(cli.main(sys.argv[1:]))")
-    workers = [subprocess.Popen(
+    (rc0, out0), (rc1, out1) = procs.run_job(
         [sys.executable, "-c", code, "run", "--config", str(path), "--no-progress",
-         f"run.runs_dir={tmp_path / 'runs'}", "run.name=hosts"], text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for env in procs.job_envs()]
-    outs = [p.communicate(timeout=600)[0] for p in workers]
-    assert [p.returncode for p in workers] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
-    assert "[4/4] report: done" in outs[0] and "[1/4]" not in outs[1]
+         f"run.runs_dir={tmp_path / 'runs'}", "run.name=hosts"], 600)
+    assert [rc0, rc1] == [0, 0], out0[-3000:] + out1[-3000:]
+    assert "[4/4] report: done" in out0 and "[1/4]" not in out1
     rd = tmp_path / "runs" / "hosts"
     summary = json.loads((rd / "report" / "summary.json").read_text())
     for key in ("a", "b", "c"):

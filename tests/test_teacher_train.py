@@ -574,20 +574,11 @@ def test_run_seed_reaches_every_learner(tmp_path, one_device_run):
 
 def _two_processes(args: list[str], timeout: float = 300) -> list[tuple[int, str]]:
     """Run the CLI as one job of two processes with 2 CPU devices each: [(exit code, output)]."""
-    import subprocess
     import sys
 
     code = ("import jax; from climit import parallel; assert parallel.initialize(); "
             "assert (jax.process_count(), jax.device_count()) == (2, 4); " + RUN_CLI)
-    workers = [subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-               for env in procs.job_envs()]
-    try:
-        outs = [proc.communicate(timeout=timeout)[0] for proc in workers]
-    finally:
-        for proc in workers:
-            proc.kill()
-    return [(proc.returncode, out) for proc, out in zip(workers, outs)]
+    return procs.run_job([sys.executable, "-c", code, *args], timeout)
 
 
 def test_two_processes_match_one_device(tmp_path, one_device_run):
