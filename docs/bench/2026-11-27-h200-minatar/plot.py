@@ -1,0 +1,46 @@
+"""Breakout learning curves of the 5 DQN seeds from bo_episodes.npz (written by watch.py).
+
+    python docs/bench/2026-11-27-h200-minatar/plot.py   # writes breakout.png beside this file
+
+Each curve is one learner's training-episode return (epsilon 0.1 after the first 105k frames),
+averaged over 100k-frame windows by the frame at which an episode ends.
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).parent
+WINDOW = 100_000
+FRAMES = 5_000_000
+
+
+def curve(ret_E: np.ndarray, length_E: np.ndarray) -> np.ndarray:
+    """Mean return per window: [FRAMES // WINDOW], episodes binned by their last frame."""
+    window_E = (np.cumsum(length_E) - 1) // WINDOW
+    sums = np.bincount(window_E, weights=ret_E, minlength=FRAMES // WINDOW)
+    counts = np.bincount(window_E, minlength=FRAMES // WINDOW)
+    return sums[:FRAMES // WINDOW] / np.maximum(counts[:FRAMES // WINDOW], 1)
+
+
+def main() -> None:
+    data = np.load(HERE / "bo_episodes.npz")
+    learners = sorted(int(k.split("_")[1]) for k in data.files if k.startswith("ret_"))
+    x = (np.arange(FRAMES // WINDOW) + 1) * WINDOW / 1e6
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for i in learners:
+        ax.plot(x, curve(data[f"ret_{i}"], data[f"length_{i}"]), lw=1, label=f"seed {i}")
+    ax.axhline(10, color="k", ls="--", lw=1, label="MinAtar paper's DQN, ≈ 10")
+    ax.set(xlabel="frames (millions)", ylabel="training-episode return (ε = 0.1)",
+           title="MinAtar Breakout, DQN (configs/teacher_breakout.yaml), one H200")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(HERE / "breakout.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
