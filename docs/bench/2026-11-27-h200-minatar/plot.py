@@ -1,11 +1,12 @@
-"""Breakout learning curves of the 5 DQN seeds from bo_episodes.npz (written by watch.py).
+"""MinAtar learning curves of the DQN seeds from GAME_episodes.npz (written by watch.py).
 
-    python docs/bench/2026-11-27-h200-minatar/plot.py   # writes breakout.png beside this file
+    python docs/bench/2026-11-27-h200-minatar/plot.py [bo|si]   # breakout.png (spaceinvaders.png)
 
 Each curve is one learner's training-episode return (epsilon 0.1 after the first 105k frames),
 averaged over 100k-frame windows by the frame at which an episode ends.
 """
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +18,8 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).parent
 WINDOW = 100_000
 FRAMES = 5_000_000
+# game: (title, file, the MinAtar paper's DQN return at 5M frames)
+GAMES = {"bo": ("Breakout", "breakout.png", 10), "si": ("Space Invaders", "spaceinvaders.png", 43)}
 
 
 def curve(ret_E: np.ndarray, length_E: np.ndarray) -> np.ndarray:
@@ -27,20 +30,21 @@ def curve(ret_E: np.ndarray, length_E: np.ndarray) -> np.ndarray:
     return sums[:FRAMES // WINDOW] / np.maximum(counts[:FRAMES // WINDOW], 1)
 
 
-def main() -> None:
-    data = np.load(HERE / "bo_episodes.npz")
+def main(game: str) -> None:
+    title, png, paper = GAMES[game]
+    data = np.load(HERE / f"{game}_episodes.npz")
     learners = sorted(int(k.split("_")[1]) for k in data.files if k.startswith("ret_"))
     x = (np.arange(FRAMES // WINDOW) + 1) * WINDOW / 1e6
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for i in learners:
         ax.plot(x, curve(data[f"ret_{i}"], data[f"length_{i}"]), lw=1, label=f"seed {i}")
-    ax.axhline(10, color="k", ls="--", lw=1, label="MinAtar paper's DQN, ≈ 10")
+    ax.axhline(paper, color="k", ls="--", lw=1, label=f"MinAtar paper's DQN, ≈ {paper}")
     ax.set(xlabel="frames (millions)", ylabel="training-episode return (ε = 0.1)",
-           title="MinAtar Breakout, DQN (configs/teacher_breakout.yaml), one H200")
+           title=f"MinAtar {title}, DQN, 5M frames, one H200")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(HERE / "breakout.png", dpi=110)
+    fig.savefig(HERE / png, dpi=110)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "bo")

@@ -5,12 +5,15 @@ of 5M small sequential steps, so the GPU is mostly idle between one process's ke
 are started in their own process sessions so that they outlive the device tool's 10-minute
 command limit; this script is called twice, in the repository root on the device machine:
 
-    python3 watch.py launch UNTIL_S              # start both, watch until UNTIL_S after launch
+    python3 watch.py launch UNTIL_S [GAME ...]    # start them (bo, si; default both), watch
+                                                 # until UNTIL_S after launch
     python3 watch.py collect LIMIT_S             # watch on, at most LIMIT_S more, then summarise
 
-Breakout comes first: whenever its projected finish (at its rate over the last minute) is later
-than GUARD_S after launch, Space Invaders is stopped (SIGTERM: it saves and exits), so that one
-game surely finishes within the lease. ``collect`` writes, per game, summary.json and
+With both games, Breakout comes first: whenever its projected finish (at its rate over the last
+minute, once 30 s of it are seen) is later than GUARD_S after launch, Space Invaders is stopped
+(SIGTERM: it saves and exits), so that one game surely finishes within the lease. On the H200
+of 2026-11-27 two processes together made no more env steps than one alone (commands.txt), so
+one game per lease is the plan: ``launch 545 si``. ``collect`` writes, per game, summary.json and
 metrics.jsonl as climit wrote them, episodes.npz (every training episode's return and length
 per learner, from the histories) and analysis.json (per learner: return per fifth of the frames (a million at 5M),
 mean and s.d. of the last 100 training episodes; greedy return from the summary).
@@ -41,11 +44,12 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def launch() -> None:
+def launch(games: list[str]) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, XLA_PYTHON_CLIENT_MEM_FRACTION="0.4")
     pids = {}
-    for game, (config, name) in GAMES.items():
+    for game in games:
+        config, name = GAMES[game]
         with open(STATE / f"{game}.log", "wb") as out:
             p = subprocess.Popen([sys.executable, "-m", "climit", "teach", "--config", config,
                                   f"run.name={name}", *EXTRA], stdout=out, stderr=subprocess.STDOUT,
@@ -87,23 +91,25 @@ class Rate:
     def value(self) -> float | None:
         now = time.time()
         window = [s for s in self.seen if now - s[0] <= 60] or self.seen[-1:]
-        if len(window) < 2 or window[-1][0] - window[0][0] < 10:
+        if len(window) < 2 or window[-1][0] - window[0][0] < 30:
             return None
         return (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
 
 
 def watch(until: float, state: dict) -> None:
     t0, pids = state["t0"], state["pids"]
-    rates = {g: Rate() for g in GAMES}
-    done = {g: False for g in GAMES}
+    rates = {g: Rate() for g in pids}
+    done = {g: False for g in pids}
     last_print = 0.0
     while time.time() < until and not all(done.values()):
-        for game, (_, name) in GAMES.items():
-            rows = progress(name)
+        for game in pids:
+            rows = progress(GAMES[game][1])
             if rows:
                 rates[game].add(rows[-1][1])
             done[game] = not alive(pids[game])
-        bo_rate, bo_step = rates["bo"].value(), (rates["bo"].seen or [(0, 0)])[-1][1]
+        both = len(pids) == 2
+        bo_rate = rates["bo"].value() if both else None
+        bo_step = (rates["bo"].seen or [(0, 0)])[-1][1] if both else 0
         if bo_rate and alive(pids["si"]) and not done["bo"]:
             finish = time.time() - t0 + (TOTAL - bo_step) / bo_rate
             stopped = STATE / "si_stopped"
@@ -114,7 +120,7 @@ def watch(until: float, state: dict) -> None:
         if time.time() - last_print >= 30:
             last_print = time.time()
             parts = []
-            for game in GAMES:
+            for game in pids:
                 step = (rates[game].seen or [(0, 0)])[-1][1]
                 r = rates[game].value()
                 parts.append(f"{game} {step / 1e6:.2f}M {'' if r is None else f'{r:,.0f}/s'}"
@@ -160,9 +166,10 @@ def analyse(game: str, out: Path) -> dict:
             "train_wall_s": summary.get("train_wall_s"), "learners": learners}
 
 
-def collect(out: Path) -> None:
+def collect(out: Path, games: list[str]) -> None:
     result = {}
-    for game, (_, name) in GAMES.items():
+    for game in games:
+        name = GAMES[game][1]
         run = Path("runs") / name / "teacher"
         for f in ("summary.json", "metrics.jsonl"):
             if (run / f).exists():
@@ -180,15 +187,15 @@ def main() -> None:
     out = Path(os.environ.get("OUT", STATE / "out"))
     out.mkdir(parents=True, exist_ok=True)
     if phase == "launch":
-        launch()
+        launch(sys.argv[3:] or list(GAMES))
     state = json.loads((STATE / "state.json").read_text())
     until = state["t0"] + seconds if phase == "launch" else time.time() + seconds
     watch(until, state)
     logs = "".join(f"===== {g}\n" + (STATE / f"{g}.log").read_text(errors="replace")[-6000:]
-                   for g in GAMES)
+                   for g in state["pids"])
     (out / "logs.txt").write_text(logs.replace("\r", "\n"))
     if phase == "collect":
-        collect(out)
+        collect(out, list(state["pids"]))
 
 
 if __name__ == "__main__":
