@@ -298,10 +298,13 @@ def _vector_step(tcfg: TeacherConfig, env: envs.Env, net: networks.QNet, hp_G: H
     return (TrainState(learners=learners, t=t, updates=updates), stats), (tr, finished_GxE)
 
 
-def _keep(record: Record, ys: tuple[rollout.Transition, jax.Array]) -> tuple[Any, Any]:
-    """What the scan stacks over time: nothing unrequested leaves the device."""
+def _keep(record: Record, from_replay: bool, ys: tuple[rollout.Transition, jax.Array]) -> tuple[Any, Any]:
+    """What the scan stacks over time: nothing unrequested leaves the device, and with
+    ``from_replay`` only what the replay buffer does not hold (``truncated``)."""
     tr, finished = ys
-    return (tr if record == "full" else None, None if record == "stats" else finished)
+    if record != "full":
+        return None, None if record == "stats" else finished
+    return (tr.truncated if from_replay else tr), finished
 
 
 def _streams(x_TxGxE: jax.Array) -> jax.Array:
@@ -310,22 +313,52 @@ def _streams(x_TxGxE: jax.Array) -> jax.Array:
     return x.reshape((-1,) + x.shape[2:])
 
 
+def streams_from_replay(tcfg: TeacherConfig, replay_G: replay.Replay, t0: jax.Array, length: int,
+                        truncated_TxGxE: jax.Array) -> Streams:
+    """A chunk's transitions read back from the replay buffers that stored them.
+
+    Vector step s of env e was added as transition number s*E + e, at row (s*E + e) % C; the
+    chunk's ``length`` steps from ``t0`` are all still there when length*E <= C. Reading them
+    once per chunk replaces four per-step outputs of the scan (observation, action, reward,
+    terminated), each a small kernel per step on a GPU. The values are the stored ones, which
+    are what the learner trains on: bitwise what the per-step outputs held.
+
+    Returns Streams with rows n = g*E + e: obs [N, T, *O], the rest [N, T].
+    """
+    e = tcfg.num_envs
+    rows_TxE = ((t0 + jnp.arange(length))[:, None] * e + jnp.arange(e)) % tcfg.buffer_size
+
+    def per_stream(x_GxC: jax.Array) -> jax.Array:
+        x = jnp.moveaxis(x_GxC[:, rows_TxE], 2, 1)  # [G, T, E, ...] -> [G, E, T, ...]
+        return x.reshape((-1,) + x.shape[2:])
+
+    return Streams(obs_NxTxO=per_stream(replay_G.obs_CxO), action_NxT=per_stream(replay_G.action_C),
+                   reward_NxT=per_stream(replay_G.reward_C),
+                   terminated_NxT=per_stream(replay_G.terminated_C),
+                   truncated_NxT=_streams(truncated_TxGxE))
+
+
 def chunk(tcfg: TeacherConfig, env: envs.Env, length: int, record: Record, q_period: int,
-          state: TrainState, hp_G: HParams, tasks_GxK: jax.Array) -> tuple[TrainState, ChunkOut]:
+          state: TrainState, hp_G: HParams, tasks_GxK: jax.Array,
+          from_replay: bool = True) -> tuple[TrainState, ChunkOut]:
     """``length`` vector steps of every learner (a ``lax.scan``), un-jitted; see make_chunk.
 
     With ``record="full"`` and ``q_period`` q > 0, the scan is nested (outer blocks of q steps)
     so the Q-values of the observations acted on at steps 0, q, 2q, ... of the chunk are
-    recorded without a per-step output.
+    recorded without a per-step output. The transitions are read from the replay buffers after
+    the scan (:func:`streams_from_replay`) when they all fit there and ``from_replay``; else the
+    scan stacks them step by step (the same values).
     """
     net = network(tcfg, env.spec)
     g = tasks_GxK.shape[0]
     q_period = q_period if record == "full" else 0
     block = q_period or length
+    from_replay = from_replay and length * tcfg.num_envs <= tcfg.buffer_size
+    t0 = state.t
 
     def inner(carry, _):
         carry, ys = _vector_step(tcfg, env, net, hp_G, tasks_GxK, carry)
-        return carry, _keep(record, ys)
+        return carry, _keep(record, from_replay, ys)
 
     def outer(carry, _):
         obs_GxExO = carry[0].learners.envs.inp.obs
@@ -347,13 +380,15 @@ def chunk(tcfg: TeacherConfig, env: envs.Env, length: int, record: Record, q_per
     out = ChunkOut(stats=stats, episode_return_NxT=None, streams=None, q_NxTqxA=None)
     if record in ("returns", "full"):
         out = out._replace(episode_return_NxT=_streams(finished))
-    if record == "full":
+    if record == "full" and from_replay:
+        out = out._replace(streams=streams_from_replay(tcfg, state.learners.replay, t0, length, tr))
+    elif record == "full":
         out = out._replace(streams=Streams(
             obs_NxTxO=_streams(tr.obs), action_NxT=_streams(tr.action.astype(jnp.uint8)),
             reward_NxT=_streams(tr.reward), terminated_NxT=_streams(tr.terminated),
             truncated_NxT=_streams(tr.truncated)))
-        if q_period:
-            out = out._replace(q_NxTqxA=_streams(q))
+    if q_period:
+        out = out._replace(q_NxTqxA=_streams(q))
     return state, out
 
 
