@@ -411,15 +411,10 @@ class _RunIO:
     def output(self, out: dqn.ChunkOut, t0: int, t1: int) -> None:
         if self.writer is None:  # not process 0: it has gathered the chunk, process 0 writes it
             return
-        # A chunk's wall_s runs from the previous chunk's arrival on the host to this one's,
-        # before this one is written: the device ran the chunk while the host wrote the one
-        # before. (Timed after the write, a chunk drained at a save would be short by the
-        # previous chunk's write, and the records of 2026-11-27 read 0.19 s for 1.4 s chunks.)
-        now = time.perf_counter()
         s = out.streams
         self.writer.append(s.obs_NxTxO, s.action_NxT, s.reward_NxT, s.terminated_NxT,
                            s.truncated_NxT, out.q_NxTqxA)
-        stats = out.stats
+        stats, now = out.stats, time.perf_counter()
         episodes, g, updates = int(stats.episodes_G.sum()), len(stats.episodes_G), int(stats.loss_count)
         wall, self.last_time = now - self.last_time, now
         record = {
@@ -445,9 +440,8 @@ class _RunIO:
 
     def sync(self, state: dqn.TrainState, t1: int, timing: Timing) -> None:
         # The pipeline is drained here: time from now to the next chunk's output is that chunk's
-        # alone, and the time the device waits here (writing the drained chunk, then the saves)
-        # goes in that record's ``save_s``, not its ``wall_s``.
-        start, step = self.last_time, t1 * self.tcfg.num_envs
+        # alone, and the save's own time goes in that record's ``save_s``, not its ``wall_s``.
+        start, step = time.perf_counter(), t1 * self.tcfg.num_envs
         if self._snapshot_due(t1):
             requested = [s for s in self.pending_snaps if s <= step]
             self.pending_snaps = [s for s in self.pending_snaps if s > step]
