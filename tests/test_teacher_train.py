@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import jax
@@ -117,6 +118,32 @@ def test_resume_after_kill_is_identical(tmp_path, clean_run, kill_at):
     summary = train.teach(killed, tmp_path / "killed", progress=False, log=lambda s: None)
     assert summary["resumed_from_env_step"] == {1: None, 3: 400, 5: 800}[kill_at]
     _assert_identical_runs(clean_run, tmp_path / "killed", summary)
+
+
+def test_every_save_waits_for_the_history_write_in_flight(tmp_path, monkeypatch, clean_run):
+    # Histories are written by a background thread while the next chunk runs. Made slow here,
+    # every checkpoint and snapshot must still find the history on disk up to its own step
+    # (a resume after a hard kill continues the history from the checkpoint's step), and the
+    # run must end the same as the clean one.
+    append = histories.HistoryWriter.append
+
+    def slow_append(self, *args, **kwargs):
+        time.sleep(0.3)
+        append(self, *args, **kwargs)
+
+    seen = []
+
+    def save_checking(self, step, *args, **kwargs):
+        seen.append((step, histories.open(tmp_path / "slow" / "teacher" / "histories").num_steps))
+        return save(self, step, *args, **kwargs)
+
+    save = checkpoint.Checkpointer.save
+    monkeypatch.setattr(histories.HistoryWriter, "append", slow_append)
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save_checking)
+    summary = train.teach(tiny(tmp_path, "slow"), tmp_path / "slow", progress=False, log=lambda s: None)
+    # snapshots at 400, 600, 1200; checkpoints at 400, 800, 1200 (one learner step per env step)
+    assert sorted(seen) == [(400, 400), (400, 400), (600, 600), (800, 800), (1200, 1200), (1200, 1200)]
+    _assert_identical_runs(clean_run, tmp_path / "slow", summary)
 
 
 def test_resume_with_another_config_is_refused(tmp_path):

@@ -106,16 +106,18 @@ def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bo
     state = jax.block_until_ready(state)
     q_period = tcfg.q_log_period
     with tempfile.TemporaryDirectory(prefix="climit-bench-") as tmp:
-        hooks, writer = train._Hooks(), None
-        if write_histories:
+        hooks, writer, appender = train._Hooks(), None, None
+        if write_histories:  # as `climit teach` writes them: on a background thread
             infos = [histories.StreamInfo(g, e, tuple(np.asarray(tasks[g]).tolist()), g)
                      for g in range(learners) for e in range(tcfg.num_envs)]
             writer = histories.create(Path(tmp) / "histories", spec=env.spec, streams=infos,
                                       q_period=q_period, total_steps=tcfg.total_env_steps // tcfg.num_envs)
-            hooks.output = lambda out, t0, t1: writer.append(
-                *out.streams, q_values=out.q_NxTqxA)
+            appender = train.BackgroundAppend(writer)
+            hooks.output = lambda out, t0, t1: appender.append(out)
         record = "full" if write_histories else "stats"
-        with writer or contextlib.nullcontext():  # releases the compression threads however it ends
+        # The writer releases its compression threads however the loop ends; the appender first
+        # waits for the last chunk's write (untimed, as in teach, where it goes with the final save).
+        with writer or contextlib.nullcontext(), appender or contextlib.nullcontext():
             state, timing = train._run_chunks(tcfg, env, state, hp, tasks, record=record,
                                               q_period=q_period if write_histories else 0, hooks=hooks)
         disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())

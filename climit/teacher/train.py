@@ -20,6 +20,7 @@ Axis letters: G learners, E envs per learner, N = G*E streams, T time, M episode
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -389,19 +390,70 @@ def history_config_diff(cfg: ExperimentConfig, stored: dict) -> list[str]:
 _TIMING_PREFIX = "timing_"
 
 
+class BackgroundAppend:
+    """Appends each chunk's transitions to a history on a background thread, while the chunk
+    loop runs the next chunk.
+
+    On a GPU the loop's call into a chunk returns only once the chunk's while loop has run (the
+    host drives it), so a write on the loop's own thread left the device idle: 0.19 s of every
+    1.43 s chunk of MinAtar Breakout, 5 learners with histories, on one H200. Here one chunk is
+    written at a time, in order (:meth:`append` first waits for the one before: two chunks in
+    host memory at most); a write's error (a full disk) is raised by the next call.
+    """
+
+    def __init__(self, writer: histories.HistoryWriter):
+        self.writer = writer
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "climit-histories")
+        self._writing: concurrent.futures.Future | None = None
+
+    def append(self, out: dqn.ChunkOut) -> None:
+        """Start writing ``out``'s streams (and Q-values), host arrays, after the previous chunk."""
+        self.wait()
+        s = out.streams
+        self._writing = self._pool.submit(self.writer.append, s.obs_NxTxO, s.action_NxT, s.reward_NxT,
+                                          s.terminated_NxT, s.truncated_NxT, out.q_NxTqxA)
+
+    def wait(self) -> None:
+        """Until the chunk being written is on disk; its error is raised here."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def close(self, quiet: bool = False) -> None:
+        """Wait for the last write and stop the thread; ``quiet``: drop the write's error (the
+        caller is already raising its own)."""
+        try:
+            self.wait()
+        except Exception:
+            if not quiet:
+                raise
+        finally:
+            self._pool.shutdown()
+
+    def __enter__(self) -> BackgroundAppend:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(quiet=exc_type is not None)
+
+
 class _RunIO:
     """Histories, metrics, checkpoints and snapshots of one teach run (the loop's hooks).
 
     Checkpoints fall on global chunk numbers (every ``checkpoint_every``-th chunk of the run,
     counted from step 0, and the last), so a resumed run checkpoints at the same steps as an
     uninterrupted one. A snapshot is taken at the first chunk end at or past each requested
-    ``snapshot_steps`` entry (exactly there when chunks divide it), and at the end.
+    ``snapshot_steps`` entry (exactly there when chunks divide it), and at the end. Histories go
+    through a :class:`BackgroundAppend`; every save first waits for its write in flight, so the
+    history on disk always reaches the step of each checkpoint, as a resume requires. Call
+    :meth:`close` when the loop ends.
     """
 
     def __init__(self, cfg: ExperimentConfig, start_t: int, writer: histories.HistoryWriter | None,
                  ckpt: checkpoint.Checkpointer, snaps: checkpoint.Checkpointer, metrics: Any):
         self.tcfg = cfg.teacher
         self.writer, self.ckpt, self.snaps, self.metrics = writer, ckpt, snaps, metrics
+        self.appender = BackgroundAppend(writer) if writer is not None else None
         self.cfg_dict = config_lib.to_dict(cfg)
         self.last_time = time.perf_counter()
         self.save_s: float | None = None
@@ -411,9 +463,7 @@ class _RunIO:
     def output(self, out: dqn.ChunkOut, t0: int, t1: int) -> None:
         if self.writer is None:  # not process 0: it has gathered the chunk, process 0 writes it
             return
-        s = out.streams
-        self.writer.append(s.obs_NxTxO, s.action_NxT, s.reward_NxT, s.terminated_NxT,
-                           s.truncated_NxT, out.q_NxTqxA)
+        self.appender.append(out)
         stats, now = out.stats, time.perf_counter()
         episodes, g, updates = int(stats.episodes_G.sum()), len(stats.episodes_G), int(stats.loss_count)
         wall, self.last_time = now - self.last_time, now
@@ -426,6 +476,11 @@ class _RunIO:
         if self.save_s is not None:  # the checkpoint/snapshot saved just before this chunk
             record["save_s"], self.save_s = round(self.save_s, 4), None
         self.metrics.log(record)
+
+    def close(self, quiet: bool = False) -> None:
+        """Wait for the last history write (see :meth:`BackgroundAppend.close`)."""
+        if self.appender is not None:
+            self.appender.close(quiet)
 
     def _checkpoint_due(self, t1: int) -> bool:
         chunk_number = -(-t1 // self.tcfg.chunk_steps)
@@ -442,6 +497,8 @@ class _RunIO:
         # The pipeline is drained here: time from now to the next chunk's output is that chunk's
         # alone, and the save's own time goes in that record's ``save_s``, not its ``wall_s``.
         start, step = time.perf_counter(), t1 * self.tcfg.num_envs
+        if self.appender is not None:
+            self.appender.wait()
         if self._snapshot_due(t1):
             requested = [s for s in self.pending_snaps if s <= step]
             self.pending_snaps = [s for s in self.pending_snaps if s > step]
@@ -720,9 +777,15 @@ def _train_on_disk(cfg: ExperimentConfig, env: envs.Env, p: Plan, state: dqn.Tra
         hooks = _Hooks(output=io.output, needs_sync=io.needs_sync, sync=io.sync,
                        save_before_stop=io.save_before_stop)
         state, hp, tasks = place(state, p.hparams, p.tasks_GxK)
-        return _run_chunks(cfg.teacher, env, state, hp, tasks, record="full", q_period=q_period,
-                           hooks=hooks, timing=timing, progress=progress,
-                           diverged_note=lambda: _divergence_note(ckpt), stop_hook=stop_hook)
+        try:
+            result = _run_chunks(cfg.teacher, env, state, hp, tasks, record="full",
+                                 q_period=q_period, hooks=hooks, timing=timing, progress=progress,
+                                 diverged_note=lambda: _divergence_note(ckpt), stop_hook=stop_hook)
+        except BaseException:
+            io.close(quiet=True)
+            raise
+        io.close()
+        return result
 
 
 def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
