@@ -162,15 +162,16 @@ def test_truncated_step_stores_final_obs_and_no_termination():
     assert not buf.terminated_C[19]
 
 
-@pytest.mark.parametrize("buffer_size", [64, 24])
-def test_streams_read_from_replay_equal_the_per_step_record(buffer_size):
-    # 2 learners x 2 envs, chunks of 16 vector steps (32 transitions) with Q-values every 8:
-    # read back from the replay buffer (64 rows, wrapping from the third chunk on) the chunk's
-    # streams equal what the scan stacks step by step. With 24 rows a chunk does not fit, and
-    # make_chunk must fall back to the per-step record (reading the buffer would return rows
-    # the chunk itself overwrote).
+@pytest.mark.parametrize("buffer_size,num_envs", [(64, 2), (50, 3), (24, 2)])
+def test_streams_read_from_replay_equal_the_per_step_record(buffer_size, num_envs):
+    # 2 learners x E envs, chunks of 16 vector steps with Q-values every 8: read back from the
+    # replay buffer the chunk's streams equal what the scan stacks step by step, with the ring
+    # wrapping between chunks (64 rows, 32 transitions a chunk) and inside them (50 rows, 48).
+    # With 24 rows a chunk does not fit, and make_chunk must fall back to the per-step record
+    # (reading the buffer would return rows the chunk itself overwrote).
     env = envs.make("darkroom")
-    tcfg = tiny_cfg(buffer_size=buffer_size, batch_size=8, learning_starts=20, total_env_steps=160)
+    tcfg = tiny_cfg(buffer_size=buffer_size, num_envs=num_envs, batch_size=8, learning_starts=20,
+                    total_env_steps=80 * num_envs)
     tasks = jnp.array([[1, 2], [6, 3]], jnp.int32)
     hp = dqn.hparams(tcfg, 2)
     read = dqn.make_chunk(tcfg, env, 16, "full", 8)
@@ -182,7 +183,7 @@ def test_streams_read_from_replay_equal_the_per_step_record(buffer_size):
         jax.tree.map(np.testing.assert_array_equal, jax.device_get(out), jax.device_get(ref))
         jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), jax.device_get(ref_state))
     s = jax.tree.map(np.asarray, out.streams)
-    assert s.obs_NxTxO.shape == (4, 16, 2) and s.action_NxT.dtype == np.uint8
+    assert s.obs_NxTxO.shape == (2 * num_envs, 16, 2) and s.action_NxT.dtype == np.uint8
     assert len(np.unique(s.action_NxT)) > 1 and s.truncated_NxT.any()  # not all the same row
 
 

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -94,6 +95,14 @@ def machine() -> dict[str, Any]:
             "n_devices": jax.device_count(), "host_cpus": os.cpu_count(), "jax_version": jax.__version__}
 
 
+def _timed_wait(appender: train.BackgroundAppend | None) -> float:
+    """Seconds spent waiting for the appender's last write (0 without one)."""
+    start = time.perf_counter()
+    if appender is not None:
+        appender.wait()
+    return time.perf_counter() - start
+
+
 def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bool,
             seed: int = 0) -> dict[str, Any]:
     """One measurement: S learners for ``teacher.total_env_steps`` each."""
@@ -116,10 +125,11 @@ def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bo
             hooks.output = lambda out, t0, t1: appender.append(out)
         record = "full" if write_histories else "stats"
         # The writer releases its compression threads however the loop ends; the appender first
-        # waits for the last chunk's write (untimed, as in teach, where it goes with the final save).
+        # waits for the last chunk's write, which is timed with the run.
         with writer or contextlib.nullcontext(), appender or contextlib.nullcontext():
             state, timing = train._run_chunks(tcfg, env, state, hp, tasks, record=record,
                                               q_period=q_period if write_histories else 0, hooks=hooks)
+            timing.run_s += _timed_wait(appender)
         disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
     final = train.evaluate_greedy(tcfg, env, state.learners.params, tasks,
                                   jax.random.PRNGKey(seed + 1), episodes=10)

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -395,9 +396,10 @@ class BackgroundAppend:
     loop runs the next chunk.
 
     Why: the metrics of MinAtar Breakout (5 learners with histories, one H200, 2026-11-27) fit a
-    GPU call into a chunk that returns only once the chunk's while loop has run (the host drives
-    it), so that a write on the loop's own thread left the device idle, 0.19 s of every 1.43 s
-    chunk: a chunk drained at a save read 0.19 s and the one after it 2.69 s. Here one chunk is
+    GPU call into a chunk that returns only once the chunk's while loop has run (presumably the
+    host drives it), in which case a write on the loop's own thread left the device idle, 0.19 s
+    of every 1.43 s chunk: a chunk drained at a save read 0.19 s and the one after it 2.69 s.
+    The gain is not yet measured on a GPU. Here one chunk is
     written at a time, in order (:meth:`append` first waits for the one before: two chunks in
     host memory at most); a write's error (a full disk) is raised by the next call.
     """
@@ -421,13 +423,14 @@ class BackgroundAppend:
             writing.result()
 
     def close(self, quiet: bool = False) -> None:
-        """Wait for the last write and stop the thread; ``quiet``: drop the write's error (the
-        caller is already raising its own)."""
+        """Wait for the last write and stop the thread; ``quiet``: the caller is already raising
+        its own error, so the write's is only printed."""
         try:
             self.wait()
-        except Exception:
+        except Exception as e:
             if not quiet:
                 raise
+            print(f"climit: the history write in flight failed too: {e!r}", file=sys.stderr)
         finally:
             self._pool.shutdown()
 
@@ -496,7 +499,8 @@ class _RunIO:
 
     def sync(self, state: dqn.TrainState, t1: int, timing: Timing) -> None:
         # The pipeline is drained here: time from now to the next chunk's output is that chunk's
-        # alone, and the save's own time goes in that record's ``save_s``, not its ``wall_s``.
+        # alone, and the time spent here (the history write in flight, then the saves) goes in
+        # that record's ``save_s``, not its ``wall_s``.
         start, step = time.perf_counter(), t1 * self.tcfg.num_envs
         if self.appender is not None:
             self.appender.wait()
