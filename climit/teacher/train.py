@@ -399,9 +399,9 @@ class BackgroundAppend:
     GPU call into a chunk that returns only once the chunk's while loop has run (presumably the
     host drives it), in which case a write on the loop's own thread left the device idle, 0.19 s
     of every 1.43 s chunk: a chunk drained at a save read 0.19 s and the one after it 2.69 s.
-    The gain is not yet measured on a GPU. Here one chunk is
-    written at a time, in order (:meth:`append` first waits for the one before: two chunks in
-    host memory at most); a write's error (a full disk) is raised by the next call.
+    The gain is not yet measured on a GPU. Here one chunk is written at a time, in order
+    (:meth:`append` first waits for the one before: two chunks in host memory at most); a
+    write's error (a full disk) is raised by the next call.
     """
 
     def __init__(self, writer: histories.HistoryWriter):
