@@ -1,6 +1,8 @@
 """MinAtar learning curves of the DQN seeds from GAME_episodes.npz (written by watch.py).
 
-    python docs/bench/2026-11-27-h200-minatar/plot.py [bo|si]   # breakout.png (spaceinvaders.png)
+    python docs/bench/2026-11-27-h200-minatar/plot.py [bo|si] [FOLDER]
+
+draws breakout.png (spaceinvaders.png) in FOLDER (default: this one) from FOLDER/GAME_episodes.npz.
 
 Each curve is one learner's training-episode return (epsilon 0.1 after the first 105k frames),
 averaged over 100k-frame windows by the frame at which an episode ends.
@@ -30,9 +32,9 @@ def curve(ret_E: np.ndarray, length_E: np.ndarray) -> np.ndarray:
     return sums[:FRAMES // WINDOW] / np.maximum(counts[:FRAMES // WINDOW], 1)
 
 
-def main(game: str) -> None:
+def main(game: str, folder: Path) -> None:
     title, png, paper = GAMES[game]
-    data = np.load(HERE / f"{game}_episodes.npz")
+    data = np.load(folder / f"{game}_episodes.npz")
     learners = sorted(int(k.split("_")[1]) for k in data.files if k.startswith("ret_"))
     x = (np.arange(FRAMES // WINDOW) + 1) * WINDOW / 1e6
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -43,8 +45,8 @@ def main(game: str) -> None:
            title=f"MinAtar {title}, DQN, 5M frames, one H200")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(HERE / png, dpi=110)
+    fig.savefig(folder / png, dpi=110)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "bo")
+    main(sys.argv[1] if len(sys.argv) > 1 else "bo", Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
