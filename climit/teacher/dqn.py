@@ -320,8 +320,8 @@ def streams_from_replay(tcfg: TeacherConfig, replay_G: replay.Replay, t0: jax.Ar
     Vector step s of env e was added as transition number s*E + e, at row (s*E + e) % C; the
     chunk's ``length`` steps from ``t0`` are all still there when length*E <= C. Reading them
     once per chunk replaces four per-step outputs of the scan (observation, action, reward,
-    terminated), each expected to be a small kernel per step on a GPU (the gain is not yet
-    measured). The values are the stored ones, which are what the learner trains on: bitwise
+    terminated), each expected to be a small kernel per step on a GPU (its gain is measured only
+    together with train.BackgroundAppend's, see there). The values are the stored ones, which are what the learner trains on: bitwise
     what the per-step outputs held.
 
     Returns Streams with rows n = g*E + e: obs [N, T, *O], the rest [N, T].
