@@ -127,14 +127,19 @@ def network(tcfg: TeacherConfig, spec: envs.EnvSpec) -> networks.QNet:
 
 
 def optimizer(tcfg: TeacherConfig) -> optax.GradientTransformation:
-    """Clip, then Adam or centred RMSProp *directions*; the per-learner lr scales them after."""
+    """Clip, then Adam or centred RMSProp *directions*; the per-learner lr scales them after.
+
+    It runs on the parameters raveled into one vector (its moments are one vector each): on a
+    GPU, one learner's update is launch-bound, and per-leaf moments and norms cost a kernel per
+    leaf (8 for the dueling MLP); raveled, the update ran 7% faster (H200, 2026-11-27).
+    """
     parts = [optax.clip_by_global_norm(tcfg.max_grad_norm)] if tcfg.max_grad_norm > 0 else []
     if tcfg.optimizer == "adam":
         parts.append(optax.scale_by_adam(eps=tcfg.opt_eps))
     else:  # centred RMSProp as in the MinAtar paper (torch: eps outside the square root)
         parts.append(optax.scale_by_stddev(decay=tcfg.rms_decay, eps=tcfg.opt_eps,
                                            eps_in_sqrt=False))
-    return optax.chain(*parts)
+    return optax.flatten(optax.chain(*parts))
 
 
 def epsilon(tcfg: TeacherConfig, hp: HParams, env_steps: jax.Array) -> jax.Array:
