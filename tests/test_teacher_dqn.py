@@ -437,3 +437,41 @@ def test_rmsprop_and_polyak_learn_the_chain():
                     loss="mse", double=False)
     state, _ = train(tcfg, tiny_env(1))
     np.testing.assert_allclose(q_values(tcfg, tiny_env(1), state, [1.0])[:2], [1.0, 1.0], atol=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduled chunks: update rounds without a lax.cond, the same values
+# ---------------------------------------------------------------------------------------------
+
+def test_scheduled_only_past_learning_starts_and_on_the_train_every_grid():
+    tcfg = tiny_cfg(num_envs=2, learning_starts=64, train_every=2, chunk_steps=40, q_log_period=20)
+    assert not dqn.schedulable(tcfg, 0, 40, "full", 20)  # step 1 adds transitions 2..3 < 64
+    assert not dqn.schedulable(tcfg, 30, 40, "full", 20)  # step 31: 62 stored
+    assert dqn.schedulable(tcfg, 32, 40, "full", 20)  # step 33: 66 stored, every round due
+    assert not dqn.schedulable(tcfg, 33, 40, "full", 20)  # off the grid of rounds
+    assert not dqn.schedulable(tcfg, 40, 40, "full", 5)  # blocks of 5 steps: a round mid-block
+    assert dqn.schedulable(tcfg, 40, 40, "stats", 5)  # (only "full" records in blocks)
+    with pytest.raises(ValueError, match="multiple of train_every 2"):
+        dqn.make_chunk(tcfg, tiny_env(2), 40, "full", 5, scheduled=True)
+
+
+@pytest.mark.parametrize("train_every,record,q_period", [(1, "full", 10), (2, "returns", 0)])
+def test_a_scheduled_chunk_equals_the_conditional_one(train_every, record, q_period):
+    # Past learning_starts, the chunk without a condition around its update rounds computes
+    # bitwise what the conditional one does: every state leaf, stat and recorded stream.
+    tcfg = tiny_cfg(train_every=train_every, target="polyak", tau=0.1, updates_per_train=2)
+    env = tiny_env(3)
+    tasks = jnp.zeros((2, 0), jnp.int32)
+    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(3), 1, 2), tasks)
+    state, _ = dqn.make_chunk(tcfg, env, 40, "stats", 0)(state, dqn.hparams(tcfg, 2), tasks)
+    assert dqn.schedulable(tcfg, int(state.t), 20, record, q_period)
+    outs = []
+    for scheduled in (False, True):
+        copy = jax.tree.map(jnp.copy, state)  # a chunk donates the state it is given
+        fn = dqn.make_chunk(tcfg, env, 20, record, q_period, scheduled=scheduled)
+        outs.append(fn(copy, dqn.hparams(tcfg, 2), tasks))
+    (s0, o0), (s1, o1) = outs
+    assert int(s1.updates) - int(state.updates) == 20 // train_every * 2
+    for a, b in zip(jax.tree.leaves((s0, o0)), jax.tree.leaves((s1, o1))):
+        np.testing.assert_array_equal(a, b)
+    assert jax.tree.structure((s0, o0)) == jax.tree.structure((s1, o1))

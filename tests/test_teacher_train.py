@@ -485,6 +485,16 @@ def test_a_run_that_failed_before_its_first_chunk_does_not_block_a_fixed_config(
     assert summary["env_steps_per_learner"] == 1200
 
 
+def test_chunks_past_learning_starts_run_their_update_rounds_unconditionally(tmp_path, monkeypatch):
+    """The first chunk straddles learning_starts (a lax.cond per step); the rest are scheduled:
+    one compiled program each, however many chunks."""
+    made, real = [], dqn.make_chunk
+    monkeypatch.setattr(dqn, "make_chunk", lambda *a, **kw: made.append(kw) or real(*a, **kw))
+    train.teach(tiny(tmp_path, "sched", "teacher.checkpoint_every=10"), tmp_path / "sched",
+                progress=False, log=lambda s: None)
+    assert made == [{"scheduled": False}, {"scheduled": True}]
+
+
 def test_sweep_is_one_axis_with_common_random_numbers(tmp_path):
     cfg = tiny(tmp_path, "sweep", "teacher.sweep={lr: [0.001, 0.01], gamma: [0.9, 0.8]}",
                "teacher.total_env_steps=400", "teacher.snapshot_steps=[5000]")

@@ -193,7 +193,7 @@ def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G:
     g = int(tasks_GxK.shape[0])
     timing = timing or Timing()
     prior_run_s, prior_compile_s, compile_s = timing.run_s, timing.compile_s, 0.0
-    compiled: dict[int, Any] = {}
+    compiled: dict[tuple[int, bool], Any] = {}
     pending: list[tuple[Any, int, int]] = []
     bar = tqdm(total=tcfg.total_env_steps, initial=t * tcfg.num_envs, unit="step",
                disable=not progress, desc="teach", dynamic_ncols=True, mininterval=1.0)
@@ -221,12 +221,13 @@ def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G:
     chunk_index = 0
     while t < total:
         length = min(tcfg.chunk_steps, total - t)
-        if length not in compiled:
+        kind = (length, dqn.schedulable(tcfg, t, length, record, q_period))
+        if kind not in compiled:
             c0 = time.perf_counter()
-            fn = dqn.make_chunk(tcfg, env, length, record, q_period)
-            compiled[length] = fn.lower(state, hp_G, tasks_GxK).compile()
+            fn = dqn.make_chunk(tcfg, env, length, record, q_period, scheduled=kind[1])
+            compiled[kind] = fn.lower(state, hp_G, tasks_GxK).compile()
             compile_s += time.perf_counter() - c0
-        state, out = compiled[length](state, hp_G, tasks_GxK)
+        state, out = compiled[kind](state, hp_G, tasks_GxK)
         finish()  # the previous chunk's output, while this one runs
         pending.append((out, t, t + length))
         t += length
