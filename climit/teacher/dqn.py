@@ -9,7 +9,9 @@ All learners step in lockstep, so the step counter ``t`` (vector env steps done)
 counter are scalars of the whole :class:`TrainState`, not per learner. Learning starts, the
 replay ratio and hard target copies are decided from them *outside* the vmap: a ``lax.cond`` on
 an unbatched predicate stays a real branch (under vmap it would become a select that runs both
-branches every step; DESIGN.md §3).
+branches every step; DESIGN.md §3). Past learning starts, the driver runs chunks whose update
+rounds are scheduled statically instead (:func:`schedulable`): a GPU copies a cond's predicate
+to the host, which then cannot queue ahead.
 
     state = init(tcfg, env, keys_G, tasks_GxK)
     chunk = make_chunk(tcfg, env, length=1000, record="full")
