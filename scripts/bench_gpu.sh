@@ -69,8 +69,9 @@ if [ -n "${ONLY:-}" ]; then
       f32_stream '"$IMIT_FLAGS"' || echo "{\"failed\": \"$f\"}"
   done'
   # The latency-bound teacher (1 and 64 learners; climit and its peer under the same flags) with
-  # whole scan loops recorded as CUDA graphs: an XLA while loop otherwise returns its predicate
-  # to the host every iteration. Only when named: ONLY="teacher_flags".
+  # whole scan loops and conditionals recorded as CUDA graphs. (A scan's known trip count needs
+  # no host; a lax.cond copies its predicate to the host, and since 2026-11-27 the teacher runs
+  # none per step past learning_starts.) Only when named: ONLY="teacher_flags".
   step teacher_flags 300 bash -c 'for f in "" "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
       "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL --xla_gpu_command_buffer_unroll_loops=true"; do
     echo "{\"xla_flags\": \"$f\"}"
