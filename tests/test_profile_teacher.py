@@ -1,0 +1,45 @@
+"""scripts/profile_teacher.py: its trace summary (known answer) and one tiny run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "profile_teacher.py"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("profile_teacher", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_summary_sums_complete_events_by_name_on_device_and_host(tool):
+    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+            {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}}]
+    events = [{"ph": "X", "pid": 1, "name": "gemm", "ts": 0, "dur": 2.0},
+              {"ph": "X", "pid": 1, "name": "gemm", "ts": 5, "dur": 3.0},
+              {"ph": "X", "pid": 1, "name": "reduce", "ts": 9, "dur": 1.5},
+              {"ph": "X", "pid": 2, "name": "launch", "ts": 0, "dur": 7.0},
+              {"ph": "i", "pid": 1, "name": "instant", "ts": 3}]
+    got = tool.summarize({"traceEvents": meta + events})
+    assert got["device"] == {"events": 3, "busy_us": 6.5, "top": [["gemm", 2, 5.0], ["reduce", 1, 1.5]]}
+    assert got["host"] == {"events": 1, "busy_us": 7.0, "top": [["launch", 1, 7.0]]}
+
+
+def test_a_tiny_profile_writes_rates_kernels_and_hlo_per_side(tool, tmp_path, capsys):
+    tool.main([str(tmp_path), "--steps", "100", "--repeats", "1", "--variant",
+               "huber=teacher.loss=huber", "teacher.hidden=[8]", "teacher.batch_size=8"])
+    report = json.loads((tmp_path / "profile.json").read_text())
+    assert report["learners"] == 1 and report["steps_per_call"] == 100
+    for side in ("climit", "climit_huber"):
+        assert report[side]["env_steps_per_s"] > 0
+        assert report[side]["td_updates_per_s"] == pytest.approx(report[side]["env_steps_per_s"] / 2, rel=1e-4)
+        assert report[side]["host"]["events"] > 0
+        assert "HloModule" in (tmp_path / f"{side}.hlo.txt").read_text()
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
