@@ -133,7 +133,7 @@ def optimizer(tcfg: TeacherConfig) -> optax.GradientTransformation:
 
     It runs on the parameters raveled into one vector (its moments are one vector each): on a
     GPU, one learner's update is launch-bound, and per-leaf moments and norms cost a kernel per
-    leaf (8 for the dueling MLP); raveled, the update ran 7% faster (H200, 2026-11-27).
+    leaf (8 for the dueling MLP); raveled, one learner trained 7% faster (H200, 2026-11-27).
     """
     parts = [optax.clip_by_global_norm(tcfg.max_grad_norm)] if tcfg.max_grad_norm > 0 else []
     if tcfg.optimizer == "adam":
