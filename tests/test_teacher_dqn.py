@@ -455,7 +455,7 @@ def test_scheduled_only_past_learning_starts_and_on_the_train_every_grid():
         dqn.make_chunk(tcfg, tiny_env(2), 40, "full", 5, scheduled=True)
 
 
-@pytest.mark.parametrize("train_every,record,q_period", [(1, "full", 10), (2, "returns", 0)])
+@pytest.mark.parametrize("train_every,record,q_period", [(1, "full", 10), (2, "full", 10), (2, "returns", 0)])
 def test_a_scheduled_chunk_equals_the_conditional_one(train_every, record, q_period):
     # Past learning_starts, the chunk without a condition around its update rounds computes
     # bitwise what the conditional one does: every state leaf, stat and recorded stream.
