@@ -327,13 +327,18 @@ def _unit(tcfg: TeacherConfig, env: envs.Env, net: networks.QNet, hp_G: HParams,
     return (state.replace(learners=learners, updates=updates), stats), ys
 
 
+def _block(length: int, record: Record, q_period: int) -> int:
+    """Vector steps per block of a chunk's outer scan: Q-values are recorded once per block."""
+    return (q_period if record == "full" else 0) or length
+
+
 def schedulable(tcfg: TeacherConfig, t0: int, length: int, record: Record, q_period: int) -> bool:
     """Whether the chunk of ``length`` vector steps from step ``t0`` can run its update rounds
     unconditionally (see _unit): all its steps past learning_starts, and train_every dividing
     ``t0`` and the scan's blocks. Either way the chunk computes the same values."""
-    block = (q_period if record == "full" else 0) or length
     k = tcfg.train_every
-    return (t0 + 1) * tcfg.num_envs >= tcfg.learning_starts and t0 % k == 0 and block % k == 0
+    return ((t0 + 1) * tcfg.num_envs >= tcfg.learning_starts and t0 % k == 0
+            and _block(length, record, q_period) % k == 0)
 
 
 def _keep(record: Record, from_replay: bool, ys: tuple[rollout.Transition, jax.Array]) -> tuple[Any, Any]:
@@ -391,8 +396,8 @@ def chunk(tcfg: TeacherConfig, env: envs.Env, length: int, record: Record, q_per
     """
     net = network(tcfg, env.spec)
     g = tasks_GxK.shape[0]
+    block = _block(length, record, q_period)
     q_period = q_period if record == "full" else 0
-    block = q_period or length
     units = block // (tcfg.train_every if scheduled else 1)
     from_replay = from_replay and length * tcfg.num_envs <= tcfg.buffer_size
     t0 = state.t
@@ -448,7 +453,7 @@ def make_chunk(tcfg: TeacherConfig, env: envs.Env, length: int, record: Record =
         raise ValueError(f"record must be stats, returns or full, got {record!r}")
     if record == "full" and q_period and length % q_period:
         raise ValueError(f"chunk length {length} is not a multiple of q_period {q_period}")
-    block = (q_period if record == "full" else 0) or length
+    block = _block(length, record, q_period)
     if scheduled and block % tcfg.train_every:
         raise ValueError(f"a scheduled chunk's scan blocks ({block} steps) must be a multiple of "
                          f"train_every {tcfg.train_every}")
