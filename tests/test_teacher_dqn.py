@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -453,13 +454,42 @@ def test_scheduled_only_past_learning_starts_and_on_the_train_every_grid():
     assert dqn.schedulable(tcfg, 40, 40, "stats", 5)  # (only "full" records in blocks)
     with pytest.raises(ValueError, match="multiple of train_every 2"):
         dqn.make_chunk(tcfg, tiny_env(2), 40, "full", 5, scheduled=True)
+    # one env, one step and one update per round: never (no loop would keep the replay write
+    # and the sampling gather apart; see the next test)
+    one = dict(learning_starts=64, num_envs=1)
+    assert not dqn.schedulable(tiny_cfg(**one), 64, 40, "stats", 0)
+    assert dqn.schedulable(tiny_cfg(**one, updates_per_train=2), 64, 40, "stats", 0)
+    assert dqn.schedulable(tiny_cfg(**one, train_every=2), 64, 40, "stats", 0)
+    assert dqn.schedulable(tiny_cfg(learning_starts=64), 40, 40, "stats", 0)  # 2 envs
 
 
-@pytest.mark.parametrize("train_every,record,q_period", [(1, "full", 10), (2, "full", 10), (2, "returns", 0)])
-def test_a_scheduled_chunk_equals_the_conditional_one(train_every, record, q_period):
+@pytest.mark.parametrize("num_envs,train_every,updates_per_train,target",
+                         [(1, 2, 1, "hard"), (1, 1, 2, "polyak"), (1, 4, 3, "hard"), (2, 1, 1, "hard")])
+def test_a_scheduled_chunk_does_not_copy_the_replay_buffers(num_envs, train_every, updates_per_train, target):
+    # The compiled program writes the replay buffers in place: no copy of a [G, C, ...] array.
+    # With one env, one step and one update per round XLA (CPU) fused the write into the
+    # sampling gather and copied every buffer twice per step (on Dark Room as here; 15x slower
+    # on MinAtar), which schedulable forbids.
+    tcfg = tiny_cfg(num_envs=num_envs, train_every=train_every, updates_per_train=updates_per_train,
+                    target=target, buffer_size=424)
+    env = envs.make("darkroom", 0.0)
+    tasks = jnp.asarray(envs.sample_tasks("darkroom", jax.random.PRNGKey(0), 2, "train"))
+    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(0), 1, 2), tasks)
+    assert dqn.schedulable(tcfg, 72, 24, "full", 12)
+    fn = dqn.make_chunk(tcfg, env, 24, "full", 12, scheduled=True)
+    hlo = fn.lower(state, dqn.hparams(tcfg, 2), tasks).compile().as_text().splitlines()
+    buffer_shaped = re.compile(r"= \w+\[2,424[,\]]")
+    assert any(buffer_shaped.search(line) for line in hlo)  # the pattern finds the buffers
+    assert [line for line in hlo if buffer_shaped.search(line) and " copy(" in line] == []
+
+
+@pytest.mark.parametrize("train_every,record,q_period,target", [(1, "full", 10, "polyak"), (2, "full", 10, "polyak"),
+                                                                (2, "returns", 0, "polyak"), (2, "full", 10, "hard")])
+def test_a_scheduled_chunk_equals_the_conditional_one(train_every, record, q_period, target):
     # Past learning_starts, the chunk without a condition around its update rounds computes
-    # bitwise what the conditional one does: every state leaf, stat and recorded stream.
-    tcfg = tiny_cfg(train_every=train_every, target="polyak", tau=0.1, updates_per_train=2)
+    # bitwise what the conditional one does: every state leaf, stat and recorded stream (with
+    # hard targets, copies every 3 updates fall inside the chunk).
+    tcfg = tiny_cfg(train_every=train_every, target=target, tau=0.1, target_period=3, updates_per_train=2)
     env = tiny_env(3)
     tasks = jnp.zeros((2, 0), jnp.int32)
     state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(3), 1, 2), tasks)

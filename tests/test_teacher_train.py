@@ -485,14 +485,18 @@ def test_a_run_that_failed_before_its_first_chunk_does_not_block_a_fixed_config(
     assert summary["env_steps_per_learner"] == 1200
 
 
-def test_chunks_past_learning_starts_run_their_update_rounds_unconditionally(tmp_path, monkeypatch):
+@pytest.mark.parametrize("updates_per_train,programs", [(2, [False, True]), (1, [False])])
+def test_chunks_past_learning_starts_run_their_update_rounds_unconditionally(tmp_path, monkeypatch,
+                                                                           updates_per_train, programs):
     """The first chunk straddles learning_starts (a lax.cond per step); the rest are scheduled:
-    one compiled program each, however many chunks."""
+    one compiled program each, however many chunks. With one step and one update per round
+    (this config's defaults) every chunk keeps the cond (dqn.schedulable says why)."""
     made, real = [], dqn.make_chunk
     monkeypatch.setattr(dqn, "make_chunk", lambda *a, **kw: made.append(kw) or real(*a, **kw))
-    train.teach(tiny(tmp_path, "sched", "teacher.checkpoint_every=10"), tmp_path / "sched",
+    train.teach(tiny(tmp_path, "sched", "teacher.checkpoint_every=10",
+                     f"teacher.updates_per_train={updates_per_train}"), tmp_path / "sched",
                 progress=False, log=lambda s: None)
-    assert made == [{"scheduled": False}, {"scheduled": True}]
+    assert made == [{"scheduled": s} for s in programs]
 
 
 def test_sweep_is_one_axis_with_common_random_numbers(tmp_path):

@@ -333,11 +333,20 @@ def _block(length: int, record: Record, q_period: int) -> int:
 
 
 def schedulable(tcfg: TeacherConfig, t0: int, length: int, record: Record, q_period: int) -> bool:
-    """Whether the chunk of ``length`` vector steps from step ``t0`` can run its update rounds
+    """Whether the chunk of ``length`` vector steps from step ``t0`` runs its update rounds
     unconditionally (see _unit): all its steps past learning_starts, and train_every dividing
-    ``t0`` and the scan's blocks. Either way the chunk computes the same values."""
+    ``t0`` and the scan's blocks. Either way the chunk computes the same values.
+
+    Never with one env, one vector step and one TD update per round (the MinAtar, Dark Room
+    and Key-to-Door presets): there the step writes one row of each replay buffer and neither
+    the steps nor the updates form a loop of their own, so XLA (CPU) fuses that in-place write
+    into the update's sampling gather and then copies every replay buffer twice per step
+    (MinAtar Breakout ran 15x slower than under the cond). A loop on either side, or a write of
+    several rows, keeps them apart (a test compiles such chunks and finds no copy).
+    """
     k = tcfg.train_every
-    return ((t0 + 1) * tcfg.num_envs >= tcfg.learning_starts and t0 % k == 0
+    return (not (k == tcfg.updates_per_train == tcfg.num_envs == 1)
+            and (t0 + 1) * tcfg.num_envs >= tcfg.learning_starts and t0 % k == 0
             and _block(length, record, q_period) % k == 0)
 
 
@@ -364,8 +373,8 @@ def streams_from_replay(tcfg: TeacherConfig, replay_G: replay.Replay, t0: jax.Ar
     chunk's ``length`` steps from ``t0`` are all still there when length*E <= C. Reading them
     once per chunk replaces four per-step outputs of the scan (observation, action, reward,
     terminated), each expected to be a small kernel per step on a GPU (its gain is measured only
-    together with train.BackgroundAppend's, see there). The values are the stored ones, which are what the learner trains on: bitwise
-    what the per-step outputs held.
+    together with train.BackgroundAppend's, see there). The values are the stored ones, which
+    are what the learner trains on: bitwise what the per-step outputs held.
 
     Returns Streams with rows n = g*E + e: obs [N, T, *O], the rest [N, T].
     """
