@@ -344,6 +344,32 @@ def _kept_steps(icfg: config_lib.ImitatorConfig, teacher_steps: int) -> tuple[in
     return steps // icfg.subsample, f"{what}, {kept}"
 
 
+def _horizon_grid_ok(episode_len: int, horizon: int, factor: int, points: int) -> bool:
+    """Whether test (b)'s grid (a point at H) keeps a stride at most twice the requested one."""
+    g = grid(episode_len, horizon * factor, points, through=horizon)
+    return g[0] <= 2 * grid(episode_len, horizon * factor, points)[0]
+
+
+def _check_horizon_grid(episode_len: int, horizon: int, factor: int, points: int) -> None:
+    """ConfigError for an H whose episode count no stride near the requested one divides.
+
+    grid() then takes the next divisor, up to the count itself when it is prime: one grid
+    point up to H, where the DQN's gain before H reads 0 and test (b) can never fail.
+    """
+    if _horizon_grid_ok(episode_len, horizon, factor, points):
+        return
+    units = horizon // episode_len
+    near = next(episode_len * u for d in range(1, units) for u in (units - d, units + d)
+                if _horizon_grid_ok(episode_len, episode_len * u, factor, points))
+    stride = int(grid(episode_len, horizon * factor, points, through=horizon)[0])
+    raise ConfigError("eval.horizon", f"H = {horizon} env steps ({units} episodes) leaves test "
+                      f"(b)'s curves a grid point every {stride} env steps, {horizon // stride} up "
+                      f"to H, where {points} points over {factor} H ask for one every "
+                      f"{int(grid(episode_len, horizon * factor, points)[0])} (the grid needs a "
+                      f"point at H and its stride must divide {units}); set eval.horizon={near} "
+                      f"(or eval.env_steps to {factor}x that)")
+
+
 def plan(cfg: ExperimentConfig) -> Plan:
     """Resolve the evaluation sizes; ConfigError (before any work) for impossible ones."""
     ev = cfg.eval
@@ -371,6 +397,7 @@ def plan(cfg: ExperimentConfig) -> Plan:
         raise ConfigError("eval.horizon", f"H = {horizon} env steps is not a multiple of the "
                           f"{cfg.env.name} episode length ({spec.episode_len}); set "
                           f"eval.horizon={near} (or eval.env_steps to 10x that)")
+    _check_horizon_grid(spec.episode_len, horizon, ev.horizon_factor, ev.curve_points)
     if horizon > cfg.teacher.total_env_steps:
         raise ConfigError("eval.horizon", f"H = {horizon} exceeds the teacher's "
                           f"{cfg.teacher.total_env_steps} env steps of history")

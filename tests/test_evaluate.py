@@ -245,6 +245,15 @@ def test_plan_resolves_and_rejects():
     with pytest.raises(ConfigError, match="eval.horizon: H = 190 env steps is not a multiple of "
                        "the darkroom episode length .20.; set eval.horizon=200"):
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon=190)))
+    # H = 101 episodes (the default tenth of 20200 steps): no stride near the 11 episodes that
+    # 100 points over 10 H ask for divides 101, so test (b)'s grid would keep 1 point up to H.
+    prime = config.load(None, ["teacher.total_env_steps=20200", "teacher.learning_starts=100"])
+    assert evaluate.grid(20, 20200, 100, through=2020).tolist() == list(range(2020, 20201, 2020))
+    with pytest.raises(ConfigError, match=r"eval.horizon: H = 2020 env steps \(101 episodes\) "
+                       r"leaves test \(b\)'s curves a grid point every 2020 env steps, 1 up to H.*"
+                       r"set eval.horizon=2000 \(or eval.env_steps to 10x that\)"):
+        evaluate.plan(prime)
+    evaluate.plan(dataclasses.replace(prime, eval=dataclasses.replace(prime.eval, horizon=2000)))
     # What the imitate stage would find only after the teacher trained: caught before any work.
     long_seq = dataclasses.replace(cfg.imitator, context_len=101)  # x 2 windows > H = 200
     with pytest.raises(ConfigError, match="imitator.context_len: a training sequence of 202 steps"):
