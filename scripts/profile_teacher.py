@@ -58,8 +58,10 @@ def climit_side(learners: int, steps: int, overrides: list[str]) -> Side:
     state, _ = dqn.make_chunk(tcfg, env, fill, "stats")(state, hp, tasks)
     length = steps // tcfg.num_envs
     if not dqn.schedulable(tcfg, fill, length, "stats", 0):
-        raise SystemExit(f"--steps {steps} does not make a scheduled chunk (train_every "
-                         f"{tcfg.train_every} must divide {length} vector steps)")
+        raise SystemExit(f"--steps {steps} with these overrides does not make a scheduled chunk "
+                         f"(train_every {tcfg.train_every} must divide {length} vector steps, and "
+                         f"one env, one step and one update per round never is: see "
+                         f"dqn.schedulable)")
     fn = dqn.make_chunk(tcfg, env, length, "stats", 0, scheduled=True)
     rounds = length // tcfg.train_every
     return (lambda s: fn(s, hp, tasks)[0], state, learners * steps,
