@@ -17,7 +17,9 @@ climit additions:
 Retention: keep the latest ``keep`` steps, and optionally the ``keep_best`` steps with the
 lowest ``metrics[best]``; the newest step is never deleted (orbax's v1 ``LatestN`` or'd with
 ``BestN``; the old v0 manager's ``max_to_keep`` + ``best_fn`` could delete it). ``keep=None``
-keeps everything: that is :func:`snapshots`, for the teacher's parameter snapshots.
+keeps everything: that is :func:`snapshots`, for the teacher's parameter snapshots. ``keep`` is
+at least 2: orbax applies the policy inside its save, before the checksums make the new step
+count, so with 1 a kill in between would leave no checkpoint at all.
 
 Saving is synchronous: when ``save`` returns, the step is on disk and verified-restorable.
 Typed PRNG key arrays (``jax.random.key``) are saved as their key data and come back typed.
@@ -230,6 +232,9 @@ class Checkpointer:
 
     def __init__(self, directory: str | Path, *, keep: int | None = 2, best: str | None = None,
                  keep_best: int = 1, readonly: bool = False):
+        if keep is not None and keep < 2 and not readonly:
+            raise ValueError(f"keep={keep}: at least 2 latest steps are kept (see the module "
+                             f"docstring: with 1 a killed save would leave no checkpoint)")
         self.directory = Path(directory).absolute()
         self.readonly = readonly
         self._unreadable_metrics: list[int] = []

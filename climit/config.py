@@ -156,7 +156,8 @@ class TeacherConfig:
                              "means fewer loop iterations, which a latency-bound GPU run may gain "
                              "from)", min=1)
     checkpoint_every: int = field(10, "chunks between full-state checkpoints", min=1)
-    keep_checkpoints: int = field(2, "full-state checkpoints kept for resuming", min=1)
+    keep_checkpoints: int = field(2, "full-state checkpoints kept for resuming (at least 2: a save "
+                                  "drops the oldest before the new one is verified)", min=2)
     snapshot_steps: tuple[int, ...] = field((10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
                                              1_000_000, 2_000_000, 5_000_000, 10_000_000),
                                             "env steps per learner at which parameters are kept for good")
@@ -253,7 +254,8 @@ class ImitatorConfig:
     log_every: int = field(20, "steps between metrics records (and NaN checks)", min=1)
     eval_every: int = field(200, "steps between held-out evaluations and checkpoints", min=1)
     eval_batches: int = field(4, "held-out batches per evaluation", min=1)
-    keep_checkpoints: int = field(2, "latest checkpoints kept (plus the best)", min=1)
+    keep_checkpoints: int = field(2, "latest checkpoints kept (plus the best; at least 2: a save "
+                                  "drops the oldest before the new one is verified)", min=2)
     prefetch: int = field(2, "batches assembled ahead by a background thread (0: none)", min=0)
     data_memory_mb: int = field(512, "decoded history held in memory per dataset (train, held-out) "
                                 "for vectorized batches; larger histories are read window by "

@@ -218,7 +218,7 @@ def test_checkpoint_round_trip_is_identical(runs, baseline, tmp_path):
         target=np.ones((S, B, L), np.int32))
     for _ in range(2):
         state, _ = programs.step(jax.random.key(1), state, batch)
-    with checkpoint.Checkpointer(tmp_path / "c", keep=1) as c:
+    with checkpoint.Checkpointer(tmp_path / "c", keep=2) as c:
         c.save(2, state, config={"x": 1}, metrics={"heldout_loss": 1.0})
         back = c.restore(target=jax.eval_shape(lambda: state))
     assert type(back) is type(state) and int(back.step) == 2

@@ -220,7 +220,7 @@ def test_an_imitator_whose_best_checkpoint_is_lost_is_not_skipped(tmp_path, fake
     for lose in ("missing", "damaged"):
         # the fake trainer writes no checkpoint: give the summary one, as a real run has
         (ad / "summary.json").write_text(json.dumps({**summary, "best_step": 20, "final_step": 20}))
-        with checkpoint.Checkpointer(ad / "checkpoints", keep=1) as ckpt:
+        with checkpoint.Checkpointer(ad / "checkpoints", keep=2) as ckpt:
             ckpt.save(20, {"w": np.arange(1000.0)}, metrics={"heldout_loss": 1.0})
         assert pipeline.stage_status(cfg)["imitate"]
         if lose == "missing":
