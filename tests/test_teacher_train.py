@@ -384,6 +384,11 @@ def test_a_finished_teacher_is_not_trained_again(tmp_path, clean_run, monkeypatc
     assert summary == json.loads(before) and (run / "teacher" / "summary.json").read_text() == before
     assert lines == [f"teacher: already finished at {run / 'teacher'} (same config, complete "
                      f"histories); nothing to do"]
+    # Its checkpoints deleted to free space (whole states with replay buffers): still finished,
+    # not trained again over its complete history.
+    shutil.rmtree(run / "teacher" / "checkpoints")
+    assert train.teach(tiny(tmp_path, "again"), run, progress=False, log=lines.append) == summary
+    assert lines[1:] == lines[:1]
     # Another config in the same directory is still refused, not returned as finished.
     with pytest.raises(ClimitError, match="teacher.lr"):
         train.teach(tiny(tmp_path, "again", "teacher.lr=0.002"), run, progress=False,

@@ -602,18 +602,22 @@ def _earlier_artifacts(hist_dir: Path, snaps: checkpoint.Checkpointer) -> list[t
 def finished_summary(cfg: ExperimentConfig, out_dir: Path) -> dict | None:
     """The summary of a teacher run of ``cfg`` in ``out_dir`` that finished and is intact: its
     summary.json carries this config's fingerprint, its histories hold every planned step and
-    every chunk's checksum, and its latest checkpoint verifies. None otherwise: then the run
-    resumes from its newest good checkpoint, which reports (or repairs) whatever is damaged.
-    Reading the checksums costs seconds; a resume would compile and evaluate again."""
+    every chunk's checksum, and its latest checkpoint, if any is left, verifies. None otherwise:
+    then the run resumes from its newest good checkpoint, which reports (or repairs) whatever is
+    damaged. Reading the checksums costs seconds; a resume would compile and evaluate again.
+    With no checkpoint (deleted to free space: they hold whole replay buffers) there is nothing
+    to repair, and starting over would rewrite a complete history."""
+    ckpt_dir = out_dir / "checkpoints"
     try:
         summary = jsonfile.read(out_dir / "summary.json")
         history = histories.open(out_dir / "histories")
         if not (summary.get("fingerprint") == fingerprint(cfg) and history.complete):
             return None
         history.verify()
-        checkpoint.verify_step(out_dir / "checkpoints" / str(
-            checkpoint.complete_steps(out_dir / "checkpoints")[-1]))
-    except (OSError, ValueError, IndexError, ArtifactError):
+        steps = checkpoint.complete_steps(ckpt_dir) if ckpt_dir.exists() else []
+        if steps:
+            checkpoint.verify_step(ckpt_dir / str(steps[-1]))
+    except (OSError, ValueError, ArtifactError):
         return None
     return summary
 
