@@ -57,7 +57,7 @@ from climit.errors import ArtifactError, ClimitError
 T = TypeVar("T")
 
 CHECKSUM_FILE = "climit_checksums.json"
-DAMAGED_DIR = "damaged_checkpoints"  # beside a checkpoint directory: damaged steps set aside
+DAMAGED_DIR = "damaged_checkpoints"  # beside checkpoints/: its damaged steps set aside (damaged_dir)
 FORMAT_VERSION = 1
 _TMP_MARK = ".orbax-checkpoint-tmp"
 
@@ -248,7 +248,7 @@ class Checkpointer:
             # fails on a damaged one with a bare JSONDecodeError: such steps are set aside
             # first, and :meth:`restore_newest` reports them with the other damaged ones.
             self._unreadable_metrics = _unreadable_metrics(self.directory)
-            self._move_aside(self._unreadable_metrics, self.directory.parent / DAMAGED_DIR)
+            self._move_aside(self._unreadable_metrics, self.damaged_dir)
         ocp = _ocp()
         pp = ocp.training.preservation_policies
         policies = [pp.PreserveAll()] if keep is None or readonly else [pp.LatestN(keep)]
@@ -258,6 +258,17 @@ class Checkpointer:
         self._ckpt = ocp.training.Checkpointer(
             self.directory, preservation_policy=pp.AnyPreservationPolicy(policies),
             cleanup_tmp_directories=not readonly)
+
+    @property
+    def damaged_dir(self) -> Path:
+        """Where damaged steps go: ``damaged_<name>/`` beside the directory, one per directory
+        (a run's checkpoints and snapshots often share step numbers)."""
+        return self.directory.parent / f"damaged_{self.directory.name}"
+
+    @property
+    def set_aside_on_open(self) -> list[int]:
+        """Steps whose metrics did not parse, moved to :attr:`damaged_dir` as this opened."""
+        return list(self._unreadable_metrics)
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> Checkpointer:
@@ -364,7 +375,7 @@ class Checkpointer:
                 log(f"{what}: warning: skipping a damaged checkpoint: {e}")
                 continue
             if damaged:
-                aside = self.directory.parent / DAMAGED_DIR
+                aside = self.damaged_dir
                 self.set_aside([s for s in damaged if s not in self._unreadable_metrics], aside)
                 log(f"{what}: warning: resuming from the older checkpoint at step {step}; the "
                     f"steps after it are redone, and the damaged checkpoints are kept in {aside}")

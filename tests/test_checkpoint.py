@@ -145,6 +145,24 @@ def test_a_step_whose_metrics_do_not_parse_is_set_aside_not_a_traceback(tmp_path
     assert (tmp_path / "run" / checkpoint.DAMAGED_DIR / "2").is_dir()
 
 
+def test_checkpoints_and_snapshots_set_damaged_steps_aside_apart(tmp_path):
+    # A run's checkpoints/ and snapshots/ share step numbers: each has its own damaged_ folder,
+    # so one damaged step 400 does not replace the other.
+    run = tmp_path / "teacher"
+    for name in ("checkpoints", "snapshots"):
+        with checkpoint.Checkpointer(run / name, keep=2) as ck:
+            ck.save(400, {"w": jnp.full(2, float(len(name)))}, metrics={"loss": 1.0})
+        metrics = run / name / "400" / "metrics" / "metrics"
+        metrics.write_bytes(metrics.read_bytes()[:7])
+    with checkpoint.Checkpointer(run / "checkpoints", keep=2) as ck, checkpoint.snapshots(run / "snapshots") as sn:
+        assert (ck.set_aside_on_open, sn.set_aside_on_open) == ([400], [400])
+        assert ck.steps() == sn.steps() == []
+        assert sn.damaged_dir == run / "damaged_snapshots" and ck.damaged_dir == run / checkpoint.DAMAGED_DIR
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "damaged_checkpoints",
+                                                      "damaged_snapshots", "snapshots"]
+    assert (run / "damaged_checkpoints" / "400").is_dir() and (run / "damaged_snapshots" / "400").is_dir()
+
+
 def _data_files(step_dir: Path) -> list[Path]:
     return sorted(p for p in step_dir.rglob("*") if p.is_file() and "/d/" in str(p))
 

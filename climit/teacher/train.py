@@ -833,6 +833,10 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     with checkpoint.full_disk_is_a_clear_error(out_dir, ckpt_dir, "the teacher run", "env step"), \
             checkpoint.Checkpointer(ckpt_dir, keep=tcfg.keep_checkpoints) as ckpt, \
             checkpoint.snapshots(out_dir / "snapshots") as snaps:
+        if snaps.set_aside_on_open:
+            log(f"teacher: warning: the snapshots at steps {snaps.set_aside_on_open} are damaged "
+                f"(their metrics file is not JSON) and were moved to {snaps.damaged_dir}; this "
+                f"run writes only the snapshots still ahead of it")
         state, step, timing = _restore_latest(cfg, ckpt, shape, log)
         if step is None:
             _check_earlier_run(cfg, out_dir, hist_dir, snaps, log)
