@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import jax
 import numpy as np
 
+from climit import histories
 from climit.errors import ArtifactError, ClimitError
 
 T = TypeVar("T")
@@ -85,9 +86,8 @@ def _write_checksums(step_dir: Path) -> None:
     for p in sorted(step_dir.rglob("*")):
         if p.is_file() and p.name != CHECKSUM_FILE:
             files[str(p.relative_to(step_dir))] = [p.stat().st_size, _crc32_file(p)]
-    tmp = step_dir / f".{CHECKSUM_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, "files": files}))
-    os.replace(tmp, step_dir / CHECKSUM_FILE)
+    histories._write_atomic(step_dir / CHECKSUM_FILE,  # synced: the step counts from here
+                            json.dumps({"format_version": FORMAT_VERSION, "files": files}).encode())
 
 
 def _read_checksums(step_dir: Path) -> dict[str, list[int]]:
@@ -552,8 +552,6 @@ def full_disk_is_a_clear_error(out_dir: Path, ckpt_dir: Path, what: str,
     threads logs the error with a traceback through absl (a thousand lines for one imitator),
     burying the one message that says what to do.
     """
-    from climit import histories  # free space, in the units the disk checks print
-
     def not_full_disk(record: logging.LogRecord) -> bool:
         return disk_full(record.exc_info[1] if record.exc_info else None, out_dir) is None
 

@@ -184,11 +184,23 @@ def check_disk(path: str | Path, needed: int, free_fn: Callable[[Path], int] | N
 # ---------------------------------------------------------------------------------------------
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, then rename over ``path``."""
+    """Write to a temporary name in the same directory, then rename over ``path``.
+
+    Synced before and after the rename: the rename alone survives a killed process, not a
+    machine that goes down, which could leave a chunk empty behind a durable checkpoint that
+    counts it (a resume then stops at the truncated chunk).
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with builtins.open(tmp, "wb") as f:
         f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _chunk_name(block: int, t0: int) -> str:
