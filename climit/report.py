@@ -234,6 +234,13 @@ def _beats_control(key: str, test: dict[str, Any], ctrl: str) -> tuple[str, bool
                                    f"{_est(test['agents'][ctrl]['auc'])}, difference {diff}")
 
 
+def _span(test: dict[str, Any]) -> str:
+    """The env steps a test's metrics cover, as ``(from, to]``: the episodes that ended after
+    ``steps_counted_from`` (H for test (b), else 0) and by the window's last grid point (its
+    first grid point is the end of the first bin, not where the bins start)."""
+    return f"({test.get('steps_counted_from', 0)}, {test['window'][1]}]"
+
+
 def preconditions(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     """What a failed criterion needs to mean what it says, as ``(name, passed, evidence)``.
 
@@ -245,8 +252,7 @@ def preconditions(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None
     it extrapolates beyond them).
     """
     if key != "b":
-        lo_step, hi_step = test["window"]
-        return [(f"the DQN clearly learns over env steps {lo_step}-{hi_step} (final above "
+        return [(f"the DQN clearly learns over env steps {_span(test)} (final above "
                  f"initial return), so there is learning to reproduce", _dqn_learns(test),
                  f"DQN {_gain_evidence(test['agents']['dqn'])}")]
     before = test.get("before_h")
@@ -255,12 +261,11 @@ def preconditions(key: str, test: dict[str, Any]) -> list[tuple[str, bool | None
     agents = before["agents"]
     ratio = _est(before["vs_dqn"]["imitator"]["auc_ratio"])
     imi, dqn = _est(agents["imitator"]["auc"]), _est(agents["dqn"]["auc"])
-    lo_step, hi_step = before["window"]
-    return [(f"the DQN clearly learns before H (env steps {lo_step}-{hi_step}: final above initial "
+    return [(f"the DQN clearly learns before H (env steps {_span(before)}: final above initial "
              f"return), so the H-imitator's histories hold learning", _dqn_learns(before),
              f"DQN {_gain_evidence(agents['dqn'])}"),
             (f"matches the DQN up to H, the DQN's steps its histories hold (AUC ratio over env "
-             f"steps {lo_step}-{hi_step} >= {MATCH_LEVEL})", _matches(ratio),
+             f"steps {_span(before)} >= {MATCH_LEVEL})", _matches(ratio),
              f"AUC ratio {ratio}: imitator {imi} vs DQN {dqn}")]
 
 
@@ -402,8 +407,8 @@ def plot_test(key: str, test: dict[str, Any], curves: dict[str, np.ndarray], pat
                 lw=2 if agent in ("imitator", "dqn") else 1.3)
         ax.fill_between(grid, lo, hi, color=COLORS[agent], alpha=0.18, lw=0)
     markers = test.get("markers", {})
-    if test["window"][0] > grid[0]:  # test (b): shade the steps the metrics use
-        ax.axvspan(test["window"][0], test["window"][1], color="tab:red", alpha=0.05, lw=0)
+    if test.get("steps_counted_from"):  # test (b): shade the steps the metrics use, from H
+        ax.axvspan(test["steps_counted_from"], test["window"][1], color="tab:red", alpha=0.05, lw=0)
     if markers.get("context"):
         ax.axvline(markers["context"], color="k", ls=":", lw=1)
         ax.annotate("context length", (markers["context"], 1.0), xycoords=("data", "axes fraction"),
@@ -738,7 +743,7 @@ def _test_section(key: str, results: dict[str, Any]) -> list[str]:
         return lines + [f"Not run: {reason}.", ""]
     v = verdict_label(verdict(key, test), provisional(test, results),
                       test["seeds"].get("imitator", 0), test["tasks"])
-    lines += [f"**Verdict: {v}.** Metrics over env steps {test['window'][0]}-{test['window'][1]}.",
+    lines += [f"**Verdict: {v}.** Metrics over the episodes that ended in env steps {_span(test)}.",
               "", *_agent_table(key, test, test)]
     lines += _check_lines(key, test)
     return lines + ["", *[p + "\n" for p in reading(key, test, results)],
@@ -870,7 +875,7 @@ def window_markdown(results: dict[str, Any], curves: dict[str, np.ndarray],
     lines = [f"Over env steps ({window[0]:g}, {window[1]:g}] only ({conf}% bootstrap intervals, "
              "as in the report):", ""]
     for key, entry in window_stats(results, curves, window).items():
-        lines += [f"## ({key}) {TESTS[key][0]}: env steps {entry['window'][0]}-{entry['window'][1]}",
+        lines += [f"## ({key}) {TESTS[key][0]}: env steps {_span(entry)}",
                   "", *_agent_table(key, results["tests"][key], entry), ""]
     return "\n".join(lines)
 

@@ -500,7 +500,7 @@ def test_report_window_command_prints_tables_and_refuses_bad_windows(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "climit.cli", "report", str(tmp_path), *a],
                                     capture_output=True, text=True)
     out = run("--window", "0:400")
-    assert out.returncode == 0 and "## (a) skill match: env steps 20-400" in out.stdout
+    assert out.returncode == 0 and "## (a) skill match: env steps (0, 400]" in out.stdout
     assert not (tmp_path / "report").exists()  # a window prints; it builds no report
     for bad in ("400", "400:0", "a:b"):
         assert run("--window", bad).returncode == 2
