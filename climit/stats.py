@@ -41,7 +41,8 @@ have a return near zero.
 
 Comparisons are paired the same way: "the imitator beats a control" is the interval of the AUC
 difference imitator - control (:func:`difference`: shared tasks, each side's seeds resampled on
-their own), and "an agent improves" the interval of its own final - initial return (``gain``,
+their own, which ignores that seed s of each shares initial weights and env keys: wider, not
+narrower), and "an agent improves" the interval of its own final - initial return (``gain``,
 both from the same replicate). Asking instead whether two separate intervals are apart would
 keep the task-to-task spread, which pairing cancels, and test at about the 99.5 % level. With
 the task spread cancelled, the seeds' own differences are what is left, so the few-seeds limit
@@ -249,8 +250,14 @@ def difference(a_SxKxP: np.ndarray, b_TxKxP: np.ndarray, *, crossed_a: bool = Tr
                crossed_b: bool = True, n_boot: int = DEFAULT_BOOTSTRAP,
                confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> Estimate:
     """AUC of a minus AUC of b on the same K tasks and grid, paired by task: each replicate
-    resamples the tasks once for both and each side's seeds on their own (separately trained).
-    a beats b if the interval lies above 0."""
+    resamples the tasks once for both and each side's seeds on their own. a beats b if the
+    interval lies above 0.
+
+    The imitator's and a control's seed s are not independent in climit: they start from the
+    same initial weights where their model configs match, and act with the same env keys
+    (evaluate.stacked_imitator_steps). Resampling the seeds apart ignores that positive
+    correlation, so the interval is wider than a seed-paired one: conservative, never too
+    narrow."""
     a, b = rows(a_SxKxP, crossed_a), rows(b_TxKxP, crossed_b)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"curves {a.shape} and {b.shape} need the same tasks and grid")
