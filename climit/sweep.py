@@ -92,13 +92,16 @@ def _slug(key: str, value: str) -> str:
 
 
 def points(config_path: str | None, base_overrides: list[str], grid_items: list[str]) -> list[Point]:
-    """Every grid point's config, validated before any work (a bad point stops the sweep).
+    """Every grid point's config, validated before any work (a bad point stops the sweep): the
+    config's own checks and those ``climit run`` makes before it starts (``evaluate.plan``),
+    so that no point trains before a later one is refused.
 
     One-value ``grid_items`` join ``base_overrides`` (see :func:`split_grid`); only the axes
     of two or more values multiply into points and name them.
     """
     fixed, axes = split_grid(grid_items)
     base_overrides = list(base_overrides) + fixed
+    from climit import evaluate  # imports JAX: only once the configs parsed
     base = config_lib.load(config_path, base_overrides)
     grid = parse_grid(axes)
     out = []
@@ -107,6 +110,7 @@ def points(config_path: str | None, base_overrides: list[str], grid_items: list[
         name = "-".join([base.run.name] + [_slug(k, v) for k, v in pairs])
         overrides = tuple(base_overrides) + tuple(f"{k}={v}" for k, v in pairs) + (f"run.name={name}",)
         out.append(Point(overrides=overrides, config=config_lib.load(config_path, overrides)))
+        evaluate.plan(out[-1].config)
     names = [p.config.run.name for p in out]
     if len(set(names)) != len(names):
         raise ClimitError("two grid points map to the same run name; use distinct values")

@@ -52,12 +52,12 @@ def test_emit_prints_one_runnable_command_per_point(base, capsys):
 
 
 def test_one_value_entries_after_grid_are_plain_overrides(base, capsys):
-    """argparse hands --grid every key=value after it: one value (none for env.transfer=, one
-    mapping or list holding commas) applies to every point and does not name runs."""
+    """argparse hands --grid every key=value after it: one value (none for env.transfer=, a
+    list holding commas) applies to every point and does not name runs. (A mapping holding
+    commas splits the same way: test_values_split_on_commas_outside_brackets_and_braces.)"""
     path, _ = base
-    sweep_map = "teacher.sweep={lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}"
     grid = ["--grid", "imitator.context_len=20,40", f"run.runs_dir={path.parent / 'sw'}",
-            "env.transfer=", sweep_map, "teacher.hidden=[32,32]", "run.name=tiny"]
+            "env.transfer=", "teacher.hidden=[32,32]", "run.name=tiny"]
     lines = _main(capsys, "sweep", "--config", path, *grid, "--emit").splitlines()
     assert [shlex.split(line)[-1] for line in lines] == [f"run.name={n}" for n in NAMES]
     for line, ctx in zip(lines, (20, 40)):
@@ -71,6 +71,18 @@ def test_values_split_on_commas_outside_brackets_and_braces():
         ["{lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}"]
     assert sweep.split_grid(["a.b=1,2", "c.d=x", "e.f=", "g.h=,"]) == (["c.d=x", "e.f="],
                                                                        ["a.b=1,2", "g.h=,"])
+
+def test_a_point_that_climit_run_would_refuse_stops_the_sweep_before_any_work(base, capsys):
+    # The second point's 2 x 20000-step training sequence is longer than the histories: caught
+    # with the first point not yet run (without --emit it would have trained it first).
+    path, over = base
+    argv = ["sweep", "--config", str(path), *over, "--grid", "imitator.context_len=20,20000"]
+    for emit in ([], ["--emit"]):
+        assert cli.main(argv + emit) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and "imitator.context_len: a training sequence of 40000 steps" in err, err
+    assert not (path.parent / "runs").exists()
+
 
 def test_a_grid_entry_without_values_is_refused(base, capsys):
     path, over = base
