@@ -481,15 +481,32 @@ def _deep_merge(base: dict, update: dict) -> dict:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """yaml.safe_load that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+    """yaml.safe_load that refuses a key given twice in one mapping (PyYAML keeps the last) and
+    reads numbers as YAML 1.2 does: decimal only. YAML 1.1's octal and base 60 read ``010`` as
+    8 and ``1:30`` as 90 without a word; here they stay strings, which a numeric field then
+    reads as decimal (``010`` is 10) or refuses (``1:30``)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value
+                if k.tag != "tag:yaml.org,2002:merge"]  # `<<:` merges: explicit keys win
         twice = sorted({str(k) for k in keys if keys.count(k) > 1})
         if twice:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {twice[0]!r} is given twice in one mapping", node.start_mark)
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers
+            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"),
+                                    list("-+0123456789"))
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9_]+(?:[eE][-+][0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
 
 
 def _yaml_problem(e: Exception) -> str:
@@ -558,7 +575,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if len(parts) < 2 or not all(parts):
         raise ConfigError(key, "an override key must be section.key (e.g. teacher.lr)")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = yaml.load(value, Loader=_StrictLoader) if value.strip() else ""
+    except yaml.constructor.ConstructorError as e:  # a key twice in a mapping
+        raise ConfigError(key, _yaml_problem(e)) from None
     except yaml.YAMLError:
         parsed = value
     if _field_type(parts) is str and not isinstance(parsed, str):

@@ -27,6 +27,23 @@ def test_overrides_are_typed():
     assert cfg.teacher.dueling is True and cfg.run.name == "x"
 
 
+def test_numbers_read_as_yaml_1_2_decimal_in_files_and_overrides(tmp_path):
+    # YAML 1.1 (PyYAML) read 010 as octal 8 and 1:30 as base-60 90, silently: here 010 is 10,
+    # 0001 stays a name, and 1:30 is refused; a `<<:` merge works with explicit keys winning.
+    cfg = C.load(None, ["run.seed=010", "teacher.hidden=[010]"])
+    assert (cfg.run.seed, cfg.teacher.hidden) == (10, (10,))
+    for override, key in (("teacher.lr=1:30", "teacher.lr"), ("teacher.seeds=1:30", "teacher.seeds"),
+                          ("teacher.hidden=[0x10]", r"teacher.hidden\[0\]")):
+        with pytest.raises(C.ConfigError, match=key + ": expected"):
+            C.load(None, [override])
+    (tmp_path / "p.yaml").write_text("run:\n  name: 0001\n  seed: 010\n"
+                                     "teacher:\n  <<: {lr: 0.002, gamma: 0.5}\n  gamma: 0.9\n")
+    cfg = C.load(tmp_path / "p.yaml")
+    assert (cfg.run.name, cfg.run.seed, cfg.teacher.lr, cfg.teacher.gamma) == ("0001", 10, 0.002, 0.9)
+    with pytest.raises(C.ConfigError, match="teacher.sweep: key 'lr' is given twice in one mapping"):
+        C.load(None, ["teacher.sweep={lr: [1e-3], lr: [2e-3]}"])
+
+
 def test_int_accepts_integral_float_but_not_fraction():
     assert C.load(None, ["teacher.total_env_steps=1e5"]).teacher.total_env_steps == 100_000
     with pytest.raises(C.ConfigError, match="teacher.batch_size: expected an integer"):
