@@ -114,6 +114,11 @@ def points(config_path: str | None, base_overrides: list[str], grid_items: list[
     names = [p.config.run.name for p in out]
     if len(set(names)) != len(names):
         raise ClimitError("two grid points map to the same run name; use distinct values")
+    unnamed = [dataclasses.replace(p.config, run=dataclasses.replace(p.config.run, name="")) for p in out]
+    for i, j in itertools.combinations(range(len(out)), 2):
+        if unnamed[i] == unnamed[j]:  # e.g. teacher.lr=1e-3,0.001: one run twice
+            raise ClimitError(f"grid points {names[i]} and {names[j]} are the same config; use "
+                              f"distinct values")
     return out
 
 

@@ -84,6 +84,13 @@ def test_a_point_that_climit_run_would_refuse_stops_the_sweep_before_any_work(ba
     assert not (path.parent / "runs").exists()
 
 
+def test_two_grid_values_that_read_as_one_are_refused(base, capsys):
+    path, over = base
+    assert cli.main(["sweep", "--config", str(path), *over, "--grid", "teacher.lr=1e-3,0.001", "--emit"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "grid points tiny-lr=1e-3 and tiny-lr=0.001 are the same config" in err, err
+
+
 def test_a_grid_entry_without_values_is_refused(base, capsys):
     path, over = base
     assert cli.main(["sweep", "--config", str(path), *over, "--grid", "imitator.context_len=,"]) == 2
