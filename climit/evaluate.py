@@ -324,13 +324,25 @@ def _check_imitator_data(cfg: ExperimentConfig, roles: dict[str, ExperimentConfi
     for role, rcfg in roles.items():
         kept, what = _kept_steps(rcfg.imitator, cfg.teacher.total_env_steps)
         if seq > kept:
+            who = "the imitator" if role == "imitator" else f"the {role} imitator"
             raise ConfigError("imitator.context_len", f"a training sequence of {seq} steps "
                               f"(context_len {cfg.imitator.context_len} x train_windows "
                               f"{cfg.imitator.train_windows}) is longer than the ~{kept} steps "
-                              f"per history the {role} imitator learns from ({what}); lower "
-                              f"imitator.context_len or imitator.subsample, raise eval.horizon "
-                              f"or imitator.ed_fraction, or (for ed_h) set "
-                              f"eval.horizon_controls=false")
+                              f"per history {who} learns from ({what}); "
+                              f"{_longer_data(cfg, role)}")
+
+
+def _longer_data(cfg: ExperimentConfig, role: str) -> str:
+    """What would fit a training sequence into ``role``'s data (see _check_imitator_data)."""
+    fixes = ["lower imitator.context_len or imitator.train_windows"]
+    if cfg.imitator.subsample > 1 and not role.startswith("ed"):
+        fixes.append("lower imitator.subsample")
+    fixes.append("raise eval.horizon" if role.endswith("_h") else "raise teacher.total_env_steps")
+    if role.startswith("ed"):
+        fixes.append("raise imitator.ed_fraction")
+    if role in ("ed_h", "ablated_h"):
+        fixes.append("set eval.horizon_controls=false")
+    return ", ".join(fixes[:-1]) + f" or {fixes[-1]}"
 
 
 def _kept_steps(icfg: config_lib.ImitatorConfig, teacher_steps: int) -> tuple[int, str]:

@@ -255,6 +255,11 @@ def test_plan_resolves_and_rejects():
         evaluate.plan(prime)
     evaluate.plan(dataclasses.replace(prime, eval=dataclasses.replace(prime.eval, horizon=2000)))
     # What the imitate stage would find only after the teacher trained: caught before any work.
+    whole = dataclasses.replace(cfg.imitator, context_len=1001)  # x 2 windows > all 2000 steps
+    with pytest.raises(ConfigError, match=r"per history the imitator learns from \(all 2000 env "
+                       r"steps, every episode\); lower imitator.context_len or "
+                       r"imitator.train_windows or raise teacher.total_env_steps$"):
+        evaluate.plan(dataclasses.replace(cfg, imitator=whole))
     long_seq = dataclasses.replace(cfg.imitator, context_len=101)  # x 2 windows > H = 200
     with pytest.raises(ConfigError, match="imitator.context_len: a training sequence of 202 steps"):
         evaluate.plan(dataclasses.replace(cfg, imitator=long_seq))
