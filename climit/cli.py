@@ -393,7 +393,9 @@ def _bench_rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="compute dtype (auto: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--repeats", type=_positive, default=3, help="timed repeats (median reported)")
-    p.add_argument("--mode", choices=["both", "kv_cache", "recompute"], default="both")
+    p.add_argument("--mode", choices=["both", "kv_cache", "recompute"], default="both",
+                   help="acting with the KV cache, recomputing the whole window each step, or "
+                   "both (then a kv_cache / recompute ratio line too)")
     p.add_argument("--peer", action="store_true",
                    help="also run ../shared/anchors/icrl_rollout_bench.py at the same sizes")
     p.add_argument("--peer-script", default=None, help="path of icrl_rollout_bench.py")
