@@ -93,6 +93,10 @@ def load_run(run_dir: str | Path, label: str | None = None) -> Run:
     summary = jsonfile.read(summary_path, "the report summary")
     if not isinstance(summary.get("tests"), dict):
         raise ArtifactError(f"{summary_path} is not a climit report summary (no 'tests')")
+    for key, test in summary["tests"].items():
+        if not _summary_test_ok(test):
+            raise ArtifactError(f"{summary_path} is damaged: its tests hold {key!r}: "
+                                f"{str(test)[:80]}")
     _check_current(run_dir, summary)
     return Run(label or run_dir.name, run_dir, _resolved(run_dir, flatten(_config(run_dir))),
                summary)
@@ -151,6 +155,24 @@ def differing_keys(runs: list[Run]) -> list[str]:
 def tests_run(runs: list[Run]) -> list[str]:
     """The tests (a, b, c) that ran in at least one run."""
     return [k for k in report.TESTS if any(r.summary["tests"].get(k, {}).get("ran") for r in runs)]
+
+
+def _is_num(v: Any) -> bool:
+    """A number as summary.json writes one: a JSON number, null (NaN) or "inf"/"-inf"."""
+    return v is None or v in ("inf", "-inf") or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _summary_test_ok(test: Any) -> bool:
+    """A test of summary.json is null or a mapping whose ratios and their intervals are numbers
+    (what :func:`ratio` reads)."""
+    if test is None:
+        return True
+    if not isinstance(test, dict):
+        return False
+    ratios = [v for k, v in test.items() if k.endswith("_ratio")]
+    cis = [v for k, v in test.items() if k.endswith("_ratio_ci") and v is not None]
+    return (all(_is_num(v) for v in ratios)
+            and all(isinstance(ci, list) and len(ci) == 2 and all(map(_is_num, ci)) for ci in cis))
 
 
 def _num(v: Any) -> float:

@@ -115,6 +115,7 @@ def load_eval(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray
     if (not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT
             or not isinstance(results.get("tests"), dict)):
         raise ArtifactError(f"{res_path} is not a climit results file of format {RESULTS_FORMAT}")
+    _check_settings(results, res_path)
     if not any(results["tests"].values()):
         raise ArtifactError(f"{res_path} holds no test results; run `climit evaluate` again")
     try:
@@ -125,6 +126,21 @@ def load_eval(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray
     for key, test in results["tests"].items():
         _check_test_curves(curves, key, test, curves_path)
     return results, curves
+
+
+def _check_settings(results: dict[str, Any], path: Path) -> None:
+    """ArtifactError for a results file whose settings or tests have the wrong types (edited by
+    hand: climit writes none such), instead of a traceback deep in the report."""
+    ok = {"confidence": lambda v: isinstance(v, (int, float)) and 0 < v < 1,
+          "bootstrap": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+          "final_frac": lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
+          "config": lambda v: isinstance(v, dict) and all(isinstance(s, dict) for s in v.values())}
+    for name, check in ok.items():
+        if results.get(name) is not None and not check(results[name]):
+            raise ArtifactError(f"{path} is damaged: its {name} is {results[name]!r}")
+    for key, test in results["tests"].items():
+        if key not in TESTS or not (test is None or isinstance(test, dict)):
+            raise ArtifactError(f"{path} is damaged: its tests hold {key!r}: {str(test)[:60]}")
 
 
 def _check_test_curves(curves: dict[str, np.ndarray], key: str, test: dict | None,

@@ -167,6 +167,19 @@ def test_damaged_evaluation_contents_are_clear_errors(tmp_path, damage):
         report.build(tmp_path)
 
 
+@pytest.mark.parametrize("edit, expected", [
+    ({"bootstrap": "many"}, "its bootstrap is 'many'"), ({"confidence": float("nan")}, "its confidence is nan"),
+    ({"config": "hello"}, "its config is 'hello'"), ({"tests": {"a": [1, 2]}}, "its tests hold 'a': .1, 2."),
+])
+def test_results_edited_into_wrong_types_are_clear_errors(tmp_path, edit, expected):
+    # A results file climit would never write (edited by hand): one line naming it, no traceback.
+    synthetic_eval(tmp_path)
+    path = tmp_path / "eval" / "results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    with pytest.raises(ArtifactError, match=f"results.json is damaged: {expected}"):
+        report.build(tmp_path)
+
+
 def _horizon_test(imitator_SxKxP, dqn_SxKxP, grid_P, horizon):
     """A test (b) entry as evaluate.py builds it: metrics after H, and ``before_h`` up to H."""
     curves = {"imitator": imitator_SxKxP, "dqn": dqn_SxKxP}
