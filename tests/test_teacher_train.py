@@ -395,6 +395,24 @@ def test_a_finished_teacher_is_not_trained_again(tmp_path, clean_run, monkeypatc
                     log=lambda s: None)
 
 
+def test_a_snapshot_whose_metrics_do_not_parse_is_set_aside_with_a_warning(tmp_path):
+    # Killed after the snapshot at 600 (checkpoint at 400); snapshot 400's metrics file is then
+    # damaged. The resume moves it to damaged_snapshots/ (not damaged_checkpoints/, where a
+    # checkpoint 400 would replace it) and says so; it did so silently before.
+    cfg = tiny(tmp_path, "snap")
+    with pytest.raises(Kill):
+        train.teach(cfg, tmp_path / "snap", progress=False, log=lambda s: None, stop_hook=kill_after(3))
+    out = tmp_path / "snap" / "teacher"
+    assert checkpoint.complete_steps(out / "snapshots") == [400, 600]
+    (out / "snapshots" / "400" / "metrics" / "metrics").write_text("{oops")
+    logs: list[str] = []
+    train.teach(cfg, tmp_path / "snap", progress=False, log=logs.append)
+    assert any("snapshots at steps [400] are damaged" in line and str(out / "damaged_snapshots") in line
+               for line in logs), logs
+    assert (out / "damaged_snapshots" / "400").is_dir() and not (out / "damaged_checkpoints").exists()
+    assert checkpoint.complete_steps(out / "snapshots") == [600, 1200]
+
+
 def test_resume_without_its_history_says_what_to_do(tmp_path):
     cfg = tiny(tmp_path, "lost")
     with pytest.raises(Kill):
