@@ -5,6 +5,7 @@ import functools
 import math
 import os
 import signal
+import types
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,72 @@ def tiny_model(env_name="darkroom", context=8, layers=2, seed=0):
     # action) and a policy that really depends on its context (it switches action often).
     tree = jax.tree.map(lambda x: x * 10.0, params.tree)
     return model.Params(cfg, tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FakeModel:
+    context_len: int
+    role: str  # one model config per role: each rolled out alone
+
+
+def test_each_test_gets_the_curves_of_its_own_agents(tmp_path, monkeypatch):
+    # Every agent replaced by one that returns a known constant per episode: test (a) must show
+    # the full-history imitator and test (b) the H-imitator (with the full-history controls, as
+    # horizon_controls is off), each against the fresh DQNs; a crossed wire shows another value.
+    cfg = config.load(None, ["teacher.total_env_steps=400", "teacher.learning_starts=100",
+                             "eval.env_steps=400", "eval.horizon_factor=2", "eval.tasks=2",
+                             "eval.dqn_seeds=2", "eval.random_seeds=1", "eval.bootstrap=20",
+                             "env.transfer=", "imitator.context_len=20", "imitator.seeds=2"])
+    value = {"imitator": 11.0, "ed": 12.0, "ablated": 13.0, "imitator_h": 14.0, "random": 1.0, "dqn": 5.0}
+    length = envs.spec("darkroom").episode_len
+    roles = evaluate.plan(cfg).imitators
+
+    def signals(v, rows, k, t):  # each episode (20 steps) returns v
+        done = np.zeros((rows, k, t), bool)
+        done[..., length - 1::length] = True
+        return np.full((rows, k, t), v / length, np.float32), done
+
+    monkeypatch.setattr(evaluate, "load_imitators", lambda c, rd, r: {
+        role: types.SimpleNamespace(params=types.SimpleNamespace(cfg=_FakeModel(20, role)), step=1)
+        for role in r})
+    monkeypatch.setattr(evaluate, "stacked_imitator_steps", lambda loaded, env, tasks, key, n, *a: [
+        signals(value[im.params.cfg.role], 2, len(tasks), n) for im in loaded])
+    monkeypatch.setattr(evaluate, "random_steps", lambda env, tasks, key, n, *a: signals(
+        value["random"], 1, len(tasks), n))
+    m = 400 // length
+
+    def dqn_episodes(c, env, tasks, key, n, progress):
+        rows = c.eval.dqn_seeds * len(tasks)
+        return (np.full((rows, m), value["dqn"], np.float32), np.full((rows, m), length, np.int32),
+                np.tile(length * np.arange(1, m + 1, dtype=np.int32), (rows, 1)), np.ones((rows, m), bool))
+
+    monkeypatch.setattr(evaluate, "dqn_episodes", dqn_episodes)
+    monkeypatch.setattr(evaluate, "training_facts", lambda rd, r: {})
+    evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None)
+    with np.load(tmp_path / "eval" / "curves.npz") as z:
+        curves = dict(z)
+    expected = {"a": {"imitator": "imitator", "ed": "ed", "ablated": "ablated"},
+                "b": {"imitator": "imitator_h", "ed": "ed", "ablated": "ablated"}}
+    assert set(roles) == {"imitator", "ed", "ablated", "imitator_h"}
+    for test, agents in expected.items():
+        for agent, role in {**agents, "random": "random", "dqn": "dqn"}.items():
+            np.testing.assert_allclose(curves[f"{test}.{agent}"], value[role], rtol=1e-5,
+                                       err_msg=f"test {test}, {agent}")
+    assert curves["a.dqn"].shape == (2, 2, len(curves["a.grid"]))
+
+
+def test_dqn_curves_pair_each_fresh_dqn_with_its_task():
+    # Streams n = (r*K + k)*E + e as dqn_episodes lays them out; stream n's one episode ends at
+    # step 10 with return 10 r + k + e: curve [r, k] = the mean over its E envs, 10 r + k + 0.5.
+    r, k, e = 2, 3, 2
+    ret_N = np.array([10 * ri + ki + ei for ri in range(r) for ki in range(k) for ei in range(e)],
+                     np.float32)
+    n = ret_N.size
+    episodes = rollout.Episodes(returns=ret_N[:, None], lengths=np.full((n, 1), 10, np.int32),
+                                end_step=np.full((n, 1), 10, np.int32), valid=np.ones((n, 1), bool))
+    curves_RxKxP = evaluate.dqn_curves(episodes, e, r, k, np.array([10, 20]))
+    expected = 10 * np.arange(r)[:, None] + np.arange(k)[None, :] + 0.5
+    np.testing.assert_array_equal(curves_RxKxP, np.repeat(expected[..., None], 2, axis=-1))
 
 
 @pytest.mark.parametrize("mode", ["greedy", "sample"])

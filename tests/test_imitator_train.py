@@ -10,8 +10,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -80,6 +82,20 @@ def baseline(runs):
     cfg = make_cfg(runs, "baseline", *SHORT)
     T.train(cfg, progress=False)
     return cfg
+
+
+def test_action_loss_smooths_over_the_valid_actions_only():
+    # 4 valid actions of 5, target 1, smoothing 0.1: weights 0.925 on the target, 0.025 on each
+    # other valid action, none on the padded one (whose logit is -inf: no NaN either).
+    mcfg = types.SimpleNamespace(action_mask=(True, True, True, True, False), num_actions=5)
+    logits = jnp.array([[1.0, 2.0, 0.0, 0.0, -jnp.inf]])
+    loss, correct = T.action_loss(mcfg, logits, jnp.array([1]), label_smoothing=0.1)
+    logp = np.asarray(jax.nn.log_softmax(logits[0, :4]))
+    expected = -(0.925 * logp[1] + 0.025 * (logp[0] + logp[2] + logp[3]))
+    np.testing.assert_allclose(np.asarray(loss), [expected], rtol=1e-6)
+    assert bool(correct[0])
+    plain, _ = T.action_loss(mcfg, logits, jnp.array([0]))
+    np.testing.assert_allclose(np.asarray(plain), [-logp[0]], rtol=1e-6)
 
 
 def test_loss_falls_and_heldout_accuracy_beats_chance(runs):

@@ -286,6 +286,11 @@ def _verdict_case(auc_ratio, final_ratio, imitator_auc, ablated_auc):
     # Clearly below the control: a clear loss.
     ((1.0, 0.9, 1.1), (1.0, 0.9, 1.1), (3, 2, 4), (9, 8, 10), "not supported"),
     ((1.0, 0.9, 1.1), (1.0, 0.9, 1.1), (9, 8, 10), (3, 2, 4), "supported"),
+    # At the 0.8 line: an interval from exactly 0.8 keeps up; one just under it is unclear,
+    # and one wholly under it falls short.
+    ((0.85, 0.80, 0.90), (1.0, 0.9, 1.1), (9, 8, 10), (3, 2, 4), "supported"),
+    ((0.82, 0.79, 0.90), (1.0, 0.9, 1.1), (9, 8, 10), (3, 2, 4), "inconclusive"),
+    ((0.77, 0.70, 0.79), (1.0, 0.9, 1.1), (9, 8, 10), (3, 2, 4), "not supported"),
 ])
 def test_verdicts_follow_from_intervals_not_points(auc_ratio, final_ratio, imitator_auc,
                                                    ablated_auc, expected):

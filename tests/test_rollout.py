@@ -173,6 +173,17 @@ def test_action_rules_respect_mask():
     assert set(np.asarray(explore).tolist()) == {0, 1}
 
 
+def test_masked_sample_follows_the_softmax_of_the_real_actions():
+    # logits (0, log 3, 5) with the third action masked: P(1) = 3/4, P(0) = 1/4, P(2) = 0 (a
+    # sampler that ignored the logits or the mask would give 1/2 or let action 2 through).
+    logits = jnp.array([0.0, np.log(3.0), 5.0])
+    mask = jnp.array([True, True, False])
+    keys = jax.random.split(jax.random.key(1), 4000)
+    samples = np.asarray(jax.vmap(lambda k: rollout.masked_sample(k, logits, mask))(keys))
+    assert set(samples.tolist()) == {0, 1}
+    assert abs((samples == 1).mean() - 0.75) < 0.03  # 4 binomial s.d. = 0.027
+
+
 def test_q_policy_greedy_on_darkroom():
     """A tabular 'Q' that encodes walk_to_goal's choice gets the optimum through q_policy."""
     env = envs.make("darkroom")
