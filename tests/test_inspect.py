@@ -517,6 +517,20 @@ def test_eval_imitator_seeds_from_an_empty_context(trained, capsys):
     seeds = [r["mean_return"] for r in view["seeds"]]
     assert [r["seed"] for r in view["seeds"]] == [0, 1] and min(seeds) > 0
     assert view["mean_return"]["value"] == pytest.approx(np.mean(seeds))
+    # Known answer: the evaluation's own rollouts (evaluate.imitator_steps, the path test (a)
+    # takes) with the same key and tasks give each seed the same first two episodes.
+    import jax
+
+    from climit import envs, evaluate, rollout
+    loaded = train.load(ck.parent, "best")
+    key = inspect_lib._eval_key(loaded.config.run.seed, 0)
+    env = envs.make(loaded.config.env.name, loaded.config.env.sticky_action_prob)
+    tasks = envs.sample_tasks(loaded.config.env.name, jax.random.fold_in(key, 0), 2, "heldout")
+    reward_SxKxT, done_SxKxT = evaluate.imitator_steps(
+        loaded, env, tasks, jax.random.fold_in(key, 1), 2 * env.spec.episode_len, loaded.config, "", False)
+    first_two = jax.vmap(jax.vmap(lambda r, d: rollout.episode_returns(r, d, 2).returns))(
+        reward_SxKxT, done_SxKxT)
+    assert seeds == pytest.approx(np.asarray(first_two).mean(axis=(1, 2)).tolist(), rel=1e-6)
     assert view["policy"] == "imitator (sample actions) from an empty context"
     assert (view["confidence"], view["bootstrap"]) == (0.9, 200)
     assert view["interval_over"] == "imitator seeds x rollouts (env seeds) of its single task"
