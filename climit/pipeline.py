@@ -11,7 +11,10 @@ finished, see :mod:`climit.evaluate`); the teacher and the imitators refuse arti
 written once every stage has finished, so it always describes the artifacts beside it.
 
     stage      depends on                                   done when
-    teach      run.seed, env, teacher, histories            teacher/summary.json fingerprint
+    teach      run.seed, env, teacher, histories            teacher/summary.json fingerprint,
+                                                            and the history is complete and
+                                                            every chunk verifies
+                                                            (teacher.train.finished_summary)
     imitate    + imitator (one per role, see evaluate.plan) imitator/<tag>/summary.json fingerprint,
                                                             and the best and final checkpoints it
                                                             names verify (imitator.train.finished)
@@ -64,7 +67,8 @@ def stage_status(cfg: ExperimentConfig) -> dict[str, bool]:
     plan = evaluate.plan(cfg)
     eval_fp = evaluate.fingerprint(cfg)
     return {
-        "teach": _fingerprint_matches(rd / "teacher" / "summary.json", teacher_train.fingerprint(cfg)),
+        # not just the summary: a damaged history would pass it and fail in imitate on every retry
+        "teach": teacher_train.finished_summary(cfg, rd / "teacher") is not None,
         # not just the summary: a lost best checkpoint would make the evaluation load another
         "imitate": all(imitator_train.finished(r) for r in plan.imitators.values()),
         "evaluate": _fingerprint_matches(rd / "eval" / "results.json", eval_fp)

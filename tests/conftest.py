@@ -31,6 +31,7 @@ def fake_training(monkeypatch):
     record their calls (``teach``: run names; ``imitate``: imitator tags), for tests of the
     stage logic around them (pipeline skipping/resuming, sweeps). Tests add their own evaluation
     fake to the returned dict's ``evaluate`` list."""
+    from climit import jsonfile
     from climit.imitator import train as imitator_train
     from climit.teacher import train as teacher_train
 
@@ -51,7 +52,12 @@ def fake_training(monkeypatch):
         (out / "summary.json").write_text(json.dumps(summary))
         return summary
 
+    def finished_summary(cfg, out_dir):  # the fake writes no history: its summary is the run
+        summary = jsonfile.read_or_empty(Path(out_dir) / "summary.json")
+        return summary if summary.get("fingerprint") == teacher_train.fingerprint(cfg) else None
+
     monkeypatch.setattr(teacher_train, "teach", teach)
+    monkeypatch.setattr(teacher_train, "finished_summary", finished_summary)
     monkeypatch.setattr(imitator_train, "train", imitate)
     return calls
 

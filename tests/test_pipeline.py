@@ -289,6 +289,14 @@ def test_climit_run_tiny_end_to_end(tmp_path):
     assert facts["ed"]["subsample"] == 1
     assert "## The imitators offline" in md
     assert "| imitator (AD, first H steps) | the first 200 env steps, every episode |" in md
+    # A history damaged after the run: the teach stage is not done (`climit teach` then reports
+    # or repairs it), where the summary's fingerprint alone skipped it to fail in imitate.
+    chunk = sorted((rd / "teacher" / "histories" / "chunks").glob("*.npz"))[0]
+    saved = chunk.read_bytes()
+    chunk.write_bytes(saved[:100] + bytes([saved[100] ^ 1]) + saved[101:])
+    assert pipeline.stage_status(cfg)["teach"] is False
+    chunk.write_bytes(saved)
+    assert pipeline.stage_status(cfg)["teach"] is True
 
 
 def test_climit_run_on_two_processes(tmp_path):
