@@ -143,6 +143,9 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
             if imitator_train.finished(rcfg):
                 log(f"      imitator {tag} ({role}): skipped")
                 continue
+            # A stop that came while the one before finished must not wait for this one's
+            # data, compilation and first checkpoint (a scheduler's grace period may not).
+            stopping.stop_here(f"climit run before imitator {tag}, the imitators before it finished")
             t0 = time.perf_counter()
             s = imitator_train.train(rcfg, progress=progress)
             log(f"      imitator {tag} ({role}): held-out loss {s.get('heldout_loss', float('nan')):.3f}, "

@@ -238,6 +238,29 @@ def test_an_imitator_whose_best_checkpoint_is_lost_is_not_skipped(tmp_path, fake
         shutil.rmtree(ad / "checkpoints")
 
 
+def test_a_stop_asked_during_an_imitator_stops_before_the_next_one(tmp_path, fake_stages, monkeypatch):
+    """SIGTERM while the first imitator finishes: the run stops before the second one starts
+    (its data, compile and first checkpoint could outlast a scheduler's grace period)."""
+    import os
+    import signal
+
+    from climit import stopping
+    from climit.imitator import train as imitator_train
+
+    fake_train = imitator_train.train
+
+    def train_then_sigterm(*args, **kwargs):
+        out = fake_train(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(imitator_train, "train", train_then_sigterm)
+    _, cfg = tiny_config(tmp_path)
+    with stopping.watch(), pytest.raises(stopping.Stopped, match="before imitator ed"):
+        pipeline.run(cfg, progress=False, log=lambda m: None)
+    assert fake_stages["imitate"] == ["ad"]
+
+
 def test_config_error_stops_before_any_work(tmp_path, fake_stages, capsys):
     path, _ = tiny_config(tmp_path)
     for bad, key in (("eval.horizon=10", "eval.horizon"),  # shorter than one episode
