@@ -638,11 +638,17 @@ def dump_yaml(cfg: Any) -> str:
 # every fingerprint and config comparison, so a run may resume with another value, and runs
 # recorded before such a field existed still match.
 TEACHER_NEUTRAL_FIELDS = ("scan_unroll",)
+# Teacher fields that say only how often the run saves itself and how many saves it keeps (a
+# resume from any chunk end equals the uninterrupted run): compared at their defaults, so a run
+# may resume with other values and a run with the defaults keeps the fingerprint it had.
+TEACHER_STORAGE_FIELDS = ("checkpoint_every", "keep_checkpoints")
 
 
 def teacher_identity(teacher: "TeacherConfig | dict") -> dict:
-    """The teacher section as fingerprints and resume checks compare it (neutral fields out)."""
+    """The teacher section as fingerprints and resume checks compare it (neutral fields out,
+    storage fields at their defaults)."""
     d = to_dict(teacher) if dataclasses.is_dataclass(teacher) else dict(teacher)
+    d.update({k: getattr(TeacherConfig, k) for k in TEACHER_STORAGE_FIELDS if k in d})
     return {k: v for k, v in d.items() if k not in TEACHER_NEUTRAL_FIELDS}
 
 

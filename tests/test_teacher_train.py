@@ -146,13 +146,21 @@ def test_every_save_waits_for_the_history_write_in_flight(tmp_path, monkeypatch,
     _assert_identical_runs(clean_run, tmp_path / "slow", summary)
 
 
-def test_resume_with_another_config_is_refused(tmp_path):
+def test_resume_with_another_config_is_refused(tmp_path, clean_run):
     cfg = tiny(tmp_path, "r")
     with pytest.raises(Kill):
         train.teach(cfg, tmp_path / "r", progress=False, log=lambda s: None, stop_hook=kill_after(2))
     with pytest.raises(ClimitError, match="teacher.lr: 0.001 -> 0.002"):
         train.teach(tiny(tmp_path, "r", "teacher.lr=0.002"), tmp_path / "r", progress=False,
                     log=lambda s: None)
+    # How often the run checkpoints and how many it keeps change nothing learned: a resume
+    # with other values is accepted and ends as the uninterrupted run.
+    storage = tiny(tmp_path, "r", "teacher.checkpoint_every=1", "teacher.keep_checkpoints=3")
+    assert train.fingerprint(storage) == train.fingerprint(cfg)
+    summary = train.teach(storage, tmp_path / "r", progress=False, log=lambda s: None)
+    assert summary["resumed_from_env_step"] == 400
+    _assert_identical_runs(clean_run, tmp_path / "r", summary)
+    assert len(checkpoint.complete_steps(tmp_path / "r" / "teacher" / "checkpoints")) == 3
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
