@@ -447,8 +447,13 @@ def fingerprint(cfg: ExperimentConfig) -> str:
     from climit.imitator import train as imitator_train
 
     imitators = {role: imitator_train.fingerprint(r) for role, r in plan(cfg).imitators.items()}
+    # Settings that change no result are compared at their defaults: the imitators' neutral
+    # fields (logging, prefetch, kept checkpoints...) and the rollout's chunk length (its state
+    # carries across chunks), so changing one does not redo the evaluation and its fresh DQNs.
+    ev = dataclasses.replace(cfg.eval, chunk_steps=config_lib.EvalConfig().chunk_steps)
     return config_lib.fingerprint(cfg.run.seed, cfg.env, config_lib.teacher_identity(cfg.teacher),
-                                  cfg.histories, cfg.imitator, cfg.eval, sorted(imitators.items()))
+                                  cfg.histories, imitator_train.identity(cfg.imitator), ev,
+                                  sorted(imitators.items()))
 
 
 # ---------------------------------------------------------------------------------------------

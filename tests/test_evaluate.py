@@ -363,6 +363,18 @@ def test_plan_resolves_and_rejects():
     assert evaluate.plan(ctrl).imitators["ablated_h"].imitator.horizon == 200
 
 
+def test_settings_that_change_no_result_leave_the_evaluation_fingerprint():
+    # Logging, prefetch, kept checkpoints of the imitators and the rollout's chunk length: the
+    # same evaluation (it is not redone, fresh DQNs included); a setting that matters changes it.
+    base = ["teacher.total_env_steps=2000", "teacher.learning_starts=100"]
+    cfg = config.load(None, base)
+    for neutral in ("imitator.prefetch=4", "imitator.log_every=7", "imitator.keep_checkpoints=5",
+                    "imitator.data_memory_mb=64", "eval.chunk_steps=100", "teacher.keep_checkpoints=4"):
+        assert evaluate.fingerprint(config.load(None, base + [neutral])) == evaluate.fingerprint(cfg), neutral
+    for real in ("eval.tasks=3", "imitator.lr=1e-3", "eval.mode=greedy"):
+        assert evaluate.fingerprint(config.load(None, base + [real])) != evaluate.fingerprint(cfg), real
+
+
 def test_transfer_tasks_resolve_and_leave_older_evaluations_matching():
     """Test (c) evaluates eval.tasks tasks of the new family unless eval.transfer_tasks says
     otherwise (Dark Room holds out 17 goals, Key-to-Door 1296): the default stays out of the

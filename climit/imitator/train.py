@@ -113,10 +113,14 @@ def fingerprint_matches(saved: str | None, cfg: config_lib.ExperimentConfig) -> 
     return saved is not None and saved in (fingerprint(cfg), _fingerprint(cfg, cfg.env))
 
 
-def _fingerprint(cfg: config_lib.ExperimentConfig, env: config_lib.EnvConfig) -> str:
+def identity(icfg: config_lib.ImitatorConfig) -> config_lib.ImitatorConfig:
+    """The imitator section as fingerprints compare it: the neutral fields at their defaults."""
     defaults = config_lib.ImitatorConfig()
-    icfg = dataclasses.replace(cfg.imitator, **{f: getattr(defaults, f) for f in _NEUTRAL_FIELDS})
-    return config_lib.fingerprint(icfg, env, config_lib.teacher_identity(cfg.teacher),
+    return dataclasses.replace(icfg, **{f: getattr(defaults, f) for f in _NEUTRAL_FIELDS})
+
+
+def _fingerprint(cfg: config_lib.ExperimentConfig, env: config_lib.EnvConfig) -> str:
+    return config_lib.fingerprint(identity(cfg.imitator), env, config_lib.teacher_identity(cfg.teacher),
                                   cfg.histories, cfg.run.seed, model_lib.REVISION)
 
 
