@@ -105,9 +105,15 @@ def _step_dir_parent(path: Path) -> Path | None:
     return None
 
 
+def _is_step(p: Path) -> bool:
+    """A checkpoint step directory (saved or interrupted), not a run named with digits only."""
+    return p.name.isdigit() and any((p / f).exists() for f in ("_CHECKPOINT_METADATA",
+                                                                checkpoint.CHECKSUM_FILE))
+
+
 def _subdirs(d: Path) -> list[Path]:
     """Sub-directories of ``d`` that are not step directories, sorted."""
-    return sorted(p for p in d.iterdir() if p.is_dir() and not p.name.isdigit())
+    return sorted(p for p in d.iterdir() if p.is_dir() and not _is_step(p))
 
 
 class Found(NamedTuple):
@@ -159,7 +165,7 @@ def locate(path: str | Path) -> Found:
         raise ArtifactError(f"{path} is not a checkpoint or run directory")
     found = _scan(path)
     if not found.checkpoints:
-        interrupted = checkpoint.incomplete_steps(path)
+        interrupted = [s for s in checkpoint.incomplete_steps(path) if _is_step(path / str(s))]
         why = f" (only interrupted saves: steps {interrupted})" if interrupted else ""
         hist = (f"; learning histories: {', '.join(map(str, found.histories))}"
                 if found.histories else "")

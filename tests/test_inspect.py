@@ -172,6 +172,22 @@ def test_runs_root_finds_imitators_and_says_what_was_not_searched(run, tmp_path)
         inspect_lib.overview(tmp_path / "a")
 
 
+def test_a_run_named_with_digits_is_found_and_an_interrupted_save_named(tmp_path):
+    # run.name=2024 is valid: its directory is searched like any other (it was skipped as a
+    # checkpoint step, and the error called it an interrupted save).
+    ck_dir = tmp_path / "runs" / "2024" / "teacher" / "checkpoints"
+    with checkpoint.Checkpointer(ck_dir) as ck:
+        ck.save(7, {"w": jnp.ones(2)})
+    found = inspect_lib.locate(tmp_path / "runs")
+    assert [path for path, _ in found.checkpoints] == [ck_dir]
+    (ck_dir / "7" / checkpoint.CHECKSUM_FILE).unlink()  # a save killed before its checksums
+    with pytest.raises(ClimitError, match=r"holds no checkpoints \(only interrupted saves: steps \[7\]\)"):
+        inspect_lib.locate(ck_dir)
+    with pytest.raises(ClimitError) as e:
+        inspect_lib.locate(tmp_path / "runs")
+    assert "interrupted" not in str(e.value)  # the run 2024 is not a step
+
+
 def test_partial_restore_reads_only_the_leaves_asked_for(run, monkeypatch):
     with checkpoint.Checkpointer(run / "teacher" / "checkpoints", readonly=True) as ck:
         full = checkpoint.flatten(ck.restore())
