@@ -91,16 +91,19 @@ class MetricsLogger:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
         os.replace(tmp, self.path)
         self._file = self.path.open("a")
-        self._tb = self._open_tensorboard() if tensorboard else None
+        self._tb = self._open_tensorboard(resume_step) if tensorboard else None
         self._wandb = self._open_wandb(wandb_project, run_name, config) if wandb_project else None
 
-    def _open_tensorboard(self) -> Any:
+    def _open_tensorboard(self, resume_step: int | None) -> Any:
         try:
             from tensorboardX import SummaryWriter  # type: ignore[import-not-found]
         except ImportError:
             print("climit: tensorboard requested but tensorboardX is not installed; skipping")
             return None
-        return SummaryWriter(str(self.path.parent / "tensorboard"))
+        # As metrics.jsonl is cut back: TensorBoard hides the earlier events from this step on
+        # (all of them for a fresh start), so a resumed run's steps are not shown twice.
+        purge = 0 if resume_step is None else resume_step + 1
+        return SummaryWriter(str(self.path.parent / "tensorboard"), purge_step=purge)
 
     def _open_wandb(self, project: str, name: str, config: dict | None) -> Any:
         try:
