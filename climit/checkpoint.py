@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import jax
 import numpy as np
 
-from climit import histories
+from climit import histories, jsonfile
 from climit.errors import ArtifactError, ClimitError
 
 T = TypeVar("T")
@@ -86,8 +86,8 @@ def _write_checksums(step_dir: Path) -> None:
     for p in sorted(step_dir.rglob("*")):
         if p.is_file() and p.name != CHECKSUM_FILE:
             files[str(p.relative_to(step_dir))] = [p.stat().st_size, _crc32_file(p)]
-    histories._write_atomic(step_dir / CHECKSUM_FILE,  # synced: the step counts from here
-                            json.dumps({"format_version": FORMAT_VERSION, "files": files}).encode())
+    jsonfile.write_atomic(step_dir / CHECKSUM_FILE,  # synced: the step counts from here
+                          json.dumps({"format_version": FORMAT_VERSION, "files": files}).encode())
 
 
 def _read_checksums(step_dir: Path) -> dict[str, list[int]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -340,13 +339,7 @@ def build(run_dirs: list[str | Path], out: str | Path = "compare") -> Path:
     keys, table_rows = rows(runs)
     if tests_run(runs):
         plot(runs, out / "compare.png")
-    _atomic_write(out / "compare.md", markdown(runs))
-    _atomic_write(out / "compare.json", json.dumps({"format": 1, "keys": keys, "runs": table_rows},
-                                                   indent=1, allow_nan=False))
+    jsonfile.write_atomic(out / "compare.md", markdown(runs).encode())
+    jsonfile.write_atomic(out / "compare.json", json.dumps(
+        {"format": 1, "keys": keys, "runs": table_rows}, indent=1, allow_nan=False).encode())
     return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -45,7 +45,6 @@ Axis letters: N streams, T time (env steps of one stream), O observation shape, 
 
 from __future__ import annotations
 
-import builtins
 import collections
 import concurrent.futures
 import dataclasses
@@ -183,24 +182,7 @@ def check_disk(path: str | Path, needed: int, free_fn: Callable[[Path], int] | N
 # Small file helpers
 # ---------------------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same directory, then rename over ``path``.
-
-    Synced before and after the rename: the rename alone survives a killed process, not a
-    machine that goes down, which could leave a chunk empty behind a durable checkpoint that
-    counts it (a resume then stops at the truncated chunk).
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with builtins.open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_write_atomic = jsonfile.write_atomic  # a module name of its own: tests fake a full disk here
 
 
 def _chunk_name(block: int, t0: int) -> str:

@@ -1,4 +1,5 @@
-"""JSON objects on disk (summaries, results, metadata): the one way climit reads them.
+"""JSON objects on disk (summaries, results, metadata): the one way climit reads them, and
+:func:`write_atomic`, the one way climit replaces a file.
 
 Two readings. :func:`read` is for a file that must be there: a missing, undecodable or
 non-object file is an ArtifactError naming it. :func:`read_or_empty` is for a file whose
@@ -9,6 +10,7 @@ it gives ``{}`` then. Either way the caller gets a dict, never a list, a number 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +46,24 @@ def read_or_empty(path: str | Path) -> dict[str, Any]:
         return read(path)
     except ArtifactError:
         return {}
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name in the same directory, then rename it over ``path``.
+
+    Synced before and after the rename: the rename alone survives a killed process, not a
+    machine that goes down, which could leave a history chunk empty behind a durable checkpoint
+    that counts it (a resume then stops at the truncated chunk).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from climit import jsonfile
 from climit.errors import ArtifactError
 
 
@@ -87,9 +87,7 @@ class MetricsLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = [r for r in read_jsonl(self.path)
                 if resume_step is not None and r.get("step", 0) <= resume_step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        jsonfile.write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         self._file = self.path.open("a")
         self._tb = self._open_tensorboard(resume_step) if tensorboard else None
         self._wandb = self._open_wandb(wandb_project, run_name, config) if wandb_project else None

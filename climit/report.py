@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from climit import stats
+from climit import jsonfile, stats
 from climit.errors import ArtifactError
 
 RESULTS_FORMAT = 1
@@ -83,12 +83,6 @@ def setting(results: dict[str, Any], name: str) -> float:
 # Artifacts
 # ---------------------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_eval(eval_dir: str | Path, results: dict[str, Any], curves: dict[str, np.ndarray]) -> None:
     """Write ``curves.npz`` then ``results.json`` (the latter last: its presence marks completion)."""
     eval_dir = Path(eval_dir)
@@ -97,7 +91,7 @@ def write_eval(eval_dir: str | Path, results: dict[str, Any], curves: dict[str, 
     np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in curves.items()})
     os.replace(tmp, eval_dir / "curves.npz")
     results = {"format": RESULTS_FORMAT, **results}
-    _atomic_write(eval_dir / "results.json",
+    jsonfile.write_atomic(eval_dir / "results.json",
                   json.dumps(results, indent=1, allow_nan=False).encode())
 
 
@@ -908,7 +902,7 @@ def build(run_dir: str | Path) -> Path:
     for key, test in results["tests"].items():
         if test is not None:
             plot_test(key, test, curves, out / f"test_{key}.png", confidence=conf, n_boot=n_boot)
-    _atomic_write(out / "report.md", markdown(results).encode())
-    _atomic_write(out / "summary.json",
+    jsonfile.write_atomic(out / "report.md", markdown(results).encode())
+    jsonfile.write_atomic(out / "summary.json",
                   json.dumps(summary(results), indent=1, allow_nan=False).encode())
     return out
