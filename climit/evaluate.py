@@ -356,30 +356,35 @@ def _kept_steps(icfg: config_lib.ImitatorConfig, teacher_steps: int) -> tuple[in
     return steps // icfg.subsample, f"{what}, {kept}"
 
 
-def _horizon_grid_ok(episode_len: int, horizon: int, factor: int, points: int) -> bool:
-    """Whether test (b)'s grid (a point at H) keeps a stride at most twice the requested one."""
-    g = grid(episode_len, horizon * factor, points, through=horizon)
-    return g[0] <= 2 * grid(episode_len, horizon * factor, points)[0]
+def _horizon_strides(episode_len: int, horizon: int, factor: int, points: int) -> tuple[int, int]:
+    """(the stride of test (b)'s grid, which has a point at H; the stride asked for), env steps."""
+    steps = horizon * factor
+    return (int(grid(episode_len, steps, points, through=horizon)[0]),
+            int(grid(episode_len, steps, points)[0]))
 
 
 def _check_horizon_grid(episode_len: int, horizon: int, factor: int, points: int) -> None:
     """ConfigError for an H whose episode count no stride near the requested one divides.
 
     grid() then takes the next divisor, up to the count itself when it is prime: one grid
-    point up to H, where the DQN's gain before H reads 0 and test (b) can never fail.
+    point up to H, where the DQN's gain before H reads 0 and test (b) can never fail. A stride
+    up to twice the one asked for is accepted.
     """
-    if _horizon_grid_ok(episode_len, horizon, factor, points):
+    def ok(h: int) -> bool:
+        got, asked = _horizon_strides(episode_len, h, factor, points)
+        return got <= 2 * asked
+
+    if ok(horizon):
         return
     units = horizon // episode_len
     near = next(episode_len * u for d in range(1, units) for u in (units - d, units + d)
-                if _horizon_grid_ok(episode_len, episode_len * u, factor, points))
-    stride = int(grid(episode_len, horizon * factor, points, through=horizon)[0])
+                if ok(episode_len * u))
+    stride, asked = _horizon_strides(episode_len, horizon, factor, points)
     raise ConfigError("eval.horizon", f"H = {horizon} env steps ({units} episodes) leaves test "
                       f"(b)'s curves a grid point every {stride} env steps, {horizon // stride} up "
-                      f"to H, where {points} points over {factor} H ask for one every "
-                      f"{int(grid(episode_len, horizon * factor, points)[0])} (the grid needs a "
-                      f"point at H and its stride must divide {units}); set eval.horizon={near} "
-                      f"(or eval.env_steps to {factor}x that)")
+                      f"to H, where {points} points over {factor} H ask for one every {asked} "
+                      f"(the grid needs a point at H and its stride must divide {units}); set "
+                      f"eval.horizon={near} (or eval.env_steps to {factor}x that)")
 
 
 def plan(cfg: ExperimentConfig) -> Plan:
