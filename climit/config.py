@@ -226,7 +226,8 @@ class ImitatorConfig:
     context_len: int = field(60, "steps each token attends to (attention window and KV-cache size, L)",
                              min=1)
     train_windows: int = field(2, "training sequence length in context windows (>1 trains the "
-                               "sliding-window regime the KV cache runs in)", min=1)
+                               "sliding window of the first layer; layer l reaches l*(L-1) "
+                               "steps back, so n_layers+1 windows train every layer's)", min=1)
     subsample: int = field(1, "keep every k-th episode of a history (the evaluation's ED "
                            "control keeps every episode of its part)", min=1)
     ed_fraction: float = field(0.1, "final fraction of a history used by ED", min=0.0, max=1.0,

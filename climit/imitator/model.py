@@ -37,7 +37,10 @@ token ``t`` equals position ``t`` of :func:`forward` over the whole stream ``0..
 (It does *not* equal a fresh forward pass over only the last ``L`` tokens once ``t >= L`` and
 there is more than one layer: a cached key of layer 2 was computed when its token could still
 see ``L-1`` older tokens, so the receptive field reaches ``n_layers * (L-1)`` steps back.
-Training on sequences longer than ``L`` is what teaches the model that regime.)
+Training on sequences longer than ``L`` is what teaches the model that regime: layer ``l`` of
+a training sequence of ``train_windows * L`` tokens sees its whole reach ``l * (L-1)`` only at
+positions past it, so ``train_windows >= n_layers + 1`` trains every layer in it, and the
+presets' 2 windows train the first layer's fully and the deeper layers' in part.)
 
 **Periodic RoPE, keys rotated once.** RoPE pair ``i`` turns by ``theta_i = 2*pi*k_i / L`` per
 step, with an *integer* harmonic ``k_i`` of the window (:func:`rope_harmonics`: the usual

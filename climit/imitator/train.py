@@ -284,7 +284,7 @@ def _all_finite(tree: Any) -> jax.Array:
 class _Programs(NamedTuple):
     init: Callable  # key -> TrainState
     step: Callable  # (key, state, batch [S, B, T]) -> (state, StepMetrics)
-    eval: Callable  # (tree, batch [B, T]) -> (loss sums [S], correct sums [S])
+    eval: Callable  # (tree, batch [B, T]) -> (loss sums [S], correct sums per position [S, T])
     finite: Callable  # tree -> bool []
 
 
@@ -820,9 +820,10 @@ def accuracy_by_position(accuracy_SxT: np.ndarray) -> dict:
     near-equal bins of positions, averaged over seeds.
 
     The diagnostic of in-context learning that needs no rollout: a token at position p sees
-    min(p + 1, context_len) steps of its own learner (windows start anywhere in a stream), so
-    accuracy that climbs across the first ``context_len`` positions is accuracy the context
-    buys; a flat profile means the model predicts from the current step alone.
+    min(p + 1, n_layers * (context_len - 1) + 1) steps of its own learner (attention reaches
+    ``context_len - 1`` tokens back per layer; windows start anywhere in a stream), so accuracy
+    that climbs across the positions is accuracy the context buys, also past ``context_len``;
+    a flat profile means the model predicts from the current step alone.
     """
     t = accuracy_SxT.shape[-1]
     parts = np.array_split(np.arange(t), min(POSITION_BINS, t))
