@@ -79,39 +79,24 @@ ROLES = ("imitator", "ed", "ablated")  # trained imitators of tests (a) and (c)
 # The imitator as a rollout policy
 # ---------------------------------------------------------------------------------------------
 
-def _tokens(inp: rollout.PolicyInput, lead: tuple[int, ...] = (1,)) -> Any:
+def _token(inp: rollout.PolicyInput) -> Any:
+    """One environment's PolicyInput as one token (no batch or time axis)."""
     from climit.imitator import model
 
-    return model.Tokens(obs=inp.obs.reshape(lead + inp.obs.shape),
-                        prev_action=jnp.asarray(inp.prev_action, jnp.int32).reshape(lead),
-                        prev_reward=jnp.asarray(inp.prev_reward, jnp.float32).reshape(lead),
-                        episode_start=jnp.asarray(inp.episode_start, bool).reshape(lead))
-
-
-def _choose(logits_A: jax.Array, mask_A: jax.Array, key: jax.Array, mode: str) -> jax.Array:
-    if mode == "greedy":
-        return rollout.masked_argmax(logits_A, mask_A)
-    return rollout.masked_sample(key, logits_A, mask_A)
+    return model.Tokens(obs=inp.obs, prev_action=jnp.asarray(inp.prev_action, jnp.int32),
+                        prev_reward=jnp.asarray(inp.prev_reward, jnp.float32),
+                        episode_start=jnp.asarray(inp.episode_start, bool))
 
 
 def imitator_policy(mask_A: np.ndarray, mode: str = "sample") -> rollout.Policy:
     """The frozen imitator through its KV cache: params = ``model.Params`` (one seed), carry =
     ``model.init_cache(params, 1)`` (one environment). ``mask_A``: the acting env's real
     actions (intersected with the model's own mask). The same arguments return the same
-    function, so jitted rollouts of several imitators share their compilation."""
-    return _imitator_policy(tuple(bool(m) for m in np.asarray(mask_A)), mode)
+    function, so jitted rollouts of several imitators share their compilation (see
+    :func:`climit.imitator.policy.act_fn`, the one implementation)."""
+    from climit.imitator import policy
 
-
-@functools.lru_cache(maxsize=None)
-def _imitator_policy(mask: tuple[bool, ...], mode: str) -> rollout.Policy:
-    from climit.imitator import model
-
-    def act(params: Any, cache: Any, inp: rollout.PolicyInput, key: jax.Array):
-        logits_1xA, cache = model.decode_step(params, cache, _tokens(inp))
-        mask_A = jnp.asarray(mask) & jnp.asarray(params.cfg.action_mask)
-        return _choose(logits_1xA[0], mask_A, key, mode), cache
-
-    return act
+    return policy.act_fn(mode, tuple(bool(m) for m in np.asarray(mask_A)))
 
 
 class WindowCarry(NamedTuple):
@@ -143,13 +128,13 @@ def window_policy(mask_A: np.ndarray, mode: str = "sample") -> rollout.Policy:
     which the KV cache must reproduce; with W = the context length it is the usual
     sliding-window recomputation (exact for one layer; the cache sees further back with more).
     """
-    from climit.imitator import model
+    from climit.imitator import model, policy
 
     mask_A = jnp.asarray(mask_A, bool)
 
     def act(params: Any, carry: WindowCarry, inp: rollout.PolicyInput, key: jax.Array):
         w = carry.tokens.prev_action.shape[0]
-        new = _tokens(inp, ())
+        new = _token(inp)
         full = carry.t >= w
         pos = jnp.minimum(carry.t, w - 1)
 
@@ -160,7 +145,7 @@ def window_policy(mask_A: np.ndarray, mode: str = "sample") -> rollout.Policy:
         tokens = jax.tree.map(put, carry.tokens, new)
         logits_1xWxA = model.forward(params, jax.tree.map(lambda x: x[None], tokens))
         mask = mask_A & jnp.asarray(params.cfg.action_mask)
-        action = _choose(logits_1xWxA[0, pos], mask, key, mode)
+        action = policy.choose(logits_1xWxA[0, pos], mask, key, mode)
         return action, WindowCarry(tokens=tokens, t=carry.t + 1)
 
     return act

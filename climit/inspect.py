@@ -775,7 +775,8 @@ def _imitator_program(env: Any, mcfg: Any, mode: str, episodes: int) -> Any:
 
     from climit.imitator import model, policy
 
-    act, _ = policy.policy(mcfg, mode)  # (the cache it returns is built inside the trace below)
+    # (the cache it returns is built inside the trace below)
+    act, _ = policy.policy(mcfg, mode, env.spec.action_mask)
 
     def one(params, task_K, key):
         cache0 = model.init_cache(mcfg, 1)  # one environment: an empty cache of batch 1

@@ -1,4 +1,5 @@
-"""The frozen imitator as a :mod:`climit.rollout` policy, acting through its ring-buffer KV cache.
+"""The frozen imitator as a :mod:`climit.rollout` policy, acting through its ring-buffer KV cache
+(the one implementation: the evaluation and ``climit inspect --eval`` both act through it).
 
 ``act, carry0 = policy(params, mode)`` gives ``act(params, cache, inp, key) -> (action, cache)``
 for ONE environment (vmap outward over environments, tasks or seeds). The carry is a
@@ -16,10 +17,12 @@ boundaries, exactly as in the training histories).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from climit import rollout
 from climit.imitator import model as model_lib
@@ -35,11 +38,20 @@ def token(cache: model_lib.Cache, inp: rollout.PolicyInput) -> model_lib.Tokens:
                             episode_start=jnp.asarray(inp.episode_start, bool)[None])
 
 
-def policy(params: model_lib.Params, mode: str = "sample") -> tuple[Callable, model_lib.Cache]:
-    """(act, empty cache) for one environment; ``mode`` is 'greedy' or 'sample'.
+def choose(logits_A: jax.Array, mask_A: jax.Array, key: jax.Array, mode: str) -> jax.Array:
+    """An action from logits over the allowed actions: the best (``greedy``) or a sample."""
+    if mode == "greedy":
+        return rollout.masked_argmax(logits_A, mask_A)
+    return rollout.masked_sample(key, logits_A, mask_A)
 
-    ``params`` here only fixes the config of the cache; ``act`` takes the parameters as its first
-    argument (so they can be vmapped over seeds). Weights never change.
+
+@functools.lru_cache(maxsize=None)
+def act_fn(mode: str, env_mask: tuple[bool, ...] | None = None) -> rollout.Policy:
+    """``act(params, cache, inp, key) -> (action, cache)`` for one environment.
+
+    Acts among the model's own actions (``params.cfg.action_mask``), intersected with
+    ``env_mask`` (the acting environment's real actions) when given. The same arguments return
+    the same function, so jitted rollouts of several imitators share their compilation.
     """
     if mode not in ("greedy", "sample"):
         raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
@@ -47,12 +59,23 @@ def policy(params: model_lib.Params, mode: str = "sample") -> tuple[Callable, mo
     def act(p: model_lib.Params, cache: model_lib.Cache, inp: rollout.PolicyInput,
             key: jax.Array) -> tuple[jax.Array, model_lib.Cache]:
         logits_1xA, cache = model_lib.decode_step(p, cache, token(cache, inp))
-        mask = jnp.asarray(p.cfg.action_mask)
-        if mode == "greedy":
-            return rollout.masked_argmax(logits_1xA[0], mask), cache
-        return rollout.masked_sample(key, logits_1xA[0], mask), cache
+        mask_A = jnp.asarray(p.cfg.action_mask)
+        if env_mask is not None:
+            mask_A = mask_A & jnp.asarray(env_mask)
+        return choose(logits_1xA[0], mask_A, key, mode), cache
 
-    return act, model_lib.init_cache(params, 1)
+    return act
+
+
+def policy(params: model_lib.Params, mode: str = "sample",
+           env_mask: Any = None) -> tuple[Callable, model_lib.Cache]:
+    """(act, empty cache) for one environment; ``mode`` is 'greedy' or 'sample' (see act_fn).
+
+    ``params`` here only fixes the config of the cache; ``act`` takes the parameters as its first
+    argument (so they can be vmapped over seeds). Weights never change.
+    """
+    mask = None if env_mask is None else tuple(bool(m) for m in np.asarray(env_mask))
+    return act_fn(mode, mask), model_lib.init_cache(params, 1)
 
 
 def trajectory_tokens(obs_TxO: Any, action_T: Any, reward_T: Any, episode_start_T: Any) -> model_lib.Tokens:
