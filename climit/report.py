@@ -588,6 +588,11 @@ def _caveats(key: str, test: dict[str, Any], results: dict[str, Any],
                        f"{_units(tasks, kind)}; the claim calls for at least {PLANNED_SEEDS} x "
                        f"{planned_tasks(test, results)}): intervals from so few seeds and tasks "
                        f"are rough and the verdict is provisional.")
+    if tasks < stats.MIN_TASKS:
+        caveats.append(f"With fewer than {_units(stats.MIN_TASKS, kind)} no "
+                       f"interval is given (a bootstrap over so few misses the truth far more "
+                       f"often than it says), so every criterion reads unclear and the verdict "
+                       f"is at best inconclusive.")
     if n_seeds == 1:
         caveats.append("With one imitator seed the interval covers task and DQN seed variation "
                        "only, not variation between imitator training runs.")

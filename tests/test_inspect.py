@@ -484,9 +484,9 @@ def test_eval_teacher_matches_greedy_evaluation(trained, capsys, monkeypatch):
     from climit.teacher import train
 
     snap = trained / "teacher" / "snapshots"
-    view = inspect_lib.evaluate(snap, 3)
+    view = inspect_lib.evaluate(snap, 5)
     assert (view["kind"], view["env"], view["step"], view["episodes"], view["step_choice"]) == (
-        "teacher_snapshot", "CartPole-v1", 400, 3, "latest")
+        "teacher_snapshot", "CartPole-v1", 400, 5, "latest")
     assert (view["confidence"], view["bootstrap"]) == (0.9, 200)  # the run's eval config
     means = [r["mean_return"] for r in view["learners"]]
     assert [r["learner"] for r in view["learners"]] == [0, 1, 2] and min(means) > 0
@@ -495,13 +495,13 @@ def test_eval_teacher_matches_greedy_evaluation(trained, capsys, monkeypatch):
     with checkpoint.snapshots(snap, readonly=True) as s:
         params_G = s.restore(400)["params"]
     expected = train.evaluate_greedy(cfg.teacher, envs.make("CartPole-v1"), params_G,
-                                     train.plan(cfg).tasks_GxK, inspect_lib._eval_key(cfg.run.seed, 0), 3)
+                                     train.plan(cfg).tasks_GxK, inspect_lib._eval_key(cfg.run.seed, 0), 5)
     assert means == pytest.approx(expected.tolist(), rel=1e-6)
     est = view["mean_return"]
     assert est["value"] == pytest.approx(np.mean(means)) and est["lo"] <= est["value"] <= est["hi"]
     # One learner alone gets the same rollout; the whole-state checkpoint at the same step too,
     # restoring its parameters alone (not its replay buffers).
-    one = inspect_lib.evaluate(snap, 3, learner=1)
+    one = inspect_lib.evaluate(snap, 5, learner=1)
     assert one["mean_return"]["value"] == means[1] and one["interval_over"] == "episodes"
     real, restored = checkpoint.Checkpointer.restore, []
 
@@ -511,10 +511,10 @@ def test_eval_teacher_matches_greedy_evaluation(trained, capsys, monkeypatch):
         return out
 
     monkeypatch.setattr(checkpoint.Checkpointer, "restore", spy)
-    ckpt = inspect_lib.evaluate(trained / "teacher" / "checkpoints", 3)
+    ckpt = inspect_lib.evaluate(trained / "teacher" / "checkpoints", 5)
     assert ckpt["kind"] == "teacher_checkpoint" and ckpt["learners"] == view["learners"]
     assert restored and all(k.startswith("learners/params/") for k in restored)
-    rc, out, err = _cli(capsys, snap, "--eval", 3, "--learner", 2, "--json")
+    rc, out, err = _cli(capsys, snap, "--eval", 5, "--learner", 2, "--json")
     assert rc == 0 and json.loads(out)["learners"] == [view["learners"][2]]
     rc, out, _ = _cli(capsys, snap, "--eval", 3)
     assert rc == 0 and "3 learners, each on its own task: mean return" in out

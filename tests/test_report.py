@@ -419,8 +419,8 @@ def test_reading_states_what_the_numbers_measure(tmp_path):
 def test_reading_says_when_the_imitator_outpaces_the_dqn():
     grid = 10 * np.arange(1, 101)
     t = np.arange(1, 101)
-    dqn = np.minimum(t / 46, 1.0)[None, None].repeat(2, 0).repeat(3, 1)  # 0.8 at t = 36.8
-    fast = np.minimum(t / 11, 1.0)[None, None].repeat(2, 0).repeat(3, 1)  # 0.8 at t = 8.8
+    dqn = np.minimum(t / 46, 1.0)[None, None].repeat(2, 0).repeat(5, 1)  # 0.8 at t = 36.8
+    fast = np.minimum(t / 11, 1.0)[None, None].repeat(2, 0).repeat(5, 1)  # 0.8 at t = 8.8
     test = {**stats.summarize_test({"imitator": fast, "dqn": dqn}, grid, n_boot=50),
             "env": "darkroom"}
     steps = test["vs_dqn"]["imitator"]["steps_to_80_ratio"]

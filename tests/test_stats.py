@@ -66,8 +66,8 @@ def test_ratios_are_undefined_when_the_dqn_return_is_negative():
 def test_slower_curve_takes_longer_to_reach_80_percent():
     grid = np.arange(1, 101) * 10
     t = np.arange(1, 101)
-    dqn = np.minimum(t / 19, 1.0)[None, None].repeat(2, 0).repeat(3, 1)  # 0.8 at t = 15.2
-    slow = np.minimum(t / 38, 1.0)[None, None].repeat(2, 0).repeat(3, 1)  # 0.8 at t = 30.4
+    dqn = np.minimum(t / 19, 1.0)[None, None].repeat(2, 0).repeat(5, 1)  # 0.8 at t = 15.2
+    slow = np.minimum(t / 38, 1.0)[None, None].repeat(2, 0).repeat(5, 1)  # 0.8 at t = 30.4
     out = stats.compare(slow, dqn, grid, n_boot=100)
     assert out["dqn_steps_to_80"].value == 160.0
     assert out["agent_steps_to_80"].value == 310.0
@@ -144,8 +144,8 @@ def test_interval_is_undefined_when_more_than_5_percent_of_replicates_are_nan():
 
 def test_random_policy_against_a_dqn_that_never_learns_is_undefined_not_one():
     grid = np.arange(1, 21) * 20
-    flat_dqn = np.zeros((3, 4, 20))
-    random_policy = np.zeros((2, 4, 20))
+    flat_dqn = np.zeros((3, 5, 20))
+    random_policy = np.zeros((2, 5, 20))
     out = stats.compare(random_policy, flat_dqn, grid, n_boot=100)
     # 0/0 used to be 1, and the 80 % level of a flat DQN (0) was "reached" by everyone at the
     # first grid point: ratio 1 [1, 1], a match for a policy that learned nothing.
@@ -156,7 +156,7 @@ def test_random_policy_against_a_dqn_that_never_learns_is_undefined_not_one():
     assert (out["dqn_final"].value, out["agent_auc"].value) == (0.0, 0.0)
     # A DQN flat at the floor (here 5, not 0) did not learn either: its returns are positive,
     # so the AUC ratio is defined (1), but there is no 80 % level to reach.
-    out = stats.compare(np.full((2, 4, 20), 5.0), np.full((3, 4, 20), 5.0), grid, n_boot=100,
+    out = stats.compare(np.full((2, 5, 20), 5.0), np.full((3, 5, 20), 5.0), grid, n_boot=100,
                         floor=5.0)
     e = out["auc_ratio"]
     assert (e.value, e.lo, e.hi) == pytest.approx((1.0, 1.0, 1.0))
@@ -242,8 +242,33 @@ def test_gain_is_final_minus_the_first_point_from_the_same_replicates():
     assert out["initial"].value == pytest.approx(curves[..., 0].mean())
     assert out["gain"].value == pytest.approx(out["final"].value - out["initial"].value)
     assert 8 < out["gain"].lo
-    flat = stats.describe(np.full((2, 3, 100), 4.0), n_boot=100)["gain"]
+    flat = stats.describe(np.full((2, 5, 100), 4.0), n_boot=100)["gain"]
     assert (flat.value, flat.lo, flat.hi) == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)
+
+
+def test_fewer_than_min_tasks_give_no_interval():
+    # One seed on one task used to give a zero-width interval ([0.752, 0.752]) and a clear
+    # verdict; a bootstrap over fewer than MIN_TASKS tasks gives none (the point remains), from
+    # every statistic a verdict reads. At MIN_TASKS the same curves get intervals again.
+    assert stats.MIN_TASKS == 5
+    grid = np.arange(1, 11)
+    rng = np.random.default_rng(0)
+    for k, defined in ((1, False), (2, False), (4, False), (5, True)):
+        agent, dqn = 3 + rng.normal(0, 1, (1, k, 10)), 4 + rng.normal(0, 1, (3, k, 10))
+        ests = [*stats.describe(agent, n_boot=100).values(),
+                *stats.compare(agent, dqn, grid, n_boot=100).values(),
+                stats.difference(agent, dqn, crossed_b=False, n_boot=100)]
+        for e in ests:
+            assert not math.isnan(e.value)
+            assert (not math.isnan(e.lo)) is defined and (not math.isnan(e.hi)) is defined, (k, e)
+    test = stats.summarize_test({"imitator": agent[:, :4], "dqn": dqn[:, :4]}, grid, n_boot=50)
+    assert test["vs_dqn"]["imitator"]["auc_ratio"]["lo"] is None  # JSON: undefined
+    from climit import report
+
+    test = {**test, "env": "darkroom", "task_dim": 2}
+    assert report.criteria("a", test)[0][1] is None  # "unclear"
+    assert "With fewer than 5 held-out tasks no interval is given" in "\n".join(
+        report.reading("a", test, {}))
 
 
 def test_steps_to_80_inside_a_window_count_from_its_start():

@@ -109,7 +109,7 @@ def fake_stages(fake_training, monkeypatch):
     def evaluate_(cfg, rd, progress=True, log=print):
         calls["evaluate"].append(cfg.run.name)
         grid = 20 * np.arange(1, 11)
-        dqn = np.tile(np.linspace(1.0, 10.0, 10), (2, 3, 1))
+        dqn = np.tile(np.linspace(1.0, 10.0, 10), (2, 5, 1))
         curves = {"imitator": dqn[:1] * cfg.imitator.context_len / 40, "dqn": dqn}
         test = {**stats.summarize_test(curves, grid, n_boot=20), "env": cfg.env.name, "markers": {}}
         results = {"env": cfg.env.name, "transfer": "", "confidence": 0.95, "bootstrap": 20,
@@ -135,8 +135,8 @@ def test_two_point_sweep_compare_and_rerun(base, fake_stages, capsys):
     table = _main(capsys, "report", "--compare", *(runs / n for n in NAMES), "--out", runs / "cmp")
     rows = [line for line in table.splitlines() if line.startswith("| tiny")]
     assert [r.split(" | ")[:4] for r in rows] == [
-        ["| tiny-context_len=20", "20", "not supported (provisional: 1 seed x 3 tasks)", "0.5 [0.5, 0.5]"],
-        ["| tiny-context_len=40", "40", "supported (provisional: 1 seed x 3 tasks)", "1 [1, 1]"]]
+        ["| tiny-context_len=20", "20", "not supported (provisional: 1 seed x 5 tasks)", "0.5 [0.5, 0.5]"],
+        ["| tiny-context_len=40", "40", "supported (provisional: 1 seed x 5 tasks)", "1 [1, 1]"]]
     assert (runs / "cmp" / "compare.png").is_file()
     # A rerun of the sweep, and an emitted command run by hand, skip every finished stage.
     out = _main(capsys, "sweep", "--config", path, *over, *GRID)
