@@ -24,8 +24,10 @@ training stage uses:
 
 Controls in every test: ED, the context-ablated imitator (``eval.ablation``), a uniformly random
 policy, and the DQN itself. Every imitator and random-policy row ``s`` acts on task ``k`` with
-the same environment key (common random numbers: Key-to-Door start cells are the same for those
-agents). The fresh DQNs share the tasks, not the environment keys: their keys drive their
+the same environment key (common random numbers: at every step they draw the same key, so their
+first episodes start alike, e.g. Key-to-Door's start cells, and so do later ones wherever their
+episodes end on the same step; an episode that ends earlier resets with another step's key, so
+shared randomness is partial, which the paired statistics do not rely on). The fresh DQNs share the tasks, not the environment keys: their keys drive their
 exploration too, so their environment randomness is drawn apart (paired with the others by
 task only). Fresh DQN ``r`` on task ``k`` gets ``fold_in(fold_in(key, r), k)``, so adding
 evaluation tasks leaves the DQNs of the tasks already there unchanged. Imitators that share a
