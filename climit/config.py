@@ -177,10 +177,18 @@ class TeacherConfig:
         if self.batch_size > self.buffer_size:
             raise ConfigError("teacher.batch_size", f"{self.batch_size} exceeds buffer_size "
                               f"{self.buffer_size}")
+        if self.num_envs > self.buffer_size:  # one write would give two envs the same row
+            raise ConfigError("teacher.num_envs", f"{self.num_envs} exceeds buffer_size "
+                              f"{self.buffer_size}")
         if self.total_env_steps % self.num_envs:
             raise ConfigError("teacher.total_env_steps", f"{self.total_env_steps} is not a multiple "
                               f"of num_envs {self.num_envs}")
         vector_steps = self.total_env_steps // self.num_envs
+        updates = vector_steps // self.train_every * self.updates_per_train
+        if updates > MAX_STEPS:  # the update counter (hard target copies) is an int32
+            raise ConfigError("teacher.updates_per_train", f"{self.updates_per_train} per round "
+                              f"every {self.train_every} of {vector_steps} vector steps makes "
+                              f"{updates} TD updates per learner, more than {MAX_STEPS}")
         if self.q_log_period and (self.chunk_steps % self.q_log_period
                                   or vector_steps % self.q_log_period):
             raise ConfigError("teacher.q_log_period", f"{self.q_log_period} must divide chunk_steps "

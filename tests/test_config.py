@@ -109,6 +109,7 @@ def test_sweep_mapping():
     ("env.transfer=CartPole-v1", "env.transfer: CartPole-v1 uses interface 'control'"),
     ("env.transfer=darkroom", "env.transfer: darkroom is env.name itself"),
     ("teacher.batch_size=100000", "teacher.batch_size: 100000 exceeds buffer_size"),
+
     ("imitator.n_heads=3", "imitator.d_model: 64 is not divisible by n_heads 3"),
     ("teacher.sweep={eps_decay_steps: [100.5]}", "teacher.sweep.eps_decay_steps[0]: expected an integer"),
     ("teacher.snapshot_steps=[200, 200]", "teacher.snapshot_steps: must be positive and strictly increasing"),
@@ -121,6 +122,22 @@ def test_errors_name_the_key(override, message):
     with pytest.raises(C.ConfigError) as e:
         C.load(None, [override])
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    # two envs would share a replay row in one write (which one lands is unspecified)
+    (["teacher.num_envs=4", "teacher.buffer_size=2", "teacher.batch_size=2"],
+     "teacher.num_envs: 4 exceeds buffer_size 2"),
+    # the int32 update counter (hard target copies) would wrap
+    (["teacher.total_env_steps=1.2e9", "teacher.updates_per_train=2"],
+     "teacher.updates_per_train: 2 per round every 1 of 1200000000 vector steps makes "
+     "2400000000 TD updates per learner, more than 2147483647"),
+])
+def test_impossible_teacher_sizes(overrides, message):
+    with pytest.raises(C.ConfigError) as e:
+        C.load(None, overrides)
+    assert message in str(e.value)
+    C.load(None, overrides[1:])  # fine without the first
 
 
 

@@ -24,7 +24,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -864,9 +863,7 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
         "fingerprint": fingerprint(cfg),
     }
     if primary:
-        tmp = out_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=1))
-        os.replace(tmp, out_dir / "summary.json")
+        jsonfile.write_atomic(out_dir / "summary.json", json.dumps(summary, indent=1).encode())
     log(f"teacher: final greedy return {summary['final_return_mean']:.3f} (mean of {g}); "
         f"{summary['env_steps_per_s']:.3g} env steps/s, {summary['td_updates_per_s']:.3g} TD updates/s "
         f"(compile {timing.compile_s:.1f} s) -> {out_dir / 'summary.json'}")
