@@ -201,6 +201,32 @@ def test_epsilon_schedule_known_values():
                                rtol=1e-6)
 
 
+def test_act_step_and_td_update_apply_the_schedules_in_env_steps(monkeypatch):
+    # The schedules count env steps per learner (all its envs together): vector step t of a
+    # 2-env learner is env step 2t for epsilon, and an update after count transitions scales
+    # the lr by lr_scale(count) (1 at learning_starts, lr_final_frac at total_env_steps).
+    tcfg = tiny_cfg(num_envs=2, lr_final_frac=0.5, learning_starts=100, total_env_steps=3000,
+                    buffer_size=80)  # full after the 40 steps: every update samples the same rows
+    env, hp = tiny_env(3), jax.tree.map(lambda x: x[0], dqn.hparams(tcfg))  # one learner
+    learner = dqn.init_learner(tcfg, env, jax.random.PRNGKey(0), jnp.zeros((0,), jnp.int32))
+    seen = []
+    real = dqn.epsilon
+    monkeypatch.setattr(dqn, "epsilon", lambda c, h, env_steps: seen.append(int(env_steps)) or real(c, h, env_steps))
+    for t in range(40):  # eager: the spy sees concrete values
+        learner, _, _ = dqn.act_step(tcfg, env, dqn.network(tcfg, env.spec), learner, hp,
+                                     jnp.zeros((0,), jnp.int32), jnp.int32(t))
+    assert seen == [2 * t for t in range(40)]
+    net = dqn.network(tcfg, env.spec)
+    before = jax.tree.leaves(learner.params)
+    deltas = []
+    for count in (100, 100 + (3000 - 100) // 2, 3000, 5000):  # start, half way, the end, past it
+        after, _ = dqn.td_update(tcfg, net, learner, hp, jnp.int32(count))
+        deltas.append(np.concatenate([np.ravel(a - b) for a, b in zip(jax.tree.leaves(after.params), before)]))
+    assert np.abs(deltas[0]).max() > 0
+    for d, scale in zip(deltas[1:], (0.75, 0.5, 0.5)):  # the same direction, the lr scaled
+        np.testing.assert_allclose(d, scale * deltas[0], rtol=1e-3, atol=1e-9)
+
+
 def _target_steps(tcfg, n):
     """(updates, online params, target params) as host trees after each of ``n`` single vector
     steps of one learner on the 2-env tiny chain (one TD update per vector step from step 32,
