@@ -641,7 +641,8 @@ class History:
         return {f: self.read(f, stream, t0, t1) for f in STEP_FIELDS}
 
     def q_steps(self) -> np.ndarray:
-        """int64 [Tq]: the env step of every Q-value row."""
+        """int64 [Tq]: the step of every Q-value row, counted along a stream (one env): vector
+        step k*q_period, which is env step k*q_period*num_envs of the learner."""
         return np.arange(self.num_q, dtype=np.int64) * max(self.q_period, 1)
 
     def episodes(self, stream: int) -> Episodes:
