@@ -36,15 +36,20 @@ class _FakeModel:
     role: str  # one model config per role: each rolled out alone
 
 
-def test_each_test_gets_the_curves_of_its_own_agents(tmp_path, monkeypatch):
+@pytest.mark.parametrize("horizon_controls", [False, True])
+def test_each_test_gets_the_curves_of_its_own_agents(tmp_path, monkeypatch, horizon_controls):
     # Every agent replaced by one that returns a known constant per episode: test (a) must show
-    # the full-history imitator and test (b) the H-imitator (with the full-history controls, as
-    # horizon_controls is off), each against the fresh DQNs; a crossed wire shows another value.
+    # the full-history imitator and test (b) the H-imitator, with the full-history controls when
+    # horizon_controls is off and the ones trained to H when it is on, each against the fresh
+    # DQNs; a crossed wire shows another value.
     cfg = config.load(None, ["teacher.total_env_steps=400", "teacher.learning_starts=100",
                              "eval.env_steps=400", "eval.horizon_factor=2", "eval.tasks=2",
                              "eval.dqn_seeds=2", "eval.random_seeds=1", "eval.bootstrap=20",
-                             "env.transfer=", "imitator.context_len=20", "imitator.seeds=2"])
-    value = {"imitator": 11.0, "ed": 12.0, "ablated": 13.0, "imitator_h": 14.0, "random": 1.0, "dqn": 5.0}
+                             "env.transfer=", "imitator.context_len=10", "imitator.seeds=2",
+                             "imitator.ed_fraction=1.0",  # ED's data to H must hold a sequence
+                             f"eval.horizon_controls={str(horizon_controls).lower()}"])
+    value = {"imitator": 11.0, "ed": 12.0, "ablated": 13.0, "imitator_h": 14.0, "ed_h": 15.0,
+             "ablated_h": 16.0, "random": 1.0, "dqn": 5.0}
     length = envs.spec("darkroom").episode_len
     roles = evaluate.plan(cfg).imitators
 
@@ -69,12 +74,15 @@ def test_each_test_gets_the_curves_of_its_own_agents(tmp_path, monkeypatch):
 
     monkeypatch.setattr(evaluate, "dqn_episodes", dqn_episodes)
     monkeypatch.setattr(evaluate, "training_facts", lambda rd, r: {})
-    evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None)
+    results = evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None)
     with np.load(tmp_path / "eval" / "curves.npz") as z:
         curves = dict(z)
+    h = "_h" if horizon_controls else ""
     expected = {"a": {"imitator": "imitator", "ed": "ed", "ablated": "ablated"},
-                "b": {"imitator": "imitator_h", "ed": "ed", "ablated": "ablated"}}
-    assert set(roles) == {"imitator", "ed", "ablated", "imitator_h"}
+                "b": {"imitator": "imitator_h", "ed": f"ed{h}", "ablated": f"ablated{h}"}}
+    assert set(roles) == {"imitator", "ed", "ablated", "imitator_h"} | (
+        {"ed_h", "ablated_h"} if horizon_controls else set())
+    assert results["tests"]["b"]["controls_trained_to_h"] is horizon_controls
     for test, agents in expected.items():
         for agent, role in {**agents, "random": "random", "dqn": "dqn"}.items():
             np.testing.assert_allclose(curves[f"{test}.{agent}"], value[role], rtol=1e-5,
@@ -150,6 +158,8 @@ def test_weights_never_change_and_rollouts_repeat():
     assert r1.shape == (2, 3, 60) and d1.shape == (2, 3, 60)
     np.testing.assert_array_equal(r1, r2)
     np.testing.assert_array_equal(d1, d2)
+    # JAX arrays are immutable, so what this catches is a rollout that donates the weights:
+    # their buffers would then be deleted, and reading them raises.
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(stacked.tree)):
         np.testing.assert_array_equal(a, np.asarray(b))
     # chunking does not change anything: 30 + 30 steps == one chunk of 60
