@@ -616,10 +616,13 @@ def describe(path: str | Path, step: int | None = None) -> dict:
     ``path`` is a checkpoint directory or one step inside it. Returns
     ``{path, steps, step, config, checkpoints: [{step, metrics}], tree: {leaf: {shape, dtype,
     size}}, num_params, incomplete_steps}`` where config and tree are those of ``step`` (default:
-    the latest; the given one when ``path`` is a step directory).
+    the latest; the given one when ``path`` is a step directory). Another step whose metadata
+    is damaged is listed with empty metrics and ``damaged`` (why), so one bad step does not
+    hide the others.
 
     Raises:
-        ArtifactError: not a checkpoint directory, a missing step, or damaged metadata files.
+        ArtifactError: not a checkpoint directory, a missing step, or damaged metadata files of
+            ``step``.
     """
     path = Path(path).absolute()
     if path.name.isdigit() and (path / "_CHECKPOINT_METADATA").exists():  # one step directory
@@ -627,12 +630,20 @@ def describe(path: str | Path, step: int | None = None) -> dict:
         path = path.parent
     with Checkpointer(path, readonly=True) as ckpt:
         meta = ckpt.metadata(step)
-        checkpoints = [{"step": s, "metrics": meta["metrics"] if s == meta["step"]
-                        else _read_metrics(path / str(s))} for s in ckpt.steps()]
+        checkpoints = [{"step": s, "metrics": meta["metrics"]} if s == meta["step"]
+                       else _listed(path / str(s)) for s in ckpt.steps()]
         return {"path": str(path), "steps": ckpt.steps(), "step": meta["step"],
                 "config": meta["config"], "checkpoints": checkpoints, "tree": meta["tree"],
                 "num_params": sum(v["size"] for v in meta["tree"].values()),
                 "incomplete_steps": incomplete_steps(path)}
+
+
+def _listed(step_dir: Path) -> dict:
+    """``{step, metrics}`` of a step in a listing, or ``{step, metrics: {}, damaged}``."""
+    try:
+        return {"step": int(step_dir.name), "metrics": _read_metrics(step_dir)}
+    except ArtifactError as e:
+        return {"step": int(step_dir.name), "metrics": {}, "damaged": str(e)}
 
 
 def _read_metrics(step_dir: Path) -> dict:

@@ -122,6 +122,14 @@ class Found(NamedTuple):
     checkpoints: list[tuple[Path, int | None]]  # checkpoint dirs, each with the step PATH names
     histories: list[Path]  # learning histories met on the way (never searched inside)
     deeper: list[Path]  # directories at the depth limit that hold more, not searched
+    set_aside: list[Path] = []  # damaged steps climit moved beside a checkpoint dir (not shown)
+
+
+def _set_aside(p: Path) -> bool:
+    """A ``damaged_<name>/`` directory of steps set aside beside checkpoint dir ``<name>``
+    (:attr:`checkpoint.Checkpointer.damaged_dir`)."""
+    prefix = "damaged_"
+    return p.name.startswith(prefix) and (p.parent / p.name[len(prefix):]).is_dir()
 
 
 def is_history(path: str | Path) -> bool:
@@ -132,13 +140,14 @@ def is_history(path: str | Path) -> bool:
 def _scan(path: Path) -> Found:
     """Breadth first below a directory; neither a checkpoint directory's steps nor a history's
     chunks are searched."""
-    found, hists, frontier = [], [], [path]
+    found, hists, aside, frontier = [], [], [], [path]
     for _ in range(_SEARCH_DEPTH):
         subs = [sub for d in frontier for sub in _subdirs(d)]
-        found += [sub for sub in subs if checkpoint.is_checkpoint_dir(sub)]
+        aside += [sub for sub in subs if _set_aside(sub)]
+        found += [sub for sub in subs if checkpoint.is_checkpoint_dir(sub) and sub not in aside]
         hists += [sub for sub in subs if histories.is_history(sub)]
-        frontier = [sub for sub in subs if sub not in found and sub not in hists]
-    return Found([(f, None) for f in found], hists, [d for d in frontier if _subdirs(d)])
+        frontier = [sub for sub in subs if sub not in found and sub not in hists and sub not in aside]
+    return Found([(f, None) for f in found], hists, [d for d in frontier if _subdirs(d)], aside)
 
 
 def locate(path: str | Path) -> Found:
@@ -341,7 +350,9 @@ def overview(path: str | Path, step: int | str | None = None) -> dict:
     A directory without that step gets ``missing`` (why) and no tree.
 
     Returns ``{"path", "checkpoints": [describe(...) + {"name", "groups", "best_step"}],
-    "histories": [names], "not_searched": [names]}``; reads metadata only.
+    "histories": [names], "not_searched": [names], "set_aside": [names]}``; reads metadata
+    only. A directory whose wanted step is damaged gets ``missing`` (why) too, so one damaged
+    checkpoint does not hide the others.
 
     Raises:
         ClimitError: no directory has the step (one short line: what each directory has).
@@ -351,7 +362,12 @@ def overview(path: str | Path, step: int | str | None = None) -> dict:
     found = locate(root)
     out = []
     for directory, named in found.checkpoints:
-        d = _describe(directory, want if want is not None else named)
+        try:
+            d = _describe(directory, want if want is not None else named)
+        except ArtifactError as e:
+            d = {"path": str(directory), "steps": checkpoint.complete_steps(directory),
+                 "checkpoints": [], "incomplete_steps": checkpoint.incomplete_steps(directory),
+                 "best_step": None, "missing": str(e)}
         d["name"] = _name(directory, root)
         d["groups"] = _groups(d["tree"]) if "missing" not in d else {}
         out.append(d)
@@ -359,7 +375,8 @@ def overview(path: str | Path, step: int | str | None = None) -> dict:
         raise _nowhere(path, want, out)
     return {"path": str(root), "checkpoints": out,
             "histories": [_name(h, root) for h in found.histories],
-            "not_searched": [_name(d, root) for d in found.deeper]}
+            "not_searched": [_name(d, root) for d in found.deeper],
+            "set_aside": [_name(d, root) for d in found.set_aside]}
 
 
 def _brief(steps: list[int]) -> str:
@@ -921,7 +938,9 @@ def _steps_line(d: dict) -> str:
     shown = f"not showing: {d['missing']}" if "missing" in d else f"showing {d['step']}"
     interrupted = (f"; interrupted saves (ignored): {d['incomplete_steps']}"
                    if d["incomplete_steps"] else "")
-    return f"  steps: {steps} ({shown}{best}){interrupted}"
+    damaged = [c["step"] for c in d["checkpoints"] if "damaged" in c]
+    damaged = f"; damaged (metadata unreadable): {damaged}" if damaged else ""
+    return f"  steps: {steps} ({shown}{best}){interrupted}{damaged}"
 
 
 def _overview_lines(d: dict) -> list[str]:
@@ -955,6 +974,8 @@ def format_overview(view: dict) -> str:
         lines += _overview_lines(d) + [""]
     for h in view.get("histories", []):
         lines.append(f"{h}  (learning history: `climit inspect` it for its overview)")
+    for a in view.get("set_aside", []):
+        lines.append(f"{a}  (damaged steps climit set aside: not shown)")
     if view.get("not_searched"):
         lines.append(f"not searched (deeper than {_SEARCH_DEPTH} levels): "
                      f"{', '.join(view['not_searched'])}")

@@ -377,6 +377,39 @@ def test_damaged_checkpoint_message(tmp_path, capsys):
     assert "is damaged" in err and "_CHECKPOINT_METADATA" in err
 
 
+def test_one_damaged_step_or_directory_does_not_hide_the_rest(tmp_path, capsys):
+    # A damaged step lists as damaged while the intact ones show; a directory whose latest step
+    # is damaged is noted in a run's overview instead of failing it; the steps a stage set
+    # aside in damaged_<dir>/ are named, never described (their damage stopped every overview).
+    run = tmp_path / "run"
+    with checkpoint.snapshots(run / "teacher" / "snapshots") as ck:
+        for step in (10, 20, 30):
+            ck.save(step, {"params": _teacher_params(1.0)}, config=TEACHER_CONFIG, metrics={"return": step})
+    with checkpoint.Checkpointer(run / "teacher" / "checkpoints") as ck:
+        ck.save(30, {"w": jnp.zeros(3)}, config=TEACHER_CONFIG)
+    (run / "teacher" / "snapshots" / "20" / checkpoint.CHECKSUM_FILE).write_text("{broken")
+    d = checkpoint.describe(run / "teacher" / "snapshots")
+    assert d["step"] == 30 and [c["step"] for c in d["checkpoints"]] == [10, 20, 30]
+    assert "climit_checksums.json is unreadable" in d["checkpoints"][1]["damaged"]
+    assert d["checkpoints"][0]["metrics"] == {"return": 10}
+    rc, out, _ = _cli(capsys, run / "teacher" / "snapshots" / "10")
+    assert rc == 0 and "showing 10" in out and "damaged (metadata unreadable): [20]" in out
+    (run / "teacher" / "snapshots" / "30" / checkpoint.CHECKSUM_FILE).write_text("{broken")
+    aside = run / "teacher" / "damaged_checkpoints" / "30"
+    aside.parent.mkdir()
+    (run / "teacher" / "checkpoints" / "30").rename(aside)
+    with checkpoint.Checkpointer(run / "teacher" / "checkpoints") as ck:
+        ck.save(40, {"w": jnp.ones(3)}, config=TEACHER_CONFIG)
+    view = inspect_lib.overview(run)
+    dirs = _by_name(view)
+    assert set(dirs) == {"teacher/snapshots", "teacher/checkpoints"}
+    assert dirs["teacher/checkpoints"]["step"] == 40
+    assert "is damaged" in dirs["teacher/snapshots"]["missing"]
+    assert view["set_aside"] == ["teacher/damaged_checkpoints"]
+    rc, out, _ = _cli(capsys, run)
+    assert rc == 0 and "teacher/damaged_checkpoints  (damaged steps climit set aside: not shown)" in out
+
+
 # ---------------------------------------------------------------------------------------------
 # Learning histories
 # ---------------------------------------------------------------------------------------------
