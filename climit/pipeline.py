@@ -25,6 +25,7 @@ written once every stage has finished, so it always describes the artifacts besi
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +33,7 @@ from typing import Any, Callable
 from climit import config as config_lib
 from climit import jsonfile, stopping
 from climit.config import ExperimentConfig
+from climit.errors import ClimitError
 
 STAGES = ("teach", "imitate", "evaluate", "report")
 
@@ -92,6 +94,16 @@ def after_evaluate(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
         (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
 
 
+def _check_teacher_link(teacher: Path) -> None:
+    """A ``teacher/`` that ``climit sweep`` linked to another point's teacher must still lead
+    somewhere: a link whose target was moved or deleted is a clear error, not a bare
+    FileExistsError from the first write."""
+    if teacher.is_symlink() and not teacher.exists():
+        raise ClimitError(f"{teacher} links to {os.readlink(teacher)} (the teacher of the sweep "
+                          f"point it shares), which no longer exists; restore that run or "
+                          f"remove the link to train this run's own teacher")
+
+
 def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = print,
         stop_after: str | None = None) -> dict[str, Any]:
     """Run every stage that is not done yet; returns ``{stage: "done" | "skipped"}`` and the
@@ -111,6 +123,7 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
     log = log if primary else (lambda msg: None)
     rd = run_dir(cfg)
     rd.mkdir(parents=True, exist_ok=True)
+    _check_teacher_link(rd / "teacher")
     done = stage_status(cfg)
     parallel.barrier("climit stages planned")  # every process saw the same artifacts
     outcome: dict[str, Any] = {}

@@ -16,6 +16,7 @@ override: it applies to every point and does not name runs, wherever it is writt
 from __future__ import annotations
 
 import dataclasses
+import os
 import itertools
 import re
 import shlex
@@ -35,7 +36,8 @@ class Point:
 
 
 def split_values(text: str) -> list[str]:
-    """The non-empty values of a grid entry, split on commas outside brackets and braces:
+    """The values of a grid entry (stripped, empty ones kept), split on commas outside brackets
+    and braces:
     ``[64,64],[128,128]`` is two values, ``{lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}`` one."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
@@ -44,7 +46,7 @@ def split_values(text: str) -> list[str]:
             parts.append(text[start:i])
             start = i + 1
     parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip() for p in parts]
 
 
 def split_grid(items: list[str]) -> tuple[list[str], list[str]]:
@@ -74,8 +76,11 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
         if not sep or not key or not values:
             raise config_lib.ConfigError(item, "a grid entry must look like section.key=v1,v2")
         parts = split_values(values)
-        if not parts:
+        if not any(parts):
             raise config_lib.ConfigError(key.strip(), f"the grid entry {item!r} holds no value")
+        if not all(parts):  # "20,,40" or "keydoor,": a value left out, or a stray comma
+            raise config_lib.ConfigError(key.strip(), f"the grid entry {item!r} holds an empty "
+                                         f"value between commas")
         grid.append((key.strip(), parts))
     keys = [k for k, _ in grid]
     if len(set(keys)) != len(keys):
@@ -149,7 +154,9 @@ def run_all(config_path: str | None, pts: list[Point], log: Any = print) -> list
         own = pipeline.run_dir(p.config) / "teacher"
         if fp in teachers and not own.exists() and not own.is_symlink():
             own.parent.mkdir(parents=True, exist_ok=True)
-            own.symlink_to(teachers[fp].resolve(), target_is_directory=True)
+            # relative, so a runs directory copied or moved whole keeps its points linked
+            own.symlink_to(os.path.relpath(teachers[fp].resolve(), own.parent.resolve()),
+                           target_is_directory=True)
             log(f"  teacher: shared with {teachers[fp].parent.name} (same teacher settings)")
         results.append({"run": p.config.run.name, **pipeline.run(p.config)})
         teachers.setdefault(fp, own)

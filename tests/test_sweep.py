@@ -3,7 +3,9 @@ finished runs skipped on a rerun (fast with recording fakes for the heavy stages
 sweep is slow-marked)."""
 
 import json
+import os
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +98,10 @@ def test_a_grid_entry_without_values_is_refused(base, capsys):
     assert cli.main(["sweep", "--config", str(path), *over, "--grid", "imitator.context_len=,"]) == 2
     assert "imitator.context_len: the grid entry 'imitator.context_len=,' holds no value" in \
         capsys.readouterr().err
+    # a value left out between commas, or a stray comma after one, is refused, not dropped
+    for entry in ("imitator.context_len=20,,40", "env.transfer=keydoor,"):
+        assert cli.main(["sweep", "--config", str(path), *over, "--grid", entry, "--emit"]) == 2
+        assert f"the grid entry '{entry}' holds an empty value between commas" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -147,6 +153,17 @@ def test_two_point_sweep_compare_and_rerun(base, fake_stages, capsys):
     out = _main(capsys, *shlex.split(line)[1:], "--no-progress")
     assert "[3/4] evaluate: skipped" in out
     assert fake_stages["teach"] == NAMES[:1] and fake_stages["evaluate"] == NAMES
+    # The shared teacher is a relative link: a copy of the runs directory keeps its points
+    # linked inside the copy; a link whose target is gone is a clear error, not EEXIST.
+    assert not os.path.isabs(os.readlink(runs / NAMES[1] / "teacher"))
+    copy = path.parent / "copy"
+    shutil.copytree(runs, copy, symlinks=True)
+    assert (copy / NAMES[1] / "teacher").resolve() == (copy / NAMES[0] / "teacher").resolve()
+    shutil.rmtree(copy / NAMES[0])
+    argv = ["run", "--config", str(path), "imitator.context_len=40", f"run.runs_dir={copy}",
+            f"run.name={NAMES[1]}", "--no-progress"]
+    assert cli.main(argv) == 1
+    assert "which no longer exists; restore that run or remove the link" in capsys.readouterr().err
 
 
 @pytest.mark.slow
