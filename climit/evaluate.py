@@ -387,6 +387,14 @@ def plan(cfg: ExperimentConfig) -> Plan:
         # The imitator would learn from every sweep point but face a DQN with the base values.
         raise ConfigError("teacher.sweep", "the evaluation compares against one DQN setting; "
                           "evaluate one point per run (climit sweep --grid teacher.lr=...)")
+    for key, value, default in (("variant", cfg.imitator.variant, "ad"),
+                                ("horizon", cfg.imitator.horizon, 0)):
+        if value != default:
+            # Every role sets its own (imitator_config); accepted here, it would be ignored,
+            # yet change the fingerprint (a whole evaluation again) and misdescribe config.yaml.
+            raise ConfigError(f"imitator.{key}", f"{value!r} is for `climit imitate` alone: the "
+                              f"evaluation trains and loads each imitator with its own (AD, ED, "
+                              f"the eval.ablation control; the H-imitator cut at eval.horizon)")
     env_steps = ev.env_steps or cfg.teacher.total_env_steps
     horizon = ev.horizon or env_steps // ev.horizon_factor
     spec = envs.spec(cfg.env.name)

@@ -316,6 +316,10 @@ def test_plan_resolves_and_rejects():
     assert p.imitators["imitator"].imitator.horizon == 0
     with pytest.raises(ConfigError, match="eval.horizon"):
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon=10)))
+    # each role sets its own variant and horizon: the top-level ones would be ignored
+    for field, value in (("variant", "ed"), ("horizon", 100)):
+        with pytest.raises(ConfigError, match=f"imitator.{field}: .* is for `climit imitate` alone"):
+            evaluate.plan(dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, **{field: value})))
     with pytest.raises(ConfigError, match="eval.tasks"):
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tasks=18)))
     # H between two episode ends: test (b)'s first bin after H would hold episodes before it.
