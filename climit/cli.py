@@ -297,8 +297,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", nargs="+", metavar="RUN",
                    help="instead of one report: compare these runs' reports (the config keys that "
                    "differ against the imitator/DQN ratios of the three tests)")
-    p.add_argument("--out", default="compare", metavar="DIR",
-                   help="with --compare: output directory (default: ./compare)")
+    p.add_argument("--out", metavar="DIR",
+                   help="with --compare: output directory (default: ./compare; a run's own "
+                   "report goes to RUN_DIR/report)")
     p.add_argument("--window", metavar="START:END", type=_window,
                    help="print every test's table over env steps (START, END] only (e.g. 0:30000; "
                    "an empty side is open) instead of building the report")
@@ -327,6 +328,8 @@ def _window(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(f"expected START:END in env steps (e.g. 0:30000), got {text!r}") from None
     if not lo < hi:
         raise argparse.ArgumentTypeError(f"window {text!r} is empty: START must be below END")
+    if lo < 0 and math.isfinite(lo):  # steps to 80% count from START: a negative one shifts them
+        raise argparse.ArgumentTypeError(f"window {text!r}: START counts env steps, 0 or more")
     return lo, hi
 
 
@@ -343,12 +346,15 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise ClimitError("--window goes with RUN_DIR, not with --compare")
         from climit import compare
 
-        out = compare.build(args.compare, args.out)
+        out = compare.build(args.compare, args.out or "compare")
         print((out / "compare.md").read_text().rstrip("\n"))
         print(f"comparison -> {out / 'compare.md'}")
         return 0
     if not args.run_dir:
         raise ClimitError("give a run directory (climit report RUN_DIR) or --compare RUN [RUN ...]")
+    if args.out is not None:
+        raise ClimitError(f"--out goes with --compare; the report of {args.run_dir} is written to "
+                          f"{Path(args.run_dir) / 'report'}")
     if args.window:
         text = report.window_markdown(*report.load_eval(args.run_dir), args.window)
         if "## (" not in text:

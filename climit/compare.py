@@ -335,6 +335,9 @@ def build(run_dirs: list[str | Path], out: str | Path = "compare") -> Path:
     """Write ``OUT/{compare.md, compare.png, compare.json}``; returns OUT."""
     runs = load_runs(run_dirs)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ClimitError(f"--out {out} is a file; the comparison needs a directory to write "
+                          f"compare.md, compare.png and compare.json into")
     out.mkdir(parents=True, exist_ok=True)
     keys, table_rows = rows(runs)
     if tests_run(runs):

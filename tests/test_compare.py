@@ -115,6 +115,9 @@ def test_clear_errors(runs, tmp_path, capsys):
     assert "not both" in _error(capsys, a, "--compare", a, b)
     assert "more than once" in _error(capsys, "--compare", a, tmp_path / ".." / tmp_path.name / "ctx20")
     assert "not with --compare" in _error(capsys, "--compare", a, b, "--window", "0:10")
+    (tmp_path / "afile").write_text("")
+    assert f"--out {tmp_path / 'afile'} is a file" in _error(capsys, "--compare", a, b, "--out",
+                                                             tmp_path / "afile")
     summary = json.loads((b / "report" / "summary.json").read_text())
     for damaged in ({"a": "x"}, {"a": {**summary["tests"]["a"], "imitator_dqn_auc_ratio": "big"}},
                     {"a": {**summary["tests"]["a"], "imitator_dqn_final_ratio_ci": [1.0]}}):

@@ -520,7 +520,9 @@ def test_report_window_command_prints_tables_and_refuses_bad_windows(tmp_path):
     out = run("--window", "0:400")
     assert out.returncode == 0 and "## (a) skill match: env steps (0, 400]" in out.stdout
     assert not (tmp_path / "report").exists()  # a window prints; it builds no report
-    for bad in ("400", "400:0", "a:b"):
+    for bad in ("400", "400:0", "a:b", "-5:"):  # a negative start would shift steps to 80%
         assert run("--window", bad).returncode == 2
+    out = run("--out", str(tmp_path / "elsewhere"))  # a run's report has one place
+    assert out.returncode == 1 and "--out goes with --compare" in out.stderr
     out = run("--window", "9000:")
     assert out.returncode == 1 and "no test" in out.stderr
