@@ -178,13 +178,15 @@ def _primary_int32(value: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.int32(value)))  # int32: no x64 needed
 
 
-def primary_mib(value_bytes: int) -> int:
-    """Process 0's ``value_bytes`` on every process, rounded down to whole MiB (a collective
-    with several processes: all must call it). Lets every process take the same decision from
-    a measurement only one should make, e.g. free disk space, so that none runs on into a
-    collective that a stopped process 0 never joins."""
-    mib = min(int(value_bytes) >> 20, np.iinfo(np.int32).max)
-    return _primary_int32(mib) << 20
+def primary_bytes(value_bytes: int) -> int:
+    """Process 0's ``value_bytes`` (0 .. 2**62) on every process, exactly (a collective with
+    several processes: all must call it). Lets every process take the same decision from a
+    measurement only one should make, e.g. free disk space, so that none runs on into a
+    collective that a stopped process 0 never joins. Sent as two 31-bit halves (int32: no x64
+    needed); rounded to whole MiB, a disk with less than 1 MiB free refused a run that fit."""
+    value = min(max(int(value_bytes), 0), (1 << 62) - 1)
+    high, low = _primary_int32(value >> 31), _primary_int32(value & ((1 << 31) - 1))
+    return (high << 31) | low
 
 
 def on_primary(fn: Callable[[], T], what: str) -> T | None:

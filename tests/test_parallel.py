@@ -19,7 +19,8 @@ WORKER = textwrap.dedent("""
     local = np.arange(n, dtype=np.float32)[parallel.process_slice(n)]
     x = parallel.from_process_local(local, m, n)
     total = jax.jit(lambda v: jnp.sum(v * 2))(x)
-    print("RESULT", jax.process_index(), jax.device_count(), float(total),
+    free = parallel.primary_bytes(2**40 + 7 if jax.process_index() == 0 else 5)  # process 0's
+    print("RESULT", jax.process_index(), jax.device_count(), float(total), free,
           parallel.to_host(x).tolist(), flush=True)
 """)
 
@@ -30,8 +31,8 @@ def test_two_process_cpu_job_sees_all_devices_and_reduces_globally(tmp_path):
     for pid, (rc, out) in enumerate(procs.run_job([sys.executable, str(script)], 180)):
         assert rc == 0, out
         line = next(l for l in out.splitlines() if l.startswith("RESULT"))
-        _, index, devices, total, gathered = line.split(" ", 4)
-        assert (int(index), int(devices), float(total)) == (pid, 4, 56.0)
+        _, index, devices, total, free, gathered = line.split(" ", 5)
+        assert (int(index), int(devices), float(total), int(free)) == (pid, 4, 56.0, 2**40 + 7)
         assert eval(gathered) == list(np.arange(8.0))
 
 
@@ -57,3 +58,21 @@ def test_process_slice_gives_equal_shares_and_refuses_an_uneven_split(monkeypatc
     assert parallel.process_slice(9) == slice(6, 9)
     with pytest.raises(ValueError, match="8 rows does not split evenly over 3 processes"):
         parallel.process_slice(8)
+
+
+def test_primary_bytes_is_exact_in_int32_halves(monkeypatch):
+    from climit import parallel
+    # Free disk space goes from process 0 to all as two int32 halves: exact to the byte (it was
+    # rounded down to MiB, so 400 KB free read as 0 and refused a run that fit).
+    sent = []
+
+    def broadcast(value):
+        assert 0 <= value < 2**31  # what an int32 broadcast carries
+        sent.append(value)
+        return value
+
+    monkeypatch.setattr(parallel, "_primary_int32", broadcast)
+    for value in (0, 400 * 1024, (1 << 31) - 1, 1 << 31, 2**40 + 12_345, (1 << 62) - 1):
+        assert parallel.primary_bytes(value) == value
+    assert len(sent) == 12
+    assert parallel.primary_bytes(1 << 70) == (1 << 62) - 1  # clipped, not wrapped

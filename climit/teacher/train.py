@@ -724,7 +724,7 @@ def _check_disk(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
         f"on {cfg.env.name}; to write at {out_dir}: {sizes} (histories uncompressed, an upper bound; "
         f"checkpoints up to {tcfg.keep_checkpoints + 1} whole states with replay buffers)"
         + (f"; resuming from env step {step}" if step is not None else ""))
-    free = parallel.primary_mib(histories.free_bytes(out_dir))
+    free = parallel.primary_bytes(histories.free_bytes(out_dir))
     histories.check_disk(out_dir, sum(needs.values()), free_fn=lambda _: free,
                          what=f"the teacher run ({sizes})")
 
