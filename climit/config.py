@@ -377,7 +377,8 @@ def _transfer_tasks_problem(cfg: "ExperimentConfig", envs: Any) -> str | None:
     if not n:
         return None
     if not cfg.env.transfer:
-        return "sets test (c)'s tasks, but env.transfer names no new family"
+        return ("sets test (c)'s tasks, but env.transfer names no new family; with "
+                "env.transfer= add eval.transfer_tasks=0 (configs/darkroom.yaml sets it)")
     spec = envs.spec(cfg.env.transfer)
     if spec.task_dim and n > spec.num_tasks["heldout"]:
         return f"{n} exceeds the {spec.num_tasks['heldout']} held-out tasks of {cfg.env.transfer}"
