@@ -513,6 +513,11 @@ def _quiet_closed_loop(unraisable: Any) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+def _quiet_metadata_parse(record: logging.LogRecord) -> bool:
+    """A logging filter: drop orbax's "Failed to json parse Metadata file" (see main)."""
+    return not str(record.msg).startswith("Failed to json parse Metadata file")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -525,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     # again ("Task exception was never retrieved", "Event loop is closed") after climit has
     # raised; climit reports those cases in its own one-line messages.
     logging.getLogger("absl").setLevel(logging.ERROR)
+    # ... and a step's damaged _CHECKPOINT_METADATA at ERROR, once per look at the step, before
+    # climit's checksums name the damage (or set the step aside and resume from another).
+    logging.getLogger("absl").addFilter(_quiet_metadata_parse)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.unraisablehook = _quiet_closed_loop
     # No tqdm monitor thread: a Ctrl-C during exit could land in its atexit hook and print a

@@ -375,6 +375,11 @@ def test_damaged_checkpoint_message(tmp_path, capsys):
     (tmp_path / "ck" / "7" / "_CHECKPOINT_METADATA").write_text("{broken")
     err = _error(capsys, tmp_path / "ck")
     assert "is damaged" in err and "_CHECKPOINT_METADATA" in err
+    # orbax's own report of that file (absl ERROR, once per look at the step) stays out too
+    proc = subprocess.run([sys.executable, "-m", "climit.cli", "inspect", str(tmp_path / "ck")],
+                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 1 and proc.stderr.startswith("climit: error: checkpoint"), proc.stderr
+    assert "absl" not in proc.stderr
 
 
 def test_one_damaged_step_or_directory_does_not_hide_the_rest(tmp_path, capsys):
