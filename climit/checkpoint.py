@@ -639,8 +639,10 @@ def describe(path: str | Path, step: int | None = None) -> dict:
 
 
 def _listed(step_dir: Path) -> dict:
-    """``{step, metrics}`` of a step in a listing, or ``{step, metrics: {}, damaged}``."""
+    """``{step, metrics}`` of a step in a listing, or ``{step, metrics: {}, damaged}`` (its
+    metrics or the small file orbax describes it by fail their checksums)."""
     try:
+        verify_step(step_dir, only=("_CHECKPOINT_METADATA",))
         return {"step": int(step_dir.name), "metrics": _read_metrics(step_dir)}
     except ArtifactError as e:
         return {"step": int(step_dir.name), "metrics": {}, "damaged": str(e)}
