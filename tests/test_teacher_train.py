@@ -581,6 +581,45 @@ def test_bench_measure_closes_its_history_writer(monkeypatch):
     assert rec["histories_bytes_on_disk"] > 0 and len(closed) == 1
 
 
+def test_no_chunk_runs_while_a_later_program_compiles(monkeypatch):
+    # A run compiles a second program mid-loop (here the scheduled chunk, once past
+    # learning_starts); compile time is subtracted from the run's clock, so a chunk still
+    # running then would vanish from run_s (CPU: up to 1.6x too fast at one learner).
+    from climit.teacher import bench
+
+    ready_at_compile = []
+    make = dqn.make_chunk
+
+    class Spy:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def lower(self, state, *args):
+            ready_at_compile.append(all(x.is_ready() for x in jax.tree.leaves(state)))
+            return self.fn.lower(state, *args)
+
+    monkeypatch.setattr(dqn, "make_chunk", lambda *a, **k: Spy(make(*a, **k)))
+    monkeypatch.setattr(train, "evaluate_greedy", lambda *a, **k: np.zeros(1))  # not under test
+    cfg = bench.bench_config(6000, ["teacher.learning_starts=1000", "teacher.chunk_steps=200"])
+    rec = bench.measure(cfg, learners=1, write_histories=False)
+    assert len(ready_at_compile) == 2 and all(ready_at_compile), ready_at_compile
+    assert rec["td_updates_per_learner"] > 0
+
+
+def test_bench_ratio_only_for_the_same_steps_and_says_the_devices():
+    from climit.teacher import bench
+
+    mine = {"env_steps_per_learner": 6000, "env_steps_per_s": 200.0, "td_updates_per_s": 50.0,
+            "n_devices": 1}
+    peer = {"num_seeds": 2, "env_steps_total": 12000, "env_steps_per_s": 100.0,
+            "grad_updates_per_s": 100.0}
+    (line,) = bench._ratio(mine, peer, "uniform")
+    assert (line["env_steps_per_s"], line["td_updates_per_s"], line["climit_devices"]) == (2.0, 0.5, 1)
+    (line,) = bench._ratio(mine, {**peer, "env_steps_total": 15000}, "uniform")  # rejax's 7500
+    assert "env_steps_per_s" not in line and "the peer ran 7500 env steps per learner" in line["error"]
+    assert list(bench._ratio(None, peer, "uniform")) == []
+
+
 def test_bench_steps_below_the_peer_learning_starts_say_what_to_pass(monkeypatch, capsys):
     # The user passed only --steps; the config key it broke (learning_starts) is the peer's.
     from climit.teacher import bench

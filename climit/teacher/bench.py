@@ -151,8 +151,10 @@ def run_peer(script: Path, learners: list[int], steps: int, sampler: str) -> lis
     script = script.resolve()  # it runs from its own folder, so a relative path would break
     if not script.is_file():
         return [{"bench": "rejax_dqn", "sampler": sampler, "error": f"peer script not found: {script}"}]
+    # rejax runs whole blocks of eval_freq env steps (2500 in its CartPole config): one block of
+    # ``steps`` makes it run exactly as many as climit (6000 ran 7500 without).
     cmd = [sys.executable, str(script), "--eval-mode", "none", "--sampler", sampler,
-           "--total-timesteps", str(steps), "--final-eval-episodes", "10",
+           "--total-timesteps", str(steps), "--eval-freq", str(steps), "--final-eval-episodes", "10",
            "--force-vmap", "--num-seeds", *map(str, learners)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=script.parent)
     if proc.returncode != 0:
@@ -190,8 +192,17 @@ def run(learners: list[int], steps: int, *, histories: str = "both", peer: str =
 
 
 def _ratio(mine: dict | None, peer: dict, sampler: str) -> Iterator[dict]:
-    """The climit/peer ratio line for one peer record (none when either side is missing)."""
-    if mine and peer.get("env_steps_per_s"):
-        yield {"bench": "ratio_climit_over_peer", "sampler": sampler, "num_learners": peer["num_seeds"],
-               "env_steps_per_s": round(mine["env_steps_per_s"] / peer["env_steps_per_s"], 3),
-               "td_updates_per_s": round(mine["td_updates_per_s"] / peer["grad_updates_per_s"], 3)}
+    """The climit/peer ratio line for one peer record (none when either side is missing; an
+    error line when the two ran different env steps per learner). ``climit_devices``: climit
+    spreads its learners over every device, the peer runs on one."""
+    if not (mine and peer.get("env_steps_per_s")):
+        return
+    line = {"bench": "ratio_climit_over_peer", "sampler": sampler, "num_learners": peer["num_seeds"],
+            "climit_devices": mine.get("n_devices")}
+    peer_steps = (peer.get("env_steps_total") or 0) / max(peer["num_seeds"], 1)
+    if peer_steps != mine["env_steps_per_learner"]:
+        yield {**line, "error": f"the peer ran {peer_steps:g} env steps per learner, climit "
+                                f"{mine['env_steps_per_learner']}: not compared"}
+        return
+    yield {**line, "env_steps_per_s": round(mine["env_steps_per_s"] / peer["env_steps_per_s"], 3),
+           "td_updates_per_s": round(mine["td_updates_per_s"] / peer["grad_updates_per_s"], 3)}
