@@ -421,19 +421,26 @@ def bench_rollout(args: argparse.Namespace) -> int:
         Path(__file__).resolve().parents[2] / "shared" / "anchors" / "icrl_rollout_bench.py"
     if args.peer and not script.is_file():  # asked for: said before any measuring, not after
         raise ClimitError(f"peer benchmark not found at {script.resolve()}; pass --peer-script")
+    kv_cache = {}  # (context, batch) -> env steps/s, for the ratio to the peer
     for record in evaluate.bench_rollout(
             args.env, args.batch, args.context, steps=args.steps,
             recompute_steps=args.recompute_steps, d_model=args.d_model, n_layers=args.layers,
             n_heads=args.heads, compute_dtype=args.dtype, repeats=args.repeats, modes=modes):
         print(json.dumps(record), flush=True)
+        if record.get("mode") == "kv_cache":
+            kv_cache[(record["context"], record["batch_envs"])] = record["env_steps_per_s"]
     if args.peer:
         from climit.imitator import model
 
         for record in evaluate.bench_peer(script, args.env, args.batch, args.context,
                                           steps=args.steps, d_model=args.d_model,
                                           n_layers=args.layers, n_heads=args.heads,
-                                          dtype=model.resolve_compute_dtype(args.dtype)):
+                                          dtype=model.resolve_compute_dtype(args.dtype),
+                                          repeats=args.repeats):
             print(json.dumps(record), flush=True)
+            ratio = evaluate.peer_ratio(kv_cache, record)
+            if ratio is not None:
+                print(json.dumps(ratio), flush=True)
     return 0
 
 

@@ -907,10 +907,21 @@ def _time_rollout(env, task, mcfg, params, mode: str, b: int, n: int,
     return compile_s, times
 
 
+def peer_ratio(ours: dict, peer: dict) -> dict | None:
+    """The climit/peer line for one peer record: the KV-cache rollout's median env steps/s over
+    the reference's at the same batch and context (None without a matching climit record).
+    ``ours``: {(context, batch): kv_cache env steps/s}."""
+    mine = ours.get((peer.get("context"), peer.get("batch_envs")))
+    if not (mine and peer.get("env_steps_per_s")):
+        return None
+    return {"bench": "ratio_climit_over_peer", "batch_envs": peer["batch_envs"],
+            "context": peer["context"], "env_steps_per_s": round(mine / peer["env_steps_per_s"], 3)}
+
+
 def bench_peer(script: Path, env_name: str, batches: list[int], contexts: list[int], *, steps: int,
-               d_model: int, n_layers: int, n_heads: int, dtype: str):
-    """Run the reference ``icrl_rollout_bench.py`` at the same sizes in this command; yields
-    its JSON lines (tagged ``peer``)."""
+               d_model: int, n_layers: int, n_heads: int, dtype: str, repeats: int = 3):
+    """Run the reference ``icrl_rollout_bench.py`` at the same sizes and repeats in this
+    command; yields its JSON lines (tagged ``peer``)."""
     import json
     import subprocess
     import sys
@@ -920,7 +931,8 @@ def bench_peer(script: Path, env_name: str, batches: list[int], contexts: list[i
         raise ArtifactError(f"peer benchmark not found at {script}; pass --peer-script")
     cmd = [sys.executable, str(script), "--env", env_name, "--batch", *map(str, batches),
            "--context", *map(str, contexts), "--steps", str(steps), "--d-model", str(d_model),
-           "--layers", str(n_layers), "--heads", str(n_heads), "--dtype", dtype]
+           "--layers", str(n_layers), "--heads", str(n_heads), "--dtype", dtype,
+           "--repeats", str(repeats)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=script.parent)
     if out.returncode:
         raise ArtifactError(f"peer benchmark failed: {out.stderr.strip()[-500:]}")

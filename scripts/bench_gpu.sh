@@ -13,6 +13,8 @@ ANCHORS=$(cd "$ANCHORS" && pwd) OUT=$(cd "$OUT" && pwd)
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
+CLIMIT="$PY -m climit"  # the same interpreter as the anchors' (and the peer climit starts)
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 
 if [ "${SMALL:-0}" = 1 ]; then
   LEARNERS="1 4"; UNROLL_LEARNERS="1"; T_STEPS=6000; FLOOR_UPD=20000; SHIPPED=4; RB=4; RBATCH=2
@@ -27,10 +29,10 @@ else
 fi
 
 step() {  # step NAME SECONDS CMD...: run with a limit, keep its output in $OUT/NAME.jsonl
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit=$2 ext=${STEP_EXT:-jsonl}; shift 2  # STEP_EXT=log: output that is not JSON
   case " ${ONLY:-$name} " in *" $name "*) ;; *) return 1 ;; esac  # ONLY="a b": just those steps
   echo "## $name ($(date -u +%H:%M:%S))"
-  timeout "$limit" "$@" 2>"$OUT/$name.err" | tee "$OUT/$name.jsonl"
+  timeout "$limit" "$@" 2>"$OUT/$name.err" | tee "$OUT/$name.$ext"
   local rc=${PIPESTATUS[0]}
   echo "## $name rc=$rc ($(date -u +%H:%M:%S))"; tail -n 3 "$OUT/$name.err"; return "$rc"
 }
@@ -41,21 +43,21 @@ step() {  # step NAME SECONDS CMD...: run with a limit, keep its output in $OUT/
 
 # Teacher: climit vs rejax (uniform sampler) at every learner count, then the update floor
 # with the same batch and buffer, then the peer's shipped sampler at a count it can finish.
-step teacher 220 climit bench teacher --learners $LEARNERS --steps $T_STEPS --histories off \
+step teacher 220 $CLIMIT bench teacher --learners $LEARNERS --steps $T_STEPS --histories off \
   --peer uniform --peer-script "$ANCHORS/rejax_dqn_bench.py"
 # The latency-bound end (1 and 64 learners) with unrolled scans: fewer loop iterations per step.
-step teacher_unroll 120 climit bench teacher --learners $UNROLL_LEARNERS --steps $T_STEPS \
+step teacher_unroll 300 $CLIMIT bench teacher --learners $UNROLL_LEARNERS --steps $T_STEPS \
   --histories off --peer uniform --peer-script "$ANCHORS/rejax_dqn_bench.py" teacher.scan_unroll=5
 step floor 60 $PY "$ANCHORS/mlp_update_bench.py" --seeds $LEARNERS --batch 100 --buffer 50000 \
   --target-updates $FLOOR_UPD --repeats 2
 step shipped 60 $PY "$ANCHORS/rejax_dqn_bench.py" --total-timesteps $T_STEPS --num-seeds $SHIPPED \
   --eval-mode none --sampler rejax --force-vmap
 # In-context rollout: KV cache vs recompute and vs the reference decode, same sizes.
-step rollout 90 climit bench rollout --batch $RB $ROLL --mode kv_cache --repeats 2 --peer \
+step rollout 90 $CLIMIT bench rollout --batch $RB $ROLL --mode kv_cache --repeats 2 --peer \
   --peer-script "$ANCHORS/icrl_rollout_bench.py"
-step imitator 90 climit bench imitator $IMIT
+step imitator 90 $CLIMIT bench imitator $IMIT
 # The documented size as the presets train it: 5 imitators vmapped in one step (imitator.seeds).
-step imitator_seeds 120 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 climit bench imitator $IMIT_SEEDS
+step imitator_seeds 120 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 $CLIMIT bench imitator $IMIT_SEEDS
 # The documented imitator step taken apart: matmuls, attention, optimizer (the MFU work).
 step breakdown 90 $PY "$(dirname "$0")/imitator_breakdown.py" $BREAKDOWN
 # The documented train step under XLA flags that change GEMM and scheduling choices, and the
@@ -75,17 +77,18 @@ if [ -n "${ONLY:-}" ]; then
   step teacher_flags 300 bash -c 'for f in "" "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
       "--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL --xla_gpu_command_buffer_unroll_loops=true"; do
     echo "{\"xla_flags\": \"$f\"}"
-    XLA_FLAGS="$f" timeout 90 climit bench teacher --learners '"$UNROLL_LEARNERS"' --steps '"$T_STEPS"' \
+    XLA_FLAGS="$f" timeout 90 '"$CLIMIT"' bench teacher --learners '"$UNROLL_LEARNERS"' --steps '"$T_STEPS"' \
       --histories off --peer uniform --peer-script "'"$ANCHORS"'/rejax_dqn_bench.py" \
       || echo "{\"failed\": \"$f\"}"
   done'
 fi
 # Headline: Dark Room histories on disk at 1024 learners; a tenth of the 1e9-step run (rate).
 DR=$(mktemp -d)
-step darkroom ${DR_LIMIT:-120} climit teach --config configs/teacher_darkroom_1b.yaml --no-progress \
+STEP_EXT=log step darkroom ${DR_LIMIT:-120} $CLIMIT teach --config "$REPO/configs/teacher_darkroom_1b.yaml" --no-progress \
   run.runs_dir="$DR" teacher.total_env_steps=$DR_STEPS teacher.seeds=$DR_SEEDS &&
   cp "$DR/teacher_darkroom_1b/teacher/summary.json" "$OUT/darkroom_summary.json" &&
-  du -sb "$DR/teacher_darkroom_1b/teacher/histories" | tee -a "$OUT/darkroom.jsonl"
+  du -sb "$DR/teacher_darkroom_1b/teacher/histories" |
+  awk '{print "{\"bench\": \"darkroom_histories\", \"bytes_on_disk\": " $1 "}"}' | tee "$OUT/darkroom_histories.jsonl"
 rm -rf "$DR"
 # The cache against recomputing the whole window each step, at fewer envs (recompute's memory).
-step cache_ratio 60 climit bench rollout --batch $RBATCH $ROLL --recompute-steps 20 --repeats 2
+step cache_ratio 60 $CLIMIT bench rollout --batch $RBATCH $ROLL --recompute-steps 20 --repeats 2

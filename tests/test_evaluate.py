@@ -1,6 +1,7 @@
 """The frozen imitator as an agent: KV cache == recomputation, frozen weights, curves, plan."""
 
 import dataclasses
+import json
 import functools
 import math
 import os
@@ -589,3 +590,25 @@ def test_run_seed_reaches_the_evaluation():
     assert not np.array_equal(jax.random.key_data(key0), jax.random.key_data(key1))
     assert not np.array_equal(jax.random.key_data(env0), jax.random.key_data(env1))
     assert not np.array_equal(np.asarray(tasks0), np.asarray(tasks1))
+
+
+def test_bench_rollout_runs_the_peer_with_its_repeats_and_prints_the_ratio(tmp_path, capsys):
+    # The peer gets the same sizes and --repeats, and each of its records is followed by the
+    # climit / peer ratio of the KV-cache rollout at the same batch and context (it used to be
+    # worked out by hand).
+    peer = tmp_path / "icrl_rollout_bench.py"
+    peer.write_text(
+        "import json, sys\n"
+        "a = sys.argv\n"
+        "print(json.dumps({'bench': 'icrl_rollout', 'argv': a[1:], 'batch_envs': int(a[a.index('--batch') + 1]),\n"
+        "                  'context': int(a[a.index('--context') + 1]), 'env_steps_per_s': 10.0}))\n")
+    from climit import cli
+
+    assert cli.main(["bench", "rollout", "--batch", "2", "--context", "8", "--steps", "4",
+                     "--d-model", "8", "--layers", "1", "--heads", "1", "--mode", "kv_cache",
+                     "--repeats", "2", "--peer", "--peer-script", str(peer)]) == 0
+    mine, theirs, ratio = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert mine["mode"] == "kv_cache" and len(mine["times_s"]) == 2
+    assert theirs["argv"][theirs["argv"].index("--repeats") + 1] == "2"
+    assert ratio == {"bench": "ratio_climit_over_peer", "batch_envs": 2, "context": 8,
+                     "env_steps_per_s": round(mine["env_steps_per_s"] / 10.0, 3)}
