@@ -430,18 +430,24 @@ def bench_rollout(args: argparse.Namespace) -> int:
         if record.get("mode") == "kv_cache":
             kv_cache[(record["context"], record["batch_envs"])] = record["env_steps_per_s"]
     if args.peer:
-        from climit.imitator import model
-
-        for record in evaluate.bench_peer(script, args.env, args.batch, args.context,
-                                          steps=args.steps, d_model=args.d_model,
-                                          n_layers=args.layers, n_heads=args.heads,
-                                          dtype=model.resolve_compute_dtype(args.dtype),
-                                          repeats=args.repeats):
-            print(json.dumps(record), flush=True)
-            ratio = evaluate.peer_ratio(kv_cache, record)
-            if ratio is not None:
-                print(json.dumps(ratio), flush=True)
+        _print_rollout_peer(args, script, kv_cache)
     return 0
+
+
+def _print_rollout_peer(args: argparse.Namespace, script: Path, kv_cache: dict) -> None:
+    """The reference rollout's lines at the same sizes, each followed by climit's ratio to it."""
+    from climit import evaluate
+    from climit.imitator import model
+
+    for record in evaluate.bench_peer(script, args.env, args.batch, args.context,
+                                      steps=args.steps, d_model=args.d_model,
+                                      n_layers=args.layers, n_heads=args.heads,
+                                      dtype=model.resolve_compute_dtype(args.dtype),
+                                      repeats=args.repeats):
+        print(json.dumps(record), flush=True)
+        ratio = evaluate.peer_ratio(kv_cache, record)
+        if ratio is not None:
+            print(json.dumps(ratio), flush=True)
 
 
 # --- sweep (lead) -------------------------------------------------------------------------------
