@@ -217,7 +217,8 @@ def interval(point: float, replicates_B: np.ndarray, confidence: float,
     """
     r = np.asarray(replicates_B, np.float64)
     undefined = np.isnan(r)
-    if r.size == 0 or undefined.mean() > MAX_UNDEFINED_FRAC or (tasks or MIN_TASKS) < MIN_TASKS:
+    too_few_tasks = tasks is not None and tasks < MIN_TASKS
+    if r.size == 0 or undefined.mean() > MAX_UNDEFINED_FRAC or too_few_tasks:
         return Estimate(float(point), math.nan, math.nan)
     r = r[~undefined]
     alpha = (1.0 - confidence) / 2.0
