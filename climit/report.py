@@ -833,7 +833,7 @@ def headline(summary_: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _summarize(results: dict[str, Any], curves: dict[str, np.ndarray], key: str,
+def summarize(results: dict[str, Any], curves: dict[str, np.ndarray], key: str,
                window: tuple[float, float], agents: tuple[str, ...] = tuple(AGENTS)) -> dict:
     """:func:`stats.summarize_test` of test ``key``'s ``agents`` over ``window`` with the
     evaluation's settings; test i of "abc" bootstraps with seed ``run.seed + i``."""
@@ -858,10 +858,10 @@ def with_statistics(results: dict[str, Any], curves: dict[str, np.ndarray]) -> d
             continue
         horizon = results.get("horizon") if key == "b" else None
         window = (-math.inf if horizon is None else horizon, math.inf)
-        entry = {**test, **_summarize(results, curves, key, window)}
+        entry = {**test, **summarize(results, curves, key, window)}
         entry.pop("before_h", None)
         if horizon is not None and curves[f"{key}.grid"][0] <= horizon:
-            entry["before_h"] = _summarize(results, curves, key, (-math.inf, horizon),
+            entry["before_h"] = summarize(results, curves, key, (-math.inf, horizon),
                                            ("imitator", "dqn"))
         tests[key] = entry
     return {**results, "tests": tests}
@@ -879,7 +879,7 @@ def window_stats(results: dict[str, Any], curves: dict[str, np.ndarray],
         grid_P = curves.get(f"{key}.grid")
         if test is None or grid_P is None or not ((grid_P > window[0]) & (grid_P <= window[1])).any():
             continue
-        out[key] = _summarize(results, curves, key, window)
+        out[key] = summarize(results, curves, key, window)
     return out
 
 

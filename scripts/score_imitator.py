@@ -32,12 +32,9 @@ import math
 from pathlib import Path
 
 from climit import config as config_lib
-from climit import report, stats
+from climit import report
 from climit import evaluate as ev
 from climit.imitator import train as imitator_train
-
-SEED_OFFSET = {"a": 0, "b": 1}  # evaluate bootstraps test (a) with run.seed, (b) with run.seed + 1
-
 
 def windows(test: str, horizon: int) -> list[tuple[str, tuple[float, float]]]:
     if test == "a":
@@ -58,6 +55,19 @@ def line(name: str, label: str, test: dict) -> dict:
     return out
 
 
+def score(results: dict, curves: dict, test: str, candidates: dict) -> list[dict]:
+    """One :func:`line` per (candidate, window) of ``test``: each candidate's curves [S, K, P]
+    in place of the run's imitator, with the report's own statistics (bootstrap seed and
+    resamples, confidence, final fraction), so the run's own imitator scores as in its report."""
+    out = []
+    for name, curve_SxKxP in candidates.items():
+        with_curve = {**curves, f"{test}.imitator": curve_SxKxP}
+        for label, window in windows(test, results["horizon"]):
+            summary = report.summarize(results, with_curve, test, window, ("imitator", "dqn"))
+            out.append(line(name, label, summary))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="an evaluated climit run (has eval/)")
@@ -67,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     results, curves = report.load_eval(args.run_dir)
     cfg = config_lib.from_dict(results["config"])  # the config the evaluation ran with
-    horizon, grid_P = results["horizon"], curves[f"{args.test}.grid"]
+    grid_P = curves[f"{args.test}.grid"]
 
     _, env, tasks, env_key = ev.heldout_family(cfg)  # the evaluated run's tasks and env seeds
     if tasks.tolist() != results["tasks"]["a"]:
@@ -77,14 +87,8 @@ def main() -> None:
                                 str(args.imitator_dir), progress=False)
     candidates = {f"run's imitator of test ({args.test})": curves[f"{args.test}.imitator"],
                   str(args.imitator_dir): ev.curves_from_steps(*signals, grid_P)}
-    for name, curve_SxKxP in candidates.items():
-        for label, window in windows(args.test, horizon):
-            test = stats.summarize_test({"imitator": curve_SxKxP, "dqn": curves[f"{args.test}.dqn"]},
-                                        grid_P, window=window, n_boot=results["bootstrap"],
-                                        confidence=results["confidence"],
-                                        seed=cfg.run.seed + SEED_OFFSET[args.test],
-                                        final_frac=results["final_frac"])
-            print(json.dumps(line(name, label, test)), flush=True)
+    for out in score(results, curves, args.test, candidates):
+        print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -526,3 +526,36 @@ def test_report_window_command_prints_tables_and_refuses_bad_windows(tmp_path):
     assert out.returncode == 1 and "--out goes with --compare" in out.stderr
     out = run("--window", "9000:")
     assert out.returncode == 1 and "no test" in out.stderr
+
+
+def _score_imitator_script():
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "scripts" / "score_imitator.py"
+    spec = importlib.util.spec_from_file_location("score_imitator", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_score_imitator_scores_the_runs_own_imitator_as_its_report_does(tmp_path):
+    """scripts/score_imitator.py: the run's imitator gets results.json's ratios and intervals
+    (test (b): before_h up to H, the test's own after), and another imitator's curves (here
+    ED's, crossed like the imitator's) get what the evaluation gave that agent."""
+    results, curves = synthetic_eval(tmp_path)
+    tool = _score_imitator_script()
+
+    def expected(entry):
+        return {m: [round(entry[f"{m}_ratio"][k], 3) for k in ("value", "lo", "hi")]
+                for m in ("auc", "final")}
+
+    def got(line_):
+        return {m: [line_[f"{m}_ratio"], *line_[f"{m}_ratio_ci"]] for m in ("auc", "final")}
+
+    a_run, a_ed = tool.score(results, curves, "a", {"run": curves["a.imitator"],
+                                                   "ed": curves["a.ed"]})
+    assert got(a_run) == expected(results["tests"]["a"]["vs_dqn"]["imitator"])
+    assert got(a_ed) == expected(results["tests"]["a"]["vs_dqn"]["ed"])
+    before, after = tool.score(results, curves, "b", {"run": curves["b.imitator"]})
+    assert (before["window"], after["window"]) == ("up to H", "after H")
+    assert got(before) == expected(results["tests"]["b"]["before_h"]["vs_dqn"]["imitator"])
+    assert got(after) == expected(results["tests"]["b"]["vs_dqn"]["imitator"])
