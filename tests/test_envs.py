@@ -90,16 +90,32 @@ def test_keydoor_door_pays_only_after_key_and_terminates():
     assert terms == [False, False, True]
 
 
-def test_keydoor_truncates_at_50_steps():
+def _keydoor_flags(task, actions, start=None):
+    """(terminated, truncated) of each step of Key-to-Door on ``task`` from ``start``."""
     env = envs.make("keydoor")
-    task = jnp.array([0, 0, 0, 1], jnp.int32)
+    task = jnp.asarray(task, jnp.int32)
     obs, state = envs.reset(env, jax.random.key(3), task)
-    truncs = []
-    for i in range(50):
-        s = envs.step(env, jax.random.key(i), state, jnp.int32(NOOP), task)
-        truncs.append(bool(s.truncated) or bool(s.terminated))
+    if start is not None:
+        state = state.replace(pos=jnp.asarray(start, state.pos.dtype))
+    flags = []
+    for i, a in enumerate(actions):
+        s = envs.step(env, jax.random.key(i), state, jnp.int32(a), task)
+        flags.append((bool(s.terminated), bool(s.truncated)))
         state = s.state
-    assert truncs == [False] * 49 + [True]
+    return flags
+
+
+def test_keydoor_truncates_at_50_steps():
+    # The time limit is a truncation (the DQN bootstraps through it), never a termination.
+    flags = _keydoor_flags([0, 0, 0, 1], [NOOP] * 50)
+    assert flags == [(False, False)] * 49 + [(False, True)]
+
+
+def test_keydoor_door_on_the_last_step_is_a_termination_only():
+    # Key at (0, 0), door at (0, 1), starting on the key: 49 no-ops, then the 50th step opens
+    # the door at the time limit. gymnax raises both flags; climit's step keeps terminated only.
+    flags = _keydoor_flags([0, 0, 0, 1], [NOOP] * 49 + [UP], start=[0, 0])
+    assert flags == [(False, False)] * 49 + [(True, False)]
 
 
 def test_random_starts_cover_the_grid():
@@ -217,6 +233,17 @@ def test_sticky_actions_repeat_the_previous_action(prob):
         cols.append(_breakout_paddle(s.obs))
         state = s.state
     assert cols[0] == 4 and np.diff(cols).tolist() == [1 if prob else -1] * 3, cols
+
+
+def test_sticky_actions_repeat_at_the_probability_asked_for():
+    # One step from 4000 keys, the last executed action right (3), left (1) asked for: the
+    # wrapper executes the previous action with probability 0.1 (binomial sd 0.005).
+    env, task = envs.make("Breakout-MinAtar", 0.1), jnp.zeros((0,), jnp.int32)
+    _, state = envs.reset(env, jax.random.key(0), task)
+    state = state.replace(last_action=jnp.asarray(3, state.last_action.dtype))
+    step = jax.vmap(lambda k: envs.step(env, k, state, jnp.int32(1), task).state.last_action)
+    repeated = np.asarray(step(jax.random.split(jax.random.key(1), 4000))) == 3
+    assert abs(repeated.mean() - 0.1) < 0.02, repeated.mean()
 
 
 def test_terminated_and_truncated_disjoint_on_cartpole():
