@@ -95,7 +95,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH",
                    help="checkpoint directory, one step inside it, a learning history "
-                   "(teacher/histories: its streams and returns), or a run directory")
+                   "(teacher/histories: its streams and returns), a run directory, or a runs "
+                   "root (searched five levels deep)")
     p.add_argument("--step", metavar="STEP",
                    help="step to show or load: a number, latest or best (lowest held-out loss; "
                    "imitators). Default: latest, but best for an imitator's --eval")

@@ -6,7 +6,7 @@ no-op, so the same code runs on a laptop CPU, one GPU, a multi-GPU host and a TP
 
 Multi-host: ``initialize()`` calls ``jax.distributed.initialize`` when the environment says this is
 one process of several: ``CLIMIT_COORDINATOR`` / ``CLIMIT_NUM_PROCESSES`` / ``CLIMIT_PROCESS_ID``
-(explicit, used by the tests and SLURM script), or ``CLIMIT_DISTRIBUTED=auto`` to let JAX detect the
+(explicit: the tests, or any launcher that knows the three), or ``CLIMIT_DISTRIBUTED=auto`` to let JAX detect the
 cluster (TPU pods, SLURM). It must run before anything touches a device.
 """
 

@@ -20,7 +20,8 @@ Two uses, both documented in the README ("In-context learning on 2 CPU cores"):
 
 It rolls the imitator out with the evaluation's own code and prints one JSON line per
 (imitator, window): the run's own imitator of that test and the given one, with the AUC and
-final ratios against the run's DQN and their intervals (imitator seeds x DQN seeds x tasks).
+final ratios against the run's DQN and their intervals (imitator seeds x tasks; the DQN's
+learners are averaged within each task).
 Test (a) has one window (all its env steps), test (b) two (up to H and after H).
 """
 
