@@ -111,6 +111,22 @@ def test_keydoor_truncates_at_50_steps():
     assert flags == [(False, False)] * 49 + [(False, True)]
 
 
+def test_final_obs_at_the_time_limit_is_the_last_cell_before_the_reset():
+    # From (0, 0), 50 steps right end on (8, 0) at the time limit: final_obs is that cell, what
+    # the DQN bootstraps from, while obs is already the next episode's random start.
+    env, task = envs.make("keydoor"), jnp.array([4, 4, 5, 5], jnp.int32)
+    _, state = envs.reset(env, jax.random.key(3), task)
+    state = state.replace(pos=jnp.array([0, 0], state.pos.dtype))
+    for i in range(50):
+        s = envs.step(env, jax.random.key(i), state, jnp.int32(RIGHT), task)
+        if i < 49:
+            np.testing.assert_array_equal(s.final_obs, s.obs)  # mid-episode: the same
+        state = s.state
+    assert bool(s.truncated)
+    np.testing.assert_array_equal(s.final_obs, [8, 0])
+    np.testing.assert_array_equal(s.obs, s.state.pos)  # the new episode's start
+
+
 def test_keydoor_door_on_the_last_step_is_a_termination_only():
     # Key at (0, 0), door at (0, 1), starting on the key: 49 no-ops, then the 50th step opens
     # the door at the time limit. gymnax raises both flags; climit's step keeps terminated only.

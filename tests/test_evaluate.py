@@ -590,6 +590,13 @@ def test_run_seed_reaches_the_evaluation():
     assert not np.array_equal(jax.random.key_data(key0), jax.random.key_data(key1))
     assert not np.array_equal(jax.random.key_data(env0), jax.random.key_data(env1))
     assert not np.array_equal(np.asarray(tasks0), np.asarray(tasks1))
+    # Both draws are eval.tasks distinct tasks of the held-out split, none a training task.
+    held = {tuple(t) for t in envs.all_tasks(base.env.name, "heldout").tolist()}
+    train = {tuple(t) for t in envs.all_tasks(base.env.name, "train").tolist()}
+    for tasks in (tasks0, tasks1):
+        drawn = [tuple(t) for t in np.asarray(tasks).tolist()]
+        assert len(set(drawn)) == len(drawn) == base.eval.tasks
+        assert set(drawn) <= held and not set(drawn) & train
 
 
 def test_bench_rollout_runs_the_peer_with_its_repeats_and_prints_the_ratio(tmp_path, capsys):

@@ -144,9 +144,13 @@ def test_episode_local_model_sees_only_the_current_episode():
     assert np.all(J[4:, :5] == 0.0)  # prev_reward at the episode start (4) is blanked too
     assert np.abs(J[9, 5:10]).min() > 0
     logits = _forward(params, toks)
-    other = toks._replace(prev_action=toks.prev_action.at[0, 4].set(2),
-                          obs=toks.obs.at[0, :4].set(5.0))
+    other = toks._replace(obs=toks.obs.at[0, :4].set(5.0))
     np.testing.assert_array_equal(_forward(params, other)[0, 4:], logits[0, 4:])
+    # The action before the episode start (4) is blanked: every other value of it, so the edit
+    # is never a no-op (the token drawn may already hold any one of them).
+    for a in sorted(set(range(-1, cfg.num_actions)) - {int(toks.prev_action[0, 4])}):
+        other = toks._replace(prev_action=toks.prev_action.at[0, 4].set(a))
+        np.testing.assert_array_equal(_forward(params, other)[0, 4:], logits[0, 4:])
 
 
 def test_invalid_actions_are_masked_and_logits_float32():
@@ -347,6 +351,29 @@ def test_policy_rollout_takes_the_actions_of_full_recomputation():
     recomputed = jax.vmap(lambda l: rollout.masked_argmax(l, mask))(logits)
     np.testing.assert_array_equal(np.asarray(tr.action), np.asarray(recomputed))
     assert len(set(np.asarray(tr.action).tolist())) > 1
+
+
+
+def test_policy_never_takes_an_action_the_acting_env_lacks():
+    """An imitator of 3 real actions acting in an env of 2 (Acrobot -> CartPole share the control
+    interface): its preferred action 2 is left out of both greedy and sampled choices."""
+    from climit import rollout
+    from climit.imitator import policy
+
+    params = _init(cfg_(**FLOAT, context_len=4), jax.random.key(0))
+    tree = jax.tree.map(lambda x: x, params.tree)
+    tree["head"]["bias"] = jnp.array([0.0, 0.0, 100.0])  # action 2 all but certain
+    params = M.Params(params.cfg, tree)
+    inp = rollout.PolicyInput(obs=jnp.zeros(3), prev_action=jnp.int32(-1),
+                              prev_reward=jnp.float32(0.0), episode_start=jnp.array(True))
+    free, cache = policy.policy(params, "greedy")
+    assert int(free(params, cache, inp, jax.random.key(1))[0]) == 2  # without an env mask
+    for mode in ("greedy", "sample"):
+        act, cache = policy.policy(params, mode, env_mask=np.array([True, True, False]))
+        actions = jax.vmap(lambda k: act(params, cache, inp, k)[0])(
+            jax.random.split(jax.random.key(2), 64))
+        assert not np.any(np.asarray(actions) == 2), mode
+        assert mode == "greedy" or len(set(np.asarray(actions).tolist())) == 2  # both remain
 
 
 # FLOP counts. The shared config (GRID, d 32, 2 layers, MLP x4, context 8) by hand:

@@ -26,6 +26,17 @@ def test_metrics_known_answers():
     assert stats.final(curve, 0.3) == 8.0
     assert stats.steps_to(curve, grid, np.float64(4.0)) == 100.0
     assert stats.steps_to(curve, grid, np.float64(99.0)) == np.inf
+    assert stats.auc(np.array([0.0, 0.0, 0.0, 12.0])) == 3.0  # the mean of the points, not a trapezoid
+
+
+def test_the_80_percent_level_is_measured_from_the_floor():
+    # A DQN rising 5, 6, ..., 15 with floor 5: its level is 5 + 0.8 * 10 = 13, reached at env
+    # step 90 (0.8 * 15 = 12 would be reached at 80).
+    grid = np.arange(1, 12) * 10
+    dqn = np.tile(np.arange(5.0, 16.0), (2, 5, 1))
+    out = stats.compare(dqn.copy(), dqn, grid, n_boot=50, floor=5.0)
+    assert out["dqn_steps_to_80"].value == 90.0
+    assert stats.compare(dqn.copy(), dqn, grid, n_boot=50)["dqn_steps_to_80"].value == 80.0
 
 
 def test_identical_curves_give_ratio_one():
