@@ -386,7 +386,8 @@ def test_settings_that_change_no_result_leave_the_evaluation_fingerprint():
     for neutral in ("imitator.prefetch=4", "imitator.log_every=7", "imitator.keep_checkpoints=5",
                     "imitator.data_memory_mb=64", "eval.chunk_steps=100", "teacher.keep_checkpoints=4"):
         assert evaluate.fingerprint(config.load(None, base + [neutral])) == evaluate.fingerprint(cfg), neutral
-    for real in ("eval.tasks=3", "imitator.lr=1e-3", "eval.mode=greedy"):
+    # eval_every picks the steps among which the best imitator (the one evaluated) is chosen.
+    for real in ("eval.tasks=3", "imitator.lr=1e-3", "eval.mode=greedy", "imitator.eval_every=7"):
         assert evaluate.fingerprint(config.load(None, base + [real])) != evaluate.fingerprint(cfg), real
 
 

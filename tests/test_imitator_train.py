@@ -644,6 +644,10 @@ def test_refusing_another_imitator_names_the_keys_that_differ(tmp_path):
         T._restore_step(now, ckpt, 10, target=None)
     assert str(e.value) == (f"{tmp_path} holds an imitator trained with a different config "
                             f"(imitator.lr: 0.001 -> 0.0005); remove it or choose another run.name")
+    # eval_every sets the steps among which the best imitator is chosen: another result.
+    with pytest.raises(ClimitError, match=r"\(imitator.eval_every: 200 -> 300\)"):
+        T._restore_step(config_lib.load(None, ["imitator.lr=1e-3", "imitator.eval_every=300"]),
+                        ckpt, 10, target=None)
     # in declaration order, the imitator's own section first; four named, the rest counted
     now = config_lib.load(None, ["imitator.lr=5e-4", "imitator.n_layers=3", "run.seed=1",
                                  "teacher.gamma=0.9", "histories.compression_level=5",

@@ -59,11 +59,10 @@ from climit.metrics import MetricsLogger
 
 _KEY_SALT = 0x1D17  # separates the imitator's key stream from the teacher's
 
-# Config fields that do not change what is trained (a resumed run may change them). One
-# changes what is kept: eval_every sets the steps scored and checkpointed, among which the best
-# (the one evaluated) is chosen, so a run resumed with another eval_every chooses among the
-# steps of both settings (the same command resumes to the uninterrupted run's result).
-_NEUTRAL_FIELDS = ("log_every", "prefetch", "data_memory_mb", "eval_every", "keep_checkpoints")
+# Config fields that do not change what is trained or evaluated (a resumed run may change them).
+# Not eval_every: it sets the steps scored and checkpointed, among which the best (the one
+# evaluated) is chosen, so an imitator trained with another eval_every is another result.
+_NEUTRAL_FIELDS = ("log_every", "prefetch", "data_memory_mb", "keep_checkpoints")
 
 
 class TrainState(struct.PyTreeNode):
