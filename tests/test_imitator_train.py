@@ -162,6 +162,29 @@ def test_kill_and_restart_resumes_exactly(runs, baseline, monkeypatch):
     assert records(cfg) == records(baseline)
 
 
+def test_a_kill_right_after_a_checkpoint_keeps_that_steps_metrics_record(runs, baseline,
+                                                                         monkeypatch):
+    # Killed the moment the step-8 checkpoint is saved: the run resumes from step 8, and
+    # metrics.jsonl still holds step 8's record (it was logged before the save; saved first,
+    # the resumed run never wrote it again).
+    cfg = make_cfg(runs, "killed_at_save", *SHORT)
+    save = checkpoint.Checkpointer.save
+
+    def save_then_die(self, step, *args, **kwargs):
+        save(self, step, *args, **kwargs)
+        if step == 8:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint.Checkpointer, "save", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            T.train(cfg, progress=False)
+    starts = _resume_steps(monkeypatch)
+    T.train(cfg, progress=False)
+    assert starts == [8]
+    assert records(cfg) == records(baseline)
+
+
 def test_sigterm_stops_at_the_next_checkpoint_step_and_the_rerun_is_identical(runs, baseline,
                                                                                monkeypatch):
     # A stop requested before step 1 waits for the first checkpoint step (eval_every 4): a

@@ -590,26 +590,29 @@ def _record(loop: _Loop, step: int, state: TrainState, pending: list[StepMetrics
     _check_train_finite(all(np.all(np.isfinite(np.asarray(m.loss))) for m in pending), step,
                         loop.ckpt)
     rec = _train_record(step, pending, loop.tokens_per_step, timing)
-    evaluation = _evaluate_and_save(loop, step, state, timing) \
-        if _is_eval_step(loop.cfg.imitator, step) else {}
+    checkpoint_step = _is_eval_step(loop.cfg.imitator, step)
+    evaluation = _evaluate_finite(loop, step, state) if checkpoint_step else {}
     if evaluation:
         rec.update({**_means(evaluation), **{k: evaluation[k] for k in _PROFILE}})
     if loop.logger is not None:
         loop.logger.log(rec)
+    # Saved after its record is logged: a kill between the two resumes from the checkpoint
+    # before, which drops this record and logs it again (saved first, the record was lost).
+    if checkpoint_step:
+        metrics = {**_means(evaluation), **{k: evaluation[k] for k in _EVALUATION},
+                   **{_TIMING_PREFIX + k: v for k, v in timing.totals().items()}}
+        loop.ckpt.save(step, state, config=_checkpoint_config(loop.cfg, loop.mcfg), metrics=metrics)
     loop.bar.set_postfix(loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.2f}")
     return evaluation
 
 
-def _evaluate_and_save(loop: _Loop, step: int, state: TrainState, timing: Timing) -> dict:
-    """The held-out evaluation of ``state``; checkpoints the state with it and the timing totals
-    once both the weights and the evaluation are found finite."""
+def _evaluate_finite(loop: _Loop, step: int, state: TrainState) -> dict:
+    """The held-out evaluation of ``state``, once both the weights and the evaluation are found
+    finite (checked before anything reaches a checkpoint)."""
     _check_train_finite(bool(loop.programs.finite(state.tree)), step, loop.ckpt)
     evaluation = loop.evaluate(state.tree)
     _check_heldout_finite(bool(np.all(np.isfinite(evaluation["heldout_loss_per_seed"]))), step,
                           loop.ckpt)
-    metrics = {**_means(evaluation), **{k: evaluation[k] for k in _EVALUATION},
-               **{_TIMING_PREFIX + k: v for k, v in timing.totals().items()}}
-    loop.ckpt.save(step, state, config=_checkpoint_config(loop.cfg, loop.mcfg), metrics=metrics)
     return evaluation
 
 
