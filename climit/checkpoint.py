@@ -91,13 +91,22 @@ def _write_checksums(step_dir: Path) -> None:
 
 
 def _read_checksums(step_dir: Path) -> dict[str, list[int]]:
+    """{relative path: [size, crc32]} of a step's files, as its checksum file lists them."""
     try:
-        raw = json.loads((step_dir / CHECKSUM_FILE).read_text())
-        return raw["files"]
+        files = json.loads((step_dir / CHECKSUM_FILE).read_text())["files"]
     except FileNotFoundError:
         raise ArtifactError(f"checkpoint {step_dir} is incomplete (its save never finished)") from None
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        raise ArtifactError(f"checkpoint {step_dir} is damaged: {CHECKSUM_FILE} is unreadable") from None
+        files = None
+    # JSON that parses yet is not {path: [size, crc]} is as damaged as JSON that does not.
+    if not (isinstance(files, dict) and all(_is_size_and_crc(v) for v in files.values())):
+        raise ArtifactError(f"checkpoint {step_dir} is damaged: {CHECKSUM_FILE} is unreadable")
+    return files
+
+
+def _is_size_and_crc(entry: Any) -> bool:
+    return (isinstance(entry, list) and len(entry) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in entry))
 
 
 def verify_step(step_dir: str | Path, only: tuple[str, ...] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -233,6 +234,19 @@ def test_damaged_files_are_named(tmp_path, damage):
         with pytest.raises(ArtifactError, match=f"{pattern}") as e:
             ck.restore(1)
         assert rel in str(e.value) and str(step_dir) in str(e.value)
+
+
+@pytest.mark.parametrize("files", [[], {"state/x": 3}, {"state/x": [1, 2, 3]}, {"state/x": ["1", 2]},
+                                   {"state/x": [True, 2]}, None])
+def test_a_checksum_file_of_the_wrong_shape_is_damage(tmp_path, files):
+    # JSON that parses but is not {path: [size, crc]}: the same ArtifactError as unparsable
+    # JSON (so a resume falls back to an earlier step), not an AttributeError.
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        ck.save(1, {"w": jnp.ones(2)})
+    step_dir = tmp_path / "ck" / "1"
+    (step_dir / checkpoint.CHECKSUM_FILE).write_text(json.dumps({"format_version": 1, "files": files}))
+    with pytest.raises(ArtifactError, match=f"{step_dir} is damaged: .* is unreadable"):
+        checkpoint.verify_step(step_dir)
 
 
 def test_interrupted_save_is_never_restored(tmp_path):
