@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import jax
 import numpy as np
 
-from climit import histories, jsonfile
+from climit import histories, jsonfile, stopping
 from climit.errors import ArtifactError, ClimitError
 
 T = TypeVar("T")
@@ -334,14 +334,15 @@ class Checkpointer:
             raise ClimitError(f"checkpoint directory {self.directory} was opened read-only")
         step = int(step)
         custom = {"climit": {"format_version": FORMAT_VERSION, "config": _json_safe(config or {})}}
-        if (self.directory / str(step)).exists():
-            self._ckpt.delete(step, missing_ok=True)
-            shutil.rmtree(self.directory / str(step), ignore_errors=True)
-            self._ckpt.reload()
-        self._ckpt.save(step, tree, force=True, metrics=_json_safe(metrics or {}),
-                        custom_metadata=custom)
-        if jax.process_index() == 0:  # orbax returns once every host's files are committed
-            _write_checksums(self.directory / str(step))
+        with stopping.held_interrupts():  # Ctrl-C waits for the save (see held_interrupts)
+            if (self.directory / str(step)).exists():
+                self._ckpt.delete(step, missing_ok=True)
+                shutil.rmtree(self.directory / str(step), ignore_errors=True)
+                self._ckpt.reload()
+            self._ckpt.save(step, tree, force=True, metrics=_json_safe(metrics or {}),
+                            custom_metadata=custom)
+            if jax.process_index() == 0:  # orbax returns once every host's files are committed
+                _write_checksums(self.directory / str(step))
 
     def set_aside(self, steps: list[int], into: Path) -> None:
         """Move ``steps`` (e.g. damaged ones) out of the directory into ``into/STEP`` (process 0;

@@ -15,7 +15,9 @@ Instead of dying with up to a checkpoint period of work lost, a stage that polls
 
 The command line prints where it stopped and exits with :data:`EXIT_CODE` (75, EX_TEMPFAIL:
 "try again"); the same command resumes, to the result an uninterrupted run gives. A second
-signal while a stop is pending stops at once, as Ctrl-C does (KeyboardInterrupt).
+signal while a stop is pending stops at once, as Ctrl-C does (KeyboardInterrupt), except inside
+:func:`held_interrupts` (a checkpoint save), where both wait for the save to end: interrupted
+inside an orbax save, orbax's background threads can wait forever and the process never exits.
 
 With several processes (``jax.process_count() > 1``) a signal may reach them at different
 moments, and they must stop at the same step: a poll that passes ``collective=True`` (all
@@ -33,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,10 +66,57 @@ class _Watch:
 _watch = _Watch()
 
 
+@dataclass
+class _Hold:
+    depth: int = 0  # nested held_interrupts() blocks open
+    pending: bool = False  # an interrupt came inside one
+
+
+_hold = _Hold()
+
+
+def _interrupt() -> None:
+    """Stop now (KeyboardInterrupt), or at the end of the held block under way."""
+    if _hold.depth:
+        _hold.pending = True
+        return
+    raise KeyboardInterrupt
+
+
 def _on_signal(signum: int, frame: object) -> None:
     if _watch.signal_name is not None:  # asked twice: stop now, as Ctrl-C does
-        raise KeyboardInterrupt
+        _interrupt()
+        return
     _watch.signal_name = signal.Signals(signum).name
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    _interrupt()
+
+
+@contextlib.contextmanager
+def held_interrupts() -> Iterator[None]:
+    """Within the block, Ctrl-C (where it would raise KeyboardInterrupt) and a second stop
+    signal are held, and raise KeyboardInterrupt when the block ends. For checkpoint saves: a
+    KeyboardInterrupt inside one can leave orbax's background threads waiting forever, so the
+    process would print that it was interrupted and never exit. Only the main thread handles
+    signals; elsewhere the block holds nothing."""
+    main = threading.current_thread() is threading.main_thread()
+    takes_sigint = main and _hold.depth == 0 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if takes_sigint:
+        signal.signal(signal.SIGINT, _on_sigint)
+    _hold.depth += main
+    try:
+        yield
+    finally:
+        _hold.depth -= main
+        if takes_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        pending = _hold.pending and _hold.depth == 0
+        if pending:
+            _hold.pending = False
+    if pending:  # the block ended normally: the interrupt it held, now
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

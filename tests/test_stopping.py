@@ -29,6 +29,52 @@ def test_signals_and_time_limit_request_a_stop_only_inside_watch():
     assert stopping.requested() is None
 
 
+def test_interrupts_inside_a_held_block_wait_for_its_end():
+    # Ctrl-C, and a second stop signal, raise KeyboardInterrupt only once the block (a
+    # checkpoint save) is over; the block's own work is all done by then.
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with stopping.held_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("after Ctrl-C")
+    assert done == ["after Ctrl-C"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with stopping.watch():
+        os.kill(os.getpid(), signal.SIGTERM)  # the first: a stop request, nothing raised
+        with pytest.raises(KeyboardInterrupt):
+            with stopping.held_interrupts(), stopping.held_interrupts():  # nested: the outer end
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("after the second SIGTERM")
+        assert stopping.requested() == "SIGTERM"
+    assert done[-1] == "after the second SIGTERM"
+    with stopping.held_interrupts():  # nothing held: nothing raised, nothing left pending
+        pass
+    with pytest.raises(ZeroDivisionError):  # the block's own error wins over a held interrupt
+        with stopping.held_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            1 / 0
+    with stopping.held_interrupts():
+        pass  # the interrupt dropped with that error is not raised here
+
+
+def test_a_checkpoint_save_finishes_before_ctrl_c_stops_it(tmp_path, monkeypatch):
+    import jax.numpy as jnp
+    from climit import checkpoint
+
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        orbax_save = ck._ckpt.save
+
+        def interrupted_save(*args, **kwargs):  # Ctrl-C while orbax writes the step
+            os.kill(os.getpid(), signal.SIGINT)
+            return orbax_save(*args, **kwargs)
+
+        monkeypatch.setattr(ck._ckpt, "save", interrupted_save)
+        with pytest.raises(KeyboardInterrupt):
+            ck.save(1, {"w": jnp.arange(3.0)})
+    assert checkpoint.verify_step(tmp_path / "ck" / "1") > 0  # committed, checksums written
+    with checkpoint.Checkpointer(tmp_path / "ck", readonly=True) as ck:
+        assert ck.restore(1)["w"].tolist() == [0.0, 1.0, 2.0]
+
+
 def test_every_process_stops_if_any_was_asked_and_only_where_all_poll(monkeypatch):
     import jax
     from jax.experimental import multihost_utils
