@@ -60,6 +60,10 @@ T = TypeVar("T")
 CHECKSUM_FILE = "climit_checksums.json"
 DAMAGED_DIR = "damaged_checkpoints"  # beside checkpoints/: its damaged steps set aside (damaged_dir)
 FORMAT_VERSION = 1
+# Disk a saved step takes beyond its arrays: orbax's metadata and store files and our
+# checksums, each rounded up to a block (a step of three small arrays: 32 KB in 13 files, 80 KB
+# of 4 KB blocks), with room for more files.
+STEP_OVERHEAD_BYTES = 256 * 1024
 _TMP_MARK = ".orbax-checkpoint-tmp"
 
 

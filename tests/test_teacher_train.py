@@ -230,7 +230,8 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
     with pytest.raises(ClimitError, match="not enough disk space for the teacher run") as e:
         train.teach(cfg, tmp_path / "tight", progress=False, log=logs.append)
     assert "checkpoints" in str(e.value) and "snapshots" in str(e.value)
-    assert f"checkpoints {train._human(3 * state)}" in logs[0]  # keep 2 + 1 during a save
+    step_bytes = state + checkpoint.STEP_OVERHEAD_BYTES  # the arrays and orbax's own files
+    assert f"checkpoints {train._human(3 * step_bytes)}" in logs[0]  # keep 2 + 1 during a save
     assert not (tmp_path / "tight" / "teacher" / "histories").exists()
     # A run killed after its last checkpoint, before its summary, writes nothing more: it
     # needs no room at all.
@@ -238,6 +239,21 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
     needs = train._disk_needs(cfg, env.spec, shape, train.plan(cfg), 1200, 50, 2)
     assert needs == {"histories": 0, "checkpoints": 0, "snapshots": 0}
     assert sum(train._disk_needs(cfg, env.spec, shape, train.plan(cfg), 1000, 50, 2).values()) > 0
+
+
+def test_each_saved_step_fits_the_disk_checks_estimate(clean_run):
+    # What a checkpoint and a snapshot step take on disk (blocks allocated, metadata files
+    # included: 2 KB of parameters took 38 KB) is within the estimate the disk check adds up.
+    cfg = tiny(clean_run.parent, "clean")
+    shape = train._abstract_state(cfg.teacher, envs.make("darkroom"), train.num_learners(cfg))
+    budget = {"checkpoints": train._tree_bytes(shape),
+              "snapshots": train._tree_bytes(shape.learners.params)}
+    for kind, arrays in budget.items():
+        steps = [p for p in (clean_run / "teacher" / kind).iterdir() if p.name.isdigit()]
+        assert steps, kind
+        for step in steps:
+            used = sum(f.stat().st_blocks * 512 for f in step.rglob("*") if f.is_file())
+            assert used <= arrays + checkpoint.STEP_OVERHEAD_BYTES, (step, used, arrays)
 
 
 def test_state_too_big_for_memory_stops_before_allocating(tmp_path, monkeypatch):

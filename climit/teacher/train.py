@@ -679,7 +679,7 @@ def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
     histories: every transition still to come, uncompressed (an upper bound). checkpoints: the
     whole state (replay buffers included) ``keep_checkpoints + 1`` times, as many exist during a
     save, less those already on disk. snapshots: the parameters at every snapshot step still
-    ahead, and at the end.
+    ahead, and at the end. Each saved step adds ``checkpoint.STEP_OVERHEAD_BYTES``.
     """
     tcfg = cfg.teacher
     e, total_t = tcfg.num_envs, tcfg.total_env_steps // tcfg.num_envs
@@ -689,8 +689,9 @@ def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
     snaps_ahead = sum(start_step < s < tcfg.total_env_steps for s in tcfg.snapshot_steps) + 1
     return {
         "histories": histories.estimate_bytes(env_spec, p.num_learners * e, total_t - start_t, q_period),
-        "checkpoints": max(tcfg.keep_checkpoints + 1 - saved_checkpoints, 0) * _tree_bytes(shape),
-        "snapshots": snaps_ahead * _tree_bytes(shape.learners.params),
+        "checkpoints": max(tcfg.keep_checkpoints + 1 - saved_checkpoints, 0)
+        * (_tree_bytes(shape) + checkpoint.STEP_OVERHEAD_BYTES),
+        "snapshots": snaps_ahead * (_tree_bytes(shape.learners.params) + checkpoint.STEP_OVERHEAD_BYTES),
     }
 
 
