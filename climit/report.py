@@ -84,9 +84,12 @@ def setting(results: dict[str, Any], name: str) -> float:
 # ---------------------------------------------------------------------------------------------
 
 def write_eval(eval_dir: str | Path, results: dict[str, Any], curves: dict[str, np.ndarray]) -> None:
-    """Write ``curves.npz`` then ``results.json`` (the latter last: its presence marks completion)."""
+    """Write ``curves.npz`` then ``results.json`` (the latter last: its presence marks completion).
+    An earlier evaluation's ``results.json`` goes first, so a kill between the two files leaves
+    no evaluation rather than its results beside the new curves."""
     eval_dir = Path(eval_dir)
     eval_dir.mkdir(parents=True, exist_ok=True)
+    (eval_dir / "results.json").unlink(missing_ok=True)
     tmp = eval_dir / "curves.tmp.npz"
     np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in curves.items()})
     os.replace(tmp, eval_dir / "curves.npz")

@@ -148,6 +148,21 @@ def test_missing_or_damaged_artifacts(tmp_path):
         report.build(tmp_path)
 
 
+def test_an_evaluation_killed_while_written_is_no_evaluation(tmp_path, monkeypatch):
+    # Re-evaluated, killed after the new curves were written but before their results: the
+    # old results.json must not stand beside the new curves (`climit report` would mix them).
+    synthetic_eval(tmp_path)
+    results, curves = report.load_eval(tmp_path)
+
+    def killed(path, data):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(report.jsonfile, "write_atomic", killed)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_eval(tmp_path / "eval", results, {k: v + 1 for k, v in curves.items()})
+    with pytest.raises(ArtifactError, match="results.json is missing"):
+        report.load_eval(tmp_path)
+
+
 @pytest.mark.parametrize("damage", ["nan_curve", "short_grid", "list", "no_tests"])
 def test_damaged_evaluation_contents_are_clear_errors(tmp_path, damage):
     _, curves = synthetic_eval(tmp_path)
