@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -333,3 +334,29 @@ def test_restore_onto_different_device_count(tmp_path):
         keys = ck.restore(target={"w": jnp.zeros((8, 4, 3)), "key": jax.random.split(jax.random.key(0), 8)})
         np.testing.assert_array_equal(np.asarray(jax.random.key_data(keys["key"])),
                                       np.asarray(jax.random.key_data(jax.random.split(jax.random.key(6), 8))))
+
+
+def test_a_full_disk_is_this_runs_only_under_its_directory(tmp_path):
+    # Python's OSError (with a file name) and tensorstore's ValueError (the path in its text):
+    # under the run directory, it is the run's full disk; in a sibling whose name merely starts
+    # like it (runs/a, runs/ab), or elsewhere, it is not.
+    run = tmp_path / "a"
+    nospace = os.strerror(errno.ENOSPC)
+    ours = [OSError(errno.ENOSPC, nospace, str(run / "teacher" / "x.npz")),
+            ValueError(f'RESOURCE_EXHAUSTED: Failed writing: "{run}/teacher/checkpoints/8/d/0": '
+                       f"{nospace} [os_error_code='28']")]
+    theirs = [OSError(errno.ENOSPC, nospace, str(tmp_path / "ab" / "x.npz")),
+              ValueError(f'RESOURCE_EXHAUSTED: Failed writing: "{tmp_path}/ab/d/0": {nospace}'),
+              OSError(errno.ENOSPC, nospace, "/elsewhere/cache.bin"),
+              OSError(errno.EACCES, "Permission denied", str(run / "x"))]
+    for exc in ours:
+        assert checkpoint.disk_full(exc, run) is exc, exc
+    for exc in theirs:
+        assert checkpoint.disk_full(exc, run) is None, exc
+    try:  # found along the chain: raised while handling the full disk
+        try:
+            raise ours[0]
+        except OSError as inner:
+            raise RuntimeError("close failed") from inner
+    except RuntimeError as outer:
+        assert checkpoint.disk_full(outer, run) is ours[0]
