@@ -8,6 +8,7 @@ uninterrupted one's (apart from wall-clock fields).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -109,7 +110,11 @@ class MetricsLogger:
         except ImportError:
             print("climit: wandb requested but not installed; skipping")
             return None
-        return wandb.init(project=project, name=name or None, config=config, resume="allow")
+        # One W&B run per metrics file, resumed when the stage resumes: W&B resumes only a run
+        # whose id it is given. Records it already holds (steps up to its last) it drops.
+        run_id = hashlib.sha1(str(self.path.resolve()).encode()).hexdigest()[:16]
+        return wandb.init(project=project, name=name or None, config=config, id=run_id,
+                          resume="allow")
 
     def log(self, record: dict[str, Any]) -> None:
         """Write one record; ``record['step']`` (int) is required."""

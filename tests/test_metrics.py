@@ -64,3 +64,26 @@ def test_blank_lines_and_a_non_object_tail_are_not_records(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"step": 1}\n\n{"step": 2}\n[3]\n')
     assert [r["step"] for r in read_jsonl(path)] == [1, 2]
+
+
+def test_wandb_resumes_the_same_run_for_the_same_metrics_file(tmp_path, monkeypatch):
+    # A stand-in wandb module: a resumed stage gives W&B the same run id (W&B resumes only a run
+    # whose id it is given), another stage or run directory another id; records reach it.
+    import sys
+    import types
+
+    inits, logged = [], []
+    fake = types.SimpleNamespace(
+        init=lambda **kw: inits.append(kw) or types.SimpleNamespace(
+            log=lambda data, step: logged.append((step, data)), finish=lambda: None))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    paths = [tmp_path / "a" / "teacher" / "metrics.jsonl", tmp_path / "a" / "teacher" / "metrics.jsonl",
+             tmp_path / "a" / "imitator" / "metrics.jsonl", tmp_path / "b" / "teacher" / "metrics.jsonl"]
+    for i, path in enumerate(paths):
+        with MetricsLogger(path, resume_step=None if i == 0 else 10, wandb_project="p",
+                           run_name="a") as log:
+            log.log({"step": 20, "loss": 0.5, "note": "text"})
+    ids = [kw["id"] for kw in inits]
+    assert ids[0] == ids[1] and len(set(ids)) == 3
+    assert all(kw["resume"] == "allow" and kw["project"] == "p" for kw in inits)
+    assert logged[0] == (20, {"loss": 0.5})  # numbers only
