@@ -189,3 +189,15 @@ def test_provisional_verdicts_show_their_scale(tmp_path):
     assert {k: runs[0]["tests"]["a"][k] for k in ("verdict", *scale)} == {"verdict": "supported",
                                                                          **scale}
     assert runs[1]["tests"]["a"]["provisional"] is False
+
+
+def test_runs_of_the_same_name_are_labelled_by_their_paths(tmp_path):
+    # Two sweeps' runs both named "darkroom": told apart by their directories.
+    a = fake_run(tmp_path / "sweep1", "darkroom", {"imitator": {"context_len": 20}},
+                 {"a": _test(1.0, [0.9, 1.1], 1.0, [0.9, 1.1], "supported")}, config_yaml=False)
+    b = fake_run(tmp_path / "sweep2", "darkroom", {"imitator": {"context_len": 40}},
+                 {"a": _test(1.0, [0.9, 1.1], 1.0, [0.9, 1.1], "supported")}, config_yaml=False)
+    runs = compare.load_runs([a, b])
+    assert [r.label for r in runs] == [str(a), str(b)]
+    md = compare.markdown(runs)
+    assert f"| {a} | 20 |" in md and f"| {b} | 40 |" in md

@@ -236,3 +236,39 @@ def test_bench_refuses_impossible_sizes_before_any_work(args, message, capsys):
         code = e.code
     captured = capsys.readouterr()
     assert code in (1, 2) and message in captured.err and captured.out == ""  # nothing measured
+
+
+@pytest.mark.parametrize("override, key", [("teacher.lr=0", "teacher.lr"),
+                                           ("imitator.ed_fraction=0", "imitator.ed_fraction"),
+                                           ("eval.final_frac=0", "eval.final_frac")])
+def test_an_exclusive_minimum_refuses_the_bound_itself(override, key):
+    with pytest.raises(C.ConfigError, match=f"{key}: must be > 0.0, got 0"):
+        C.load(None, [override])
+
+
+def test_a_presets_sweep_replaces_the_sweep_of_the_file_it_extends(tmp_path):
+    (tmp_path / "base.yaml").write_text("teacher:\n  sweep: {lr: [0.001, 0.0003]}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\n"
+                                         "teacher:\n  sweep: {gamma: [0.9, 0.99]}\n")
+    cfg = C.load(tmp_path / "child.yaml")
+    assert dict(cfg.teacher.sweep) == {"gamma": (0.9, 0.99)}
+
+
+def test_q_log_period_that_does_not_divide_the_run_is_refused_at_load():
+    # chunk_steps 1000 and q_log_period 100: the last chunk is 50 steps, which
+    # dqn.make_chunk refuses only at run time, after 20000 steps of training.
+    with pytest.raises(C.ConfigError, match="teacher.q_log_period: 100 must divide "
+                                                 "chunk_steps 1000 and the 20050 vector steps"):
+        C.load(None, ["teacher.total_env_steps=20050"])
+
+
+def test_warmup_as_long_as_training_is_refused():
+    with pytest.raises(C.ConfigError, match="imitator.warmup_steps: 300 must be below "
+                                                 "train_steps 300"):
+        C.load(None, ["imitator.warmup_steps=300"])
+
+
+def test_more_train_tasks_than_the_env_has_is_a_config_error():
+    with pytest.raises(C.ConfigError, match="env.train_tasks: 65 exceeds the 64 train "
+                                                 "tasks of darkroom"):
+        C.load(None, ["env.train_tasks=65"])

@@ -620,3 +620,99 @@ def test_bench_rollout_runs_the_peer_with_its_repeats_and_prints_the_ratio(tmp_p
     assert theirs["argv"][theirs["argv"].index("--repeats") + 1] == "2"
     assert ratio == {"bench": "ratio_climit_over_peer", "batch_envs": 2, "context": 8,
                      "env_steps_per_s": round(mine["env_steps_per_s"] / 10.0, 3)}
+
+
+def _evaluate_recording_envs(tmp_path, monkeypatch, *extra):
+    """evaluate.evaluate with every agent faked: (results, [(agent, env name, tasks shape)])."""
+    cfg = config.load(None, ["teacher.total_env_steps=400", "teacher.learning_starts=100",
+                             "eval.env_steps=400", "eval.horizon_factor=2", "eval.tasks=2",
+                             "eval.dqn_seeds=2", "eval.random_seeds=1", "eval.bootstrap=20",
+                             "env.transfer=keydoor", "imitator.context_len=10", "imitator.seeds=2",
+                             "imitator.ed_fraction=1.0", *extra])
+    calls = []
+
+    def signals(rows, env, tasks, t):
+        length = env.spec.episode_len
+        done = np.zeros((rows, len(tasks), t), bool)
+        done[..., length - 1::length] = True
+        return np.full((rows, len(tasks), t), 1.0 / length, np.float32), done
+
+    def record(who, env, tasks):
+        calls.append((who, env.spec.name, np.shape(tasks)))
+
+    def stacked(loaded, env, tasks, key, n, *a):
+        record("imitators", env, tasks)
+        return [signals(2, env, tasks, n) for _ in loaded]
+
+    def random_(env, tasks, key, n, *a):
+        record("random", env, tasks)
+        return signals(1, env, tasks, n)
+
+    def dqn_(c, env, tasks, key, n, progress):
+        record("dqn", env, tasks)
+        length = env.spec.episode_len
+        rows, m = c.eval.dqn_seeds * len(tasks), n // length
+        return (np.ones((rows, m), np.float32), np.full((rows, m), length, np.int32),
+                np.tile(length * np.arange(1, m + 1, dtype=np.int32), (rows, 1)),
+                np.ones((rows, m), bool))
+
+    monkeypatch.setattr(evaluate, "load_imitators", lambda c, rd, r: {
+        role: types.SimpleNamespace(params=types.SimpleNamespace(cfg=_FakeModel(20, role)), step=1)
+        for role in r})
+    monkeypatch.setattr(evaluate, "stacked_imitator_steps", stacked)
+    monkeypatch.setattr(evaluate, "random_steps", random_)
+    monkeypatch.setattr(evaluate, "dqn_episodes", dqn_)
+    monkeypatch.setattr(evaluate, "training_facts", lambda rd, r: {})
+    return evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None), calls
+
+
+def test_test_c_runs_every_agent_in_the_transfer_family(tmp_path, monkeypatch):
+    # Test (c) rolls every agent out in env.transfer. (Run in the training env, it would reuse
+    # test (a)'s finished parts, "... on darkroom", and report them under keydoor's name.)
+    results, calls = _evaluate_recording_envs(tmp_path, monkeypatch)
+    on_keydoor = [(who, shape) for who, name, shape in calls if name == "keydoor"]
+    assert {who for who, _ in on_keydoor} == {"imitators", "random", "dqn"}
+    assert all(shape == (2, envs.spec("keydoor").task_dim) for _, shape in on_keydoor)
+    assert results["tests"]["c"]["env"] == "keydoor"
+
+
+def test_test_c_runs_on_eval_transfer_tasks_tasks(tmp_path, monkeypatch):
+    # eval.transfer_tasks (resolved by plan) sets test (c)'s task count.
+    results, calls = _evaluate_recording_envs(tmp_path, monkeypatch, "eval.transfer_tasks=3")
+    assert {shape[0] for _, name, shape in calls if name == "keydoor"} == {3}
+    assert {shape[0] for _, name, shape in calls if name == "darkroom"} == {2}
+    assert results["tests"]["c"]["tasks"] == 3
+
+
+def test_imitator_and_random_rows_get_the_same_env_keys(monkeypatch):
+    spec = envs.spec("darkroom")
+    mcfg = model.ModelConfig(obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype,
+                             num_actions=spec.num_actions,
+                             action_mask=tuple(bool(m) for m in spec.action_mask), d_model=16,
+                             n_layers=1, n_heads=2, context_len=8)
+    p = model.init(mcfg, jax.random.key(0))
+    two_seeds = types.SimpleNamespace(params=model.Params(
+        mcfg, jax.tree.map(lambda x: np.stack([x, x]), p.tree)), step=0)
+    seen = []
+
+    def fake_rows(env, act, params, carry0, tasks, keys, num_steps, **kw):
+        seen.append(np.asarray(jax.random.key_data(keys)))
+        s, k = keys.shape[:2]
+        return np.zeros((s, k, num_steps), np.float32), np.zeros((s, k, num_steps), bool)
+
+    monkeypatch.setattr(evaluate, "rollout_rows", fake_rows)
+    cfg = config.load(None, ["eval.random_seeds=2"])
+    env = envs.make("darkroom")
+    tasks = envs.all_tasks("darkroom", "heldout")[:3]
+    key = jax.random.key(5)
+    evaluate.imitator_steps(two_seeds, env, tasks, key, 40, cfg, "t", False)
+    evaluate.random_steps(env, tasks, key, 40, cfg, False)
+    assert seen[0].shape[:2] == (2, 3)
+    np.testing.assert_array_equal(seen[0], seen[1])
+
+
+def test_eval_ablation_shuffled_trains_a_shuffled_control():
+    cfg = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
+                             "eval.ablation=shuffled"])
+    roles = evaluate.plan(cfg).imitators
+    assert roles["ablated"].imitator.variant == "shuffled"

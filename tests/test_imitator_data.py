@@ -1,5 +1,7 @@
 """Imitator datasets: windows hold exactly the steps they claim; sampling is pure and sharded."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -315,3 +317,25 @@ def test_single_task_history_holds_out_whole_learners(hist, tmp_path):
     learners = lambda ss: {one.stream_info(s).learner for s in ss}  # noqa: E731
     assert len(learners(held)) == 1 and learners(train).isdisjoint(learners(held))
     assert sorted(train + held) == list(range(one.num_streams))
+
+
+def test_heldout_split_of_two_tasks_at_the_largest_fraction_keeps_one_for_training(tmp_path):
+    infos = [histories.StreamInfo(i, 0, (i, 0), 0, {}) for i in range(2)]  # two tasks
+    w = histories.create(tmp_path / "h", spec=synthetic.SPEC, streams=infos, total_steps=8,
+                         check_space=False)
+    with w:
+        w.append(np.zeros((2, 8, 2), np.uint8), np.zeros((2, 8)), np.zeros((2, 8)),
+                 np.zeros((2, 8), bool), np.zeros((2, 8), bool))
+    h = histories.open(tmp_path / "h")
+    train, held = D.split_streams(h, 0.9, seed=0)  # 0.9 is imitator.heldout_fraction's maximum
+    assert train and held
+    assert {h.stream_info(s).task for s in train}.isdisjoint({h.stream_info(s).task for s in held})
+
+
+def test_ed_keeps_the_episode_that_starts_exactly_at_the_cut(tmp_path):
+    h = synthetic.write_history(tmp_path / "h", steps=200, variants=2)  # episodes of 4 steps
+    cut = math.ceil(0.9 * 200)
+    ep = h.episodes(0)
+    assert cut in ep.start.tolist()
+    ix = D.stream_index(h, 0, D.DatasetSpec(variant="ed", seq_len=5, ed_fraction=0.1))
+    assert ix.start.tolist() == [180, 184, 188, 192, 196]

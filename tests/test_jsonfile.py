@@ -1,5 +1,7 @@
 """climit.jsonfile: a JSON object from disk, or a clear error (or {} where damage means "redo")."""
 
+import os
+
 import pytest
 
 from climit import jsonfile
@@ -29,3 +31,17 @@ def test_an_object_reads_back(tmp_path):
     with pytest.raises(ArtifactError, match="the file cannot be read"):  # a directory
         jsonfile.read(tmp_path)
     assert jsonfile.read_or_empty(tmp_path) == {}
+
+
+def test_a_write_that_fails_before_its_rename_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    path.write_bytes(b'{"old": 1}')
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        jsonfile.write_atomic(path, b'{"new": 2}')
+    monkeypatch.undo()
+    assert path.read_bytes() == b'{"old": 1}'

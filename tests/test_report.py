@@ -574,3 +574,24 @@ def test_score_imitator_scores_the_runs_own_imitator_as_its_report_does(tmp_path
     assert (before["window"], after["window"]) == ("up to H", "after H")
     assert got(before) == expected(results["tests"]["b"]["before_h"]["vs_dqn"]["imitator"])
     assert got(after) == expected(results["tests"]["b"]["vs_dqn"]["imitator"])
+
+
+def _estimate(value, lo, hi):
+    return {"value": value, "lo": lo, "hi": hi}
+
+
+def test_improves_in_context_is_unclear_when_the_dqn_does_not_clearly_learn():
+    """The DQN's gain interval holds 0: "improves in context" cannot be judged, so an imitator
+    that matches the DQN and gains is still no 'supported' verdict."""
+    test = {"window": [20, 800],
+            "agents": {"imitator": {"auc": _estimate(9, 8, 10), "initial": _estimate(2, 1, 3),
+                                    "final": _estimate(14, 12, 16), "gain": _estimate(12, 10, 14)},
+                       "dqn": {"auc": _estimate(10, 9, 11), "initial": _estimate(8, 6, 10),
+                               "final": _estimate(9, 7, 11), "gain": _estimate(1, -1, 3)}},
+            "vs_dqn": {"imitator": {"auc_ratio": _estimate(1.0, 0.9, 1.1), "final_ratio": _estimate(1.0, 0.9, 1.1),
+                                    "steps_to_80_ratio": _estimate(1, 1, 1)}},
+            "imitator_vs": {}, "seeds": {"imitator": 5, "dqn": 5}, "tasks": 17}
+    (_, matches, _), (_, improves, evidence) = report.criteria("a", test)
+    assert matches is True
+    assert improves is None and evidence.startswith("not testable here")
+    assert report.verdict("a", test) == "inconclusive"

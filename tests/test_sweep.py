@@ -184,3 +184,11 @@ def test_real_tiny_sweep_end_to_end(base, capsys):
     assert data["keys"] == ["imitator.context_len"]
     assert [r["config"]["imitator.context_len"] for r in data["runs"]] == [20, 40]
     assert all(r["tests"]["a"]["ran"] for r in data["runs"])
+
+
+def test_two_grid_axes_make_every_combination(base):
+    path, over = base
+    pts = sweep.points(str(path), over, ["imitator.context_len=20,40", "imitator.n_layers=1,2"])
+    assert [p.config.run.name for p in pts] == [
+        "tiny-context_len=20-n_layers=1", "tiny-context_len=20-n_layers=2",
+        "tiny-context_len=40-n_layers=1", "tiny-context_len=40-n_layers=2"]

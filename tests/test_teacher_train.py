@@ -860,3 +860,69 @@ def test_a_teach_process_sent_sigterm_exits_75_with_its_checkpoint(tmp_path):
     steps = checkpoint.complete_steps(tmp_path / "proc" / "teacher" / "checkpoints")
     assert steps and steps[-1] == read_jsonl(metrics)[-1]["step"] < 200000
     assert histories.open(tmp_path / "proc" / "teacher" / "histories").num_steps == steps[-1]
+
+
+@pytest.fixture(scope="module")
+def two_env_run(tmp_path_factory):
+    """The TINY run with 2 envs per learner and no Q-values recorded: (teacher dir, summary)."""
+    root = tmp_path_factory.mktemp("two_envs")
+    cfg = config.load(None, TINY + [f"run.runs_dir={root}", "run.name=two", "teacher.num_envs=2",
+                                    "histories.record_q=false"])
+    summary = train.teach(cfg, root / "two", progress=False, log=lambda s: None)
+    return root / "two" / "teacher", summary
+
+
+def test_two_env_summary_counts_env_steps_per_learner(two_env_run):
+    _, summary = two_env_run
+    assert summary["num_envs"] == 2 and summary["env_steps_per_learner"] == 1200
+
+
+def test_two_env_snapshots_land_at_the_env_steps_asked_for(two_env_run):
+    # chunks of 200 vector steps end at env steps 400, 800, 1200: 300 -> 400, 600 -> 800, end.
+    out, _ = two_env_run
+    assert checkpoint.complete_steps(out / "snapshots") == [400, 800, 1200]
+    assert checkpoint.complete_steps(out / "checkpoints") == [800, 1200]
+
+
+def test_record_q_false_writes_no_q_values(two_env_run):
+    out, _ = two_env_run
+    h = histories.open(out / "histories")
+    assert (h.num_streams, h.num_steps) == (8, 600)
+    assert h.q_period == 0 and h.num_q == 0
+
+
+def test_a_matching_summary_beside_an_incomplete_history_is_not_finished(tmp_path):
+    """E.g. a resume that cut the history back to an older checkpoint and was killed: the old
+    summary still carries the fingerprint, but the run is not done."""
+    cfg = config.load(None, TINY + [f"run.runs_dir={tmp_path}", "run.name=r"])
+    out = tmp_path / "r" / "teacher"
+    out.mkdir(parents=True)
+    summary = {"fingerprint": train.fingerprint(cfg), "final_return_mean": 1.0}
+    (out / "summary.json").write_text(json.dumps(summary))
+    spec = envs.spec("darkroom")
+    w = histories.create(out / "histories", spec=spec, total_steps=10, check_space=False,
+                         streams=[histories.StreamInfo(0, 0, (1, 2), 0, {})])
+
+    def append(n):
+        w.append(np.zeros((1, n, *spec.obs_shape), spec.obs_dtype), np.zeros((1, n)),
+                 np.zeros((1, n)), np.zeros((1, n), bool), np.zeros((1, n), bool))
+
+    append(5)
+    assert train.finished_summary(cfg, out) is None
+    append(5)  # complete: now it is the finished run's summary
+    w.close()
+    assert train.finished_summary(cfg, out) == summary
+
+
+def test_fresh_learners_stop_at_total_env_steps_when_chunks_do_not_divide_it():
+    tcfg = config.TeacherConfig(hidden=(16,), total_env_steps=300, chunk_steps=200,
+                                learning_starts=100, buffer_size=300, batch_size=16,
+                                eps_decay_steps=300, q_log_period=0)
+    env = envs.make("darkroom")
+    tasks = envs.all_tasks("darkroom", "heldout")[:2]
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(7), i))(np.arange(2))
+    res = train.train_learners(tcfg, env, tasks, keys)
+    ep = res.episodes
+    assert ep.valid.sum(1).tolist() == [15, 15]  # 300 steps / 20-step episodes
+    assert int(ep.end_step[ep.valid].max()) == 300
+    assert res.timing.env_steps == 2 * 300
