@@ -548,7 +548,8 @@ def _is_full_disk_under(exc: BaseException, out_dir: Path) -> bool:
     # under it, not a sibling that shares its prefix (runs/a, runs/ab).
     roots = {os.path.join(str(out_dir), ""), os.path.join(str(out_dir.resolve()), "")}
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return exc.filename is None or Path(exc.filename).resolve().is_relative_to(out_dir.resolve())
+        return (exc.filename is None
+                or Path(exc.filename).resolve().is_relative_to(out_dir.resolve()))
     return os.strerror(errno.ENOSPC) in str(exc) and any(r in str(exc) for r in roots)
 
 

@@ -6,8 +6,8 @@ no-op, so the same code runs on a laptop CPU, one GPU, a multi-GPU host and a TP
 
 Multi-host: ``initialize()`` calls ``jax.distributed.initialize`` when the environment says this is
 one process of several: ``CLIMIT_COORDINATOR`` / ``CLIMIT_NUM_PROCESSES`` / ``CLIMIT_PROCESS_ID``
-(explicit: the tests, or any launcher that knows the three), or ``CLIMIT_DISTRIBUTED=auto`` to let JAX detect the
-cluster (TPU pods, SLURM). It must run before anything touches a device.
+(explicit: the tests, or any launcher that knows the three), or ``CLIMIT_DISTRIBUTED=auto`` to let
+JAX detect the cluster (TPU pods, SLURM). It must run before anything touches a device.
 """
 
 from __future__ import annotations

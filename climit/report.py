@@ -837,7 +837,7 @@ def headline(summary_: dict[str, Any]) -> list[str]:
 
 
 def summarize(results: dict[str, Any], curves: dict[str, np.ndarray], key: str,
-               window: tuple[float, float], agents: tuple[str, ...] = tuple(AGENTS)) -> dict:
+              window: tuple[float, float], agents: tuple[str, ...] = tuple(AGENTS)) -> dict:
     """:func:`stats.summarize_test` of test ``key``'s ``agents`` over ``window`` with the
     evaluation's settings; test i of "abc" bootstraps with seed ``run.seed + i``."""
     seed = int(results.get("config", {}).get("run", {}).get("seed", 0)) + list(TESTS).index(key)
@@ -865,7 +865,7 @@ def with_statistics(results: dict[str, Any], curves: dict[str, np.ndarray]) -> d
         entry.pop("before_h", None)
         if horizon is not None and curves[f"{key}.grid"][0] <= horizon:
             entry["before_h"] = summarize(results, curves, key, (-math.inf, horizon),
-                                           ("imitator", "dqn"))
+                                          ("imitator", "dqn"))
         tests[key] = entry
     return {**results, "tests": tests}
 

@@ -102,7 +102,8 @@ def held_interrupts() -> Iterator[None]:
     process would print that it was interrupted and never exit. Only the main thread handles
     signals; elsewhere the block holds nothing."""
     main = threading.current_thread() is threading.main_thread()
-    takes_sigint = main and _hold.depth == 0 and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    takes_sigint = (main and _hold.depth == 0
+                    and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
     if takes_sigint:
         signal.signal(signal.SIGINT, _on_sigint)
     _hold.depth += main

@@ -37,6 +37,7 @@ from climit import report
 from climit import evaluate as ev
 from climit.imitator import train as imitator_train
 
+
 def windows(test: str, horizon: int) -> list[tuple[str, tuple[float, float]]]:
     if test == "a":
         return [("all", (-math.inf, math.inf))]

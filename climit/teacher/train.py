@@ -687,11 +687,12 @@ def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
         return {"histories": 0, "checkpoints": 0, "snapshots": 0}
     start_step = start_t * e
     snaps_ahead = sum(start_step < s < tcfg.total_env_steps for s in tcfg.snapshot_steps) + 1
+    checkpoints_ahead = max(tcfg.keep_checkpoints + 1 - saved_checkpoints, 0)
+    overhead = checkpoint.STEP_OVERHEAD_BYTES
     return {
         "histories": histories.estimate_bytes(env_spec, p.num_learners * e, total_t - start_t, q_period),
-        "checkpoints": max(tcfg.keep_checkpoints + 1 - saved_checkpoints, 0)
-        * (_tree_bytes(shape) + checkpoint.STEP_OVERHEAD_BYTES),
-        "snapshots": snaps_ahead * (_tree_bytes(shape.learners.params) + checkpoint.STEP_OVERHEAD_BYTES),
+        "checkpoints": checkpoints_ahead * (_tree_bytes(shape) + overhead),
+        "snapshots": snaps_ahead * (_tree_bytes(shape.learners.params) + overhead),
     }
 
 
