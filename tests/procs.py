@@ -1,4 +1,5 @@
-"""Environments for the tests' subprocesses: CPU host devices, multi-process jobs.
+"""Environments for the tests' subprocesses: CPU host devices, multi-process jobs; and the
+scripts/ files loaded as modules.
 
 Each keeps the suite's own ``XLA_FLAGS`` (see conftest.py) and adds the device count, so a
 subprocess compiles exactly as the test process does and bitwise comparisons between them hold.
@@ -6,9 +7,22 @@ subprocess compiles exactly as the test process does and bitwise comparisons bet
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
+from pathlib import Path
+from types import ModuleType
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` as a module (its ``main`` is not run)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cpu_env(devices: int, **extra: str) -> dict[str, str]:

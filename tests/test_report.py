@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import procs
 from climit import report, stats
 from climit.errors import ArtifactError
 
@@ -543,21 +544,12 @@ def test_report_window_command_prints_tables_and_refuses_bad_windows(tmp_path):
     assert out.returncode == 1 and "no test" in out.stderr
 
 
-def _score_imitator_script():
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "scripts" / "score_imitator.py"
-    spec = importlib.util.spec_from_file_location("score_imitator", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_score_imitator_scores_the_runs_own_imitator_as_its_report_does(tmp_path):
     """scripts/score_imitator.py: the run's imitator gets results.json's ratios and intervals
     (test (b): before_h up to H, the test's own after), and another imitator's curves (here
     ED's, crossed like the imitator's) get what the evaluation gave that agent."""
     results, curves = synthetic_eval(tmp_path)
-    tool = _score_imitator_script()
+    tool = procs.load_script("score_imitator")
 
     def expected(entry):
         return {m: [round(entry[f"{m}_ratio"][k], 3) for k in ("value", "lo", "hi")]
