@@ -37,44 +37,61 @@ class _FakeModel:
     role: str  # one model config per role: each rolled out alone
 
 
+# A tiny evaluation whose agents _fake_agents replaces (ED's data to H must hold a sequence).
+FAKE_EVAL = ["teacher.total_env_steps=400", "teacher.learning_starts=100", "eval.env_steps=400",
+             "eval.horizon_factor=2", "eval.tasks=2", "eval.dqn_seeds=2", "eval.random_seeds=1",
+             "eval.bootstrap=20", "imitator.context_len=10", "imitator.seeds=2",
+             "imitator.ed_fraction=1.0"]
+
+
+def _fake_agents(monkeypatch, value: dict, calls: list) -> None:
+    """Every agent of evaluate.evaluate replaced by one whose every episode returns
+    ``value[role]`` (1 for a role not in it); each rollout is recorded in ``calls`` as (imitators,
+    random or dqn, env name, tasks shape)."""
+    def signals(v, rows, env, tasks, t):
+        length = env.spec.episode_len
+        done = np.zeros((rows, len(tasks), t), bool)
+        done[..., length - 1::length] = True
+        return np.full((rows, len(tasks), t), v / length, np.float32), done
+
+    def stacked(loaded, env, tasks, key, n, *a):
+        calls.append(("imitators", env.spec.name, np.shape(tasks)))
+        return [signals(value.get(im.params.cfg.role, 1.0), 2, env, tasks, n) for im in loaded]
+
+    def random_(env, tasks, key, n, *a):
+        calls.append(("random", env.spec.name, np.shape(tasks)))
+        return signals(value.get("random", 1.0), 1, env, tasks, n)
+
+    def dqn_(c, env, tasks, key, n, progress):
+        calls.append(("dqn", env.spec.name, np.shape(tasks)))
+        length = env.spec.episode_len
+        rows, m = c.eval.dqn_seeds * len(tasks), n // length
+        return (np.full((rows, m), value.get("dqn", 1.0), np.float32),
+                np.full((rows, m), length, np.int32),
+                np.tile(length * np.arange(1, m + 1, dtype=np.int32), (rows, 1)),
+                np.ones((rows, m), bool))
+
+    monkeypatch.setattr(evaluate, "load_imitators", lambda c, rd, r: {
+        role: types.SimpleNamespace(params=types.SimpleNamespace(cfg=_FakeModel(20, role)), step=1)
+        for role in r})
+    monkeypatch.setattr(evaluate, "stacked_imitator_steps", stacked)
+    monkeypatch.setattr(evaluate, "random_steps", random_)
+    monkeypatch.setattr(evaluate, "dqn_episodes", dqn_)
+    monkeypatch.setattr(evaluate, "training_facts", lambda rd, r: {})
+
+
 @pytest.mark.parametrize("horizon_controls", [False, True])
 def test_each_test_gets_the_curves_of_its_own_agents(tmp_path, monkeypatch, horizon_controls):
     # Every agent replaced by one that returns a known constant per episode: test (a) must show
     # the full-history imitator and test (b) the H-imitator, with the full-history controls when
     # horizon_controls is off and the ones trained to H when it is on, each against the fresh
     # DQNs; a crossed wire shows another value.
-    cfg = config.load(None, ["teacher.total_env_steps=400", "teacher.learning_starts=100",
-                             "eval.env_steps=400", "eval.horizon_factor=2", "eval.tasks=2",
-                             "eval.dqn_seeds=2", "eval.random_seeds=1", "eval.bootstrap=20",
-                             "env.transfer=", "imitator.context_len=10", "imitator.seeds=2",
-                             "imitator.ed_fraction=1.0",  # ED's data to H must hold a sequence
+    cfg = config.load(None, [*FAKE_EVAL, "env.transfer=",
                              f"eval.horizon_controls={str(horizon_controls).lower()}"])
     value = {"imitator": 11.0, "ed": 12.0, "ablated": 13.0, "imitator_h": 14.0, "ed_h": 15.0,
              "ablated_h": 16.0, "random": 1.0, "dqn": 5.0}
-    length = envs.spec("darkroom").episode_len
     roles = evaluate.plan(cfg).imitators
-
-    def signals(v, rows, k, t):  # each episode (20 steps) returns v
-        done = np.zeros((rows, k, t), bool)
-        done[..., length - 1::length] = True
-        return np.full((rows, k, t), v / length, np.float32), done
-
-    monkeypatch.setattr(evaluate, "load_imitators", lambda c, rd, r: {
-        role: types.SimpleNamespace(params=types.SimpleNamespace(cfg=_FakeModel(20, role)), step=1)
-        for role in r})
-    monkeypatch.setattr(evaluate, "stacked_imitator_steps", lambda loaded, env, tasks, key, n, *a: [
-        signals(value[im.params.cfg.role], 2, len(tasks), n) for im in loaded])
-    monkeypatch.setattr(evaluate, "random_steps", lambda env, tasks, key, n, *a: signals(
-        value["random"], 1, len(tasks), n))
-    m = 400 // length
-
-    def dqn_episodes(c, env, tasks, key, n, progress):
-        rows = c.eval.dqn_seeds * len(tasks)
-        return (np.full((rows, m), value["dqn"], np.float32), np.full((rows, m), length, np.int32),
-                np.tile(length * np.arange(1, m + 1, dtype=np.int32), (rows, 1)), np.ones((rows, m), bool))
-
-    monkeypatch.setattr(evaluate, "dqn_episodes", dqn_episodes)
-    monkeypatch.setattr(evaluate, "training_facts", lambda rd, r: {})
+    _fake_agents(monkeypatch, value, [])
     results = evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None)
     with np.load(tmp_path / "eval" / "curves.npz") as z:
         curves = dict(z)
@@ -624,45 +641,9 @@ def test_bench_rollout_runs_the_peer_with_its_repeats_and_prints_the_ratio(tmp_p
 
 def _evaluate_recording_envs(tmp_path, monkeypatch, *extra):
     """evaluate.evaluate with every agent faked: (results, [(agent, env name, tasks shape)])."""
-    cfg = config.load(None, ["teacher.total_env_steps=400", "teacher.learning_starts=100",
-                             "eval.env_steps=400", "eval.horizon_factor=2", "eval.tasks=2",
-                             "eval.dqn_seeds=2", "eval.random_seeds=1", "eval.bootstrap=20",
-                             "env.transfer=keydoor", "imitator.context_len=10", "imitator.seeds=2",
-                             "imitator.ed_fraction=1.0", *extra])
+    cfg = config.load(None, [*FAKE_EVAL, "env.transfer=keydoor", *extra])
     calls = []
-
-    def signals(rows, env, tasks, t):
-        length = env.spec.episode_len
-        done = np.zeros((rows, len(tasks), t), bool)
-        done[..., length - 1::length] = True
-        return np.full((rows, len(tasks), t), 1.0 / length, np.float32), done
-
-    def record(who, env, tasks):
-        calls.append((who, env.spec.name, np.shape(tasks)))
-
-    def stacked(loaded, env, tasks, key, n, *a):
-        record("imitators", env, tasks)
-        return [signals(2, env, tasks, n) for _ in loaded]
-
-    def random_(env, tasks, key, n, *a):
-        record("random", env, tasks)
-        return signals(1, env, tasks, n)
-
-    def dqn_(c, env, tasks, key, n, progress):
-        record("dqn", env, tasks)
-        length = env.spec.episode_len
-        rows, m = c.eval.dqn_seeds * len(tasks), n // length
-        return (np.ones((rows, m), np.float32), np.full((rows, m), length, np.int32),
-                np.tile(length * np.arange(1, m + 1, dtype=np.int32), (rows, 1)),
-                np.ones((rows, m), bool))
-
-    monkeypatch.setattr(evaluate, "load_imitators", lambda c, rd, r: {
-        role: types.SimpleNamespace(params=types.SimpleNamespace(cfg=_FakeModel(20, role)), step=1)
-        for role in r})
-    monkeypatch.setattr(evaluate, "stacked_imitator_steps", stacked)
-    monkeypatch.setattr(evaluate, "random_steps", random_)
-    monkeypatch.setattr(evaluate, "dqn_episodes", dqn_)
-    monkeypatch.setattr(evaluate, "training_facts", lambda rd, r: {})
+    _fake_agents(monkeypatch, {}, calls)
     return evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None), calls
 
 
