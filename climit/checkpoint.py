@@ -585,7 +585,7 @@ def full_disk_is_a_clear_error(out_dir: Path, ckpt_dir: Path, what: str,
                 if steps else "no checkpoint was saved yet, so it starts over")
         # ``full`` names the file: OSError's text carries its filename, tensorstore's its path.
         raise ClimitError(f"the disk is full: writing {what} at {out_dir} failed ({full}); "
-                          f"{histories._human(histories.free_bytes(out_dir))} free there now. "
+                          f"{histories.human_bytes(histories.free_bytes(out_dir))} free there now. "
                           f"Free space and run the same command again: {then}; nothing written "
                           f"so far is lost") from e
     finally:

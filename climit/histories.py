@@ -155,7 +155,8 @@ def free_bytes(path: str | Path) -> int:
     return shutil.disk_usage(p).free
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """``n`` bytes in decimal units for messages: 512 B, 1.5 KB, 2.0 GB."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
@@ -173,8 +174,9 @@ def check_disk(path: str | Path, needed: int, free_fn: Callable[[Path], int] | N
     """
     free = (free_fn or free_bytes)(Path(path))
     if needed > free:
-        raise ClimitError(f"not enough disk space for {what} at {path}: need {_human(needed)} "
-                          f"({needed} bytes), {_human(free)} ({free} bytes) free; free space, "
+        raise ClimitError(f"not enough disk space for {what} at {path}: need "
+                          f"{human_bytes(needed)} ({needed} bytes), {human_bytes(free)} ({free} "
+                          f"bytes) free; free space, "
                           f"choose another run.runs_dir, or shrink the run")
 
 
@@ -790,5 +792,5 @@ def is_history(path: str | Path) -> bool:
 
 
 __all__ = ["FIELDS", "STEP_FIELDS", "Episodes", "History", "HistoryWriter", "StreamInfo",
-           "check_disk", "create", "estimate_bytes", "free_bytes", "is_history", "num_q_rows",
-           "open", "resume"]
+           "check_disk", "create", "estimate_bytes", "free_bytes", "human_bytes", "is_history",
+           "num_q_rows", "open", "resume"]

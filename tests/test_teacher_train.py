@@ -231,7 +231,7 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
         train.teach(cfg, tmp_path / "tight", progress=False, log=logs.append)
     assert "checkpoints" in str(e.value) and "snapshots" in str(e.value)
     step_bytes = state + checkpoint.STEP_OVERHEAD_BYTES  # the arrays and orbax's own files
-    assert f"checkpoints {train._human(3 * step_bytes)}" in logs[0]  # keep 2 + 1 during a save
+    assert f"checkpoints {histories.human_bytes(3 * step_bytes)}" in logs[0]  # keep 2 + 1 during a save
     assert not (tmp_path / "tight" / "teacher" / "histories").exists()
     # A run killed after its last checkpoint, before its summary, writes nothing more: it
     # needs no room at all.

@@ -366,14 +366,6 @@ def fingerprint(cfg: ExperimentConfig) -> str:
     return config_lib.fingerprint(_teacher_sections(config_lib.to_dict(cfg)))
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 def _config_diff(saved: dict, now: dict) -> list[str]:
     """``key: old -> new`` for every teacher-relevant config difference."""
     return config_lib.config_diff(_teacher_sections(saved), _teacher_sections(now))
@@ -707,8 +699,8 @@ def _check_memory(tcfg: TeacherConfig, shape: dqn.TrainState, g: int) -> None:
         return
     raise ClimitError(f"the teacher's {g} learners do not fit in memory: their state (replay "
                       f"buffers of teacher.buffer_size={tcfg.buffer_size} transitions each, "
-                      f"networks and optimizer) takes {_human(need)} per device, more than the "
-                      f"{_human(limit)} of {where}; lower teacher.buffer_size, run fewer learners "
+                      f"networks and optimizer) takes {histories.human_bytes(need)} per device, more than the "
+                      f"{histories.human_bytes(limit)} of {where}; lower teacher.buffer_size, run fewer learners "
                       f"(teacher.seeds, env.train_tasks, sweep points), or use more devices")
 
 
@@ -724,7 +716,7 @@ def _check_disk(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
     """
     tcfg = cfg.teacher
     needs = _disk_needs(cfg, env_spec, shape, p, start_t, q_period, saved_checkpoints)
-    sizes = ", ".join(f"{kind} {_human(n)}" for kind, n in needs.items())
+    sizes = ", ".join(f"{kind} {histories.human_bytes(n)}" for kind, n in needs.items())
     log(f"teacher: {p.num_learners} learners x {tcfg.num_envs} envs x {tcfg.total_env_steps} env steps "
         f"on {cfg.env.name}; to write at {out_dir}: {sizes} (histories uncompressed, an upper bound; "
         f"checkpoints up to {tcfg.keep_checkpoints + 1} whole states with replay buffers)"
