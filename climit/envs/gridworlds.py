@@ -26,6 +26,30 @@ def _move(pos_2: jax.Array, action: jax.Array, size: int) -> jax.Array:
     return jnp.clip(pos_2 + MOVES_Ax2[action], 0, size - 1)
 
 
+class _Grid(environment.Environment):
+    """What the three grid worlds share: ``size``, the five moves, and the (x, y) observation.
+    ``step_env`` returns termination itself; gymnax's legacy ``is_terminated`` helper, which
+    climit never calls, answers False (no state outlives the step that ends its episode)."""
+
+    size: int
+
+    def get_obs(self, state, params=None, key=None) -> jax.Array:
+        return state.pos
+
+    def is_terminated(self, state, params) -> jax.Array:
+        return jnp.array(False)
+
+    @property
+    def num_actions(self) -> int:
+        return NUM_ACTIONS
+
+    def action_space(self, params=None) -> spaces.Discrete:
+        return spaces.Discrete(NUM_ACTIONS)
+
+    def observation_space(self, params=None) -> spaces.Box:
+        return spaces.Box(0, self.size - 1, (2,), jnp.int32)
+
+
 @struct.dataclass
 class RoomState(environment.EnvState):
     pos: jax.Array  # int32 [2], (x, y)
@@ -39,7 +63,7 @@ class RoomParams(environment.EnvParams):
     max_steps_in_episode: int = 20
 
 
-class DarkRoom(environment.Environment[RoomState, RoomParams]):
+class DarkRoom(_Grid, environment.Environment[RoomState, RoomParams]):
     """A ``size``×``size`` room; reward 1 on every step that ends on the goal (or, with
     ``sparse=True``, only the first time the goal is reached). Starts at the centre."""
 
@@ -67,25 +91,9 @@ class DarkRoom(environment.Environment[RoomState, RoomParams]):
         state = RoomState(pos=centre, reached=jnp.array(False), time=0)
         return self.get_obs(state, params), state
 
-    def get_obs(self, state: RoomState, params=None, key=None) -> jax.Array:
-        return state.pos
-
-    def is_terminated(self, state, params) -> jax.Array:
-        return jnp.array(False)
-
     @property
     def name(self) -> str:
         return "DarkRoomHard" if self.sparse else "DarkRoom"
-
-    @property
-    def num_actions(self) -> int:
-        return NUM_ACTIONS
-
-    def action_space(self, params=None) -> spaces.Discrete:
-        return spaces.Discrete(NUM_ACTIONS)
-
-    def observation_space(self, params=None) -> spaces.Box:
-        return spaces.Box(0, self.size - 1, (2,), jnp.int32)
 
 
 @struct.dataclass
@@ -102,7 +110,7 @@ class KeyDoorParams(environment.EnvParams):
     max_steps_in_episode: int = 50
 
 
-class KeyDoor(environment.Environment[KeyDoorState, KeyDoorParams]):
+class KeyDoor(_Grid, environment.Environment[KeyDoorState, KeyDoorParams]):
     """Dark Key-to-Door: an invisible key then an invisible door, +1 once each; the door pays
     (and ends the episode) only once the key is held. The start cell is uniform at random."""
 
@@ -129,25 +137,9 @@ class KeyDoor(environment.Environment[KeyDoorState, KeyDoorParams]):
         state = KeyDoorState(pos=pos, has_key=jnp.array(False), time=0)
         return self.get_obs(state, params), state
 
-    def get_obs(self, state: KeyDoorState, params=None, key=None) -> jax.Array:
-        return state.pos
-
-    def is_terminated(self, state, params) -> jax.Array:
-        return jnp.array(False)
-
     @property
     def name(self) -> str:
         return "KeyDoor"
-
-    @property
-    def num_actions(self) -> int:
-        return NUM_ACTIONS
-
-    def action_space(self, params=None) -> spaces.Discrete:
-        return spaces.Discrete(NUM_ACTIONS)
-
-    def observation_space(self, params=None) -> spaces.Box:
-        return spaces.Box(0, self.size - 1, (2,), jnp.int32)
 
 
 def darkroom_optimal_return(goal_xy: tuple[int, int], size: int = 9, episode_len: int = 20,
