@@ -65,6 +65,9 @@ def test_interrupted_run_does_not_redo_finished_stages(tmp_path, fake_stages):
     assert any(line.startswith("[1/4] teach: skipped") for line in lines)
     assert SUMMARY_KEYS <= set(out["summary"]["tests"]["a"])
 
+    # Every stage done, as by `climit teach`, `imitate`, `evaluate` and `report` run one by one:
+    # a `climit run` that skips them all still writes config.yaml.
+    (tmp_path / "runs" / "tiny" / "config.yaml").unlink()
     out = pipeline.run(cfg, progress=False, log=lambda m: None)
     assert set(out[k] for k in pipeline.STAGES) == {"skipped"}
     assert len(fake_stages["evaluate"]) == 1
@@ -189,6 +192,54 @@ def test_climit_evaluate_alone_keeps_the_report_and_config_yaml_current(tmp_path
     (rd / "config.yaml").unlink()
     pipeline.after_evaluate(cfg2, log=lines.append)
     assert not (rd / "report").exists() and not (rd / "config.yaml").exists()
+
+
+def test_climit_evaluate_command_rebuilds_the_report_beside_it(tmp_path, fake_stages, capsys):
+    # The command, not only pipeline.after_evaluate: after `climit run`, `climit evaluate` with
+    # another eval setting leaves no report or config.yaml of the previous evaluation.
+    path, cfg = tiny_config(tmp_path)
+    pipeline.run(cfg, progress=False, log=lambda m: None)
+    rd = tmp_path / "runs" / "tiny"
+    argv = ["evaluate", "--config", str(path), "--no-progress", f"run.runs_dir={tmp_path / 'runs'}",
+            "run.name=tiny", "eval.random_seeds=2"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    _, cfg2 = tiny_config(tmp_path, "eval.random_seeds=2")
+    assert json.loads((rd / "report" / "summary.json").read_text())["fingerprint"] == \
+        evaluate.fingerprint(cfg2) != evaluate.fingerprint(cfg)
+    assert config.load(rd / "config.yaml") == cfg2
+    assert f"report rebuilt -> {rd / 'report'}" in out and "climit report" not in out
+    # Without a report there, none is built: the command says how to build one.
+    shutil.rmtree(rd / "report")
+    assert cli.main(argv) == 0
+    assert f"build the report with `climit report {rd}`" in capsys.readouterr().out
+    assert not (rd / "report").exists() and len(fake_stages["evaluate"]) == 3
+
+
+def test_climit_run_stopped_or_interrupted_says_so_and_the_same_command_finishes(
+        tmp_path, fake_stages, monkeypatch, capsys):
+    """--time-limit stops `climit run` cleanly (exit 75) and Ctrl-C exits 130, each with one
+    line saying to run the same command again; it then finishes."""
+    from climit import stopping
+    from climit.teacher import train as teacher_train
+
+    path, _ = tiny_config(tmp_path)
+    argv = ["run", "--config", str(path), "--no-progress", f"run.runs_dir={tmp_path / 'runs'}",
+            "run.name=tiny"]
+    assert cli.main([*argv, "--time-limit", "0.001s"]) == stopping.EXIT_CODE
+    assert capsys.readouterr().err == ("climit: stopped (time limit): climit run before its teach "
+                                       "stage; run the same command again to resume\n")
+    fake_teach = teacher_train.teach
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(teacher_train, "teach", ctrl_c)
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err == "climit: interrupted; run the same command again to resume\n"
+    monkeypatch.setattr(teacher_train, "teach", fake_teach)
+    assert cli.main(argv) == 0
+    assert "[4/4] report: done" in capsys.readouterr().out and len(fake_stages["teach"]) == 1
 
 
 def test_changed_sections_rerun_only_what_depends_on_them(tmp_path, fake_stages):
