@@ -108,6 +108,16 @@ def test_overview_marks_the_best_step_and_takes_best_or_latest(run, capsys):
     assert "no best step" in _error(capsys, run / "teacher" / "snapshots", "--step", "best")
 
 
+def test_best_step_of_tied_losses_is_the_earlier_as_training_picks_it(tmp_path):
+    from climit.imitator import train
+
+    with checkpoint.Checkpointer(tmp_path / "checkpoints", keep=3) as ck:
+        for step, loss in ((1, 1.0), (2, 0.5), (3, 0.5)):
+            ck.save(step, {"w": jnp.ones(2)}, config=IMITATOR_CONFIG, metrics={"heldout_loss": loss})
+    assert inspect_lib.overview(tmp_path / "checkpoints")["checkpoints"][0]["best_step"] == 2
+    assert train._best(tmp_path / "checkpoints") == (2, 0.5)  # what `climit evaluate` loads
+
+
 def test_overview_step_shown_where_it_exists(run, capsys):
     view = _by_name(inspect_lib.overview(run, 10_000))
     assert view["teacher/snapshots"]["step"] == 10_000
@@ -170,6 +180,9 @@ def test_runs_root_finds_imitators_and_says_what_was_not_searched(run, tmp_path)
         ck.save(1, {"w": jnp.ones(2)})
     with pytest.raises(ClimitError, match="not searched deeper than 5 levels"):
         inspect_lib.overview(tmp_path / "a")
+    # ... and five levels down is searched: c, d, e, f, ck below b
+    assert [d["name"] for d in inspect_lib.overview(tmp_path / "a" / "b")["checkpoints"]] == [
+        "c/d/e/f/ck"]
 
 
 def test_a_run_named_with_digits_is_found_and_an_interrupted_save_named(tmp_path):
@@ -224,6 +237,12 @@ def test_stats_of_stacked_teacher_and_imitator(run, capsys):
                    "mean": 3.0, "std": 0.0, "min": 3.0, "max": 3.0}
     rc, out, err = _cli(capsys, snap, "--stats", "--learner", 1)
     assert rc == 0 and "learner 1 of 4:" in out and "params/Dense_0/kernel  2x3" in out
+    rc, out, _ = _cli(capsys, snap, "--stats", "--step", 10_000, "--json")
+    assert rc == 0 and json.loads(out)["step"] == 10_000
+    assert json.loads(out)["leaves"]["params/Dense_0/kernel"]["mean_mean"] == pytest.approx(2.5)
+    named = inspect_lib.stats(snap / "10000")  # a step directory: that step, not the latest
+    assert named["step"] == 10_000 and named["leaves"]["params/Dense_0/kernel"]["norm_max"] == \
+        pytest.approx(L * math.sqrt(6))
     rc, out, _ = _cli(capsys, snap, "--stats", "--json")
     assert json.loads(out)["leaves"]["params/Dense_1/kernel"]["norm_min"] == pytest.approx(math.sqrt(15))
 
@@ -266,6 +285,9 @@ def test_diff_steps_and_paths(run, capsys):
     assert k["rel_change"] == pytest.approx(0.5)
     assert view["leaves"]["params/Dense_1/kernel"] == {"shape": [L, 3, 5], "changed": False,
                                                        "max_abs_diff": 0.0, "rel_change": 0.0}
+    # all zeros on both sides: no change (0, not inf)
+    assert view["leaves"]["params/Dense_0/bias"] == {"shape": [L, 3], "changed": False,
+                                                     "max_abs_diff": 0.0, "rel_change": 0.0}
     one = inspect_lib.diff(snap, "10000", "20000", learner=0)["leaves"]["params/Dense_0/kernel"]
     assert one["max_abs_diff"] == pytest.approx(0.5) and one["shape"] == [2, 3]
     # Two checkpoint paths, steps by name: shared leaves compared.
@@ -277,6 +299,8 @@ def test_diff_steps_and_paths(run, capsys):
     rc, out, _ = _cli(capsys, snap, "--diff", 10_000, 20_000)
     assert rc == 0 and "1 leaf changed, 3 unchanged" in out
     assert "params/Dense_0/kernel  4x2x3  yes" in out
+    rc, out, _ = _cli(capsys, snap, "--diff", 10_000, 20_000, "--prefix", "params/Dense_1")
+    assert rc == 0 and "0 leaves changed, 2 unchanged" in out and "Dense_0" not in out
 
 
 def test_diff_aligns_a_snapshot_with_a_checkpoint(run, capsys):
@@ -284,6 +308,10 @@ def test_diff_aligns_a_snapshot_with_a_checkpoint(run, capsys):
     same = inspect_lib.diff(snap, "20000", str(ck))
     assert same["aligned"] == "B's learners/params/ as params/"
     assert (same["changed"], same["unchanged"], same["only_b"]) == (0, 4, [])
+    back = inspect_lib.diff(ck, str(ck), str(snap / "10000"))  # the checkpoint as A
+    assert back["aligned"] == "A's learners/params/ as params/"
+    assert (back["changed"], back["unchanged"], back["only_a"], back["only_b"]) == (1, 3, [], [])
+    assert back["leaves"]["params/Dense_0/kernel"]["max_abs_diff"] == pytest.approx(0.5 * L)
     moved = inspect_lib.diff(ck, str(snap / "10000"), str(ck), prefix="params/Dense_0/k", learner=1)
     assert list(moved["leaves"]) == ["params/Dense_0/kernel"]
     assert moved["leaves"]["params/Dense_0/kernel"]["max_abs_diff"] == pytest.approx(1.0)
@@ -465,6 +493,8 @@ def test_history_overview_reads_no_observations(tmp_path, monkeypatch, capsys):
     assert "1       1        0    [3, 4]  1     lr=0.2           20        5.5       15.5" in out
     rc, out, _ = _cli(capsys, path, "--json")
     assert rc == 0 and json.loads(out) == json.loads(inspect_lib.dumps(view))
+    partial = {**view, "num_steps": 30, "complete": False}  # as after the first chunk
+    assert "2 streams x 30 steps (30 of 61 planned)" in inspect_lib.format_history(partial)
     empty = histories.create(tmp_path / "empty", spec=_SPEC, streams=[histories.StreamInfo(0, 0, (1,), 0)])
     rc, out, _ = _cli(capsys, empty.path)
     assert rc == 0 and "1 stream x 0 steps (no plan stored); no Q-values" in out
@@ -596,6 +626,8 @@ def test_eval_imitator_seeds_from_an_empty_context(trained, capsys):
     assert alone["interval_over"] == "rollouts (env seeds) of its single task"
     latest = inspect_lib.evaluate(ck, 2, tasks=2, step="latest")
     assert (latest["step"], latest["step_choice"]) == (4, "latest")
+    named = inspect_lib.evaluate(ck / "4", 2, tasks=2)  # a step directory: that step, not the best
+    assert (named["step"], named["step_choice"], named["seeds"]) == (4, "given", latest["seeds"])
     rc, out, err = _cli(capsys, ck, "--eval", 2, "--tasks", 2)
     assert rc == 0 and "2 seeds x 2 rollouts (env seeds) of its single task: mean return" in out
     assert "held-out" not in out and "in context:" in out and "90% bootstrap interval" in out
@@ -608,6 +640,8 @@ def test_eval_errors(trained, run, capsys):
     assert "neither a climit teacher" in _error(capsys, run / "other" / "checkpoints", "--eval", 2)
     assert "out of range: 3 learners" in _error(capsys, trained / "teacher" / "snapshots", "--eval",
                                                 2, "--learner", 3)
+    assert "--learner -1 out of range: 3 learners" in _error(
+        capsys, trained / "teacher" / "snapshots", "--eval", 2, "--learner", -1)
     assert "out of range: 2 imitator seeds" in _error(capsys, trained / "imitator" / "ad" /
                                                       "checkpoints", "--eval", 2, "--learner", 5)
     assert "choose one of" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 2, "--stats")
