@@ -360,7 +360,7 @@ def overview(path: str | Path, step: int | str | None = None) -> dict:
     root = Path(path).absolute()
     want = parse_step(step)
     found = locate(root)
-    out = []
+    out, damaged = [], set()
     for directory, named in found.checkpoints:
         try:
             d = _describe(directory, want if want is not None else named)
@@ -368,11 +368,12 @@ def overview(path: str | Path, step: int | str | None = None) -> dict:
             d = {"path": str(directory), "steps": checkpoint.complete_steps(directory),
                  "checkpoints": [], "incomplete_steps": checkpoint.incomplete_steps(directory),
                  "best_step": None, "missing": str(e)}
+            damaged.add(_name(directory, root))
         d["name"] = _name(directory, root)
         d["groups"] = _groups(d["tree"]) if "missing" not in d else {}
         out.append(d)
     if all("missing" in d for d in out):
-        raise _nowhere(path, want, out)
+        raise _nowhere(path, want, out, damaged)
     return {"path": str(root), "checkpoints": out,
             "histories": [_name(h, root) for h in found.histories],
             "not_searched": [_name(d, root) for d in found.deeper],
@@ -386,15 +387,20 @@ def _brief(steps: list[int]) -> str:
     return f"{steps[0]}, {steps[1]}, ..., {steps[-1]} ({len(steps)} steps)"
 
 
-def _nowhere(path: str | Path, want: int | str, dirs: list[dict]) -> ClimitError:
+def _nowhere(path: str | Path, want: int | str | None, dirs: list[dict],
+             damaged: set[str]) -> ClimitError:
     """The error when none of ``dirs`` (overview entries) has the step: one directory keeps its
     own message; several are listed by name with their steps in brief, so that the line stays
-    short however many directories a run holds."""
+    short however many directories a run holds. ``damaged``: names of the directories whose
+    step could not be read (said, rather than "no checkpoint at step" a listed step)."""
     if len(dirs) == 1:
         return ClimitError(dirs[0]["missing"])
+    step = "the latest step" if want in (None, "latest") else f"step {want}"
     what = (f"no best step (lowest {BEST_METRIC}: imitator checkpoints only)" if want == "best"
-            else f"no checkpoint at step {want}")
-    have = "; ".join(f"{d['name']}: steps {_brief(d['steps'])}" for d in dirs)
+            else f"no readable checkpoint at {step}" if damaged else f"no checkpoint at {step}")
+    have = "; ".join(f"{d['name']}: steps {_brief(d['steps'])}"
+                     + (" (damaged: inspect it alone for why)" if d["name"] in damaged else "")
+                     for d in dirs)
     return ClimitError(f"{what} in any of the {len(dirs)} checkpoint directories in {path} "
                        f"({have})")
 

@@ -441,6 +441,14 @@ def test_one_damaged_step_or_directory_does_not_hide_the_rest(tmp_path, capsys):
     assert view["set_aside"] == ["teacher/damaged_checkpoints"]
     rc, out, _ = _cli(capsys, run)
     assert rc == 0 and "teacher/damaged_checkpoints  (damaged steps climit set aside: not shown)" in out
+    # Every directory's latest step damaged: said, not "no checkpoint at step None" beside
+    # step lists that hold it.
+    (run / "teacher" / "checkpoints" / "40" / checkpoint.CHECKSUM_FILE).write_text("{broken")
+    err = _error(capsys, run)
+    assert err.startswith("climit: error: no readable checkpoint at the latest step in any of the "
+                          "2 checkpoint directories") and "None" not in err
+    assert "teacher/checkpoints: steps 40 (damaged: inspect it alone for why)" in err
+    assert "no readable checkpoint at step 40" in _error(capsys, run, "--step", 40)
 
 
 # ---------------------------------------------------------------------------------------------
