@@ -331,3 +331,27 @@ def test_resume_without_chunks_or_past_the_end_says_what_to_do(tmp_path):
         histories.resume(tmp_path / "teacher" / "h", 10)
     histories.resume(tmp_path / "teacher" / "h", 0).close()  # nothing kept, nothing lost
     assert histories.open(tmp_path / "teacher" / "h").num_steps == 0
+
+
+def test_resume_verifies_the_chunk_that_ends_at_its_step(tmp_path):
+    # The last chunk a resume to step 20 keeps is [10, 20), ending exactly there: it is kept,
+    # so it is checked too (a flipped last byte: same length, another checksum).
+    _write(tmp_path / "teacher" / "h", _data(12, CUTS[-1]), CUTS).close()
+    damaged = tmp_path / "teacher" / "h" / "chunks" / "b00002_t000000000010.npz"
+    raw = bytearray(damaged.read_bytes()); raw[-1] ^= 0x01
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match=r"b00002_t000000000010\.npz is corrupt"):
+        histories.resume(tmp_path / "teacher" / "h", 20)
+    histories.resume(tmp_path / "teacher" / "h", 10).close()  # before it: dropped, and redone
+    assert histories.open(tmp_path / "teacher" / "h").num_steps == 10 and not damaged.exists()
+
+
+def test_append_refuses_actions_that_do_not_fit_uint8(tmp_path):
+    # Stored as uint8: 256 would read back as action 0 and -1 as 255, without a word.
+    w = histories.create(tmp_path / "h", spec=SPEC, streams=_streams(1))
+    zeros = np.zeros((1, 2))
+    for bad in (256, -1):
+        with pytest.raises(ValueError, match="actions must fit in uint8"):
+            w.append(np.zeros((1, 2, 2)), np.array([[0, bad]]), zeros, zeros, zeros)
+    w.append(np.zeros((1, 2, 2)), np.array([[0, 255]]), zeros, zeros, zeros)
+    assert histories.open(tmp_path / "h").read("action", 0).tolist() == [0, 255]
