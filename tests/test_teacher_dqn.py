@@ -260,11 +260,13 @@ def test_hard_target_copies_exactly_every_target_period_updates():
     assert u == 60 - 31 and copies == [5, 10, 15, 20, 25]
 
 
-def test_td_loss_switches_on_double():
+def test_td_loss_switches_on_double_and_loss():
     # Q(s) = the q bias (features are 1 for obs [1]): online [5, 0, (100)], target [1, 3, (100)]
     # with the third action padded. Transition (s, a=0, r=1, s'=s), gamma 0.5, squared loss:
     # plain DQN: y = 1 + 0.5 * max(1, 3) = 2.5, loss 0.5 * (5 - 2.5)^2 = 3.125;
     # Double DQN: y = 1 + 0.5 * Q_target(argmax online = 0) = 1.5, loss 0.5 * 3.5^2 = 6.125.
+    # Huber (delta 1) is |e| - 0.5 past 1 (2.0 and 3.0 here) and 0.5 e^2 within (online Q 2.8
+    # under plain DQN: e = 0.3, 0.045).
     net = networks.QNet("mlp", (1,), 3, (1,), action_mask=(True, True, False))
 
     def params(q_bias):
@@ -272,11 +274,13 @@ def test_td_loss_switches_on_double():
                 "q": {"w": jnp.zeros((1, 3)), "b": jnp.array(q_bias)}}
     batch = replay.Batch(obs_BxO=jnp.ones((1, 1)), action_B=jnp.array([0]), reward_B=jnp.array([1.0]),
                          next_obs_BxO=jnp.ones((1, 1)), terminated_B=jnp.array([False]))
-    online, target = params([5.0, 0.0, 100.0]), params([1.0, 3.0, 100.0])
-    for double, expected in ((False, 3.125), (True, 6.125)):
-        tcfg = tiny_cfg(double=double, loss="mse")
-        loss = dqn.td_loss(tcfg, net, online, target, batch, jnp.float32(0.5))
-        np.testing.assert_allclose(float(loss), expected, rtol=1e-6, err_msg=f"double={double}")
+    target = params([1.0, 3.0, 100.0])
+    for double, kind, q0, expected in ((False, "mse", 5.0, 3.125), (True, "mse", 5.0, 6.125),
+                                       (False, "huber", 5.0, 2.0), (True, "huber", 5.0, 3.0),
+                                       (False, "huber", 2.8, 0.045)):
+        tcfg = tiny_cfg(double=double, loss=kind)
+        loss = dqn.td_loss(tcfg, net, params([q0, 0.0, 100.0]), target, batch, jnp.float32(0.5))
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-5, err_msg=f"{double=} {kind=} {q0=}")
 
 
 def test_minatar_network_takes_exactly_one_width():
@@ -362,6 +366,24 @@ def test_padded_action_never_taken_and_counters():
     assert out.stats.episodes_G.tolist() == [500]
 
 
+def test_episode_returns_carry_across_chunk_edges():
+    # Reward 1 every step, episodes cut after 3 steps, chunks of 2 steps: every other episode
+    # straddles a chunk edge, and every finished return is still 3 (the learner carries the
+    # running return from one chunk into the next).
+    tcfg, env = tiny_cfg(num_envs=1, learning_starts=8), tiny_env(1, reward_every_step=True, max_steps=3)
+    tasks = jnp.zeros((1, 0), jnp.int32)
+    state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(0), 1, 1), tasks)
+    fn, returns, sums = dqn.make_chunk(tcfg, env, 2, "returns", 0), [], []
+    for _ in range(6):
+        state, out = fn(state, dqn.hparams(tcfg), tasks)
+        returns.append(np.asarray(out.episode_return_NxT)[0])
+        sums.append(float(out.stats.return_sum_G[0]))
+    ret = np.concatenate(returns)  # steps 0..11: episodes end at steps 2, 5, 8, 11
+    np.testing.assert_array_equal(np.isnan(ret), [True, True, False] * 4)
+    np.testing.assert_array_equal(ret[2::3], 3.0)
+    assert sums == [0.0, 3.0, 3.0, 0.0, 3.0, 3.0]
+
+
 def test_q_values_recorded_every_period():
     # Every recorded row is the online network's Q at that step, on the observation acted on:
     # rows 2-3 fall after learning starts (step 32 of 2 envs), where the online network has
@@ -402,6 +424,41 @@ def test_replay_ring_wraps_and_samples_only_filled_rows():
                        jnp.ones((3, 1)), jnp.zeros(3, bool))
     batch = replay.sample(small, jnp.int32(3), jax.random.PRNGKey(0), 200)
     assert set(np.asarray(batch.action_B).tolist()) == {7, 8, 9}
+
+
+def test_replay_samples_every_row_of_a_full_wrapped_buffer():
+    # 9 transitions into 6 rows: numbers 3..8 are left, and uniform sampling reaches each one
+    # (the last row too; before the buffer filled, test_replay_ring_wraps... holds it to the
+    # filled rows).
+    buf = replay.init(6, (1,), "float32")
+    for i in range(3):
+        n = jnp.arange(3 * i, 3 * i + 3)
+        obs = n[:, None].astype(jnp.float32)
+        buf = replay.add(buf, jnp.int32(3 * i), obs, n, jnp.zeros(3), obs + 1, jnp.zeros(3, bool))
+    batch = replay.sample(buf, jnp.int32(9), jax.random.PRNGKey(0), 300)
+    assert sorted(set(np.asarray(batch.action_B).tolist())) == list(range(3, 9))
+    np.testing.assert_array_equal(batch.obs_BxO[:, 0], batch.action_B)  # rows kept whole
+    np.testing.assert_array_equal(batch.next_obs_BxO[:, 0], batch.action_B + 1)
+
+
+def test_each_td_update_samples_a_new_batch(monkeypatch):
+    # A learner's key moves on with every update: three updates from a full buffer of 80
+    # distinct transitions draw three different batches (a key left as it was would draw
+    # the same rows every time).
+    tcfg = tiny_cfg(buffer_size=80, batch_size=8)
+    env, hp = tiny_env(3), jax.tree.map(lambda x: x[0], dqn.hparams(tcfg))
+    net = dqn.network(tcfg, env.spec)
+    learner = dqn.init_learner(tcfg, env, jax.random.PRNGKey(0), jnp.zeros((0,), jnp.int32))
+    obs = jax.nn.one_hot(jnp.arange(80) % 3, 3)
+    learner = learner.replace(replay=replay.add(learner.replay, jnp.int32(0), obs, jnp.arange(80),
+                                                jnp.zeros(80), obs, jnp.zeros(80, bool)))
+    drawn = []
+    real = replay.sample
+    monkeypatch.setattr(replay, "sample", lambda *a: drawn.append(real(*a)) or drawn[-1])
+    for _ in range(3):
+        learner, _ = dqn.td_update(tcfg, net, learner, hp, jnp.int32(80))
+    rows = {tuple(np.asarray(b.action_B).tolist()) for b in drawn}
+    assert len(drawn) == 3 and len(rows) == 3, rows
 
 
 def test_dueling_ignores_padded_actions_and_minatar_shape():
@@ -457,6 +514,19 @@ def test_rmsprop_is_centred_with_eps_outside_the_root_and_adam_is_adam():
     adam = dqn.optimizer(tiny_cfg(optimizer="adam", opt_eps=1e-8, max_grad_norm=0.0))
     direction, _ = adam.update(grads[0], adam.init(grads[0]))
     np.testing.assert_allclose(direction, np.sign(grads[0]), rtol=1e-5)  # step 1: g / |g|
+
+
+def test_gradients_are_clipped_to_their_global_norm_first():
+    # Adam's first direction is g / (|g| + eps) elementwise, so with eps 1 it shows the scale
+    # of the gradient it got: [3, 4] over two leaves (global norm 5) clipped to norm 1 is
+    # [0.6, 0.8]; a norm of 10, or 0 (no clip), leaves it as it is.
+    grads = {"a": jnp.array([3.0]), "b": jnp.array([4.0])}
+    for max_norm, scale in ((1.0, 0.2), (10.0, 1.0), (0.0, 1.0)):
+        opt = dqn.optimizer(tiny_cfg(optimizer="adam", opt_eps=1.0, max_grad_norm=max_norm))
+        direction, _ = opt.update(grads, opt.init(grads))
+        g = scale * np.array([3.0, 4.0])
+        np.testing.assert_allclose([direction["a"][0], direction["b"][0]], g / (g + 1.0), rtol=1e-5,
+                                   err_msg=f"max_grad_norm={max_norm}")
 
 
 def test_rmsprop_and_polyak_learn_the_chain():
