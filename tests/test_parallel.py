@@ -76,3 +76,39 @@ def test_primary_bytes_is_exact_in_int32_halves(monkeypatch):
         assert parallel.primary_bytes(value) == value
     assert len(sent) == 12
     assert parallel.primary_bytes(1 << 70) == (1 << 62) - 1  # clipped, not wrapped
+
+
+PLACE = textwrap.dedent("""
+    import json
+    import jax
+    import numpy as np
+    from climit.teacher import dqn, train
+    g = 8
+    state = dqn.TrainState(learners={"w": np.zeros((g, 3), np.float32)}, t=np.int32(5),
+                           updates=np.int32(2))
+    hp = dqn.HParams(*[np.full(g, i, np.float32) for i in range(5)])
+    state, hp, tasks = train.place(state, hp, np.zeros((g, 2), np.int32))
+    placed = {"w": state.learners["w"], "t": state.t, "updates": state.updates, "tasks": tasks,
+              **hp._asdict()}
+    print("RESULT", json.dumps({k: [jax.device_count(), len(x.sharding.device_set),
+                                    list(x.sharding.shard_shape(x.shape))] for k, x in placed.items()}))
+""")
+
+
+def test_teacher_learners_are_split_over_the_devices_not_copied(tmp_path):
+    # 8 learners on 4 CPU devices: each device holds 2 learners' state, hyperparameters and
+    # tasks; the lockstep counters are on every device whole. (Replicating the learners would
+    # compute the same results, each device running all 8: the runs compared with one device
+    # cannot tell.)
+    import json
+    import subprocess
+
+    script = tmp_path / "place.py"
+    script.write_text(PLACE)
+    proc = subprocess.run([sys.executable, str(script)], env=procs.cpu_env(4), capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[7:])
+    want = {"w": [4, 4, [2, 3]], "t": [4, 4, []], "updates": [4, 4, []], "tasks": [4, 4, [2, 2]],
+            **{f: [4, 4, [2]] for f in ("lr", "gamma", "eps_end", "eps_decay_steps", "tau")}}
+    assert got == want
