@@ -636,6 +636,63 @@ def test_bench_ratio_only_for_the_same_steps_and_says_the_devices():
     assert list(bench._ratio(None, peer, "uniform")) == []
 
 
+def test_bench_counts_every_learners_steps_and_updates_and_times_compiles_apart(monkeypatch):
+    # 2 learners x 200 env steps (10 envs: 20 vector steps); from env step 100 (vector step 10)
+    # on, 5 updates a vector step: 55 per learner. The rates divide the totals of both learners
+    # by the loop's time, which leaves out every compile (each made 1000 s longer on the
+    # loop's clock here: two programs, before and past learning_starts).
+    import types
+
+    from climit.teacher import bench
+
+    offset, runs = [0.0], []
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0]))
+
+    class Lowered:
+        def __init__(self, lowered):
+            self.lowered = lowered
+
+        def compile(self):
+            offset[0] += 1000.0
+            return self.lowered.compile()
+
+    make, run_chunks = dqn.make_chunk, train._run_chunks
+    monkeypatch.setattr(dqn, "make_chunk", lambda *a, **k: types.SimpleNamespace(
+        lower=lambda *args: Lowered(make(*a, **k).lower(*args))))
+    monkeypatch.setattr(train, "_run_chunks", lambda *a, **k: runs.append(run_chunks(*a, **k)) or runs[-1])
+    monkeypatch.setattr(train, "evaluate_greedy", lambda *a, **k: np.zeros(1))  # not under test
+    cfg = bench.bench_config(200, ["teacher.learning_starts=100", "teacher.chunk_steps=10",
+                                   "teacher.q_log_period=10"])
+    rec = bench.measure(cfg, learners=2, write_histories=False)
+    ((_, timing),) = runs
+    assert rec["td_updates_per_learner"] == 5 * len(range(10, 21)) == 55
+    assert (timing.env_steps, timing.td_updates) == (2 * 200, 2 * 55)
+    assert timing.compile_s >= 2000.0 and timing.run_s < 1000.0
+    assert (rec["env_steps_per_s"], rec["td_updates_per_s"]) == (round(400 / timing.run_s, 1),
+                                                                 round(110 / timing.run_s, 1))
+    assert (rec["compile_s"], rec["train_s"]) == (round(timing.compile_s, 3), round(timing.run_s, 3))
+
+
+def test_bench_ratio_compares_the_peer_with_the_run_without_histories(monkeypatch):
+    # The peer writes no histories: its ratio line divides by climit's run that writes none,
+    # not by the (slower) one that does, which runs after it.
+    from climit.teacher import bench
+
+    def measure(cfg, learners, write):
+        speed = 30.0 if write else 60.0
+        return {"bench": "climit_teacher", "histories": write, "n_devices": 1,
+                "env_steps_per_learner": 6000, "env_steps_per_s": speed, "td_updates_per_s": speed / 10}
+
+    peer = {"bench": "rejax_dqn", "num_seeds": 2, "env_steps_total": 12000, "env_steps_per_s": 20.0,
+            "grad_updates_per_s": 2.0}
+    monkeypatch.setattr(bench, "measure", measure)
+    monkeypatch.setattr(bench, "run_peer", lambda script, learners, steps, sampler: [peer])
+    recs = list(bench.run([2], 6000, histories="both", peer="uniform"))
+    assert [(r["bench"], r.get("histories")) for r in recs] == [
+        ("climit_teacher", False), ("climit_teacher", True), ("rejax_dqn", None), ("ratio_climit_over_peer", None)]
+    assert (recs[-1]["env_steps_per_s"], recs[-1]["td_updates_per_s"]) == (3.0, 3.0)
+
+
 def test_bench_steps_below_the_peer_learning_starts_say_what_to_pass(monkeypatch, capsys):
     # The user passed only --steps; the config key it broke (learning_starts) is the peer's.
     from climit.teacher import bench
