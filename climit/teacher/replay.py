@@ -72,10 +72,3 @@ def sample(replay: Replay, count: jax.Array, key: jax.Array, batch_size: int) ->
                  reward_B=replay.reward_C[rows_B], next_obs_BxO=replay.next_obs_CxO[rows_B],
                  terminated_B=replay.terminated_C[rows_B])
 
-
-def nbytes(capacity: int, obs_shape: tuple[int, ...], obs_dtype: str) -> int:
-    """Bytes of one learner's buffer."""
-    obs = int(jnp.dtype(obs_dtype).itemsize) * capacity
-    for d in obs_shape:
-        obs *= d
-    return 2 * obs + capacity * (1 + 4 + 1)
