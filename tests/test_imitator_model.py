@@ -455,3 +455,98 @@ def test_forward_runs_the_attention_that_attention_used_reports(fake_gpu_attenti
     fallbacks = [w for w in caught if issubclass(w.category, M.AttentionFallback)]
     assert len(fallbacks) == int(refuse)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def random_tree(params, seed=0, scale=0.5):
+    """``params`` with every entry redrawn from N(0, scale^2): norm scales other than 1 and
+    nonzero biases, so a reference must use each parameter as documented to match."""
+    leaves, treedef = jax.tree.flatten(params.tree)
+    rng = np.random.default_rng(seed)
+    new = [jnp.asarray(rng.normal(0, scale, x.shape), jnp.float32) for x in leaves]
+    return M.Params(params.cfg, jax.tree.unflatten(treedef, new))
+
+
+def test_token_is_the_documented_sum_of_embeddings():
+    """token = E_obs(obs) + E_act(prev_action) + w_r * prev_reward + E_start(episode_start):
+    one table row per (entry, value) of a small uint8 observation (so (1, 2) != (2, 1)), action
+    row A for "none" (-1) and never for action 0, the reward term gone with use_reward off."""
+    params = random_tree(_init(cfg_(), jax.random.key(20)))
+    t = params.tree
+    toks = M.Tokens(obs=jnp.array([[1, 2], [2, 1], [0, 0], [7, 3]], jnp.uint8),
+                    prev_action=jnp.array([0, -1, 3, 0], jnp.int32),
+                    prev_reward=jnp.array([0.5, 1.0, -2.0, 0.0], jnp.float32),
+                    episode_start=jnp.array([False, True, False, True]))
+    obs_rows = np.asarray(toks.obs, int) + np.array([0, 256])
+    action_rows = np.where(np.asarray(toks.prev_action) < 0, 5, np.asarray(toks.prev_action))
+    no_reward = (np.asarray(t["obs_embed"]["embedding"])[obs_rows].sum(1)
+                 + np.asarray(t["action_embed"]["embedding"])[action_rows]
+                 + np.asarray(t["start_embed"]["embedding"])[np.asarray(toks.episode_start, int)])
+    want = no_reward + np.asarray(toks.prev_reward)[:, None] * np.asarray(t["reward_embed"])
+    embed = lambda p, tok: M._module(p).embed(tok)  # noqa: E731
+    np.testing.assert_allclose(embed(params, toks), want, rtol=1e-6, atol=1e-6)
+    blind = M.Params(dataclasses.replace(params.cfg, use_reward=False), params.tree)
+    np.testing.assert_allclose(embed(blind, toks), no_reward, rtol=1e-6, atol=1e-6)
+    assert np.abs(want - no_reward).max() > 0.1 and np.abs(want[0] - want[1]).max() > 0.1
+
+
+def _np_rms_norm(scale, x):
+    return x / np.sqrt(np.mean(x * x, -1, keepdims=True) + 1e-6) * scale
+
+
+def reference_forward(params, toks):
+    """The documented architecture in plain numpy (float64, T <= context, linear observation
+    embedding): pre-norm blocks of RoPE attention (scale 1/sqrt(h)) and a tanh-GELU MLP, each
+    residual; final RMSNorm; linear head; invalid actions at MASKED_LOGIT. [B, T, A]."""
+    cfg, t = params.cfg, jax.tree.map(lambda a: np.asarray(a, np.float64), params.tree)
+    B, T = toks.prev_action.shape
+    N, h = cfg.n_heads, cfg.head_dim
+    action_rows = np.where(toks.prev_action < 0, cfg.num_actions, toks.prev_action)
+    x = (np.asarray(toks.obs, np.float64) @ t["obs_embed"]["kernel"] + t["obs_embed"]["bias"]
+         + t["action_embed"]["embedding"][action_rows]
+         + t["start_embed"]["embedding"][np.asarray(toks.episode_start, int)]
+         + np.asarray(toks.prev_reward)[..., None] * t["reward_embed"])
+    cos, sin = (np.asarray(a, np.float64)[:T, None] for a in M.rope_table(cfg.context_len, h))
+    rope = lambda y: np.concatenate([y[..., :h // 2] * cos - y[..., h // 2:] * sin,  # noqa: E731
+                                     y[..., h // 2:] * cos + y[..., :h // 2] * sin], -1)
+    causal = np.tril(np.ones((T, T), bool))
+    for i in range(cfg.n_layers):
+        b = t[f"block{i}"]
+        q, k, v = np.split(_np_rms_norm(b["norm1"], x) @ b["qkv"]["kernel"], 3, -1)
+        q, k, v = (y.reshape(B, T, N, h) for y in (q, k, v))
+        s = np.einsum("bqnh,bknh->bnqk", rope(q), rope(k)) / np.sqrt(h)
+        p = np.exp(np.where(causal, s, -np.inf) - s.max(-1, keepdims=True))
+        attn = np.einsum("bnqk,bknh->bqnh", p / p.sum(-1, keepdims=True), v).reshape(B, T, -1)
+        x = x + attn @ b["proj"]["kernel"]
+        u = _np_rms_norm(b["norm2"], x) @ b["up"]["kernel"] + b["up"]["bias"]
+        gelu = 0.5 * u * (1 + np.tanh(np.sqrt(2 / np.pi) * (u + 0.044715 * u ** 3)))
+        x = x + gelu @ b["down"]["kernel"] + b["down"]["bias"]
+    logits = _np_rms_norm(t["norm_f"], x) @ t["head"]["kernel"] + t["head"]["bias"]
+    return np.where(np.asarray(cfg.action_mask), logits, M.MASKED_LOGIT)
+
+
+def test_forward_and_decoding_equal_a_numpy_reference_of_the_documented_architecture():
+    cfg = cfg_(**dict(FLOAT, action_mask=(True, True, False)), context_len=8)
+    params = random_tree(_init(cfg, jax.random.key(21)), seed=1)
+    toks = tokens(cfg, 2, 7)
+    want = reference_forward(params, jax.tree.map(np.asarray, toks))
+    np.testing.assert_allclose(_forward(params, toks), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(decode_all)(params, toks), want, rtol=1e-5, atol=1e-5)
+    assert np.ptp(want[..., :2]) > 1.0  # logits that differ: a wrong layer would show
+
+
+def test_dropout_keeps_one_minus_rate_of_the_entries_scaled_by_its_inverse():
+    x = jnp.full((200, 100), 3.0, jnp.float32)
+    out = np.asarray(M._dropout(x, 0.2, jax.random.key(0)))
+    kept = out != 0
+    np.testing.assert_allclose(out[kept], 3.0 / 0.8, rtol=1e-6)  # E[out] = x
+    assert abs(kept.mean() - 0.8) < 0.012  # 4 binomial s.d. of 20000 draws = 0.011
+    np.testing.assert_array_equal(M._dropout(x, 0.2, None), x)  # no key: identity
+
+
+def test_rms_norm_of_a_bf16_stream_takes_its_statistics_in_float32():
+    x = jnp.asarray(np.random.default_rng(0).normal(0, 3, (4, 64)), jnp.bfloat16)
+    scale = jnp.linspace(0.5, 1.5, 64, dtype=jnp.float32)
+    got = jax.jit(M._rms_norm)(scale, x)
+    want = _np_rms_norm(np.asarray(scale), np.asarray(x, np.float64))  # the bf16 values exactly
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
