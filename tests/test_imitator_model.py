@@ -336,7 +336,7 @@ def test_policy_rollout_takes_the_actions_of_full_recomputation():
 
     env = envs.make("darkroom")
     cfg = cfg_(context_len=8)
-    params = _init(cfg, jax.random.key(13))
+    params = random_tree(_init(cfg, jax.random.key(13)))  # logits that depend on every input
     act, cache0 = policy.policy(params, "greedy")
     steps = 50  # 2.5 episodes, 6 wraps of the cache
     run = jax.jit(lambda p, k: rollout.rollout(env, act, p, cache0, jnp.array([2, 7], jnp.int32),
@@ -541,6 +541,35 @@ def test_dropout_keeps_one_minus_rate_of_the_entries_scaled_by_its_inverse():
     np.testing.assert_allclose(out[kept], 3.0 / 0.8, rtol=1e-6)  # E[out] = x
     assert abs(kept.mean() - 0.8) < 0.012  # 4 binomial s.d. of 20000 draws = 0.011
     np.testing.assert_array_equal(M._dropout(x, 0.2, None), x)  # no key: identity
+
+
+def test_policy_token_forces_none_on_an_empty_cache_only():
+    """The first token of an empty cache has no previous step (prev_action -1, reward 0),
+    whatever the caller's input says; from the second on the input passes through."""
+    from climit import rollout
+    from climit.imitator import policy
+
+    cache = M.init_cache(cfg_(), 1)
+    inp = rollout.PolicyInput(obs=jnp.array([3, 4], jnp.uint8), prev_action=jnp.int32(2),
+                              prev_reward=jnp.float32(0.5), episode_start=jnp.array(False))
+    first = policy.token(cache, inp)
+    later = policy.token(cache.replace(t_B=jnp.array([1], jnp.int32)), inp)
+    assert (first.prev_action.tolist(), first.prev_reward.tolist()) == ([-1], [0.0])
+    assert (later.prev_action.tolist(), later.prev_reward.tolist()) == ([2], [0.5])
+    for tok in (first, later):  # a batch of 1, observation and start unchanged
+        np.testing.assert_array_equal(tok.obs, [[3, 4]])
+        assert tok.episode_start.tolist() == [False] and tok.prev_action.dtype == jnp.int32
+
+
+def test_trajectory_tokens_carry_the_previous_action_and_reward():
+    from climit.imitator import policy
+
+    toks = policy.trajectory_tokens(np.arange(8).reshape(4, 2), [3, 0, 2, 1], [0.0, 1.0, 0.5, 2.0],
+                                    [True, False, True, False])
+    assert toks.prev_action.tolist() == [[-1, 3, 0, 2]]
+    assert toks.prev_reward.tolist() == [[0.0, 0.0, 1.0, 0.5]]
+    assert toks.episode_start.tolist() == [[True, False, True, False]]
+    np.testing.assert_array_equal(toks.obs, np.arange(8).reshape(1, 4, 2))
 
 
 def test_rms_norm_of_a_bf16_stream_takes_its_statistics_in_float32():
