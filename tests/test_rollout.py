@@ -197,3 +197,32 @@ def test_q_policy_greedy_on_darkroom():
     _, traj = rollout.rollout(env, act, (goal, 0.0), (), goal, jax.random.key(0), 40)
     ep = rollout.episode_returns(traj.reward, traj.done, 2)
     np.testing.assert_array_equal(np.asarray(ep.returns), gridworlds.darkroom_optimal_return((7, 2)))
+
+
+def test_every_draw_of_a_rollout_gets_a_key_of_its_own(monkeypatch):
+    """The reset, and at every step the policy and the env, each get a key that no other draw
+    gets and that no other draw's key was split from (a consumer that splits its key would
+    otherwise reuse another's random bits): a policy never sees the env's randomness, and no
+    step repeats an earlier one's."""
+    env = envs.make("darkroom")
+    drawn = []
+
+    def recording(who, fn):  # fn(env, key, ...), noting the key it is called with
+        return lambda e, k, *a: (drawn.append((who, k)), fn(e, k, *a))[1]
+
+    monkeypatch.setattr(envs, "reset", recording("reset", envs.reset))
+    monkeypatch.setattr(envs, "step", recording("env", envs.step))
+
+    def spy(params, carry, inp, key):
+        drawn.append(("policy", key))
+        return jnp.int32(4), carry
+
+    task = jnp.array([3, 3], jnp.int32)
+    rs = rollout.init(env, jax.random.key(0), task)
+    for _ in range(5):
+        _, rs, _ = rollout.step(env, spy, None, (), rs, task)
+    assert [who for who, _ in drawn] == ["reset"] + ["policy", "env"] * 5
+    data = lambda k: tuple(np.asarray(jax.random.key_data(k)).ravel().tolist())  # noqa: E731
+    keys = {data(k) for _, k in drawn}
+    children = {data(c) for _, k in drawn for c in jax.random.split(k)}
+    assert len(keys) == len(drawn) and keys.isdisjoint(children)
