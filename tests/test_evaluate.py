@@ -44,10 +44,16 @@ FAKE_EVAL = ["teacher.total_env_steps=400", "teacher.learning_starts=100", "eval
              "imitator.ed_fraction=1.0"]
 
 
-def _fake_agents(monkeypatch, value: dict, calls: list) -> None:
+def _fake_agents(monkeypatch, value: dict, calls: list, keys: list | None = None) -> None:
     """Every agent of evaluate.evaluate replaced by one whose every episode returns
     ``value[role]`` (1 for a role not in it); each rollout is recorded in ``calls`` as (imitators,
-    random or dqn, env name, tasks shape)."""
+    random or dqn, env name, tasks shape), and in ``keys`` (if given) as (the same agent, env
+    name, the key data of its environment key)."""
+    def note(who, env, tasks, key):
+        calls.append((who, env.spec.name, np.shape(tasks)))
+        if keys is not None:
+            keys.append((who, env.spec.name, tuple(np.asarray(jax.random.key_data(key)).tolist())))
+
     def signals(v, rows, env, tasks, t):
         length = env.spec.episode_len
         done = np.zeros((rows, len(tasks), t), bool)
@@ -55,15 +61,15 @@ def _fake_agents(monkeypatch, value: dict, calls: list) -> None:
         return np.full((rows, len(tasks), t), v / length, np.float32), done
 
     def stacked(loaded, env, tasks, key, n, *a):
-        calls.append(("imitators", env.spec.name, np.shape(tasks)))
+        note("imitators", env, tasks, key)
         return [signals(value.get(im.params.cfg.role, 1.0), 2, env, tasks, n) for im in loaded]
 
     def random_(env, tasks, key, n, *a):
-        calls.append(("random", env.spec.name, np.shape(tasks)))
+        note("random", env, tasks, key)
         return signals(value.get("random", 1.0), 1, env, tasks, n)
 
     def dqn_(c, env, tasks, key, n, progress):
-        calls.append(("dqn", env.spec.name, np.shape(tasks)))
+        note("dqn", env, tasks, key)
         length = env.spec.episode_len
         rows, m = c.eval.dqn_seeds * len(tasks), n // length
         return (np.full((rows, m), value.get("dqn", 1.0), np.float32),
@@ -639,11 +645,12 @@ def test_bench_rollout_runs_the_peer_with_its_repeats_and_prints_the_ratio(tmp_p
                      "env_steps_per_s": round(mine["env_steps_per_s"] / 10.0, 3)}
 
 
-def _evaluate_recording_envs(tmp_path, monkeypatch, *extra):
-    """evaluate.evaluate with every agent faked: (results, [(agent, env name, tasks shape)])."""
+def _evaluate_recording_envs(tmp_path, monkeypatch, *extra, keys=None):
+    """evaluate.evaluate with every agent faked: (results, [(agent, env name, tasks shape)]);
+    ``keys``: see _fake_agents."""
     cfg = config.load(None, [*FAKE_EVAL, "env.transfer=keydoor", *extra])
     calls = []
-    _fake_agents(monkeypatch, {}, calls)
+    _fake_agents(monkeypatch, {}, calls, keys)
     return evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None), calls
 
 
@@ -655,6 +662,21 @@ def test_test_c_runs_every_agent_in_the_transfer_family(tmp_path, monkeypatch):
     assert {who for who, _ in on_keydoor} == {"imitators", "random", "dqn"}
     assert all(shape == (2, envs.spec("keydoor").task_dim) for _, shape in on_keydoor)
     assert results["tests"]["c"]["env"] == "keydoor"
+
+
+def test_imitators_and_the_random_policy_meet_the_same_env_keys(tmp_path, monkeypatch):
+    # Common random numbers: in each family every imitator rollout and the random policy get
+    # one and the same environment key (row s, task k then share their env randomness); the
+    # fresh DQNs get another (their keys drive their exploration too), and so does each family.
+    keys = []
+    _evaluate_recording_envs(tmp_path, monkeypatch, keys=keys)
+    by = {}
+    for who, name, key in keys:
+        by.setdefault(name, {}).setdefault(who, set()).add(key)
+    for name in ("darkroom", "keydoor"):
+        assert len(by[name]["imitators"]) == 1 and by[name]["random"] == by[name]["imitators"]
+        assert by[name]["dqn"].isdisjoint(by[name]["imitators"])
+    assert by["darkroom"]["random"] != by["keydoor"]["random"]
 
 
 def test_test_c_runs_on_eval_transfer_tasks_tasks(tmp_path, monkeypatch):
