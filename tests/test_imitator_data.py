@@ -339,3 +339,18 @@ def test_ed_keeps_the_episode_that_starts_exactly_at_the_cut(tmp_path):
     assert cut in ep.start.tolist()
     ix = D.stream_index(h, 0, D.DatasetSpec(variant="ed", seq_len=5, ed_fraction=0.1))
     assert ix.start.tolist() == [180, 184, 188, 192, 196]
+
+
+def test_synthetic_learner_follows_its_documented_rule():
+    """a_t = (a_{t-1} + 1 + r_{t-2}) mod 4 (r_{-1} = 0); the good arm always pays and the
+    others 1 time in 4; observations (step within the episode, 0); episodes truncate."""
+    T, g = 4000, 2
+    s = synthetic.learner_stream(g, T, 5, np.random.default_rng(0))
+    a, r = s["action"].astype(int), s["reward"]
+    r_before_last = np.concatenate([[0.0, 0.0], r[:-2]])  # r_{t-2}, 0 where none
+    np.testing.assert_array_equal(a[1:], (a[:-1] + 1 + r_before_last[1:]) % 4)
+    assert r[a == g].min() == 1.0 and set(np.unique(r).tolist()) == {0.0, 1.0}
+    assert abs(r[a != g].mean() - 0.25) < 0.033  # 4 binomial s.d. of the ~2800 other pulls
+    np.testing.assert_array_equal(s["obs"], np.stack([np.arange(T) % 5, np.zeros(T)], -1))
+    assert s["obs"].dtype == np.uint8 and not s["terminated"].any()
+    np.testing.assert_array_equal(np.flatnonzero(s["truncated"]), np.arange(4, T, 5))
