@@ -2,6 +2,8 @@
 
 import json
 import math
+import sys
+import types
 
 import pytest
 
@@ -66,17 +68,20 @@ def test_blank_lines_and_a_non_object_tail_are_not_records(tmp_path):
     assert [r["step"] for r in read_jsonl(path)] == [1, 2]
 
 
-def test_wandb_resumes_the_same_run_for_the_same_metrics_file(tmp_path, monkeypatch):
-    # A stand-in wandb module: a resumed stage gives W&B the same run id (W&B resumes only a run
-    # whose id it is given), another stage or run directory another id; records reach it.
-    import sys
-    import types
-
+def fake_wandb(monkeypatch):
+    """A stand-in wandb module; returns the lists its ``init`` kwargs and ``log`` calls go to."""
     inits, logged = [], []
     fake = types.SimpleNamespace(
         init=lambda **kw: inits.append(kw) or types.SimpleNamespace(
             log=lambda data, step: logged.append((step, data)), finish=lambda: None))
     monkeypatch.setitem(sys.modules, "wandb", fake)
+    return inits, logged
+
+
+def test_wandb_resumes_the_same_run_for_the_same_metrics_file(tmp_path, monkeypatch):
+    # A resumed stage gives W&B the same run id (W&B resumes only a run whose id it is given),
+    # another stage or run directory another id; records reach it.
+    inits, logged = fake_wandb(monkeypatch)
     paths = [tmp_path / "a" / "teacher" / "metrics.jsonl", tmp_path / "a" / "teacher" / "metrics.jsonl",
              tmp_path / "a" / "imitator" / "metrics.jsonl", tmp_path / "b" / "teacher" / "metrics.jsonl"]
     for i, path in enumerate(paths):
@@ -87,3 +92,52 @@ def test_wandb_resumes_the_same_run_for_the_same_metrics_file(tmp_path, monkeypa
     assert ids[0] == ids[1] and len(set(ids)) == 3
     assert all(kw["resume"] == "allow" and kw["project"] == "p" for kw in inits)
     assert logged[0] == (20, {"loss": 0.5})  # numbers only
+
+
+def test_wandb_run_id_names_the_file_not_how_its_path_is_spelled(tmp_path, monkeypatch):
+    # runs_dir given relative once and absolute once: one W&B run. The same relative path
+    # from another working directory is another run's file: another W&B run, not a merge.
+    inits, _ = fake_wandb(monkeypatch)
+    relative = "runs/a/teacher/metrics.jsonl"
+    for cwd, path in ((tmp_path / "x", relative), (tmp_path / "x", tmp_path / "x" / relative),
+                      (tmp_path / "y", relative)):
+        cwd.mkdir(exist_ok=True)
+        monkeypatch.chdir(cwd)
+        MetricsLogger(path, wandb_project="p").close()
+    ids = [kw["id"] for kw in inits]
+    assert ids[0] == ids[1] != ids[2]
+
+
+def test_tensorboard_hides_the_events_a_resumed_run_logs_again(tmp_path, monkeypatch):
+    # A stand-in tensorboardX. TensorBoard hides earlier events from purge_step on: all of them
+    # for a fresh start (0); after a resume from step 20, those after it (21), as metrics.jsonl
+    # keeps step 20's record. Only numbers are written, at the record's step.
+    writers = []
+
+    class Writer:
+        def __init__(self, logdir, purge_step):
+            self.logdir, self.purge_step, self.scalars = logdir, purge_step, []
+            writers.append(self)
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, value, step))
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=Writer))
+    path = tmp_path / "teacher" / "metrics.jsonl"
+    for resume_step in (None, 20):
+        with MetricsLogger(path, resume_step=resume_step, tensorboard=True) as log:
+            log.log({"step": 30, "loss": 0.5, "note": "text"})
+    assert [w.purge_step for w in writers] == [0, 21]
+    assert writers[0].logdir == str(tmp_path / "teacher" / "tensorboard")
+    assert writers[1].scalars == [("loss", 0.5, 30)]
+
+
+def test_a_damaged_stretch_mid_file_is_named_by_its_first_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\ngarbage\n[2]\n{"step": 4}\n')
+    with pytest.raises(ArtifactError, match=r"line 2 is not a JSON record, and records follow it "
+                                            r"\(line 4\)"):
+        read_jsonl(path)
