@@ -56,6 +56,32 @@ def test_interrupts_inside_a_held_block_wait_for_its_end():
         pass  # the interrupt dropped with that error is not raised here
 
 
+def test_nested_held_blocks_hold_an_interrupt_until_the_outermost_ends():
+    # The inner block ends first: the rest of the outer one (e.g. a save that calls a held
+    # helper) still runs before the interrupt.
+    done = []
+    with pytest.raises(KeyboardInterrupt), stopping.held_interrupts():
+        with stopping.held_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+        done.append("the rest of the outer block")
+    assert done == ["the rest of the outer block"]
+
+
+def test_a_held_block_leaves_a_programs_own_ctrl_c_handler_alone():
+    # Only Python's default handler (KeyboardInterrupt) is held: a program that installed its
+    # own keeps it, inside the block and after it.
+    def handler(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        with stopping.held_interrupts():
+            assert signal.getsignal(signal.SIGINT) is handler
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_checkpoint_save_finishes_before_ctrl_c_stops_it(tmp_path, monkeypatch):
     import jax.numpy as jnp
     from climit import checkpoint
@@ -93,6 +119,7 @@ def test_every_process_stops_if_any_was_asked_and_only_where_all_poll(monkeypatc
         assert stopping.requested(collective=True) == "a stop request to process 1"
         assert gathered == [0]
         os.kill(os.getpid(), signal.SIGTERM)
+        assert stopping.requested() is None and gathered == [0]  # its own too waits for one
         assert stopping.requested(collective=True) == "SIGTERM"  # its own reason first
         assert gathered == [0, 1]
     monkeypatch.setattr(multihost_utils, "process_allgather", lambda x: np.zeros(3, np.int32))
