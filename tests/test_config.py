@@ -100,6 +100,9 @@ def test_sweep_mapping():
     ("bogus.x=1", "bogus: unknown key; allowed: run, env"),
     ("teacher.lr=fast", "teacher.lr: expected a number, got 'fast'"),
     ("teacher.lr=-1", "teacher.lr: must be > 0.0"),
+    ("teacher.lr=.nan", "teacher.lr: expected a number, got nan"),  # no bound refuses NaN
+    ("teacher.lr=null", "teacher.lr: expected a number, got None"),  # not the default, silently
+    ("teacher.hidden=64", "teacher.hidden: expected a list of an integer, got 64"),
     ("teacher.batch_size=-4", "teacher.batch_size: must be >= 1"),
     ("teacher.dueling=3", "teacher.dueling: expected true/false"),
     ("teacher.loss=l1", "teacher.loss: expected one of 'huber', 'mse'"),
@@ -172,6 +175,9 @@ def test_strings_stay_strings_and_numbers_parse_only_for_numeric_fields(tmp_path
     ("teacher:\n  2: 3\n  foo: 1\n", "teacher.2: unknown key"),
     (b"\xd0\xcf\x11\xe0 binary", "is not valid YAML: 'utf-8' codec can't decode"),
     ("run:\n  seed: 99999999999999999999\n", "run.seed: must be <= 4294967295"),
+    # YAML 1.1 reads `no` as false: not the run name "False"; an empty value is not the default
+    ("run:\n  name: no\n", "run.name: expected a string, got False"),
+    ("teacher:\n  lr:\n", "teacher.lr: expected a number, got None"),
 ])
 def test_bad_preset_files_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
