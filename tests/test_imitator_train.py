@@ -779,7 +779,44 @@ def test_bench_reports_throughput_and_null_mfu_on_cpu():
     gpu = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 80GB HBM3")
     assert bench.peak_flops(gpu) == 989e12
     assert bench.peak_flops(SimpleNamespace(platform="gpu", device_kind="NVIDIA H200")) == 989e12
+    # the longest name that matches: not "H100" (SXM's 989) for the PCIe card
+    pcie = SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 PCIe")
+    assert bench.peak_flops(pcie) == 756e12
     assert bench.peak_flops(SimpleNamespace(platform="gpu", device_kind="Mystery GPU")) is None
+
+
+def test_bench_times_the_compiled_steps_apart_and_counts_every_seeds_tokens(monkeypatch):
+    """A scripted clock: the compile takes 4 s; 3 repeats of 2 steps take 2, 3 and 10 s. The
+    record: compile_s 4, the median repeat (3 s) for 2 steps of 2 seeds x 2 sequences x 16
+    tokens, and MFU = training FLOPs per token (forward + backward) x tokens/s / peak."""
+    from climit.imitator import bench
+
+    events, clock = [], iter([100.0, 104.0, 200.0, 202.0, 300.0, 303.0, 400.0, 410.0])
+    wait = jax.block_until_ready
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(
+        perf_counter=lambda: events.append("clock") or next(clock)))
+    monkeypatch.setattr(bench.jax, "block_until_ready", lambda x: events.append("wait") or wait(x))
+    models, flops = [], M.flops_per_token
+    monkeypatch.setattr(bench.model_lib, "flops_per_token",
+                        lambda mcfg, *a, **kw: models.append(mcfg) or flops(mcfg, *a, **kw))
+    peak = 1e7
+    monkeypatch.setattr(bench, "peak_flops", lambda device: peak)
+    icfg = config_lib.ImitatorConfig(d_model=32, n_layers=1, n_heads=4, context_len=8,
+                                     train_windows=2, seeds=2, compute_dtype="bfloat16")
+    rec = bench.measure(icfg, batch=2, steps=2, repeats=3)
+    # The compile timed alone, the warm-up step waited for before the first repeat, and each
+    # repeat's clock read once its steps are done on the device, not once they are dispatched.
+    assert events == ["clock", "clock", "wait"] + ["clock", "wait", "clock"] * 3
+    tokens_per_s = 2 * 2 * 2 * 16 / 3.0
+    assert (rec["compile_s"], rec["step_ms"], rec["seq_len"]) == (4.0, 1500.0, 16)
+    assert rec["tokens_per_s"] == round(tokens_per_s, 1)
+    mcfg = models[0]
+    assert (mcfg.d_model, mcfg.compute_dtype) == (32, "bfloat16")
+    assert rec["flops_per_token"] == flops(mcfg, 16, training=True)
+    assert rec["mfu"] == round(flops(mcfg, 16, training=True) * tokens_per_s / peak, 4)
+    assert rec["mfu_full_attention"] == round(
+        flops(mcfg, 16, training=True, causal=False) * tokens_per_s / peak, 4)
+    assert 0.01 < rec["mfu"] < rec["mfu_full_attention"] < 1  # the peak chosen to make it so
 
 
 def test_bench_reduced_labels_only_the_sizes_it_shrinks(monkeypatch):
