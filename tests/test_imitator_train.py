@@ -98,6 +98,42 @@ def test_action_loss_smooths_over_the_valid_actions_only():
     np.testing.assert_allclose(np.asarray(plain), [-logp[0]], rtol=1e-6)
 
 
+def test_lr_warms_up_linearly_then_decays_by_cosine_to_a_tenth():
+    # Peak 1e-3 after 10 warmup steps of 110; halfway through the decay (step 60) the cosine
+    # is at its middle: 1e-4 + 0.5 * (1e-3 - 1e-4); from step 110 on, 10% of the peak.
+    lr = T.schedule(config_lib.ImitatorConfig(lr=1e-3, warmup_steps=10, train_steps=110))
+    np.testing.assert_allclose([float(lr(s)) for s in (0, 5, 10, 60, 110, 200)],
+                               [0.0, 5e-4, 1e-3, 5.5e-4, 1e-4, 1e-4], rtol=1e-6)
+
+
+def test_the_logged_lr_is_the_schedules_at_the_step_it_was_used(baseline):
+    # The record of step s (s steps done) carries the lr of its last update, optax's count s - 1:
+    # 0 at step 1 (the warmup starts from 0), the peak at step 3 (TINY's 2 warmup steps).
+    lr = T.schedule(baseline.imitator)
+    recs = records(baseline)
+    assert [r["step"] for r in recs] == list(range(1, 11))
+    np.testing.assert_allclose([r["lr"] for r in recs], [float(lr(s - 1)) for s in range(1, 11)],
+                               rtol=1e-6)
+    assert recs[0]["lr"] == 0.0 and recs[2]["lr"] == pytest.approx(3e-3)
+
+
+def test_first_adamw_step_is_lr_times_the_gradients_sign_plus_decay_of_matrices_only():
+    """Adam's first update is -lr * g / (|g| + eps) per weight, whatever the gradient's scale
+    (max_grad_norm=0: no clipping, not a clip to 0); AdamW adds -lr * weight_decay * w on
+    matrices (ndim >= 2) only, not on biases or norm scales. Warmup 0: the peak lr at once."""
+    icfg = config_lib.ImitatorConfig(lr=1e-3, warmup_steps=0, weight_decay=0.5, max_grad_norm=0.0)
+    params = {"bias": jnp.array([0.5, -2.0]), "scale": jnp.ones(2),
+              "w": jnp.array([[1.0, -3.0], [1.5, 0.25]])}
+    grads = {"bias": jnp.array([3.0, -0.01]), "scale": jnp.array([-0.2, 5.0]),
+             "w": jnp.array([[0.01, 4.0], [-7.0, 0.5]])}
+    opt = T.optimizer(icfg)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    for name, w in params.items():
+        decay = 0.5 * np.asarray(w) if w.ndim >= 2 else 0.0
+        np.testing.assert_allclose(updates[name], -1e-3 * (np.sign(grads[name]) + decay),
+                                   rtol=1e-5, err_msg=name)
+
+
 def test_loss_falls_and_heldout_accuracy_beats_chance(runs):
     """The synthetic learner's action is a function of the reward two steps back: the imitator
     learns it on unseen tasks, and its predictions collapse when the rewards are hidden."""
