@@ -134,6 +134,45 @@ def test_first_adamw_step_is_lr_times_the_gradients_sign_plus_decay_of_matrices_
                                    rtol=1e-5, err_msg=name)
 
 
+def test_the_best_step_is_the_lowest_heldout_loss_not_the_latest(tmp_path):
+    # Steps 4, 8, 10, 12 scored 0.9, 0.3, 0.4, 0.5: the latest two and the best (8) are kept.
+    ckpt_dir = tmp_path / "checkpoints"
+    with checkpoint.Checkpointer(ckpt_dir, keep=2, best="heldout_loss") as c:
+        for step, loss in ((4, 0.9), (8, 0.3), (10, 0.4), (12, 0.5)):
+            c.save(step, {"w": jnp.full(2, float(step))}, metrics={"heldout_loss": loss})
+    assert checkpoint.complete_steps(ckpt_dir) == [8, 10, 12]
+    assert T._best(ckpt_dir) == (8, 0.3)
+    assert T._best_step(ckpt_dir) == 8  # no summary.json yet (a run still training)
+
+
+def test_heldout_loss_is_the_mean_plain_cross_entropy_over_every_heldout_token(baseline):
+    """The summary's held-out numbers, recomputed from the final imitators (step 10) on the
+    eval_batches x batch_size fixed held-out sequences: per seed, the mean over every token of
+    the cross-entropy without label smoothing (SHORT trains with 0.1) and the share of
+    argmax == target; heldout_loss is their mean over the seeds."""
+    icfg, out = baseline.imitator, T.output_dir(baseline)
+    summary = json.loads((out / "summary.json").read_text())
+    loaded = T.load(out, "latest")
+    assert loaded.step == summary["final_step"] == 10
+    setup = T._prepare(baseline, T.open_histories(T.histories_dir(baseline)))
+    heldout = T.data_lib.heldout_batches(setup.heldout_set, icfg.eval_batches, icfg.batch_size,
+                                         baseline.run.seed)
+    target = np.concatenate([b.target for b in heldout])[..., None]  # [eval_batches * B, T, 1]
+    forward = jax.jit(M.forward)
+    losses, accuracies = [], []
+    for seed in range(icfg.seeds):
+        logits = np.concatenate([forward(T.seed_params(loaded.params, seed), b.tokens)
+                                 for b in heldout])
+        logp = np.asarray(jax.nn.log_softmax(logits, -1))
+        losses.append(-np.take_along_axis(logp, target, -1).mean())
+        accuracies.append((logits.argmax(-1)[..., None] == target).mean())
+    np.testing.assert_allclose(summary["heldout_loss_per_seed"], losses, rtol=1e-5)
+    np.testing.assert_allclose(summary["heldout_accuracy_per_seed"], accuracies, rtol=1e-6)
+    assert summary["heldout_loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert summary["heldout_action_accuracy"] == pytest.approx(np.mean(accuracies), rel=1e-6)
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)  # the seeds differ: the mean is seen
+
+
 def test_loss_falls_and_heldout_accuracy_beats_chance(runs):
     """The synthetic learner's action is a function of the reward two steps back: the imitator
     learns it on unseen tasks, and its predictions collapse when the rewards are hidden."""
@@ -238,6 +277,17 @@ def test_sigterm_stops_at_the_next_checkpoint_step_and_the_rerun_is_identical(ru
     assert starts == [4]
     jax.tree.map(np.testing.assert_array_equal, latest_tree(baseline), latest_tree(cfg))
     assert records(cfg) == records(baseline)
+
+
+def test_a_stop_asked_for_when_only_the_summary_is_left_finishes_the_imitator(runs, baseline):
+    # The one checkpoint step is the last (eval_every > train_steps): a stop requested before it
+    # lets the run write its summary (all that is left) instead of exiting to be run again.
+    # (The baseline's programs: eval_every changes no compiled program.)
+    cfg = make_cfg(runs, "stop_at_end", *SHORT, "imitator.eval_every=20")
+    with stopping.watch(time_limit_s=0):
+        assert stopping.requested() == "time limit"
+        summary = T.train(cfg, progress=False)
+    assert summary["final_step"] == summary["best_step"] == 10 and T.finished(cfg)
 
 
 def test_histories_of_a_teacher_with_another_config_are_refused(runs, tmp_path):
