@@ -339,3 +339,66 @@ def test_paired_difference_interval_covers_the_truth_about_as_often_as_it_says()
         e = stats.difference(imitator, control, n_boot=400, seed=i)
         held.append(e.lo <= 0.5 <= e.hi)
     assert 0.9 <= np.mean(held) <= 0.99, np.mean(held)
+
+
+def test_gain_pairs_initial_and_final_within_each_replicate():
+    # Every task rises by exactly 3 from its own level (task levels 0..4): the mean curve of any
+    # resample of the tasks rises by 3 too, so each replicate's gain is 3 although its final
+    # return varies with the tasks drawn. Subtracting the point's initial return from each
+    # replicate's final return would give the final return's spread instead.
+    curves = np.arange(5.0)[None, :, None] + np.linspace(0.0, 3.0, 10)[None, None] + np.zeros((2, 1, 1))
+    out = stats.describe(curves, n_boot=200)
+    assert out["final"].hi - out["final"].lo > 1.0
+    e = out["gain"]
+    assert (e.value, e.lo, e.hi) == pytest.approx((3.0, 3.0, 3.0), abs=1e-12)
+
+
+def test_curve_band_at_a_point_is_the_interval_of_that_point():
+    # The band at the first grid point is the interval of the initial return, and at the last
+    # point that of the final return (the last tenth of 10 points): same seed, same replicates,
+    # same percentiles (2.5 and 97.5 at 95 %, no interpolation), for crossed and per-cell rows.
+    c = learning_curves(4, 6, 10, noise=0.3, seed=5) + np.random.default_rng(0).normal(0, 1, (4, 6, 10))
+    for crossed in (True, False):
+        _, lo, hi = stats.curve_band(c, n_boot=101, seed=2, crossed=crossed)
+        out = stats.describe(c, n_boot=101, seed=2, crossed=crossed)
+        assert (lo[0], hi[0]) == (out["initial"].lo, out["initial"].hi), crossed
+        assert (lo[-1], hi[-1]) == pytest.approx((out["final"].lo, out["final"].hi), rel=1e-12)
+    # Per-cell rows are the per-task means: their band is the band of one row of those means.
+    one = stats.curve_band(c.mean(0, keepdims=True), n_boot=101, seed=2)
+    np.testing.assert_allclose(stats.curve_band(c, n_boot=101, seed=2, crossed=False), one, rtol=1e-12)
+
+
+def test_difference_resamples_a_per_cell_control_by_task_only():
+    # A per-cell control (the DQN, the random policy) has no seed shared across tasks:
+    # relabelling its rows within each task changes no statistic of the difference.
+    rng = np.random.default_rng(2)
+    imitator = 10 + rng.normal(0, 1.0, (3, 6, 10))
+    control = 9 + rng.normal(0, 2.0, (5, 6, 1)) + np.zeros((1, 1, 10))
+    shuffled = np.stack([control[rng.permutation(5), k] for k in range(6)], axis=1)
+    one, two = (stats.difference(imitator, c, crossed_b=False, n_boot=300) for c in (control, shuffled))
+    assert (two.value, two.lo, two.hi) == pytest.approx((one.value, one.lo, one.hi), rel=1e-12)
+    crossed = stats.difference(imitator, control, n_boot=300)
+    assert one.hi - one.lo < crossed.hi - crossed.lo
+
+
+def test_per_seed_auc_ratio_uses_the_window_of_the_dqn_too():
+    # Inside test (b)'s window (after H = 50) the DQN earns 10 and the two imitator seeds 10 and
+    # 5: their own ratios are 1 and 0.5. Before H the DQN earns 1, which must not count.
+    grid = 10 * np.arange(1, 11)
+    dqn_P = np.where(grid > 50, 10.0, 1.0)
+    curves = {"imitator": np.array([1.0, 0.5])[:, None, None] * dqn_P + np.zeros((1, 5, 1)),
+              "dqn": np.broadcast_to(dqn_P, (3, 5, 10))}
+    out = stats.summarize_test(curves, grid, window=(50, np.inf), n_boot=50)
+    assert out["auc_ratio_per_seed"]["imitator"] == [1.0, 0.5]
+
+
+def test_summarize_test_compares_the_imitator_with_the_random_policy_by_task_only():
+    # The random policy's rows are per-cell learners: relabelling them within each task leaves
+    # the imitator-minus-random interval as it is.
+    rng, grid = np.random.default_rng(4), np.arange(1, 11)
+    random_policy = rng.normal(0, 2.0, (4, 6, 1)) + np.zeros((1, 1, 10))
+    shuffled = np.stack([random_policy[rng.permutation(4), k] for k in range(6)], axis=1)
+    base = {"imitator": 5 + rng.normal(0, 1.0, (3, 6, 10)), "dqn": 6 + rng.normal(0, 1.0, (2, 6, 10))}
+    one, two = (stats.summarize_test({**base, "random": r}, grid, n_boot=200)["imitator_vs"]["random"]
+                for r in (random_policy, shuffled))
+    assert two["auc_diff"] == pytest.approx(one["auc_diff"], rel=1e-12)
