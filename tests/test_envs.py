@@ -295,3 +295,40 @@ def test_every_env_in_the_table_steps():
         s = envs.step(env, jax.random.key(1), state, jnp.int32(0), task)
         assert s.obs.shape == env.spec.obs_shape, name
         assert s.obs.dtype == np.dtype(env.spec.obs_dtype), name
+
+
+def test_sample_tasks_can_draw_the_whole_split_in_a_key_dependent_order():
+    held = envs.all_tasks("darkroom", "heldout")
+    a = envs.sample_tasks("darkroom", jax.random.key(0), 17, "heldout")
+    b = envs.sample_tasks("darkroom", jax.random.key(1), 17, "heldout")
+    assert sorted(map(tuple, a)) == sorted(map(tuple, b)) == sorted(map(tuple, held))
+    assert a.tolist() != b.tolist() and a.tolist() != held.tolist()
+
+
+def test_single_task_envs_repeat_their_one_task():
+    assert envs.all_tasks("CartPole-v1", "train").shape == envs.all_tasks("CartPole-v1", "heldout").shape == (1, 0)
+    tasks = envs.sample_tasks("CartPole-v1", jax.random.key(0), 3, "heldout")
+    assert tasks.shape == (3, 0) and tasks.dtype == np.int32
+
+
+def test_interface_storage_dtypes():
+    # MinAtar's boolean channels and the grid positions are stored as uint8 (histories and
+    # replay hold millions of them); continuous observations as float32.
+    want = {"darkroom": "uint8", "keydoor": "uint8", "Breakout-MinAtar": "uint8",
+            "SpaceInvaders-MinAtar": "uint8", "CartPole-v1": "float32", "DeepSea-bsuite": "float32"}
+    assert {name: envs.spec(name).obs_dtype for name in want} == want
+
+
+def test_minatar_family_holds_out_a_game_it_does_not_train_on():
+    train, held = envs.family_members("minatar", "train"), envs.family_members("minatar", "heldout")
+    assert held == ("SpaceInvaders-MinAtar",)
+    assert not set(train) & set(held)
+    assert sorted(train + held) == sorted(f"{g}-MinAtar" for g in envs._MINATAR)
+
+
+def test_task_counts_of_every_grid_world():
+    # Known answers: 17 x 17 goals (58 of 289 held out); 81 x 80 key/door pairs (1296 of 6480).
+    assert envs.spec("darkroom_hard").num_tasks == {"train": 231, "heldout": 58}
+    assert envs.spec("keydoor").num_tasks == {"train": 5184, "heldout": 1296}
+    goals = np.concatenate([envs.all_tasks("darkroom_hard", s) for s in ("train", "heldout")])
+    assert {tuple(g) for g in goals} == {(x, y) for x in range(17) for y in range(17)}
