@@ -73,7 +73,7 @@ def _envs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
-@command("envs", "list every environment and family with its spec", args=_envs_args,
+@command("envs", "list every environment with its spec", args=_envs_args,
          takes_config=False)
 def cmd_envs(args: argparse.Namespace) -> int:
     from climit import envs

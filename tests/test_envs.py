@@ -319,13 +319,6 @@ def test_interface_storage_dtypes():
     assert {name: envs.spec(name).obs_dtype for name in want} == want
 
 
-def test_minatar_family_holds_out_a_game_it_does_not_train_on():
-    train, held = envs.family_members("minatar", "train"), envs.family_members("minatar", "heldout")
-    assert held == ("SpaceInvaders-MinAtar",)
-    assert not set(train) & set(held)
-    assert sorted(train + held) == sorted(f"{g}-MinAtar" for g in envs._MINATAR)
-
-
 def test_task_counts_of_every_grid_world():
     # Known answers: 17 x 17 goals (58 of 289 held out); 81 x 80 key/door pairs (1296 of 6480).
     assert envs.spec("darkroom_hard").num_tasks == {"train": 231, "heldout": 58}

@@ -87,13 +87,6 @@ _REGISTRY: dict[str, _Entry] = {
     "DeepSea-bsuite": _Entry(_gymnax("DeepSea-bsuite"), "deepsea", "single", "bsuite deep sea, size 8"),
 }
 
-# Families of environments whose *tasks are games* (not vmappable: one program per game).
-FAMILIES: dict[str, dict[str, tuple[str, ...]]] = {
-    "minatar": {"train": ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar",
-                          "Seaquest-MinAtar"),
-                "heldout": ("SpaceInvaders-MinAtar",)},
-}
-
 HELDOUT_EVERY = 5  # task index i is held out iff i % 5 == 0: deterministic, spread over the grid
 
 
@@ -145,11 +138,6 @@ def sample_tasks(name: str, key: jax.Array, n: int, split: str) -> np.ndarray:
         raise ValueError(f"{name} has {len(tasks)} {split} tasks; {n} requested")
     order = np.asarray(jax.random.permutation(key, len(tasks)))
     return tasks[order[:n]]
-
-
-def family_members(family: str, split: str) -> tuple[str, ...]:
-    """Environment names of a game family's split (e.g. MinAtar: train games, held-out game)."""
-    return FAMILIES[family][split]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +279,7 @@ def step(env: Env, key: jax.Array, state: Any, action: jax.Array, task_K: jax.Ar
 
 
 def table() -> list[dict[str, Any]]:
-    """One row per environment and family (what ``climit envs`` prints)."""
+    """One row per environment (what ``climit envs`` prints)."""
     rows = []
     for name in names():
         s = spec(name)
@@ -299,10 +287,4 @@ def table() -> list[dict[str, Any]]:
                      "native_obs": str(s.native_obs_shape), "actions": f"{s.native_num_actions}/{s.num_actions}",
                      "episode_len": s.episode_len, "train_tasks": s.num_tasks["train"],
                      "heldout_tasks": s.num_tasks["heldout"], "description": s.description})
-    for fam, splits in FAMILIES.items():
-        rows.append({"name": f"family:{fam}", "interface": spec(splits["train"][0]).interface,
-                     "obs": "", "native_obs": "", "actions": "", "episode_len": "",
-                     "train_tasks": len(splits["train"]), "heldout_tasks": len(splits["heldout"]),
-                     "description": "train: " + ", ".join(splits["train"]) + "; held out: "
-                     + ", ".join(splits["heldout"])})
     return rows
