@@ -601,3 +601,30 @@ def test_a_scheduled_chunk_equals_the_conditional_one(train_every, record, q_per
     for a, b in zip(jax.tree.leaves((s0, o0)), jax.tree.leaves((s1, o1))):
         np.testing.assert_array_equal(a, b)
     assert jax.tree.structure((s0, o0)) == jax.tree.structure((s1, o1))
+
+
+def test_dueling_q_is_value_plus_advantage_minus_its_mean_over_real_actions():
+    net = networks.QNet("mlp", (2,), 4, (3,), dueling=True, action_mask=(True, True, True, False))
+    zero = jax.tree.map(jnp.zeros_like, networks.init(net, jax.random.PRNGKey(0)))
+    params = dict(zero, q={"w": zero["q"]["w"], "b": jnp.array([1.0, 2.0, 6.0, 100.0])},
+                  value={"w": zero["value"]["w"], "b": jnp.array([5.0])})
+    # the real advantages 1, 2, 6 average 3: Q = 5 + A - 3
+    q = networks.apply(net, params, jnp.ones((2,)))
+    np.testing.assert_allclose(q[:3], [3.0, 4.0, 8.0])
+
+
+def test_minatar_network_is_a_relu_3x3_conv_of_16_channels_then_one_relu_dense_layer():
+    """Known reference: XLA's stride-1 VALID conv + bias + ReLU, flattened in (h, w, c) order,
+    one dense layer + ReLU, then the Q head; uint8 observations are read as their values."""
+    net = networks.QNet("minatar", (5, 6, 3), 4, (7,))
+    params = networks.init(net, jax.random.PRNGKey(3))
+    params = dict(params, conv={"w": params["conv"]["w"], "b": jnp.linspace(-0.5, 0.5, 16)},
+                  dense_0={"w": params["dense_0"]["w"], "b": jnp.linspace(-0.2, 0.2, 7)})
+    obs = jax.random.randint(jax.random.PRNGKey(4), (2, 5, 6, 3), 0, 2).astype(jnp.uint8)
+    conv = jax.lax.conv_general_dilated(obs.astype(jnp.float32), params["conv"]["w"], (1, 1), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert conv.shape == (2, 3, 4, 16)
+    x = jax.nn.relu(conv + params["conv"]["b"]).reshape(2, -1)
+    x = jax.nn.relu(x @ params["dense_0"]["w"] + params["dense_0"]["b"])
+    want = x @ params["q"]["w"] + params["q"]["b"]
+    np.testing.assert_allclose(networks.apply(net, params, obs), want, rtol=1e-5, atol=1e-5)
