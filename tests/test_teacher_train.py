@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from climit import checkpoint, cli, config, envs, histories, parallel, stopping
+from climit.envs import gridworlds
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.metrics import read_jsonl
-from climit.teacher import dqn, train
+from climit.teacher import dqn, networks, train
 
 import procs
 
@@ -983,3 +985,41 @@ def test_fresh_learners_stop_at_total_env_steps_when_chunks_do_not_divide_it():
     assert ep.valid.sum(1).tolist() == [15, 15]  # 300 steps / 20-step episodes
     assert int(ep.end_step[ep.valid].max()) == 300
     assert res.timing.env_steps == 2 * 300
+
+
+def test_greedy_evaluation_runs_each_learner_greedily_on_its_own_task():
+    """Dark Room, constant Q-networks: learner 0 always stays (goal at the centre: reward on all
+    20 steps), learner 1 always moves +y (goal 4 cells away on the wall: 17 rewards)."""
+    tcfg = config.TeacherConfig(hidden=(4,))
+    env = envs.make("darkroom")
+    net = dqn.network(tcfg, env.spec)
+    zero = jax.tree.map(jnp.zeros_like, networks.init(net, jax.random.PRNGKey(0)))
+    prefer = jnp.eye(env.spec.num_actions)[jnp.array([4, 0])]  # action 4 stays, action 0 is +y
+    params_G = jax.tree.map(lambda x: jnp.stack([x, x]), zero)
+    params_G["q"]["b"] = prefer
+    tasks_GxK = np.array([[4, 4], [4, 8]], np.int32)
+    want = [gridworlds.darkroom_optimal_return((4, 4)), gridworlds.darkroom_optimal_return((4, 8))]
+    assert want == [20.0, 17.0]
+    got = train.evaluate_greedy(tcfg, env, params_G, tasks_GxK, jax.random.PRNGKey(1), episodes=3)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_summary_holds_each_learners_greedy_return_on_its_own_task_in_learner_order(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_eval(tcfg, env, params_G, tasks_GxK, key, episodes, eps=0.0):
+        calls.append((params_G, np.asarray(tasks_GxK), episodes, eps))
+        return 10.0 * np.arange(len(tasks_GxK)) + 1.0
+
+    monkeypatch.setattr(train, "evaluate_greedy", fake_eval)
+    cfg = tiny(tmp_path, "wired", "teacher.total_env_steps=400", "teacher.snapshot_steps=[]",
+               "teacher.eval_episodes=3")
+    summary = train.teach(cfg, tmp_path / "wired", progress=False, log=lambda s: None)
+    [(params_G, tasks_GxK, episodes, eps)] = calls
+    assert (episodes, eps) == (3, 0.0)
+    np.testing.assert_array_equal(tasks_GxK, train.plan(cfg).tasks_GxK)
+    jax.tree.map(np.testing.assert_array_equal, params_G, _final_params(tmp_path / "wired"))
+    assert summary["final_return_per_learner"] == [1.0, 11.0, 21.0, 31.0]
+    assert summary["final_return_mean"] == 16.0
+    saved = json.loads((tmp_path / "wired" / "teacher" / "summary.json").read_text())
+    assert saved["final_return_per_learner"] == summary["final_return_per_learner"]
