@@ -38,3 +38,23 @@ def test_a_tiny_profile_writes_rates_kernels_and_hlo_per_side(tool, tmp_path, ca
         assert report[side]["host"]["events"] > 0
         assert "HloModule" in (tmp_path / f"{side}.hlo.txt").read_text()
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_each_variant_gets_the_common_overrides_then_its_own_so_its_own_win(tool, tmp_path, monkeypatch):
+    seen = []
+
+    def record(learners, steps, overrides):
+        seen.append((learners, steps, overrides))
+        if len(seen) == 2:
+            raise _Stop
+
+    monkeypatch.setattr(tool, "climit_side", record)
+    with pytest.raises(_Stop):  # options and overrides intermixed, as the usage line allows
+        tool.main([str(tmp_path), "teacher.loss=mse", "--variant", "huber=teacher.loss=huber,teacher.double=false,",
+                   "--steps", "100", "teacher.hidden=[8]", "--learners", "3"])
+    common = ["teacher.loss=mse", "teacher.hidden=[8]"]
+    assert seen == [(3, 100, common), (3, 100, common + ["teacher.loss=huber", "teacher.double=false"])]
