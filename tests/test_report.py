@@ -587,3 +587,30 @@ def test_improves_in_context_is_unclear_when_the_dqn_does_not_clearly_learn():
     assert matches is True
     assert improves is None and evidence.startswith("not testable here")
     assert report.verdict("a", test) == "inconclusive"
+
+
+@pytest.mark.parametrize("flag, test", [([], "b"), (["--test", "a"], "a"), (["--test", "b"], "b")])
+def test_score_imitator_cli_scores_the_given_imitator_in_the_chosen_test(tmp_path, monkeypatch, capsys,
+                                                                         flag, test):
+    """main(): the chosen test (default b), rolled out to that test's last grid step; the run's
+    imitator of that test and the given one, scored as :func:`score` scores them."""
+    results, curves = synthetic_eval(tmp_path)
+    tool = procs.load_script("score_imitator")
+    rolled = []
+
+    def steps(loaded, env, tasks, key, num_steps, cfg, desc, progress):
+        rolled.append((loaded, tasks.tolist(), num_steps, desc))
+        return "reward", "done"
+
+    monkeypatch.setattr(tool.ev, "heldout_family", lambda cfg: (None, "env", np.array(results["tasks"]["a"]), "key"))
+    monkeypatch.setattr(tool.imitator_train, "load", lambda path, step: ("loaded", str(path), step))
+    monkeypatch.setattr(tool.ev, "imitator_steps", steps)
+    monkeypatch.setattr(tool.ev, "curves_from_steps", lambda r, d, grid_P: curves[f"{test}.ed"])
+    monkeypatch.setattr(sys, "argv", ["score_imitator.py", str(tmp_path), str(tmp_path / "other"), *flag])
+    tool.main()
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
+    assert rolled == [(("loaded", str(tmp_path / "other"), "best"), results["tasks"]["a"],
+                       int(curves[f"{test}.grid"][-1]), str(tmp_path / "other"))]
+    want = tool.score(results, curves, test, {f"run's imitator of test ({test})": curves[f"{test}.imitator"],
+                                              str(tmp_path / "other"): curves[f"{test}.ed"]})
+    assert lines == json.loads(json.dumps(want)) and len(lines) == (2 if test == "a" else 4)
