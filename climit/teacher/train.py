@@ -697,10 +697,11 @@ def _check_memory(tcfg: TeacherConfig, shape: dqn.TrainState, g: int) -> None:
     need = _tree_bytes(shape) // jax.device_count()  # learners are sharded over the devices
     if limit is None or need <= limit:
         return
+    size = histories.human_bytes
     raise ClimitError(f"the teacher's {g} learners do not fit in memory: their state (replay "
                       f"buffers of teacher.buffer_size={tcfg.buffer_size} transitions each, "
-                      f"networks and optimizer) takes {histories.human_bytes(need)} per device, more than the "
-                      f"{histories.human_bytes(limit)} of {where}; lower teacher.buffer_size, run fewer learners "
+                      f"networks and optimizer) takes {size(need)} per device, more than the "
+                      f"{size(limit)} of {where}; lower teacher.buffer_size, run fewer learners "
                       f"(teacher.seeds, env.train_tasks, sweep points), or use more devices")
 
 
