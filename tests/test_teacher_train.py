@@ -1004,6 +1004,29 @@ def test_greedy_evaluation_runs_each_learner_greedily_on_its_own_task():
     np.testing.assert_array_equal(got, want)
 
 
+def test_greedy_evaluation_averages_every_asked_episode():
+    """Random actions (eps=1) on Dark Room make episodes differ, so the mean of 16 episodes
+    spreads over learners about 4x less than one episode's return (the same task and params for
+    all): a mean of fewer episodes than asked would spread as much as one."""
+    tcfg = config.TeacherConfig(hidden=(4,))
+    env = envs.make("darkroom")
+    params = networks.init(dqn.network(tcfg, env.spec), jax.random.PRNGKey(0))
+    g = 256
+    params_G = jax.tree.map(lambda x: jnp.stack([x] * g), params)
+    tasks_GxK = np.tile(np.array([[4, 5]], np.int32), (g, 1))  # the goal next to the start
+
+    def spread(episodes):
+        got = train.evaluate_greedy(tcfg, env, params_G, tasks_GxK, jax.random.PRNGKey(1),
+                                    episodes=episodes, eps=1.0)
+        assert np.isfinite(got).all() and got.shape == (g,)
+        return got.mean(), got.std()
+
+    mean_1, std_1 = spread(1)
+    mean_16, std_16 = spread(16)
+    assert std_1 > 1.0
+    assert std_16 < 0.4 * std_1
+    assert abs(mean_16 - mean_1) < 4 * std_1 / np.sqrt(g)
+
 def test_summary_holds_each_learners_greedy_return_on_its_own_task_in_learner_order(tmp_path, monkeypatch):
     calls = []
 
