@@ -354,3 +354,78 @@ def test_synthetic_learner_follows_its_documented_rule():
     np.testing.assert_array_equal(s["obs"], np.stack([np.arange(T) % 5, np.zeros(T)], -1))
     assert s["obs"].dtype == np.uint8 and not s["terminated"].any()
     np.testing.assert_array_equal(np.flatnonzero(s["truncated"]), np.arange(4, T, 5))
+
+
+def test_the_smallest_heldout_fraction_still_holds_out_one_task(hist):
+    # 0.01 of 12 tasks rounds to 0: held-out loss needs at least one task (0 is not allowed).
+    train, held = D.split_streams(hist, 0.01, seed=0)
+    assert len({hist.stream_info(s).task for s in held}) == 1 and len(train) == 22
+
+
+def test_a_horizon_on_an_episode_start_keeps_no_empty_episode(hist):
+    # H = 96 env steps of a 2-env learner: 48 steps per stream, where an episode of 4 starts;
+    # that episode has no step before H, so it is not kept (as an empty episode).
+    spec = D.DatasetSpec(seq_len=5, horizon=96)
+    ix = D.stream_index(hist, 5, spec)
+    assert ix.start.tolist() == list(range(0, 48, 4)) and ix.length.tolist() == [4] * 12
+    ds = D.WindowDataset(hist, [0, 5], spec)
+    assert ds.num_tokens == 96 and ds.in_memory
+    assert ds._virtual.episode_start.sum() == 24
+
+
+def test_shuffled_orders_differ_between_streams(hist):
+    # Fixed per run.seed *and* stream: two streams with the same episodes get other orders.
+    spec = D.DatasetSpec(variant="shuffled", seq_len=10)
+    a, b = D.stream_index(hist, 0, spec), D.stream_index(hist, 2, spec)
+    assert sorted(a.start.tolist()) == sorted(b.start.tolist())
+    assert not np.array_equal(a.start, b.start)
+
+
+def test_negative_window_ids_are_refused(ragged):
+    # np.take wraps negative rows around: an id below 0 would read another stream's steps.
+    ds = D.WindowDataset(ragged, [0, 1], D.DatasetSpec(seq_len=10))
+    assert ds.in_memory
+    with pytest.raises(IndexError, match="outside"):
+        ds.windows([3, -1])
+
+
+def test_read_groups_cut_at_blocks_and_at_the_memory_budget(hist):
+    # Blocks of 5 streams; a full-length stream takes 200 steps x 8 bytes: a budget of three
+    # streams' bytes reads blocks [0..4], [5..9] as groups of at most 3 within one block.
+    per_stream = D.virtual_bytes(hist, hist.num_steps)
+    assert per_stream == 200 * (2 + 1 + 4 + 1)
+    spec = D.DatasetSpec(seq_len=10)
+    ds = D.WindowDataset(hist, range(10), spec, max_bytes=3 * per_stream)
+    assert ds._read_groups() == [[0, 1, 2], [3, 4], [5, 6, 7], [8, 9]]
+    ds = D.WindowDataset(hist, range(10), spec, max_bytes=3 * per_stream - 1)
+    assert ds._read_groups() == [[0, 1], [2, 3], [4], [5, 6], [7, 8], [9]]
+
+
+def test_virtual_bytes_counts_every_field_held_in_memory(hist, ragged):
+    for h, spec in ((hist, D.DatasetSpec(seq_len=8)),
+                    (ragged, D.DatasetSpec(variant="ed", seq_len=4, subsample=2))):
+        ds = D.WindowDataset(h, range(h.num_streams), spec)
+        assert ds.in_memory
+        held = sum(x.nbytes for x in ds._virtual)
+        assert held == D.virtual_bytes(h, ds.num_tokens) > 0
+
+
+def test_heldout_batches_are_distinct_windows_and_shard_by_rows(hist, monkeypatch):
+    # eval_batches batches of one epoch's order: 3 x 4 different windows (not one batch 3
+    # times); a process's rows of each are that slice of the global batch.
+    ds = D.WindowDataset(hist, range(6), D.DatasetSpec(seq_len=12))
+    read, windows = [], ds.windows
+    monkeypatch.setattr(ds, "windows", lambda ids: read.append(list(ids)) or windows(ids))
+    full = D.heldout_batches(ds, 3, 4, seed=1)
+    assert [len(ids) for ids in read] == [4, 4, 4] and len(set(sum(read, []))) == 12
+    parts = [D.heldout_batches(ds, 3, 4, seed=1, rows=slice(r, r + 2)) for r in (0, 2)]
+    for b, lo, hi in zip(full, *parts):
+        assert lo.target.shape == (2, 12)
+        assert_batches_identical(D.Batch(*[_cat(x, y) for x, y in zip(lo, hi)]), b)
+
+
+def _cat(a, b):
+    """Concatenate two batches' leaves (or Tokens of leaves) along the batch axis."""
+    if isinstance(a, tuple):
+        return type(a)(*[np.concatenate([x, y]) for x, y in zip(a, b)])
+    return np.concatenate([a, b])
