@@ -355,3 +355,93 @@ def test_append_refuses_actions_that_do_not_fit_uint8(tmp_path):
             w.append(np.zeros((1, 2, 2)), np.array([[0, bad]]), zeros, zeros, zeros)
     w.append(np.zeros((1, 2, 2)), np.array([[0, 255]]), zeros, zeros, zeros)
     assert histories.open(tmp_path / "h").read("action", 0).tolist() == [0, 255]
+
+
+def test_a_grown_chunk_is_reported_as_resized_not_only_as_corrupt(tmp_path):
+    # Its checksum fails too, but the size says more: the file is not the one written.
+    _write(tmp_path / "h", _data(13, CUTS[-1]), CUTS)
+    grown = tmp_path / "h" / "chunks" / "b00000_t000000000010.npz"
+    grown.write_bytes(grown.read_bytes() + b"\0")
+    h = histories.open(tmp_path / "h")
+    with pytest.raises(ArtifactError, match=r"b00000_t000000000010\.npz is truncated or resized"):
+        h.read("action", 1, 12, 14)
+
+
+def test_range_errors_name_the_range_and_the_missing_step(tmp_path):
+    _write(tmp_path / "h", _data(14, CUTS[-1]), CUTS)
+    h = histories.open(tmp_path / "h")
+    with pytest.raises(IndexError, match=r"range \[10, 5\) outside \[0, 23\)"):
+        h.read("reward", 0, 10, 5)
+    # A History built past open()'s check, without chunk [7, 10): a read from step 5 names
+    # step 7 (the first one missing), not its position in the read.
+    manifest = dict(h.manifest, chunks=[c for i, c in enumerate(h.manifest["chunks"]) if i != 1])
+    gapped = histories.History(h.path, h.meta, manifest)
+    with pytest.raises(ArtifactError, match="no chunk for reward at step 7 "):
+        gapped.read("reward", 0, 5, 12)
+
+
+def test_q_values_of_a_history_without_them_are_refused(tmp_path):
+    w = histories.create(tmp_path / "h", spec=SPEC, streams=_streams(1))
+    w.append(np.zeros((1, 3, 2)), np.zeros((1, 3)), np.zeros((1, 3)), np.zeros((1, 3)),
+             np.zeros((1, 3)))
+    h = histories.open(tmp_path / "h")
+    assert h.q_period == 0 and h.num_q == 0
+    with pytest.raises(ValueError, match="no Q-values"):
+        h.read("q_values", 0)
+
+
+def _replace_chunk(hdir, name: str, data: bytes) -> None:
+    """Replace chunk file ``name`` with ``data`` and record its length and crc32 in the
+    manifest, so that only decoding can tell."""
+    import zlib
+
+    (hdir / "chunks" / name).write_bytes(data)
+
+    def fix(m):
+        entry = next(f for c in m["chunks"] for f in c["files"] if f["name"] == name)
+        entry.update(bytes=len(data), crc32=zlib.crc32(data))
+        return m
+    _edit_json(hdir / "manifest.json", fix)
+
+
+def test_a_chunk_that_passes_its_checksum_but_does_not_decode_is_named(tmp_path):
+    import io
+
+    d = _data(15, CUTS[-1])
+    _write(tmp_path / "h", d, CUTS)
+    name = "b00001_t000000000007.npz"
+    with np.load(tmp_path / "h" / "chunks" / name) as z:
+        kept = {f: z[f] for f in z.files if f != "reward"}
+    buf = io.BytesIO()
+    np.savez(buf, **kept)
+    _replace_chunk(tmp_path / "h", name, buf.getvalue())
+    h = histories.open(tmp_path / "h")
+    np.testing.assert_array_equal(h.read("action", 2, 7, 10), d["action"][2, 7:10])
+    with pytest.raises(ArtifactError, match=rf"{name} has no field 'reward'"):
+        h.read("reward", 2, 7, 10)
+    _replace_chunk(tmp_path / "h", name, b"not a zip file")
+    with pytest.raises(ArtifactError, match=rf"{name} cannot be decoded"):
+        histories.open(tmp_path / "h").read("obs", 3, 8, 9)
+
+
+def test_a_chunk_of_another_dtype_than_the_metadata_is_refused(tmp_path):
+    # meta.json edited to uint16 observations (env and dtypes alike, so open() accepts it):
+    # the uint8 chunks must not be copied into uint16 arrays as if they were.
+    _write(tmp_path / "h", _data(16, CUTS[-1]), CUTS)
+    _edit_json(tmp_path / "h" / "meta.json",
+               lambda m: dict(m, env=dict(m["env"], obs_dtype="uint16"),
+                              dtypes=dict(m["dtypes"], obs="uint16")))
+    h = histories.open(tmp_path / "h")
+    with pytest.raises(ArtifactError, match=r"holds obs of shape \(2, 7, 2\) \(uint8\).*uint16"):
+        h.read("obs", 0, 0, 3)
+
+
+def test_episode_returns_are_summed_in_float64(tmp_path):
+    # 4096 rewards of 0.1 (float32) in one episode: summed in float32 the return drifts.
+    w = histories.create(tmp_path / "h", spec=SPEC, streams=_streams(1))
+    n = 4096
+    w.append(np.zeros((1, n, 2)), np.zeros((1, n)), np.full((1, n), 0.1, np.float32),
+             np.zeros((1, n), bool), np.zeros((1, n), bool))
+    ep = histories.open(tmp_path / "h").episodes(0)
+    assert ep.ret.dtype == np.float64
+    assert ep.ret[0] == np.float32(0.1).astype(np.float64) * n
