@@ -410,8 +410,12 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(runs, b
     link = T.histories_dir(cfg)
     link.unlink()
     link.symlink_to(bad_dir)
-    with pytest.raises(TrainingDiverged, match=r"last good checkpoint \(step 4\) is kept"):
+    # Caught at the first record after it (log_every 1: step 5), before that record is logged,
+    # not at the next evaluation's weight check (step 8).
+    with pytest.raises(TrainingDiverged, match=r"NaN/Inf by step 5; the last good checkpoint "
+                       r"\(step 4\) is kept"):
         T.train(cfg, progress=False)
+    assert [r["step"] for r in records(cfg)] == [1, 2, 3, 4]
     loaded = T.load(T.output_dir(cfg), "latest")
     assert loaded.step == 4
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(loaded.params.tree))
@@ -957,3 +961,78 @@ def test_bench_on_gpu_prints_cudnn_first_and_the_ratio_on_the_xla_record(monkeyp
     assert first["attention"] == "cudnn" and first["cudnn_xla_ratio"] is None
     (second,) = list(records)
     assert second["attention"] == "xla" and second["cudnn_xla_ratio"] == 3.0
+
+
+def test_timing_counts_the_first_step_as_compilation_and_the_rest_as_run_time(monkeypatch):
+    # A resumed segment starts from the saved totals (1 s compiling, 3 steps in 5 s): its first
+    # step (begun at 10, waited for until 13) adds 3 s of compilation, its next two steps add
+    # 7 s of run time (13 -> 20): 5 steps of 60 tokens in 12 s.
+    now, waited = [13.0], []
+    monkeypatch.setattr(T.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(T.jax, "block_until_ready", waited.append)
+    t = T.Timing(compile_s=1.0, run_s=5.0, steps=3).after_step(10.0, "first")
+    t = t.after_step(13.0, "second").after_step(13.5, "third")
+    assert waited == ["first"]
+    now[0] = 20.0
+    assert t.totals() == {"compile_s": 4.0, "run_s": 12.0, "steps": 5}
+    assert t.tokens_per_s(60) == pytest.approx(25.0)
+    assert T.Timing().tokens_per_s(60) is None
+
+
+def test_summary_counts_the_data_and_sizes_of_the_run(baseline):
+    # 16 learners of 160 steps, a quarter held out; sequences of 2 windows of 8 steps: each of
+    # the 12 training streams holds 160 - 16 + 1 windows and 160 tokens.
+    s = json.loads((T.output_dir(baseline) / "summary.json").read_text())
+    assert (s["train_streams"], s["heldout_streams"]) == (12, 4)
+    assert (s["train_windows"], s["train_tokens"]) == (12 * 145, 12 * 160)
+    assert (s["seq_len"], s["context_len"], s["seeds"], s["final_step"]) == (16, 8, 2, 10)
+    assert (s["tag"], s["variant"], s["horizon"]) == ("ad", "ad", 0)
+    assert s["fingerprint"] == T.fingerprint(baseline) and s["devices"] == jax.device_count()
+
+
+def test_sparse_records_hold_their_own_steps_metrics_and_the_latest_checkpoints_are_kept(
+        runs, baseline):
+    """log_every 3 and eval_every 2 change which steps are recorded, not what is trained: a
+    record holds its own step's training metrics (not those of the first step since the last
+    record), equal to the every-step baseline's; step 1 is recorded too. keep_checkpoints 4
+    keeps the latest 4 evaluated steps plus the best (lowest held-out loss)."""
+    cfg = make_cfg(runs, "sparse", *SHORT, "imitator.log_every=3", "imitator.eval_every=2",
+                   "imitator.keep_checkpoints=4")
+    s = T.train(cfg, progress=False)
+    got, want = records(cfg), {r["step"]: r for r in records(baseline)}
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 6, 8, 9, 10]
+    keys = ("loss", "accuracy", "grad_norm", "lr")
+    assert [[r[k] for k in keys] for r in got] == [[want[r["step"]][k] for k in keys] for r in got]
+    scored = {r["step"]: r["heldout_loss"] for r in got if "heldout_loss" in r}
+    assert sorted(scored) == [2, 4, 6, 8, 10]
+    assert [scored[i] for i in (4, 8, 10)] == [want[i]["heldout_loss"] for i in (4, 8, 10)]
+    best = min(scored, key=scored.get)
+    assert s["best_step"] == best
+    kept = checkpoint.complete_steps(T.output_dir(cfg) / "checkpoints")
+    assert kept == sorted({4, 6, 8, 10, best})
+
+
+def test_dropout_masks_differ_between_steps_and_between_seeds(runs, baseline):
+    # Two seeds with the same weights on the same sequences: their losses differ only through
+    # dropout (the held-out evaluation, without dropout, scores them equal), whose keys come
+    # from the step and the seed; the same weights at another step draw other masks.
+    from climit import parallel
+
+    icfg = baseline.imitator
+    history = T.open_histories(T.histories_dir(baseline))
+    mcfg = M.model_config(icfg, T.history_spec(history))
+    programs = T._programs(mcfg, icfg, parallel.mesh())  # compiled by the baseline run
+    state = programs.init(jax.random.key(0))
+    twin = lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), tree)  # noqa: E731
+    batch = T._prepare(baseline, history).train_set.windows(np.arange(icfg.batch_size))
+    both = jax.tree.map(lambda x: np.stack([x, x]), batch)
+
+    def loss_at(step):
+        start = T.TrainState(step=jnp.int32(step), tree=twin(state.tree),
+                             opt_state=twin(state.opt_state))
+        return np.asarray(programs.step(jax.random.key(1), start, both)[1].loss)
+
+    evaluated, _ = programs.eval(twin(state.tree), batch)
+    assert evaluated[0] == evaluated[1]
+    at0, at1 = loss_at(0), loss_at(1)
+    assert at0[0] != at0[1] and at1[0] != at0[0] and at1[1] != at0[1]
