@@ -94,6 +94,12 @@ def test_retention_latest_and_best(tmp_path):
         assert ck.steps() == [2, 4, 5]
     with pytest.raises(ValueError, match="keep=1: at least 2"):  # see the next test
         checkpoint.Checkpointer(tmp_path / "best1", keep=1, best="loss", keep_best=1)
+    # Steps without the metric count as worst: only the latest ones keep them.
+    with checkpoint.Checkpointer(tmp_path / "unmeasured", keep=2, best="loss") as ck:
+        ck.save(1, small, metrics={"loss": 0.1})
+        for step in (2, 3, 4):
+            ck.save(step, small)
+        assert ck.steps() == [1, 3, 4]
     with checkpoint.Checkpointer(tmp_path / "latest", keep=2) as ck:
         for step in range(1, 6):
             ck.save(step * 100, small)
@@ -163,6 +169,44 @@ def test_checkpoints_and_snapshots_set_damaged_steps_aside_apart(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "damaged_checkpoints",
                                                       "damaged_snapshots", "snapshots"]
     assert (run / "damaged_checkpoints" / "400").is_dir() and (run / "damaged_snapshots" / "400").is_dir()
+
+
+def _flip(step_dir: Path) -> None:
+    """Flip one bit in the middle of the step's largest array data file."""
+    target = max(_data_files(step_dir), key=lambda p: p.stat().st_size)
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    target.write_bytes(bytes(raw))
+
+
+def test_restore_newest_sets_damaged_steps_aside_and_saves_them_again(tmp_path):
+    # Newest first; a damaged step goes to damaged_checkpoints/ and the run saves that step
+    # again (orbax must forget the moved step, or it refuses the save as an existing step);
+    # damaged a second time, the newer damaged copy replaces the older one there.
+    ckpt_dir, logs = tmp_path / "run" / "checkpoints", []
+    aside = tmp_path / "run" / checkpoint.DAMAGED_DIR
+    small = {"w": jnp.zeros(2)}
+    with checkpoint.Checkpointer(ckpt_dir, keep=2) as ck:
+        def newest():
+            step, tree = ck.restore_newest(lambda s: ck.restore(s, target=small), logs.append, "x")
+            return step, tree["w"].tolist()
+        for step in (1, 2, 3):
+            ck.save(step, {"w": jnp.full(2, float(step))})
+        assert newest() == (3, [3.0, 3.0]) and logs == []
+        for copy in (30.0, 31.0):
+            _flip(ckpt_dir / "3")
+            assert newest() == (2, [2.0, 2.0]) and ck.steps() == [2]
+            with checkpoint.Checkpointer(aside, readonly=True) as moved:
+                assert moved.steps() == [3]
+                with pytest.raises(ArtifactError, match="corrupt"):
+                    moved.restore(3)
+            ck.save(3, {"w": jnp.full(2, copy)})
+            assert ck.steps() == [2, 3] and newest() == (3, [copy, copy])
+    # The copy kept aside is the last one damaged (30, not the first, 3): its bit flipped back,
+    # it restores.
+    _flip(aside / "3")
+    with checkpoint.Checkpointer(aside, readonly=True) as moved:
+        assert moved.restore(3)["w"].tolist() == [30.0, 30.0]
 
 
 def _data_files(step_dir: Path) -> list[Path]:
