@@ -243,6 +243,42 @@ def test_describe_reads_metadata_only(tmp_path, monkeypatch):
         checkpoint.describe(tmp_path / "ck")
 
 
+def test_metadata_and_describe_verify_the_metadata_files_they_read(tmp_path):
+    # A metrics file edited in place (still JSON, same size) fails its checksum: metadata()
+    # refuses the step, describe lists it as damaged; a step saved without metrics lists {}.
+    with checkpoint.Checkpointer(tmp_path / "ck", keep=3) as ck:
+        ck.save(1, {"w": jnp.ones(2)})
+        ck.save(2, {"w": jnp.ones(2)}, metrics={"loss": 1.0})
+        ck.save(3, {"w": jnp.ones(2)}, metrics={"loss": 2.0})
+    metrics = tmp_path / "ck" / "2" / "metrics" / "metrics"
+    metrics.write_text(metrics.read_text().replace("1.0", "9.0"))
+    with checkpoint.Checkpointer(tmp_path / "ck", readonly=True) as ck:
+        with pytest.raises(ArtifactError, match=r"ck/2 is damaged: metrics/metrics is corrupt"):
+            ck.metadata(2)
+        assert ck.metadata(3)["metrics"] == {"loss": 2.0}
+    listed = checkpoint.describe(tmp_path / "ck")["checkpoints"]
+    assert [c["step"] for c in listed] == [1, 2, 3]
+    assert listed[0] == {"step": 1, "metrics": {}} and listed[2] == {"step": 3, "metrics": {"loss": 2.0}}
+    assert listed[1]["metrics"] == {} and "metrics/metrics is corrupt" in listed[1]["damaged"]
+
+
+def test_an_error_in_flight_is_not_replaced_by_a_failing_close(tmp_path, monkeypatch):
+    # Leaving with an error, a close that fails too is logged, and the first error goes out;
+    # leaving normally, the close's own error is raised.
+    close = checkpoint.Checkpointer.close
+
+    def failing_close(self):
+        close(self)
+        raise ValueError("close failed")
+    monkeypatch.setattr(checkpoint.Checkpointer, "close", failing_close)
+    with pytest.raises(KeyError, match="first"):
+        with checkpoint.Checkpointer(tmp_path / "a"):
+            raise KeyError("first")
+    with pytest.raises(ValueError, match="close failed"):
+        with checkpoint.Checkpointer(tmp_path / "b"):
+            pass
+
+
 def test_not_a_checkpoint_and_missing_step(tmp_path):
     with pytest.raises(ArtifactError, match="no checkpoint directory at"):
         checkpoint.describe(tmp_path / "nope")
@@ -306,7 +342,7 @@ def test_interrupted_save_is_never_restored(tmp_path):
         assert ck.steps() == [1] and ck.restore()["w"].tolist() == [1.0, 1.0]
     assert checkpoint.describe(tmp_path / "ck")["incomplete_steps"] == [2]
     with checkpoint.Checkpointer(tmp_path / "ck", keep=3) as ck:  # a writer cleans up
-        assert ck.steps() == [1]
+        assert ck.steps() == [1] and sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1"]
         ck.save(2, {"w": jnp.full(2, 5.0)})
         assert ck.restore()["w"].tolist() == [5.0, 5.0]
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1", "2"]
@@ -397,6 +433,16 @@ def test_a_full_disk_is_this_runs_only_under_its_directory(tmp_path):
         assert checkpoint.disk_full(exc, run) is exc, exc
     for exc in theirs:
         assert checkpoint.disk_full(exc, run) is None, exc
+    # Python's own write that names no file (os.write on a descriptor) is taken for the run's.
+    unnamed = OSError(errno.ENOSPC, nospace)
+    assert checkpoint.disk_full(unnamed, run) is unnamed
+    try:  # raised `from None` while handling it: the full disk is not this error's story
+        try:
+            raise ours[0]
+        except OSError:
+            raise RuntimeError("something else") from None
+    except RuntimeError as outer:
+        assert checkpoint.disk_full(outer, run) is None
     try:  # found along the chain: raised while handling the full disk
         try:
             raise ours[0]
