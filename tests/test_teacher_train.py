@@ -3,12 +3,14 @@ sweeps, and the fresh-learner API used by evaluation."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
 import shutil
 import signal
 import time
+import types
 from pathlib import Path
 
 import jax
@@ -643,8 +645,6 @@ def test_bench_counts_every_learners_steps_and_updates_and_times_compiles_apart(
     # on, 5 updates a vector step: 55 per learner. The rates divide the totals of both learners
     # by the loop's time, which leaves out every compile (each made 1000 s longer on the
     # loop's clock here: two programs, before and past learning_starts).
-    import types
-
     from climit.teacher import bench
 
     offset, runs = [0.0], []
@@ -943,6 +943,19 @@ def test_two_env_snapshots_land_at_the_env_steps_asked_for(two_env_run):
     assert checkpoint.complete_steps(out / "checkpoints") == [800, 1200]
 
 
+def test_two_env_metrics_count_env_steps_episodes_and_mean_returns(two_env_run):
+    # One record per chunk of 200 vector steps (400 env steps): 8 streams of 20-step episodes
+    # finish 80 episodes, whose mean return is the history's over the same steps.
+    out, _ = two_env_run
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [(r["step"], r["vector_steps"], r["episodes"]) for r in records] == \
+        [(400, 200, 80), (800, 400, 80), (1200, 600, 80)]
+    h = histories.open(out / "histories")
+    returns = np.stack([h.episodes(n).ret for n in range(h.num_streams)])  # [8, 30]
+    for k, r in enumerate(records):
+        assert r["return_mean"] == pytest.approx(returns[:, 10 * k:10 * (k + 1)].mean(), rel=1e-6)
+
+
 def test_record_q_false_writes_no_q_values(two_env_run):
     out, _ = two_env_run
     h = histories.open(out / "histories")
@@ -1046,3 +1059,97 @@ def test_summary_holds_each_learners_greedy_return_on_its_own_task_in_learner_or
     assert summary["final_return_mean"] == 16.0
     saved = json.loads((tmp_path / "wired" / "teacher" / "summary.json").read_text())
     assert saved["final_return_per_learner"] == summary["final_return_per_learner"]
+
+
+class _Saves:
+    """A stand-in Checkpointer (or metrics logger) that records what it is given."""
+
+    def __init__(self):
+        self.saved: list[tuple[int, dict]] = []
+
+    def save(self, step, tree, *, config=None, metrics=None):
+        self.saved.append((step, metrics))
+
+    def log(self, record):
+        self.saved.append((record["step"], record))
+
+
+_STATE = types.SimpleNamespace(learners=types.SimpleNamespace(params={}))  # what sync saves
+
+
+def _chunk_out(episodes, return_sum, loss_sum, loss_count) -> dqn.ChunkOut:
+    stats = dqn.ChunkStats(episodes_G=np.array(episodes), return_sum_G=np.array(return_sum, np.float32),
+                           loss_sum_G=np.array(loss_sum, np.float32), loss_count=np.int32(loss_count),
+                           params_finite_G=np.ones(len(episodes), bool))
+    return dqn.ChunkOut(stats=stats, episode_return_NxT=None, streams=dqn.Streams(*[None] * 5),
+                        q_NxTqxA=None)
+
+
+def test_each_metrics_record_means_over_episodes_and_over_learners_updates(tmp_path):
+    # 3 learners, 2 envs each: return_mean is per finished episode (8 / 4), loss per learner
+    # and TD update (6 / (3 * 2)); a chunk with neither has None for both. The record after
+    # a save carries its time as save_s, and only that one.
+    cfg = tiny(tmp_path, "io", "teacher.num_envs=2")
+    writer, metrics = _Saves(), _Saves()
+    writer.append = lambda *arrays: None
+    io = train._RunIO(cfg, 0, writer, _Saves(), _Saves(), metrics)
+    with io.appender:
+        io.output(_chunk_out([2, 0, 2], [3.0, 0.0, 5.0], [1.0, 2.0, 3.0], 2), 0, 200)
+        io.sync(_STATE, 200, train.Timing())  # a checkpoint (the chunk numbered 2 of 200 steps)
+        io.output(_chunk_out([0, 0, 0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], 0), 200, 400)
+        io.output(_chunk_out([1, 1, 1], [1.0, 1.0, 1.0], [3.0, 3.0, 3.0], 1), 400, 600)
+    first, second, third = (r for _, r in metrics.saved)
+    assert (first["step"], first["vector_steps"], first["episodes"]) == (400, 200, 4)
+    assert (first["return_mean"], first["loss"], first["td_updates"]) == (2.0, 1.0, 2)
+    assert (second["step"], second["episodes"], second["return_mean"], second["loss"]) == \
+        (800, 0, None, None)
+    assert (third["return_mean"], third["loss"]) == (1.0, 3.0)
+    assert "save_s" not in first and second["save_s"] >= 0 and "save_s" not in third
+
+
+def test_a_resumed_run_takes_only_the_snapshots_ahead_and_names_the_first_one_asked_for(tmp_path):
+    # 2 envs, chunks of 200 vector steps (400 env steps), checkpoints every 2 chunks. Resumed
+    # at env step 400: the snapshots at 300 and 400 were taken before; 500 and 700 fall in the
+    # next chunk (one snapshot at 800, for 500), 1000 in the last (at the end, 1200).
+    cfg = tiny(tmp_path, "io", "teacher.num_envs=2", "teacher.snapshot_steps=[300, 400, 500, 700, 1000]")
+    ckpt, snaps = _Saves(), _Saves()
+    io = train._RunIO(cfg, 200, None, ckpt, snaps, None)
+    assert io.pending_snaps == [500, 700, 1000] and io.needs_sync(400) and io.needs_sync(600)
+    timing = train.Timing(compile_s=1.5, run_s=2.5, env_steps=30, td_updates=4)
+    for t1 in (400, 600):
+        io.sync(_STATE, t1, timing)
+    assert snaps.saved == [(800, {"env_steps": 800, "requested": 500}),
+                           (1200, {"env_steps": 1200, "requested": 1000})]
+    # Each checkpoint carries the loop's totals so far, which a resume continues from.
+    totals = {"timing_compile_s": 1.5, "timing_run_s": 2.5, "timing_env_steps": 30, "timing_td_updates": 4}
+    assert ckpt.saved == [(800, {"env_steps": 800, **totals}), (1200, {"env_steps": 1200, **totals})]
+
+
+def test_timing_rates_divide_each_total_by_the_loop_time():
+    rates = train.Timing(compile_s=1.5, run_s=4.0, env_steps=100, td_updates=20).rates()
+    assert rates == {"env_steps_per_s": 25.0, "td_updates_per_s": 5.0, "compile_s": 1.5,
+                     "train_wall_s": 4.0}
+
+
+def test_a_resumed_summary_counts_the_time_and_steps_before_the_kill(tmp_path, monkeypatch):
+    # The checkpoint at 800 holds the first run's totals (here made 1000 s of loop time and
+    # 500 s of compiles longer): the summary's times add the resumed part to them, and its
+    # rates count the env steps and TD updates of the whole run, all 4 learners.
+    cfg = tiny(tmp_path, "t")
+    with pytest.raises(Kill):
+        train.teach(cfg, tmp_path / "t", progress=False, log=lambda s: None, stop_hook=kill_after(5))
+    restore = train._restore_step
+
+    def longer(*args):
+        state, timing = restore(*args)
+        assert (timing.env_steps, timing.run_s > 0) == (4 * 800, True)
+        return state, dataclasses.replace(timing, run_s=timing.run_s + 1000, compile_s=timing.compile_s + 500)
+    monkeypatch.setattr(train, "_restore_step", longer)
+    summary = train.teach(cfg, tmp_path / "t", progress=False, log=lambda s: None)
+    assert summary["resumed_from_env_step"] == 800
+    assert summary["train_wall_s"] > 1000 and summary["compile_s"] >= 500
+    updates = sum(r["td_updates"] for r in read_jsonl(tmp_path / "t" / "teacher" / "metrics.jsonl"))
+    assert updates > 0
+    wall = summary["train_wall_s"]
+    assert summary["env_steps_per_s"] * wall == pytest.approx(4 * 1200, rel=1e-9)
+    assert summary["td_updates_per_s"] * wall == pytest.approx(4 * updates, rel=1e-9)
