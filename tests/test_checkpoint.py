@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -244,22 +245,38 @@ def test_describe_reads_metadata_only(tmp_path, monkeypatch):
 
 
 def test_metadata_and_describe_verify_the_metadata_files_they_read(tmp_path):
-    # A metrics file edited in place (still JSON, same size) fails its checksum: metadata()
+    # Small files edited in place (still JSON, same size) fail their checksums: metadata()
     # refuses the step, describe lists it as damaged; a step saved without metrics lists {}.
-    with checkpoint.Checkpointer(tmp_path / "ck", keep=3) as ck:
-        ck.save(1, {"w": jnp.ones(2)})
-        ck.save(2, {"w": jnp.ones(2)}, metrics={"loss": 1.0})
-        ck.save(3, {"w": jnp.ones(2)}, metrics={"loss": 2.0})
+    with checkpoint.Checkpointer(tmp_path / "ck", keep=4) as ck:
+        for step, metrics in ((1, None), (2, {"loss": 1.0}), (3, None), (4, {"loss": 2.0})):
+            ck.save(step, {"w": jnp.ones(2)}, metrics=metrics)
     metrics = tmp_path / "ck" / "2" / "metrics" / "metrics"
     metrics.write_text(metrics.read_text().replace("1.0", "9.0"))
+    described = tmp_path / "ck" / "3" / "_CHECKPOINT_METADATA"
+    described.write_text(re.sub(r'("init_timestamp_nsecs": )1', r"\g<1>2", described.read_text()))
     with checkpoint.Checkpointer(tmp_path / "ck", readonly=True) as ck:
         with pytest.raises(ArtifactError, match=r"ck/2 is damaged: metrics/metrics is corrupt"):
             ck.metadata(2)
-        assert ck.metadata(3)["metrics"] == {"loss": 2.0}
+        assert ck.metadata(4)["metrics"] == {"loss": 2.0}
     listed = checkpoint.describe(tmp_path / "ck")["checkpoints"]
-    assert [c["step"] for c in listed] == [1, 2, 3]
-    assert listed[0] == {"step": 1, "metrics": {}} and listed[2] == {"step": 3, "metrics": {"loss": 2.0}}
+    assert [c["step"] for c in listed] == [1, 2, 3, 4]
+    assert listed[0] == {"step": 1, "metrics": {}} and listed[3] == {"step": 4, "metrics": {"loss": 2.0}}
     assert listed[1]["metrics"] == {} and "metrics/metrics is corrupt" in listed[1]["damaged"]
+    assert listed[2]["metrics"] == {} and "_CHECKPOINT_METADATA is corrupt" in listed[2]["damaged"]
+
+
+def test_a_reader_saves_nothing_and_saved_values_are_plain_json(tmp_path):
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        # numpy scalars inside tuples too (a config's hidden sizes, say) become JSON numbers
+        ck.save(1, {"w": jnp.ones(2)}, config={"hidden": (np.int64(16), 32)},
+                metrics={"pair": (np.float32(1.5), jnp.int32(2))})
+    with checkpoint.Checkpointer(tmp_path / "ck", readonly=True) as ck:
+        meta = ck.metadata(1)
+        assert (meta["config"], meta["metrics"]) == ({"hidden": [16, 32]}, {"pair": [1.5, 2]})
+        with pytest.raises(ClimitError, match="opened read-only"):
+            ck.save(2, {"w": jnp.ones(2)})
+    assert checkpoint.complete_steps(tmp_path / "ck") == [1]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1"]
 
 
 def test_an_error_in_flight_is_not_replaced_by_a_failing_close(tmp_path, monkeypatch):
