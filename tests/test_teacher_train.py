@@ -245,6 +245,26 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
     assert sum(train._disk_needs(cfg, env.spec, shape, train.plan(cfg), 1000, 50, 2).values()) > 0
 
 
+def test_disk_needs_count_what_is_still_ahead(tmp_path):
+    # 4 learners x 2 envs, 600 vector steps (1200 env steps), keep_checkpoints 2. Snapshots
+    # at the steps asked for strictly after the resume's step and before the end, plus the end
+    # (1200, asked for too, is that one); checkpoints: keep + 1 during a save, less those on
+    # disk, never below 0; histories: every stream's remaining vector steps.
+    cfg = tiny(tmp_path, "n", "teacher.num_envs=2", "teacher.snapshot_steps=[300, 400, 600, 1200]")
+    env = envs.make("darkroom")
+    shape = train._abstract_state(cfg.teacher, env, train.num_learners(cfg))
+    state = train._tree_bytes(shape) + checkpoint.STEP_OVERHEAD_BYTES
+    params = train._tree_bytes(shape.learners.params) + checkpoint.STEP_OVERHEAD_BYTES
+
+    def needs(start_t, saved):
+        return train._disk_needs(cfg, env.spec, shape, train.plan(cfg), start_t, 50, saved)
+    assert needs(0, 0) == {"histories": histories.estimate_bytes(env.spec, 8, 600, 50),
+                           "checkpoints": 3 * state, "snapshots": 4 * params}
+    assert needs(200, 1) == {"histories": histories.estimate_bytes(env.spec, 8, 400, 50),
+                             "checkpoints": 2 * state, "snapshots": 2 * params}  # 600, 1200
+    assert needs(300, 5)["checkpoints"] == 0  # keep_checkpoints lowered on a resume
+
+
 def test_each_saved_step_fits_the_disk_checks_estimate(clean_run):
     # What a checkpoint and a snapshot step take on disk (blocks allocated, metadata files
     # included: 2 KB of parameters took 38 KB) is within the estimate the disk check adds up.
