@@ -1151,7 +1151,7 @@ def test_timing_rates_divide_each_total_by_the_loop_time():
                      "train_wall_s": 4.0}
 
 
-def test_a_resumed_summary_counts_the_time_and_steps_before_the_kill(tmp_path, monkeypatch):
+def test_a_resume_counts_the_run_before_the_kill_in_its_disk_check_and_summary(tmp_path, monkeypatch):
     # The checkpoint at 800 holds the first run's totals (here made 1000 s of loop time and
     # 500 s of compiles longer): the summary's times add the resumed part to them, and its
     # rates count the env steps and TD updates of the whole run, all 4 learners.
@@ -1165,8 +1165,18 @@ def test_a_resumed_summary_counts_the_time_and_steps_before_the_kill(tmp_path, m
         assert (timing.env_steps, timing.run_s > 0) == (4 * 800, True)
         return state, dataclasses.replace(timing, run_s=timing.run_s + 1000, compile_s=timing.compile_s + 500)
     monkeypatch.setattr(train, "_restore_step", longer)
-    summary = train.teach(cfg, tmp_path / "t", progress=False, log=lambda s: None)
+    logs: list[str] = []
+    summary = train.teach(cfg, tmp_path / "t", progress=False, log=logs.append)
     assert summary["resumed_from_env_step"] == 800
+    # The disk check before it counts what is left: 400 steps of history, one checkpoint more
+    # than the 2 on disk, the last snapshot.
+    env = envs.make("darkroom")
+    shape = train._abstract_state(cfg.teacher, env, 4)
+    size = histories.human_bytes
+    left = (f"histories {size(histories.estimate_bytes(env.spec, 4, 400, 50))}, checkpoints "
+            f"{size(train._tree_bytes(shape) + checkpoint.STEP_OVERHEAD_BYTES)}, snapshots "
+            f"{size(train._tree_bytes(shape.learners.params) + checkpoint.STEP_OVERHEAD_BYTES)}")
+    assert any(left in line and "resuming from env step 800" in line for line in logs), logs
     assert summary["train_wall_s"] > 1000 and summary["compile_s"] >= 500
     updates = sum(r["td_updates"] for r in read_jsonl(tmp_path / "t" / "teacher" / "metrics.jsonl"))
     assert updates > 0
