@@ -197,6 +197,19 @@ def test_non_finite_weights_stop_even_with_a_finite_loss():
     train._check_finite(out._replace(stats=stats._replace(params_finite_G=np.ones(3, bool))), 10, 1, "")
 
 
+def test_a_divergence_names_at_most_8_learners():
+    def out(bad: int) -> dqn.ChunkOut:
+        stats = dqn.ChunkStats(episodes_G=np.zeros(12, np.int32), return_sum_G=np.zeros(12, np.float32),
+                               loss_sum_G=np.where(np.arange(12) < bad, np.nan, 1.0).astype(np.float32),
+                               loss_count=np.int32(1), params_finite_G=np.ones(12, bool))
+        return dqn.ChunkOut(stats=stats, episode_return_NxT=None, streams=None, q_NxTqxA=None)
+    with pytest.raises(TrainingDiverged, match=r"learners \[0, 1, 2, 3, 4, 5, 6, 7\]; ") as e:
+        train._check_finite(out(8), 10, 1, "kept")
+    assert "by env step 10 " in str(e.value)
+    with pytest.raises(TrainingDiverged, match=r"env step 20 for learners \[0, 1, 2, 3, 4, 5, 6, 7\]\.\.\.; "):
+        train._check_finite(out(9), 10, 2, "kept")  # vector step 10 of 2 envs
+
+
 def _count_real_inits(monkeypatch) -> list[bool]:
     """Spy on dqn.init: one entry per call with real arrays (not eval_shape's tracers)."""
     real, calls = dqn.init, []
@@ -412,8 +425,9 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, clean_
 
 
 def _flip_a_byte(step_dir: Path) -> None:
-    """Corrupt a checkpoint step as tests/test_checkpoint.py does: its largest array data file."""
-    data = max((p for p in step_dir.rglob("*") if p.is_file() and "/d/" in str(p)),
+    """Corrupt a checkpoint step as tests/test_checkpoint.py does, its largest array data file
+    (or a history directory's largest chunk)."""
+    data = max((p for p in step_dir.rglob("*") if p.is_file() and ("/d/" in str(p) or p.suffix == ".npz")),
                key=lambda p: p.stat().st_size)
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0x10
@@ -441,6 +455,21 @@ def test_a_finished_teacher_is_not_trained_again(tmp_path, clean_run, monkeypatc
     with pytest.raises(ClimitError, match="teacher.lr"):
         train.teach(tiny(tmp_path, "again", "teacher.lr=0.002"), run, progress=False,
                     log=lambda s: None)
+
+
+def test_a_finished_run_whose_latest_checkpoint_or_history_is_damaged_is_not_finished(tmp_path,
+                                                                                     clean_run):
+    # Then the run resumes, which reports (or repairs) the damage, rather than returning the
+    # summary of a run `climit imitate` cannot read.
+    cfg, out = tiny(tmp_path, "f"), tmp_path / "f" / "teacher"
+    shutil.copytree(clean_run / "teacher", out)
+    assert train.finished_summary(cfg, out) is not None
+    assert checkpoint.complete_steps(out / "checkpoints") == [800, 1200]
+    for damaged in (out / "checkpoints" / "1200", out / "histories"):
+        _flip_a_byte(damaged)
+        assert train.finished_summary(cfg, out) is None, damaged
+        _flip_a_byte(damaged)  # the same bit back
+        assert train.finished_summary(cfg, out) is not None
 
 
 def test_a_snapshot_whose_metrics_do_not_parse_is_set_aside_with_a_warning(tmp_path):
