@@ -892,6 +892,7 @@ def test_load_gives_each_learner_its_q_network_at_a_step(tmp_path):
     assert early.tasks_GxK.tolist() == [x["task"] for x in summary["learners"]]
     latest = train.load(run)
     assert latest.step == 400
+    assert latest.directory == run / "teacher" / "snapshots"  # 400 is in both: snapshots first
     obs_GxBxO = np.random.default_rng(0).integers(0, 2, (len(early.tasks_GxK), 3, 2)).astype(np.uint8)
     net = dqn.network(latest.config.teacher, envs.make(latest.config.env.name).spec)
     for g in range(len(latest.tasks_GxK)):
@@ -1206,6 +1207,7 @@ def test_a_resume_counts_the_run_before_the_kill_in_its_disk_check_and_summary(t
             f"{size(train._tree_bytes(shape) + checkpoint.STEP_OVERHEAD_BYTES)}, snapshots "
             f"{size(train._tree_bytes(shape.learners.params) + checkpoint.STEP_OVERHEAD_BYTES)}")
     assert any(left in line and "resuming from env step 800" in line for line in logs), logs
+    assert not any("starting over" in line for line in logs), logs  # what it resumes is not redone
     assert summary["train_wall_s"] > 1000 and summary["compile_s"] >= 500
     updates = sum(r["td_updates"] for r in read_jsonl(tmp_path / "t" / "teacher" / "metrics.jsonl"))
     assert updates > 0
