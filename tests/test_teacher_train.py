@@ -930,6 +930,17 @@ def test_sigterm_checkpoints_where_it_stops_and_the_rerun_is_identical(tmp_path,
     _assert_identical_runs(clean_run, tmp_path / "term", summary)
 
 
+def test_a_stop_seen_after_the_last_chunk_lets_the_run_finish(tmp_path):
+    # SIGTERM after chunk 5 is seen at the end of chunk 6, the last: nothing is left to stop,
+    # so the run finishes (evaluation and summary) rather than stopping to be run again.
+    with stopping.watch():
+        summary = train.teach(tiny(tmp_path, "late"), tmp_path / "late", progress=False,
+                              log=lambda s: None, stop_hook=_sigterm_after(5))
+        assert stopping.requested() == "SIGTERM"
+    assert summary["resumed_from_env_step"] is None
+    assert (tmp_path / "late" / "teacher" / "summary.json").is_file()
+
+
 def test_time_limit_stops_the_cli_with_exit_75_and_the_same_command_finishes(tmp_path, clean_run,
                                                                                capsys):
     argv = ["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "run.name=limited"]
