@@ -1225,3 +1225,21 @@ def test_a_resume_counts_the_run_before_the_kill_in_its_disk_check_and_summary(t
     wall = summary["train_wall_s"]
     assert summary["env_steps_per_s"] * wall == pytest.approx(4 * 1200, rel=1e-9)
     assert summary["td_updates_per_s"] * wall == pytest.approx(4 * updates, rel=1e-9)
+
+
+def test_the_last_history_writes_error_is_raised_on_closing_unless_another_is(capsys):
+    # A full disk on the last chunk's write must not end a run as if it were written; while
+    # another error is already on its way out, it is only printed.
+    def full(*arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    out = _chunk_out([0], [0.0], [0.0], 0)
+    appender = train.BackgroundAppend(types.SimpleNamespace(append=full))
+    appender.append(out)
+    with pytest.raises(OSError, match="No space left"):
+        appender.close()
+    appender = train.BackgroundAppend(types.SimpleNamespace(append=full))
+    with pytest.raises(KeyError, match="first"):
+        with appender:
+            appender.append(out)
+            raise KeyError("first")
+    assert "the history write in flight failed too" in capsys.readouterr().err
