@@ -260,7 +260,8 @@ def test_metadata_and_describe_verify_the_metadata_files_they_read(tmp_path):
         assert ck.metadata(4)["metrics"] == {"loss": 2.0}
     listed = checkpoint.describe(tmp_path / "ck")["checkpoints"]
     assert [c["step"] for c in listed] == [1, 2, 3, 4]
-    assert listed[0] == {"step": 1, "metrics": {}} and listed[3] == {"step": 4, "metrics": {"loss": 2.0}}
+    assert listed[0] == {"step": 1, "metrics": {}}
+    assert listed[3] == {"step": 4, "metrics": {"loss": 2.0}}
     assert listed[1]["metrics"] == {} and "metrics/metrics is corrupt" in listed[1]["damaged"]
     assert listed[2]["metrics"] == {} and "_CHECKPOINT_METADATA is corrupt" in listed[2]["damaged"]
 
@@ -433,7 +434,7 @@ def test_restore_onto_different_device_count(tmp_path):
                                       np.asarray(jax.random.key_data(jax.random.split(jax.random.key(6), 8))))
 
 
-def test_a_full_disk_is_this_runs_only_under_its_directory(tmp_path):
+def test_a_full_disk_is_this_runs_only_under_its_directory(tmp_path, monkeypatch):
     # Python's OSError (with a file name) and tensorstore's ValueError (the path in its text):
     # under the run directory, it is the run's full disk; in a sibling whose name merely starts
     # like it (runs/a, runs/ab), or elsewhere, it is not.
@@ -450,6 +451,15 @@ def test_a_full_disk_is_this_runs_only_under_its_directory(tmp_path):
         assert checkpoint.disk_full(exc, run) is exc, exc
     for exc in theirs:
         assert checkpoint.disk_full(exc, run) is None, exc
+    # A run directory given relative to the working directory (run.runs_dir=../runs): orbax's
+    # message and the Checkpointer's own writes carry absolute paths, which do not contain the
+    # relative one.
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert checkpoint.disk_full(ours[1], Path("../a")) is ours[1]
+    checksums = OSError(errno.ENOSPC, nospace, str(run / "teacher" / "checkpoints" / "8" / "c"))
+    assert checkpoint.disk_full(checksums, Path("../a")) is checksums
+    assert checkpoint.disk_full(theirs[1], Path("../a")) is None
     # Python's own write that names no file (os.write on a descriptor) is taken for the run's.
     unnamed = OSError(errno.ENOSPC, nospace)
     assert checkpoint.disk_full(unnamed, run) is unnamed
