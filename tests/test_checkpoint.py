@@ -360,7 +360,8 @@ def test_interrupted_save_is_never_restored(tmp_path):
         assert ck.steps() == [1] and ck.restore()["w"].tolist() == [1.0, 1.0]
     assert checkpoint.describe(tmp_path / "ck")["incomplete_steps"] == [2]
     with checkpoint.Checkpointer(tmp_path / "ck", keep=3) as ck:  # a writer cleans up
-        assert ck.steps() == [1] and sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1"]
+        # the interrupted step at once (orbax removes its own temporaries in the background)
+        assert ck.steps() == [1] and not (tmp_path / "ck" / "2").exists()
         ck.save(2, {"w": jnp.full(2, 5.0)})
         assert ck.restore()["w"].tolist() == [5.0, 5.0]
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["1", "2"]
