@@ -716,6 +716,42 @@ def test_imitator_and_random_rows_get_the_same_env_keys(monkeypatch):
 
 def test_eval_ablation_shuffled_trains_a_shuffled_control():
     cfg = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
-                             "eval.ablation=shuffled"])
+                             "eval.ablation=shuffled", "eval.horizon_controls=true",
+                             "imitator.ed_fraction=1.0"])
     roles = evaluate.plan(cfg).imitators
     assert roles["ablated"].imitator.variant == "shuffled"
+    # test (b)'s twin trained to H is the same control
+    assert (roles["ablated_h"].imitator.variant, roles["ablated_h"].imitator.horizon) == (
+        "shuffled", 200)
+
+
+def test_plan_takes_each_size_from_its_own_setting():
+    # An explicit H sets test (b)'s span (horizon_factor x H, short of eval.env_steps here) and
+    # eval.transfer_env_steps sets test (c)'s; with the defaults all three coincide, which hid a
+    # size read from the wrong setting.
+    base = ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
+            "imitator.context_len=20"]
+    p = evaluate.plan(config.load(None, base + ["eval.horizon=100",
+                                                "eval.transfer_env_steps=1000"]))
+    assert (p.env_steps, p.horizon, p.horizon_steps, p.transfer_steps) == (2000, 100, 1000, 1000)
+    # Each bound on H with its own message (the config alone cannot see the teacher's steps).
+    for overrides, match in (
+            (["eval.horizon=400"], r"eval.horizon: 400 x 10 exceeds the 2000 evaluation steps"),
+            (["eval.horizon=2200", "eval.env_steps=30000"],
+             r"eval.horizon: H = 2200 exceeds the teacher's 2000 env steps of history"),
+            (["eval.horizon=10"], r"eval.horizon: H = 10 env steps is shorter than one "
+                                  r"darkroom episode \(20\)"),
+            (["eval.transfer_env_steps=40"], r"eval.transfer_env_steps: 40 env steps hold no "
+                                             r"whole keydoor episode \(50\)"),
+            (["eval.transfer_env_steps=100"], r"teacher.learning_starts: .*\(the evaluation's "
+                                              r"fresh DQNs learn for 100 env steps\)")):
+        with pytest.raises(ConfigError, match=match):
+            evaluate.plan(config.load(None, base + overrides))
+
+
+def test_two_training_tasks_or_two_learners_are_enough_to_hold_one_out():
+    # The imitators hold out one of at least two (task, learner) histories; two are enough.
+    base = ["teacher.total_env_steps=2000", "teacher.learning_starts=100"]
+    for tasks, seeds in ((2, 1), (1, 2)):
+        evaluate.plan(config.load(None, base + [f"env.train_tasks={tasks}",
+                                                f"teacher.seeds={seeds}"]))
