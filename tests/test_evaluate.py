@@ -44,15 +44,19 @@ FAKE_EVAL = ["teacher.total_env_steps=400", "teacher.learning_starts=100", "eval
              "imitator.ed_fraction=1.0"]
 
 
-def _fake_agents(monkeypatch, value: dict, calls: list, keys: list | None = None) -> None:
+def _fake_agents(monkeypatch, value: dict, calls: list, keys: list | None = None,
+                 steps: list | None = None) -> None:
     """Every agent of evaluate.evaluate replaced by one whose every episode returns
     ``value[role]`` (1 for a role not in it); each rollout is recorded in ``calls`` as (imitators,
-    random or dqn, env name, tasks shape), and in ``keys`` (if given) as (the same agent, env
-    name, the key data of its environment key)."""
-    def note(who, env, tasks, key):
+    random or dqn, env name, tasks shape), in ``keys`` (if given) as (the same agent, env
+    name, the key data of its environment key), and in ``steps`` (if given) as (role, random or
+    dqn, env name, env steps rolled out)."""
+    def note(who, env, tasks, key, n, roles=None):
         calls.append((who, env.spec.name, np.shape(tasks)))
         if keys is not None:
             keys.append((who, env.spec.name, tuple(np.asarray(jax.random.key_data(key)).tolist())))
+        if steps is not None:
+            steps.extend((role, env.spec.name, n) for role in roles or [who])
 
     def signals(v, rows, env, tasks, t):
         length = env.spec.episode_len
@@ -61,15 +65,15 @@ def _fake_agents(monkeypatch, value: dict, calls: list, keys: list | None = None
         return np.full((rows, len(tasks), t), v / length, np.float32), done
 
     def stacked(loaded, env, tasks, key, n, *a):
-        note("imitators", env, tasks, key)
+        note("imitators", env, tasks, key, n, [im.params.cfg.role for im in loaded])
         return [signals(value.get(im.params.cfg.role, 1.0), 2, env, tasks, n) for im in loaded]
 
     def random_(env, tasks, key, n, *a):
-        note("random", env, tasks, key)
+        note("random", env, tasks, key, n)
         return signals(value.get("random", 1.0), 1, env, tasks, n)
 
     def dqn_(c, env, tasks, key, n, progress):
-        note("dqn", env, tasks, key)
+        note("dqn", env, tasks, key, n)
         length = env.spec.episode_len
         rows, m = c.eval.dqn_seeds * len(tasks), n // length
         return (np.full((rows, m), value.get("dqn", 1.0), np.float32),
@@ -755,3 +759,197 @@ def test_two_training_tasks_or_two_learners_are_enough_to_hold_one_out():
     for tasks, seeds in ((2, 1), (1, 2)):
         evaluate.plan(config.load(None, base + [f"env.train_tasks={tasks}",
                                                 f"teacher.seeds={seeds}"]))
+
+
+def test_each_agent_rolls_out_for_its_test_and_results_record_the_settings(tmp_path, monkeypatch):
+    # An explicit H (3 episodes) short of eval.env_steps / horizon_factor, test (c) of another
+    # length and a grid of a few points: with the defaults every rollout has one length, which
+    # hid a length, grid or recorded setting taken from another test.
+    cfg = config.load(None, [*FAKE_EVAL, "env.transfer=keydoor", "eval.horizon=60",
+                             "eval.transfer_env_steps=300", "eval.curve_points=4",
+                             "eval.mode=greedy"])
+    steps = []
+    _fake_agents(monkeypatch, {}, [], steps=steps)
+    results = evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None)
+    rolled = {(who, name): n for who, name, n in steps}
+    assert len(rolled) == len(steps)  # each agent once per family
+    assert rolled == {**{(w, "darkroom"): 400 for w in ("imitator", "ed", "ablated", "random",
+                                                        "dqn")},
+                      ("imitator_h", "darkroom"): 120,  # (H, 2 H]: nothing past 2 H is used
+                      **{(w, "keydoor"): 300 for w in ("imitator", "ed", "ablated", "random",
+                                                       "dqn")}}
+    with np.load(tmp_path / "eval" / "curves.npz") as z:
+        grids = {t: z[f"{t}.grid"].tolist() for t in "abc"}
+    # test (b)'s stride is 3 episodes, not the 2 that 4 points ask for: a point at H = 60
+    assert grids == {"a": [100, 200, 300, 400], "b": [60, 120], "c": [100, 200, 300]}
+    assert not (tmp_path / "eval" / "parts").exists()  # finished: no part is kept
+    tasks = np.asarray(evaluate.heldout_family(cfg)[2]).tolist()
+    assert (results["horizon"], results["env_steps"], results["transfer_steps"]) == (60, 400, 300)
+    assert (results["mode"], results["context_steps"], results["tasks"]) == ("greedy", 20,
+                                                                           {"a": tasks})
+    assert results["imitator_steps"] == dict.fromkeys(evaluate.plan(cfg).imitators, 1)
+    tests = results["tests"]
+    assert [tests[t]["markers"] for t in "abc"] == [{"context": 20, "horizon": None},
+                                                    {"context": 20, "horizon": 60},
+                                                    {"context": 20, "horizon": None}]
+    held = {name: envs.spec(name).num_tasks["heldout"] for name in ("darkroom", "keydoor")}
+    assert [tests[t]["heldout_tasks_available"] for t in "abc"] == [
+        held["darkroom"], held["darkroom"], held["keydoor"]]
+    assert tests["a"]["heldout_tasks_available"] != envs.spec("darkroom").num_tasks["train"]
+
+
+def test_agents_act_by_the_env_mask_and_the_evaluation_settings(tmp_path, monkeypatch):
+    # CartPole pads its 2 actions to 3: the random control never takes the padded one, and the
+    # imitators act by the env's mask in eval.mode; random rows are eval.random_seeds, not
+    # the fresh DQNs' count (both 2 by default).
+    seen = []
+
+    def fake_rows(env, act, params, carry0, tasks, keys, num_steps, **kw):
+        seen.append((act, keys.shape[:2]))
+        s, k = keys.shape[:2]
+        return np.zeros((s, k, num_steps), np.float32), np.zeros((s, k, num_steps), bool)
+
+    monkeypatch.setattr(evaluate, "rollout_rows", fake_rows)
+    env = envs.make("CartPole-v1")
+    cfg = config.load(None, ["eval.random_seeds=3", "eval.mode=greedy"])
+    tasks = np.zeros((2, 0), np.int32)
+    evaluate.random_steps(env, tasks, jax.random.key(0), 10, cfg, False)
+    act, rows = seen[-1]
+    assert rows == (3, 2)
+    actions = jax.vmap(lambda k: act(None, (), None, k)[0])(jax.random.split(jax.random.key(1),
+                                                                             300))
+    assert set(np.asarray(actions).tolist()) == {0, 1}
+    spec = envs.spec("darkroom")
+    mcfg = model.ModelConfig(obs_shape=spec.obs_shape, obs_dtype=spec.obs_dtype,
+                             num_actions=3, action_mask=(True, True, True), d_model=8,
+                             n_layers=1, n_heads=1, context_len=4)
+    p = model.init(mcfg, jax.random.key(0))
+    one = types.SimpleNamespace(params=model.Params(mcfg, jax.tree.map(lambda x: x[None], p.tree)))
+    evaluate.imitator_steps(one, env, tasks, jax.random.key(0), 10, cfg, "t", False)
+    # imitator_policy returns one function per (mask, mode): the one of the env and eval.mode
+    assert seen[-1][0] is evaluate.imitator_policy(env.spec.action_mask, "greedy")
+    assert seen[-1][0] is not evaluate.imitator_policy(env.spec.action_mask, "sample")
+    assert seen[-1][0] is not evaluate.imitator_policy(np.ones(3, bool), "greedy")
+
+
+def test_the_evaluation_loads_each_imitators_best_checkpoint(tmp_path, monkeypatch):
+    # The evaluated imitator is the one of lowest held-out loss (summary.json's best_step), as
+    # the report describes it, not the last one trained.
+    from climit.imitator import train as imitator_train
+
+    cfg = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100"])
+    roles = evaluate.plan(cfg).imitators
+    for rcfg in roles.values():
+        (tmp_path / "imitator" / imitator_train.tag(rcfg.imitator) / "checkpoints").mkdir(
+            parents=True)
+    loads = []
+    monkeypatch.setattr(imitator_train, "fingerprint_matches", lambda saved, rcfg: True)
+    monkeypatch.setattr(imitator_train, "load", lambda path, step="best", **kw: loads.append(
+        (path.name, step)) or path.name)
+    loaded = evaluate.load_imitators(cfg, tmp_path, roles)
+    assert loaded == {r: imitator_train.tag(c.imitator) for r, c in roles.items()}
+    assert sorted(loads) == sorted((imitator_train.tag(c.imitator), "best")
+                                   for c in roles.values())
+
+
+def test_a_stop_during_the_random_policy_or_a_fresh_dqn_stops_after_it(tmp_path, monkeypatch):
+    # Each agent is a stop point (the fresh DQNs train for minutes): a stop asked while one
+    # rolls out ends the evaluation right after it, that agent saved.
+    cfg = config.load(None, [*FAKE_EVAL, "env.transfer="])
+    _fake_agents(monkeypatch, {}, [])
+    for agent in ("random_steps", "dqn_episodes"):
+        fake = getattr(evaluate, agent)
+
+        def asking(*a, fake=fake):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return fake(*a)
+
+        monkeypatch.setattr(evaluate, agent, asking)
+        with stopping.watch(), pytest.raises(stopping.Stopped) as stop:
+            evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None)
+        who = "random" if agent == "random_steps" else "fresh DQN"
+        assert f"the evaluation after {who} on darkroom" in str(stop.value)
+        assert (tmp_path / "eval" / "parts" / f"{who.replace(' ', '_')}_on_darkroom.npz").is_file()
+        monkeypatch.setattr(evaluate, agent, fake)
+
+
+def test_fresh_dqns_are_eval_dqn_seeds_learners_per_task(monkeypatch):
+    # dqn_seeds (3 here) learners per task, learner g = r K + k on task k with its own key, each
+    # a one-seed teacher of the evaluation's length; random_seeds (1) is the random control's.
+    from climit.teacher import train as teacher_train
+
+    seen = {}
+
+    def fake_learners(tcfg, env, tasks_GxD, keys_Gx2, progress):
+        seen.update(tcfg=tcfg, tasks=np.asarray(tasks_GxD), keys=np.asarray(keys_Gx2))
+        g = len(tasks_GxD)
+        return types.SimpleNamespace(episodes=(np.zeros((g, 1), np.float32),) * 4)
+
+    monkeypatch.setattr(teacher_train, "train_learners", fake_learners)
+    cfg = config.load(None, ["eval.dqn_seeds=3", "eval.random_seeds=1",
+                             "teacher.learning_starts=100"])
+    tasks = envs.all_tasks("darkroom", "heldout")[:2]
+    ep = evaluate.dqn_episodes(cfg, envs.make("darkroom"), tasks, jax.random.key(4), 400, False)
+    assert ep.returns.shape == (6, 1)
+    np.testing.assert_array_equal(seen["tasks"], np.concatenate([tasks] * 3))
+    assert len({tuple(k) for k in seen["keys"].tolist()}) == 6
+    assert (seen["tcfg"].seeds, seen["tcfg"].total_env_steps) == (1, 400)
+
+
+def test_only_an_evaluation_made_otherwise_is_said_to_be_replaced(tmp_path):
+    # Nothing is said for a first evaluation or one of the same config; another run.seed is
+    # named (it draws other tasks and keys), another run name is not (it changes no result).
+    base = ["teacher.total_env_steps=2000", "teacher.learning_starts=100"]
+    cfg = config.load(None, base)
+    lines = []
+    evaluate._log_replaced(cfg, tmp_path, lines.append)
+    (tmp_path / "eval").mkdir()
+    for made_with in (cfg, config.load(None, base + ["run.seed=1", "run.name=other"])):
+        (tmp_path / "eval" / "results.json").write_text(json.dumps(
+            {"fingerprint": evaluate.fingerprint(made_with), "config": config.to_dict(made_with)}))
+        evaluate._log_replaced(cfg, tmp_path, lines.append)
+    assert lines == [f"evaluate: replacing the evaluation in {tmp_path / 'eval'}, made with "
+                     f"run.seed: 1 -> 0"]
+
+
+def test_a_rollout_of_no_steps_is_refused_by_name():
+    # Zero steps would leave no chunk to fetch (a TypeError deep in the loop): said plainly.
+    env = envs.make("darkroom")
+    tasks = envs.all_tasks("darkroom", "heldout")[:1]
+    with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
+        evaluate.rollout_rows(env, rollout.random_policy(env.spec.action_mask), None, (), tasks,
+                              evaluate._keys(jax.random.key(0), 1, 1), 0, params_batched=False)
+
+
+def test_a_last_chunk_shorter_than_chunk_steps_ends_at_num_steps():
+    # 50 steps in chunks of 20: the last chunk is 10 steps, and the signals are those of one
+    # 50-step chunk (the state carries across chunks), not 60 steps.
+    env = envs.make("darkroom")
+    tasks = envs.all_tasks("darkroom", "heldout")[:2]
+    act = evaluate._random_policy(tuple(bool(m) for m in env.spec.action_mask))
+    keys = evaluate._keys(jax.random.key(2), 2, 2)
+    run = lambda chunk: evaluate.rollout_rows(env, act, None, (), tasks, keys, 50,  # noqa: E731
+                                              chunk_steps=chunk, params_batched=False)
+    (r20, d20), (r50, d50) = run(20), run(50)
+    assert r20.shape == d20.shape == (2, 2, 50)
+    np.testing.assert_array_equal(r20, r50)
+    np.testing.assert_array_equal(d20, d50)
+    assert d20.sum() == 2 * 2 * 2  # each row's episodes end at steps 20 and 40
+
+
+def test_training_facts_say_what_each_role_learned_from(tmp_path):
+    # Per role: its summary's offline measures (nothing else of it), what of each history it
+    # learned from and its own subsample (ED keeps every episode; the others every 2nd here).
+    cfg = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
+                             "imitator.subsample=2", "imitator.context_len=10"])
+    roles = evaluate.plan(cfg).imitators
+    (tmp_path / "imitator" / "ad").mkdir(parents=True)
+    (tmp_path / "imitator" / "ad" / "summary.json").write_text(json.dumps(
+        {"tag": "ad", "seeds": 2, "heldout_loss": 0.5, "fingerprint": "f", "best_step": 5}))
+    facts = evaluate.training_facts(tmp_path, roles)
+    assert facts["imitator"] == {"tag": "ad", "seeds": 2, "heldout_loss": 0.5,
+                                 "data": "all 2000 env steps, 1 episode in 2", "subsample": 2}
+    assert facts["ed"] == {"data": "the last 10% of all 2000 env steps, every episode",
+                           "subsample": 1}
+    assert facts["imitator_h"] == {"data": "the first 200 env steps, 1 episode in 2",
+                                   "subsample": 2}
