@@ -111,6 +111,8 @@ def test_each_test_gets_the_curves_of_its_own_agents(tmp_path, monkeypatch, hori
     assert set(roles) == {"imitator", "ed", "ablated", "imitator_h"} | (
         {"ed_h", "ablated_h"} if horizon_controls else set())
     assert results["tests"]["b"]["controls_trained_to_h"] is horizon_controls
+    # no transfer family: test (c) is skipped, with the reason the report shows
+    assert "c" not in results["tests"] and results["skipped"] == {"c": "env.transfer is empty"}
     for test, agents in expected.items():
         for agent, role in {**agents, "random": "random", "dqn": "dqn"}.items():
             np.testing.assert_allclose(curves[f"{test}.{agent}"], value[role], rtol=1e-5,
@@ -953,3 +955,33 @@ def test_training_facts_say_what_each_role_learned_from(tmp_path):
                            "subsample": 1}
     assert facts["imitator_h"] == {"data": "the first 200 env steps, 1 episode in 2",
                                    "subsample": 2}
+
+
+def test_the_plan_refuses_what_the_evaluation_cannot_compare():
+    # E envs per learner would shift every curve by a factor E against H and the windows (which
+    # count a learner's env steps); a sweep's imitator would face a DQN of the base values.
+    base = ["teacher.total_env_steps=2000", "teacher.learning_starts=100"]
+    for extra, match in ((["teacher.num_envs=2"], "teacher.num_envs: .* needs one env per "
+                                                  "learner, got 2"),
+                         (["teacher.sweep={lr: [1e-3, 3e-4]}"], "teacher.sweep: .* evaluate one "
+                                                                "point per run")):
+        with pytest.raises(ConfigError, match=match):
+            evaluate.plan(config.load(None, base + extra))
+
+
+def test_each_role_too_short_for_a_sequence_gets_the_advice_that_fits_it():
+    # Subsampling shortens every role's data but ED's; an H-role grows with H, not with the
+    # teacher; ED's with ed_fraction; a test (b) control can also be left out.
+    cfg = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
+                             "imitator.subsample=2"])
+    shorter = "lower imitator.context_len or imitator.train_windows"
+    advice = {role: evaluate._longer_data(cfg, role)
+              for role in ("imitator", "ed", "imitator_h", "ed_h", "ablated_h")}
+    assert advice == {
+        "imitator": f"{shorter}, lower imitator.subsample or raise teacher.total_env_steps",
+        "ed": f"{shorter}, raise teacher.total_env_steps or raise imitator.ed_fraction",
+        "imitator_h": f"{shorter}, lower imitator.subsample or raise eval.horizon",
+        "ed_h": f"{shorter}, raise eval.horizon, raise imitator.ed_fraction or set "
+                "eval.horizon_controls=false",
+        "ablated_h": f"{shorter}, lower imitator.subsample, raise eval.horizon or set "
+                     "eval.horizon_controls=false"}
