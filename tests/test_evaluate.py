@@ -87,7 +87,8 @@ def _fake_agents(monkeypatch, value: dict, calls: list, keys: list | None = None
     monkeypatch.setattr(evaluate, "stacked_imitator_steps", stacked)
     monkeypatch.setattr(evaluate, "random_steps", random_)
     monkeypatch.setattr(evaluate, "dqn_episodes", dqn_)
-    monkeypatch.setattr(evaluate, "training_facts", lambda rd, r: {})
+    monkeypatch.setattr(evaluate, "training_facts",
+                        lambda rd, r: {role: {"tag": role} for role in r})
 
 
 @pytest.mark.parametrize("horizon_controls", [False, True])
@@ -769,7 +770,8 @@ def test_each_agent_rolls_out_for_its_test_and_results_record_the_settings(tmp_p
     # hid a length, grid or recorded setting taken from another test.
     cfg = config.load(None, [*FAKE_EVAL, "env.transfer=keydoor", "eval.horizon=60",
                              "eval.transfer_env_steps=300", "eval.curve_points=4",
-                             "eval.mode=greedy"])
+                             "eval.mode=greedy", "eval.ablation=shuffled", "eval.final_frac=0.3",
+                             "eval.confidence=0.9"])
     steps = []
     _fake_agents(monkeypatch, {}, [], steps=steps)
     results = evaluate.evaluate(cfg, tmp_path, progress=False, log=lambda msg: None)
@@ -789,7 +791,11 @@ def test_each_agent_rolls_out_for_its_test_and_results_record_the_settings(tmp_p
     assert (results["horizon"], results["env_steps"], results["transfer_steps"]) == (60, 400, 300)
     assert (results["mode"], results["context_steps"], results["tasks"]) == ("greedy", 20,
                                                                            {"a": tasks})
-    assert results["imitator_steps"] == dict.fromkeys(evaluate.plan(cfg).imitators, 1)
+    roles = evaluate.plan(cfg).imitators
+    assert results["imitator_steps"] == dict.fromkeys(roles, 1)
+    assert results["imitators"] == {role: {"tag": role} for role in roles}  # training_facts
+    settings = ("transfer", "ablation", "horizon_factor", "bootstrap", "final_frac", "confidence")
+    assert [results[s] for s in settings] == ["keydoor", "shuffled", 2, 20, 0.3, 0.9]
     tests = results["tests"]
     assert [tests[t]["markers"] for t in "abc"] == [{"context": 20, "horizon": None},
                                                     {"context": 20, "horizon": 60},
