@@ -196,6 +196,35 @@ def _abstract_leaf(leaf: Any) -> Any:
     return leaf  # numpy arrays and Python scalars restore as themselves
 
 
+def _array_spec(leaf: Any) -> tuple[tuple[int, ...], str] | None:
+    """(shape, dtype) of an array leaf or its metadata, a typed PRNG key as its key data; None
+    for a Python scalar."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+        return None
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        leaf = jax.eval_shape(jax.random.key_data, leaf)
+    return tuple(leaf.shape), str(np.dtype(leaf.dtype))
+
+
+def _mismatch(tree_meta: Any, abstract: Any) -> str:
+    """Why a saved tree does not fit ``abstract`` ('' when it does): the first leaves missing
+    from either side, or the first leaf of another shape or dtype. orbax would refuse the first
+    two with a line naming no leaf, and convert the third without a word (a float32 state
+    resumed as bfloat16 would train on, rounded)."""
+    saved, wanted = flatten(tree_meta), flatten(abstract)
+    missing, extra = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
+    if missing or extra:
+        return (f"{len(missing)} leaves wanted are not saved ({', '.join(missing[:3]) or '-'}), "
+                f"{len(extra)} saved are not wanted ({', '.join(extra[:3]) or '-'})")
+    for path, leaf in wanted.items():
+        have, want = _array_spec(saved[path]), _array_spec(leaf)
+        if None not in (have, want) and have != want:
+            return (f"{path} is saved as {have[1]} {list(have[0])}, wanted {want[1]} "
+                    f"{list(want[0])}")
+    return ""
+
+
 def _abstract_from_metadata(tree_meta: Any) -> Any:
     """Abstract target from stored metadata: every jax array on the first local device.
 
@@ -417,7 +446,8 @@ class Checkpointer:
 
         Raises:
             ArtifactError: missing step, or damaged files. ClimitError: the saved tree does not
-            match ``target``, or ``only`` is given with ``target``.
+            match ``target`` (a leaf missing on either side, or one of another shape or dtype:
+            nothing is converted), or ``only`` is given with ``target``.
         """
         if only is not None and target is not None:
             raise ClimitError("Checkpointer.restore: pass target or only, not both")
@@ -427,6 +457,10 @@ class Checkpointer:
             abstract = _abstract_from_metadata(self._tree_metadata(step))
         else:
             abstract = jax.tree.map(_abstract_leaf, target)
+            mismatch = _mismatch(self._tree_metadata(step), abstract)
+            if mismatch:
+                raise ClimitError(f"checkpoint {step_dir} does not match the requested tree: "
+                                  f"{mismatch}")
         try:
             return self._load(step, abstract, only)
         except Exception as e:  # checksums passed, so this is a structure/shape mismatch

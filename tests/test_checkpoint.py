@@ -86,6 +86,33 @@ def test_restore_onto_a_mismatched_target_is_a_clear_error(tmp_path):
             ck.restore(10, target={**state, "params": {**state["params"], "head": jnp.zeros((5, 2))}})
 
 
+@pytest.mark.parametrize("change, names", [
+    ("dtype", r"params/dense/kernel is saved as float32 \[4, 3\], wanted bfloat16 \[4, 3\]"),
+    ("shape", r"params/dense/kernel is saved as float32 \[4, 3\], wanted float32 \[5, 3\]"),
+    ("key", r"key is saved as uint32 \[2\], wanted uint32 \[3, 2\]"),
+    ("extra", r"1 leaves wanted are not saved \(params/extra\), 0 saved are not wanted"),
+    ("missing", r"0 leaves wanted are not saved \(-\), 1 saved are not wanted \(raw_key\)"),
+])
+def test_restore_names_the_leaf_that_does_not_fit_and_converts_nothing(tmp_path, change, names):
+    # orbax alone casts a float32 leaf onto a bfloat16 target without a word (a resumed state
+    # of another dtype would train on, rounded) and refuses the other cases naming no leaf.
+    state = _state()
+    params = state["params"]
+    target = {
+        "dtype": {**state, "params": {**params, "dense": {**params["dense"],
+                                                         "kernel": jnp.zeros((4, 3), jnp.bfloat16)}}},
+        "shape": {**state, "params": {**params, "dense": {**params["dense"],
+                                                         "kernel": jnp.zeros((5, 3))}}},
+        "key": {**state, "key": jax.random.split(jax.random.key(0), 3)},
+        "extra": {**state, "params": {**params, "extra": jnp.zeros(2)}},
+        "missing": {k: v for k, v in state.items() if k != "raw_key"},
+    }[change]
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        ck.save(10, state)
+        with pytest.raises(ClimitError, match=r"ck/10 does not match the requested tree: " + names):
+            ck.restore(10, target=target)
+
+
 def test_retention_latest_and_best(tmp_path):
     small = {"w": jnp.ones(2)}
     losses = [0.5, 0.1, 0.4, 0.6, 0.9]  # the newest step is the worst
