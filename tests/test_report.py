@@ -614,3 +614,113 @@ def test_score_imitator_cli_scores_the_given_imitator_in_the_chosen_test(tmp_pat
     want = tool.score(results, curves, test, {f"run's imitator of test ({test})": curves[f"{test}.imitator"],
                                               str(tmp_path / "other"): curves[f"{test}.ed"]})
     assert lines == json.loads(json.dumps(want)) and len(lines) == (2 if test == "a" else 4)
+
+
+# Known answers for mutants that survived the suite: each assertion pins one condition or field.
+
+def test_an_unclear_dqn_gain_hints_a_smaller_h_in_test_b_and_is_a_caveat_in_tests_a_and_c():
+    test = _verdict_case((1.0, 0.9, 1.1), (1.0, 0.9, 1.1), (9, 8, 10), (3, 2, 4))
+    test["agents"]["dqn"]["gain"] = _estimate(1, -1, 3)  # holds 0: the DQN's learning is unclear
+    for key in ("a", "b", "c"):
+        (_, improves, evidence) = report.criteria(key, test)[1]
+        assert improves is None and evidence.startswith("not testable here")
+        assert evidence.endswith("; choose a smaller H") is (key == "b")
+    # Unclear (not only clearly absent) learning is what the caveat of tests (a) and (c) names.
+    (caveat,) = report._precondition_caveats("a", test)
+    assert caveat.startswith("The DQN did not clearly learn over this window")
+
+
+def test_summary_records_the_evaluations_confidence():
+    assert report.summary({"confidence": 0.9, "tests": {}})["confidence"] == 0.9
+    assert report.summary({"tests": {}})["confidence"] == stats.DEFAULT_CONFIDENCE
+
+
+def _rising_curves(key, grid, seeds=2, tasks=5):
+    """Curves of an imitator at half the DQN's rising return on ``grid``."""
+    curve = np.linspace(0.0, 10.0, len(grid))[None, None].repeat(tasks, 1)
+    return {f"{key}.grid": grid, f"{key}.imitator": 0.5 * curve.repeat(seeds, 0),
+            f"{key}.dqn": curve.repeat(seeds, 0)}
+
+
+def test_statistics_use_the_evaluations_final_frac():
+    curves = _rising_curves("a", 20 * np.arange(1, 11))
+    for frac, last in ((0.5, 5), (0.1, 1)):
+        results = {"final_frac": frac, "bootstrap": 20, "tests": {"a": {}}}
+        dqn = report.with_statistics(results, curves)["tests"]["a"]["agents"]["dqn"]
+        assert dqn["final"]["value"] == pytest.approx(np.linspace(0, 10, 10)[-last:].mean())
+
+
+def test_before_h_is_kept_when_the_first_grid_point_is_h_itself():
+    """The first bin ends at H: its episodes ended by H, what the H-imitator's histories held."""
+    for start, kept in ((200, True), (220, False)):
+        curves = _rising_curves("b", start + 20 * np.arange(10))
+        results = {"horizon": 200, "bootstrap": 20, "tests": {"b": {}}}
+        entry = report.with_statistics(results, curves)["tests"]["b"]
+        assert ("before_h" in entry) is kept
+        assert entry["steps_counted_from"] == 200
+
+
+def test_window_leaves_out_a_test_whose_only_point_is_the_windows_open_start():
+    curves = _rising_curves("a", 20 * np.arange(1, 11))
+    results = {"bootstrap": 20, "tests": {"a": {}}}
+    assert report.window_stats(results, curves, (200, 1000)) == {}
+    assert list(report.window_stats(results, curves, (180, 1000))) == ["a"]
+
+
+def test_caveats_at_their_edges():
+    ratio = stats.Estimate(0.9, 0.7, 1.2)
+    # No imitator seeds recorded: no "leans low" against the DQN's learners.
+    assert "leans below" not in " ".join(report._steps_sentences(ratio, "", {"dqn": 5}))
+    caveats = lambda test: " ".join(report._caveats("a", test, {}, "task"))  # noqa: E731
+    assert "With one imitator seed" in caveats(_scaled_test(1, 5))
+    assert "With one imitator seed" not in caveats(_scaled_test(2, 5))
+    # stats.MIN_TASKS tasks get an interval; one fewer does not.
+    assert "no interval is given" not in caveats(_scaled_test(5, stats.MIN_TASKS))
+    assert "no interval is given" in caveats(_scaled_test(5, stats.MIN_TASKS - 1))
+    # Past the teacher's histories only when the window ends after them (it ends at step 200).
+    test = _scaled_test(5, 5)
+    beyond = lambda steps: report._beyond_histories(  # noqa: E731
+        "a", test, {"config": {"teacher": {"total_env_steps": steps}}})
+    assert beyond(200) == [] and "hold 199 env steps" in beyond(199)[0]
+
+
+def test_headline_prints_each_ratio_with_its_interval_in_order():
+    summary = {"tests": {"a": {"ran": True, "verdict": "supported",
+                               "imitator_dqn_auc_ratio": 0.9,
+                               "imitator_dqn_auc_ratio_ci": [0.8, 1.0],
+                               "imitator_dqn_final_ratio": "inf",
+                               "imitator_dqn_final_ratio_ci": [0.5, "inf"]},
+                         "b": {"ran": False}}}
+    assert report.headline(summary) == [
+        "test (a) skill match: supported; imitator/DQN auc ratio 0.9 [0.8, 1], "
+        "final ratio inf [0.5, inf]"]
+
+
+def test_plot_draws_each_agents_band_as_the_statistics_resample_it(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    results, curves = synthetic_eval(tmp_path)
+    drawn = {"band": [], "span": []}
+    fill, span = matplotlib.axes.Axes.fill_between, matplotlib.axes.Axes.axvspan
+
+    def record_band(ax, x, lo, hi, **kw):
+        drawn["band"].append((kw["color"], np.asarray(lo), np.asarray(hi)))
+        return fill(ax, x, lo, hi, **kw)
+
+    def record_span(ax, start, end, **kw):
+        drawn["span"].append((start, end))
+        return span(ax, start, end, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "fill_between", record_band)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvspan", record_span)
+    test = results["tests"]["b"]
+    report.plot_test("b", test, curves, tmp_path / "b.png", confidence=0.9, n_boot=50)
+    # The DQN's and the random policy's rows are per-cell learners, the others crossed seeds.
+    assert [color for color, _, _ in drawn["band"]] == [report.COLORS[a] for a in report.AGENTS]
+    for agent, (_, lo, hi) in zip(report.AGENTS, drawn["band"]):
+        _, want_lo, want_hi = stats.curve_band(curves[f"b.{agent}"], n_boot=50, confidence=0.9,
+                                               crossed=agent not in stats.PER_CELL)
+        np.testing.assert_allclose(lo, want_lo)
+        np.testing.assert_allclose(hi, want_hi)
+    # Test (b)'s metrics count from H: the shaded span starts there.
+    assert drawn["span"] == [(200, test["window"][1])]
