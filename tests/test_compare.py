@@ -4,7 +4,9 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -201,3 +203,54 @@ def test_runs_of_the_same_name_are_labelled_by_their_paths(tmp_path):
     assert [r.label for r in runs] == [str(a), str(b)]
     md = compare.markdown(runs)
     assert f"| {a} | 20 |" in md and f"| {b} | 40 |" in md
+
+
+# Known answers for mutants that survived the suite: each assertion pins one rule of the table.
+
+def test_config_values_absent_null_empty_or_holding_a_pipe_show_as_themselves():
+    assert compare.flatten({"teacher": {"sweep": {}, "lr": 1}}) == {"teacher.sweep": {},
+                                                                    "teacher.lr": 1}
+    runs = [compare.Run("r1", Path("r1"), {"x": None, "note": "a|b"}, {"tests": {}}),
+            compare.Run("r2", Path("r2"), {"note": "c"}, {"tests": {}})]
+    assert compare.differing_keys(runs) == ["x", "note"]  # a key one run lacks differs from null
+    md = compare.markdown(runs).splitlines()
+    assert md[6:8] == ["| r1 | unset | a\\|b |", "| r2 | unset | c |"]
+
+
+def test_runs_at_several_confidence_levels_say_each():
+    runs = [compare.Run(n, Path(n), {}, {"confidence": c, "tests": {}})
+            for n, c in (("r1", 0.95), ("r2", 0.9))]
+    assert "(point and 90%/95% bootstrap interval;" in compare.markdown(runs)
+
+
+def test_a_swept_boolean_is_no_numeric_axis_and_labels_use_the_last_key_part():
+    runs = [compare.Run(n, Path(n), {"imitator.use_reward": v}, {"tests": {}})
+            for n, v in (("r1", True), ("r2", False))]
+    assert compare._x_axis(runs, ["imitator.use_reward"]) == (
+        [0.0, 1.0], ["use_reward=True", "use_reward=False"], "run")
+
+
+def test_plot_sorts_the_swept_values_caps_bars_and_marks_infinite_ends(runs, tmp_path,
+                                                                       monkeypatch):
+    import matplotlib.axes
+
+    calls = {"plot": [], "errorbar": []}
+    plot, errorbar = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.errorbar
+
+    def record_plot(ax, x, y, fmt, **kw):
+        calls["plot"].append((fmt, np.asarray(x)))
+        return plot(ax, x, y, fmt, **kw)
+
+    def record_errorbar(ax, x, y, **kw):
+        calls["errorbar"].append(np.asarray(kw["yerr"]))
+        return errorbar(ax, x, y, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record_plot)
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", record_errorbar)
+    a, b = runs
+    compare.plot(compare.load_runs([b, a]), tmp_path / "c.png")  # context 40 given first
+    lines = [x for fmt, x in calls["plot"] if fmt == "-"]
+    assert len(lines) == 4 and all((np.diff(x) > 0).all() for x in lines)
+    # Test (a)'s final ratio: ctx20's interval ends at inf, ctx40's value is inf: two arrows.
+    assert sum(len(x) for fmt, x in calls["plot"] if fmt == "^") == 2
+    assert all(np.isfinite(yerr).all() for yerr in calls["errorbar"])
