@@ -278,3 +278,59 @@ def test_more_train_tasks_than_the_env_has_is_a_config_error():
     with pytest.raises(C.ConfigError, match="env.train_tasks: 65 exceeds the 64 train "
                                                  "tasks of darkroom"):
         C.load(None, ["env.train_tasks=65"])
+
+
+# Known answers for mutants that survived the suite: each pins one rule of loading or checking.
+
+def test_overrides_win_over_the_preset_and_a_numeric_name_in_a_file_stays_a_name(tmp_path):
+    (tmp_path / "p.yaml").write_text("run:\n  name: 123\nteacher:\n  seeds: 3\n")
+    cfg = C.load(tmp_path / "p.yaml", ["teacher.seeds=4"])
+    assert (cfg.run.name, cfg.teacher.seeds) == ("123", 4)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.network=minatar", "teacher.hidden: the MinAtar network (conv + one dense layer) "
+                                "takes one width"),
+    ("imitator.n_heads=64", "imitator.n_heads: head size d_model/n_heads = 1 must be even"),
+    ("teacher.learning_starts=20000", "teacher.learning_starts: 20000 leaves no updates"),
+    ("teacher.snapshot_steps=[0, 100]", "teacher.snapshot_steps: must be positive"),
+    ("teacher.sweep={lr: []}", "teacher.sweep.lr: needs at least one value"),
+    ("teacher.sweep={lr: [1e-3, -1]}", "teacher.sweep.lr[1]: must be > 0.0, got -1"),
+    ("imitator.horizon=20001", "imitator.horizon: 20001 exceeds teacher.total_env_steps 20000"),
+    ("eval.transfer_tasks=1297", "eval.transfer_tasks: 1297 exceeds the 1296 held-out tasks"),
+    ("run.name=a/b", "run.name: must be a plain directory name, got 'a/b'"),
+])
+def test_checks_refuse_the_first_value_past_their_edge(override, message):
+    with pytest.raises(C.ConfigError) as e:
+        C.load(None, [override])
+    assert message in str(e.value)
+    # eval.transfer_tasks without a new family says so (there is no family to count).
+    with pytest.raises(C.ConfigError, match="eval.transfer_tasks: sets test .c.'s tasks, but "
+                                            "env.transfer names no new family"):
+        C.load(None, ["env.transfer=", "eval.transfer_tasks=3"])
+
+
+def test_checks_accept_the_values_at_their_edge():
+    cfg = C.load(None, ["teacher.learning_starts=19999", "imitator.horizon=20000",
+                        "eval.transfer_tasks=1296", "teacher.snapshot_steps=[1, 100]"])
+    assert (cfg.imitator.horizon, cfg.eval.transfer_tasks) == (20000, 1296)
+    # Update rounds come every train_every vector steps: 1.2e9 steps / 2 x 2 fit the counter.
+    cfg = C.load(None, ["teacher.total_env_steps=1.2e9", "teacher.updates_per_train=2",
+                        "teacher.train_every=2"])
+    assert cfg.teacher.updates_per_train == 2
+    # As many envs as replay rows: each env still writes its own row.
+    assert C.load(None, ["teacher.num_envs=2", "teacher.buffer_size=2",
+                         "teacher.batch_size=2"]).teacher.num_envs == 2
+
+
+def test_fingerprints_leave_out_storage_fields_and_added_fields_at_their_default():
+    base = C.load()
+    stored = C.load(None, ["teacher.checkpoint_every=3", "teacher.keep_checkpoints=5"])
+    assert C.teacher_identity(stored.teacher) == C.teacher_identity(base.teacher)
+    lr = C.load(None, ["teacher.lr=0.002"])
+    assert C.fingerprint(C.teacher_identity(lr.teacher)) != \
+        C.fingerprint(C.teacher_identity(base.teacher))
+    # eval.transfer_tasks came after runs were recorded: out of the hash at 0 only.
+    without = {k: v for k, v in C.to_dict(base.eval).items() if k != "transfer_tasks"}
+    assert C.fingerprint(base.eval) == C.fingerprint(without)
+    assert C.fingerprint(C.load(None, ["eval.transfer_tasks=3"]).eval) != C.fingerprint(base.eval)
