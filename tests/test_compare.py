@@ -70,6 +70,7 @@ def test_table_plot_and_json_have_the_known_numbers(runs, tmp_path):
     data = json.loads((out / "compare.json").read_text())
     assert data["keys"] == ["imitator.context_len"]
     assert data["runs"][1]["config"] == {"imitator.context_len": 40}
+    assert [r["path"] for r in data["runs"]] == [str(a), str(b)]
     assert data["runs"][1]["tests"]["a"]["final_ratio"] == ["inf", 2.0, "inf"]
     assert data["runs"][1]["tests"]["b"] == {"ran": False, "verdict": None,
                                              "provisional": None, "imitator_seeds": None,
@@ -211,10 +212,12 @@ def test_config_values_absent_null_empty_or_holding_a_pipe_show_as_themselves():
     assert compare.flatten({"teacher": {"sweep": {}, "lr": 1}}) == {"teacher.sweep": {},
                                                                     "teacher.lr": 1}
     runs = [compare.Run("r1", Path("r1"), {"x": None, "note": "a|b"}, {"tests": {}}),
-            compare.Run("r2", Path("r2"), {"note": "c"}, {"tests": {}})]
-    assert compare.differing_keys(runs) == ["x", "note"]  # a key one run lacks differs from null
+            compare.Run("r2", Path("r2"), {"note": "c", "y": 1}, {"tests": {}})]
+    # A key one run lacks differs from null, whichever run has it.
+    assert compare.differing_keys(runs) == ["x", "note", "y"]
     md = compare.markdown(runs).splitlines()
-    assert md[6:8] == ["| r1 | unset | a\\|b |", "| r2 | unset | c |"]
+    assert md[6:8] == ["| r1 | unset | a\\|b | unset |", "| r2 | unset | c | 1 |"]
+    assert "compare.png" not in "".join(md)  # no test ran: no plot is written to link
 
 
 def test_runs_at_several_confidence_levels_say_each():
@@ -228,6 +231,10 @@ def test_a_swept_boolean_is_no_numeric_axis_and_labels_use_the_last_key_part():
             for n, v in (("r1", True), ("r2", False))]
     assert compare._x_axis(runs, ["imitator.use_reward"]) == (
         [0.0, 1.0], ["use_reward=True", "use_reward=False"], "run")
+    # Two numeric keys swept together: no single key is the axis.
+    runs = [compare.Run(n, Path(n), {"a.x": v, "a.y": 2 * v}, {"tests": {}})
+            for n, v in (("r1", 1), ("r2", 2))]
+    assert compare._x_axis(runs, ["a.x", "a.y"]) == ([0.0, 1.0], ["x=1\ny=2", "x=2\ny=4"], "run")
 
 
 def test_plot_sorts_the_swept_values_caps_bars_and_marks_infinite_ends(runs, tmp_path,

@@ -334,3 +334,16 @@ def test_fingerprints_leave_out_storage_fields_and_added_fields_at_their_default
     without = {k: v for k, v in C.to_dict(base.eval).items() if k != "transfer_tasks"}
     assert C.fingerprint(base.eval) == C.fingerprint(without)
     assert C.fingerprint(C.load(None, ["eval.transfer_tasks=3"]).eval) != C.fingerprint(base.eval)
+
+
+def test_a_cycle_of_presets_an_extends_that_is_no_path_and_an_empty_key_part_are_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(C.ConfigError, match="extends: cycle through .*a.yaml"):
+        C.load(tmp_path / "a.yaml")
+    (tmp_path / "n.yaml").write_text("extends: 3\n")
+    with pytest.raises(C.ConfigError, match="extends: expected a path, got 3"):
+        C.load(tmp_path / "n.yaml")
+    for override in ("teacher.=1", "teacher..lr=1"):
+        with pytest.raises(C.ConfigError, match="an override key must be section.key"):
+            C.load(None, [override])

@@ -185,7 +185,8 @@ def test_damaged_evaluation_contents_are_clear_errors(tmp_path, damage):
 
 @pytest.mark.parametrize("edit, expected", [
     ({"bootstrap": "many"}, "its bootstrap is 'many'"), ({"confidence": float("nan")}, "its confidence is nan"),
-    ({"config": "hello"}, "its config is 'hello'"), ({"tests": {"a": [1, 2]}}, "its tests hold 'a': .1, 2."),
+    ({"config": "hello"}, "its config is 'hello'"), ({"bootstrap": 0}, "its bootstrap is 0"),
+    ({"tests": {"a": [1, 2]}}, "its tests hold 'a': .1, 2."),
 ])
 def test_results_edited_into_wrong_types_are_clear_errors(tmp_path, edit, expected):
     # A results file climit would never write (edited by hand): one line naming it, no traceback.
@@ -654,9 +655,10 @@ def test_before_h_is_kept_when_the_first_grid_point_is_h_itself():
     """The first bin ends at H: its episodes ended by H, what the H-imitator's histories held."""
     for start, kept in ((200, True), (220, False)):
         curves = _rising_curves("b", start + 20 * np.arange(10))
-        results = {"horizon": 200, "bootstrap": 20, "tests": {"b": {}}}
+        # A before_h the results already carry is recomputed, or dropped where none applies.
+        results = {"horizon": 200, "bootstrap": 20, "tests": {"b": {"before_h": "stale"}}}
         entry = report.with_statistics(results, curves)["tests"]["b"]
-        assert ("before_h" in entry) is kept
+        assert ("before_h" in entry) is kept and entry.get("before_h") != "stale"
         assert entry["steps_counted_from"] == 200
 
 
@@ -724,3 +726,10 @@ def test_plot_draws_each_agents_band_as_the_statistics_resample_it(tmp_path, mon
         np.testing.assert_allclose(hi, want_hi)
     # Test (b)'s metrics count from H: the shaded span starts there.
     assert drawn["span"] == [(200, test["window"][1])]
+
+
+def test_only_test_b_controls_recorded_as_full_history_are_not_comparable():
+    """Results older than ``controls_trained_to_h`` record nothing: comparable, as before."""
+    assert report.full_history_controls("b", {"controls_trained_to_h": False}) is True
+    assert report.full_history_controls("b", {}) is False
+    assert report.full_history_controls("a", {"controls_trained_to_h": False}) is False
