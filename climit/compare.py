@@ -64,7 +64,8 @@ def _config(run_dir: Path) -> dict[str, Any]:
     ``config.yaml`` (written by ``climit run``, possibly after the evaluation) only when the
     results lack one."""
     results = run_dir / "eval" / "results.json"
-    stored = jsonfile.read(results, "the evaluation results").get("config") if results.is_file() else None
+    stored = (jsonfile.read(results, "the evaluation results").get("config")
+              if results.is_file() else None)
     if stored:
         return stored
     path = run_dir / "config.yaml"
@@ -158,7 +159,8 @@ def tests_run(runs: list[Run]) -> list[str]:
 
 def _is_num(v: Any) -> bool:
     """A number as summary.json writes one: a JSON number, null (NaN) or "inf"/"-inf"."""
-    return v is None or v in ("inf", "-inf") or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    return v is None or v in ("inf", "-inf") or (isinstance(v, (int, float))
+                                                 and not isinstance(v, bool))
 
 
 def _summary_test_ok(test: Any) -> bool:

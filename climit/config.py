@@ -56,7 +56,8 @@ def field(default: Any, doc: str, *, min: float | None = None, max: float | None
           min_exclusive: bool = False) -> Any:
     """A dataclass field with a one-line doc and optional numeric bounds."""
     meta = {"doc": doc, "min": min, "max": max, "min_exclusive": min_exclusive}
-    if isinstance(default, list) or (isinstance(default, dict) and not isinstance(default, FrozenMap)):
+    if isinstance(default, list) or (isinstance(default, dict)
+                                     and not isinstance(default, FrozenMap)):
         raise TypeError("mutable defaults are not allowed; use tuples")
     return dataclasses.field(default=default, metadata=meta)
 
@@ -119,8 +120,10 @@ class EnvConfig:
 class TeacherConfig:
     """The DQN learner whose learning histories are recorded."""
 
-    network: Literal["mlp", "minatar"] = field("mlp", "Q-network: MLP, or the MinAtar-paper conv net")
-    hidden: tuple[int, ...] = field((64, 64), "hidden layer widths of the MLP (or dense width of the conv net)")
+    network: Literal["mlp", "minatar"] = field("mlp",
+                                               "Q-network: MLP, or the MinAtar-paper conv net")
+    hidden: tuple[int, ...] = field((64, 64), "hidden layer widths of the MLP (or dense width of "
+                                    "the conv net)")
     dueling: bool = field(False, "dueling value/advantage heads")
     activation: Literal["relu", "swish", "tanh"] = field("relu", "hidden-layer activation")
     double: bool = field(True, "Double DQN targets")
@@ -134,7 +137,8 @@ class TeacherConfig:
     train_every: int = field(1, "vector env steps between update rounds", min=1)
     updates_per_train: int = field(1, "TD updates per update round", min=1)
     optimizer: Literal["adam", "rmsprop"] = field("adam", "Adam, or centred RMSProp")
-    opt_eps: float = field(1e-8, "denominator epsilon of Adam / RMSProp (RMSProp: outside the root)",
+    opt_eps: float = field(1e-8,
+                           "denominator epsilon of Adam / RMSProp (RMSProp: outside the root)",
                            min=0.0, min_exclusive=True)
     rms_decay: float = field(0.95, "RMSProp decay of the first and second moment averages",
                              min=0.0, max=1.0)
@@ -150,30 +154,36 @@ class TeacherConfig:
     tau: float = field(0.005, "Polyak rate of the soft target update", min=0.0, max=1.0)
     loss: Literal["huber", "mse"] = field("huber", "TD loss")
     max_grad_norm: float = field(10.0, "global gradient-norm clip (0 disables)", min=0.0)
-    chunk_steps: int = field(1_000, "vector env steps per jitted chunk (logging/history granularity)", min=1)
-    scan_unroll: int = field(1, "vector steps per iteration of a chunk's lax.scan, and TD updates per "
-                             "iteration of a round's (the same learning up to float rounding; >1 "
-                             "means fewer loop iterations, which a latency-bound GPU run may gain "
-                             "from)", min=1)
+    chunk_steps: int = field(1_000, "vector env steps per jitted chunk (logging/history "
+                             "granularity)", min=1)
+    scan_unroll: int = field(1, "vector steps per iteration of a chunk's lax.scan, and TD updates "
+                             "per iteration of a round's (the same learning up to float rounding; "
+                             ">1 means fewer loop iterations, which a latency-bound GPU run may "
+                             "gain from)", min=1)
     checkpoint_every: int = field(10, "chunks between full-state checkpoints", min=1)
     keep_checkpoints: int = field(2, "full-state checkpoints kept for resuming (at least 2: a save "
                                   "drops the oldest before the new one is verified)", min=2)
     snapshot_steps: tuple[int, ...] = field((10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
                                              1_000_000, 2_000_000, 5_000_000, 10_000_000),
-                                            "env steps per learner at which parameters are kept for good")
-    q_log_period: int = field(100, "vector env steps between recordings of Q-values (0 disables)", min=0)
+                                            "env steps per learner at which parameters are kept "
+                                            "for good")
+    q_log_period: int = field(100, "vector env steps between recordings of Q-values (0 disables)",
+                              min=0)
     eval_episodes: int = field(10, "greedy evaluation episodes per learner at the end", min=1)
     sweep: dict[str, tuple[float, ...]] = field(FrozenMap(),
-                                                "scalar hyperparameters vmapped as one axis, e.g. {lr: [1e-3, 3e-4]}")
+                                                "scalar hyperparameters vmapped as one axis, "
+                                                "e.g. {lr: [1e-3, 3e-4]}")
 
     SWEEPABLE = ("lr", "gamma", "eps_end", "eps_decay_steps", "tau")
 
     def check(self) -> None:
         if any(h < 1 for h in self.hidden) or not self.hidden:
-            raise ConfigError("teacher.hidden", f"needs one or more positive widths, got {self.hidden}")
-        if self.network == "minatar" and len(self.hidden) != 1:  # its one dense layer would ignore the rest
-            raise ConfigError("teacher.hidden", f"the MinAtar network (conv + one dense layer) takes "
-                              f"one width, e.g. [128]; got {list(self.hidden)}")
+            raise ConfigError("teacher.hidden", f"needs one or more positive widths, "
+                              f"got {self.hidden}")
+        # its one dense layer would ignore the rest
+        if self.network == "minatar" and len(self.hidden) != 1:
+            raise ConfigError("teacher.hidden", f"the MinAtar network (conv + one dense layer) "
+                              f"takes one width, e.g. [128]; got {list(self.hidden)}")
         if self.batch_size > self.buffer_size:
             raise ConfigError("teacher.batch_size", f"{self.batch_size} exceeds buffer_size "
                               f"{self.buffer_size}")
@@ -181,8 +191,8 @@ class TeacherConfig:
             raise ConfigError("teacher.num_envs", f"{self.num_envs} exceeds buffer_size "
                               f"{self.buffer_size}")
         if self.total_env_steps % self.num_envs:
-            raise ConfigError("teacher.total_env_steps", f"{self.total_env_steps} is not a multiple "
-                              f"of num_envs {self.num_envs}")
+            raise ConfigError("teacher.total_env_steps", f"{self.total_env_steps} is not a "
+                              f"multiple of num_envs {self.num_envs}")
         vector_steps = self.total_env_steps // self.num_envs
         updates = vector_steps // self.train_every * self.updates_per_train
         if updates > MAX_STEPS:  # the update counter (hard target copies) is an int32
@@ -191,8 +201,9 @@ class TeacherConfig:
                               f"{updates} TD updates per learner, more than {MAX_STEPS}")
         if self.q_log_period and (self.chunk_steps % self.q_log_period
                                   or vector_steps % self.q_log_period):
-            raise ConfigError("teacher.q_log_period", f"{self.q_log_period} must divide chunk_steps "
-                              f"{self.chunk_steps} and the {vector_steps} vector steps per learner")
+            raise ConfigError("teacher.q_log_period", f"{self.q_log_period} must divide "
+                              f"chunk_steps {self.chunk_steps} and the {vector_steps} vector steps "
+                              f"per learner")
         if self.learning_starts >= self.total_env_steps:
             raise ConfigError("teacher.learning_starts", f"{self.learning_starts} leaves no "
                               f"updates within total_env_steps {self.total_env_steps}")
@@ -220,8 +231,10 @@ class TeacherConfig:
 class HistoriesConfig:
     """On-disk learning histories written by the teacher."""
 
-    streams_per_chunk: int = field(64, "streams (learner x env) stored together in one chunk file", min=1)
-    compression_level: int = field(3, "zlib compression level of chunk files (0: stored)", min=0, max=9)
+    streams_per_chunk: int = field(64, "streams (learner x env) stored together in one chunk file",
+                                   min=1)
+    compression_level: int = field(3, "zlib compression level of chunk files (0: stored)", min=0,
+                                   max=9)
     record_q: bool = field(True, "record Q-values at teacher.q_log_period")
 
 
@@ -230,8 +243,10 @@ class ImitatorConfig:
     """The transformer imitator (Algorithm Distillation) and its training."""
 
     variant: Literal["ad", "ed", "shuffled", "single_episode"] = field(
-        "ad", "dataset: full histories (AD), expert distillation, shuffled or single-episode context")
-    context_len: int = field(60, "steps each token attends to (attention window and KV-cache size, L)",
+        "ad", "dataset: full histories (AD), expert distillation, shuffled or single-episode "
+        "context")
+    context_len: int = field(60,
+                             "steps each token attends to (attention window and KV-cache size, L)",
                              min=1)
     train_windows: int = field(2, "training sequence length in context windows (>1 trains the "
                                "sliding window of the first layer; layer l reaches l*(L-1) "
@@ -252,7 +267,8 @@ class ImitatorConfig:
     mlp_ratio: int = field(4, "MLP hidden width as a multiple of d_model", min=1)
     dropout: float = field(0.0, "dropout rate", min=0.0, max=0.9)
     label_smoothing: float = field(0.0, "label smoothing of the action loss", min=0.0, max=1.0)
-    seeds: int = field(1, "independently trained imitators (vmapped, one stacked checkpoint)", min=1)
+    seeds: int = field(1, "independently trained imitators (vmapped, one stacked checkpoint)",
+                       min=1)
     batch_size: int = field(16, "sequences per step per seed (split over devices)", min=1)
     train_steps: int = field(300, "optimizer steps", min=1)
     lr: float = field(3e-4, "peak AdamW learning rate (cosine decay to 10% of it)", min=0.0,
@@ -357,8 +373,9 @@ class ExperimentConfig:
                               f"{self.env.name} has {envs.spec(self.env.name).obs_shape} (use mlp)")
         episode_len = envs.spec(self.env.name).episode_len
         if self.teacher.eval_episodes * episode_len > MAX_STEPS:  # one int32-counted rollout
-            raise ConfigError("teacher.eval_episodes", f"{self.teacher.eval_episodes} episodes of up "
-                              f"to {episode_len} steps exceed the {MAX_STEPS} steps of one rollout")
+            raise ConfigError("teacher.eval_episodes", f"{self.teacher.eval_episodes} episodes "
+                              f"of up to {episode_len} steps exceed the {MAX_STEPS} steps of one "
+                              f"rollout")
         if self.imitator.horizon and self.imitator.horizon > self.teacher.total_env_steps:
             raise ConfigError("imitator.horizon", f"{self.imitator.horizon} exceeds "
                               f"teacher.total_env_steps {self.teacher.total_env_steps}")
@@ -393,7 +410,8 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if origin is dict:
         return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+    return {int: "an integer", float: "a number", bool: "true/false",
+            str: "a string"}.get(tp, str(tp))
 
 
 def _convert(key: str, value: Any, tp: Any) -> Any:
@@ -510,7 +528,8 @@ _StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers
             if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"),
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:int",
+                                    re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"),
                                     list("-+0123456789"))
 _StrictLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",

@@ -83,7 +83,8 @@ def setting(results: dict[str, Any], name: str) -> float:
 # Artifacts
 # ---------------------------------------------------------------------------------------------
 
-def write_eval(eval_dir: str | Path, results: dict[str, Any], curves: dict[str, np.ndarray]) -> None:
+def write_eval(eval_dir: str | Path, results: dict[str, Any],
+               curves: dict[str, np.ndarray]) -> None:
     """Write ``curves.npz`` then ``results.json`` (the latter last: its presence marks completion).
     An earlier evaluation's ``results.json`` goes first, so a kill between the two files leaves
     no evaluation rather than its results beside the new curves."""
@@ -334,8 +335,8 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     ``controls.{ed,ablated,random}`` each with ``auc``, ``final``, ``dqn_auc_ratio``(+``_ci``),
     ``dqn_final_ratio``(+``_ci``), ``imitator_dqn_auc_ratio_before_h``(+``_ci``): test (b)'s
     AUC ratio over the steps up to H (null for a and c), and ``imitator_dqn_auc_ratio_per_seed``
-    (each imitator seed's AUC ratio; null in results older than it). A test that did not run has every
-    number (and ``provisional``) null. Values: float, null (undefined) or "inf" (never
+    (each imitator seed's AUC ratio; null in results older than it). A test that did not run has
+    every number (and ``provisional``) null. Values: float, null (undefined) or "inf" (never
     reached)."""
     out: dict[str, Any] = {"format": 1, "fingerprint": results.get("fingerprint"),
                            "env": results.get("env"),
@@ -346,7 +347,8 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _summary_entry(key: str, test: dict[str, Any] | None, results: dict[str, Any]) -> dict[str, Any]:
+def _summary_entry(key: str, test: dict[str, Any] | None,
+                   results: dict[str, Any]) -> dict[str, Any]:
     """``tests.KEY`` of :func:`summary` for one test's results (None: the test did not run)."""
     entry: dict[str, Any] = {"ran": test is not None,
                              "verdict": None, "provisional": None, "imitator_seeds": None,
@@ -366,7 +368,8 @@ def _summary_entry(key: str, test: dict[str, Any] | None, results: dict[str, Any
         entry[f"{who}_{m}"] = d["value"] if d else None
     for who in ("imitator", "dqn"):  # final - initial return (paired): "improves"
         d = agents.get(who, {}).get("gain")
-        entry[f"{who}_gain"], entry[f"{who}_gain_ci"] = (d["value"], _ci(d)) if d else (None, [None, None])
+        entry[f"{who}_gain"], entry[f"{who}_gain_ci"] = ((d["value"], _ci(d)) if d
+                                                         else (None, [None, None]))
     diffs = (test or {}).get("imitator_vs") or {}
     entry["controls"] = {ctrl: _control_entry(agents.get(ctrl), vs.get(ctrl),
                                               diffs.get(ctrl, {}).get("auc_diff"))
@@ -575,7 +578,8 @@ def reading(key: str, test: dict[str, Any], results: dict[str, Any]) -> list[str
     ctrl_bits = [f"{agent_label(key, test, c)} {stats.fmt(agents[c]['auc']['value'])}"
                  for c in ("ed", "ablated", "random") if c in agents]
     if ctrl_bits:
-        says.append("Mean returns of the controls over the same steps: " + ", ".join(ctrl_bits) + ".")
+        says.append("Mean returns of the controls over the same steps: " + ", ".join(ctrl_bits)
+                    + ".")
     says += _control_sentences(key, test)
     return ["**What the numbers show.** " + " ".join(says),
             "**What they do not show.** " + " ".join(_caveats(key, test, results, kind))]
@@ -789,7 +793,8 @@ def imitator_section(imitators: dict[str, dict]) -> list[str]:
         return []
     lines = ["## The imitators offline", "",
              "Next-action prediction on histories of tasks of the training family that were held "
-             "out of training, measured while training. A token at sequence position p sees min(p + 1, context) steps of its "
+             "out of training, measured while training. A token at sequence position p sees "
+             "min(p + 1, context) steps of its "
              "learner's history, so accuracy that climbs along the positions is what the context "
              "buys (inferring the task from earlier rewards); a flat profile means predictions "
              "from the current step alone. Predicting the teacher well offline is necessary for "
@@ -880,7 +885,8 @@ def window_stats(results: dict[str, Any], curves: dict[str, np.ndarray],
     for key in TESTS:
         test = results["tests"].get(key)
         grid_P = curves.get(f"{key}.grid")
-        if test is None or grid_P is None or not ((grid_P > window[0]) & (grid_P <= window[1])).any():
+        if test is None or grid_P is None or not ((grid_P > window[0])
+                                                  & (grid_P <= window[1])).any():
             continue
         out[key] = summarize(results, curves, key, window)
     return out

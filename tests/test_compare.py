@@ -116,7 +116,8 @@ def test_clear_errors(runs, tmp_path, capsys):
     assert "no such run directory" in _error(capsys, "--compare", a, tmp_path / "nope")
     assert "two or more" in _error(capsys, "--compare", a)
     assert "not both" in _error(capsys, a, "--compare", a, b)
-    assert "more than once" in _error(capsys, "--compare", a, tmp_path / ".." / tmp_path.name / "ctx20")
+    assert "more than once" in _error(capsys, "--compare", a,
+                                      tmp_path / ".." / tmp_path.name / "ctx20")
     assert "not with --compare" in _error(capsys, "--compare", a, b, "--window", "0:10")
     (tmp_path / "afile").write_text("")
     assert f"--out {tmp_path / 'afile'} is a file" in _error(capsys, "--compare", a, b, "--out",

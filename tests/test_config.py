@@ -32,15 +32,18 @@ def test_numbers_read_as_yaml_1_2_decimal_in_files_and_overrides(tmp_path):
     # 0001 stays a name, and 1:30 is refused; a `<<:` merge works with explicit keys winning.
     cfg = C.load(None, ["run.seed=010", "teacher.hidden=[010]"])
     assert (cfg.run.seed, cfg.teacher.hidden) == (10, (10,))
-    for override, key in (("teacher.lr=1:30", "teacher.lr"), ("teacher.seeds=1:30", "teacher.seeds"),
+    for override, key in (("teacher.lr=1:30", "teacher.lr"),
+                          ("teacher.seeds=1:30", "teacher.seeds"),
                           ("teacher.hidden=[0x10]", r"teacher.hidden\[0\]")):
         with pytest.raises(C.ConfigError, match=key + ": expected"):
             C.load(None, [override])
     (tmp_path / "p.yaml").write_text("run:\n  name: 0001\n  seed: 010\n"
                                      "teacher:\n  <<: {lr: 0.002, gamma: 0.5}\n  gamma: 0.9\n")
     cfg = C.load(tmp_path / "p.yaml")
-    assert (cfg.run.name, cfg.run.seed, cfg.teacher.lr, cfg.teacher.gamma) == ("0001", 10, 0.002, 0.9)
-    with pytest.raises(C.ConfigError, match="teacher.sweep: key 'lr' is given twice in one mapping"):
+    assert ((cfg.run.name, cfg.run.seed, cfg.teacher.lr, cfg.teacher.gamma)
+            == ("0001", 10, 0.002, 0.9))
+    with pytest.raises(C.ConfigError,
+                       match="teacher.sweep: key 'lr' is given twice in one mapping"):
         C.load(None, ["teacher.sweep={lr: [1e-3], lr: [2e-3]}"])
 
 
@@ -114,8 +117,10 @@ def test_sweep_mapping():
     ("teacher.batch_size=100000", "teacher.batch_size: 100000 exceeds buffer_size"),
 
     ("imitator.n_heads=3", "imitator.d_model: 64 is not divisible by n_heads 3"),
-    ("teacher.sweep={eps_decay_steps: [100.5]}", "teacher.sweep.eps_decay_steps[0]: expected an integer"),
-    ("teacher.snapshot_steps=[200, 200]", "teacher.snapshot_steps: must be positive and strictly increasing"),
+    ("teacher.sweep={eps_decay_steps: [100.5]}",
+     "teacher.sweep.eps_decay_steps[0]: expected an integer"),
+    ("teacher.snapshot_steps=[200, 200]",
+     "teacher.snapshot_steps: must be positive and strictly increasing"),
     ("run.seed=-1", "run.seed: must be >= 0"),
     ("teacher.total_env_steps=3e9", "teacher.total_env_steps: must be <= 2147483647"),
     ("teacher.eval_episodes=200000000", "teacher.eval_episodes: 200000000 episodes of up to 20 "

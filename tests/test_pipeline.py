@@ -109,7 +109,8 @@ def test_a_batch_the_devices_cannot_split_is_refused_before_the_teacher(tmp_path
 
     _, cfg = tiny_config(tmp_path)  # imitator.batch_size 8
     monkeypatch.setattr(jax, "device_count", lambda *a: 3)
-    with pytest.raises(ClimitError, match="imitator.batch_size = 8 is not divisible by the 3 devices"):
+    with pytest.raises(ClimitError,
+                       match="imitator.batch_size = 8 is not divisible by the 3 devices"):
         pipeline.run(cfg, progress=False, log=lambda m: None)
     assert fake_stages["teach"] == [] and fake_stages["imitate"] == []
 
@@ -289,7 +290,8 @@ def test_an_imitator_whose_best_checkpoint_is_lost_is_not_skipped(tmp_path, fake
         shutil.rmtree(ad / "checkpoints")
 
 
-def test_a_stop_asked_during_an_imitator_stops_before_the_next_one(tmp_path, fake_stages, monkeypatch):
+def test_a_stop_asked_during_an_imitator_stops_before_the_next_one(tmp_path, fake_stages,
+                                                                    monkeypatch):
     """SIGTERM while the first imitator finishes: the run stops before the second one starts
     (its data, compile and first checkpoint could outlast a scheduler's grace period)."""
     import os

@@ -114,7 +114,8 @@ def test_summary_numbers_match_results_and_verdicts(tmp_path):
     s = report.summary(results)
     a = results["tests"]["a"]["vs_dqn"]["imitator"]
     assert s["tests"]["a"]["imitator_dqn_auc_ratio"] == a["auc_ratio"]["value"]
-    assert s["tests"]["a"]["imitator_dqn_final_ratio_ci"] == [a["final_ratio"]["lo"], a["final_ratio"]["hi"]]
+    assert s["tests"]["a"]["imitator_dqn_final_ratio_ci"] == [a["final_ratio"]["lo"],
+                                                              a["final_ratio"]["hi"]]
     assert s["tests"]["a"]["imitator_dqn_auc_ratio"] == pytest.approx(0.9, abs=0.05)
     # a: 0.9 of the DQN, learns, beats controls -> supported; c: ~0.55 of the DQN -> not supported
     assert s["tests"]["a"]["verdict"] == "supported"
@@ -184,7 +185,8 @@ def test_damaged_evaluation_contents_are_clear_errors(tmp_path, damage):
 
 
 @pytest.mark.parametrize("edit, expected", [
-    ({"bootstrap": "many"}, "its bootstrap is 'many'"), ({"confidence": float("nan")}, "its confidence is nan"),
+    ({"bootstrap": "many"}, "its bootstrap is 'many'"),
+    ({"confidence": float("nan")}, "its confidence is nan"),
     ({"config": "hello"}, "its config is 'hello'"), ({"bootstrap": 0}, "its bootstrap is 0"),
     ({"tests": {"a": [1, 2]}}, "its tests hold 'a': .1, 2."),
 ])
@@ -254,7 +256,8 @@ def test_test_b_failure_counts_only_if_the_imitator_matched_the_dqn_before_h():
     # Results written before the precondition existed: no precondition, the verdict as before.
     del test["before_h"]
     assert report.preconditions("b", test) == [] and report.verdict("b", test) == "not supported"
-    assert report.summary({"tests": {"b": test}})["tests"]["b"]["imitator_dqn_auc_ratio_before_h"] is None
+    assert report.summary(
+        {"tests": {"b": test}})["tests"]["b"]["imitator_dqn_auc_ratio_before_h"] is None
     # Tests a and c have one: the DQN learns over the window.
     assert [ok for _, ok, _ in report.preconditions("a", _horizon_test(weak, dqn, grid, 200))] \
         == [True]
@@ -328,7 +331,8 @@ def test_test_b_controls_trained_on_full_histories_are_not_comparable(tmp_path):
     test = results["tests"]["b"]
     checks = {n: (ok, ev) for n, ok, ev in report.criteria("b", test)}
     assert checks[name] == (None, "not comparable: the controls were trained on the full "
-                                  "histories, not the first H steps; set eval.horizon_controls=true")
+                                  "histories, not the first H steps; set "
+                                  "eval.horizon_controls=true")
     assert checks["beats the random policy (AUC)"][0] is True  # untrained: still comparable
     assert report.verdict("b", test) == "inconclusive"  # was supported with the same numbers
     # Test (a) has no H: its controls are compared as ever.
@@ -373,7 +377,8 @@ def test_summary_records_scale_and_provisional_against_the_tasks_the_env_has(tmp
     assert report.summary(other)["tests"]["c"]["provisional"] is True
     c["heldout_tasks_available"] = 17
     assert report.summary(other)["tests"]["c"]["provisional"] is False
-    assert report.summary({"tests": {"a": _scaled_test(5, 20)}})["tests"]["a"]["provisional"] is False
+    assert report.summary(
+        {"tests": {"a": _scaled_test(5, 20)}})["tests"]["a"]["provisional"] is False
     # The report's caveat and verdict line use the same rule.
     full_darkroom["tests"] = {"a": full_darkroom["tests"]["a"]}
     md = report.markdown(full_darkroom)
@@ -401,7 +406,8 @@ def test_reading_states_what_the_numbers_measure(tmp_path):
             "returned") in b
     assert "episodes that ended between env steps 0 and 800" in a
     assert "episodes that ended between env steps 200 and 800" in b
-    assert "resampling imitator seeds and tasks; the DQN's learners are averaged within each task" in a
+    assert ("resampling imitator seeds and tasks; the DQN's learners are averaged within each "
+            "task") in a
     assert "on 6 held-out tasks of darkroom" in a
     # Beating ED shows more than replaying a final policy; the ablated control is what speaks
     # for learning in context, and only when it is clearly beaten.
@@ -482,7 +488,8 @@ def test_a_steps_ratio_from_fewer_imitator_seeds_than_dqn_learners_says_it_leans
     for seeds in ({"imitator": 5, "dqn": 5}, None):
         assert "leans below" not in " ".join(report._steps_sentences(ratio, "", seeds))
     never = stats.Estimate(math.inf, math.inf, math.inf)  # no crossing: nothing to lean
-    assert "leans below" not in " ".join(report._steps_sentences(never, "", {"imitator": 1, "dqn": 5}))
+    assert "leans below" not in " ".join(report._steps_sentences(never, "",
+                                                                 {"imitator": 1, "dqn": 5}))
 
 
 def test_num_prints_inf_as_its_docstring_says():
@@ -532,7 +539,8 @@ def test_window_over_the_whole_run_reproduces_the_committed_evaluation():
 
 def test_report_window_command_prints_tables_and_refuses_bad_windows(tmp_path):
     synthetic_eval(tmp_path)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "climit.cli", "report", str(tmp_path), *a],
+    run = lambda *a: subprocess.run([sys.executable, "-m", "climit.cli", "report",
+                                     str(tmp_path), *a],
                                     capture_output=True, text=True)
     out = run("--window", "0:400")
     assert out.returncode == 0 and "## (a) skill match: env steps (0, 400]" in out.stdout
@@ -581,7 +589,8 @@ def test_improves_in_context_is_unclear_when_the_dqn_does_not_clearly_learn():
                                     "final": _estimate(14, 12, 16), "gain": _estimate(12, 10, 14)},
                        "dqn": {"auc": _estimate(10, 9, 11), "initial": _estimate(8, 6, 10),
                                "final": _estimate(9, 7, 11), "gain": _estimate(1, -1, 3)}},
-            "vs_dqn": {"imitator": {"auc_ratio": _estimate(1.0, 0.9, 1.1), "final_ratio": _estimate(1.0, 0.9, 1.1),
+            "vs_dqn": {"imitator": {"auc_ratio": _estimate(1.0, 0.9, 1.1),
+                                    "final_ratio": _estimate(1.0, 0.9, 1.1),
                                     "steps_to_80_ratio": _estimate(1, 1, 1)}},
             "imitator_vs": {}, "seeds": {"imitator": 5, "dqn": 5}, "tasks": 17}
     (_, matches, _), (_, improves, evidence) = report.criteria("a", test)
@@ -591,8 +600,8 @@ def test_improves_in_context_is_unclear_when_the_dqn_does_not_clearly_learn():
 
 
 @pytest.mark.parametrize("flag, test", [([], "b"), (["--test", "a"], "a"), (["--test", "b"], "b")])
-def test_score_imitator_cli_scores_the_given_imitator_in_the_chosen_test(tmp_path, monkeypatch, capsys,
-                                                                         flag, test):
+def test_score_imitator_cli_scores_the_given_imitator_in_the_chosen_test(tmp_path, monkeypatch,
+                                                                         capsys, flag, test):
     """main(): the chosen test (default b), rolled out to that test's last grid step; the run's
     imitator of that test and the given one, scored as :func:`score` scores them."""
     results, curves = synthetic_eval(tmp_path)
@@ -603,17 +612,20 @@ def test_score_imitator_cli_scores_the_given_imitator_in_the_chosen_test(tmp_pat
         rolled.append((loaded, tasks.tolist(), num_steps, desc))
         return "reward", "done"
 
-    monkeypatch.setattr(tool.ev, "heldout_family", lambda cfg: (None, "env", np.array(results["tasks"]["a"]), "key"))
+    monkeypatch.setattr(tool.ev, "heldout_family",
+                        lambda cfg: (None, "env", np.array(results["tasks"]["a"]), "key"))
     monkeypatch.setattr(tool.imitator_train, "load", lambda path, step: ("loaded", str(path), step))
     monkeypatch.setattr(tool.ev, "imitator_steps", steps)
     monkeypatch.setattr(tool.ev, "curves_from_steps", lambda r, d, grid_P: curves[f"{test}.ed"])
-    monkeypatch.setattr(sys, "argv", ["score_imitator.py", str(tmp_path), str(tmp_path / "other"), *flag])
+    monkeypatch.setattr(sys, "argv", ["score_imitator.py", str(tmp_path), str(tmp_path / "other"),
+                                      *flag])
     tool.main()
     lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
     assert rolled == [(("loaded", str(tmp_path / "other"), "best"), results["tasks"]["a"],
                        int(curves[f"{test}.grid"][-1]), str(tmp_path / "other"))]
-    want = tool.score(results, curves, test, {f"run's imitator of test ({test})": curves[f"{test}.imitator"],
-                                              str(tmp_path / "other"): curves[f"{test}.ed"]})
+    want = tool.score(results, curves, test,
+                      {f"run's imitator of test ({test})": curves[f"{test}.imitator"],
+                       str(tmp_path / "other"): curves[f"{test}.ed"]})
     assert lines == json.loads(json.dumps(want)) and len(lines) == (2 if test == "a" else 4)
 
 

@@ -88,20 +88,24 @@ def test_a_point_that_climit_run_would_refuse_stops_the_sweep_before_any_work(ba
 
 def test_two_grid_values_that_read_as_one_are_refused(base, capsys):
     path, over = base
-    assert cli.main(["sweep", "--config", str(path), *over, "--grid", "teacher.lr=1e-3,0.001", "--emit"]) == 1
+    assert cli.main(["sweep", "--config", str(path), *over, "--grid", "teacher.lr=1e-3,0.001",
+                     "--emit"]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and "grid points tiny-lr=1e-3 and tiny-lr=0.001 are the same config" in err, err
+    assert out == "" and ("grid points tiny-lr=1e-3 and tiny-lr=0.001 are the same config"
+                          in err), err
 
 
 def test_a_grid_entry_without_values_is_refused(base, capsys):
     path, over = base
-    assert cli.main(["sweep", "--config", str(path), *over, "--grid", "imitator.context_len=,"]) == 2
+    assert cli.main(["sweep", "--config", str(path), *over, "--grid",
+                     "imitator.context_len=,"]) == 2
     assert "imitator.context_len: the grid entry 'imitator.context_len=,' holds no value" in \
         capsys.readouterr().err
     # a value left out between commas, or a stray comma after one, is refused, not dropped
     for entry in ("imitator.context_len=20,,40", "env.transfer=keydoor,"):
         assert cli.main(["sweep", "--config", str(path), *over, "--grid", entry, "--emit"]) == 2
-        assert f"the grid entry '{entry}' holds an empty value between commas" in capsys.readouterr().err
+        assert (f"the grid entry '{entry}' holds an empty value between commas"
+                in capsys.readouterr().err)
 
 
 @pytest.fixture
@@ -141,7 +145,8 @@ def test_two_point_sweep_compare_and_rerun(base, fake_stages, capsys):
     table = _main(capsys, "report", "--compare", *(runs / n for n in NAMES), "--out", runs / "cmp")
     rows = [line for line in table.splitlines() if line.startswith("| tiny")]
     assert [r.split(" | ")[:4] for r in rows] == [
-        ["| tiny-context_len=20", "20", "not supported (provisional: 1 seed x 5 tasks)", "0.5 [0.5, 0.5]"],
+        ["| tiny-context_len=20", "20", "not supported (provisional: 1 seed x 5 tasks)",
+         "0.5 [0.5, 0.5]"],
         ["| tiny-context_len=40", "40", "supported (provisional: 1 seed x 5 tasks)", "1 [1, 1]"]]
     assert (runs / "cmp" / "compare.png").is_file()
     # A rerun of the sweep, and an emitted command run by hand, skip every finished stage.
