@@ -309,7 +309,10 @@ def test_checks_refuse_the_first_value_past_their_edge(override, message):
     with pytest.raises(C.ConfigError) as e:
         C.load(None, [override])
     assert message in str(e.value)
-    # eval.transfer_tasks without a new family says so (there is no family to count).
+
+
+def test_transfer_tasks_without_a_transfer_family_are_refused():
+    # There is no family to count them in.
     with pytest.raises(C.ConfigError, match="eval.transfer_tasks: sets test .c.'s tasks, but "
                                             "env.transfer names no new family"):
         C.load(None, ["env.transfer=", "eval.transfer_tasks=3"])
