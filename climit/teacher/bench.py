@@ -38,7 +38,8 @@ from climit.teacher import dqn, train
 REJAX_CARTPOLE = (
     "env.name=CartPole-v1", "env.train_tasks=1", "env.transfer=",
     "teacher.num_envs=10", "teacher.updates_per_train=5", "teacher.train_every=1",
-    "teacher.batch_size=100", "teacher.hidden=[64, 64]", "teacher.dueling=true", "teacher.double=true",
+    "teacher.batch_size=100", "teacher.hidden=[64, 64]", "teacher.dueling=true",
+    "teacher.double=true",
     "teacher.activation=swish", "teacher.buffer_size=50000", "teacher.learning_starts=5000",
     "teacher.target=polyak", "teacher.tau=0.02", "teacher.lr=0.001", "teacher.gamma=0.99",
     "teacher.eps_end=0.05", "teacher.eps_decay_steps=50000", "teacher.max_grad_norm=10",
@@ -50,7 +51,8 @@ def default_peer_script() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "anchors" / "rejax_dqn_bench.py"
 
 
-def bench_config(steps: int, overrides: tuple[str, ...] | list[str] = ()) -> config_lib.ExperimentConfig:
+def bench_config(steps: int,
+                 overrides: tuple[str, ...] | list[str] = ()) -> config_lib.ExperimentConfig:
     """The peer's CartPole config with ``steps`` env steps per learner, then ``overrides``.
 
     Raises:
@@ -92,7 +94,8 @@ def _steps_hint(err: config_lib.ConfigError, steps: int,
 def machine() -> dict[str, Any]:
     dev = jax.devices()[0]
     return {"backend": jax.default_backend(), "device_kind": getattr(dev, "device_kind", str(dev)),
-            "n_devices": jax.device_count(), "host_cpus": os.cpu_count(), "jax_version": jax.__version__}
+            "n_devices": jax.device_count(), "host_cpus": os.cpu_count(),
+            "jax_version": jax.__version__}
 
 
 def _timed_wait(appender: train.BackgroundAppend | None) -> float:
@@ -108,7 +111,8 @@ def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bo
     """One measurement: S learners for ``teacher.total_env_steps`` each."""
     tcfg = cfg.teacher
     env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
-    tasks = jnp.asarray(envs.sample_tasks(cfg.env.name, jax.random.PRNGKey(seed), learners, "train"))
+    tasks = jnp.asarray(envs.sample_tasks(cfg.env.name, jax.random.PRNGKey(seed), learners,
+                                          "train"))
     keys = dqn.learner_keys(jax.random.PRNGKey(seed), 1, learners)
     hp = dqn.hparams(tcfg, learners)
     state, hp, tasks = train.place(dqn.init(tcfg, env, keys, tasks), hp, tasks)
@@ -120,7 +124,8 @@ def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bo
             infos = [histories.StreamInfo(g, e, tuple(np.asarray(tasks[g]).tolist()), g)
                      for g in range(learners) for e in range(tcfg.num_envs)]
             writer = histories.create(Path(tmp) / "histories", spec=env.spec, streams=infos,
-                                      q_period=q_period, total_steps=tcfg.total_env_steps // tcfg.num_envs)
+                                      q_period=q_period,
+                                      total_steps=tcfg.total_env_steps // tcfg.num_envs)
             appender = train.BackgroundAppend(writer)
             hooks.output = lambda out, t0, t1: appender.append(out)
         record = "full" if write_histories else "stats"
@@ -128,7 +133,8 @@ def measure(cfg: config_lib.ExperimentConfig, learners: int, write_histories: bo
         # waits for the last chunk's write, which is timed with the run.
         with writer or contextlib.nullcontext(), appender or contextlib.nullcontext():
             state, timing = train._run_chunks(tcfg, env, state, hp, tasks, record=record,
-                                              q_period=q_period if write_histories else 0, hooks=hooks)
+                                              q_period=q_period if write_histories else 0,
+                                              hooks=hooks)
             timing.run_s += _timed_wait(appender)
         disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
     final = train.evaluate_greedy(tcfg, env, state.learners.params, tasks,
@@ -150,12 +156,13 @@ def run_peer(script: Path, learners: list[int], steps: int, sampler: str) -> lis
     """The rejax peer in a subprocess (one JSON line per learner count)."""
     script = script.resolve()  # it runs from its own folder, so a relative path would break
     if not script.is_file():
-        return [{"bench": "rejax_dqn", "sampler": sampler, "error": f"peer script not found: {script}"}]
+        return [{"bench": "rejax_dqn", "sampler": sampler,
+                 "error": f"peer script not found: {script}"}]
     # rejax runs whole blocks of eval_freq env steps (2500 in its CartPole config): one block of
     # ``steps`` makes it run exactly as many as climit (6000 ran 7500 without).
     cmd = [sys.executable, str(script), "--eval-mode", "none", "--sampler", sampler,
-           "--total-timesteps", str(steps), "--eval-freq", str(steps), "--final-eval-episodes", "10",
-           "--force-vmap", "--num-seeds", *map(str, learners)]
+           "--total-timesteps", str(steps), "--eval-freq", str(steps), "--final-eval-episodes",
+           "10", "--force-vmap", "--num-seeds", *map(str, learners)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=script.parent)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -166,14 +173,15 @@ def run_peer(script: Path, learners: list[int], steps: int, sampler: str) -> lis
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        keep = ("num_seeds", "sampler", "compile_s", "train_s", "env_steps_total", "grad_updates_total",
-                "env_steps_per_s", "grad_updates_per_s", "final_return_mean")
+        keep = ("num_seeds", "sampler", "compile_s", "train_s", "env_steps_total",
+                "grad_updates_total", "env_steps_per_s", "grad_updates_per_s", "final_return_mean")
         out.append({"bench": "rejax_dqn", **{k: rec.get(k) for k in keep}})
     return out
 
 
 def run(learners: list[int], steps: int, *, histories: str = "both", peer: str = "uniform",
-        peer_script: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Iterator[dict]:
+        peer_script: str | None = None,
+        overrides: list[str] | tuple[str, ...] = ()) -> Iterator[dict]:
     """Yield one record per (learner count, histories on/off), then the peer's and ratios."""
     cfg = bench_config(steps, overrides)
     modes = {"both": (False, True), "off": (False,), "on": (True,)}[histories]
@@ -183,7 +191,8 @@ def run(learners: list[int], steps: int, *, histories: str = "both", peer: str =
         if not write:  # the peer writes no histories: compare with the run that writes none
             ours[s] = rec
         yield rec
-    samplers = {"none": (), "uniform": ("uniform",), "rejax": ("rejax",), "both": ("uniform", "rejax")}[peer]
+    samplers = {"none": (), "uniform": ("uniform",), "rejax": ("rejax",),
+                "both": ("uniform", "rejax")}[peer]
     script = Path(peer_script) if peer_script else default_peer_script()
     for sampler in samplers:
         for rec in run_peer(script, learners, steps, sampler):
@@ -197,8 +206,8 @@ def _ratio(mine: dict | None, peer: dict, sampler: str) -> Iterator[dict]:
     spreads its learners over every device, the peer runs on one."""
     if not (mine and peer.get("env_steps_per_s")):
         return
-    line = {"bench": "ratio_climit_over_peer", "sampler": sampler, "num_learners": peer["num_seeds"],
-            "climit_devices": mine.get("n_devices")}
+    line = {"bench": "ratio_climit_over_peer", "sampler": sampler,
+            "num_learners": peer["num_seeds"], "climit_devices": mine.get("n_devices")}
     peer_steps = (peer.get("env_steps_total") or 0) / max(peer["num_seeds"], 1)
     if peer_steps != mine["env_steps_per_learner"]:
         yield {**line, "error": f"the peer ran {peer_steps:g} env steps per learner, climit "

@@ -242,7 +242,8 @@ def init_learner(tcfg: TeacherConfig, env: envs.Env, key: jax.Array, task_K: jax
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def init(tcfg: TeacherConfig, env: envs.Env, keys_Gx2: jax.Array, tasks_GxK: jax.Array) -> TrainState:
+def init(tcfg: TeacherConfig, env: envs.Env, keys_Gx2: jax.Array,
+         tasks_GxK: jax.Array) -> TrainState:
     """Stacked fresh learners: one per (raw uint32) key and task."""
     learners = jax.vmap(lambda k, task: init_learner(tcfg, env, k, task))(keys_Gx2, tasks_GxK)
     return TrainState(learners=learners, t=jnp.int32(0), updates=jnp.int32(0))
@@ -269,7 +270,8 @@ def _train_round(tcfg: TeacherConfig, net: networks.QNet, learners: Learner, hp_
     """``updates_per_train`` TD updates of every learner: (learners, updates, loss_sum_G)."""
     def one(carry, _):
         learners, updates = carry
-        learners, loss_G = jax.vmap(lambda ln, hp: td_update(tcfg, net, ln, hp, count))(learners, hp_G)
+        learners, loss_G = jax.vmap(lambda ln, hp: td_update(tcfg, net, ln, hp, count))(
+            learners, hp_G)
         updates = updates + 1
         if tcfg.target == "hard":
             learners = jax.lax.cond(updates % tcfg.target_period == 0,
@@ -279,7 +281,8 @@ def _train_round(tcfg: TeacherConfig, net: networks.QNet, learners: Learner, hp_
 
     (learners, updates), loss_UxG = jax.lax.scan(one, (learners, updates), None,
                                                  length=tcfg.updates_per_train,
-                                                 unroll=min(tcfg.scan_unroll, tcfg.updates_per_train))
+                                                 unroll=min(tcfg.scan_unroll,
+                                                            tcfg.updates_per_train))
     return learners, updates, loss_UxG.sum(0)
 
 
@@ -315,7 +318,8 @@ def _unit(tcfg: TeacherConfig, env: envs.Env, net: networks.QNet, hp_G: HParams,
     count = state.t * tcfg.num_envs
     train_now = jnp.bool_(True)
     if scheduled:
-        learners, updates, loss_G = _train_round(tcfg, net, state.learners, hp_G, state.updates, count)
+        learners, updates, loss_G = _train_round(tcfg, net, state.learners, hp_G, state.updates,
+                                                 count)
     else:
         train_now = (count >= tcfg.learning_starts) & (state.t % tcfg.train_every == 0)
         learners, updates, loss_G = jax.lax.cond(
@@ -323,7 +327,8 @@ def _unit(tcfg: TeacherConfig, env: envs.Env, net: networks.QNet, hp_G: HParams,
             lambda ln, u: (ln, u, jnp.zeros(hp_G.lr.shape, jnp.float32)), state.learners,
             state.updates)
     stats = stats._replace(loss_sum_G=stats.loss_sum_G + loss_G,
-                           loss_count=stats.loss_count + jnp.where(train_now, tcfg.updates_per_train, 0))
+                           loss_count=stats.loss_count + jnp.where(train_now,
+                                                                   tcfg.updates_per_train, 0))
     return (state.replace(learners=learners, updates=updates), stats), ys
 
 
@@ -350,7 +355,8 @@ def schedulable(tcfg: TeacherConfig, t0: int, length: int, record: Record, q_per
             and _block(length, record, q_period) % k == 0)
 
 
-def _keep(record: Record, from_replay: bool, ys: tuple[rollout.Transition, jax.Array]) -> tuple[Any, Any]:
+def _keep(record: Record, from_replay: bool,
+          ys: tuple[rollout.Transition, jax.Array]) -> tuple[Any, Any]:
     """What the scan stacks over time: nothing unrequested leaves the device, and with
     ``from_replay`` only what the replay buffer does not hold (``truncated``)."""
     tr, finished = ys
@@ -417,12 +423,14 @@ def chunk(tcfg: TeacherConfig, env: envs.Env, length: int, record: Record, q_per
 
     def outer(carry, _):
         obs_GxExO = carry[0].learners.envs.inp.obs
-        q_GxExA = jax.vmap(lambda p, o: networks.apply(net, p, o))(carry[0].learners.params, obs_GxExO)
+        q_GxExA = jax.vmap(lambda p, o: networks.apply(net, p, o))(
+            carry[0].learners.params, obs_GxExO)
         carry, ys = jax.lax.scan(inner, carry, None, length=units,
                                  unroll=min(tcfg.scan_unroll, units))
         return carry, (ys, q_GxExA.astype(jnp.float16))
 
-    stats0 = ChunkStats(episodes_G=jnp.zeros((g,), jnp.int32), return_sum_G=jnp.zeros((g,), jnp.float32),
+    stats0 = ChunkStats(episodes_G=jnp.zeros((g,), jnp.int32),
+                        return_sum_G=jnp.zeros((g,), jnp.float32),
                         loss_sum_G=jnp.zeros((g,), jnp.float32), loss_count=jnp.int32(0),
                         params_finite_G=jnp.ones((g,), bool))
     (state, stats), ((tr, finished), q) = jax.lax.scan(outer, (state, stats0), None,

@@ -65,7 +65,8 @@ class Plan:
     def stream_infos(self, num_envs: int) -> list[histories.StreamInfo]:
         """One entry per stream n = g*E + e."""
         hp = {f: np.asarray(getattr(self.hparams, f)) for f in dqn.HParams._fields}
-        return [histories.StreamInfo(learner=g, env=e, task=tuple(int(x) for x in self.tasks_GxK[g]),
+        return [histories.StreamInfo(learner=g, env=e,
+                                     task=tuple(int(x) for x in self.tasks_GxK[g]),
                                      seed=int(self.seed_G[g]),
                                      hparams={f: float(v[g]) for f, v in hp.items()})
                 for g in range(self.num_learners) for e in range(num_envs)]
@@ -93,7 +94,8 @@ def plan(cfg: ExperimentConfig) -> Plan:
 # Devices: the learner axis G is sharded over every device of every process (no-op on one)
 # ---------------------------------------------------------------------------------------------
 
-def place(state: dqn.TrainState, hp_G: dqn.HParams, tasks_GxK: Any, *, require_divisible: bool = True
+def place(state: dqn.TrainState, hp_G: dqn.HParams, tasks_GxK: Any, *,
+          require_divisible: bool = True
           ) -> tuple[dqn.TrainState, dqn.HParams, jax.Array]:
     """Shard the learners (and their hparams and tasks) on axis G; counters replicated.
 
@@ -109,10 +111,12 @@ def place(state: dqn.TrainState, hp_G: dqn.HParams, tasks_GxK: Any, *, require_d
     g = int(tasks_GxK.shape[0])
     if jax.device_count() == 1 or (not require_divisible and g % jax.device_count()):
         return state, hp_G, tasks_GxK
-    parallel.check_divisible(g, "the number of teacher learners (sweep points x train_tasks x seeds)")
+    parallel.check_divisible(g,
+                             "the number of teacher learners (sweep points x train_tasks x seeds)")
     m = parallel.mesh()
     state = dqn.TrainState(learners=parallel.shard_leading(state.learners, m),
-                           t=parallel.replicate(state.t, m), updates=parallel.replicate(state.updates, m))
+                           t=parallel.replicate(state.t, m),
+                           updates=parallel.replicate(state.updates, m))
     return state, parallel.shard_leading(hp_G, m), parallel.shard_leading(tasks_GxK, m)
 
 
@@ -150,7 +154,8 @@ class _Hooks:
     save_before_stop: Callable[[dqn.TrainState, int, Timing], None] | None = None
 
 
-def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int, where: str | Callable[[], str]) -> None:
+def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int,
+                  where: str | Callable[[], str]) -> None:
     """Raise TrainingDiverged if a learner's loss or weights are not finite.
 
     ``where``: what is kept on disk, or a function that says so; it is called only when raising,
@@ -160,11 +165,12 @@ def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int, where: str | Callab
                          | ~np.asarray(out.stats.params_finite_G))
     if bad.size:
         where = where() if callable(where) else where
-        raise TrainingDiverged(f"TD loss or weights became NaN/Inf by env step {t1 * num_envs} for learners "
-                               f"{bad[:8].tolist()}{'...' if bad.size > 8 else ''}; {where}. Lower "
-                               f"teacher.lr, keep teacher.max_grad_norm > 0, or check the "
-                               f"environment's rewards for NaN/Inf or huge values (with a changed "
-                               f"config, choose another run.name: it does not resume this run)")
+        raise TrainingDiverged(f"TD loss or weights became NaN/Inf by env step {t1 * num_envs} for "
+                               f"learners {bad[:8].tolist()}{'...' if bad.size > 8 else ''}; "
+                               f"{where}. Lower teacher.lr, keep teacher.max_grad_norm > 0, or "
+                               "check the environment's rewards for NaN/Inf or huge values (with "
+                               "a changed config, choose another run.name: it does not resume "
+                               "this run)")
 
 
 def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G: dqn.HParams,
@@ -213,8 +219,9 @@ def _run_chunks(tcfg: TeacherConfig, env: envs.Env, state: dqn.TrainState, hp_G:
             timing.td_updates += g * int(out.stats.loss_count)
             run = max(time.perf_counter() - loop_start - compile_s + prior_run_s, 1e-9)
             bar.update((t1 - t0) * tcfg.num_envs)
-            bar.set_postfix_str(f"{timing.env_steps / run:.3g} steps/s {timing.td_updates / run:.3g} "
-                                f"updates/s return {out.stats.return_sum_G.sum() / max(episodes, 1):.3g}",
+            bar.set_postfix_str(f"{timing.env_steps / run:.3g} steps/s "
+                                f"{timing.td_updates / run:.3g} updates/s return "
+                                f"{out.stats.return_sum_G.sum() / max(episodes, 1):.3g}",
                                 refresh=False)
 
     chunk_index = 0
@@ -331,7 +338,8 @@ def train_learners(tcfg: TeacherConfig, env: envs.Env, tasks_GxK: Any, keys_Gx2:
     g = int(tasks.shape[0])
     keys = jnp.asarray(keys_Gx2)
     if keys.shape != (g, 2):
-        raise ValueError(f"train_learners needs one raw key per learner, [{g}, 2]; got {keys.shape}")
+        raise ValueError(f"train_learners needs one raw key per learner, [{g}, 2]; got "
+                         f"{keys.shape}")
     hp = hparams if hparams is not None else dqn.hparams(tcfg, g)
     state, hp, tasks = place(dqn.init(tcfg, env, keys, tasks), hp, tasks, require_divisible=False)
     returns: list[np.ndarray] = []
@@ -354,7 +362,8 @@ ENV_FIELDS = ("name", "sticky_action_prob", "train_tasks")  # the env fields the
 def _teacher_sections(cfg_dict: dict) -> dict:
     """The parts of a config dict the teacher's artifacts depend on, JSON-normalised."""
     env = cfg_dict.get("env", {})
-    raw = {"run.seed": cfg_dict.get("run", {}).get("seed"), "env": {k: env.get(k) for k in ENV_FIELDS},
+    raw = {"run.seed": cfg_dict.get("run", {}).get("seed"),
+           "env": {k: env.get(k) for k in ENV_FIELDS},
            "teacher": config_lib.teacher_identity(cfg_dict.get("teacher", {})),
            "histories": cfg_dict.get("histories", {})}
     return json.loads(json.dumps(raw, sort_keys=True))
@@ -410,8 +419,9 @@ class BackgroundAppend:
         """Start writing ``out``'s streams (and Q-values), host arrays, after the previous chunk."""
         self.wait()
         s = out.streams
-        self._writing = self._pool.submit(self.writer.append, s.obs_NxTxO, s.action_NxT, s.reward_NxT,
-                                          s.terminated_NxT, s.truncated_NxT, out.q_NxTqxA)
+        self._writing = self._pool.submit(self.writer.append, s.obs_NxTxO, s.action_NxT,
+                                          s.reward_NxT, s.terminated_NxT, s.truncated_NxT,
+                                          out.q_NxTqxA)
 
     def wait(self) -> None:
         """Until the chunk being written is on disk; its error is raised here."""
@@ -459,14 +469,16 @@ class _RunIO:
         self.last_time = time.perf_counter()
         self.save_s: float | None = None
         self.total_t = self.tcfg.total_env_steps // self.tcfg.num_envs
-        self.pending_snaps = [s for s in self.tcfg.snapshot_steps if s > start_t * self.tcfg.num_envs]
+        self.pending_snaps = [s for s in self.tcfg.snapshot_steps
+                              if s > start_t * self.tcfg.num_envs]
 
     def output(self, out: dqn.ChunkOut, t0: int, t1: int) -> None:
         if self.writer is None:  # not process 0: it has gathered the chunk, process 0 writes it
             return
         self.appender.append(out)
         stats, now = out.stats, time.perf_counter()
-        episodes, g, updates = int(stats.episodes_G.sum()), len(stats.episodes_G), int(stats.loss_count)
+        episodes, g, updates = (int(stats.episodes_G.sum()), len(stats.episodes_G),
+                                int(stats.loss_count))
         wall, self.last_time = now - self.last_time, now
         record = {
             "step": t1 * self.tcfg.num_envs, "vector_steps": t1, "episodes": episodes,
@@ -500,7 +512,8 @@ class _RunIO:
             requested = [s for s in self.pending_snaps if s <= step]
             self.pending_snaps = [s for s in self.pending_snaps if s > step]
             self.snaps.save(step, {"params": state.learners.params}, config=self.cfg_dict,
-                            metrics={"env_steps": step, "requested": requested[0] if requested else step})
+                            metrics={"env_steps": step,
+                                     "requested": requested[0] if requested else step})
         if self._checkpoint_due(t1):
             self._save(state, t1, timing)
         self.last_time = time.perf_counter()
@@ -570,14 +583,16 @@ def _restore_latest(cfg: ExperimentConfig, ckpt: checkpoint.Checkpointer, target
         ClimitError: the run was saved by another config. ArtifactError: every checkpoint is
         damaged.
     """
-    newest = ckpt.restore_newest(lambda step: _restore_step(cfg, ckpt, step, target), log, "teacher")
+    newest = ckpt.restore_newest(lambda step: _restore_step(cfg, ckpt, step, target), log,
+                                 "teacher")
     if newest is None:
         return None, None, Timing()
     step, (state, timing) = newest
     return state, step, timing
 
 
-def _earlier_artifacts(hist_dir: Path, snaps: checkpoint.Checkpointer) -> list[tuple[str, Path, dict]]:
+def _earlier_artifacts(hist_dir: Path,
+                       snaps: checkpoint.Checkpointer) -> list[tuple[str, Path, dict]]:
     """(description, path, stored config) of a history and snapshots already in the run.
 
     Raises:
@@ -589,7 +604,8 @@ def _earlier_artifacts(hist_dir: Path, snaps: checkpoint.Checkpointer) -> list[t
         if h.num_steps:  # an empty one (a run that failed before its first chunk) holds nothing
             found.append((f"the history ({h.num_steps} steps per stream)", hist_dir, h.config))
     if snaps.steps():
-        found.append((f"{len(snaps.steps())} snapshots", snaps.directory, snaps.metadata()["config"]))
+        found.append((f"{len(snaps.steps())} snapshots", snaps.directory,
+                      snaps.metadata()["config"]))
     return found
 
 
@@ -644,8 +660,8 @@ def _check_earlier_run(cfg: ExperimentConfig, out_dir: Path, hist_dir: Path,
         found = _earlier_artifacts(hist_dir, snaps)
         fingerprint_saved = _saved_fingerprint(out_dir / "summary.json")
     except ArtifactError as e:
-        raise ClimitError(f"{out_dir} holds no checkpoint, and what an earlier run left there cannot "
-                          f"be checked against this config ({e}); {advice}") from None
+        raise ClimitError(f"{out_dir} holds no checkpoint, and what an earlier run left there "
+                          f"cannot be checked against this config ({e}); {advice}") from None
     now = config_lib.to_dict(cfg)
     for what, where, saved in found:
         diffs = _config_diff(saved, now)
@@ -654,14 +670,14 @@ def _check_earlier_run(cfg: ExperimentConfig, out_dir: Path, hist_dir: Path,
                               f"({'; '.join(diffs[:4])}) and no checkpoint to resume, so starting "
                               f"over would overwrite it; {advice}")
     if fingerprint_saved not in (None, fingerprint(cfg)):
-        raise ClimitError(f"{out_dir / 'summary.json'} is the summary of a teacher run with another "
-                          f"config (fingerprint {fingerprint_saved}, now {fingerprint(cfg)}) and "
-                          f"there is no checkpoint to resume; {advice}")
+        raise ClimitError(f"{out_dir / 'summary.json'} is the summary of a teacher run with "
+                          f"another config (fingerprint {fingerprint_saved}, now "
+                          f"{fingerprint(cfg)}) and there is no checkpoint to resume; {advice}")
     left = [f"{what} in {where}" for what, where, _ in found]
     left += ["summary.json"] if fingerprint_saved is not None else []
     if left:
-        log(f"teacher: no checkpoint in {out_dir / 'checkpoints'}: starting over; what an earlier run "
-            f"of this config left ({', '.join(left)}) is rewritten")
+        log(f"teacher: no checkpoint in {out_dir / 'checkpoints'}: starting over; what an earlier "
+            f"run of this config left ({', '.join(left)}) is rewritten")
 
 
 def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainState, p: Plan,
@@ -682,7 +698,8 @@ def _disk_needs(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
     checkpoints_ahead = max(tcfg.keep_checkpoints + 1 - saved_checkpoints, 0)
     overhead = checkpoint.STEP_OVERHEAD_BYTES
     return {
-        "histories": histories.estimate_bytes(env_spec, p.num_learners * e, total_t - start_t, q_period),
+        "histories": histories.estimate_bytes(env_spec, p.num_learners * e, total_t - start_t,
+                                              q_period),
         "checkpoints": checkpoints_ahead * (_tree_bytes(shape) + overhead),
         "snapshots": snaps_ahead * (_tree_bytes(shape.learners.params) + overhead),
     }
@@ -718,9 +735,10 @@ def _check_disk(cfg: ExperimentConfig, env_spec: envs.EnvSpec, shape: dqn.TrainS
     tcfg = cfg.teacher
     needs = _disk_needs(cfg, env_spec, shape, p, start_t, q_period, saved_checkpoints)
     sizes = ", ".join(f"{kind} {histories.human_bytes(n)}" for kind, n in needs.items())
-    log(f"teacher: {p.num_learners} learners x {tcfg.num_envs} envs x {tcfg.total_env_steps} env steps "
-        f"on {cfg.env.name}; to write at {out_dir}: {sizes} (histories uncompressed, an upper bound; "
-        f"checkpoints up to {tcfg.keep_checkpoints + 1} whole states with replay buffers)"
+    log(f"teacher: {p.num_learners} learners x {tcfg.num_envs} envs x {tcfg.total_env_steps} env "
+        f"steps on {cfg.env.name}; to write at {out_dir}: {sizes} (histories uncompressed, an "
+        f"upper bound; checkpoints up to {tcfg.keep_checkpoints + 1} whole states with replay "
+        "buffers)"
         + (f"; resuming from env step {step}" if step is not None else ""))
     free = parallel.primary_bytes(histories.free_bytes(out_dir))
     histories.check_disk(out_dir, sum(needs.values()), free_fn=lambda _: free,
@@ -789,7 +807,8 @@ def _train_on_disk(cfg: ExperimentConfig, env: envs.Env, p: Plan, state: dqn.Tra
 
 
 def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
-          log: Callable[[str], None] = print, stop_hook: Callable[[int], None] | None = None) -> dict:
+          log: Callable[[str], None] = print,
+          stop_hook: Callable[[int], None] | None = None) -> dict:
     """Train the config's learners, writing ``run_dir/teacher/``; resumes if interrupted.
 
     Resumes from the newest checkpoint that restores (a damaged one is skipped with a warning).
@@ -846,7 +865,8 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
                                        stop_hook=stop_hook)
 
     eval_key = jax.random.fold_in(jax.random.PRNGKey(cfg.run.seed), EVAL_STREAM)
-    final = evaluate_greedy(tcfg, env, state.learners.params, p.tasks_GxK, eval_key, tcfg.eval_episodes)
+    final = evaluate_greedy(tcfg, env, state.learners.params, p.tasks_GxK, eval_key,
+                            tcfg.eval_episodes)
     summary = {
         "env": cfg.env.name, "num_learners": g, "num_envs": e,
         "env_steps_per_learner": tcfg.total_env_steps,
@@ -863,8 +883,8 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
     if primary:
         jsonfile.write_atomic(out_dir / "summary.json", json.dumps(summary, indent=1).encode())
     log(f"teacher: final greedy return {summary['final_return_mean']:.3f} (mean of {g}); "
-        f"{summary['env_steps_per_s']:.3g} env steps/s, {summary['td_updates_per_s']:.3g} TD updates/s "
-        f"(compile {timing.compile_s:.1f} s) -> {out_dir / 'summary.json'}")
+        f"{summary['env_steps_per_s']:.3g} env steps/s, {summary['td_updates_per_s']:.3g} TD "
+        f"updates/s (compile {timing.compile_s:.1f} s) -> {out_dir / 'summary.json'}")
     return summary
 
 
@@ -898,7 +918,8 @@ def _teacher_step_dirs(path: Path) -> list[Path]:
     if checkpoint.is_checkpoint_dir(path):
         return [path]
     teacher = path / "teacher" if (path / "teacher").is_dir() else path
-    dirs = [d for d in (teacher / "snapshots", teacher / "checkpoints") if checkpoint.is_checkpoint_dir(d)]
+    dirs = [d for d in (teacher / "snapshots", teacher / "checkpoints")
+            if checkpoint.is_checkpoint_dir(d)]
     if not dirs:
         raise ArtifactError(f"no teacher snapshots or checkpoints at {path}; expected a run "
                             f"directory, its teacher/ or one of teacher/{{snapshots,checkpoints}}")
@@ -927,7 +948,8 @@ def load(path: str | Path, step: int | str = "latest") -> LoadedTeacher:
         raise ArtifactError(f"no teacher step {step} at {path}; saved steps: {saved}")
     with checkpoint.Checkpointer(source, readonly=True) as ck:
         meta = ck.metadata(int(step))
-        root = "learners/params" if any(k.startswith("learners/") for k in meta["tree"]) else "params"
+        root = ("learners/params" if any(k.startswith("learners/") for k in meta["tree"])
+                else "params")
         tree = ck.restore(int(step), only=(root + "/",))
     try:
         cfg = config_lib.from_dict(meta["config"])
@@ -940,4 +962,5 @@ def load(path: str | Path, step: int | str = "latest") -> LoadedTeacher:
     if stored != {len(tasks_GxK)}:
         raise ArtifactError(f"{source} step {step} stores {sorted(stored)} learners but its "
                             f"config plans {len(tasks_GxK)}")
-    return LoadedTeacher(jax.tree.map(jnp.asarray, params), cfg, int(step), np.asarray(tasks_GxK), source)
+    return LoadedTeacher(jax.tree.map(jnp.asarray, params), cfg, int(step), np.asarray(tasks_GxK),
+                         source)
