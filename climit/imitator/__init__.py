@@ -10,10 +10,12 @@ synthetic  a tiny history with a known answer (tests, smoke runs)
 
 try:
     from flax import nnx as _nnx  # noqa: F401
-except AttributeError as _e:  # e.g. flax 0.12.8/0.12.9 import a jax.experimental name jax 0.11.1+ dropped
+except AttributeError as _e:
+    # e.g. flax 0.12.8/0.12.9 import a jax.experimental name jax 0.11.1+ dropped
     import flax as _flax
     import jax as _jax
 
     raise ImportError(
-        f"flax {_flax.__version__} does not import under jax {_jax.__version__} ({_e}); install the "
-        "flax release made for this jax (jax 0.11.x needs flax >= 0.12.10) or jax 0.10.x") from _e
+        f"flax {_flax.__version__} does not import under jax {_jax.__version__} ({_e}); install "
+        "the flax release made for this jax (jax 0.11.x needs flax >= 0.12.10) or jax "
+        "0.10.x") from _e

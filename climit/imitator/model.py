@@ -287,7 +287,8 @@ class Transformer(nnx.Module):
         else:
             x = self.obs_embed(obs.astype(jnp.float32))
         action_idx = jnp.where(prev_action < 0, cfg.num_actions, prev_action)
-        x = x + self.action_embed(action_idx) + self.start_embed(tok.episode_start.astype(jnp.int32))
+        x = (x + self.action_embed(action_idx)
+             + self.start_embed(tok.episode_start.astype(jnp.int32)))
         x = x + prev_reward[..., None] * self.reward_embed[...]
         return x.astype(cfg.dtype)
 
@@ -446,7 +447,8 @@ def _segments(episode_start_BxL: jax.Array) -> jax.Array:
 # Pure entry points
 # ---------------------------------------------------------------------------------------------
 
-def forward(params: Params, tokens_BxT: Tokens, *, dropout_key: jax.Array | None = None) -> jax.Array:
+def forward(params: Params, tokens_BxT: Tokens, *,
+            dropout_key: jax.Array | None = None) -> jax.Array:
     """Causal pass with attention windows of ``cfg.context_len``: Tokens with leaves [B, T, ...]
     -> logits_BxTxA float32. ``T`` may exceed the context (banded mask); positions are 0..T-1
     (periodic RoPE: only ``t mod C`` matters).

@@ -78,9 +78,11 @@ def policy(params: model_lib.Params, mode: str = "sample",
     return act_fn(mode, mask), model_lib.init_cache(params, 1)
 
 
-def trajectory_tokens(obs_TxO: Any, action_T: Any, reward_T: Any, episode_start_T: Any) -> model_lib.Tokens:
+def trajectory_tokens(obs_TxO: Any, action_T: Any, reward_T: Any,
+                      episode_start_T: Any) -> model_lib.Tokens:
     """The tokens [1, T] an imitator saw along a recorded rollout (for full recomputation)."""
-    prev_action = jnp.concatenate([jnp.array([model_lib.NO_ACTION]), jnp.asarray(action_T[:-1], jnp.int32)])
+    prev_action = jnp.concatenate([jnp.array([model_lib.NO_ACTION]),
+                                   jnp.asarray(action_T[:-1], jnp.int32)])
     prev_reward = jnp.concatenate([jnp.zeros(1), jnp.asarray(reward_T[:-1], jnp.float32)])
     return model_lib.Tokens(obs=jnp.asarray(obs_TxO)[None], prev_action=prev_action[None],
                             prev_reward=prev_reward[None],

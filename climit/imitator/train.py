@@ -5,7 +5,8 @@ imitators at once (``vmap`` over a leading seed axis S: one compiled step, one s
 checkpoint) and writes ``runs/NAME/imitator/<tag>/``::
 
     checkpoints/    orbax steps (latest ``keep_checkpoints`` + the best by held-out loss)
-    metrics.jsonl   train loss/accuracy every ``log_every`` steps, held-out ones every ``eval_every``
+    metrics.jsonl   train loss/accuracy every ``log_every`` steps, held-out ones every
+                    ``eval_every``
     summary.json    heldout_loss, heldout_action_accuracy, heldout_accuracy_by_position,
                     heldout ('tasks' or 'learners': what the held-out set is), tokens_per_s,
                     params, attention (the kernel that ran), ... (final)
@@ -119,7 +120,8 @@ def identity(icfg: config_lib.ImitatorConfig) -> config_lib.ImitatorConfig:
 
 
 def _fingerprint(cfg: config_lib.ExperimentConfig, env: config_lib.EnvConfig) -> str:
-    return config_lib.fingerprint(identity(cfg.imitator), env, config_lib.teacher_identity(cfg.teacher),
+    return config_lib.fingerprint(identity(cfg.imitator), env,
+                                  config_lib.teacher_identity(cfg.teacher),
                                   cfg.histories, cfg.run.seed, model_lib.REVISION)
 
 
@@ -163,8 +165,8 @@ def _check_history_config(cfg: config_lib.ExperimentConfig, history: Any) -> Non
     if diffs:
         raise ClimitError(f"the learning history at {history.path} was written by a teacher with "
                           f"another config ({'; '.join(diffs[:4])}); train the imitator with the "
-                          f"teacher's config, or run `climit teach` (or `climit run`) with this one "
-                          f"under another run.name")
+                          "teacher's config, or run `climit teach` (or `climit run`) with this "
+                          f"one under another run.name")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +234,8 @@ def train_step(mcfg: model_lib.ModelConfig, icfg: config_lib.ImitatorConfig, key
     return TrainState(step=state.step + 1, tree=tree, opt_state=opt_state), metrics
 
 
-def eval_sums(mcfg: model_lib.ModelConfig, tree: dict, batch: data_lib.Batch) -> tuple[jax.Array, jax.Array]:
+def eval_sums(mcfg: model_lib.ModelConfig, tree: dict,
+              batch: data_lib.Batch) -> tuple[jax.Array, jax.Array]:
     """Summed plain cross-entropy per seed [S] and correct predictions per seed and sequence
     position [S, T] (summed over the batch); ``batch`` leaves are [B, T, ...] shared by every
     seed."""
@@ -393,7 +396,8 @@ def _identity(cfg_dict: dict) -> dict:
     env = {k: v for k, v in cfg_dict.get("env", {}).items() if k != "transfer"}
     raw = {"imitator": imitator, "env": env,
            "teacher": config_lib.teacher_identity(cfg_dict.get("teacher", {})),
-           "histories": cfg_dict.get("histories", {}), "run.seed": cfg_dict.get("run", {}).get("seed"),
+           "histories": cfg_dict.get("histories", {}),
+           "run.seed": cfg_dict.get("run", {}).get("seed"),
            "imitator_model_revision": cfg_dict.get("imitator_model_revision")}
     return json.loads(json.dumps(raw))  # as JSON stored it: lists, string keys
 
@@ -448,7 +452,8 @@ def _restore_or_init(cfg: config_lib.ExperimentConfig, ckpt: checkpoint.Checkpoi
     """
     target = jax.eval_shape(programs.init, init_key)
     _check_state_memory(cfg, target)
-    newest = ckpt.restore_newest(lambda step: _restore_step(cfg, ckpt, step, target), log, "imitator")
+    newest = ckpt.restore_newest(lambda step: _restore_step(cfg, ckpt, step, target), log,
+                                 "imitator")
     if newest is None:
         return _Resumed(0, programs.init(init_key), Timing(), {})
     resumed = newest[1]
@@ -625,7 +630,8 @@ def _checkpoint_problem(ckpt_dir: Path, step: int, what: str) -> str | None:
     files = tuple(sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns)
                          for f in step_dir.rglob("*") if f.is_file()))
     damage = _damage(str(step_dir), files)
-    return None if damage is None else f"the imitator's {what} checkpoint (step {step}) is damaged ({damage})"
+    return (None if damage is None
+            else f"the imitator's {what} checkpoint (step {step}) is damaged ({damage})")
 
 
 @functools.lru_cache(maxsize=64)
@@ -693,7 +699,8 @@ def train(cfg: config_lib.ExperimentConfig, *, progress: bool = True,
     out = output_dir(cfg)
     history = open_histories(histories_dir(cfg))
     _check_history_config(cfg, history)
-    done = jsonfile.read_or_empty(out / "summary.json")  # a damaged summary counts as unfinished: resume
+    # a damaged summary counts as unfinished: resume
+    done = jsonfile.read_or_empty(out / "summary.json")
     matches = fingerprint_matches(done.get("fingerprint"), cfg)
     problems = _summary_problems(out / "checkpoints", done) if matches else {}
     if matches and not problems:
@@ -841,7 +848,8 @@ def _means(ev: dict) -> dict:
 def _train_record(step: int, pending: list[StepMetrics], tokens_per_step: int,
                   timing: Timing) -> dict:
     m = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *pending)
-    return {"step": step, "loss": float(m.loss[-1].mean()), "accuracy": float(m.accuracy[-1].mean()),
+    return {"step": step, "loss": float(m.loss[-1].mean()),
+            "accuracy": float(m.accuracy[-1].mean()),
             "grad_norm": float(m.grad_norm[-1].mean()), "lr": float(m.lr[-1][0]),
             "tokens_per_s": timing.tokens_per_s(tokens_per_step)}
 
@@ -942,7 +950,8 @@ def load(path: str | Path, step: int | str = "best", *, compute_dtype: str | Non
         ValueError: ``step`` is none of the above.
     """
     path = Path(path)
-    ckpt_dir = path if path.name == "checkpoints" and checkpoint.is_checkpoint_dir(path) else path / "checkpoints"
+    ckpt_dir = (path if path.name == "checkpoints" and checkpoint.is_checkpoint_dir(path)
+                else path / "checkpoints")
     if isinstance(step, str) and step not in ("best", "latest"):
         if not step.isdigit():
             raise ValueError(f"step must be 'best', 'latest' or a step number, got {step!r}")
@@ -964,7 +973,8 @@ def load(path: str | Path, step: int | str = "best", *, compute_dtype: str | Non
         cfg = config_lib.from_dict(raw)
         mcfg = model_lib.ModelConfig(**{k: tuple(v) if isinstance(v, list) else v
                                         for k, v in saved_model.items()})
-        target = jax.eval_shape(functools.partial(init_state, mcfg, cfg.imitator), jax.random.key(0))
+        target = jax.eval_shape(functools.partial(init_state, mcfg, cfg.imitator),
+                                jax.random.key(0))
         state = ckpt.restore(meta["step"], target=target)
     dtype = compute_dtype or model_lib.resolve_compute_dtype(cfg.imitator.compute_dtype)
     mcfg = dataclasses.replace(mcfg, compute_dtype=dtype)
