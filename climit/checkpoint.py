@@ -58,7 +58,8 @@ from climit.errors import ArtifactError, ClimitError
 T = TypeVar("T")
 
 CHECKSUM_FILE = "climit_checksums.json"
-DAMAGED_DIR = "damaged_checkpoints"  # beside checkpoints/: its damaged steps set aside (damaged_dir)
+# beside checkpoints/: its damaged steps set aside (damaged_dir)
+DAMAGED_DIR = "damaged_checkpoints"
 FORMAT_VERSION = 1
 # Disk a saved step takes beyond its arrays: orbax's metadata and store files and our
 # checksums, each rounded up to a block (a step of three small arrays: 32 KB in 13 files, 80 KB
@@ -99,7 +100,8 @@ def _read_checksums(step_dir: Path) -> dict[str, list[int]]:
     try:
         files = json.loads((step_dir / CHECKSUM_FILE).read_text())["files"]
     except FileNotFoundError:
-        raise ArtifactError(f"checkpoint {step_dir} is incomplete (its save never finished)") from None
+        raise ArtifactError(f"checkpoint {step_dir} is incomplete (its save never "
+                            "finished)") from None
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         files = None
     # JSON that parses yet is not {path: [size, crc]} is as damaged as JSON that does not.
@@ -134,7 +136,8 @@ def verify_step(step_dir: str | Path, only: tuple[str, ...] | None = None) -> in
             raise ArtifactError(f"checkpoint {step_dir} is damaged: {rel} is truncated or resized "
                                 f"({p.stat().st_size} bytes, {size} written)")
         if _crc32_file(p) != crc:
-            raise ArtifactError(f"checkpoint {step_dir} is damaged: {rel} is corrupt (checksum mismatch)")
+            raise ArtifactError(f"checkpoint {step_dir} is damaged: {rel} is corrupt (checksum "
+                                "mismatch)")
         count += 1
     return count
 
@@ -153,12 +156,14 @@ def _step_dirs(directory: Path) -> dict[int, Path]:
 
 def complete_steps(directory: str | Path) -> list[int]:
     """Steps whose save finished (they have a checksum file), ascending."""
-    return sorted(s for s, p in _step_dirs(Path(directory)).items() if (p / CHECKSUM_FILE).is_file())
+    return sorted(s for s, p in _step_dirs(Path(directory)).items()
+                  if (p / CHECKSUM_FILE).is_file())
 
 
 def incomplete_steps(directory: str | Path) -> list[int]:
     """Step directories whose save was interrupted (no checksum file)."""
-    return sorted(s for s, p in _step_dirs(Path(directory)).items() if not (p / CHECKSUM_FILE).is_file())
+    return sorted(s for s, p in _step_dirs(Path(directory)).items()
+                  if not (p / CHECKSUM_FILE).is_file())
 
 
 def is_checkpoint_dir(path: str | Path) -> bool:
@@ -296,7 +301,8 @@ class Checkpointer:
         policies = [pp.PreserveAll()] if keep is None or readonly else [pp.LatestN(keep)]
         if best is not None and not readonly:  # a reader deletes nothing: no policy to apply
             policies.append(pp.BestN(get_metric_fn=lambda m: float(m.get(best, math.inf)),
-                                     reverse=True, n=keep_best, keep_checkpoints_without_metrics=False))
+                                     reverse=True, n=keep_best,
+                                     keep_checkpoints_without_metrics=False))
         self._ckpt = ocp.training.Checkpointer(
             self.directory, preservation_policy=pp.AnyPreservationPolicy(policies),
             cleanup_tmp_directories=not readonly)
@@ -465,7 +471,8 @@ class Checkpointer:
             return self._load(step, abstract, only)
         except Exception as e:  # checksums passed, so this is a structure/shape mismatch
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ClimitError(f"checkpoint {step_dir} does not match the requested tree: {msg}") from None
+            raise ClimitError(f"checkpoint {step_dir} does not match the requested tree: "
+                              f"{msg}") from None
 
     def _load(self, step: int, abstract: Any, only: tuple[str, ...] | None) -> Any:
         """orbax's load of ``abstract``, pruned to the ``only`` prefixes (None leaves are
@@ -508,8 +515,8 @@ class Checkpointer:
         verify_step(step_dir, only=_METADATA_FILES)
         meta = self._orbax_metadata(step)
         custom = (meta.custom_metadata or {}).get("climit", {})
-        return {"step": step, "config": custom.get("config", {}), "metrics": dict(meta.metrics or {}),
-                "tree": tree_table(meta.metadata)}
+        return {"step": step, "config": custom.get("config", {}),
+                "metrics": dict(meta.metrics or {}), "tree": tree_table(meta.metadata)}
 
 
 # Small JSON files that metadata() verifies before reading. (orbax also reads each array's zarr
@@ -712,5 +719,5 @@ def _read_metrics(step_dir: Path) -> dict:
         raise ArtifactError(f"checkpoint {step_dir} is damaged: metrics unreadable") from None
 
 
-__all__ = ["Checkpointer", "complete_steps", "describe", "flatten", "incomplete_steps", "is_checkpoint_dir",
-           "snapshots", "tree_table", "verify_step"]
+__all__ = ["Checkpointer", "complete_steps", "describe", "flatten", "incomplete_steps",
+           "is_checkpoint_dir", "snapshots", "tree_table", "verify_step"]

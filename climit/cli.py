@@ -132,14 +132,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if len(modes) > 1:
         raise ClimitError("choose one of --stats, --diff and --eval")
     mode = modes[0] if modes else "history" if inspect_lib.is_history(args.path) else "overview"
-    inspect_lib.check_options(mode, {"step": args.step, "learner": args.learner, "tasks": args.tasks,
-                                     "seed": args.seed, "prefix": args.prefix})
+    inspect_lib.check_options(mode, {"step": args.step, "learner": args.learner,
+                                     "tasks": args.tasks, "seed": args.seed, "prefix": args.prefix})
     prefix, seed = args.prefix or "", args.seed or 0
     views = {
         "eval": lambda: inspect_lib.evaluate(args.path, args.eval, args.step, learner=args.learner,
                                              tasks=args.tasks, seed=seed),
-        "diff": lambda: inspect_lib.diff(args.path, *args.diff, learner=args.learner, prefix=prefix),
-        "stats": lambda: inspect_lib.stats(args.path, args.step, learner=args.learner, prefix=prefix),
+        "diff": lambda: inspect_lib.diff(args.path, *args.diff, learner=args.learner,
+                                         prefix=prefix),
+        "stats": lambda: inspect_lib.stats(args.path, args.step, learner=args.learner,
+                                           prefix=prefix),
         "history": lambda: inspect_lib.history_overview(args.path),
         "overview": lambda: inspect_lib.overview(args.path, args.step),
     }
@@ -170,7 +172,8 @@ def cmd_teach(args: argparse.Namespace) -> int:
 BENCH_TARGETS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {}
 
 
-def bench_target(name: str, help: str, *, args: Callable[[argparse.ArgumentParser], None] | None = None):
+def bench_target(name: str, help: str, *,
+                 args: Callable[[argparse.ArgumentParser], None] | None = None):
     """Register ``fn(args)`` as ``climit bench NAME``; ``args(parser)`` adds its flags."""
     def wrap(fn: Command) -> Command:
         BENCH_TARGETS[name] = (help, args or (lambda p: None), fn)
@@ -184,7 +187,8 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
         add(sub.add_parser(name, help=help_, description=help_))
 
 
-@command("bench", "throughput benchmarks printing JSON lines: climit bench teacher, imitator or rollout",
+@command("bench",
+         "throughput benchmarks printing JSON lines: climit bench teacher, imitator or rollout",
          args=_bench_args, takes_config=False)
 def cmd_bench(args: argparse.Namespace) -> int:
     return int(BENCH_TARGETS[args.target][2](args) or 0)
@@ -194,9 +198,9 @@ def _bench_teacher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learners", type=_positive, nargs="+", default=[1, 8, 64], metavar="S",
                    help="learner counts to measure (default: 1 8 64)")
     p.add_argument("--steps", type=_positive, default=100_000,
-                   help="env steps per learner (default: 100000, the peer's CartPole run); with the "
-                   "peer's config at least 6000 (above its teacher.learning_starts 5000, a "
-                   "multiple of 1000)")
+                   help="env steps per learner (default: 100000, the peer's CartPole run); "
+                   "with the peer's config at least 6000 (above its teacher.learning_starts 5000, "
+                   "a multiple of 1000)")
     p.add_argument("--histories", choices=["both", "off", "on"], default="both",
                    help="measure without and/or with writing learning histories")
     p.add_argument("--peer", choices=["none", "uniform", "rejax", "both"], default="uniform",
@@ -224,7 +228,8 @@ def bench_teacher(args: argparse.Namespace) -> int:
 
 
 @command("imitate", "train the transformer imitator on the teacher's histories: "
-         "runs/NAME/imitator/<variant>[_h<H>]/, one variant per call (run again to resume)", args=_progress_args)
+         "runs/NAME/imitator/<variant>[_h<H>]/, one variant per call (run again to resume)",
+         args=_progress_args)
 def cmd_imitate(args: argparse.Namespace) -> int:
     from climit import parallel
     from climit.imitator import train
@@ -257,7 +262,8 @@ def _bench_imitator_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduced", action="store_true",
                    help="shrink the documented size (d 128, 2 layers, context 256) for CPU runs")
     p.add_argument("--seeds", type=_positive, default=1,
-                   help="imitators trained at once per step (vmapped, as the presets' imitator.seeds)")
+                   help="imitators trained at once per step (vmapped, as the presets' "
+                        "imitator.seeds)")
 
 
 @bench_target("imitator", "imitator train-step tokens/s and MFU (documented and default size), "
@@ -326,7 +332,8 @@ def _window(text: str) -> tuple[float, float]:
         lo = float(start) if start.strip() else -math.inf
         hi = float(end) if end.strip() else math.inf
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected START:END in env steps (e.g. 0:30000), got {text!r}") from None
+        raise argparse.ArgumentTypeError("expected START:END in env steps (e.g. 0:30000), got "
+                                         f"{text!r}") from None
     if not lo < hi:
         raise argparse.ArgumentTypeError(f"window {text!r} is empty: START must be below END")
     if lo < 0 and math.isfinite(lo):  # steps to 80% count from START: a negative one shifts them
@@ -391,11 +398,13 @@ def _bench_rollout_args(p: argparse.ArgumentParser) -> None:
                    help="environments acting at once (default: 1 16; GPU: 4096)")
     p.add_argument("--context", type=_positive, nargs="+", default=[64, 256], metavar="L",
                    help="context lengths (default: 64 256; GPU: 1024)")
-    p.add_argument("--steps", type=_positive, default=300, help="env steps per env with the KV cache")
+    p.add_argument("--steps", type=_positive, default=300,
+                   help="env steps per env with the KV cache")
     p.add_argument("--recompute-steps", type=_positive, default=50,
                    help="env steps per env when recomputing the window (slower)")
     p.add_argument("--d-model", type=_positive, default=64, help="model width (GPU reference: 256)")
-    p.add_argument("--layers", type=_positive, default=2, help="transformer blocks (GPU reference: 4)")
+    p.add_argument("--layers", type=_positive, default=2,
+                   help="transformer blocks (GPU reference: 4)")
     p.add_argument("--heads", type=_positive, default=4, help="attention heads")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="compute dtype (auto: bf16 on GPU, fp32 on CPU)")
@@ -505,14 +514,15 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=config_help() if takes_config else None,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if takes_config:
-            p.add_argument("--config", metavar="FILE", help="YAML preset (only what differs from defaults)")
+            p.add_argument("--config", metavar="FILE",
+                           help="YAML preset (only what differs from defaults)")
             p.add_argument("overrides", nargs="*", metavar="section.key=value",
                            help="dotted overrides applied after the preset")
         if name in _STOPPABLE:
             p.add_argument("--time-limit", type=_duration, metavar="DURATION",
                            help="stop cleanly after this long (90s, 45m, 1.5h, 2d), as on SIGTERM "
-                                f"or SIGUSR1: work is saved, the exit code is {stopping.EXIT_CODE}, "
-                                "and the same command resumes")
+                                "or SIGUSR1: work is saved, the exit code is "
+                                f"{stopping.EXIT_CODE}, and the same command resumes")
         add(p)
     return parser
 
@@ -558,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         from climit import parallel
 
         parallel.initialize()  # multi-host start-up, before anything touches a device
-    watch = stopping.watch(args.time_limit) if args.command in _STOPPABLE else contextlib.nullcontext()
+    watch = (stopping.watch(args.time_limit) if args.command in _STOPPABLE
+             else contextlib.nullcontext())
     try:
         with watch:
             return int(fn(args) or 0)

@@ -27,14 +27,14 @@ policy, and the DQN itself. Every imitator and random-policy row ``s`` acts on t
 the same environment key (common random numbers: at every step they draw the same key, so their
 first episodes start alike, e.g. Key-to-Door's start cells, and so do later ones wherever their
 episodes end on the same step; an episode that ends earlier resets with another step's key, so
-shared randomness is partial, which the paired statistics do not rely on). The fresh DQNs share the tasks, not the environment keys: their keys drive their
-exploration too, so their environment randomness is drawn apart (paired with the others by
-task only). Fresh DQN ``r`` on task ``k`` gets ``fold_in(fold_in(key, r), k)``, so adding
-evaluation tasks leaves the DQNs of the tasks already there unchanged. Imitators that share a
-model config (the AD imitator, ED and their H-trained versions) roll out together, their seeds
-stacked on the row axis (:func:`stacked_imitator_steps`): a rollout is a long chain of small
-steps, latency-bound on a GPU, so they run side by side instead of in turn, and every row still
-computes exactly what it would alone (a test checks it).
+shared randomness is partial, which the paired statistics do not rely on). The fresh DQNs share the
+tasks, not the environment keys: their keys drive their exploration too, so their environment
+randomness is drawn apart (paired with the others by task only). Fresh DQN ``r`` on task ``k`` gets
+``fold_in(fold_in(key, r), k)``, so adding evaluation tasks leaves the DQNs of the tasks already
+there unchanged. Imitators that share a model config (the AD imitator, ED and their H-trained
+versions) roll out together, their seeds stacked on the row axis (:func:`stacked_imitator_steps`): a
+rollout is a long chain of small steps, latency-bound on a GPU, so they run side by side instead of
+in turn, and every row still computes exactly what it would alone (a test checks it).
 
 With ``imitator.subsample`` k > 1 the histories of the imitator and the ablated control kept
 every k-th episode, so an imitator that replays their progress runs about k times ahead of the
@@ -306,7 +306,8 @@ def _check_imitator_data(cfg: ExperimentConfig, roles: dict[str, ExperimentConfi
     every ``subsample``-th episode of them except for ED)."""
     if cfg.env.train_tasks * cfg.teacher.seeds < 2:
         raise ConfigError("env.train_tasks", "the imitators' held-out loss needs two training "
-                          "tasks or two learners of one task; raise env.train_tasks or teacher.seeds")
+                          "tasks or two learners of one task; raise env.train_tasks or "
+                          "teacher.seeds")
     seq = cfg.imitator.context_len * cfg.imitator.train_windows
     for role, rcfg in roles.items():
         kept, what = _kept_steps(rcfg.imitator, cfg.teacher.total_env_steps)
@@ -505,8 +506,8 @@ def model_groups(imitators: dict[str, Any], steps: dict[str, int]) -> list[list[
 def random_steps(env: envs.Env, tasks: np.ndarray, key: jax.Array, num_steps: int,
                  cfg: ExperimentConfig, progress: bool):
     """Step signals [R, K, T] of the uniformly random policy."""
-    return rollout_rows(env, _random_policy(tuple(bool(m) for m in env.spec.action_mask)), None, (), tasks,
-                        _keys(key, cfg.eval.random_seeds, len(tasks)), num_steps,
+    return rollout_rows(env, _random_policy(tuple(bool(m) for m in env.spec.action_mask)), None, (),
+                        tasks, _keys(key, cfg.eval.random_seeds, len(tasks)), num_steps,
                         chunk_steps=cfg.eval.chunk_steps, params_batched=False,
                         desc=f"random {env.spec.name}", progress=progress)
 
@@ -575,7 +576,8 @@ class PartCache:
         """The arrays of a finished part of this fingerprint; None if absent, stale or damaged."""
         try:
             with np.load(path) as z:
-                stored, arrays = str(z["fingerprint"]), tuple(z[f"a{i}"] for i in range(int(z["n"])))
+                stored, arrays = (str(z["fingerprint"]),
+                                  tuple(z[f"a{i}"] for i in range(int(z["n"]))))
         except Exception:  # missing, or a part cut short by the interruption: recompute it
             return None
         return arrays if stored == self.fingerprint else None
@@ -607,7 +609,8 @@ class PartCache:
         path = self._path(name)
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, fingerprint=self.fingerprint, n=len(out), **{f"a{i}": x for i, x in enumerate(out)})
+        np.savez(tmp, fingerprint=self.fingerprint, n=len(out),
+                 **{f"a{i}": x for i, x in enumerate(out)})
         tmp.replace(path)
         return out
 
@@ -629,7 +632,8 @@ def dqn_curves(episodes: rollout.Episodes, num_envs: int, r: int, k: int,
 # The three tests
 # ---------------------------------------------------------------------------------------------
 
-def load_imitators(cfg: ExperimentConfig, run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict:
+def load_imitators(cfg: ExperimentConfig, run_dir: Path,
+                   roles: dict[str, ExperimentConfig]) -> dict:
     """Trained imitators by role; ArtifactError naming the missing one."""
     from climit.imitator import train as imitator_train
 
@@ -643,13 +647,14 @@ def load_imitators(cfg: ExperimentConfig, run_dir: Path, roles: dict[str, Experi
             raise ArtifactError(f"the {role!r} imitator is missing ({path}); {how}")
         summary = jsonfile.read_or_empty(path / "summary.json")
         if not imitator_train.fingerprint_matches(summary.get("fingerprint"), rcfg):
-            raise ArtifactError(f"the {role!r} imitator in {path} is unfinished or was trained with "
-                                f"another config; {how}")
+            raise ArtifactError(f"the {role!r} imitator in {path} is unfinished or was trained "
+                                f"with another config; {how}")
         out[role] = imitator_train.load(path, "best")
     return out
 
 
-_TRAINING_FACTS = ("tag", "seeds", "final_step", "params", "heldout_loss", "heldout_action_accuracy",
+_TRAINING_FACTS = ("tag", "seeds", "final_step", "params", "heldout_loss",
+                   "heldout_action_accuracy",
                    "chance_accuracy", "heldout_accuracy_by_position", "position_bins")
 
 
@@ -678,7 +683,8 @@ def _log_replaced(cfg: ExperimentConfig, run_dir: Path, log) -> None:
         return
 
     def identity(d: dict) -> dict:  # run naming aside
-        return {**{k: v for k, v in d.items() if k != "run"}, "run.seed": d.get("run", {}).get("seed")}
+        return {**{k: v for k, v in d.items() if k != "run"},
+                "run.seed": d.get("run", {}).get("seed")}
 
     diffs = config_lib.config_diff(identity(previous.get("config") or {}),
                                    identity(config_lib.to_dict(cfg)))
@@ -888,7 +894,8 @@ def _time_rollout(env, task, mcfg, params, mode: str, b: int, n: int,
     if mode == "kv_cache":
         act, carry0 = imitator_policy(mcfg.action_mask, "greedy"), model.init_cache(mcfg, 1)
     else:
-        act, carry0 = window_policy(mcfg.action_mask, "greedy"), init_window(params, mcfg.context_len)
+        act, carry0 = (window_policy(mcfg.action_mask, "greedy"),
+                       init_window(params, mcfg.context_len))
 
     def one(params, key):
         rs = rollout.init(env, key, task)

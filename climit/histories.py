@@ -93,7 +93,8 @@ class StreamInfo:
 
     @classmethod
     def from_json(cls, raw: dict) -> StreamInfo:
-        return cls(raw["learner"], raw["env"], tuple(raw["task"]), raw["seed"], dict(raw["hparams"]))
+        return cls(raw["learner"], raw["env"], tuple(raw["task"]), raw["seed"],
+                   dict(raw["hparams"]))
 
 
 class Episodes(NamedTuple):
@@ -120,7 +121,8 @@ def _spec_json(spec: Any) -> dict:
     mask = get("action_mask")
     mask = [True] * num_actions if mask is None else [bool(m) for m in np.asarray(mask)]
     return {"name": get("name"), "interface": get("interface"),
-            "obs_shape": [int(d) for d in get("obs_shape")], "obs_dtype": str(np.dtype(get("obs_dtype"))),
+            "obs_shape": [int(d) for d in get("obs_shape")],
+            "obs_dtype": str(np.dtype(get("obs_dtype"))),
             "num_actions": num_actions, "action_mask": mask,
             "episode_len": None if get("episode_len") is None else int(get("episode_len")),
             "task_dim": None if get("task_dim") is None else int(get("task_dim"))}
@@ -263,7 +265,8 @@ class HistoryWriter:
         n, spec = self.num_streams, self.meta["env"]
         steps = np.shape(action)[1] if np.ndim(action) == 2 else -1
         if steps < 1:
-            raise ValueError(f"histories.append: action must be [N, T] with T >= 1, got {np.shape(action)}")
+            raise ValueError("histories.append: action must be [N, T] with T >= 1, got "
+                             f"{np.shape(action)}")
         t0, t1 = self.num_steps, self.num_steps + steps
         dtypes = self.meta["dtypes"]
         arrays = {
@@ -278,8 +281,8 @@ class HistoryWriter:
         if qp > 0:
             if q_values is None:
                 raise ValueError("histories.append: q_values required (history has q_period > 0)")
-            arrays["q_values"] = self._check("q_values", q_values, (n, q1 - q0, spec["num_actions"]),
-                                             dtypes["q_values"])
+            arrays["q_values"] = self._check("q_values", q_values,
+                                             (n, q1 - q0, spec["num_actions"]), dtypes["q_values"])
         elif q_values is not None:
             raise ValueError("histories.append: q_values given but the history has q_period 0")
         if q1 == q0:
@@ -328,7 +331,8 @@ def _truncate(path: Path, manifest: dict, t: int) -> None:
             f.unlink()
 
 
-def create(path: str | Path, *, spec: Any, streams: Sequence[StreamInfo], config: dict | None = None,
+def create(path: str | Path, *, spec: Any, streams: Sequence[StreamInfo],
+           config: dict | None = None,
            q_period: int = 0, streams_per_chunk: int = 64, compression_level: int = 3,
            total_steps: int | None = None, overwrite: bool = False,
            check_space: bool = True) -> HistoryWriter:
@@ -389,9 +393,9 @@ def resume(path: str | Path, t: int | None = None) -> HistoryWriter:
     """
     path = Path(path)
     if not path.is_dir():  # not open()'s "run climit teach first": this *is* climit teach resuming
-        raise ArtifactError(f"cannot resume the learning history at {path}: the directory is missing, "
-                            f"so the history that the run's checkpoint continues is gone; remove "
-                            f"the run directory to start over, or choose another run.name")
+        raise ArtifactError(f"cannot resume the learning history at {path}: the directory is "
+                            "missing, so the history that the run's checkpoint continues is gone; "
+                            f"remove the run directory to start over, or choose another run.name")
     h = open(path)
     t = h.num_steps if t is None else t
     start_over = f"remove {path.parent} to start it over, or choose another run.name"
@@ -537,11 +541,11 @@ class History:
         shape = (min(n, (block + 1) * spc) - block * spc, span, *self._field_shape(field))
         if array.shape == shape and array.dtype == np.dtype(self.meta["dtypes"][field]):
             return
-        raise ArtifactError(f"history chunk {self.path / CHUNK_DIR / c['files'][block]['name']} holds "
-                            f"{field} of shape {array.shape} ({array.dtype}), but {self.path / META_FILE} "
-                            f"and the manifest say {shape} ({self.meta['dtypes'][field]}): the "
-                            f"metadata was edited or belongs to another history; "
-                            f"{_REWRITE.format(self.path.parent)}")
+        raise ArtifactError(f"history chunk {self.path / CHUNK_DIR / c['files'][block]['name']} "
+                            f"holds {field} of shape {array.shape} ({array.dtype}), but "
+                            f"{self.path / META_FILE} and the manifest say {shape} "
+                            f"({self.meta['dtypes'][field]}): the metadata was edited or belongs "
+                            f"to another history; {_REWRITE.format(self.path.parent)}")
 
     def _file_bytes(self, chunk: int, block: int) -> bytes:
         """One chunk file's checksum-verified (still compressed) bytes. The last few files are
@@ -686,7 +690,8 @@ def open(path: str | Path, cache_bytes: int = 512 << 20) -> History:  # noqa: A0
     """
     path = Path(path)
     if not path.is_dir():
-        raise ArtifactError(f"no learning history at {path} (directory missing); run `climit teach` first")
+        raise ArtifactError(f"no learning history at {path} (directory missing); run `climit "
+                            "teach` first")
     try:
         meta = jsonfile.read(path / META_FILE, "history metadata")
         manifest = jsonfile.read(path / MANIFEST_FILE, "history manifest")
@@ -695,8 +700,10 @@ def open(path: str | Path, cache_bytes: int = 512 << 20) -> History:  # noqa: A0
     for what, raw in (("metadata", meta), ("manifest", manifest)):
         if raw.get("format_version") != FORMAT_VERSION:
             raise ArtifactError(f"history {what} at {path} has format version "
-                                f"{raw.get('format_version')!r}; this climit reads {FORMAT_VERSION}")
-    missing = [k for k in ("env", "streams", "streams_per_chunk", "q_period", "dtypes") if k not in meta]
+                                f"{raw.get('format_version')!r}; this climit reads "
+                                f"{FORMAT_VERSION}")
+    missing = [k for k in ("env", "streams", "streams_per_chunk", "q_period", "dtypes")
+               if k not in meta]
     if missing or not isinstance(manifest.get("chunks"), list):
         raise ArtifactError(f"history metadata at {path} is damaged: missing "
                             f"{', '.join(missing) or 'manifest chunks'}")
@@ -718,9 +725,11 @@ def _meta_problem(meta: dict) -> str | None:
     """What makes ``meta`` unusable (None: nothing): the fields readers size their arrays by."""
     env = meta["env"]
     if not (isinstance(env, dict) and isinstance(env.get("obs_shape"), list)
-            and all(_is_int(d, 1) for d in env["obs_shape"]) and _is_int(env.get("num_actions"), 1)):
+            and all(_is_int(d, 1) for d in env["obs_shape"])
+            and _is_int(env.get("num_actions"), 1)):
         return "env.obs_shape or env.num_actions is not a shape / positive count"
-    if not (isinstance(meta["streams"], list) and meta["streams"] and _is_int(meta["streams_per_chunk"], 1)
+    if not (isinstance(meta["streams"], list) and meta["streams"]
+            and _is_int(meta["streams_per_chunk"], 1)
             and _is_int(meta["q_period"], 0)):
         return "streams, streams_per_chunk or q_period is not a non-empty list / count"
     # The writer always stores exactly these; anything else was edited (or cannot be decoded).
@@ -743,7 +752,8 @@ def _chunk_problem(c: Any, t: int, blocks: int, q_period: int) -> str | None:
     ``blocks``: files per row, ceil(streams / streams_per_chunk) by the metadata.
     """
     keys = ("t0", "t1", "q0", "q1")
-    if not (isinstance(c, dict) and all(_is_int(c.get(k)) for k in keys) and isinstance(c.get("files"), list)):
+    if not (isinstance(c, dict) and all(_is_int(c.get(k)) for k in keys)
+            and isinstance(c.get("files"), list)):
         return "is not a {t0, t1, q0, q1, files} record"
     if c["t0"] != t or c["t1"] <= t:
         return (f"covers steps [{c['t0']}, {c['t1']}) where step {t} comes next (rows must cover "
@@ -753,8 +763,8 @@ def _chunk_problem(c: Any, t: int, blocks: int, q_period: int) -> str | None:
         return f"holds Q rows [{c['q0']}, {c['q1']}), not [{q[0]}, {q[1]})"
     names = [_chunk_name(b, t) for b in range(blocks)]
     if [f.get("name") if isinstance(f, dict) else None for f in c["files"]] != names:
-        return (f"lists {len(c['files'])} files, not the {blocks} ({names[0]}...) that the metadata's "
-                f"streams and streams_per_chunk make")
+        return (f"lists {len(c['files'])} files, not the {blocks} ({names[0]}...) that the "
+                f"metadata's streams and streams_per_chunk make")
     if not all(_is_int(f.get("bytes")) and _is_int(f.get("crc32")) for f in c["files"]):
         return "has a file without its byte length or crc32"
     return None

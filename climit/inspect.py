@@ -146,7 +146,8 @@ def _scan(path: Path) -> Found:
         aside += [sub for sub in subs if _set_aside(sub)]
         found += [sub for sub in subs if checkpoint.is_checkpoint_dir(sub) and sub not in aside]
         hists += [sub for sub in subs if histories.is_history(sub)]
-        frontier = [sub for sub in subs if sub not in found and sub not in hists and sub not in aside]
+        frontier = [sub for sub in subs if sub not in found and sub not in hists
+                    and sub not in aside]
     return Found([(f, None) for f in found], hists, [d for d in frontier if _subdirs(d)], aside)
 
 
@@ -283,7 +284,8 @@ def checkpoint_kind(config: dict, tree: dict[str, dict]) -> str:
 # its tree/ and opt_state/. Other leaves (step, t, updates) are one value for all.
 _STACKED = {"teacher_snapshot": ("params/",), "teacher_checkpoint": ("learners/",),
             "imitator": ("tree/", "opt_state/")}
-_AXIS = {"teacher_snapshot": "learner", "teacher_checkpoint": "learner", "imitator": "imitator seed"}
+_AXIS = {"teacher_snapshot": "learner", "teacher_checkpoint": "learner",
+         "imitator": "imitator seed"}
 
 
 class Layout(NamedTuple):
@@ -458,8 +460,8 @@ def _numeric(leaf: Any) -> np.ndarray:
 def _moments(a: np.ndarray) -> dict[str, float]:
     if a.size == 0:
         return {"norm": 0.0, "mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
-    return {"norm": float(np.linalg.norm(a.ravel())), "mean": float(a.mean()), "std": float(a.std()),
-            "min": float(a.min()), "max": float(a.max())}
+    return {"norm": float(np.linalg.norm(a.ravel())), "mean": float(a.mean()),
+            "std": float(a.std()), "min": float(a.min()), "max": float(a.max())}
 
 
 def _over_learners(a_GxN: np.ndarray) -> dict[str, float]:
@@ -554,8 +556,10 @@ def diff(path: str | Path, a: str, b: str, learner: int | None = None, prefix: s
     side_b = _load(dir_b, want_b, prefix, learner, root_b)
     leaves_a, leaves_b = side_a.leaves, side_b.leaves
     shared = sorted(set(leaves_a) & set(leaves_b))
-    out: dict[str, Any] = {"a": {"path": str(dir_a), "step": side_a.step, "kind": side_a.layout.kind},
-                           "b": {"path": str(dir_b), "step": side_b.step, "kind": side_b.layout.kind},
+    out: dict[str, Any] = {"a": {"path": str(dir_a), "step": side_a.step,
+                                 "kind": side_a.layout.kind},
+                           "b": {"path": str(dir_b), "step": side_b.step,
+                                 "kind": side_b.layout.kind},
                            "learner": learner, "leaves": {},
                            "only_a": sorted(set(leaves_a) - set(leaves_b)),
                            "only_b": sorted(set(leaves_b) - set(leaves_a)),
@@ -575,7 +579,8 @@ def diff(path: str | Path, a: str, b: str, learner: int | None = None, prefix: s
 
 
 def _aligned_text(root_a: tuple[str, str], root_b: tuple[str, str]) -> str | None:
-    moved = [f"{side}'s {stored} as {shown}" for side, (stored, shown) in (("A", root_a), ("B", root_b))
+    moved = [f"{side}'s {stored} as {shown}"
+             for side, (stored, shown) in (("A", root_a), ("B", root_b))
              if stored != shown]
     return ", ".join(moved) or None
 
@@ -620,8 +625,8 @@ def _stream_row(h: histories.History, i: int, target: dict | None) -> dict:
     ret = ep.ret[ep.finished]
     return {"stream": i, "learner": info.learner, "env": info.env, "task": list(info.task),
             "seed": info.seed, "hparams": _applying(dict(info.hparams), target),
-            "steps": h.num_steps, "episodes": int(ret.size), "first_return": _mean(ret[:EDGE_EPISODES]),
-            "last_return": _mean(ret[-EDGE_EPISODES:])}
+            "steps": h.num_steps, "episodes": int(ret.size),
+            "first_return": _mean(ret[:EDGE_EPISODES]), "last_return": _mean(ret[-EDGE_EPISODES:])}
 
 
 def history_overview(path: str | Path) -> dict:
@@ -868,7 +873,8 @@ def evaluate(path: str | Path, episodes: int, step: int | str | None = None,
 # What an imitator's --eval repeats K times (singular, plural): held-out tasks, or rollouts of
 # the one task of a single-task environment.
 _TASK_UNITS = {False: ("held-out task", "held-out tasks"),
-               True: ("rollout (env seed) of its single task", "rollouts (env seeds) of its single task")}
+               True: ("rollout (env seed) of its single task",
+                      "rollouts (env seeds) of its single task")}
 
 
 def _imitator_view(out: dict, res: _Returns, learner: int | None) -> dict:
@@ -1028,7 +1034,8 @@ def format_diff(view: dict) -> str:
         lines.append(f"aligned: {view['aligned']}")
     if view["warning"]:
         lines.append(f"warning: {view['warning']}")
-    lines.append(f"{_count(view['changed'], 'leaf', 'leaves')} changed, {view['unchanged']} unchanged"
+    lines.append(f"{_count(view['changed'], 'leaf', 'leaves')} changed, {view['unchanged']} "
+                 "unchanged"
                  + (f" (learner {view['learner']})" if view["learner"] is not None else ""))
     rows = [["leaf", "shape", "changed", "max|B-A|", "|B-A|/|A|"]]
     for k, v in view["leaves"].items():
@@ -1077,8 +1084,8 @@ def format_eval(view: dict) -> str:
         tasks = _count(len(view["tasks"]), *_TASK_UNITS[view["single_task"]])
         lines.append(f"  {who} x {tasks}: mean return "
                      f"{_est(view['mean_return'])} ({conf})")
-        lines.append(f"  in context: first episodes {_est(view['first_episodes'])} -> last episodes "
-                     f"{_est(view['last_episodes'])}")
+        lines.append(f"  in context: first episodes {_est(view['first_episodes'])} -> last "
+                     f"episodes {_est(view['last_episodes'])}")
         rows = [["seed", "mean return"]] + [[str(r["seed"]), _num(r["mean_return"])]
                                             for r in seeds[:_MAX_ROWS]]
         return "\n".join(lines + _table(rows) + _more(len(seeds) - _MAX_ROWS)) + "\n"

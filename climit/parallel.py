@@ -136,7 +136,8 @@ def device_memory() -> tuple[int | None, str]:
     if device.platform != "cpu":
         stats = device.memory_stats() or {}
         limit = stats.get("bytes_limit")
-        return (None if limit is None else int(limit)), f"{device.platform.upper()} memory per device"
+        return ((None if limit is None else int(limit)),
+                f"{device.platform.upper()} memory per device")
     try:
         host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):

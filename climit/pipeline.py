@@ -4,11 +4,12 @@ Each stage writes named artifacts under ``runs/NAME/`` and records the fingerpri
 sections it depends on (``config.fingerprint``). A stage whose artifacts exist with a matching
 fingerprint is skipped, unless an earlier stage ran in this call: then the evaluation and the
 report run again, since they would read new artifacts (like make); an imitator whose own
-fingerprint matches is kept, as the same teacher config reproduces the same histories. An interrupted stage resumes (the teacher
-and the imitators from their latest checkpoints, the evaluation from the agents it already
-finished, see :mod:`climit.evaluate`); the teacher and the imitators refuse artifacts of a
-*different* config with a message instead of overwriting them. ``runs/NAME/config.yaml`` is
-written once every stage has finished, so it always describes the artifacts beside it.
+fingerprint matches is kept, as the same teacher config reproduces the same histories. An
+interrupted stage resumes (the teacher and the imitators from their latest checkpoints, the
+evaluation from the agents it already finished, see :mod:`climit.evaluate`); the teacher and the
+imitators refuse artifacts of a *different* config with a message instead of overwriting them.
+``runs/NAME/config.yaml`` is written once every stage has finished, so it always describes the
+artifacts beside it.
 
     stage      depends on                                   done when
     teach      run.seed, env, teacher, histories            teacher/summary.json fingerprint,
@@ -158,11 +159,13 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
                 continue
             # A stop that came while the one before finished must not wait for this one's
             # data, compilation and first checkpoint (a scheduler's grace period may not).
-            stopping.stop_here(f"climit run before imitator {tag}, the imitators before it finished")
+            stopping.stop_here(f"climit run before imitator {tag}, the imitators before it "
+                               "finished")
             t0 = time.perf_counter()
             s = imitator_train.train(rcfg, progress=progress)
-            log(f"      imitator {tag} ({role}): held-out loss {s.get('heldout_loss', float('nan')):.3f}, "
-                f"accuracy {s.get('heldout_action_accuracy', float('nan')):.3f} "
+            log(f"      imitator {tag} ({role}): held-out loss "
+                f"{s.get('heldout_loss', float('nan')):.3f}, accuracy "
+                f"{s.get('heldout_action_accuracy', float('nan')):.3f} "
                 f"({time.perf_counter() - t0:.1f} s)")
 
     stage(1, "teach", f"{cfg.env.name} DQN histories", lambda: teacher_train.teach(

@@ -237,7 +237,8 @@ def episode_returns(reward_T: jax.Array, done_T: jax.Array, max_episodes: int) -
     lengths = jax.ops.segment_sum(jnp.ones_like(steps_T), episode_T, num_segments=m + 1)[:m]
     end_step = jax.ops.segment_max(jnp.where(done_T, steps_T, 0), episode_T, num_segments=m + 1)[:m]
     valid = jnp.arange(m) < jnp.sum(done_T.astype(jnp.int32))
-    return Episodes(returns=jnp.where(valid, returns, jnp.nan), lengths=jnp.where(valid, lengths, 0),
+    return Episodes(returns=jnp.where(valid, returns, jnp.nan),
+                    lengths=jnp.where(valid, lengths, 0),
                     end_step=jnp.where(valid, end_step, 0).astype(jnp.int32), valid=valid)
 
 

@@ -4,7 +4,8 @@ Scalar DQN hyperparameters sweep inside one compiled program (``teacher.sweep``)
 else (context length, depth, number of tasks, horizon, ...) changes shapes and so becomes one run
 per grid point, named after the base run and the point:
 
-    climit sweep --config configs/darkroom.yaml --grid imitator.context_len=40,80 imitator.n_layers=2,4
+    climit sweep --config configs/darkroom.yaml \\
+        --grid imitator.context_len=40,80 imitator.n_layers=2,4
     -> runs darkroom-context_len=40-n_layers=2, ... one after another (finished ones are skipped
        by ``climit run`` itself), or with ``--emit`` one ``climit run`` command per line for a
        cluster's job array.
@@ -96,7 +97,8 @@ def _slug(key: str, value: str) -> str:
     return re.sub(r"[^A-Za-z0-9=._-]+", "_", text)
 
 
-def points(config_path: str | None, base_overrides: list[str], grid_items: list[str]) -> list[Point]:
+def points(config_path: str | None, base_overrides: list[str],
+           grid_items: list[str]) -> list[Point]:
     """Every grid point's config, validated before any work (a bad point stops the sweep): the
     config's own checks and those ``climit run`` makes before it starts (``evaluate.plan``),
     so that no point trains before a later one is refused.
@@ -113,13 +115,15 @@ def points(config_path: str | None, base_overrides: list[str], grid_items: list[
     for values in itertools.product(*(vals for _, vals in grid)):
         pairs = [(k, v) for (k, _), v in zip(grid, values)]
         name = "-".join([base.run.name] + [_slug(k, v) for k, v in pairs])
-        overrides = tuple(base_overrides) + tuple(f"{k}={v}" for k, v in pairs) + (f"run.name={name}",)
+        overrides = (tuple(base_overrides) + tuple(f"{k}={v}" for k, v in pairs)
+                     + (f"run.name={name}",))
         out.append(Point(overrides=overrides, config=config_lib.load(config_path, overrides)))
         evaluate.plan(out[-1].config)
     names = [p.config.run.name for p in out]
     if len(set(names)) != len(names):
         raise ClimitError("two grid points map to the same run name; use distinct values")
-    unnamed = [dataclasses.replace(p.config, run=dataclasses.replace(p.config.run, name="")) for p in out]
+    unnamed = [dataclasses.replace(p.config, run=dataclasses.replace(p.config.run, name=""))
+               for p in out]
     for i, j in itertools.combinations(range(len(out)), 2):
         if unnamed[i] == unnamed[j]:  # e.g. teacher.lr=1e-3,0.001: one run twice
             raise ClimitError(f"grid points {names[i]} and {names[j]} are the same config; use "

@@ -77,14 +77,17 @@ _REGISTRY: dict[str, _Entry] = {
                       "9x9 dark key-to-door, 50 steps, +1 key, +1 door after key, random start"),
     "CartPole-v1": _Entry(_gymnax("CartPole-v1"), "control", "single", "gymnax classic control"),
     "Acrobot-v1": _Entry(_gymnax("Acrobot-v1"), "control", "single", "gymnax classic control"),
-    "MountainCar-v0": _Entry(_gymnax("MountainCar-v0"), "control", "single", "gymnax classic control"),
+    "MountainCar-v0": _Entry(_gymnax("MountainCar-v0"), "control", "single",
+                             "gymnax classic control"),
     **{f"{g}-MinAtar": _Entry(_gymnax(f"{g}-MinAtar", use_minimal_action_set=False), "minatar",
                               "single", "MinAtar, full 6-action set, channels padded to 10")
        for g in _MINATAR},
     "BernoulliBandit-misc": _Entry(_gymnax("BernoulliBandit-misc"), "bandit", "single",
                                    "two-armed Bernoulli bandit (gymnax misc)"),
-    "MetaMaze-misc": _Entry(_gymnax("MetaMaze-misc"), "metamaze", "single", "meta-RL maze (gymnax misc)"),
-    "DeepSea-bsuite": _Entry(_gymnax("DeepSea-bsuite"), "deepsea", "single", "bsuite deep sea, size 8"),
+    "MetaMaze-misc": _Entry(_gymnax("MetaMaze-misc"), "metamaze", "single",
+                            "meta-RL maze (gymnax misc)"),
+    "DeepSea-bsuite": _Entry(_gymnax("DeepSea-bsuite"), "deepsea", "single",
+                             "bsuite deep sea, size 8"),
 }
 
 HELDOUT_EVERY = 5  # task index i is held out iff i % 5 == 0: deterministic, spread over the grid
@@ -284,7 +287,8 @@ def table() -> list[dict[str, Any]]:
     for name in names():
         s = spec(name)
         rows.append({"name": name, "interface": s.interface, "obs": f"{s.obs_shape} {s.obs_dtype}",
-                     "native_obs": str(s.native_obs_shape), "actions": f"{s.native_num_actions}/{s.num_actions}",
+                     "native_obs": str(s.native_obs_shape),
+                     "actions": f"{s.native_num_actions}/{s.num_actions}",
                      "episode_len": s.episode_len, "train_tasks": s.num_tasks["train"],
                      "heldout_tasks": s.num_tasks["heldout"], "description": s.description})
     return rows
