@@ -108,7 +108,8 @@ def main() -> None:
 
     emit(part="attention", impl=model_lib.attention_impl(mcfg),
          forward_ms=round(n_layers * _ms(attention, q, k, v), 3),
-         forward_backward_ms=round(n_layers * _ms(jax.grad(attention, argnums=(0, 1, 2)), q, k, v), 3))
+         forward_backward_ms=round(
+             n_layers * _ms(jax.grad(attention, argnums=(0, 1, 2)), q, k, v), 3))
 
     # The model and loss, then the optimizer alone.
     params = model_lib.init(mcfg, key)

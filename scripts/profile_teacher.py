@@ -43,7 +43,8 @@ import numpy as np
 from climit import envs
 from climit.teacher import bench, dqn, train
 
-Side = tuple[Callable[[Any], Any], Any, int, int]  # (step fn, state, env steps, TD updates) per call
+# (step fn, state, env steps, TD updates) per call
+Side = tuple[Callable[[Any], Any], Any, int, int]
 
 
 def climit_side(learners: int, steps: int, overrides: list[str]) -> Side:
@@ -53,7 +54,8 @@ def climit_side(learners: int, steps: int, overrides: list[str]) -> Side:
     env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
     tasks = jnp.asarray(envs.sample_tasks(cfg.env.name, jax.random.PRNGKey(0), learners, "train"))
     keys = dqn.learner_keys(jax.random.PRNGKey(0), 1, learners)
-    state, hp, tasks = train.place(dqn.init(tcfg, env, keys, tasks), dqn.hparams(tcfg, learners), tasks)
+    state, hp, tasks = train.place(dqn.init(tcfg, env, keys, tasks), dqn.hparams(tcfg, learners),
+                                   tasks)
     fill = -(-tcfg.learning_starts // tcfg.num_envs)
     state, _ = dqn.make_chunk(tcfg, env, fill, "stats")(state, hp, tasks)
     length = steps // tcfg.num_envs
@@ -81,7 +83,8 @@ def rejax_side(script: Path, learners: int, steps: int, sampler: str) -> Side:
     fill = base["fill_buffer"] + base["num_envs"]  # train_iteration learns once past fill_buffer
     algo = rejax.get_algo("dqn").create(env=env, env_params=env_params,
                                         **dict(base, total_timesteps=fill, eval_freq=fill))
-    algo = algo.replace(eval_callback=lambda a, ts, rng: jnp.zeros(()), skip_initial_evaluation=True)
+    algo = algo.replace(eval_callback=lambda a, ts, rng: jnp.zeros(()),
+                        skip_initial_evaluation=True)
     ts, _ = jax.jit(jax.vmap(algo.train))(jax.random.split(jax.random.PRNGKey(0), learners))
     more = algo.replace(total_timesteps=steps, eval_freq=steps)
     fn = jax.jit(jax.vmap(lambda ts: more.train(train_state=ts)[0]))
@@ -90,7 +93,8 @@ def rejax_side(script: Path, learners: int, steps: int, sampler: str) -> Side:
 
 
 def summarize(trace: dict, top: int = 60) -> dict:
-    """Complete events of a Perfetto trace by name: count and total microseconds, device and host."""
+    """Complete events of a Perfetto trace by name: count and total microseconds, device and
+    host."""
     names = {e["pid"]: e["args"]["name"] for e in trace["traceEvents"]
              if e.get("ph") == "M" and e.get("name") == "process_name"}
     total: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
@@ -117,7 +121,8 @@ def profile(fn: Callable[[Any], Any], state: Any) -> tuple[Any, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     ap.add_argument("--learners", type=int, default=1)
     ap.add_argument("--steps", type=int, default=2000, help="env steps per learner per call")

@@ -7,8 +7,10 @@ Two uses, both documented in the README ("In-context learning on 2 CPU cores"):
   H steps of the run's own histories; to ask whether test (b) fails for lack of data before H,
   train an imitator on a teacher run that *ends* at H with more DQN seeds per task:
 
-    climit teach   --config configs/darkroom_cpu.yaml run.name=hb16 teacher.seeds=16 teacher.total_env_steps=8000
-    climit imitate --config configs/darkroom_cpu.yaml run.name=hb16 teacher.seeds=16 teacher.total_env_steps=8000
+    climit teach   --config configs/darkroom_cpu.yaml run.name=hb16 \\
+        teacher.seeds=16 teacher.total_env_steps=8000
+    climit imitate --config configs/darkroom_cpu.yaml run.name=hb16 \\
+        teacher.seeds=16 teacher.total_env_steps=8000
     python scripts/score_imitator.py runs/darkroom_cpu runs/hb16/imitator/ad --test b
 
 - Test (a) with more imitator seeds, trained on the run's own histories (a run directory whose
@@ -73,7 +75,8 @@ def score(results: dict, curves: dict, test: str, candidates: dict) -> list[dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="an evaluated climit run (has eval/)")
-    parser.add_argument("imitator_dir", type=Path, help="the imitator to score: runs/NAME/imitator/TAG")
+    parser.add_argument("imitator_dir", type=Path,
+                        help="the imitator to score: runs/NAME/imitator/TAG")
     parser.add_argument("--test", choices=("a", "b"), default="b",
                         help="the run's test to score it in (default: b, as the script first did)")
     args = parser.parse_args()
