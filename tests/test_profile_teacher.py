@@ -23,7 +23,8 @@ def test_summary_sums_complete_events_by_name_on_device_and_host(tool):
               {"ph": "X", "pid": 2, "name": "launch", "ts": 0, "dur": 7.0},
               {"ph": "i", "pid": 1, "name": "instant", "ts": 3}]
     got = tool.summarize({"traceEvents": meta + events})
-    assert got["device"] == {"events": 3, "busy_us": 6.5, "top": [["gemm", 2, 5.0], ["reduce", 1, 1.5]]}
+    assert got["device"] == {"events": 3, "busy_us": 6.5,
+                             "top": [["gemm", 2, 5.0], ["reduce", 1, 1.5]]}
     assert got["host"] == {"events": 1, "busy_us": 7.0, "top": [["launch", 1, 7.0]]}
 
 
@@ -34,7 +35,8 @@ def test_a_tiny_profile_writes_rates_kernels_and_hlo_per_side(tool, tmp_path, ca
     assert report["learners"] == 1 and report["steps_per_call"] == 100
     for side in ("climit", "climit_huber"):
         assert report[side]["env_steps_per_s"] > 0
-        assert report[side]["td_updates_per_s"] == pytest.approx(report[side]["env_steps_per_s"] / 2, rel=1e-4)
+        assert report[side]["td_updates_per_s"] == pytest.approx(
+            report[side]["env_steps_per_s"] / 2, rel=1e-4)
         assert report[side]["host"]["events"] > 0
         assert "HloModule" in (tmp_path / f"{side}.hlo.txt").read_text()
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
@@ -44,7 +46,8 @@ class _Stop(Exception):
     pass
 
 
-def test_each_variant_gets_the_common_overrides_then_its_own_so_its_own_win(tool, tmp_path, monkeypatch):
+def test_each_variant_gets_the_common_overrides_then_its_own_so_its_own_win(tool, tmp_path,
+                                                                            monkeypatch):
     seen = []
 
     def record(learners, steps, overrides):
@@ -54,7 +57,9 @@ def test_each_variant_gets_the_common_overrides_then_its_own_so_its_own_win(tool
 
     monkeypatch.setattr(tool, "climit_side", record)
     with pytest.raises(_Stop):  # options and overrides intermixed, as the usage line allows
-        tool.main([str(tmp_path), "teacher.loss=mse", "--variant", "huber=teacher.loss=huber,teacher.double=false,",
+        tool.main([str(tmp_path), "teacher.loss=mse", "--variant",
+                   "huber=teacher.loss=huber,teacher.double=false,",
                    "--steps", "100", "teacher.hidden=[8]", "--learners", "3"])
     common = ["teacher.loss=mse", "teacher.hidden=[8]"]
-    assert seen == [(3, 100, common), (3, 100, common + ["teacher.loss=huber", "teacher.double=false"])]
+    assert seen == [(3, 100, common),
+                    (3, 100, common + ["teacher.loss=huber", "teacher.double=false"])]

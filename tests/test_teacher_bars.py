@@ -17,6 +17,7 @@ def test_darkroom_preset_reaches_90_percent_of_optimal_on_hard_goals():
     env = envs.make("darkroom")
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(11), i))(np.arange(len(goals)))
     res = train.train_learners(cfg.teacher, env, goals, keys)
-    returns = train.evaluate_greedy(cfg.teacher, env, res.params_G, goals, jax.random.PRNGKey(12), 2)
+    returns = train.evaluate_greedy(cfg.teacher, env, res.params_G, goals,
+                                    jax.random.PRNGKey(12), 2)
     optimal = np.array([gridworlds.darkroom_optimal_return(tuple(g)) for g in goals])
     assert (returns >= 0.9 * optimal).all(), list(zip(goals.tolist(), returns, optimal))

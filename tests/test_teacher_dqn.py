@@ -132,17 +132,19 @@ def test_td_target_unit():
     # plain: max over real actions of the target net (the padded 100 never counts)
     np.testing.assert_allclose(dqn.td_target(r, not_term, gamma, q_target, None, mask), [2.5, 2.0])
     # double: online argmax (0, then 1) evaluated by the target net
-    np.testing.assert_allclose(dqn.td_target(r, not_term, gamma, q_target, q_online, mask), [1.5, 1.25])
+    np.testing.assert_allclose(dqn.td_target(r, not_term, gamma, q_target, q_online, mask),
+                               [1.5, 1.25])
     # terminated: no bootstrap
-    np.testing.assert_allclose(dqn.td_target(r, jnp.array([True, False]), gamma, q_target, None, mask),
-                               [1.0, 2.0])
+    np.testing.assert_allclose(
+        dqn.td_target(r, jnp.array([True, False]), gamma, q_target, None, mask), [1.0, 2.0])
 
 
 def test_truncated_step_stores_final_obs_and_no_termination():
     # Dark Room: 20 steps, then truncation; the stored next observation is where the agent
     # ended, not the reset centre, and terminated stays False.
     env = envs.make("darkroom")
-    tcfg = tiny_cfg(num_envs=1, total_env_steps=200, learning_starts=150, buffer_size=64, batch_size=8)
+    tcfg = tiny_cfg(num_envs=1, total_env_steps=200, learning_starts=150, buffer_size=64,
+                    batch_size=8)
     tasks = jnp.array([[0, 0]], jnp.int32)
     state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(3), 1, 1), tasks)
     state, out = dqn.make_chunk(tcfg, env, 20, "full", 0)(state, dqn.hparams(tcfg), tasks)
@@ -182,7 +184,8 @@ def test_streams_read_from_replay_equal_the_per_step_record(buffer_size, num_env
         ref_state, ref = stacked(state, hp, tasks)
         state, out = read(state, hp, tasks)
         jax.tree.map(np.testing.assert_array_equal, jax.device_get(out), jax.device_get(ref))
-        jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), jax.device_get(ref_state))
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(state),
+                     jax.device_get(ref_state))
     s = jax.tree.map(np.asarray, out.streams)
     assert s.obs_NxTxO.shape == (2 * num_envs, 16, 2) and s.action_NxT.dtype == np.uint8
     assert len(np.unique(s.action_NxT)) > 1 and s.truncated_NxT.any()  # not all the same row
@@ -211,7 +214,8 @@ def test_act_step_and_td_update_apply_the_schedules_in_env_steps(monkeypatch):
     learner = dqn.init_learner(tcfg, env, jax.random.PRNGKey(0), jnp.zeros((0,), jnp.int32))
     seen = []
     real = dqn.epsilon
-    monkeypatch.setattr(dqn, "epsilon", lambda c, h, env_steps: seen.append(int(env_steps)) or real(c, h, env_steps))
+    monkeypatch.setattr(dqn, "epsilon", lambda c, h, env_steps: seen.append(int(env_steps))
+                        or real(c, h, env_steps))
     for t in range(40):  # eager: the spy sees concrete values
         learner, _, _ = dqn.act_step(tcfg, env, dqn.network(tcfg, env.spec), learner, hp,
                                      jnp.zeros((0,), jnp.int32), jnp.int32(t))
@@ -221,7 +225,8 @@ def test_act_step_and_td_update_apply_the_schedules_in_env_steps(monkeypatch):
     deltas = []
     for count in (100, 100 + (3000 - 100) // 2, 3000, 5000):  # start, half way, the end, past it
         after, _ = dqn.td_update(tcfg, net, learner, hp, jnp.int32(count))
-        deltas.append(np.concatenate([np.ravel(a - b) for a, b in zip(jax.tree.leaves(after.params), before)]))
+        deltas.append(np.concatenate([np.ravel(a - b)
+                                      for a, b in zip(jax.tree.leaves(after.params), before)]))
     assert np.abs(deltas[0]).max() > 0
     for d, scale in zip(deltas[1:], (0.75, 0.5, 0.5)):  # the same direction, the lr scaled
         np.testing.assert_allclose(d, scale * deltas[0], rtol=1e-3, atol=1e-9)
@@ -246,7 +251,8 @@ def test_hard_target_copies_exactly_every_target_period_updates():
     # equal the online params; in between they stay put while the online params move.
     period = 5
     steps = _target_steps(tiny_cfg(target="hard", target_period=period, total_env_steps=200), 60)
-    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    same = lambda a, b: all(np.array_equal(x, y)
+                            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     _, _, prev_target = next(steps)
     copies = []
     for u, params, target in steps:
@@ -272,7 +278,8 @@ def test_td_loss_switches_on_double_and_loss():
     def params(q_bias):
         return {"dense_0": {"w": jnp.ones((1, 1)), "b": jnp.zeros(1)},
                 "q": {"w": jnp.zeros((1, 3)), "b": jnp.array(q_bias)}}
-    batch = replay.Batch(obs_BxO=jnp.ones((1, 1)), action_B=jnp.array([0]), reward_B=jnp.array([1.0]),
+    batch = replay.Batch(obs_BxO=jnp.ones((1, 1)), action_B=jnp.array([0]),
+                         reward_B=jnp.array([1.0]),
                          next_obs_BxO=jnp.ones((1, 1)), terminated_B=jnp.array([False]))
     target = params([1.0, 3.0, 100.0])
     for double, kind, q0, expected in ((False, "mse", 5.0, 3.125), (True, "mse", 5.0, 6.125),
@@ -280,7 +287,8 @@ def test_td_loss_switches_on_double_and_loss():
                                        (False, "huber", 2.8, 0.045)):
         tcfg = tiny_cfg(double=double, loss=kind)
         loss = dqn.td_loss(tcfg, net, params([q0, 0.0, 100.0]), target, batch, jnp.float32(0.5))
-        np.testing.assert_allclose(float(loss), expected, rtol=1e-5, err_msg=f"{double=} {kind=} {q0=}")
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-5,
+                                   err_msg=f"{double=} {kind=} {q0=}")
 
 
 def test_minatar_network_takes_exactly_one_width():
@@ -327,7 +335,8 @@ def test_unrolled_scans_give_the_same_learning():
     actions_a, params_a = _history(seed=0, updates_per_train=2)
     actions_b, params_b = _history(seed=0, updates_per_train=2, scan_unroll=3)
     np.testing.assert_array_equal(actions_a, actions_b)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), params_a, params_b)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), params_a,
+                 params_b)
 
 
 def test_learner_keys_are_distinct_and_shared_across_sweep_points():
@@ -370,7 +379,8 @@ def test_episode_returns_carry_across_chunk_edges():
     # Reward 1 every step, episodes cut after 3 steps, chunks of 2 steps: every other episode
     # straddles a chunk edge, and every finished return is still 3 (the learner carries the
     # running return from one chunk into the next).
-    tcfg, env = tiny_cfg(num_envs=1, learning_starts=8), tiny_env(1, reward_every_step=True, max_steps=3)
+    tcfg, env = (tiny_cfg(num_envs=1, learning_starts=8),
+                 tiny_env(1, reward_every_step=True, max_steps=3))
     tasks = jnp.zeros((1, 0), jnp.int32)
     state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(0), 1, 1), tasks)
     fn, returns, sums = dqn.make_chunk(tcfg, env, 2, "returns", 0), [], []
@@ -468,7 +478,8 @@ def test_dueling_ignores_padded_actions_and_minatar_shape():
     assert q.shape == (5, 4)
     # Changing the padded advantage outputs leaves the real actions' values unchanged.
     bumped = dict(params, q={"w": params["q"]["w"], "b": params["q"]["b"].at[2:].add(50.0)})
-    np.testing.assert_allclose(networks.apply(net, bumped, jnp.ones((5, 3)))[:, :2], q[:, :2], rtol=1e-6)
+    np.testing.assert_allclose(networks.apply(net, bumped, jnp.ones((5, 3)))[:, :2], q[:, :2],
+                               rtol=1e-6)
     conv = networks.QNet("minatar", (10, 10, 10), 6, (128,))
     cp = networks.init(conv, jax.random.PRNGKey(1))
     assert cp["conv"]["w"].shape == (3, 3, 10, 16) and cp["dense_0"]["w"].shape == (1024, 128)
@@ -560,8 +571,10 @@ def test_scheduled_only_past_learning_starts_and_on_the_train_every_grid():
 
 
 @pytest.mark.parametrize("num_envs,train_every,updates_per_train,target",
-                         [(1, 2, 1, "hard"), (1, 1, 2, "polyak"), (1, 4, 3, "hard"), (2, 1, 1, "hard")])
-def test_a_scheduled_chunk_does_not_copy_the_replay_buffers(num_envs, train_every, updates_per_train, target):
+                         [(1, 2, 1, "hard"), (1, 1, 2, "polyak"), (1, 4, 3, "hard"),
+                          (2, 1, 1, "hard")])
+def test_a_scheduled_chunk_does_not_copy_the_replay_buffers(num_envs, train_every,
+                                                            updates_per_train, target):
     # The compiled program writes the replay buffers in place: no copy of a [G, C, ...] array.
     # With one env, one step and one update per round XLA (CPU) fused the write into the
     # sampling gather and copied every buffer twice per step (on Dark Room as here; 15x slower
@@ -579,13 +592,15 @@ def test_a_scheduled_chunk_does_not_copy_the_replay_buffers(num_envs, train_ever
     assert [line for line in hlo if buffer_shaped.search(line) and " copy(" in line] == []
 
 
-@pytest.mark.parametrize("train_every,record,q_period,target", [(1, "full", 10, "polyak"), (2, "full", 10, "polyak"),
-                                                                (2, "returns", 0, "polyak"), (2, "full", 10, "hard")])
+@pytest.mark.parametrize("train_every,record,q_period,target",
+                         [(1, "full", 10, "polyak"), (2, "full", 10, "polyak"),
+                          (2, "returns", 0, "polyak"), (2, "full", 10, "hard")])
 def test_a_scheduled_chunk_equals_the_conditional_one(train_every, record, q_period, target):
     # Past learning_starts, the chunk without a condition around its update rounds computes
     # bitwise what the conditional one does: every state leaf, stat and recorded stream (with
     # hard targets, copies every 3 updates fall inside the chunk).
-    tcfg = tiny_cfg(train_every=train_every, target=target, tau=0.1, target_period=3, updates_per_train=2)
+    tcfg = tiny_cfg(train_every=train_every, target=target, tau=0.1, target_period=3,
+                    updates_per_train=2)
     env = tiny_env(3)
     tasks = jnp.zeros((2, 0), jnp.int32)
     state = dqn.init(tcfg, env, dqn.learner_keys(jax.random.PRNGKey(3), 1, 2), tasks)
@@ -621,8 +636,8 @@ def test_minatar_network_is_a_relu_3x3_conv_of_16_channels_then_one_relu_dense_l
     params = dict(params, conv={"w": params["conv"]["w"], "b": jnp.linspace(-0.5, 0.5, 16)},
                   dense_0={"w": params["dense_0"]["w"], "b": jnp.linspace(-0.2, 0.2, 7)})
     obs = jax.random.randint(jax.random.PRNGKey(4), (2, 5, 6, 3), 0, 2).astype(jnp.uint8)
-    conv = jax.lax.conv_general_dilated(obs.astype(jnp.float32), params["conv"]["w"], (1, 1), "VALID",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    conv = jax.lax.conv_general_dilated(obs.astype(jnp.float32), params["conv"]["w"], (1, 1),
+                                        "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     assert conv.shape == (2, 3, 4, 16)
     x = jax.nn.relu(conv + params["conv"]["b"]).reshape(2, -1)
     x = jax.nn.relu(x @ params["dense_0"]["w"] + params["dense_0"]["b"])

@@ -61,7 +61,8 @@ def _final_params(run: Path):
 
 def _metrics(run: Path) -> list[dict]:
     wall = ("wall_s", "env_steps_per_s", "save_s")
-    return [{k: v for k, v in r.items() if k not in wall} for r in read_jsonl(run / "teacher" / "metrics.jsonl")]
+    return [{k: v for k, v in r.items() if k not in wall}
+            for r in read_jsonl(run / "teacher" / "metrics.jsonl")]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,8 @@ def _assert_identical_runs(clean: Path, resumed: Path, summary: dict) -> None:
 
 
 def test_teach_cli_end_to_end(tmp_path, capsys):
-    assert cli.main(["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "run.name=e2e"]) == 0
+    assert cli.main(["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}",
+                     "run.name=e2e"]) == 0
     out = tmp_path / "e2e" / "teacher"
     summary = json.loads((out / "summary.json").read_text())
     for key in ("final_return_mean", "final_return_per_learner", "env_steps_per_learner",
@@ -144,16 +146,19 @@ def test_every_save_waits_for_the_history_write_in_flight(tmp_path, monkeypatch,
     save = checkpoint.Checkpointer.save
     monkeypatch.setattr(histories.HistoryWriter, "append", slow_append)
     monkeypatch.setattr(checkpoint.Checkpointer, "save", save_checking)
-    summary = train.teach(tiny(tmp_path, "slow"), tmp_path / "slow", progress=False, log=lambda s: None)
+    summary = train.teach(tiny(tmp_path, "slow"), tmp_path / "slow", progress=False,
+                          log=lambda s: None)
     # snapshots at 400, 600, 1200; checkpoints at 400, 800, 1200 (one learner step per env step)
-    assert sorted(seen) == [(400, 400), (400, 400), (600, 600), (800, 800), (1200, 1200), (1200, 1200)]
+    assert sorted(seen) == [(400, 400), (400, 400), (600, 600), (800, 800), (1200, 1200),
+                            (1200, 1200)]
     _assert_identical_runs(clean_run, tmp_path / "slow", summary)
 
 
 def test_resume_with_another_config_is_refused(tmp_path, clean_run):
     cfg = tiny(tmp_path, "r")
     with pytest.raises(Kill):
-        train.teach(cfg, tmp_path / "r", progress=False, log=lambda s: None, stop_hook=kill_after(2))
+        train.teach(cfg, tmp_path / "r", progress=False, log=lambda s: None,
+                    stop_hook=kill_after(2))
     with pytest.raises(ClimitError, match="teacher.lr: 0.001 -> 0.002"):
         train.teach(tiny(tmp_path, "r", "teacher.lr=0.002"), tmp_path / "r", progress=False,
                     log=lambda s: None)
@@ -168,7 +173,8 @@ def test_resume_with_another_config_is_refused(tmp_path, clean_run):
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
-    cfg = tiny(tmp_path, "nan", "teacher.lr=1e30", "teacher.max_grad_norm=0", "teacher.checkpoint_every=1",
+    cfg = tiny(tmp_path, "nan", "teacher.lr=1e30", "teacher.max_grad_norm=0",
+               "teacher.checkpoint_every=1",
                "teacher.learning_starts=300", "teacher.snapshot_steps=[5000]")
     with pytest.raises(TrainingDiverged, match="NaN/Inf") as e:
         train.teach(cfg, tmp_path / "nan", progress=False, log=lambda s: None)
@@ -194,7 +200,8 @@ def test_non_finite_weights_stop_even_with_a_finite_loss():
     # ... and says what to do, as the imitator's does.
     assert "is kept in x. Lower teacher.lr" in str(e.value) and "max_grad_norm" in str(e.value)
     assert "rewards" in str(e.value) and "run.name" in str(e.value)
-    train._check_finite(out._replace(stats=stats._replace(params_finite_G=np.ones(3, bool))), 10, 1, "")
+    train._check_finite(out._replace(stats=stats._replace(params_finite_G=np.ones(3, bool))),
+                        10, 1, "")
 
 
 def test_a_divergence_names_at_most_8_learners():
@@ -245,7 +252,8 @@ def test_disk_check_counts_checkpoints_and_snapshots(tmp_path, monkeypatch):
         train.teach(cfg, tmp_path / "tight", progress=False, log=logs.append)
     assert "checkpoints" in str(e.value) and "snapshots" in str(e.value)
     step_bytes = state + checkpoint.STEP_OVERHEAD_BYTES  # the arrays and orbax's own files
-    assert f"checkpoints {histories.human_bytes(3 * step_bytes)}" in logs[0]  # keep 2 + 1 during a save
+    # keep 2 + 1 during a save
+    assert f"checkpoints {histories.human_bytes(3 * step_bytes)}" in logs[0]
     assert not (tmp_path / "tight" / "teacher" / "histories").exists()
     # A run killed after its last checkpoint, before its summary, writes nothing more: it
     # needs no room at all.
@@ -293,7 +301,8 @@ def test_each_saved_step_fits_the_disk_checks_estimate(clean_run):
 def test_state_too_big_for_memory_stops_before_allocating(tmp_path, monkeypatch):
     inits = _count_real_inits(monkeypatch)
     cfg = tiny(tmp_path, "big")
-    state = train._tree_bytes(train._abstract_state(cfg.teacher, envs.make("darkroom"), train.num_learners(cfg)))
+    state = train._tree_bytes(train._abstract_state(cfg.teacher, envs.make("darkroom"),
+                                                    train.num_learners(cfg)))
     monkeypatch.setattr(parallel, "device_memory", lambda: (state - 1, "host memory"))
     with pytest.raises(ClimitError, match="4 learners do not fit in memory") as e:
         train.teach(cfg, tmp_path / "big", progress=False, log=lambda s: None)
@@ -332,7 +341,8 @@ def _disk_full_in(where: str, monkeypatch) -> None:
 
     def full_ckpt(self, step, tree, **kw):
         if self.directory.name == "checkpoints" and step == 800:
-            raise ValueError(f'RESOURCE_EXHAUSTED: Failed writing: "{self.directory}/800.orbax-checkpoint-tmp'
+            raise ValueError('RESOURCE_EXHAUSTED: Failed writing: '
+                             f'"{self.directory}/800.orbax-checkpoint-tmp'
                              f'/d/0": No space left on device [os_error_code=\'28\']')
         save(self, step, tree, **kw)
     monkeypatch.setattr(checkpoint.Checkpointer, "save", full_ckpt)
@@ -344,7 +354,8 @@ def test_full_disk_is_a_clear_error_and_the_run_resumes(tmp_path, monkeypatch, c
     _disk_full_in(where, monkeypatch)
     closed = []
     close = histories.HistoryWriter.close
-    monkeypatch.setattr(histories.HistoryWriter, "close", lambda self: (closed.append(self), close(self)))
+    monkeypatch.setattr(histories.HistoryWriter, "close",
+                        lambda self: (closed.append(self), close(self)))
     with pytest.raises(ClimitError, match="the disk is full") as e:
         train.teach(cfg, tmp_path / "full", progress=False, log=lambda s: None)
     ckpt_dir = tmp_path / "full" / "teacher" / "checkpoints"
@@ -358,7 +369,8 @@ def test_full_disk_is_a_clear_error_and_the_run_resumes(tmp_path, monkeypatch, c
     _assert_identical_runs(clean_run, tmp_path / "full", summary)
 
 
-def test_full_disk_message_survives_a_checkpointer_that_fails_to_close(tmp_path, monkeypatch, capsys):
+def test_full_disk_message_survives_a_checkpointer_that_fails_to_close(tmp_path, monkeypatch,
+                                                                       capsys):
     # On a really full disk orbax's close (waiting on its background writes) fails as well;
     # the specific message must still be what the CLI prints, not ~200 lines of tracebacks.
     write = histories._write_atomic
@@ -374,7 +386,8 @@ def test_full_disk_message_survives_a_checkpointer_that_fails_to_close(tmp_path,
     err = capsys.readouterr().err
     assert rc == 1
     assert "climit: error: the disk is full" in err and "env step 400" in err, err
-    assert "Traceback" not in err and len(err.splitlines()) <= 4, err  # one message, and the log lines
+    # one message, and the log lines
+    assert "Traceback" not in err and len(err.splitlines()) <= 4, err
     # A close that fails after a run's last save is the same full disk, said as clearly.
     monkeypatch.setattr(histories, "_write_atomic", write)
     rc = cli.main(["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "run.name=full"])
@@ -400,7 +413,8 @@ def test_other_errors_are_not_taken_for_a_full_disk(tmp_path, monkeypatch):
 def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, clean_run):
     cfg = tiny(tmp_path, "bad")
     with pytest.raises(Kill):
-        train.teach(cfg, tmp_path / "bad", progress=False, log=lambda s: None, stop_hook=kill_after(5))
+        train.teach(cfg, tmp_path / "bad", progress=False, log=lambda s: None,
+                    stop_hook=kill_after(5))
     ckpt_dir = tmp_path / "bad" / "teacher" / "checkpoints"
     assert checkpoint.complete_steps(ckpt_dir) == [400, 800]
     _flip_a_byte(ckpt_dir / "800")
@@ -414,7 +428,8 @@ def test_damaged_latest_checkpoint_falls_back_to_the_one_before(tmp_path, clean_
     checkpoint.verify_step(ckpt_dir / "800")  # the damaged step was saved again
     # ... and the damaged copy kept aside, out of the steps a resume or a message would name
     aside = tmp_path / "bad" / "teacher" / "damaged_checkpoints"
-    assert [p.name for p in aside.iterdir()] == ["800"] and any(str(aside) in line for line in warnings)
+    assert ([p.name for p in aside.iterdir()] == ["800"]
+            and any(str(aside) in line for line in warnings))
     for step in (800, 1200):
         _flip_a_byte(ckpt_dir / str(step))
     with pytest.raises(ArtifactError, match="every checkpoint in .* is damaged"):
@@ -441,7 +456,8 @@ def test_a_finished_teacher_is_not_trained_again(tmp_path, clean_run, monkeypatc
     monkeypatch.setattr(train, "evaluate_greedy", lambda *a, **k: pytest.fail("evaluated again"))
     lines = []
     summary = train.teach(tiny(tmp_path, "again"), run, progress=False, log=lines.append)
-    assert summary == json.loads(before) and (run / "teacher" / "summary.json").read_text() == before
+    assert (summary == json.loads(before)
+            and (run / "teacher" / "summary.json").read_text() == before)
     assert lines == [f"teacher: already finished at {run / 'teacher'} (same config, complete "
                      f"histories); nothing to do"]
     # Its checkpoints deleted to free space (whole states with replay buffers): still finished,
@@ -476,22 +492,26 @@ def test_a_snapshot_whose_metrics_do_not_parse_is_set_aside_with_a_warning(tmp_p
     # checkpoint 400 would replace it) and says so; it did so silently before.
     cfg = tiny(tmp_path, "snap")
     with pytest.raises(Kill):
-        train.teach(cfg, tmp_path / "snap", progress=False, log=lambda s: None, stop_hook=kill_after(3))
+        train.teach(cfg, tmp_path / "snap", progress=False, log=lambda s: None,
+                    stop_hook=kill_after(3))
     out = tmp_path / "snap" / "teacher"
     assert checkpoint.complete_steps(out / "snapshots") == [400, 600]
     (out / "snapshots" / "400" / "metrics" / "metrics").write_text("{oops")
     logs: list[str] = []
     train.teach(cfg, tmp_path / "snap", progress=False, log=logs.append)
-    assert any("snapshots at steps [400] are damaged" in line and str(out / "damaged_snapshots") in line
+    assert any("snapshots at steps [400] are damaged" in line
+               and str(out / "damaged_snapshots") in line
                for line in logs), logs
-    assert (out / "damaged_snapshots" / "400").is_dir() and not (out / "damaged_checkpoints").exists()
+    assert ((out / "damaged_snapshots" / "400").is_dir()
+            and not (out / "damaged_checkpoints").exists())
     assert checkpoint.complete_steps(out / "snapshots") == [600, 1200]
 
 
 def test_resume_without_its_history_says_what_to_do(tmp_path):
     cfg = tiny(tmp_path, "lost")
     with pytest.raises(Kill):
-        train.teach(cfg, tmp_path / "lost", progress=False, log=lambda s: None, stop_hook=kill_after(2))
+        train.teach(cfg, tmp_path / "lost", progress=False, log=lambda s: None,
+                    stop_hook=kill_after(2))
     shutil.rmtree(tmp_path / "lost" / "teacher" / "histories")
     with pytest.raises(ArtifactError, match="cannot resume the learning history") as e:
         train.teach(cfg, tmp_path / "lost", progress=False, log=lambda s: None)
@@ -505,7 +525,8 @@ def test_a_damaged_history_never_survives_a_resume(tmp_path, capsys):
     # a run that finishes "done" with a history `climit imitate` cannot read.
     cfg = tiny(tmp_path, "dmg")
     with pytest.raises(Kill):
-        train.teach(cfg, tmp_path / "dmg", progress=False, log=lambda s: None, stop_hook=kill_after(5))
+        train.teach(cfg, tmp_path / "dmg", progress=False, log=lambda s: None,
+                    stop_hook=kill_after(5))
     out = tmp_path / "dmg" / "teacher"
     args = ["teach", "--no-progress", *TINY, f"run.runs_dir={tmp_path}", "run.name=dmg"]
     chunk = out / "histories" / "chunks" / "b00000_t000000000200.npz"
@@ -548,7 +569,8 @@ def test_rerun_without_checkpoints_never_overwrites_another_configs_run(tmp_path
         train.teach(other, tmp_path / "done", progress=False, log=lambda s: None)
     assert str(out / "histories") in str(e.value) and "run.name" in str(e.value)
     after = _history_arrays(tmp_path / "done")
-    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert (before.keys() == after.keys()
+            and all(np.array_equal(before[k], after[k]) for k in before))
     assert histories.open(out / "histories").complete
     assert checkpoint.complete_steps(out / "snapshots") == [400, 600, 1200]
     assert (out / "summary.json").read_text() == summary_before
@@ -557,7 +579,8 @@ def test_rerun_without_checkpoints_never_overwrites_another_configs_run(tmp_path
     with pytest.raises(ClimitError, match=f"{out / 'snapshots'}.*teacher.lr: 0.001 -> 0.002"):
         train.teach(other, tmp_path / "done", progress=False, log=lambda s: None)
     shutil.rmtree(out / "snapshots")
-    with pytest.raises(ClimitError, match="summary.json is the summary of a teacher run with another"):
+    with pytest.raises(ClimitError,
+                       match="summary.json is the summary of a teacher run with another"):
         train.teach(other, tmp_path / "done", progress=False, log=lambda s: None)
     assert (out / "summary.json").read_text() == summary_before
     logs: list[str] = []
@@ -585,7 +608,8 @@ def test_a_run_that_failed_before_its_first_chunk_does_not_block_a_fixed_config(
 
 @pytest.mark.parametrize("updates_per_train,programs", [(2, [False, True]), (1, [False])])
 def test_chunks_past_learning_starts_run_their_update_rounds_unconditionally(tmp_path, monkeypatch,
-                                                                           updates_per_train, programs):
+                                                                             updates_per_train,
+                                                                             programs):
     """The first chunk straddles learning_starts (a lax.cond per step); the rest are scheduled:
     one compiled program each, however many chunks. With one step and one update per round
     (this config's defaults) every chunk keeps the cond (dqn.schedulable says why)."""
@@ -616,7 +640,8 @@ def test_sweep_is_one_axis_with_common_random_numbers(tmp_path):
 
 
 def test_train_learners_fresh_curves():
-    tcfg = config.TeacherConfig(hidden=(16,), total_env_steps=600, chunk_steps=200, learning_starts=100,
+    tcfg = config.TeacherConfig(hidden=(16,), total_env_steps=600, chunk_steps=200,
+                                learning_starts=100,
                                 buffer_size=300, batch_size=16, eps_decay_steps=300, q_log_period=0)
     env = envs.make("darkroom")
     tasks = envs.all_tasks("darkroom", "heldout")[:3]
@@ -640,7 +665,8 @@ def test_bench_measure_closes_its_history_writer(monkeypatch):
 
     closed = []
     close = histories.HistoryWriter.close
-    monkeypatch.setattr(histories.HistoryWriter, "close", lambda self: (closed.append(self), close(self)))
+    monkeypatch.setattr(histories.HistoryWriter, "close",
+                        lambda self: (closed.append(self), close(self)))
     monkeypatch.setattr(train, "evaluate_greedy", lambda *a, **k: np.zeros(1))  # not under test
     cfg = bench.bench_config(200, ["teacher.learning_starts=100", "teacher.buffer_size=200",
                                    "teacher.chunk_steps=10", "teacher.q_log_period=10"])
@@ -681,9 +707,11 @@ def test_bench_ratio_only_for_the_same_steps_and_says_the_devices():
     peer = {"num_seeds": 2, "env_steps_total": 12000, "env_steps_per_s": 100.0,
             "grad_updates_per_s": 100.0}
     (line,) = bench._ratio(mine, peer, "uniform")
-    assert (line["env_steps_per_s"], line["td_updates_per_s"], line["climit_devices"]) == (2.0, 0.5, 1)
+    assert ((line["env_steps_per_s"], line["td_updates_per_s"], line["climit_devices"])
+            == (2.0, 0.5, 1))
     (line,) = bench._ratio(mine, {**peer, "env_steps_total": 15000}, "uniform")  # rejax's 7500
-    assert "env_steps_per_s" not in line and "the peer ran 7500 env steps per learner" in line["error"]
+    assert ("env_steps_per_s" not in line
+            and "the peer ran 7500 env steps per learner" in line["error"])
     assert list(bench._ratio(None, peer, "uniform")) == []
 
 
@@ -695,7 +723,8 @@ def test_bench_counts_every_learners_steps_and_updates_and_times_compiles_apart(
     from climit.teacher import bench
 
     offset, runs = [0.0], []
-    monkeypatch.setattr(train, "time", types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0]))
+    monkeypatch.setattr(train, "time",
+                        types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + offset[0]))
 
     class Lowered:
         def __init__(self, lowered):
@@ -708,7 +737,8 @@ def test_bench_counts_every_learners_steps_and_updates_and_times_compiles_apart(
     make, run_chunks = dqn.make_chunk, train._run_chunks
     monkeypatch.setattr(dqn, "make_chunk", lambda *a, **k: types.SimpleNamespace(
         lower=lambda *args: Lowered(make(*a, **k).lower(*args))))
-    monkeypatch.setattr(train, "_run_chunks", lambda *a, **k: runs.append(run_chunks(*a, **k)) or runs[-1])
+    monkeypatch.setattr(train, "_run_chunks", lambda *a, **k: runs.append(run_chunks(*a, **k))
+                        or runs[-1])
     monkeypatch.setattr(train, "evaluate_greedy", lambda *a, **k: np.zeros(1))  # not under test
     cfg = bench.bench_config(200, ["teacher.learning_starts=100", "teacher.chunk_steps=10",
                                    "teacher.q_log_period=10"])
@@ -719,7 +749,8 @@ def test_bench_counts_every_learners_steps_and_updates_and_times_compiles_apart(
     assert timing.compile_s >= 2000.0 and timing.run_s < 1000.0
     assert (rec["env_steps_per_s"], rec["td_updates_per_s"]) == (round(400 / timing.run_s, 1),
                                                                  round(110 / timing.run_s, 1))
-    assert (rec["compile_s"], rec["train_s"]) == (round(timing.compile_s, 3), round(timing.run_s, 3))
+    assert (rec["compile_s"], rec["train_s"]) == (round(timing.compile_s, 3),
+                                                  round(timing.run_s, 3))
 
 
 def test_bench_ratio_compares_the_peer_with_the_run_without_histories(monkeypatch):
@@ -730,7 +761,8 @@ def test_bench_ratio_compares_the_peer_with_the_run_without_histories(monkeypatc
     def measure(cfg, learners, write):
         speed = 30.0 if write else 60.0
         return {"bench": "climit_teacher", "histories": write, "n_devices": 1,
-                "env_steps_per_learner": 6000, "env_steps_per_s": speed, "td_updates_per_s": speed / 10}
+                "env_steps_per_learner": 6000, "env_steps_per_s": speed,
+                "td_updates_per_s": speed / 10}
 
     peer = {"bench": "rejax_dqn", "num_seeds": 2, "env_steps_total": 12000, "env_steps_per_s": 20.0,
             "grad_updates_per_s": 2.0}
@@ -738,7 +770,8 @@ def test_bench_ratio_compares_the_peer_with_the_run_without_histories(monkeypatc
     monkeypatch.setattr(bench, "run_peer", lambda script, learners, steps, sampler: [peer])
     recs = list(bench.run([2], 6000, histories="both", peer="uniform"))
     assert [(r["bench"], r.get("histories")) for r in recs] == [
-        ("climit_teacher", False), ("climit_teacher", True), ("rejax_dqn", None), ("ratio_climit_over_peer", None)]
+        ("climit_teacher", False), ("climit_teacher", True), ("rejax_dqn", None),
+        ("ratio_climit_over_peer", None)]
     assert (recs[-1]["env_steps_per_s"], recs[-1]["td_updates_per_s"]) == (3.0, 3.0)
 
 
@@ -753,9 +786,11 @@ def test_bench_steps_below_the_peer_learning_starts_say_what_to_pass(monkeypatch
                    "teacher.learning_starts 5000 (no TD update happens before it): pass a larger "
                    "--steps, or teacher.learning_starts=N with N below 2000\n")
     # A learning_starts the user set themselves keeps the config's own message.
-    with pytest.raises(config.ConfigError, match="^teacher.learning_starts: 3000 leaves no updates"):
+    with pytest.raises(config.ConfigError,
+                       match="^teacher.learning_starts: 3000 leaves no updates"):
         bench.bench_config(2000, ["teacher.learning_starts=3000"])
-    assert bench.bench_config(2000, ["teacher.learning_starts=1000"]).teacher.learning_starts == 1000
+    assert (bench.bench_config(2000, ["teacher.learning_starts=1000"]).teacher.learning_starts
+            == 1000)
 
 
 SHARDED = ["teach", "--no-progress", *TINY, "env.train_tasks=4", "teacher.snapshot_steps=[5000]",
@@ -816,7 +851,8 @@ def _two_processes(args: list[str], timeout: float = 300) -> list[tuple[int, str
 
 def test_two_processes_match_one_device(tmp_path, one_device_run):
     # Two processes with 2 CPU devices each: one 4-device job; process 0 alone writes files.
-    (rc0, out0), (rc1, out1) = _two_processes([*SHARDED, f"run.runs_dir={tmp_path}", "run.name=hosts"])
+    (rc0, out0), (rc1, out1) = _two_processes([*SHARDED, f"run.runs_dir={tmp_path}",
+                                               "run.name=hosts"])
     assert rc0 == 0, out0[-3000:]
     assert rc1 == 0, out1[-3000:]
     assert "teacher:" in out0 and "teacher:" not in out1  # one process logs
@@ -845,7 +881,8 @@ def test_a_damaged_history_stops_every_process_of_a_resumed_job(tmp_path, one_de
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    (rc0, out0), (rc1, out1) = _two_processes([*SHARDED, f"run.runs_dir={tmp_path}", "run.name=one"],
+    (rc0, out0), (rc1, out1) = _two_processes([*SHARDED, f"run.runs_dir={tmp_path}",
+                                               "run.name=one"],
                                               timeout=120)
     assert (rc0, rc1) == (1, 1), (out0[-3000:], out1[-3000:])
     assert chunk.name in out0, out0[-3000:]
@@ -881,7 +918,8 @@ def test_load_gives_each_learner_its_q_network_at_a_step(tmp_path):
     checkpoints; a missing step names the saved ones."""
     from climit.teacher import networks
 
-    assert cli.main(["teach", "--no-progress", *TINY, "env.train_tasks=2", "teacher.snapshot_steps=[200]",
+    assert cli.main(["teach", "--no-progress", *TINY, "env.train_tasks=2",
+                     "teacher.snapshot_steps=[200]",
                      "teacher.total_env_steps=400", f"run.runs_dir={tmp_path}", "run.name=t"]) == 0
     run = tmp_path / "t"
     early = train.load(run, 200)
@@ -891,7 +929,8 @@ def test_load_gives_each_learner_its_q_network_at_a_step(tmp_path):
     latest = train.load(run)
     assert latest.step == 400
     assert latest.directory == run / "teacher" / "snapshots"  # 400 is in both: snapshots first
-    obs_GxBxO = np.random.default_rng(0).integers(0, 2, (len(early.tasks_GxK), 3, 2)).astype(np.uint8)
+    obs_GxBxO = (np.random.default_rng(0).integers(0, 2, (len(early.tasks_GxK), 3, 2))
+                 .astype(np.uint8))
     net = dqn.network(latest.config.teacher, envs.make(latest.config.env.name).spec)
     for g in range(len(latest.tasks_GxK)):
         by_hand = networks.apply(net, jax.tree.map(lambda x: x[g], latest.params), obs_GxBxO[g])
@@ -1099,7 +1138,8 @@ def test_greedy_evaluation_averages_every_asked_episode():
     assert std_16 < 0.4 * std_1
     assert abs(mean_16 - mean_1) < 4 * std_1 / np.sqrt(g)
 
-def test_summary_holds_each_learners_greedy_return_on_its_own_task_in_learner_order(tmp_path, monkeypatch):
+def test_summary_holds_each_learners_greedy_return_on_its_own_task_in_learner_order(tmp_path,
+                                                                                    monkeypatch):
     calls = []
 
     def fake_eval(tcfg, env, params_G, tasks_GxK, key, episodes, eps=0.0):
