@@ -40,7 +40,8 @@ def _state(seed: int = 0) -> dict:
     return {"params": params, "opt": opt, "updates": jnp.int32(17 + seed),
             "env_steps": jnp.uint32(4_000_000_000 + seed),
             "key": jax.random.key(seed + 1), "raw_key": jax.random.PRNGKey(seed + 2),
-            "mask": np.array([True, False, True]), "obs": np.arange(6, dtype=np.uint8).reshape(2, 3)}
+            "mask": np.array([True, False, True]),
+            "obs": np.arange(6, dtype=np.uint8).reshape(2, 3)}
 
 
 def _assert_same(a, b) -> None:
@@ -61,18 +62,22 @@ def test_save_restore_exact(tmp_path):
         assert ck.steps() == [10, 20] and ck.latest_step() == 20
         _assert_same(ck.restore(10, target=state), state)           # concrete target
         _assert_same(ck.restore(target=state), _state(1))            # latest
-        abstract = jax.eval_shape(lambda: _state(1))                 # abstract target: all jax arrays
+        # abstract target: all jax arrays
+        abstract = jax.eval_shape(lambda: _state(1))
         restored = ck.restore(target=abstract)
         assert isinstance(restored["opt"][0], optax.ScaleByAdamState)
         assert jax.dtypes.issubdtype(restored["key"].dtype, jax.dtypes.prng_key)
         np.testing.assert_array_equal(restored["obs"], _state(1)["obs"])
         raw = ck.restore(10)                                         # no target: dicts/lists
-        np.testing.assert_array_equal(raw["opt"][0]["mu"]["head"], np.asarray(state["opt"][0].mu["head"]))
+        np.testing.assert_array_equal(raw["opt"][0]["mu"]["head"],
+                                      np.asarray(state["opt"][0].mu["head"]))
         assert raw["params"]["dense"]["bias"].dtype == jnp.bfloat16
-        assert jax.random.key_data(raw["key"]).tolist() == jax.random.key_data(state["key"]).tolist()
+        assert (jax.random.key_data(raw["key"]).tolist()
+                == jax.random.key_data(state["key"]).tolist())
         meta = ck.metadata(10)
         assert meta["config"] == {"teacher": {"lr": 1e-3}} and meta["metrics"] == {"return": 1.5}
-        assert meta["tree"]["params/dense/kernel"] == {"shape": [4, 3], "dtype": "float32", "size": 12}
+        assert meta["tree"]["params/dense/kernel"] == {"shape": [4, 3], "dtype": "float32",
+                                                       "size": 12}
     # Same values from a fresh process-level object (nothing cached in the first one).
     with checkpoint.Checkpointer(tmp_path / "ck", readonly=True) as ck:
         _assert_same(ck.restore(10, target=state), state)
@@ -83,7 +88,8 @@ def test_restore_onto_a_mismatched_target_is_a_clear_error(tmp_path):
     with checkpoint.Checkpointer(tmp_path / "ck") as ck:
         ck.save(10, state)
         with pytest.raises(ClimitError, match=r"ck/10 does not match the requested tree"):
-            ck.restore(10, target={**state, "params": {**state["params"], "head": jnp.zeros((5, 2))}})
+            ck.restore(10,
+                       target={**state, "params": {**state["params"], "head": jnp.zeros((5, 2))}})
 
 
 @pytest.mark.parametrize("change, names", [
@@ -99,8 +105,9 @@ def test_restore_names_the_leaf_that_does_not_fit_and_converts_nothing(tmp_path,
     state = _state()
     params = state["params"]
     target = {
-        "dtype": {**state, "params": {**params, "dense": {**params["dense"],
-                                                         "kernel": jnp.zeros((4, 3), jnp.bfloat16)}}},
+        "dtype": {**state, "params": {**params,
+                                      "dense": {**params["dense"],
+                                                "kernel": jnp.zeros((4, 3), jnp.bfloat16)}}},
         "shape": {**state, "params": {**params, "dense": {**params["dense"],
                                                          "kernel": jnp.zeros((5, 3))}}},
         "key": {**state, "key": jax.random.split(jax.random.key(0), 3)},
@@ -170,11 +177,13 @@ def test_a_step_whose_metrics_do_not_parse_is_set_aside_not_a_traceback(tmp_path
             ck.save(step, {"w": jnp.full(2, float(step))}, metrics={"loss": loss})
     metrics = ckpt_dir / "2" / "metrics" / "metrics"
     metrics.write_bytes(metrics.read_bytes()[:7])
-    with pytest.raises(ArtifactError, match=r"checkpoint .*/2 is damaged: its metrics file is not JSON"):
+    with pytest.raises(ArtifactError,
+                       match=r"checkpoint .*/2 is damaged: its metrics file is not JSON"):
         checkpoint.Checkpointer(ckpt_dir, readonly=True)
     logs = []
     with checkpoint.Checkpointer(ckpt_dir, keep=3, best="loss") as ck:
-        step, tree = ck.restore_newest(lambda s: ck.restore(s, target=small), logs.append, "imitator")
+        step, tree = ck.restore_newest(lambda s: ck.restore(s, target=small), logs.append,
+                                       "imitator")
         assert step == 1 and tree["w"].tolist() == [1.0, 1.0] and ck.steps() == [1]
         ck.save(2, small, metrics={"loss": 0.4})  # the resumed run saves step 2 again
     assert "its metrics file is not JSON" in logs[0] and "older checkpoint at step 1" in logs[1]
@@ -190,13 +199,16 @@ def test_checkpoints_and_snapshots_set_damaged_steps_aside_apart(tmp_path):
             ck.save(400, {"w": jnp.full(2, float(len(name)))}, metrics={"loss": 1.0})
         metrics = run / name / "400" / "metrics" / "metrics"
         metrics.write_bytes(metrics.read_bytes()[:7])
-    with checkpoint.Checkpointer(run / "checkpoints", keep=2) as ck, checkpoint.snapshots(run / "snapshots") as sn:
+    with (checkpoint.Checkpointer(run / "checkpoints", keep=2) as ck,
+          checkpoint.snapshots(run / "snapshots") as sn):
         assert (ck.set_aside_on_open, sn.set_aside_on_open) == ([400], [400])
         assert ck.steps() == sn.steps() == []
-        assert sn.damaged_dir == run / "damaged_snapshots" and ck.damaged_dir == run / checkpoint.DAMAGED_DIR
+        assert (sn.damaged_dir == run / "damaged_snapshots"
+                and ck.damaged_dir == run / checkpoint.DAMAGED_DIR)
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "damaged_checkpoints",
                                                       "damaged_snapshots", "snapshots"]
-    assert (run / "damaged_checkpoints" / "400").is_dir() and (run / "damaged_snapshots" / "400").is_dir()
+    assert ((run / "damaged_checkpoints" / "400").is_dir()
+            and (run / "damaged_snapshots" / "400").is_dir())
 
 
 def _flip(step_dir: Path) -> None:
@@ -347,7 +359,8 @@ def test_damaged_files_are_named(tmp_path, damage):
     step_dir = tmp_path / "ck" / "1"
     target = max(_data_files(step_dir), key=lambda p: p.stat().st_size)
     if damage == "flip":
-        raw = bytearray(target.read_bytes()); raw[len(raw) // 2] ^= 0x10; target.write_bytes(bytes(raw))
+        raw = bytearray(target.read_bytes()); raw[len(raw) // 2] ^= 0x10
+        target.write_bytes(bytes(raw))
         pattern = "corrupt"
     elif damage == "truncate":
         target.write_bytes(target.read_bytes()[:-3]); pattern = "truncated"
@@ -362,15 +375,16 @@ def test_damaged_files_are_named(tmp_path, damage):
         assert rel in str(e.value) and str(step_dir) in str(e.value)
 
 
-@pytest.mark.parametrize("files", [[], {"state/x": 3}, {"state/x": [1, 2, 3]}, {"state/x": ["1", 2]},
-                                   {"state/x": [True, 2]}, None])
+@pytest.mark.parametrize("files", [[], {"state/x": 3}, {"state/x": [1, 2, 3]},
+                                   {"state/x": ["1", 2]}, {"state/x": [True, 2]}, None])
 def test_a_checksum_file_of_the_wrong_shape_is_damage(tmp_path, files):
     # JSON that parses but is not {path: [size, crc]}: the same ArtifactError as unparsable
     # JSON (so a resume falls back to an earlier step), not an AttributeError.
     with checkpoint.Checkpointer(tmp_path / "ck") as ck:
         ck.save(1, {"w": jnp.ones(2)})
     step_dir = tmp_path / "ck" / "1"
-    (step_dir / checkpoint.CHECKSUM_FILE).write_text(json.dumps({"format_version": 1, "files": files}))
+    (step_dir / checkpoint.CHECKSUM_FILE).write_text(json.dumps({"format_version": 1,
+                                                                 "files": files}))
     with pytest.raises(ArtifactError, match=f"{step_dir} is damaged: .* is unreadable"):
         checkpoint.verify_step(step_dir)
 
@@ -437,8 +451,9 @@ with checkpoint.Checkpointer(sys.argv[1], readonly=True) as ck:   # saved on 1 d
     got = ck.restore(target=target)
 assert got["w"].sharding == shard and len(got["w"].addressable_shards) == 8
 np.testing.assert_array_equal(np.asarray(got["w"]), np.arange(96.0).reshape(8, 4, 3))
-np.testing.assert_array_equal(np.asarray(jax.random.key_data(got["key"])),
-                              np.asarray(jax.random.key_data(jax.random.split(jax.random.key(5), 8))))
+np.testing.assert_array_equal(
+    np.asarray(jax.random.key_data(got["key"])),
+    np.asarray(jax.random.key_data(jax.random.split(jax.random.key(5), 8))))
 w8 = jax.device_put(jnp.arange(96.0).reshape(8, 4, 3) * 2, shard)
 with checkpoint.Checkpointer(sys.argv[2]) as ck:                  # save sharded over 8
     ck.save(1, {"w": w8, "key": jax.device_put(jax.random.split(jax.random.key(6), 8), shard)})
@@ -448,18 +463,22 @@ print("ok")
 
 def test_restore_onto_different_device_count(tmp_path):
     with checkpoint.Checkpointer(tmp_path / "one") as ck:
-        ck.save(1, {"w": jnp.arange(96.0).reshape(8, 4, 3), "key": jax.random.split(jax.random.key(5), 8)})
+        ck.save(1, {"w": jnp.arange(96.0).reshape(8, 4, 3),
+                    "key": jax.random.split(jax.random.key(5), 8)})
     env = procs.cpu_env(8)
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_DEVICES_SCRIPT), str(tmp_path / "one"),
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_DEVICES_SCRIPT),
+                        str(tmp_path / "one"),
                         str(tmp_path / "eight")], capture_output=True, text=True, env=env, cwd=REPO)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
     with checkpoint.Checkpointer(tmp_path / "eight", readonly=True) as ck:  # back on 1 device
         got = ck.restore()
         np.testing.assert_array_equal(np.asarray(got["w"]), np.arange(96.0).reshape(8, 4, 3) * 2)
         assert got["w"].sharding.device_set == {jax.local_devices()[0]}
-        keys = ck.restore(target={"w": jnp.zeros((8, 4, 3)), "key": jax.random.split(jax.random.key(0), 8)})
-        np.testing.assert_array_equal(np.asarray(jax.random.key_data(keys["key"])),
-                                      np.asarray(jax.random.key_data(jax.random.split(jax.random.key(6), 8))))
+        keys = ck.restore(target={"w": jnp.zeros((8, 4, 3)),
+                                  "key": jax.random.split(jax.random.key(0), 8)})
+        np.testing.assert_array_equal(
+            np.asarray(jax.random.key_data(keys["key"])),
+            np.asarray(jax.random.key_data(jax.random.split(jax.random.key(6), 8))))
 
 
 def test_a_full_disk_is_this_runs_only_under_its_directory(tmp_path, monkeypatch):

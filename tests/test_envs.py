@@ -137,7 +137,8 @@ def test_keydoor_door_on_the_last_step_is_a_termination_only():
 def test_random_starts_cover_the_grid():
     env = envs.make("keydoor")
     task = jnp.array([0, 0, 8, 8], jnp.int32)
-    starts = jax.vmap(lambda k: envs.reset(env, k, task)[0])(jax.random.split(jax.random.key(0), 512))
+    starts = jax.vmap(lambda k: envs.reset(env, k, task)[0])(
+        jax.random.split(jax.random.key(0), 512))
     assert len({tuple(s) for s in np.asarray(starts)}) > 60
 
 
@@ -182,7 +183,8 @@ def test_darkroom_split_sizes():
     assert envs.all_tasks("darkroom", "heldout").tolist() == [
         [0, 0], [0, 5], [1, 1], [1, 6], [2, 2], [2, 7], [3, 3], [3, 8], [4, 4], [5, 0], [5, 5],
         [6, 1], [6, 6], [7, 2], [7, 7], [8, 3], [8, 8]]
-    assert envs.all_tasks("keydoor", "heldout")[:3].tolist() == [[0, 0, 0, 1], [0, 0, 0, 6], [0, 0, 1, 2]]
+    assert envs.all_tasks("keydoor", "heldout")[:3].tolist() == [[0, 0, 0, 1], [0, 0, 0, 6],
+                                                                 [0, 0, 1, 2]]
     with pytest.raises(ValueError, match="17 heldout tasks"):
         envs.sample_tasks("darkroom", jax.random.key(0), 18, "heldout")
 
@@ -267,7 +269,8 @@ def test_terminated_and_truncated_disjoint_on_cartpole():
     # and the cart reaches the 500-step limit (truncations). No step is both.
     env = envs.make("CartPole-v1")
     task = jnp.zeros((0,), jnp.int32)
-    balance = lambda obs: (obs[2] + 0.5 * obs[3] + 0.01 * obs[0] + 0.1 * obs[1] > 0).astype(jnp.int32)
+    balance = lambda obs: (obs[2] + 0.5 * obs[3] + 0.01 * obs[0] + 0.1 * obs[1]
+                           > 0).astype(jnp.int32)
     push_left = lambda obs: jnp.int32(0)
 
     def run(policy, steps):
@@ -306,7 +309,8 @@ def test_sample_tasks_can_draw_the_whole_split_in_a_key_dependent_order():
 
 
 def test_single_task_envs_repeat_their_one_task():
-    assert envs.all_tasks("CartPole-v1", "train").shape == envs.all_tasks("CartPole-v1", "heldout").shape == (1, 0)
+    assert (envs.all_tasks("CartPole-v1", "train").shape
+            == envs.all_tasks("CartPole-v1", "heldout").shape == (1, 0))
     tasks = envs.sample_tasks("CartPole-v1", jax.random.key(0), 3, "heldout")
     assert tasks.shape == (3, 0) and tasks.dtype == np.int32
 

@@ -334,7 +334,8 @@ def test_env_randomness_is_the_same_for_every_agent():
     np.testing.assert_array_equal(np.asarray(trajs[1].action), 3)
     for a, b in zip(jax.tree.leaves(trajs[0]), jax.tree.leaves(trajs[1])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert not np.array_equal(np.asarray(trajs[0].obs[0]), np.asarray(trajs[0].obs[1]))  # rows differ
+    # rows differ
+    assert not np.array_equal(np.asarray(trajs[0].obs[0]), np.asarray(trajs[0].obs[1]))
 
 
 def test_plan_resolves_and_rejects():
@@ -349,8 +350,10 @@ def test_plan_resolves_and_rejects():
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon=10)))
     # each role sets its own variant and horizon: the top-level ones would be ignored
     for field, value in (("variant", "ed"), ("horizon", 100)):
-        with pytest.raises(ConfigError, match=f"imitator.{field}: .* is for `climit imitate` alone"):
-            evaluate.plan(dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, **{field: value})))
+        with pytest.raises(ConfigError,
+                           match=f"imitator.{field}: .* is for `climit imitate` alone"):
+            evaluate.plan(dataclasses.replace(
+                cfg, imitator=dataclasses.replace(cfg.imitator, **{field: value})))
     with pytest.raises(ConfigError, match="eval.tasks"):
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tasks=18)))
     # H between two episode ends: test (b)'s first bin after H would hold episodes before it.
@@ -379,13 +382,17 @@ def test_plan_resolves_and_rejects():
     # (ED on all of each history here, so that the H-imitator is the one refused).
     sparse = dataclasses.replace(cfg.imitator, context_len=40, subsample=4, ed_fraction=1.0)
     with pytest.raises(ConfigError, match="longer than the ~50 steps per history the imitator_h "
-                                          "imitator learns from .the first 200 env steps, 1 episode in 4"):
+                                          "imitator learns from .the first 200 env steps, 1 "
+                                          "episode in 4"):
         evaluate.plan(dataclasses.replace(cfg, imitator=sparse))
     # ED keeps the last 10% (200 of 2000 steps): 2 x 100 fits it, 2 x 101 does not. With horizon
     # controls its test (b) twin keeps 10% of H = 200, 20 steps: a 2 x 11 sequence is refused
     # there, and only with the controls on.
-    evaluate.plan(dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, context_len=100)))
-    with pytest.raises(ConfigError, match="~200 steps per history the ed imitator learns from .the last 10% of all"):
+    evaluate.plan(dataclasses.replace(
+        cfg, imitator=dataclasses.replace(cfg.imitator, context_len=100)))
+    with pytest.raises(ConfigError,
+                       match="~200 steps per history the ed imitator learns from .the last 10% of "
+                             "all"):
         evaluate.plan(dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator,
                                                                             context_len=101)))
     short = dataclasses.replace(cfg, imitator=dataclasses.replace(cfg.imitator, context_len=11))
@@ -397,7 +404,8 @@ def test_plan_resolves_and_rejects():
     # A learning-rate decay tied to the teacher's 2000 steps cannot be rerun over other lengths.
     decay = dataclasses.replace(cfg, teacher=dataclasses.replace(cfg.teacher, lr_final_frac=0.1),
                                 eval=dataclasses.replace(cfg.eval, env_steps=4000))
-    with pytest.raises(ConfigError, match="teacher.lr_final_frac: .* instead of the teacher's 2000"):
+    with pytest.raises(ConfigError,
+                       match="teacher.lr_final_frac: .* instead of the teacher's 2000"):
         evaluate.plan(decay)
     with pytest.raises(ConfigError, match="env.train_tasks: the imitators' held-out loss needs"):
         evaluate.plan(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, train_tasks=1)))
@@ -414,11 +422,14 @@ def test_settings_that_change_no_result_leave_the_evaluation_fingerprint():
     base = ["teacher.total_env_steps=2000", "teacher.learning_starts=100"]
     cfg = config.load(None, base)
     for neutral in ("imitator.prefetch=4", "imitator.log_every=7", "imitator.keep_checkpoints=5",
-                    "imitator.data_memory_mb=64", "eval.chunk_steps=100", "teacher.keep_checkpoints=4"):
-        assert evaluate.fingerprint(config.load(None, base + [neutral])) == evaluate.fingerprint(cfg), neutral
+                    "imitator.data_memory_mb=64", "eval.chunk_steps=100",
+                    "teacher.keep_checkpoints=4"):
+        assert (evaluate.fingerprint(config.load(None, base + [neutral]))
+                == evaluate.fingerprint(cfg)), neutral
     # eval_every picks the steps among which the best imitator (the one evaluated) is chosen.
     for real in ("eval.tasks=3", "imitator.lr=1e-3", "eval.mode=greedy", "imitator.eval_every=7"):
-        assert evaluate.fingerprint(config.load(None, base + [real])) != evaluate.fingerprint(cfg), real
+        assert (evaluate.fingerprint(config.load(None, base + [real]))
+                != evaluate.fingerprint(cfg)), real
 
 
 def test_transfer_tasks_resolve_and_leave_older_evaluations_matching():
@@ -446,7 +457,8 @@ def test_transfer_tasks_resolve_and_leave_older_evaluations_matching():
                                           "of darkroom"):
         config.load(None, overrides + ["env.name=keydoor", "env.transfer=darkroom",
                                        "eval.transfer_tasks=18"])
-    with pytest.raises(ConfigError, match="eval.transfer_tasks: .*env.transfer names no new family"):
+    with pytest.raises(ConfigError,
+                       match="eval.transfer_tasks: .*env.transfer names no new family"):
         config.load(None, overrides + ["env.transfer=", "eval.transfer_tasks=5"])
 
 
@@ -481,11 +493,13 @@ def test_part_cache_reuses_finished_agents_of_the_same_config(tmp_path):
     cache = evaluate.PartCache(tmp_path / "parts", "fp1")
     out, cached = cache.get_or_run("imitator on darkroom", agent)
     assert not cached and len(calls) == 1
-    again, cached = evaluate.PartCache(tmp_path / "parts", "fp1").get_or_run("imitator on darkroom", agent)
+    again, cached = evaluate.PartCache(tmp_path / "parts", "fp1").get_or_run(
+        "imitator on darkroom", agent)
     assert cached and len(calls) == 1
     for a, b in zip(out, again):
         np.testing.assert_array_equal(a, b)
-    _, cached = evaluate.PartCache(tmp_path / "parts", "fp2").get_or_run("imitator on darkroom", agent)
+    _, cached = evaluate.PartCache(tmp_path / "parts", "fp2").get_or_run(
+        "imitator on darkroom", agent)
     assert not cached and len(calls) == 2  # another config: recomputed
     cache.clear()
     assert not (tmp_path / "parts").exists()
@@ -607,7 +621,8 @@ def test_fresh_dqns_of_a_task_do_not_depend_on_how_many_tasks_are_evaluated():
     ep2 = evaluate.dqn_episodes(cfg, env, tasks[:2], key, 400, False)
     ep3 = evaluate.dqn_episodes(cfg, env, tasks, key, 400, False)
     # rows g = r * K + k: (r, k) for k < 2 in both
-    rows2, rows3 = [r * 2 + k for r in range(2) for k in range(2)], [r * 3 + k for r in range(2) for k in range(2)]
+    rows2, rows3 = ([r * 2 + k for r in range(2) for k in range(2)],
+                    [r * 3 + k for r in range(2) for k in range(2)])
     np.testing.assert_array_equal(ep2.returns[rows2], ep3.returns[rows3])
     assert not np.array_equal(ep3.returns[0], ep3.returns[3])  # seeds differ on one task
 
@@ -638,8 +653,10 @@ def test_bench_rollout_runs_the_peer_with_its_repeats_and_prints_the_ratio(tmp_p
     peer.write_text(
         "import json, sys\n"
         "a = sys.argv\n"
-        "print(json.dumps({'bench': 'icrl_rollout', 'argv': a[1:], 'batch_envs': int(a[a.index('--batch') + 1]),\n"
-        "                  'context': int(a[a.index('--context') + 1]), 'env_steps_per_s': 10.0}))\n")
+        "print(json.dumps({'bench': 'icrl_rollout', 'argv': a[1:], "
+        "'batch_envs': int(a[a.index('--batch') + 1]),\n"
+        "                  'context': int(a[a.index('--context') + 1]), "
+        "'env_steps_per_s': 10.0}))\n")
     from climit import cli
 
     assert cli.main(["bench", "rollout", "--batch", "2", "--context", "8", "--steps", "4",

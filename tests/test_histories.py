@@ -28,7 +28,8 @@ def _data(seed: int, steps: int, n: int = N) -> dict[str, np.ndarray]:
             "action": rng.integers(0, 4, (n, steps), dtype=np.uint8),
             "reward": rng.normal(size=(n, steps)).astype(np.float32),
             "terminated": term, "truncated": trunc,
-            "q_values": rng.normal(size=(n, histories.num_q_rows(steps, Q_PERIOD), A)).astype(np.float16)}
+            "q_values": rng.normal(
+                size=(n, histories.num_q_rows(steps, Q_PERIOD), A)).astype(np.float16)}
 
 
 def _append(w: histories.HistoryWriter, d: dict, t0: int, t1: int) -> None:
@@ -315,7 +316,8 @@ def test_resume_verifies_the_chunks_it_keeps(tmp_path):
     with pytest.raises(ArtifactError, match=r"b00001_t000000000007\.npz is truncated") as e:
         histories.resume(tmp_path / "teacher" / "h", 20)
     assert f"remove {tmp_path / 'teacher'} to start it over" in str(e.value)
-    assert damaged.exists() and histories.open(tmp_path / "teacher" / "h").num_steps == 23  # nothing cut
+    # nothing cut
+    assert damaged.exists() and histories.open(tmp_path / "teacher" / "h").num_steps == 23
     histories.resume(tmp_path / "teacher" / "h", 7).close()  # before the damage: fine, and redone
     assert histories.open(tmp_path / "teacher" / "h").num_steps == 7 and not damaged.exists()
 

@@ -20,7 +20,8 @@ def hist(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ragged(tmp_path_factory):
-    """Two learners, one stream each, with episodes of varied lengths (one unfinished at the end)."""
+    """Two learners, one stream each, with episodes of varied lengths (one unfinished at the
+    end)."""
     rng = np.random.default_rng(3)
     T = 150
     lengths = rng.integers(2, 9, 40)
@@ -38,7 +39,8 @@ def ragged(tmp_path_factory):
     with w:
         for t0 in range(0, T, 40):
             sl = slice(t0, t0 + 40)
-            w.append(obs[:, sl], action[:, sl], reward[:, sl], term[:, sl], np.zeros_like(term[:, sl]))
+            w.append(obs[:, sl], action[:, sl], reward[:, sl], term[:, sl],
+                     np.zeros_like(term[:, sl]))
     return histories.open(w.path)
 
 
@@ -165,7 +167,8 @@ def test_shuffled_permutes_the_same_episodes_deterministically(ragged):
     assert not np.array_equal(sh.start, ad.start)
     again = D.stream_index(ragged, 0, D.DatasetSpec(variant="shuffled", seq_len=10, subsample=2))
     np.testing.assert_array_equal(sh.start, again.start)
-    other = D.stream_index(ragged, 0, D.DatasetSpec(variant="shuffled", seq_len=10, subsample=2, seed=1))
+    other = D.stream_index(ragged, 0, D.DatasetSpec(variant="shuffled", seq_len=10, subsample=2,
+                                                    seed=1))
     assert not np.array_equal(sh.start, other.start)
     ds = D.WindowDataset(ragged, [0], D.DatasetSpec(variant="shuffled", seq_len=10, subsample=2))
     for w in range(0, ds.num_windows, 5):

@@ -30,7 +30,8 @@ def tokens(cfg, B, T, seed=0, start_p=0.2):
     else:
         obs = rng.normal(size=(B, T) + cfg.obs_shape).astype(np.float32)
     return M.Tokens(obs=jnp.asarray(obs),
-                    prev_action=jnp.asarray(rng.integers(-1, sum(cfg.action_mask), (B, T)), jnp.int32),
+                    prev_action=jnp.asarray(rng.integers(-1, sum(cfg.action_mask), (B, T)),
+                                            jnp.int32),
                     prev_reward=jnp.asarray(rng.random((B, T)), jnp.float32),
                     episode_start=jnp.asarray(rng.random((B, T)) < start_p))
 
@@ -109,7 +110,8 @@ def test_one_layer_cache_equals_a_fresh_pass_over_the_last_window():
     cached = jax.jit(decode_all)(params, toks)
     for t in (4, 5, 11, 22):
         window = jax.tree.map(lambda x: x[:, t - 4:t + 1], toks)
-        np.testing.assert_allclose(cached[:, t], _forward(params, window)[:, -1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(cached[:, t], _forward(params, window)[:, -1], rtol=1e-5,
+                                   atol=1e-5)
 
 
 def test_cache_streams_are_independent_and_keep_their_own_step_counts():
@@ -167,7 +169,8 @@ def test_jit_equals_no_jit():
     cfg = cfg_(n_layers=1)
     params = _init(cfg, jax.random.key(8))
     toks = tokens(cfg, 2, 6)
-    np.testing.assert_allclose(_forward(params, toks), M.forward(params, toks), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(_forward(params, toks), M.forward(params, toks), rtol=1e-5,
+                               atol=1e-5)
     # (decode_step jitted == forward jitted == forward eager: see the KV-cache tests)
 
 
@@ -189,7 +192,8 @@ def test_seeds_vmap_over_stacked_params():
     toks = tokens(cfg, 2, 6)
     out = jax.jit(jax.vmap(M.forward, in_axes=(0, None)))(stacked, toks)
     for s in range(3):
-        np.testing.assert_allclose(out[s], _forward(_init(cfg, keys[s]), toks), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out[s], _forward(_init(cfg, keys[s]), toks), rtol=1e-5,
+                                   atol=1e-6)
     assert not np.allclose(out[0], out[1])  # different seeds, different imitators
 
 
@@ -317,11 +321,13 @@ def test_config_checks():
     assert cfg_().categorical_obs and not cfg_(**FLOAT).categorical_obs
     assert M.attention_impl(cfg_(compute_dtype="bfloat16"), backend="gpu") == "cudnn"
     assert M.attention_impl(cfg_(compute_dtype="float32"), backend="gpu") == "xla"
-    assert M.attention_impl(cfg_(compute_dtype="bfloat16", d_model=24, n_heads=4), backend="gpu") == "xla"
+    assert M.attention_impl(cfg_(compute_dtype="bfloat16", d_model=24, n_heads=4),
+                            backend="gpu") == "xla"
     assert M.attention_impl(cfg_(compute_dtype="bfloat16"), backend="cpu") == "xla"
     # The single-episode ablation's mask fails cuDNN's batching rule under the vmap over seeds
     # (seen on an H200, jax 0.11.2): auto gives it XLA, a config may still ask for cuDNN.
-    assert M.attention_impl(cfg_(compute_dtype="bfloat16", episode_local=True), backend="gpu") == "xla"
+    assert M.attention_impl(cfg_(compute_dtype="bfloat16", episode_local=True),
+                            backend="gpu") == "xla"
     assert M.attention_impl(cfg_(compute_dtype="bfloat16", episode_local=True, attention="cudnn"),
                             backend="gpu") == "cudnn"
     assert M.resolve_compute_dtype("auto", "gpu") == "bfloat16"

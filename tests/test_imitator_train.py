@@ -227,7 +227,8 @@ def _resume_steps(monkeypatch) -> list[int]:
 def test_kill_and_restart_resumes_exactly(runs, baseline, monkeypatch):
     cfg = make_cfg(runs, "killed", *SHORT)
     with pytest.raises(KeyboardInterrupt):
-        T.train(cfg, progress=False, interrupt_after=7)  # killed 3 steps after the step-4 checkpoint
+        # killed 3 steps after the step-4 checkpoint
+        T.train(cfg, progress=False, interrupt_after=7)
     assert checkpoint.complete_steps(T.output_dir(cfg) / "checkpoints") == [4]
     starts = _resume_steps(monkeypatch)
     T.train(cfg, progress=False)
@@ -325,7 +326,8 @@ def test_imitator_seeds_start_apart_and_run_seed_changes_the_run(runs, baseline)
     cfg = make_cfg(runs, "seed1", *SHORT, "run.seed=1")
     T.train(cfg, progress=False)
     other, base = latest_tree(cfg)["tree"], latest_tree(baseline)["tree"]
-    assert all(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(base))
+    assert all(not np.array_equal(a, b)
+               for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(base))
                if np.ndim(a) >= 3)
 
 
@@ -338,7 +340,8 @@ def test_checkpoint_round_trip_is_identical(runs, baseline, tmp_path):
     state = programs.init(jax.random.key(0))
     S, B, L = icfg.seeds, icfg.batch_size, icfg.context_len * icfg.train_windows
     batch = T.data_lib.Batch(
-        tokens=M.Tokens(obs=np.zeros((S, B, L, 2), np.uint8), prev_action=np.zeros((S, B, L), np.int32),
+        tokens=M.Tokens(obs=np.zeros((S, B, L, 2), np.uint8),
+                        prev_action=np.zeros((S, B, L), np.int32),
                         prev_reward=np.ones((S, B, L), np.float32),
                         episode_start=np.zeros((S, B, L), bool)),
         target=np.ones((S, B, L), np.int32))
@@ -360,7 +363,8 @@ def test_data_memory_budget_only_chooses_the_reader(runs, baseline):
     fast, slow = T._prepare(baseline, history), T._prepare(small, history)
     assert fast.train_set.in_memory and not slow.train_set.in_memory
     ids = np.arange(0, fast.train_set.num_windows, 7)
-    jax.tree.map(np.testing.assert_array_equal, fast.train_set.windows(ids), slow.train_set.windows(ids))
+    jax.tree.map(np.testing.assert_array_equal, fast.train_set.windows(ids),
+                 slow.train_set.windows(ids))
 
 
 def test_checkpoint_of_another_model_revision_is_refused(runs, baseline, monkeypatch):
@@ -719,7 +723,8 @@ def test_cli_imitate_writes_variant_dirs_summary_and_a_loadable_imitator(runs, b
     assert index["shuffled_h80"]["horizon"] == 80
     assert index["ad"]["train_tokens"] == 2 * index["shuffled_h80"]["train_tokens"]
     loaded = T.load(root / "shuffled_h80")
-    assert loaded.config.imitator.horizon == 80 and loaded.step == index["shuffled_h80"]["best_step"]
+    assert (loaded.config.imitator.horizon == 80
+            and loaded.step == index["shuffled_h80"]["best_step"])
     assert loaded.params.cfg == T.load(root / "ad").params.cfg
     # the checkpoints directory itself and a step given as digits name the same imitator
     again = T.load(root / "shuffled_h80" / "checkpoints", str(loaded.step))
@@ -926,7 +931,8 @@ def test_bench_reduced_labels_only_the_sizes_it_shrinks(monkeypatch):
                 "batch": batch}
 
     monkeypatch.setattr(bench, "measure", fake_measure)
-    monkeypatch.setattr(bench.jax, "devices", lambda: [SimpleNamespace(platform="cpu")])  # one kernel
+    # one kernel
+    monkeypatch.setattr(bench.jax, "devices", lambda: [SimpleNamespace(platform="cpu")])
     documented, default = bench.run(["documented", "default"], steps=1, repeats=1, reduced=True)
     assert (documented["size"], documented["d_model"], documented["batch"]) == (
         "documented-reduced", 128, 8)

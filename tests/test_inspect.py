@@ -47,8 +47,10 @@ def run(tmp_path_factory):
     climit kind."""
     root = tmp_path_factory.mktemp("runs") / "tiny"
     with checkpoint.snapshots(root / "teacher" / "snapshots") as ck:
-        ck.save(10_000, {"params": _teacher_params(1.0)}, config=TEACHER_CONFIG, metrics={"return": 3.0})
-        ck.save(20_000, {"params": _teacher_params(1.5)}, config=TEACHER_CONFIG, metrics={"return": 7.5})
+        ck.save(10_000, {"params": _teacher_params(1.0)}, config=TEACHER_CONFIG,
+                metrics={"return": 3.0})
+        ck.save(20_000, {"params": _teacher_params(1.5)}, config=TEACHER_CONFIG,
+                metrics={"return": 7.5})
     state = {"learners": {"params": _teacher_params(1.5), "replay": {"obs": jnp.ones((L, 64, 3))}},
              "t": jnp.int32(20_000), "updates": jnp.int32(77)}
     with checkpoint.Checkpointer(root / "teacher" / "checkpoints") as ck:
@@ -57,7 +59,8 @@ def run(tmp_path_factory):
                                  best="heldout_loss") as ck:
         for i, (step, loss) in enumerate(((100, 1.0), (200, 2.0), (300, 3.0))):
             tree = _imitator_tree(i)
-            state = {"tree": tree, "opt_state": optax.adamw(1e-3).init(tree), "step": jnp.int32(step)}
+            state = {"tree": tree, "opt_state": optax.adamw(1e-3).init(tree),
+                     "step": jnp.int32(step)}
             ck.save(step, state, config=IMITATOR_CONFIG, metrics={"heldout_loss": loss})
     with checkpoint.Checkpointer(root / "other" / "checkpoints") as ck:
         ck.save(1, {"w": jnp.arange(6.0).reshape(2, 3)})
@@ -93,7 +96,8 @@ def test_overview_of_a_run_directory(run, capsys):
     rc, out, _ = _cli(capsys, run, "--json")
     assert rc == 0 and json.loads(out) == json.loads(inspect_lib.dumps(view))
     # A step directory shows that step.
-    assert inspect_lib.overview(run / "teacher" / "snapshots" / "10000")["checkpoints"][0]["step"] == 10_000
+    assert (inspect_lib.overview(run / "teacher" / "snapshots" / "10000")["checkpoints"][0]["step"]
+            == 10_000)
 
 
 def test_overview_marks_the_best_step_and_takes_best_or_latest(run, capsys):
@@ -104,7 +108,8 @@ def test_overview_marks_the_best_step_and_takes_best_or_latest(run, capsys):
     assert inspect_lib.overview(imit, "latest")["checkpoints"][0]["step"] == 300
     rc, out, _ = _cli(capsys, imit, "--step", "best")
     assert rc == 0 and "steps: 100*, 200, 300 (showing 100; * best: lowest heldout_loss)" in out
-    assert inspect_lib.overview(run / "teacher" / "snapshots")["checkpoints"][0]["best_step"] is None
+    assert (inspect_lib.overview(run / "teacher" / "snapshots")["checkpoints"][0]["best_step"]
+            is None)
     assert "no best step" in _error(capsys, run / "teacher" / "snapshots", "--step", "best")
 
 
@@ -113,7 +118,8 @@ def test_best_step_of_tied_losses_is_the_earlier_as_training_picks_it(tmp_path):
 
     with checkpoint.Checkpointer(tmp_path / "checkpoints", keep=3) as ck:
         for step, loss in ((1, 1.0), (2, 0.5), (3, 0.5)):
-            ck.save(step, {"w": jnp.ones(2)}, config=IMITATOR_CONFIG, metrics={"heldout_loss": loss})
+            ck.save(step, {"w": jnp.ones(2)}, config=IMITATOR_CONFIG,
+                    metrics={"heldout_loss": loss})
     assert inspect_lib.overview(tmp_path / "checkpoints")["checkpoints"][0]["best_step"] == 2
     assert train._best(tmp_path / "checkpoints") == (2, 0.5)  # what `climit evaluate` loads
 
@@ -122,9 +128,11 @@ def test_overview_step_shown_where_it_exists(run, capsys):
     view = _by_name(inspect_lib.overview(run, 10_000))
     assert view["teacher/snapshots"]["step"] == 10_000
     assert "no checkpoint at step 10000" in view["teacher/checkpoints"]["missing"]
-    assert "tree" not in view["teacher/checkpoints"] and "missing" in view["imitator/ad/checkpoints"]
+    assert ("tree" not in view["teacher/checkpoints"]
+            and "missing" in view["imitator/ad/checkpoints"])
     rc, out, _ = _cli(capsys, run, "--step", 10_000)
-    assert rc == 0 and "(showing 10000)" in out and "not showing: no checkpoint at step 10000" in out
+    assert (rc == 0 and "(showing 10000)" in out
+            and "not showing: no checkpoint at step 10000" in out)
     with pytest.raises(ClimitError, match="no checkpoint at step 5 "):
         inspect_lib.overview(run, 5)
 
@@ -139,7 +147,8 @@ def test_no_directory_has_the_step_one_short_line_of_what_each_has(run, capsys):
     assert err.count(str(run)) == 1 and len(err) < 300
     assert inspect_lib._brief(list(range(100, 1100, 100))) == "100, 200, ..., 1000 (10 steps)"
     # One directory keeps its own message, as --stats and --diff give it.
-    assert "no checkpoint at step 5 in " in _error(capsys, run / "teacher" / "snapshots", "--step", 5)
+    assert "no checkpoint at step 5 in " in _error(capsys, run / "teacher" / "snapshots",
+                                                   "--step", 5)
 
 
 def test_text_views_round_floats_json_keeps_them(tmp_path, capsys):
@@ -153,16 +162,18 @@ def test_text_views_round_floats_json_keeps_them(tmp_path, capsys):
     assert "2 elements in 1 leaf (w 2)" in out
     assert "0.123456" not in out and "0.555555" not in out
     rc, out, _ = _cli(capsys, tmp_path / "checkpoints", "--json")
-    assert json.loads(out)["checkpoints"][0]["checkpoints"][0]["metrics"]["heldout_loss_per_seed"] == loss
+    assert (json.loads(out)["checkpoints"][0]["checkpoints"][0]["metrics"]["heldout_loss_per_seed"]
+            == loss)
 
 
 def test_counts_of_one_are_singular():
     est = {"value": 1.0, "lo": 0.5, "hi": 1.5}
-    view = {"confidence": 0.9, "interval_over": "imitator seeds x held-out tasks", "kind": "imitator",
-            "path": "ck", "step": 4, "step_choice": "best", "env": "toy", "policy": "imitator",
-            "episodes": 2, "seed": 0, "imitator_seed": None, "seeds": [{"seed": 0, "mean_return": 1.0}],
-            "tasks": [[1, 2]], "task_unit": "held-out tasks", "single_task": False, "mean_return": est, "first_episodes": est,
-            "last_episodes": est}
+    view = {"confidence": 0.9, "interval_over": "imitator seeds x held-out tasks",
+            "kind": "imitator", "path": "ck", "step": 4, "step_choice": "best", "env": "toy",
+            "policy": "imitator", "episodes": 2, "seed": 0, "imitator_seed": None,
+            "seeds": [{"seed": 0, "mean_return": 1.0}], "tasks": [[1, 2]],
+            "task_unit": "held-out tasks", "single_task": False, "mean_return": est,
+            "first_episodes": est, "last_episodes": est}
     assert "  1 seed x 1 held-out task: mean return" in inspect_lib.format_eval(view)
     single = inspect_lib.format_eval({**view, "single_task": True, "tasks": [[], []],
                                       "task_unit": "rollouts (env seeds) of its single task"})
@@ -194,7 +205,8 @@ def test_a_run_named_with_digits_is_found_and_an_interrupted_save_named(tmp_path
     found = inspect_lib.locate(tmp_path / "runs")
     assert [path for path, _ in found.checkpoints] == [ck_dir]
     (ck_dir / "7" / checkpoint.CHECKSUM_FILE).unlink()  # a save killed before its checksums
-    with pytest.raises(ClimitError, match=r"holds no checkpoints \(only interrupted saves: steps \[7\]\)"):
+    with pytest.raises(ClimitError,
+                       match=r"holds no checkpoints \(only interrupted saves: steps \[7\]\)"):
         inspect_lib.locate(ck_dir)
     with pytest.raises(ClimitError) as e:
         inspect_lib.locate(tmp_path / "runs")
@@ -228,8 +240,10 @@ def test_stats_of_stacked_teacher_and_imitator(run, capsys):
     view = inspect_lib.stats(snap)  # latest: scale 1.5, kernel of learner l = 1.5 (l + 1)
     k = view["leaves"]["params/Dense_0/kernel"]
     norms = [1.5 * (l + 1) * math.sqrt(6) for l in range(L)]
-    assert (view["learners"], view["axis"], view["step"], view["pooled"]) == (L, "learner", 20_000, False)
-    assert k["norm_mean"] == pytest.approx(np.mean(norms)) and k["norm_min"] == pytest.approx(norms[0])
+    assert ((view["learners"], view["axis"], view["step"], view["pooled"])
+            == (L, "learner", 20_000, False))
+    assert (k["norm_mean"] == pytest.approx(np.mean(norms))
+            and k["norm_min"] == pytest.approx(norms[0]))
     assert k["norm_max"] == pytest.approx(norms[-1]) and k["mean_mean"] == pytest.approx(1.5 * 2.5)
     assert k["std_mean"] == pytest.approx(0.0) and k["stacked"]
     one = inspect_lib.stats(snap, step=10_000, learner=2)["leaves"]["params/Dense_0/kernel"]
@@ -244,7 +258,8 @@ def test_stats_of_stacked_teacher_and_imitator(run, capsys):
     assert named["step"] == 10_000 and named["leaves"]["params/Dense_0/kernel"]["norm_max"] == \
         pytest.approx(L * math.sqrt(6))
     rc, out, _ = _cli(capsys, snap, "--stats", "--json")
-    assert json.loads(out)["leaves"]["params/Dense_1/kernel"]["norm_min"] == pytest.approx(math.sqrt(15))
+    assert (json.loads(out)["leaves"]["params/Dense_1/kernel"]["norm_min"]
+            == pytest.approx(math.sqrt(15)))
 
 
 def test_stacked_axis_is_known_per_leaf_from_the_kind(run, capsys):
@@ -257,14 +272,16 @@ def test_stacked_axis_is_known_per_leaf_from_the_kind(run, capsys):
     assert view["leaves"]["step"] == {"shape": [], "stacked": False, "norm": 300.0, "mean": 300.0,
                                       "std": 0.0, "min": 300.0, "max": 300.0}
     one = inspect_lib.stats(imit, learner=1, prefix="tree/embed")["leaves"]["tree/embed"]
-    assert one["mean"] == pytest.approx(5.5 + 10 + 2) and one["std"] == pytest.approx(np.arange(12).std())
+    assert (one["mean"] == pytest.approx(5.5 + 10 + 2)
+            and one["std"] == pytest.approx(np.arange(12).std()))
     # Scalars (t, updates) beside the stacked learners/ do not hide the learner axis.
     ck = inspect_lib.stats(run / "teacher" / "checkpoints", learner=3)["leaves"]
     assert ck["learners/params/Dense_0/kernel"]["mean"] == pytest.approx(6.0)
     assert ck["t"]["mean"] == 20_000 and not ck["t"]["stacked"]
     assert ck["learners/replay/obs"]["shape"] == [64, 3]
     # One leaf alone is still stacked.
-    single = inspect_lib.stats(run / "teacher" / "snapshots", prefix="params/Dense_0/kernel", learner=0)
+    single = inspect_lib.stats(run / "teacher" / "snapshots", prefix="params/Dense_0/kernel",
+                               learner=0)
     assert single["leaves"]["params/Dense_0/kernel"]["max"] == 1.5
     rc, out, _ = _cli(capsys, imit, "--stats")
     assert rc == 0 and "summarised over the 2 imitator seeds" in out and "not stacked" in out
@@ -320,7 +337,8 @@ def test_diff_aligns_a_snapshot_with_a_checkpoint(run, capsys):
     # Kinds that do not align: said loudly, not "0 leaves changed" alone.
     rc, out, _ = _cli(capsys, run / "imitator" / "ad" / "checkpoints", "--diff", 100, snap)
     assert rc == 0 and "warning: A (imitator) and B (teacher_snapshot) share no leaf path" in out
-    rc, out, _ = _cli(capsys, run / "imitator" / "ad" / "checkpoints", "--diff", 100, snap, "--json")
+    rc, out, _ = _cli(capsys, run / "imitator" / "ad" / "checkpoints", "--diff", 100, snap,
+                      "--json")
     data = json.loads(out)
     assert data["only_a"][:1] == ["opt_state/0/count"] and "params/Dense_0/bias" in data["only_b"]
 
@@ -339,7 +357,8 @@ def test_clear_errors_never_tracebacks(run, tmp_path, capsys):
     assert "several checkpoint directories" in _error(capsys, run, "--stats")
     snap = run / "teacher" / "snapshots"
     assert "out of range: 4 learners" in _error(capsys, snap, "--stats", "--learner", 4)
-    assert "out of range: 2 imitator seeds" in _error(capsys, run / "imitator" / "ad" / "checkpoints",
+    assert "out of range: 2 imitator seeds" in _error(capsys,
+                                                      run / "imitator" / "ad" / "checkpoints",
                                                       "--stats", "--learner", 2)
     assert "no learners to choose" in _error(capsys, run / "other" / "checkpoints", "--stats",
                                              "--learner", 0)
@@ -350,12 +369,15 @@ def test_clear_errors_never_tracebacks(run, tmp_path, capsys):
 def test_options_a_view_would_ignore_are_refused(run, tmp_path, capsys):
     snap = run / "teacher" / "snapshots"
     refused = [
-        ((snap, "--prefix", "params"), "--prefix would be ignored without --stats, --diff or --eval"),
+        ((snap, "--prefix", "params"),
+         "--prefix would be ignored without --stats, --diff or --eval"),
         ((snap, "--learner", 1), "--learner would be ignored without"),
         ((snap, "--seed", 1), "--seed would be ignored without"),
         ((snap, "--tasks", 2), "--tasks would be ignored without"),
-        ((snap, "--stats", "--seed", 1, "--tasks", 2), "--tasks, --seed would be ignored with --stats"),
-        ((snap, "--diff", 10_000, 20_000, "--step", 10_000), "--diff takes its two steps as A and B"),
+        ((snap, "--stats", "--seed", 1, "--tasks", 2),
+         "--tasks, --seed would be ignored with --stats"),
+        ((snap, "--diff", 10_000, 20_000, "--step", 10_000),
+         "--diff takes its two steps as A and B"),
         ((snap, "--diff", 10_000, 20_000, "--tasks", 1), "--tasks would be ignored with --diff"),
         ((snap, "--eval", 1, "--prefix", "params"), "--eval rolls the whole policy"),
         ((snap, "--eval", 1, "--tasks", 2), "--tasks applies to imitator checkpoints"),
@@ -363,7 +385,8 @@ def test_options_a_view_would_ignore_are_refused(run, tmp_path, capsys):
     ]
     for argv, message in refused:
         assert message in _error(capsys, *argv), argv
-    h = histories.create(tmp_path / "hist", spec=_SPEC, streams=[histories.StreamInfo(0, 0, (1,), 0)])
+    h = histories.create(tmp_path / "hist", spec=_SPEC,
+                         streams=[histories.StreamInfo(0, 0, (1,), 0)])
     assert "--step would be ignored on a learning history" in _error(capsys, h.path, "--step", 1)
     assert "is a learning history, not a checkpoint" in _error(capsys, h.path, "--stats")
 
@@ -372,7 +395,8 @@ def test_bad_values_are_refused(run, capsys):
     snap = run / "teacher" / "snapshots"
     assert "--seed -1: must be in [0, 2^32)" in _error(capsys, snap, "--eval", 1, "--seed", -1)
     assert "--seed 4294967296" in _error(capsys, snap, "--eval", 1, "--seed", 2 ** 32)
-    assert "--tasks 0: needs at least one task" in _error(capsys, run / "imitator" / "ad" / "checkpoints",
+    assert "--tasks 0: needs at least one task" in _error(capsys,
+                                                          run / "imitator" / "ad" / "checkpoints",
                                                           "--eval", 1, "--tasks", 0)
     assert "at least one episode" in _error(capsys, snap, "--eval", 0)
     assert "--step soon: expected a step number" in _error(capsys, snap, "--step", "soon")
@@ -405,7 +429,8 @@ def test_damaged_checkpoint_message(tmp_path, capsys):
     assert "is damaged" in err and "_CHECKPOINT_METADATA" in err
     # orbax's own report of that file (absl ERROR, once per look at the step) stays out too
     proc = subprocess.run([sys.executable, "-m", "climit.cli", "inspect", str(tmp_path / "ck")],
-                          capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                          capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert proc.returncode == 1 and proc.stderr.startswith("climit: error: checkpoint"), proc.stderr
     assert "absl" not in proc.stderr
 
@@ -417,7 +442,8 @@ def test_one_damaged_step_or_directory_does_not_hide_the_rest(tmp_path, capsys):
     run = tmp_path / "run"
     with checkpoint.snapshots(run / "teacher" / "snapshots") as ck:
         for step in (10, 20, 30):
-            ck.save(step, {"params": _teacher_params(1.0)}, config=TEACHER_CONFIG, metrics={"return": step})
+            ck.save(step, {"params": _teacher_params(1.0)}, config=TEACHER_CONFIG,
+                    metrics={"return": step})
     with checkpoint.Checkpointer(run / "teacher" / "checkpoints") as ck:
         ck.save(30, {"w": jnp.zeros(3)}, config=TEACHER_CONFIG)
     (run / "teacher" / "snapshots" / "20" / checkpoint.CHECKSUM_FILE).write_text("{broken")
@@ -440,7 +466,8 @@ def test_one_damaged_step_or_directory_does_not_hide_the_rest(tmp_path, capsys):
     assert "is damaged" in dirs["teacher/snapshots"]["missing"]
     assert view["set_aside"] == ["teacher/damaged_checkpoints"]
     rc, out, _ = _cli(capsys, run)
-    assert rc == 0 and "teacher/damaged_checkpoints  (damaged steps climit set aside: not shown)" in out
+    assert (rc == 0
+            and "teacher/damaged_checkpoints  (damaged steps climit set aside: not shown)" in out)
     # Every directory's latest step damaged: said, not "no checkpoint at step None" beside
     # step lists that hold it.
     (run / "teacher" / "checkpoints" / "40" / checkpoint.CHECKSUM_FILE).write_text("{broken")
@@ -455,7 +482,8 @@ def test_one_damaged_step_or_directory_does_not_hide_the_rest(tmp_path, capsys):
 # Learning histories
 # ---------------------------------------------------------------------------------------------
 
-_SPEC = {"name": "toy", "interface": "grid", "obs_shape": [2], "obs_dtype": "uint8", "num_actions": 2}
+_SPEC = {"name": "toy", "interface": "grid", "obs_shape": [2], "obs_dtype": "uint8",
+         "num_actions": 2}
 
 
 def _history(path, steps=(30, 31)):
@@ -488,7 +516,8 @@ def test_history_overview_reads_no_observations(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(histories.History, "_load", spy)
     view = inspect_lib.history_overview(path)
     assert fields == {"reward", "terminated", "truncated"}
-    assert (view["env"], view["num_streams"], view["num_steps"], view["complete"]) == ("toy", 2, 61, True)
+    assert ((view["env"], view["num_streams"], view["num_steps"], view["complete"])
+            == ("toy", 2, 61, True))
     assert (view["q_period"], view["q_rows"]) == (4, 16)
     s0, s1 = view["streams"]
     assert (s0["learner"], s0["task"], s0["seed"], s0["hparams"]) == (0, [1, 2], 0, {"lr": 0.1})
@@ -503,7 +532,8 @@ def test_history_overview_reads_no_observations(tmp_path, monkeypatch, capsys):
     assert rc == 0 and json.loads(out) == json.loads(inspect_lib.dumps(view))
     partial = {**view, "num_steps": 30, "complete": False}  # as after the first chunk
     assert "2 streams x 30 steps (30 of 61 planned)" in inspect_lib.format_history(partial)
-    empty = histories.create(tmp_path / "empty", spec=_SPEC, streams=[histories.StreamInfo(0, 0, (1,), 0)])
+    empty = histories.create(tmp_path / "empty", spec=_SPEC,
+                             streams=[histories.StreamInfo(0, 0, (1,), 0)])
     rc, out, _ = _cli(capsys, empty.path)
     assert rc == 0 and "1 stream x 0 steps (no plan stored); no Q-values" in out
     # A run directory lists its histories beside its checkpoints.
@@ -523,7 +553,8 @@ def test_history_lists_only_the_hyperparameters_of_its_target_rule(tmp_path, cap
     assert hard["target"] == {"rule": "hard", "period": 500}
     rc, out, _ = _cli(capsys, tmp_path / "hard")
     assert rc == 0 and "tau" not in out and "target network: hard copy every 500 updates" in out
-    assert inspect_lib.history_overview(tmp_path / "polyak")["streams"][0]["hparams"] == infos[0].hparams
+    assert (inspect_lib.history_overview(tmp_path / "polyak")["streams"][0]["hparams"]
+            == infos[0].hparams)
     rc, out, _ = _cli(capsys, tmp_path / "polyak")
     assert rc == 0 and "lr=0.1 tau=0.005" in out and "every 500" not in out
 
@@ -571,7 +602,8 @@ def test_eval_teacher_matches_greedy_evaluation(trained, capsys, monkeypatch):
     with checkpoint.snapshots(snap, readonly=True) as s:
         params_G = s.restore(400)["params"]
     expected = train.evaluate_greedy(cfg.teacher, envs.make("CartPole-v1"), params_G,
-                                     train.plan(cfg).tasks_GxK, inspect_lib._eval_key(cfg.run.seed, 0), 5)
+                                     train.plan(cfg).tasks_GxK,
+                                     inspect_lib._eval_key(cfg.run.seed, 0), 5)
     assert means == pytest.approx(expected.tolist(), rel=1e-6)
     est = view["mean_return"]
     assert est["value"] == pytest.approx(np.mean(means)) and est["lo"] <= est["value"] <= est["hi"]
@@ -605,7 +637,8 @@ def test_eval_imitator_seeds_from_an_empty_context(trained, capsys):
     # The best step by default, as `climit evaluate` loads it.
     assert (view["kind"], view["step"], view["step_choice"]) == (
         "imitator", train.load(ck.parent, "best").step, "best")
-    assert view["tasks"] == [[], []] and view["task_unit"] == "rollouts (env seeds) of its single task"
+    assert (view["tasks"] == [[], []]
+            and view["task_unit"] == "rollouts (env seeds) of its single task")
     seeds = [r["mean_return"] for r in view["seeds"]]
     assert [r["seed"] for r in view["seeds"]] == [0, 1] and min(seeds) > 0
     assert view["mean_return"]["value"] == pytest.approx(np.mean(seeds))
@@ -619,7 +652,8 @@ def test_eval_imitator_seeds_from_an_empty_context(trained, capsys):
     env = envs.make(loaded.config.env.name, loaded.config.env.sticky_action_prob)
     tasks = envs.sample_tasks(loaded.config.env.name, jax.random.fold_in(key, 0), 2, "heldout")
     reward_SxKxT, done_SxKxT = evaluate.imitator_steps(
-        loaded, env, tasks, jax.random.fold_in(key, 1), 2 * env.spec.episode_len, loaded.config, "", False)
+        loaded, env, tasks, jax.random.fold_in(key, 1), 2 * env.spec.episode_len, loaded.config,
+        "", False)
     first_two = jax.vmap(jax.vmap(lambda r, d: rollout.episode_returns(r, d, 2).returns))(
         reward_SxKxT, done_SxKxT)
     assert seeds == pytest.approx(np.asarray(first_two).mean(axis=(1, 2)).tolist(), rel=1e-6)
@@ -652,10 +686,11 @@ def test_eval_errors(trained, run, capsys):
         capsys, trained / "teacher" / "snapshots", "--eval", 2, "--learner", -1)
     assert "out of range: 2 imitator seeds" in _error(capsys, trained / "imitator" / "ad" /
                                                       "checkpoints", "--eval", 2, "--learner", 5)
-    assert "choose one of" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 2, "--stats")
+    assert "choose one of" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 2,
+                                     "--stats")
     assert "at least one episode" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 0)
-    assert "no best step" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 2, "--step",
-                                    "best")
+    assert "no best step" in _error(capsys, trained / "teacher" / "snapshots", "--eval", 2,
+                                    "--step", "best")
 
 
 def test_closed_event_loop_reports_from_orbax_io_are_dropped_others_printed(capsys, monkeypatch):

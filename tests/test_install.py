@@ -13,7 +13,8 @@ def test_incompatible_flax_names_both_versions():
         class Broken(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name == "flax.nnx":
-                    raise AttributeError("module 'jax.experimental.hijax' has no attribute 'HiPrimitive'")
+                    raise AttributeError("module 'jax.experimental.hijax' has no attribute "
+                                         "'HiPrimitive'")
         sys.meta_path.insert(0, Broken())
         try:
             import climit.imitator

@@ -82,8 +82,10 @@ def test_wandb_resumes_the_same_run_for_the_same_metrics_file(tmp_path, monkeypa
     # A resumed stage gives W&B the same run id (W&B resumes only a run whose id it is given),
     # another stage or run directory another id; records reach it.
     inits, logged = fake_wandb(monkeypatch)
-    paths = [tmp_path / "a" / "teacher" / "metrics.jsonl", tmp_path / "a" / "teacher" / "metrics.jsonl",
-             tmp_path / "a" / "imitator" / "metrics.jsonl", tmp_path / "b" / "teacher" / "metrics.jsonl"]
+    paths = [tmp_path / "a" / "teacher" / "metrics.jsonl",
+             tmp_path / "a" / "teacher" / "metrics.jsonl",
+             tmp_path / "a" / "imitator" / "metrics.jsonl",
+             tmp_path / "b" / "teacher" / "metrics.jsonl"]
     for i, path in enumerate(paths):
         with MetricsLogger(path, resume_step=None if i == 0 else 10, wandb_project="p",
                            run_name="a") as log:

@@ -91,7 +91,8 @@ PLACE = textwrap.dedent("""
     placed = {"w": state.learners["w"], "t": state.t, "updates": state.updates, "tasks": tasks,
               **hp._asdict()}
     print("RESULT", json.dumps({k: [jax.device_count(), len(x.sharding.device_set),
-                                    list(x.sharding.shard_shape(x.shape))] for k, x in placed.items()}))
+                                    list(x.sharding.shard_shape(x.shape))]
+                                for k, x in placed.items()}))
 """)
 
 

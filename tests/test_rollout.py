@@ -129,7 +129,8 @@ def test_vmap_equals_loop_and_chunks_compose():
             np.testing.assert_array_equal(np.asarray(a[i]), np.asarray(b))
     # known answer: every finished episode pays key + door and lasts |start-key| + |key-door|
     for i in range(3):
-        ep = rollout.episode_returns(batched.reward[i], batched.terminated[i] | batched.truncated[i], 40)
+        ep = rollout.episode_returns(batched.reward[i],
+                                     batched.terminated[i] | batched.truncated[i], 40)
         n = int(ep.valid.sum())
         assert n >= 5 and not bool(batched.truncated[i].any())
         np.testing.assert_array_equal(np.asarray(ep.returns[:n]), 2.0)
@@ -196,7 +197,8 @@ def test_q_policy_greedy_on_darkroom():
     act = rollout.q_policy(q_fn, env.spec.action_mask)
     _, traj = rollout.rollout(env, act, (goal, 0.0), (), goal, jax.random.key(0), 40)
     ep = rollout.episode_returns(traj.reward, traj.done, 2)
-    np.testing.assert_array_equal(np.asarray(ep.returns), gridworlds.darkroom_optimal_return((7, 2)))
+    np.testing.assert_array_equal(np.asarray(ep.returns),
+                                  gridworlds.darkroom_optimal_return((7, 2)))
 
 
 def test_every_draw_of_a_rollout_gets_a_key_of_its_own(monkeypatch):

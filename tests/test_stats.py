@@ -26,7 +26,8 @@ def test_metrics_known_answers():
     assert stats.final(curve, 0.3) == 8.0
     assert stats.steps_to(curve, grid, np.float64(4.0)) == 100.0
     assert stats.steps_to(curve, grid, np.float64(99.0)) == np.inf
-    assert stats.auc(np.array([0.0, 0.0, 0.0, 12.0])) == 3.0  # the mean of the points, not a trapezoid
+    # the mean of the points, not a trapezoid
+    assert stats.auc(np.array([0.0, 0.0, 0.0, 12.0])) == 3.0
 
 
 def test_the_80_percent_level_is_measured_from_the_floor():
@@ -44,7 +45,8 @@ def test_identical_curves_give_ratio_one():
     out = stats.compare(dqn.copy(), dqn, np.arange(1, 51) * 20, n_boot=300)
     for name in ("auc_ratio", "final_ratio", "steps_to_80_ratio"):
         assert out[name].value == pytest.approx(1.0, abs=1e-12), name
-        assert out[name].lo == pytest.approx(1.0, abs=1e-12) and out[name].hi == pytest.approx(1.0, abs=1e-12)
+        assert (out[name].lo == pytest.approx(1.0, abs=1e-12)
+                and out[name].hi == pytest.approx(1.0, abs=1e-12))
     # with seed-to-seed noise the point is still exactly 1 and the interval contains it, tightly
     noisy = learning_curves(5, 6, 50, noise=0.02, seed=1)
     out = stats.compare(noisy.copy(), noisy, np.arange(1, 51) * 20, n_boot=300)
@@ -346,7 +348,8 @@ def test_gain_pairs_initial_and_final_within_each_replicate():
     # resample of the tasks rises by 3 too, so each replicate's gain is 3 although its final
     # return varies with the tasks drawn. Subtracting the point's initial return from each
     # replicate's final return would give the final return's spread instead.
-    curves = np.arange(5.0)[None, :, None] + np.linspace(0.0, 3.0, 10)[None, None] + np.zeros((2, 1, 1))
+    curves = (np.arange(5.0)[None, :, None] + np.linspace(0.0, 3.0, 10)[None, None]
+              + np.zeros((2, 1, 1)))
     out = stats.describe(curves, n_boot=200)
     assert out["final"].hi - out["final"].lo > 1.0
     e = out["gain"]
@@ -357,7 +360,8 @@ def test_curve_band_at_a_point_is_the_interval_of_that_point():
     # The band at the first grid point is the interval of the initial return, and at the last
     # point that of the final return (the last tenth of 10 points): same seed, same replicates,
     # same percentiles (2.5 and 97.5 at 95 %, no interpolation), for crossed and per-cell rows.
-    c = learning_curves(4, 6, 10, noise=0.3, seed=5) + np.random.default_rng(0).normal(0, 1, (4, 6, 10))
+    c = (learning_curves(4, 6, 10, noise=0.3, seed=5)
+         + np.random.default_rng(0).normal(0, 1, (4, 6, 10)))
     for crossed in (True, False):
         _, lo, hi = stats.curve_band(c, n_boot=101, seed=2, crossed=crossed)
         out = stats.describe(c, n_boot=101, seed=2, crossed=crossed)
@@ -365,7 +369,8 @@ def test_curve_band_at_a_point_is_the_interval_of_that_point():
         assert (lo[-1], hi[-1]) == pytest.approx((out["final"].lo, out["final"].hi), rel=1e-12)
     # Per-cell rows are the per-task means: their band is the band of one row of those means.
     one = stats.curve_band(c.mean(0, keepdims=True), n_boot=101, seed=2)
-    np.testing.assert_allclose(stats.curve_band(c, n_boot=101, seed=2, crossed=False), one, rtol=1e-12)
+    np.testing.assert_allclose(stats.curve_band(c, n_boot=101, seed=2, crossed=False), one,
+                               rtol=1e-12)
 
 
 def test_difference_resamples_a_per_cell_control_by_task_only():
@@ -375,7 +380,8 @@ def test_difference_resamples_a_per_cell_control_by_task_only():
     imitator = 10 + rng.normal(0, 1.0, (3, 6, 10))
     control = 9 + rng.normal(0, 2.0, (5, 6, 1)) + np.zeros((1, 1, 10))
     shuffled = np.stack([control[rng.permutation(5), k] for k in range(6)], axis=1)
-    one, two = (stats.difference(imitator, c, crossed_b=False, n_boot=300) for c in (control, shuffled))
+    one, two = (stats.difference(imitator, c, crossed_b=False, n_boot=300)
+                for c in (control, shuffled))
     assert (two.value, two.lo, two.hi) == pytest.approx((one.value, one.lo, one.hi), rel=1e-12)
     crossed = stats.difference(imitator, control, n_boot=300)
     assert one.hi - one.lo < crossed.hi - crossed.lo
@@ -398,7 +404,9 @@ def test_summarize_test_compares_the_imitator_with_the_random_policy_by_task_onl
     rng, grid = np.random.default_rng(4), np.arange(1, 11)
     random_policy = rng.normal(0, 2.0, (4, 6, 1)) + np.zeros((1, 1, 10))
     shuffled = np.stack([random_policy[rng.permutation(4), k] for k in range(6)], axis=1)
-    base = {"imitator": 5 + rng.normal(0, 1.0, (3, 6, 10)), "dqn": 6 + rng.normal(0, 1.0, (2, 6, 10))}
-    one, two = (stats.summarize_test({**base, "random": r}, grid, n_boot=200)["imitator_vs"]["random"]
+    base = {"imitator": 5 + rng.normal(0, 1.0, (3, 6, 10)),
+            "dqn": 6 + rng.normal(0, 1.0, (2, 6, 10))}
+    one, two = (stats.summarize_test({**base, "random": r}, grid, n_boot=200)
+                ["imitator_vs"]["random"]
                 for r in (random_policy, shuffled))
     assert two["auc_diff"] == pytest.approx(one["auc_diff"], rel=1e-12)

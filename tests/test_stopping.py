@@ -37,7 +37,8 @@ def test_interrupts_inside_a_held_block_wait_for_its_end():
         with stopping.held_interrupts():
             os.kill(os.getpid(), signal.SIGINT)
             done.append("after Ctrl-C")
-    assert done == ["after Ctrl-C"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (done == ["after Ctrl-C"]
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
     with stopping.watch():
         os.kill(os.getpid(), signal.SIGTERM)  # the first: a stop request, nothing raised
         with pytest.raises(KeyboardInterrupt):
