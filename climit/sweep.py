@@ -17,8 +17,8 @@ override: it applies to every point and does not name runs, wherever it is writt
 from __future__ import annotations
 
 import dataclasses
-import os
 import itertools
+import os
 import re
 import shlex
 from pathlib import Path

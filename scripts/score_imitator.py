@@ -35,8 +35,8 @@ import math
 from pathlib import Path
 
 from climit import config as config_lib
-from climit import report
 from climit import evaluate as ev
+from climit import report
 from climit.imitator import train as imitator_train
 
 

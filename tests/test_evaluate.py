@@ -1,8 +1,8 @@
 """The frozen imitator as an agent: KV cache == recomputation, frozen weights, curves, plan."""
 
 import dataclasses
-import json
 import functools
+import json
 import math
 import os
 import signal

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from climit import checkpoint, cli, stopping
-from climit import metrics as metrics_lib
 from climit import config as config_lib
+from climit import metrics as metrics_lib
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.imitator import model as M
 from climit.imitator import synthetic

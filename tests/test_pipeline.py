@@ -10,8 +10,9 @@ import pytest
 from climit import cli, config, evaluate, pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
-import procs  # noqa: E402
 from test_report import SUMMARY_KEYS, synthetic_eval  # noqa: E402
+
+import procs  # noqa: E402
 
 TINY = """
 env: {train_tasks: 4}

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import procs
 from climit import report, stats
 from climit.errors import ArtifactError
+
+import procs
 
 
 def synthetic_eval(run_dir, *, with_c=True, imitator_scale=0.9, controls_trained_to_h=True):

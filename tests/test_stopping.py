@@ -85,6 +85,7 @@ def test_a_held_block_leaves_a_programs_own_ctrl_c_handler_alone():
 
 def test_a_checkpoint_save_finishes_before_ctrl_c_stops_it(tmp_path, monkeypatch):
     import jax.numpy as jnp
+
     from climit import checkpoint
 
     with checkpoint.Checkpointer(tmp_path / "ck") as ck:

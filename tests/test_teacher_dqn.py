@@ -15,7 +15,6 @@ from gymnax.environments import environment, spaces
 from climit import config, envs
 from climit.teacher import dqn, networks, replay
 
-
 # ---------------------------------------------------------------------------------------------
 # Tiny gymnax-API environments with known Q-values
 # ---------------------------------------------------------------------------------------------
