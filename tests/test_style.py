@@ -1,13 +1,18 @@
 """The house style that can be checked mechanically (DESIGN.md §4): at most two levels of
-block nesting inside any function of the library, so that each function reads top to bottom."""
+block nesting inside any function of the library, so that each function reads top to bottom;
+and ruff's checks as pyproject.toml sets them (unused or undefined names, lines of at most 100
+characters, sorted imports) over the library, its tests and its scripts."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 BLOCKS = (ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try)
 SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
-LIBRARY = sorted((Path(__file__).parent.parent / "climit").rglob("*.py"))
+ROOT = Path(__file__).parent.parent
+LIBRARY = sorted((ROOT / "climit").rglob("*.py"))
 
 
 def nesting(node: ast.AST, depth: int = 0) -> int:
@@ -41,3 +46,25 @@ def test_checker_sees_three_levels_and_not_elif_chains():
 @pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(p.parents[1])))
 def test_at_most_two_levels_of_nesting(path):
     assert too_deep(path.read_text()) == [], f"{path}: split these functions"
+
+
+def ruff(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", *args],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def test_ruff_finds_nothing():
+    # ruff comes with the dev extra (`pip install -e ".[dev]"`, as the README installs).
+    done = ruff("climit", "tests", "scripts")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ruff_settings_report_unused_imports_and_lines_over_100_characters(tmp_path):
+    # The check above is only as strict as pyproject.toml's settings.
+    (tmp_path / "ok.py").write_text("x = '" + "a" * 94 + "'\n")  # 100 characters
+    (tmp_path / "bad.py").write_text("import os\n\nx = '" + "a" * 95 + "'\n")
+    config = f"--config={ROOT / 'pyproject.toml'}"
+    assert ruff(config, str(tmp_path / "ok.py")).returncode == 0
+    done = ruff(config, str(tmp_path / "bad.py"))
+    assert done.returncode == 1
+    assert "F401" in done.stdout and "E501" in done.stdout, done.stdout
