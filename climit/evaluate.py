@@ -23,18 +23,19 @@ training stage uses:
   interface), against fresh DQNs there.
 
 Controls in every test: ED, the context-ablated imitator (``eval.ablation``), a uniformly random
-policy, and the DQN itself. Every imitator and random-policy row ``s`` acts on task ``k`` with
-the same environment key (common random numbers: at every step they draw the same key, so their
-first episodes start alike, e.g. Key-to-Door's start cells, and so do later ones wherever their
-episodes end on the same step; an episode that ends earlier resets with another step's key, so
-shared randomness is partial, which the paired statistics do not rely on). The fresh DQNs share the
-tasks, not the environment keys: their keys drive their exploration too, so their environment
-randomness is drawn apart (paired with the others by task only). Fresh DQN ``r`` on task ``k`` gets
-``fold_in(fold_in(key, r), k)``, so adding evaluation tasks leaves the DQNs of the tasks already
-there unchanged. Imitators that share a model config (the AD imitator, ED and their H-trained
-versions) roll out together, their seeds stacked on the row axis (:func:`stacked_imitator_steps`): a
-rollout is a long chain of small steps, latency-bound on a GPU, so they run side by side instead of
-in turn, and every row still computes exactly what it would alone (a test checks it).
+policy, and the DQN itself. Every imitator and random-policy row ``s`` acts on task ``k`` with the
+same environment key (common random numbers: at every step they draw the same key, so their first
+episodes start alike, e.g. Key-to-Door's start cells, and so do later ones wherever their episodes
+end on the same step; an episode that ends earlier resets with another step's key, so shared
+randomness is partial: the paired statistics gain from it, their validity does not rely on it). The
+fresh DQNs share the tasks, not the environment keys: their keys drive their exploration too, so
+their environment randomness is drawn apart (paired with the others by task only). Fresh DQN ``r``
+on task ``k`` gets ``fold_in(fold_in(key, r), k)``, so adding evaluation tasks leaves the DQNs of
+the tasks already there unchanged. Imitators that share a model config (the AD imitator, ED and
+their H-trained versions) roll out together, their seeds stacked on the row axis
+(:func:`stacked_imitator_steps`): a rollout is a long chain of small steps, latency-bound on a GPU,
+so they run side by side instead of in turn, and every row still computes exactly what it would
+alone (a test checks it).
 
 With ``imitator.subsample`` k > 1 the histories of the imitator and the ablated control kept
 every k-th episode, so an imitator that replays their progress runs about k times ahead of the

@@ -40,11 +40,11 @@ intervals. Ratios use means over cells (ratio of means), which stays defined whe
 have a return near zero.
 
 Comparisons are paired the same way: "the imitator beats a control" is the interval of the AUC
-difference imitator - control (:func:`difference`: shared tasks, each side's seeds resampled on
-their own, which ignores that seed s of each shares initial weights and env keys: wider, not
-narrower), and "an agent improves" the interval of its own final - initial return (``gain``,
-both from the same replicate). Asking instead whether two separate intervals are apart would
-keep the task-to-task spread, which pairing cancels, and test at about the 99.5 % level. With
+difference imitator - control (:func:`difference`: shared tasks, and shared seeds where both sides
+are imitators with as many seeds: seed s of each starts from the same initial weights and acts with
+the same env keys), and "an agent improves" the interval of its own final - initial return
+(``gain``, both from the same replicate). Asking instead whether two separate intervals are apart
+would keep the task-to-task spread, which pairing cancels, and test at about the 99.5 % level. With
 the task spread cancelled, the seeds' own differences are what is left, so the few-seeds limit
 above applies to differences too: in simulation (5 imitator seeds against 3 control seeds, 17
 tasks, 200 runs) the 95 % interval held the true difference 97 % of the time when the seeds
@@ -264,21 +264,26 @@ def difference(a_SxKxP: np.ndarray, b_TxKxP: np.ndarray, *, crossed_a: bool = Tr
                crossed_b: bool = True, n_boot: int = DEFAULT_BOOTSTRAP,
                confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> Estimate:
     """AUC of a minus AUC of b on the same K tasks and grid, paired by task: each replicate
-    resamples the tasks once for both and each side's seeds on their own. a beats b if the
-    interval lies above 0.
+    resamples the tasks once for both. a beats b if the interval lies above 0.
 
-    The imitator's and a control's seed s are not independent in climit: they start from the
-    same initial weights where their model configs match, and act with the same env keys
-    (evaluate.stacked_imitator_steps). Resampling the seeds apart ignores that positive
-    correlation, so the interval is wider than a seed-paired one: conservative, never too
-    narrow."""
+    Two crossed sides with as many seeds are paired by seed too (seed s of each drawn together): in
+    climit the imitator's and a control's seed s start from the same initial weights, draw the same
+    training batches where they train on the same data (the sampler is keyed by run.seed and the
+    seed index) and act with the same env keys (evaluate.stacked_imitator_steps), so what they
+    share cancels as the task effects do. The pairs (a_s, b_s) are independent of each other, which
+    is all a paired bootstrap needs: were the sides independent, it would estimate the same spread
+    as drawing each side's seeds on its own. Otherwise (a per-cell side, or unequal seed counts)
+    each side's seeds are drawn on their own."""
     a, b = rows(a_SxKxP, crossed_a), rows(b_TxKxP, crossed_b)
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"curves {a.shape} and {b.shape} need the same tasks and grid")
     rng = np.random.default_rng(seed)
     w_task_BxK = resample_weights(rng, a.shape[1], n_boot)
-    a_BxP = mean_curves(a, resample_weights(rng, a.shape[0], n_boot), w_task_BxK)
-    b_BxP = mean_curves(b, resample_weights(rng, b.shape[0], n_boot), w_task_BxK)
+    w_a_BxS = resample_weights(rng, a.shape[0], n_boot)
+    paired = crossed_a and crossed_b and a.shape[0] == b.shape[0]
+    w_b_BxS = w_a_BxS if paired else resample_weights(rng, b.shape[0], n_boot)
+    a_BxP = mean_curves(a, w_a_BxS, w_task_BxK)
+    b_BxP = mean_curves(b, w_b_BxS, w_task_BxK)
     point = auc(a.mean(axis=(0, 1))) - auc(b.mean(axis=(0, 1)))
     return interval(point, auc(a_BxP) - auc(b_BxP), confidence, a.shape[1])
 
