@@ -392,9 +392,10 @@ def summarize_test(curves: dict[str, np.ndarray], grid_P: np.ndarray, *,
                 confidence=confidence, seed=seed).to_dict()}
     dqn_auc = float(auc(dqn_W.mean(axis=(0, 1))))
     # Each training seed's own AUC ratio (its mean over tasks against the DQN's mean): the
-    # spread a reader should see beside an interval from few seeds.
+    # spread a reader should see beside an interval from few seeds. Per-cell rows (the random
+    # policy's) are not seeds: row r on one task has nothing to do with row r on another.
     per_seed = {name: [_json_float(_ratio(a, dqn_auc)) for a in auc(_check(c)[..., sel_P].mean(1))]
-                for name, c in curves.items() if name != "dqn"}
+                for name, c in curves.items() if name not in PER_CELL}
     return {"window": [int(grid_W[0]), int(grid_W[-1])], "grid_points": int(sel_P.sum()),
             "steps_counted_from": int(grid_W[0] - since_W[0]),
             "tasks": int(dqn_W.shape[1]), "seeds": {n: int(c.shape[0]) for n, c in curves.items()},

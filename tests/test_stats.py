@@ -426,9 +426,13 @@ def test_per_seed_auc_ratio_uses_the_window_of_the_dqn_too():
     grid = 10 * np.arange(1, 11)
     dqn_P = np.where(grid > 50, 10.0, 1.0)
     curves = {"imitator": np.array([1.0, 0.5])[:, None, None] * dqn_P + np.zeros((1, 5, 1)),
-              "dqn": np.broadcast_to(dqn_P, (3, 5, 10))}
+              "ed": np.array([0.5, 1.0])[:, None, None] * dqn_P + np.zeros((1, 5, 1)),
+              "dqn": np.broadcast_to(dqn_P, (3, 5, 10)),
+              "random": np.zeros((2, 5, 10))}
     out = stats.summarize_test(curves, grid, window=(50, np.inf), n_boot=50)
     assert out["auc_ratio_per_seed"]["imitator"] == [1.0, 0.5]
+    # Seeds of the crossed agents only: the random policy's rows are per-cell, not seeds.
+    assert out["auc_ratio_per_seed"] == {"imitator": [1.0, 0.5], "ed": [0.5, 1.0]}
 
 
 def test_summarize_test_compares_the_imitator_with_the_random_policy_by_task_only():
