@@ -148,7 +148,8 @@ class TeacherConfig:
     gamma: float = field(0.99, "discount", min=0.0, max=1.0)
     eps_start: float = field(1.0, "initial epsilon of epsilon-greedy", min=0.0, max=1.0)
     eps_end: float = field(0.05, "final epsilon", min=0.0, max=1.0)
-    eps_decay_steps: int = field(4_000, "env steps per learner of linear epsilon decay", min=1)
+    eps_decay_steps: int = field(4_000, "env steps per learner of linear epsilon decay, from "
+                                 "learning_starts", min=1)
     target: Literal["hard", "polyak"] = field("hard", "target network update rule")
     target_period: int = field(500, "updates between hard target copies", min=1)
     tau: float = field(0.005, "Polyak rate of the soft target update", min=0.0, max=1.0)
