@@ -732,7 +732,9 @@ def _teacher_returns(directory: Path, step: int, episodes: int, learner: int | N
     cfg, params_G, tasks_GxD = teacher.config, teacher.params, teacher.tasks_GxK
     g = len(tasks_GxD)
     chosen_G = _check_index(learner, g, "learner")
-    # Learner g always gets key g of the split, so one learner alone matches the summary run.
+    # Learner g always gets key g of the split, so one learner alone (--learner g) returns what
+    # it returns among all of them. The keys are inspect's own: on an environment with random
+    # starts or sticky actions the numbers differ from summary.json's greedy evaluation.
     keys_Gx2 = jax.random.split(_eval_key(cfg.run.seed, seed), g)
     params_sel = jax.tree.map(lambda x: jnp.asarray(x)[chosen_G], params_G)
     env = _env(cfg)

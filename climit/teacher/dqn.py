@@ -11,7 +11,10 @@ replay ratio and hard target copies are decided from them *outside* the vmap: a 
 an unbatched predicate stays a real branch (under vmap it would become a select that runs both
 branches every step; DESIGN.md §3). Past learning starts, the driver runs chunks whose update
 rounds are scheduled statically instead (:func:`schedulable`): a GPU copies a cond's predicate
-to the host, which then cannot queue ahead.
+to the host, which then cannot queue ahead. Not with one env, one vector step and one TD update
+per round (every Dark Room, Key-to-Door and MinAtar preset but the 10^9-step one): XLA then
+fuses the step's replay write into the update's sampling and copies every buffer twice per step,
+so those chunks keep the cond.
 
     state = init(tcfg, env, keys_G, tasks_GxK)
     chunk = make_chunk(tcfg, env, length=1000, record="full")
