@@ -667,25 +667,6 @@ EVAL_SALT = 0x1A5E  # `inspect --eval` keys: apart from every training and evalu
 _MAX_SEED = 2 ** 32  # evaluation seeds are folded into keys as uint32
 
 
-def _signal(tr: Any) -> tuple[Any, Any]:
-    """What an episode return needs of each step: (reward, episode ended)."""
-    return tr.reward, tr.terminated | tr.truncated
-
-
-def _episode_returns(env: Any, act: Any, params: Any, carry0: Any, task_K: Any, key: Any,
-                     episodes: int) -> Any:
-    """Returns of the first ``episodes`` episodes of ONE rollout from a fresh reset: float32 [N].
-
-    ``episodes * episode_len`` steps hold at least N whole episodes (each ends by its time
-    limit), so all N are valid.
-    """
-    from climit import rollout
-
-    _, (reward_T, done_T) = rollout.rollout(env, act, params, carry0, task_K, key,
-                                            episodes * env.spec.episode_len, record=_signal)
-    return rollout.episode_returns(reward_T, done_T, max_episodes=episodes).returns
-
-
 def _eval_key(run_seed: int, seed: int) -> Any:
     import jax
 
@@ -751,12 +732,14 @@ def _teacher_program(env: Any, tcfg: Any, episodes: int) -> Any:
     import jax
     import jax.numpy as jnp
 
+    from climit import rollout
     from climit.teacher import dqn
 
     act = dqn.greedy_policy(tcfg, env.spec)
 
     def one(params, task_K, key):
-        return _episode_returns(env, act, (params, jnp.float32(0.0)), (), task_K, key, episodes)
+        return rollout.first_returns(env, act, (params, jnp.float32(0.0)), (), task_K, key,
+                                     episodes)
 
     return jax.jit(jax.vmap(one))
 
@@ -803,6 +786,7 @@ def _imitator_program(env: Any, mcfg: Any, mode: str, episodes: int) -> Any:
     one compilation per environment, model config, action mode and episode count."""
     import jax
 
+    from climit import rollout
     from climit.imitator import model, policy
 
     # (the cache it returns is built inside the trace below)
@@ -810,7 +794,7 @@ def _imitator_program(env: Any, mcfg: Any, mode: str, episodes: int) -> Any:
 
     def one(params, task_K, key):
         cache0 = model.init_cache(mcfg, 1)  # one environment: an empty cache of batch 1
-        return _episode_returns(env, act, params, cache0, task_K, key, episodes)
+        return rollout.first_returns(env, act, params, cache0, task_K, key, episodes)
 
     return jax.jit(jax.vmap(jax.vmap(one, (None, 0, 0)), (0, None, 0)))
 

@@ -242,6 +242,23 @@ def episode_returns(reward_T: jax.Array, done_T: jax.Array, max_episodes: int) -
                     end_step=jnp.where(valid, end_step, 0).astype(jnp.int32), valid=valid)
 
 
+def _ends(tr: Transition) -> tuple[jax.Array, jax.Array]:
+    """What an episode return needs of each step: (reward, episode ended)."""
+    return tr.reward, tr.terminated | tr.truncated
+
+
+def first_returns(env: envs.Env, act: Policy, policy_params: Any, carry0: Any,
+                  task_K: jax.Array, key: jax.Array, episodes: int) -> jax.Array:
+    """Returns float32 [N] of the first N = ``episodes`` episodes of one fresh rollout.
+
+    ``N * episode_len`` steps hold at least N whole episodes (each ends by its time limit), so
+    all N are valid. ``episodes`` is static; vmap as :func:`rollout`.
+    """
+    _, (reward_T, done_T) = rollout(env, act, policy_params, carry0, task_K, key,
+                                    episodes * env.spec.episode_len, record=_ends)
+    return episode_returns(reward_T, done_T, max_episodes=episodes).returns
+
+
 def curve(episodes: Episodes, grid_P: jax.Array) -> jax.Array:
     """Return vs env steps: float32 [P], at each grid step the mean return of the episodes that
     ended in ``(grid[p-1], grid[p]]`` (``grid[-1] = 0``); an empty bin repeats the previous value;

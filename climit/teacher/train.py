@@ -272,17 +272,14 @@ def evaluate_greedy(tcfg: TeacherConfig, env: envs.Env, params_G: Any, tasks_GxK
                     key: jax.Array, episodes: int, eps: float = 0.0) -> np.ndarray:
     """Mean return of ``episodes`` greedy (or eps-greedy) episodes per learner: float [G].
 
-    Each learner acts on its own task from fresh resets; the rollout runs
-    ``episodes * episode_len`` steps, which holds at least ``episodes`` whole episodes, and the
-    first ``episodes`` are averaged.
+    Each learner acts on its own task from fresh resets, and its first ``episodes`` episodes
+    (:func:`climit.rollout.first_returns`) are averaged.
     """
     act = dqn.greedy_policy(tcfg, env.spec)
-    steps = episodes * env.spec.episode_len
 
     def one(params, task_K, k):
-        _, traj = rollout.rollout(env, act, (params, jnp.float32(eps)), (), task_K, k, steps)
-        ep = rollout.episode_returns(traj.reward, traj.done, max_episodes=episodes)
-        return jnp.mean(ep.returns)
+        return jnp.mean(rollout.first_returns(env, act, (params, jnp.float32(eps)), (), task_K, k,
+                                              episodes))
 
     g = int(np.shape(tasks_GxK)[0])
     tasks, keys = jnp.asarray(tasks_GxK), jax.random.split(key, g)
