@@ -642,3 +642,11 @@ def test_minatar_network_is_a_relu_3x3_conv_of_16_channels_then_one_relu_dense_l
     x = jax.nn.relu(x @ params["dense_0"]["w"] + params["dense_0"]["b"])
     want = x @ params["q"]["w"] + params["q"]["b"]
     np.testing.assert_allclose(networks.apply(net, params, obs), want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_sweepable_names_are_the_per_learner_hyperparameters():
+    # teacher.sweep accepts SWEEPABLE; each swept value must land in a field of HParams.
+    assert dqn.HParams._fields == config.TeacherConfig.SWEEPABLE
+    with pytest.raises(ValueError, match="not per-learner hyperparameters: batch_size"):
+        dqn.hparams(config.TeacherConfig(), 2, batch_size=np.array([8, 16]))
+

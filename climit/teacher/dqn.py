@@ -56,7 +56,16 @@ class HParams(NamedTuple):
 
 
 def hparams(tcfg: TeacherConfig, n: int = 1, **values: Any) -> HParams:
-    """HParams [n] from the config, with ``values`` (scalars or [n] arrays) replacing fields."""
+    """HParams [n] from the config, with ``values`` (scalars or [n] arrays) replacing fields.
+
+    A value for anything else is refused: ``teacher.sweep`` accepts the names of
+    ``TeacherConfig.SWEEPABLE``, which must be these fields (a test checks), and a swept value
+    that no field took would leave every learner at the config's value.
+    """
+    unknown = sorted(set(values) - set(HParams._fields))
+    if unknown:
+        raise ValueError(f"not per-learner hyperparameters: {', '.join(unknown)} "
+                         f"(those are {', '.join(HParams._fields)})")
     fields = {f: np.broadcast_to(np.asarray(values.get(f, getattr(tcfg, f)), np.float32), (n,))
               for f in HParams._fields}
     return HParams(**{f: jnp.asarray(v) for f, v in fields.items()})
