@@ -11,6 +11,17 @@ import pytest
 from climit import stopping
 
 
+@pytest.fixture(autouse=True)
+def default_sigint():
+    """Ctrl-C raises KeyboardInterrupt here, as in any Python started from a terminal. A
+    process started in the background by a shell without job control (`cmd &` in a script,
+    nohup) inherits SIGINT ignored, and Python then leaves it ignored: these tests would send
+    SIGINT into nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_signals_and_time_limit_request_a_stop_only_inside_watch():
     before = signal.getsignal(signal.SIGUSR1)
     assert stopping.requested() is None
