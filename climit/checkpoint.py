@@ -658,12 +658,11 @@ def flatten(tree: Any) -> dict[str, Any]:
 
 
 def tree_table(tree_meta: Any) -> dict[str, dict]:
-    """{leaf path: {shape, dtype, size}} from orbax tree metadata (or any tree of arrays)."""
+    """{leaf path: {shape, dtype, size}} from orbax tree metadata (or any tree of arrays; a
+    typed PRNG key as its key data, as it is saved). A Python scalar's dtype is its type."""
     out = {}
     for path, m in flatten(tree_meta).items():
-        shape = tuple(getattr(m, "shape", ()) or ())
-        dtype = getattr(m, "dtype", None)
-        dtype = str(np.dtype(dtype)) if dtype is not None else type(m).__name__
+        shape, dtype = _array_spec(m) or ((), type(m).__name__)
         out[path] = {"shape": list(shape), "dtype": dtype, "size": int(np.prod(shape))}
     return out
 
