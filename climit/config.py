@@ -72,7 +72,8 @@ class RunConfig:
 
     name: str = field("default", "run name; artifacts go to RUNS_DIR/NAME")
     runs_dir: str = field("runs", "directory holding all runs")
-    seed: int = field(0, "root seed; every stage derives its keys from it", min=0, max=2**32 - 1)
+    seed: int = field(0, "root seed; every stage derives its keys from it (climit/keys.py)",
+                      min=0, max=2**32 - 1)
     tensorboard: bool = field(False, "also write TensorBoard event files (needs tensorboardX)")
     wandb_project: str = field("", "also log to this Weights & Biases project (needs wandb)")
 

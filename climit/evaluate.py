@@ -11,7 +11,7 @@ window of recent tokens every step (no cache): the reference the cache must repr
 
 **The tests** (:func:`evaluate`), on held-out tasks (``envs.sample_tasks(..., "heldout")``,
 never given to the teacher) and environment keys derived from ``run.seed`` with a salt no
-training stage uses:
+training stage uses (:func:`climit.keys.evaluation`):
 
 - (a) skill match: the AD imitator from an empty context for ``eval.env_steps`` on held-out
   tasks of ``env.name``, against fresh DQN learners trained on the same tasks;
@@ -70,11 +70,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from climit import config as config_lib
-from climit import envs, jsonfile, parallel, report, rollout, stopping
+from climit import envs, jsonfile, keys, parallel, report, rollout, stopping
 from climit.config import ConfigError, ExperimentConfig
 from climit.errors import ArtifactError
 
-EVAL_SALT = 0xE7A1  # separates evaluation keys from every training key stream
 ROLES = ("imitator", "ed", "ablated")  # trained imitators of tests (a) and (c)
 
 
@@ -464,8 +463,7 @@ def fingerprint(cfg: ExperimentConfig) -> str:
 
 def _keys(key: jax.Array, s: int, k: int) -> jax.Array:
     """Env keys [S, K]: row s, task k -- the same for every agent (common random numbers)."""
-    return jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, i), j))(
-        jnp.arange(k)))(jnp.arange(s))
+    return keys.cells(key, jnp.arange(s), jnp.arange(k))
 
 
 def imitator_steps(loaded: Any, env: envs.Env, tasks: np.ndarray, key: jax.Array, num_steps: int,
@@ -486,9 +484,9 @@ def stacked_imitator_steps(loaded: list[Any], env: envs.Env, tasks: np.ndarray, 
 
     params = jax.tree.map(lambda *x: jnp.concatenate(x), *[im.params for im in loaded])
     counts = [int(jax.tree.leaves(im.params.tree)[0].shape[0]) for im in loaded]
-    keys = jnp.concatenate([_keys(key, n, len(tasks)) for n in counts])
+    keys_RxK = jnp.concatenate([_keys(key, n, len(tasks)) for n in counts])
     reward, done = rollout_rows(env, imitator_policy(env.spec.action_mask, cfg.eval.mode), params,
-                                model.init_cache(params.cfg, 1), tasks, keys, num_steps,
+                                model.init_cache(params.cfg, 1), tasks, keys_RxK, num_steps,
                                 chunk_steps=cfg.eval.chunk_steps, desc=desc, progress=progress)
     cuts = np.cumsum(counts)[:-1]
     return list(zip(np.split(reward, cuts), np.split(done, cuts)))
@@ -702,14 +700,12 @@ def _test_entry(env_name: str, markers: dict) -> dict:
                 heldout_tasks_available=spec.num_tasks["heldout"] if spec.task_dim else None)
 
 
-def heldout_family(cfg: ExperimentConfig) -> tuple[jax.Array, envs.Env, np.ndarray, jax.Array]:
-    """(evaluation root key, env, held-out tasks [K, ...], environment key of the tests on the
-    training family): derived from ``run.seed`` alone, so every agent, re-run or later script
-    meets the same tasks and environment seeds."""
-    key = jax.random.fold_in(jax.random.key(cfg.run.seed), EVAL_SALT)
+def heldout_family(cfg: ExperimentConfig) -> tuple[envs.Env, np.ndarray, keys.Evaluation]:
+    """(env, held-out tasks [K, ...], the evaluation's keys): derived from ``run.seed`` alone,
+    so every agent, re-run or later script meets the same tasks and environment seeds."""
+    ks = keys.evaluation(cfg.run.seed)
     env = envs.make(cfg.env.name, cfg.env.sticky_action_prob)
-    tasks = envs.sample_tasks(cfg.env.name, jax.random.fold_in(key, 0), cfg.eval.tasks, "heldout")
-    return key, env, tasks, jax.random.fold_in(key, 1)
+    return env, envs.sample_tasks(cfg.env.name, ks.tasks, cfg.eval.tasks, "heldout"), ks
 
 
 def _roles_on(parts: PartCache, imitators: dict[str, Any], steps: dict[str, int], env: envs.Env,
@@ -746,7 +742,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
     timing: dict[str, float] = {}
     imitators = load_imitators(cfg, run_dir, p.imitators)
     ev = cfg.eval
-    key, env, tasks, env_key = heldout_family(cfg)
+    env, tasks, ks = heldout_family(cfg)
     k = len(tasks)
     context = imitators["imitator"].params.cfg.context_len
 
@@ -768,12 +764,12 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
                                  log=log, timing=timing)
     h_roles = [role for role in ("imitator_h", "ed_h", "ablated_h") if role in imitators]
     lengths = {**dict.fromkeys(ROLES, p.env_steps), **dict.fromkeys(h_roles, p.horizon_steps)}
-    steps = roles_on(lengths, env, tasks, env_key)
-    steps["random"] = timed(f"random on {env.spec.name}", random_steps, env, tasks, env_key,
+    steps = roles_on(lengths, env, tasks, ks.env)
+    steps["random"] = timed(f"random on {env.spec.name}", random_steps, env, tasks, ks.env,
                             p.env_steps, cfg, progress)
     e = cfg.teacher.num_envs
     dqn_ep = rollout.Episodes(*timed(f"fresh DQN on {env.spec.name}", dqn_episodes, cfg, env, tasks,
-                                  jax.random.fold_in(key, 2), p.env_steps, progress))
+                                  ks.dqn, p.env_steps, progress))
 
     tests, curves, skipped = {}, {}, {}
     # (a) skill match
@@ -799,18 +795,16 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
     # (c) new family
     if cfg.env.transfer:
         env_c = envs.make(cfg.env.transfer, cfg.env.sticky_action_prob)
-        tasks_c = envs.sample_tasks(cfg.env.transfer, jax.random.fold_in(key, 3), p.transfer_tasks,
+        tasks_c = envs.sample_tasks(cfg.env.transfer, ks.transfer_tasks, p.transfer_tasks,
                                     "heldout")
-        key_c = jax.random.fold_in(key, 4)
         grid_c = grid(env_c.spec.episode_len, p.transfer_steps, ev.curve_points)
-        sigs = roles_on(dict.fromkeys(ROLES, p.transfer_steps), env_c, tasks_c, key_c)
+        sigs = roles_on(dict.fromkeys(ROLES, p.transfer_steps), env_c, tasks_c, ks.transfer_env)
         cc = {role: curves_from_steps(*sigs[role], grid_c) for role in ROLES}
-        sig = timed(f"random on {env_c.spec.name}", random_steps, env_c, tasks_c, key_c,
+        sig = timed(f"random on {env_c.spec.name}", random_steps, env_c, tasks_c, ks.transfer_env,
                     p.transfer_steps, cfg, progress)
         cc["random"] = curves_from_steps(*sig, grid_c)
         ep_c = rollout.Episodes(*timed(f"fresh DQN on {env_c.spec.name}", dqn_episodes, cfg, env_c,
-                                      tasks_c, jax.random.fold_in(key, 5), p.transfer_steps,
-                                      progress))
+                                      tasks_c, ks.transfer_dqn, p.transfer_steps, progress))
         cc["dqn"] = dqn_curves(ep_c, e, ev.dqn_seeds, len(tasks_c), grid_c)
         tests["c"] = _test_entry(cfg.env.transfer, {"context": context, "horizon": None})
         curves.update({"c.grid": grid_c, **{f"c.{n}": c for n, c in cc.items()}})
@@ -903,14 +897,14 @@ def _time_rollout(env, task, mcfg, params, mode: str, b: int, n: int,
         _, _, (rew, _) = rollout.run(env, act, params, carry0, rs, task, n, _signal)
         return rew.sum()
 
-    keys = jax.random.split(jax.random.key(1), b)
+    keys_B = jax.random.split(jax.random.key(1), b)
     t0 = time.perf_counter()
-    compiled = jax.jit(jax.vmap(one, in_axes=(None, 0))).lower(params, keys).compile()
+    compiled = jax.jit(jax.vmap(one, in_axes=(None, 0))).lower(params, keys_B).compile()
     compile_s = time.perf_counter() - t0
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(compiled(params, keys))
+        jax.block_until_ready(compiled(params, keys_B))
         times.append(time.perf_counter() - t0)
     return compile_s, times
 

@@ -663,14 +663,7 @@ def history_overview(path: str | Path) -> dict:
 # Rolling a checkpoint in its environment (--eval N)
 # ---------------------------------------------------------------------------------------------
 
-EVAL_SALT = 0x1A5E  # `inspect --eval` keys: apart from every training and evaluation stream
 _MAX_SEED = 2 ** 32  # evaluation seeds are folded into keys as uint32
-
-
-def _eval_key(run_seed: int, seed: int) -> Any:
-    import jax
-
-    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(run_seed), EVAL_SALT), seed)
 
 
 def _env(cfg: Any) -> Any:
@@ -707,6 +700,7 @@ def _teacher_returns(directory: Path, step: int, episodes: int, learner: int | N
     import jax
     import jax.numpy as jnp
 
+    from climit import keys
     from climit.teacher import train
 
     teacher = train.load(directory, step)  # the parameters only, not optimizer or replay
@@ -716,7 +710,7 @@ def _teacher_returns(directory: Path, step: int, episodes: int, learner: int | N
     # Learner g always gets key g of the split, so one learner alone (--learner g) returns what
     # it returns among all of them. The keys are inspect's own: on an environment with random
     # starts or sticky actions the numbers differ from summary.json's greedy evaluation.
-    keys_Gx2 = jax.random.split(_eval_key(cfg.run.seed, seed), g)
+    keys_Gx2 = jax.random.split(keys.inspect_eval(cfg.run.seed, seed), g)
     params_sel = jax.tree.map(lambda x: jnp.asarray(x)[chosen_G], params_G)
     env = _env(cfg)
     returns = _teacher_program(env, cfg.teacher, episodes)(
@@ -752,7 +746,7 @@ def _imitator_returns(directory: Path, step: int, episodes: int, seed_index: int
     import jax
     import jax.numpy as jnp
 
-    from climit import envs
+    from climit import envs, keys
     from climit.imitator import train
 
     if directory.name != "checkpoints":
@@ -767,12 +761,10 @@ def _imitator_returns(directory: Path, step: int, episodes: int, seed_index: int
     k = num_tasks or (min(cfg.eval.tasks, available) if available else cfg.eval.tasks)
     if available is not None and k > available:
         raise ClimitError(f"--tasks {k}: {cfg.env.name} holds out {_count(available, 'task')}")
-    key = _eval_key(cfg.run.seed, seed)
-    tasks_KxD = envs.sample_tasks(cfg.env.name, jax.random.fold_in(key, 0), k, "heldout")
-    rollout_key = jax.random.fold_in(key, 1)
+    root = keys.inspect_eval(cfg.run.seed, seed)
+    tasks_KxD = envs.sample_tasks(cfg.env.name, jax.random.fold_in(root, 0), k, "heldout")
     # Seed s on task j gets the same key whichever seeds are chosen.
-    keys_SxKx2 = jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(
-        jax.random.fold_in(rollout_key, i), j))(jnp.arange(k)))(jnp.asarray(chosen_S))
+    keys_SxKx2 = keys.cells(jax.random.fold_in(root, 1), chosen_S, jnp.arange(k))
     params_sel = jax.tree.map(lambda x: x[chosen_S], loaded.params)
     returns = _imitator_program(env, loaded.params.cfg, cfg.eval.mode, episodes)(
         params_sel, jnp.asarray(tasks_KxD), keys_SxKx2)

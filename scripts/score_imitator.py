@@ -84,11 +84,11 @@ def main() -> None:
     cfg = config_lib.from_dict(results["config"])  # the config the evaluation ran with
     grid_P = curves[f"{args.test}.grid"]
 
-    _, env, tasks, env_key = ev.heldout_family(cfg)  # the evaluated run's tasks and env seeds
+    env, tasks, ks = ev.heldout_family(cfg)  # the evaluated run's tasks and env seeds
     if tasks.tolist() != results["tasks"]["a"]:
         raise SystemExit(f"{args.run_dir}'s tasks differ from its config's: was it re-evaluated?")
     loaded = imitator_train.load(args.imitator_dir, "best")
-    signals = ev.imitator_steps(loaded, env, tasks, env_key, int(grid_P[-1]), cfg,
+    signals = ev.imitator_steps(loaded, env, tasks, ks.env, int(grid_P[-1]), cfg,
                                 str(args.imitator_dir), progress=False)
     candidates = {f"run's imitator of test ({args.test})": curves[f"{args.test}.imitator"],
                   str(args.imitator_dir): ev.curves_from_steps(*signals, grid_P)}

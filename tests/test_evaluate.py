@@ -631,10 +631,10 @@ def test_run_seed_reaches_the_evaluation():
     # The held-out tasks drawn (10 of the 17 goals by default), the environment keys and the
     # fresh DQNs' root key all follow run.seed (the rest of the suite runs with seed 0).
     base, other = (config.load(None, [f"run.seed={s}"]) for s in (0, 1))
-    key0, _, tasks0, env0 = evaluate.heldout_family(base)
-    key1, _, tasks1, env1 = evaluate.heldout_family(other)
-    assert not np.array_equal(jax.random.key_data(key0), jax.random.key_data(key1))
-    assert not np.array_equal(jax.random.key_data(env0), jax.random.key_data(env1))
+    _, tasks0, ks0 = evaluate.heldout_family(base)
+    _, tasks1, ks1 = evaluate.heldout_family(other)
+    for k0, k1 in zip(ks0, ks1, strict=True):  # every stream: tasks, env and DQN keys, test (c)'s
+        assert not np.array_equal(jax.random.key_data(k0), jax.random.key_data(k1))
     assert not np.array_equal(np.asarray(tasks0), np.asarray(tasks1))
     # Both draws are eval.tasks distinct tasks of the held-out split, none a training task.
     held = {tuple(t) for t in envs.all_tasks(base.env.name, "heldout").tolist()}
@@ -804,7 +804,7 @@ def test_each_agent_rolls_out_for_its_test_and_results_record_the_settings(tmp_p
     # test (b)'s stride is 3 episodes, not the 2 that 4 points ask for: a point at H = 60
     assert grids == {"a": [100, 200, 300, 400], "b": [60, 120], "c": [100, 200, 300]}
     assert not (tmp_path / "eval" / "parts").exists()  # finished: no part is kept
-    tasks = np.asarray(evaluate.heldout_family(cfg)[2]).tolist()
+    tasks = np.asarray(evaluate.heldout_family(cfg)[1]).tolist()
     assert (results["horizon"], results["env_steps"], results["transfer_steps"]) == (60, 400, 300)
     assert (results["mode"], results["context_steps"], results["tasks"]) == ("greedy", 20,
                                                                            {"a": tasks})

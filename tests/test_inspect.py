@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from climit import checkpoint, cli, histories
+from climit import checkpoint, cli, histories, keys
 from climit import inspect as inspect_lib
 from climit.errors import ClimitError
 
@@ -603,7 +603,7 @@ def test_eval_teacher_matches_greedy_evaluation(trained, capsys, monkeypatch):
         params_G = s.restore(400)["params"]
     expected = train.evaluate_greedy(cfg.teacher, envs.make("CartPole-v1"), params_G,
                                      train.plan(cfg).tasks_GxK,
-                                     inspect_lib._eval_key(cfg.run.seed, 0), 5)
+                                     keys.inspect_eval(cfg.run.seed, 0), 5)
     assert means == pytest.approx(expected.tolist(), rel=1e-6)
     est = view["mean_return"]
     assert est["value"] == pytest.approx(np.mean(means)) and est["lo"] <= est["value"] <= est["hi"]
@@ -648,7 +648,7 @@ def test_eval_imitator_seeds_from_an_empty_context(trained, capsys):
 
     from climit import envs, evaluate, rollout
     loaded = train.load(ck.parent, "best")
-    key = inspect_lib._eval_key(loaded.config.run.seed, 0)
+    key = keys.inspect_eval(loaded.config.run.seed, 0)
     env = envs.make(loaded.config.env.name, loaded.config.env.sticky_action_prob)
     tasks = envs.sample_tasks(loaded.config.env.name, jax.random.fold_in(key, 0), 2, "heldout")
     reward_SxKxT, done_SxKxT = evaluate.imitator_steps(

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import numpy as np
@@ -610,11 +611,12 @@ def test_score_imitator_cli_scores_the_given_imitator_in_the_chosen_test(tmp_pat
     rolled = []
 
     def steps(loaded, env, tasks, key, num_steps, cfg, desc, progress):
-        rolled.append((loaded, tasks.tolist(), num_steps, desc))
+        rolled.append((loaded, tasks.tolist(), key, num_steps, desc))
         return "reward", "done"
 
     monkeypatch.setattr(tool.ev, "heldout_family",
-                        lambda cfg: (None, "env", np.array(results["tasks"]["a"]), "key"))
+                        lambda cfg: ("env", np.array(results["tasks"]["a"]),
+                                     types.SimpleNamespace(env="env key")))
     monkeypatch.setattr(tool.imitator_train, "load", lambda path, step: ("loaded", str(path), step))
     monkeypatch.setattr(tool.ev, "imitator_steps", steps)
     monkeypatch.setattr(tool.ev, "curves_from_steps", lambda r, d, grid_P: curves[f"{test}.ed"])
@@ -623,7 +625,7 @@ def test_score_imitator_cli_scores_the_given_imitator_in_the_chosen_test(tmp_pat
     tool.main()
     lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
     assert rolled == [(("loaded", str(tmp_path / "other"), "best"), results["tasks"]["a"],
-                       int(curves[f"{test}.grid"][-1]), str(tmp_path / "other"))]
+                       "env key", int(curves[f"{test}.grid"][-1]), str(tmp_path / "other"))]
     want = tool.score(results, curves, test,
                       {f"run's imitator of test ({test})": curves[f"{test}.imitator"],
                        str(tmp_path / "other"): curves[f"{test}.ed"]})

@@ -57,6 +57,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from climit import keys
 from climit.errors import ClimitError
 from climit.imitator.model import NO_ACTION, Tokens
 
@@ -179,7 +180,7 @@ def split_streams(history: Any, heldout_fraction: float, seed: int) -> tuple[lis
         raise ClimitError(f"history {history.path} has one task and one learner; held-out loss "
                           "needs at least two (raise env.train_tasks or teacher.seeds)")
     n_held = min(max(1, round(heldout_fraction * len(groups))), len(groups) - 1)
-    order = np.random.default_rng([seed, 0x4E1D]).permutation(len(groups))
+    order = np.random.default_rng([seed, keys.HELDOUT_STREAMS]).permutation(len(groups))
     held = {groups[j] for j in order[:n_held]}
     train = [i for i, g in enumerate(group_of) if g not in held]
     heldout = [i for i, g in enumerate(group_of) if g in held]
@@ -201,7 +202,8 @@ def stream_index(history: Any, stream: int, spec: DatasetSpec) -> StreamIndex:
     keep = np.arange(len(start)) % spec.subsample == 0
     start, length = start[keep], length[keep]
     if spec.variant == "shuffled":
-        order = np.random.default_rng([spec.seed, stream, 0x5A0F]).permutation(len(start))
+        rng = np.random.default_rng([spec.seed, stream, keys.SHUFFLED_EPISODES])
+        order = rng.permutation(len(start))
         start, length = start[order], length[order]
     offset = np.concatenate([[0], np.cumsum(length)]).astype(np.int64)
     return StreamIndex(start, length, offset)
@@ -471,7 +473,7 @@ def heldout_batches(dataset: WindowDataset, num_batches: int, batch_size: int, s
                     rows: slice = slice(None)) -> list[Batch]:
     """A fixed set of held-out batches [B_local, T] (the same for every seed and evaluation)."""
     require_windows(dataset, "held-out")
-    sampler = Sampler(dataset.num_windows, batch_size, seed ^ 0x7E57)
+    sampler = Sampler(dataset.num_windows, batch_size, seed ^ keys.HELDOUT_BATCHES)
     return [dataset.windows(sampler.ids(i)[rows]) for i in range(num_batches)]
 
 

@@ -51,14 +51,12 @@ import optax
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from climit import checkpoint, histories, jsonfile, parallel, stopping
+from climit import checkpoint, histories, jsonfile, keys, parallel, stopping
 from climit import config as config_lib
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.imitator import data as data_lib
 from climit.imitator import model as model_lib
 from climit.metrics import MetricsLogger
-
-_KEY_SALT = 0x1D17  # separates the imitator's key stream from the teacher's
 
 # Config fields that do not change what is trained or evaluated (a resumed run may change them).
 # Not eval_every: it sets the steps scored and checkpointed, among which the best (the one
@@ -203,8 +201,8 @@ def action_loss(mcfg: model_lib.ModelConfig, logits_xA: jax.Array, target_x: jax
 def init_state(mcfg: model_lib.ModelConfig, icfg: config_lib.ImitatorConfig,
                key: jax.Array) -> TrainState:
     """S = ``icfg.seeds`` independent initialisations, stacked."""
-    keys = jax.random.split(key, icfg.seeds)
-    tree = jax.vmap(lambda k: model_lib.init(mcfg, k).tree)(keys)
+    keys_S = jax.random.split(key, icfg.seeds)
+    tree = jax.vmap(lambda k: model_lib.init(mcfg, k).tree)(keys_S)
     opt_state = jax.vmap(optimizer(icfg).init)(tree)
     return TrainState(step=jnp.zeros((), jnp.int32), tree=tree, opt_state=opt_state)
 
@@ -741,8 +739,7 @@ def _train_on_disk(cfg: config_lib.ExperimentConfig, setup: _Setup, ckpt: checkp
         _to_global, NamedSharding(mesh, PartitionSpec(None, parallel.AXIS)), 1, icfg.batch_size)
     heldout_to_global = functools.partial(  # [B, T]
         _to_global, NamedSharding(mesh, PartitionSpec(parallel.AXIS)), 0, icfg.batch_size)
-    key = jax.random.fold_in(jax.random.key(cfg.run.seed), _KEY_SALT)
-    init_key, step_key = jax.random.split(key)
+    init_key, step_key = keys.imitator(cfg.run.seed)
     programs = _programs(setup.mcfg, icfg, mesh)
 
     resumed = _restore_or_init(cfg, ckpt, programs, init_key, parallel.replicated(mesh), log)

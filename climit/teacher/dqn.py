@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from climit import envs, rollout
+from climit import envs, keys, rollout
 from climit.config import TeacherConfig
 from climit.teacher import networks, replay
 
@@ -268,9 +268,8 @@ def learner_keys(root: jax.Array, n_tasks: int, n_seeds: int, n_points: int = 1)
     hyperparameter sweep share initialisation and environment randomness (common random
     numbers); different tasks or seeds always get different keys.
     """
-    task_G, seed_G = jnp.divmod(jnp.arange(n_tasks * n_seeds), n_seeds)
-    keys = jax.vmap(lambda k, s: jax.random.fold_in(jax.random.fold_in(root, k), s))(task_G, seed_G)
-    return jnp.tile(keys, (n_points, 1))
+    keys_KxSx2 = keys.cells(root, jnp.arange(n_tasks), jnp.arange(n_seeds))
+    return jnp.tile(keys_KxSx2.reshape(n_tasks * n_seeds, -1), (n_points, 1))
 
 
 # ---------------------------------------------------------------------------------------------

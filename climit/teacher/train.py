@@ -33,15 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from climit import checkpoint, envs, histories, jsonfile, parallel, rollout, stopping
+from climit import checkpoint, envs, histories, jsonfile, keys, parallel, rollout, stopping
 from climit import config as config_lib
 from climit.config import ExperimentConfig, TeacherConfig
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.teacher import dqn
-
-# Independent key streams derived from run.seed (fold_in constants; never reused elsewhere).
-TASK_STREAM, LEARNER_STREAM, EVAL_STREAM = 101, 102, 103
-
 
 # ---------------------------------------------------------------------------------------------
 # Who the learners are
@@ -75,8 +71,7 @@ class Plan:
 def plan(cfg: ExperimentConfig) -> Plan:
     """Sweep points x ``env.train_tasks`` train tasks x ``teacher.seeds`` seeds."""
     tcfg = cfg.teacher
-    root = jax.random.PRNGKey(cfg.run.seed)
-    tasks_KxD = envs.sample_tasks(cfg.env.name, jax.random.fold_in(root, TASK_STREAM),
+    tasks_KxD = envs.sample_tasks(cfg.env.name, keys.teacher_tasks(cfg.run.seed),
                                   cfg.env.train_tasks, "train")
     points = dqn.sweep_points(tcfg)
     n_p, n_k, n_s = len(points), len(tasks_KxD), tcfg.seeds
@@ -84,9 +79,9 @@ def plan(cfg: ExperimentConfig) -> Plan:
         np.arange(n_p), np.arange(n_k), np.arange(n_s), indexing="ij"))
     values = {f: np.array([points[p].get(f, getattr(tcfg, f)) for p in point_G], np.float32)
               for f in dqn.HParams._fields}
-    keys = dqn.learner_keys(jax.random.fold_in(root, LEARNER_STREAM), n_k, n_s, n_p)
+    keys_Gx2 = dqn.learner_keys(keys.teacher_learners(cfg.run.seed), n_k, n_s, n_p)
     return Plan(tasks_GxK=np.asarray(tasks_KxD[task_G], np.int32),
-                hparams=dqn.hparams(tcfg, len(point_G), **values), keys_Gx2=np.asarray(keys),
+                hparams=dqn.hparams(tcfg, len(point_G), **values), keys_Gx2=np.asarray(keys_Gx2),
                 point_G=point_G, task_index_G=task_G, seed_G=seed_G)
 
 
@@ -282,11 +277,11 @@ def evaluate_greedy(tcfg: TeacherConfig, env: envs.Env, params_G: Any, tasks_GxK
                                               episodes))
 
     g = int(np.shape(tasks_GxK)[0])
-    tasks, keys = jnp.asarray(tasks_GxK), jax.random.split(key, g)
+    tasks, keys_G = jnp.asarray(tasks_GxK), jax.random.split(key, g)
     if jax.process_count() > 1:  # params are sharded over every host: give the rest the same layout
-        tasks, keys = parallel.shard_leading((tasks, keys), parallel.mesh())
+        tasks, keys_G = parallel.shard_leading((tasks, keys_G), parallel.mesh())
     fn = jax.jit(jax.vmap(one))
-    return np.asarray(parallel.to_host(fn(params_G, tasks, keys)), np.float64)
+    return np.asarray(parallel.to_host(fn(params_G, tasks, keys_G)), np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,12 +328,13 @@ def train_learners(tcfg: TeacherConfig, env: envs.Env, tasks_GxK: Any, keys_Gx2:
     """
     tasks = jnp.asarray(tasks_GxK, jnp.int32)
     g = int(tasks.shape[0])
-    keys = jnp.asarray(keys_Gx2)
-    if keys.shape != (g, 2):
+    keys_Gx2 = jnp.asarray(keys_Gx2)
+    if keys_Gx2.shape != (g, 2):
         raise ValueError(f"train_learners needs one raw key per learner, [{g}, 2]; got "
-                         f"{keys.shape}")
+                         f"{keys_Gx2.shape}")
     hp = hparams if hparams is not None else dqn.hparams(tcfg, g)
-    state, hp, tasks = place(dqn.init(tcfg, env, keys, tasks), hp, tasks, require_divisible=False)
+    state, hp, tasks = place(dqn.init(tcfg, env, keys_Gx2, tasks), hp, tasks,
+                             require_divisible=False)
     returns: list[np.ndarray] = []
     hooks = _Hooks(output=lambda out, t0, t1: returns.append(np.asarray(out.episode_return_NxT)))
     state, timing = _run_chunks(tcfg, env, state, hp, tasks, record="returns", q_period=0,
@@ -542,9 +538,9 @@ def num_learners(cfg: ExperimentConfig) -> int:
 def _abstract_state(tcfg: TeacherConfig, env: envs.Env, g: int) -> dqn.TrainState:
     """Shapes and dtypes of the whole state of ``g`` learners (``jax.ShapeDtypeStruct``
     leaves; nothing is allocated or run, so an impossible size is caught before it is)."""
-    keys = jax.ShapeDtypeStruct((g, 2), jnp.uint32)
+    keys_Gx2 = jax.ShapeDtypeStruct((g, 2), jnp.uint32)
     tasks = jax.ShapeDtypeStruct((g, env.spec.task_dim), jnp.int32)
-    return jax.eval_shape(lambda k, t: dqn.init(tcfg, env, k, t), keys, tasks)
+    return jax.eval_shape(lambda k, t: dqn.init(tcfg, env, k, t), keys_Gx2, tasks)
 
 
 def _restore_step(cfg: ExperimentConfig, ckpt: checkpoint.Checkpointer, step: int,
@@ -861,8 +857,8 @@ def teach(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True,
                                        q_period=q_period, progress=progress and primary,
                                        stop_hook=stop_hook)
 
-    eval_key = jax.random.fold_in(jax.random.PRNGKey(cfg.run.seed), EVAL_STREAM)
-    final = evaluate_greedy(tcfg, env, state.learners.params, p.tasks_GxK, eval_key,
+    final = evaluate_greedy(tcfg, env, state.learners.params, p.tasks_GxK,
+                            keys.teacher_eval(cfg.run.seed),
                             tcfg.eval_episodes)
     summary = {
         "env": cfg.env.name, "num_learners": g, "num_envs": e,
