@@ -329,3 +329,30 @@ def test_task_counts_of_every_grid_world():
     assert envs.spec("keydoor").num_tasks == {"train": 5184, "heldout": 1296}
     goals = np.concatenate([envs.all_tasks("darkroom_hard", s) for s in ("train", "heldout")])
     assert {tuple(g) for g in goals} == {(x, y) for x in range(17) for y in range(17)}
+
+
+@pytest.mark.parametrize("sticky", [0.0, 0.25])
+def test_a_grid_worlds_task_reaches_its_params_through_a_sticky_wrapper(sticky):
+    room, keydoor = envs.make("darkroom", sticky), envs.make("keydoor", sticky)
+    assert (type(room.gym).__name__ == "StickyActionWrapper") == bool(sticky)
+    assert np.asarray(room.params(jnp.array([2, 7], jnp.int32)).goal).tolist() == [2, 7]
+    params = keydoor.params(jnp.array([1, 2, 6, 5], jnp.int32))
+    assert np.asarray(params.key_pos).tolist() == [1, 2]
+    assert np.asarray(params.door_pos).tolist() == [6, 5]
+    assert params.max_steps_in_episode == 50
+
+
+@pytest.mark.parametrize("name, n, k", [("darkroom", 81, 2), ("darkroom_hard", 289, 2),
+                                        ("keydoor", 81 * 80, 4), ("CartPole-v1", 1, 0)])
+def test_every_environment_enumerates_its_own_tasks(name, n, k):
+    # Grid worlds enumerate their cells (x-major; Key-to-Door's key then door, never one cell);
+    # environments without tasks in their params have one empty task.
+    tasks = envs._all_tasks(name)
+    assert tasks.shape == (n, k) and tasks.dtype == np.int32
+    assert len({tuple(t) for t in tasks.tolist()}) == n
+    if name == "keydoor":
+        assert not (tasks[:, :2] == tasks[:, 2:]).all(1).any()
+        assert tasks[:3].tolist() == [[0, 0, 0, 1], [0, 0, 0, 2], [0, 0, 0, 3]]
+    elif k:
+        assert tasks[:3].tolist() == [[0, 0], [0, 1], [0, 2]]
+        assert tasks.max() == {"darkroom": 8, "darkroom_hard": 16}[name]

@@ -58,7 +58,6 @@ class _Entry:
 
     factory: Any  # () -> gymnax environment
     interface: str
-    tasks: str  # name of a task set in _TASK_SETS, or "single"
     description: str
 
 
@@ -68,26 +67,25 @@ def _gymnax(env_id: str, **kwargs: Any):
     return lambda: gymnax.make(env_id, **kwargs)[0]
 
 
+# Adding an environment is one entry here (and, for a new grid world, its class with
+# ``all_tasks`` and ``with_task`` in gridworlds.py).
 _REGISTRY: dict[str, _Entry] = {
-    "darkroom": _Entry(lambda: gridworlds.DarkRoom(9, 20), "grid", "darkroom",
+    "darkroom": _Entry(lambda: gridworlds.DarkRoom(9, 20), "grid",
                        "9x9 dark room, 20 steps, reward on every step on the invisible goal"),
     "darkroom_hard": _Entry(lambda: gridworlds.DarkRoom(17, 50, sparse=True), "grid",
-                            "darkroom_hard", "17x17 dark room, 50 steps, reward once at the goal"),
-    "keydoor": _Entry(lambda: gridworlds.KeyDoor(9, 50), "grid", "keydoor",
+                            "17x17 dark room, 50 steps, reward once at the goal"),
+    "keydoor": _Entry(lambda: gridworlds.KeyDoor(9, 50), "grid",
                       "9x9 dark key-to-door, 50 steps, +1 key, +1 door after key, random start"),
-    "CartPole-v1": _Entry(_gymnax("CartPole-v1"), "control", "single", "gymnax classic control"),
-    "Acrobot-v1": _Entry(_gymnax("Acrobot-v1"), "control", "single", "gymnax classic control"),
-    "MountainCar-v0": _Entry(_gymnax("MountainCar-v0"), "control", "single",
-                             "gymnax classic control"),
+    "CartPole-v1": _Entry(_gymnax("CartPole-v1"), "control", "gymnax classic control"),
+    "Acrobot-v1": _Entry(_gymnax("Acrobot-v1"), "control", "gymnax classic control"),
+    "MountainCar-v0": _Entry(_gymnax("MountainCar-v0"), "control", "gymnax classic control"),
     **{f"{g}-MinAtar": _Entry(_gymnax(f"{g}-MinAtar", use_minimal_action_set=False), "minatar",
-                              "single", "MinAtar, full 6-action set, channels padded to 10")
+                              "MinAtar, full 6-action set, channels padded to 10")
        for g in _MINATAR},
-    "BernoulliBandit-misc": _Entry(_gymnax("BernoulliBandit-misc"), "bandit", "single",
+    "BernoulliBandit-misc": _Entry(_gymnax("BernoulliBandit-misc"), "bandit",
                                    "two-armed Bernoulli bandit (gymnax misc)"),
-    "MetaMaze-misc": _Entry(_gymnax("MetaMaze-misc"), "metamaze", "single",
-                            "meta-RL maze (gymnax misc)"),
-    "DeepSea-bsuite": _Entry(_gymnax("DeepSea-bsuite"), "deepsea", "single",
-                             "bsuite deep sea, size 8"),
+    "MetaMaze-misc": _Entry(_gymnax("MetaMaze-misc"), "metamaze", "meta-RL maze (gymnax misc)"),
+    "DeepSea-bsuite": _Entry(_gymnax("DeepSea-bsuite"), "deepsea", "bsuite deep sea, size 8"),
 }
 
 HELDOUT_EVERY = 5  # task index i is held out iff i % 5 == 0: deterministic, spread over the grid
@@ -98,18 +96,11 @@ HELDOUT_EVERY = 5  # task index i is held out iff i % 5 == 0: deterministic, spr
 # ---------------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def _all_tasks(task_set: str) -> np.ndarray:
-    """Every task of a set, in a fixed order: int32 [N_all, K]."""
-    if task_set == "darkroom":
-        return np.array([(x, y) for x in range(9) for y in range(9)], np.int32)
-    if task_set == "darkroom_hard":
-        return np.array([(x, y) for x in range(17) for y in range(17)], np.int32)
-    if task_set == "keydoor":
-        cells = [(x, y) for x in range(9) for y in range(9)]
-        return np.array([k + d for k in cells for d in cells if k != d], np.int32)
-    if task_set == "single":
-        return np.zeros((1, 0), np.int32)
-    raise KeyError(task_set)
+def _all_tasks(name: str) -> np.ndarray:
+    """Every task of ``name``, in the fixed order its environment enumerates them: int32
+    [N_all, K]. An environment whose tasks do not live in its params has one, of size 0."""
+    gym = _entry(name).factory()
+    return gym.all_tasks() if hasattr(gym, "all_tasks") else np.zeros((1, 0), np.int32)
 
 
 def all_tasks(name: str, split: str) -> np.ndarray:
@@ -122,7 +113,7 @@ def all_tasks(name: str, split: str) -> np.ndarray:
     """
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    tasks = _all_tasks(_entry(name).tasks)
+    tasks = _all_tasks(name)
     if len(tasks) == 1:
         return tasks
     held = np.arange(len(tasks)) % HELDOUT_EVERY == 0
@@ -187,7 +178,7 @@ def spec(name: str) -> EnvSpec:
     params = gym.default_params
     iface = INTERFACES[entry.interface]
     native_shape = tuple(gym.observation_space(params).shape)
-    tasks = _all_tasks(entry.tasks)
+    tasks = _all_tasks(name)
     return EnvSpec(
         name=name, interface=iface.name, obs_shape=iface.obs_shape, obs_dtype=iface.obs_dtype,
         num_actions=iface.num_actions, native_obs_shape=native_shape,
@@ -206,13 +197,10 @@ class Env:
     gym: Any  # the gymnax environment (possibly sticky-wrapped)
 
     def params(self, task_K: jax.Array) -> Any:
-        """gymnax params for one task (int32 [K]); tasks live in params for our grid worlds."""
+        """gymnax params for one task (int32 [K]); tasks live in params for our grid worlds,
+        which set one with ``with_task`` (a wrapper hands the call on to the world)."""
         base = self.gym.default_params
-        if self.spec.task_dim == 0:
-            return base
-        if isinstance(base, gridworlds.KeyDoorParams):
-            return base.replace(key_pos=task_K[:2], door_pos=task_K[2:4])
-        return base.replace(goal=task_K[:2])
+        return self.gym.with_task(base, task_K) if self.spec.task_dim else base
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,7 +3,10 @@
 All three are partially observed grid worlds whose observation is the agent's (x, y) only: the
 goal (or key and door) is invisible and must be found by exploring, which is what makes them the
 standard testbed of in-context RL (Algorithm Distillation). A *task* is the hidden cell(s); it
-lives in ``EnvParams`` so that ``vmap`` over params is ``vmap`` over tasks.
+lives in ``EnvParams`` so that ``vmap`` over params is ``vmap`` over tasks. Each world says what
+its tasks are: ``all_tasks()`` enumerates them (int32 [N, K], a fixed order that
+:mod:`climit.envs` splits into training and held-out tasks) and ``with_task(params, task_K)``
+sets one. An environment without these two has a single task.
 
 Actions (all three): 0 up (y+1), 1 down (y-1), 2 left (x-1), 3 right (x+1), 4 no-op.
 Moves into a wall leave the agent in place. ``terminated`` is natural termination (Key-to-Door:
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 from gymnax.environments import environment, spaces
 
@@ -75,6 +79,13 @@ class DarkRoom(_Grid, environment.Environment[RoomState, RoomParams]):
     def default_params(self) -> RoomParams:
         return RoomParams(goal=jnp.array([0, 0], jnp.int32), max_steps_in_episode=self.episode_len)
 
+    def all_tasks(self) -> np.ndarray:
+        """Every goal cell (x, y), x-major: int32 [size * size, 2]."""
+        return np.array([(x, y) for x in range(self.size) for y in range(self.size)], np.int32)
+
+    def with_task(self, params: RoomParams, task_K: jax.Array) -> RoomParams:
+        return params.replace(goal=task_K[:2])
+
     def step_env(self, key, state: RoomState, action, params: RoomParams):
         pos = _move(state.pos, action, self.size)
         on_goal = jnp.all(pos == params.goal)
@@ -121,6 +132,15 @@ class KeyDoor(_Grid, environment.Environment[KeyDoorState, KeyDoorParams]):
     @property
     def default_params(self) -> KeyDoorParams:
         return KeyDoorParams(max_steps_in_episode=self.episode_len)
+
+    def all_tasks(self) -> np.ndarray:
+        """Every (key x, key y, door x, door y) of two distinct cells, key-major: int32
+        [size² (size² - 1), 4]."""
+        cells = [(x, y) for x in range(self.size) for y in range(self.size)]
+        return np.array([k + d for k in cells for d in cells if k != d], np.int32)
+
+    def with_task(self, params: KeyDoorParams, task_K: jax.Array) -> KeyDoorParams:
+        return params.replace(key_pos=task_K[:2], door_pos=task_K[2:4])
 
     def step_env(self, key, state: KeyDoorState, action, params: KeyDoorParams):
         pos = _move(state.pos, action, self.size)
