@@ -782,7 +782,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
     # (b) horizon extrapolation: the H-imitators; metrics over (H, factor x H]
     grid_b = grid(env.spec.episode_len, p.horizon_steps, ev.curve_points, through=p.horizon)
     cb = {"imitator": curves_from_steps(*steps["imitator_h"], grid_b)}
-    for ctrl in ("ed", "ablated"):
+    for ctrl in report.TRAINED_CONTROLS:
         src = f"{ctrl}_h" if f"{ctrl}_h" in steps else ctrl
         cb[ctrl] = curves_from_steps(*steps[src], grid_b)
     cb["random"] = curves_from_steps(*steps["random"], grid_b)

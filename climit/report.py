@@ -57,6 +57,10 @@ AGENTS: dict[str, str] = {
     "random": "random policy",
     "dqn": "DQN from scratch",
 }
+CONTROLS = ("ed", "ablated", "random")  # what the imitator is compared with (imitator_vs)
+# The controls that are imitators themselves: trained on full histories in test (b) unless
+# eval.horizon_controls, and then not comparable with the H-imitator.
+TRAINED_CONTROLS = ("ed", "ablated")
 COLORS = {"imitator": "tab:blue", "ed": "tab:orange", "ablated": "tab:purple",
           "random": "tab:gray", "dqn": "tab:green"}
 CHECK_MARKS = {True: "yes", False: "no", None: "unclear"}
@@ -241,7 +245,7 @@ def _beats_control(key: str, test: dict[str, Any], ctrl: str) -> tuple[str, bool
     control; None (unclear) where the control is not comparable: a full-history control in test
     (b) knows more than the H-imitator, so losing to it says nothing about the use of context."""
     name = f"beats the {AGENTS[ctrl]} (AUC)"
-    if ctrl != "random" and full_history_controls(key, test):
+    if ctrl in TRAINED_CONTROLS and full_history_controls(key, test):
         return name, None, NOT_COMPARABLE_CONTROLS
     diff = _est(test["imitator_vs"][ctrl]["auc_diff"])
     return name, _positive(diff), (f"imitator {_est(test['agents']['imitator']['auc'])} vs "
@@ -373,7 +377,7 @@ def _summary_entry(key: str, test: dict[str, Any] | None,
     diffs = (test or {}).get("imitator_vs") or {}
     entry["controls"] = {ctrl: _control_entry(agents.get(ctrl), vs.get(ctrl),
                                               diffs.get(ctrl, {}).get("auc_diff"))
-                         for ctrl in ("ed", "ablated", "random")}
+                         for ctrl in CONTROLS}
     before = (test or {}).get("before_h")
     d = before["vs_dqn"]["imitator"]["auc_ratio"] if before else None
     entry["imitator_dqn_auc_ratio_before_h"] = d["value"] if d else None
@@ -455,7 +459,7 @@ def _count(n: int, noun: str) -> str:
 
 def agent_label(key: str, test: dict[str, Any], agent: str) -> str:
     """An agent's name in tables and plots; test (b)'s full-history controls say so."""
-    if agent in ("ed", "ablated") and full_history_controls(key, test):
+    if agent in TRAINED_CONTROLS and full_history_controls(key, test):
         return f"{AGENTS[agent]} (full histories)"
     return AGENTS[agent]
 
@@ -534,7 +538,7 @@ def _control_sentences(key: str, test: dict[str, Any]) -> list[str]:
     across episodes adds to the return, the evidence for learning in context."""
     if full_history_controls(key, test):
         return []  # not comparable with the H-imitator; a caveat says so
-    beaten = {c for c in ("ed", "ablated") if c in test["agents"]
+    beaten = {c for c in TRAINED_CONTROLS if c in test["agents"]
               and _positive(_est(test["imitator_vs"][c]["auc_diff"])) is True}
     out = []
     if "ed" in beaten and key == "b":
@@ -576,7 +580,7 @@ def reading(key: str, test: dict[str, Any], results: dict[str, Any]) -> list[str
                           if test.get("steps_counted_from") else "", test.get("seeds")),
     ]
     ctrl_bits = [f"{agent_label(key, test, c)} {stats.fmt(agents[c]['auc']['value'])}"
-                 for c in ("ed", "ablated", "random") if c in agents]
+                 for c in CONTROLS if c in agents]
     if ctrl_bits:
         says.append("Mean returns of the controls over the same steps: " + ", ".join(ctrl_bits)
                     + ".")
