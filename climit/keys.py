@@ -13,8 +13,9 @@ they were. JAX keys (the functions below):
     inspect --eval       PRNGKey, fold 0x1A5E  fold --seed: :func:`inspect_eval`  inspect
 
 The teacher's keys are raw ``uint32 [2]`` arrays (``PRNGKey``) because they live in the stacked,
-checkpointed learner state and in the plan; the others are typed keys. Both hold the same bits
-for the same seed and folds.
+checkpointed learner state and in the plan, and so is ``inspect --eval``'s, which rolls a
+teacher's learners with them; the imitator's and the evaluation's are typed keys. Both hold the
+same bits for the same seed and folds.
 
 NumPy streams on the host (the imitator's data order, the statistics), with their salts here:
 
@@ -23,6 +24,7 @@ NumPy streams on the host (the imitator's data order, the statistics), with thei
     training batches   hash_key(seed, replica, epoch)                  data.Sampler
     held-out batches   hash_key(seed ^ HELDOUT_BATCHES, 0, epoch)      data.heldout_batches
     bootstrap, test i  default_rng(seed + i) (i: 0 a, 1 b, 2 c)        report.summarize
+    inspect --eval     default_rng(--seed) (its interval's bootstrap)  inspect (stats.describe)
 
 (``data`` is :mod:`climit.imitator.data`.)
 """
