@@ -202,9 +202,10 @@ def _bench_teacher_args(p: argparse.ArgumentParser) -> None:
                    "with the peer's config at least 6000 (above its teacher.learning_starts 5000, "
                    "a multiple of 1000)")
     p.add_argument("--histories", choices=["both", "off", "on"], default="both",
-                   help="measure without and/or with writing learning histories")
+                   help="measure without and/or with writing learning histories (default: both)")
     p.add_argument("--peer", choices=["none", "uniform", "rejax", "both"], default="uniform",
-                   help="also run the rejax peer (its uniform or shipped sampler) in this command")
+                   help="the rejax peer to run in this command too: its uniform sampler "
+                   "(default), its shipped one (rejax), both, or none")
     p.add_argument("--peer-script", default=None,
                    help="path of rejax_dqn_bench.py (default: ../shared/anchors/ beside the repo)")
     p.add_argument("overrides", nargs="*", metavar="teacher.key=value",
