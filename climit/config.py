@@ -265,7 +265,7 @@ class ImitatorConfig:
     use_reward: bool = field(True, "feed the previous reward into the token")
     d_model: int = field(64, "model width (D)", min=1)
     n_layers: int = field(2, "transformer blocks", min=1)
-    n_heads: int = field(4, "attention heads (H)", min=1)
+    n_heads: int = field(4, "attention heads (N in imitator/model.py)", min=1)
     mlp_ratio: int = field(4, "MLP hidden width as a multiple of d_model", min=1)
     dropout: float = field(0.0, "dropout rate", min=0.0, max=0.9)
     label_smoothing: float = field(0.0, "label smoothing of the action loss", min=0.0, max=1.0)
