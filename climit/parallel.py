@@ -54,7 +54,7 @@ def mesh() -> Mesh:
     """A 1-D mesh over all devices of all processes, axis ``'data'``.
 
     Auto axis types: jax >= 0.10 defaults ``make_mesh`` to Explicit axes, under which a vmapped
-    scan with an unbatched initial carry fails to trace (DESIGN.md §3).
+    scan with an unbatched initial carry fails to trace.
     """
     return jax.make_mesh((jax.device_count(),), (AXIS,), axis_types=(AxisType.Auto,))
 

@@ -1,7 +1,7 @@
-"""The house style that can be checked mechanically (DESIGN.md §4): at most two levels of
-block nesting inside any function of the library, so that each function reads top to bottom;
-and ruff's checks as pyproject.toml sets them (unused or undefined names, lines of at most 100
-characters, sorted imports) over the library, its tests and its scripts."""
+"""The house style that can be checked mechanically: at most two levels of block nesting inside
+any function of the library, so that each function reads top to bottom; and ruff's checks as
+pyproject.toml sets them (unused or undefined names, lines of at most 100 characters, sorted
+imports) over the library, its tests and its scripts."""
 import ast
 import subprocess
 import sys

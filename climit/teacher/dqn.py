@@ -9,7 +9,7 @@ All learners step in lockstep, so the step counter ``t`` (vector env steps done)
 counter are scalars of the whole :class:`TrainState`, not per learner. Learning starts, the
 replay ratio and hard target copies are decided from them *outside* the vmap: a ``lax.cond`` on
 an unbatched predicate stays a real branch (under vmap it would become a select that runs both
-branches every step; DESIGN.md §3). Past learning starts, the driver runs chunks whose update
+branches every step). Past learning starts, the driver runs chunks whose update
 rounds are scheduled statically instead (:func:`schedulable`): a GPU copies a cond's predicate
 to the host, which then cannot queue ahead. Not with one env, one vector step and one TD update
 per round (every Dark Room, Key-to-Door and MinAtar preset but the 10^9-step one): XLA then

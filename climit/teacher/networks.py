@@ -4,7 +4,7 @@ Why not Flax NNX modules: the teacher vmaps thousands of learners through ``lax.
 stores their stacked parameters in checkpoints, snapshots and ``climit inspect``. A plain
 ``{"dense_0": {"w", "b"}, ...}`` tree is exactly what those see (no ``Variable`` wrappers, no
 graph state to split/merge inside the scan), traces in microseconds, and the networks here are
-three layers deep. The functional core DESIGN.md asks for is then the whole module.
+three layers deep. The module is then pure functions over plain parameter trees throughout.
 
     params = init(net, key)                 # one learner
     q_A = apply(net, params, obs_O)         # obs in interface storage dtype; any leading axes
