@@ -46,16 +46,23 @@ def windows(test: str, horizon: int) -> list[tuple[str, tuple[float, float]]]:
     return [("up to H", (-math.inf, horizon)), ("after H", (horizon, math.inf))]
 
 
+def _r(x: float | str | None) -> float | str | None:
+    """A number of results.json's kind rounded for the JSON line: null (undefined, the report's
+    n/a: too few tasks, too many undefined replicates, a ratio of two returns at or below zero)
+    and "inf"/"-inf" (a positive return against one at or below zero) stay as they are."""
+    return x if x is None or isinstance(x, str) else round(x, 3)
+
+
 def line(name: str, label: str, test: dict) -> dict:
     """One JSON line: the imitator's AUC and final return, the DQN's, and the ratios."""
     agents, vs = test["agents"], test["vs_dqn"]["imitator"]
     out = {"imitator": name, "window": label, "steps": test["window"],
            "imitator_seeds": test["seeds"]["imitator"], "tasks": test["tasks"]}
     for m in ("auc", "final"):
-        out[f"imitator_{m}"] = round(agents["imitator"][m]["value"], 3)
-        out[f"dqn_{m}"] = round(agents["dqn"][m]["value"], 3)
-        out[f"{m}_ratio"] = round(vs[f"{m}_ratio"]["value"], 3)
-        out[f"{m}_ratio_ci"] = [round(vs[f"{m}_ratio"]["lo"], 3), round(vs[f"{m}_ratio"]["hi"], 3)]
+        out[f"imitator_{m}"] = _r(agents["imitator"][m]["value"])
+        out[f"dqn_{m}"] = _r(agents["dqn"][m]["value"])
+        out[f"{m}_ratio"] = _r(vs[f"{m}_ratio"]["value"])
+        out[f"{m}_ratio_ci"] = [_r(vs[f"{m}_ratio"]["lo"]), _r(vs[f"{m}_ratio"]["hi"])]
     return out
 
 

@@ -579,6 +579,23 @@ def test_score_imitator_scores_the_runs_own_imitator_as_its_report_does(tmp_path
     assert got(after) == expected(results["tests"]["b"]["vs_dqn"]["imitator"])
 
 
+def test_score_imitator_prints_null_and_inf_where_the_report_prints_n_a_and_inf(tmp_path):
+    """Returns at or below zero give ratios without a number: both below zero an undefined one
+    (None, the report's n/a), a positive imitator against them +inf. The script's line carries
+    null and "inf" as results.json does, instead of failing to round them."""
+    results, curves = synthetic_eval(tmp_path)
+    tool = procs.load_script("score_imitator")
+    below = lambda c: -np.abs(c) - 1.0  # noqa: E731
+    dqn_below = {**curves, "a.dqn": below(curves["a.dqn"])}
+    (both,) = tool.score(results, dqn_below, "a", {"run": below(curves["a.imitator"])})
+    (imitator_up,) = tool.score(results, dqn_below, "a", {"run": np.abs(curves["a.imitator"]) + 1})
+    for m in ("auc", "final"):
+        assert both[f"{m}_ratio"] is None and both[f"{m}_ratio_ci"] == [None, None]
+        assert imitator_up[f"{m}_ratio"] == "inf" and imitator_up[f"{m}_ratio_ci"] == ["inf"] * 2
+    assert both["dqn_auc"] == round(float(dqn_below["a.dqn"].mean()), 3) < 0
+    assert json.loads(json.dumps([both, imitator_up])) == [both, imitator_up]
+
+
 def _estimate(value, lo, hi):
     return {"value": value, "lo": lo, "hi": hi}
 
