@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 
@@ -345,17 +346,35 @@ def test_learner_keys_are_distinct_and_shared_across_sweep_points():
     np.testing.assert_array_equal(keys[:6], keys[6:])
 
 
-def test_sweep_point_equals_its_own_run():
-    # lr swept over [3e-3, 1e-2]: learner 0 of the sweep is the run with lr 3e-3 alone.
-    tcfg, env = tiny_cfg(total_env_steps=600), tiny_env(2)
-    hp2 = dqn.hparams(tcfg, 2, lr=np.array([3e-3, 1e-2]))
-    both, _ = train(tcfg, env, g=2, hp=hp2)
-    alone, _ = train(tcfg, env, g=1)
-    a = jax.tree.map(lambda x: np.asarray(x[0]), both.learners.params)
-    b = jax.tree.map(lambda x: np.asarray(x[0]), alone.learners.params)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), a, b)
-    c = jax.tree.map(lambda x: np.asarray(x[1]), both.learners.params)
-    assert not np.allclose(c["q"]["w"], b["q"]["w"], atol=1e-3)
+def _swept_params(tcfg, hp, points):
+    """Online params (host) of ``points`` learners of one sweep on the 2-chain: every point gets
+    the same key (common random numbers), as teacher.sweep gives them."""
+    env, tasks = tiny_env(2), jnp.zeros((points, 0), jnp.int32)
+    keys = dqn.learner_keys(jax.random.PRNGKey(0), 1, 1, n_points=points)
+    state = dqn.init(tcfg, env, keys, tasks)
+    state, _ = dqn.make_chunk(tcfg, env, 150, "stats", 0)(state, hp, tasks)
+    return jax.tree.map(np.asarray, state.learners.params)
+
+
+@pytest.mark.parametrize("field, values", [("lr", (3e-3, 1e-2)), ("gamma", (0.9, 0.5)),
+                                           ("tau", (0.05, 0.5)), ("eps_end", (0.2, 1.0)),
+                                           ("eps_decay_steps", (500.0, 20.0))])
+def test_each_sweep_point_equals_its_own_run(field, values):
+    # A sweep of one SWEEPABLE field over two values: point i is, to float rounding, the run
+    # configured with values[i] alone (same key). A learner that read the config's value
+    # instead of its own (td_update taking tcfg.gamma, say) would copy point 0 and not match
+    # its own run; point 0 alone could not show that, the config holding its value.
+    assert field in config.TeacherConfig.SWEEPABLE
+    base = tiny_cfg(target="polyak", total_env_steps=300)
+    swept = _swept_params(base, dqn.hparams(base, 2, **{field: np.array(values)}), 2)
+    close = functools.partial(np.allclose, rtol=1e-4, atol=1e-5)
+    alone = []
+    for i, v in enumerate(values):
+        tcfg = dataclasses.replace(base, **{field: type(getattr(base, field))(v)})
+        alone.append(jax.tree.leaves(_swept_params(tcfg, dqn.hparams(tcfg), 1)))
+        assert all(close(x[i], y[0]) for x, y in zip(jax.tree.leaves(swept), alone[i])), i
+    # the two runs differ beyond that tolerance: a point that took the other's value would fail
+    assert not all(close(x, y) for x, y in zip(*alone))
 
 
 def test_padded_action_never_taken_and_counters():
