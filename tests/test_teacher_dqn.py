@@ -669,3 +669,30 @@ def test_the_sweepable_names_are_the_per_learner_hyperparameters():
     with pytest.raises(ValueError, match="not per-learner hyperparameters: batch_size"):
         dqn.hparams(config.TeacherConfig(), 2, batch_size=np.array([8, 16]))
 
+
+
+@pytest.mark.parametrize("activation, dueling", [("relu", False), ("swish", True),
+                                                 ("tanh", False)])
+def test_mlp_is_every_hidden_layer_then_the_head_in_numpy(activation, dueling):
+    """Known reference: flatten, each hidden width as act(x W + b) in turn (two layers of other
+    widths, both used), then the Q head; dueling adds V and subtracts the mean advantage of the
+    real actions. Random nonzero biases, so a layer skipped or an activation swapped shows."""
+    net = networks.QNet("mlp", (2, 3), 4, (5, 7), dueling=dueling, activation=activation,
+                        action_mask=(True, True, True, False))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda x: jnp.asarray(rng.normal(0, 0.8, x.shape), jnp.float32),
+                          networks.init(net, jax.random.PRNGKey(0)))
+    assert sorted(params) == ["dense_0", "dense_1", "q"] + ["value"] * dueling
+    obs = rng.normal(0, 1.5, (6, 2, 3)).astype(np.float32)
+    act = {"relu": lambda u: np.maximum(u, 0.0), "swish": lambda u: u / (1 + np.exp(-u)),
+           "tanh": np.tanh}[activation]
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
+    x = obs.reshape(6, 6).astype(np.float64)
+    for layer in ("dense_0", "dense_1"):
+        x = act(x @ p[layer]["w"] + p[layer]["b"])
+    want = x @ p["q"]["w"] + p["q"]["b"]
+    if dueling:
+        want = x @ p["value"]["w"] + p["value"]["b"] + want - want[:, :3].mean(1, keepdims=True)
+    got = np.asarray(networks.apply(net, params, jnp.asarray(obs)))
+    np.testing.assert_allclose(got[:, :3], want[:, :3], rtol=1e-5, atol=1e-5)
+    assert np.ptp(want[:, :3]) > 1.0  # outputs that differ: a wrong layer would show
