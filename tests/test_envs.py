@@ -105,6 +105,22 @@ def _keydoor_flags(task, actions, start=None):
     return flags
 
 
+def test_keydoor_key_pays_once_however_often_it_is_revisited():
+    # Key (1, 1), door (3, 1), start (1, 2): down onto the key (+1), up, down onto it again
+    # and a no-op on it (0 each: the key is held), then right twice to the door (+1, ends).
+    env, task = envs.make("keydoor"), jnp.array([1, 1, 3, 1], jnp.int32)
+    _, state = envs.reset(env, jax.random.key(3), task)
+    state = state.replace(pos=jnp.array([1, 2], state.pos.dtype))
+    rewards, ends = [], []
+    for i, a in enumerate([DOWN, UP, DOWN, NOOP, RIGHT, RIGHT]):
+        s = envs.step(env, jax.random.key(i), state, jnp.int32(a), task)
+        rewards.append(float(s.reward))
+        ends.append(bool(s.terminated))
+        state = s.state
+    assert rewards == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert ends == [False] * 5 + [True]
+
+
 def test_keydoor_truncates_at_50_steps():
     # The time limit is a truncation (the DQN bootstraps through it), never a termination.
     flags = _keydoor_flags([0, 0, 0, 1], [NOOP] * 50)
