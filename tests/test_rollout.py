@@ -174,6 +174,23 @@ def test_action_rules_respect_mask():
     assert set(np.asarray(explore).tolist()) == {0, 1}
 
 
+def test_uniform_action_and_epsilon_greedy_draw_at_their_known_frequencies():
+    # The random control picks each real action 1/3 of the time (action 1 masked). Epsilon
+    # 0.25 over Q favouring action 3 among the real ones: 3 with 0.75 + 0.25 / 3 = 5/6, 0 and 2
+    # with 1/12 each. (Checking only which actions occur passed a "uniform" sampler with
+    # logits 0, 0.5, 1, 1.5: frequencies 0.12, 0.33, 0.54.) 4 binomial s.d. of 6000 draws:
+    # 0.024 at 1/3, 0.019 at 5/6.
+    mask = jnp.array([True, False, True, True])
+    keys = jax.random.split(jax.random.key(2), 6000)
+    uniform = np.asarray(jax.vmap(lambda k: rollout.uniform_action(k, mask))(keys))
+    np.testing.assert_allclose(np.bincount(uniform, minlength=4) / 6000, [1 / 3, 0, 1 / 3, 1 / 3],
+                               atol=0.024)
+    q = jnp.array([0.0, 9.0, 1.0, 2.0])  # the masked action would win unmasked
+    eps = np.asarray(jax.vmap(lambda k: rollout.epsilon_greedy(k, q, mask, 0.25))(keys))
+    np.testing.assert_allclose(np.bincount(eps, minlength=4) / 6000, [1 / 12, 0, 1 / 12, 5 / 6],
+                               atol=0.019)
+
+
 def test_masked_sample_follows_the_softmax_of_the_real_actions():
     # logits (0, log 3, 5) with the third action masked: P(1) = 3/4, P(0) = 1/4, P(2) = 0 (a
     # sampler that ignored the logits or the mask would give 1/2 or let action 2 through).
