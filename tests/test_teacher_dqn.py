@@ -253,7 +253,8 @@ def test_hard_target_copies_exactly_every_target_period_updates():
     steps = _target_steps(tiny_cfg(target="hard", target_period=period, total_env_steps=200), 60)
     same = lambda a, b: all(np.array_equal(x, y)
                             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-    _, _, prev_target = next(steps)
+    _, params0, prev_target = next(steps)
+    assert same(prev_target, params0)  # the target starts as a copy of the online network
     copies = []
     for u, params, target in steps:
         if u > 0 and u % period == 0:
