@@ -126,7 +126,10 @@ def test_curve_band_contains_mean_and_json_roundtrip():
     e = stats.Estimate(1.5, 0.5, math.inf)
     text = json.dumps(e.to_dict(), allow_nan=False)
     assert stats.estimate_from_dict(json.loads(text)) == e
-    assert stats.estimate_from_dict({"value": None, "lo": None, "hi": None}).value != 0
+    undefined = stats.estimate_from_dict({"value": None, "lo": None, "hi": None})
+    assert all(math.isnan(x) for x in (undefined.value, undefined.lo, undefined.hi))
+    e = stats.Estimate(-2.0, -math.inf, 3.0)  # "-inf" reads back as -inf
+    assert stats.estimate_from_dict(json.loads(json.dumps(e.to_dict(), allow_nan=False))) == e
     assert stats.fmt(math.inf) == "inf" and stats.fmt(math.inf, inf="never") == "never"
     assert stats.fmt(None) == "n/a" and stats.fmt(float("nan")) == "n/a"
 
