@@ -150,6 +150,20 @@ def test_vmap_equals_loop_and_chunks_compose():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b[0]))
 
 
+def test_first_returns_are_the_first_n_episodes_all_whole():
+    # What `climit inspect --eval` reports: Dark Room episodes end at their time limit, so the
+    # scripted walk earns the optimum (18 for goal (5, 6)) in each of the first 3; Key-to-Door's
+    # end early (the door), and each of its first 4 still pays key + door. An unfinished last
+    # episode would be NaN.
+    room, task = envs.make("darkroom"), jnp.array([5, 6], jnp.int32)
+    got = rollout.first_returns(room, walk_to_goal, task, jnp.int32(0), task, jax.random.key(0), 3)
+    np.testing.assert_array_equal(np.asarray(got), [18.0] * 3)
+    keydoor, task = envs.make("keydoor"), jnp.array([1, 7, 6, 2], jnp.int32)
+    got = rollout.first_returns(keydoor, key_then_door, task, jnp.array(False), task,
+                                jax.random.key(1), 4)
+    np.testing.assert_array_equal(np.asarray(got), [2.0] * 4)
+
+
 def test_keys_differ_and_repeat():
     env = envs.make("darkroom")
     act = rollout.random_policy(env.spec.action_mask)
