@@ -450,3 +450,29 @@ def test_summarize_test_compares_the_imitator_with_the_random_policy_by_task_onl
                 ["imitator_vs"]["random"]
                 for r in (random_policy, shuffled))
     assert two["auc_diff"] == pytest.approx(one["auc_diff"], rel=1e-12)
+
+
+def test_summarize_test_describes_the_per_cell_agents_by_task_only():
+    # Each agent's own intervals (AUC, initial, final, and the gain that "the DQN improves"
+    # reads) resample the DQN's and the random policy's rows as per-cell learners: they are
+    # describe(crossed=False)'s, and relabelling those rows within each task changes none of
+    # them. The imitator's rows are seeds: describe(crossed=True). (Describing every agent as
+    # crossed passed this file and test_report.py.)
+    rng, grid = np.random.default_rng(5), np.arange(1, 11)
+    curves = {"imitator": 5 + rng.normal(0, 1.0, (3, 6, 10)),
+              "dqn": 6 + rng.normal(0, 2.0, (4, 6, 1)) + np.linspace(0, 3, 10),
+              "random": rng.normal(0, 2.0, (3, 6, 1)) + np.zeros((1, 1, 10))}
+    relabel = lambda c: np.stack([c[rng.permutation(len(c)), k]  # noqa: E731
+                                  for k in range(c.shape[1])], axis=1)
+    one = stats.summarize_test(curves, grid, n_boot=200)["agents"]
+    two = stats.summarize_test({**curves, "dqn": relabel(curves["dqn"]),
+                                "random": relabel(curves["random"])}, grid, n_boot=200)["agents"]
+    for name in curves:
+        crossed = name == "imitator"
+        want = stats.describe(curves[name], n_boot=200, crossed=crossed)
+        other = stats.describe(curves[name], n_boot=200, crossed=not crossed)
+        assert want != other, name  # the two readings differ, so the test can fail
+        for m, e in want.items():
+            for got in (one[name][m], two[name][m]):  # equal but for the order of a sum
+                assert (got["value"], got["lo"], got["hi"]) == pytest.approx(
+                    (e.value, e.lo, e.hi), rel=1e-12), (name, m)
