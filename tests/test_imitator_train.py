@@ -820,8 +820,12 @@ def test_one_and_eight_devices_give_the_same_loss_curve(runs, baseline, tmp_path
     assert "DEVICES 8" in out.stdout
     one, eight = records(baseline), records(cfg)
     assert [r["step"] for r in one] == [r["step"] for r in eight]
+    keys = ("loss", "accuracy", "grad_norm", "heldout_loss", "heldout_action_accuracy")
+    # each metric is compared somewhere (a renamed one would skip its check silently)
+    assert all(any(key in a for a in one) for key in keys)
     for a, b in zip(one, eight):
-        for key in ("loss", "accuracy", "grad_norm", "heldout_loss", "heldout_action_accuracy"):
+        assert a.keys() == b.keys(), a["step"]
+        for key in keys:
             if key in a:
                 # float32 reduction order only (measured: 3e-7 relative)
                 np.testing.assert_allclose(b[key], a[key], rtol=1e-5, atol=1e-6, err_msg=key)
@@ -857,7 +861,9 @@ def test_two_processes_give_the_single_device_loss_curve(runs, baseline, tmp_pat
     one = records(baseline)
     two = records(make_cfg(runs, "hosts2", *SHORT))
     assert [r["step"] for r in one] == [r["step"] for r in two]
+    assert all(any(key in a for a in one) for key in ("loss", "heldout_loss"))
     for a, b in zip(one, two):
+        assert a.keys() == b.keys(), a["step"]
         for key in ("loss", "heldout_loss"):
             if key in a:
                 # float32 reduction order only (measured: 3e-7 relative)
