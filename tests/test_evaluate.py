@@ -616,15 +616,21 @@ def test_fresh_dqns_of_a_task_do_not_depend_on_how_many_tasks_are_evaluated():
                              "teacher.batch_size=16", "teacher.learning_starts=100",
                              "teacher.eps_decay_steps=300", "teacher.chunk_steps=200"])
     env = envs.make("darkroom")
-    tasks = envs.all_tasks("darkroom", "heldout")[:3]
+    # Goals at and next to the start cell: a learner that explores is paid often, so returns
+    # tell learners apart (goals far away pay nothing in 400 steps: zeros match any key).
+    tasks = np.array([[4, 4], [3, 3], [5, 5]], np.int32)
+    assert {tuple(t) for t in tasks.tolist()} <= {tuple(t) for t in
+                                                  envs.all_tasks("darkroom", "heldout").tolist()}
     key = jax.random.key(4)
     ep2 = evaluate.dqn_episodes(cfg, env, tasks[:2], key, 400, False)
     ep3 = evaluate.dqn_episodes(cfg, env, tasks, key, 400, False)
     # rows g = r * K + k: (r, k) for k < 2 in both
     rows2, rows3 = ([r * 2 + k for r in range(2) for k in range(2)],
                     [r * 3 + k for r in range(2) for k in range(2)])
+    assert (ep3.returns[rows3] > 0).any(axis=1).all()  # every compared learner was paid
     np.testing.assert_array_equal(ep2.returns[rows2], ep3.returns[rows3])
     assert not np.array_equal(ep3.returns[0], ep3.returns[3])  # seeds differ on one task
+    assert not np.array_equal(ep3.returns[0], ep3.returns[1])  # and tasks for one seed
 
 
 def test_run_seed_reaches_the_evaluation():
