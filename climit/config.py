@@ -677,10 +677,11 @@ TEACHER_STORAGE_FIELDS = ("checkpoint_every", "keep_checkpoints")
 
 def teacher_identity(teacher: "TeacherConfig | dict") -> dict:
     """The teacher section as fingerprints and resume checks compare it (neutral fields out,
-    storage fields at their defaults)."""
+    storage fields at their defaults, fields added since at the default they came with out)."""
     d = to_dict(teacher) if dataclasses.is_dataclass(teacher) else dict(teacher)
     d.update({k: getattr(TeacherConfig, k) for k in TEACHER_STORAGE_FIELDS if k in d})
-    return {k: v for k, v in d.items() if k not in TEACHER_NEUTRAL_FIELDS}
+    return section_identity(TeacherConfig, {k: v for k, v in d.items()
+                                            if k not in TEACHER_NEUTRAL_FIELDS})
 
 
 def config_diff(saved: dict, now: dict) -> list[str]:
@@ -700,16 +701,23 @@ def config_diff(saved: dict, now: dict) -> list[str]:
 
 
 # Fields added after runs were recorded, with the default they were added at: a section's field
-# at that default stays out of every fingerprint, so artifacts made before the field existed
-# still match the config that made them (a value other than the default is fingerprinted).
+# at that default stays out of every fingerprint and resume check, so artifacts made before the
+# field existed still match the config that made them (a value other than the default counts).
+# A new field of a fingerprinted section goes here, or every earlier run trains again: the
+# fingerprints of the default config are pinned by a test that says so.
 ADDED_FIELDS: dict[type, dict[str, Any]] = {EvalConfig: {"transfer_tasks": 0}}
+
+
+def section_identity(cls: type, section: dict) -> dict:
+    """A section (a dict of ``cls``'s fields) without the fields added since at their default."""
+    added = ADDED_FIELDS.get(cls, {})
+    return {k: v for k, v in section.items() if k not in added or v != added[k]}
 
 
 def _fingerprinted(part: Any) -> Any:
     if not dataclasses.is_dataclass(part):
         return part
-    added = ADDED_FIELDS.get(type(part), {})
-    return {k: v for k, v in to_dict(part).items() if k not in added or v != added[k]}
+    return section_identity(type(part), to_dict(part))
 
 
 def fingerprint(*parts: Any) -> str:

@@ -344,6 +344,39 @@ def test_fingerprints_leave_out_storage_fields_and_added_fields_at_their_default
     assert C.fingerprint(C.load(None, ["eval.transfer_tasks=3"]).eval) != C.fingerprint(base.eval)
 
 
+def test_a_teacher_or_histories_field_added_at_its_default_changes_no_earlier_run(monkeypatch):
+    # The teacher and histories sections reach fingerprints and resume checks as plain dicts:
+    # a field registered in ADDED_FIELDS must drop out there too, or every earlier run (whose
+    # stored config lacks it) trains again and an interrupted teacher refuses to resume.
+    from climit.teacher import train as teacher_train
+
+    monkeypatch.setitem(C.ADDED_FIELDS, C.TeacherConfig, {"double": True})
+    monkeypatch.setitem(C.ADDED_FIELDS, C.HistoriesConfig, {"record_q": True})
+    now = C.to_dict(C.load())
+    before = {**now, "teacher": {k: v for k, v in now["teacher"].items() if k != "double"},
+              "histories": {k: v for k, v in now["histories"].items() if k != "record_q"}}
+    assert C.teacher_identity(before["teacher"]) == C.teacher_identity(now["teacher"])
+    assert teacher_train._config_diff(before, now) == []
+    other = C.to_dict(C.load(None, ["teacher.double=false", "histories.record_q=false"]))
+    assert teacher_train._config_diff(before, other) == [
+        "histories.record_q: None -> False", "teacher.double: None -> False"]
+
+
+def test_the_default_configs_fingerprints_are_pinned():
+    # Every run made with the defaults is found again by these: a change here retrains (or
+    # refuses to resume) every earlier run. A new field of a fingerprinted section belongs in
+    # config.ADDED_FIELDS with its default; change a pin only for a deliberate change of what
+    # the stage computes (then say so in the commit).
+    from climit import evaluate
+    from climit.imitator import train as imitator_train
+    from climit.teacher import train as teacher_train
+
+    cfg = C.load()
+    assert teacher_train.fingerprint(cfg) == "287564e372b43dd8"
+    assert imitator_train.fingerprint(cfg) == "2d8e715e520cf386"
+    assert evaluate.fingerprint(cfg) == "82e33c08e05af623"
+
+
 def test_a_cycle_of_presets_an_extends_that_is_no_path_and_an_empty_key_part_are_named(tmp_path):
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")

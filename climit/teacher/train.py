@@ -358,7 +358,8 @@ def _teacher_sections(cfg_dict: dict) -> dict:
     raw = {"run.seed": cfg_dict.get("run", {}).get("seed"),
            "env": {k: env.get(k) for k in ENV_FIELDS},
            "teacher": config_lib.teacher_identity(cfg_dict.get("teacher", {})),
-           "histories": cfg_dict.get("histories", {})}
+           "histories": config_lib.section_identity(config_lib.HistoriesConfig,
+                                                    cfg_dict.get("histories", {}))}
     return json.loads(json.dumps(raw, sort_keys=True))
 
 
