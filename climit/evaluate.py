@@ -351,22 +351,30 @@ def _horizon_strides(episode_len: int, horizon: int, factor: int, points: int) -
             int(grid(episode_len, steps, points)[0]))
 
 
+def _grid_ok(episode_len: int, horizon: int, factor: int, points: int) -> bool:
+    """Test (b)'s grid keeps a stride up to twice the one asked for with this H (a multiple of
+    the episode length). grid() takes the next divisor of H's episode count, up to the count
+    itself when it is prime: one grid point up to H, where the DQN's gain before H reads 0 and
+    test (b) can never fail."""
+    got, asked = _horizon_strides(episode_len, horizon, factor, points)
+    return got <= 2 * asked
+
+
+def _nearest_horizon(episode_len: int, horizon: int, factor: int, points: int) -> int:
+    """The H nearest ``horizon`` that is a whole number of episodes and passes
+    :func:`_grid_ok` (the smaller of two as near): what an error about H suggests."""
+    units = max(1, round(horizon / episode_len))
+    return next(episode_len * u for d in range(units + 1) for u in (units - d, units + d)
+                if u >= 1 and _grid_ok(episode_len, episode_len * u, factor, points))
+
+
 def _check_horizon_grid(episode_len: int, horizon: int, factor: int, points: int) -> None:
-    """ConfigError for an H whose episode count no stride near the requested one divides.
-
-    grid() then takes the next divisor, up to the count itself when it is prime: one grid
-    point up to H, where the DQN's gain before H reads 0 and test (b) can never fail. A stride
-    up to twice the one asked for is accepted.
-    """
-    def ok(h: int) -> bool:
-        got, asked = _horizon_strides(episode_len, h, factor, points)
-        return got <= 2 * asked
-
-    if ok(horizon):
+    """ConfigError for an H whose episode count no stride near the requested one divides
+    (:func:`_grid_ok`)."""
+    if _grid_ok(episode_len, horizon, factor, points):
         return
     units = horizon // episode_len
-    near = next(episode_len * u for d in range(1, units) for u in (units - d, units + d)
-                if ok(episode_len * u))
+    near = _nearest_horizon(episode_len, horizon, factor, points)
     stride, asked = _horizon_strides(episode_len, horizon, factor, points)
     raise ConfigError("eval.horizon", f"H = {horizon} env steps ({units} episodes) leaves test "
                       f"(b)'s curves a grid point every {stride} env steps, {horizon // stride} up "
@@ -406,10 +414,11 @@ def plan(cfg: ExperimentConfig) -> Plan:
     if horizon % spec.episode_len:
         # Test (b)'s curves need a grid point at H (evaluate.grid), so that no bin after H holds
         # episodes that ended before it; the grid's points are whole episode lengths.
-        near = max(spec.episode_len, round(horizon / spec.episode_len) * spec.episode_len)
+        near = _nearest_horizon(spec.episode_len, horizon, ev.horizon_factor, ev.curve_points)
         raise ConfigError("eval.horizon", f"H = {horizon} env steps is not a multiple of the "
                           f"{cfg.env.name} episode length ({spec.episode_len}); set "
-                          f"eval.horizon={near} (or eval.env_steps to 10x that)")
+                          f"eval.horizon={near} (or eval.env_steps to {ev.horizon_factor}x "
+                          f"that)")
     _check_horizon_grid(spec.episode_len, horizon, ev.horizon_factor, ev.curve_points)
     if horizon > cfg.teacher.total_env_steps:
         raise ConfigError("eval.horizon", f"H = {horizon} exceeds the teacher's "

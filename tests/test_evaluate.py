@@ -369,6 +369,12 @@ def test_plan_resolves_and_rejects():
                        r"set eval.horizon=2000 \(or eval.env_steps to 10x that\)"):
         evaluate.plan(prime)
     evaluate.plan(dataclasses.replace(prime, eval=dataclasses.replace(prime.eval, horizon=2000)))
+    # H = 2015 between two episode ends: the nearest multiple, 2020, fails the grid check
+    # above, so the error suggests the H that passes both (following it must work).
+    with pytest.raises(ConfigError, match=r"H = 2015 env steps is not a multiple of the darkroom "
+                       r"episode length \(20\); set eval.horizon=2000 "):
+        evaluate.plan(dataclasses.replace(prime,
+                                          eval=dataclasses.replace(prime.eval, horizon=2015)))
     # What the imitate stage would find only after the teacher trained: caught before any work.
     whole = dataclasses.replace(cfg.imitator, context_len=1001)  # x 2 windows > all 2000 steps
     with pytest.raises(ConfigError, match=r"per history the imitator learns from \(all 2000 env "
