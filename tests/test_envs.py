@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from climit import envs
-from climit.envs import gridworlds
 
 UP, DOWN, LEFT, RIGHT, NOOP = 0, 1, 2, 3, 4
 
@@ -35,7 +34,7 @@ def test_darkroom_hand_worked_trajectory():
     assert positions[:3] == [(4, 5), (4, 6), (5, 6)]
     rewards = np.array([float(s.reward) for s in steps])
     np.testing.assert_array_equal(rewards, [0, 0] + [1] * 18)
-    assert rewards.sum() == gridworlds.darkroom_optimal_return(goal) == 18
+    assert rewards.sum() == envs.make("darkroom").gym.optimal_return(goal) == 18
     # Truncation at step 20, never termination; then the env resets to the centre.
     assert [bool(s.truncated) for s in steps] == [False] * 19 + [True]
     assert not any(bool(s.terminated) for s in steps)
@@ -59,7 +58,7 @@ def test_darkroom_optimal_return_is_achieved_by_greedy_walk(goal):
     actions = [RIGHT if dx > 0 else LEFT] * abs(dx) + [UP if dy > 0 else DOWN] * abs(dy)
     actions += [NOOP] * (20 - len(actions))
     _, steps = run_actions("darkroom", goal, actions)
-    assert sum(float(s.reward) for s in steps) == gridworlds.darkroom_optimal_return(goal)
+    assert sum(float(s.reward) for s in steps) == envs.make("darkroom").gym.optimal_return(goal)
 
 
 def test_darkroom_hard_rewards_once():
@@ -377,3 +376,19 @@ def test_every_environment_enumerates_its_own_tasks(name, n, k):
     elif k:
         assert tasks[:3].tolist() == [[0, 0], [0, 1], [0, 2]]
         assert tasks.max() == {"darkroom": 8, "darkroom_hard": 16}[name]
+
+
+@pytest.mark.parametrize("name, goal, want", [
+    ("darkroom", (4, 4), 20.0), ("darkroom", (0, 0), 13.0), ("darkroom", (8, 3), 16.0),
+    ("darkroom_hard", (0, 0), 1.0), ("darkroom_hard", (16, 16), 1.0),
+    ("darkroom_hard", (8, 8), 1.0)])
+def test_each_dark_rooms_optimal_return_is_what_walking_there_earns(name, goal, want):
+    # The optimum is the room's own (its size, time limit and reward rule): walk x then y from
+    # the centre, then stay; Dark Room Hard (17x17, 50 steps, sparse) pays once however near.
+    env = envs.make(name)
+    c = env.gym.size // 2
+    dx, dy = goal[0] - c, goal[1] - c
+    actions = [RIGHT if dx > 0 else LEFT] * abs(dx) + [UP if dy > 0 else DOWN] * abs(dy)
+    actions += [NOOP] * (env.spec.episode_len - len(actions))
+    _, steps = run_actions(name, goal, actions)
+    assert sum(float(s.reward) for s in steps) == env.gym.optimal_return(goal) == want

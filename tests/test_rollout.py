@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from climit import envs, rollout
-from climit.envs import gridworlds
 
 
 def walk_to_goal(goal_2, carry, inp, key):
@@ -30,7 +29,7 @@ def test_scripted_policy_gets_optimal_return_every_episode(goal):
     ep = rollout.episode_returns(traj.reward, traj.done, max_episodes=8)
     assert ep.valid.tolist() == [True] * 6 + [False] * 2
     np.testing.assert_array_equal(np.asarray(ep.returns[:6]),
-                                  gridworlds.darkroom_optimal_return(goal))
+                                  envs.make("darkroom").gym.optimal_return(goal))
     assert ep.lengths[:6].tolist() == [20] * 6
     assert ep.end_step[:6].tolist() == [20 * (i + 1) for i in range(6)]
     assert np.isnan(np.asarray(ep.returns[6:])).all()
@@ -229,7 +228,7 @@ def test_q_policy_greedy_on_darkroom():
     _, traj = rollout.rollout(env, act, (goal, 0.0), (), goal, jax.random.key(0), 40)
     ep = rollout.episode_returns(traj.reward, traj.done, 2)
     np.testing.assert_array_equal(np.asarray(ep.returns),
-                                  gridworlds.darkroom_optimal_return((7, 2)))
+                                  envs.make("darkroom").gym.optimal_return((7, 2)))
 
 
 def test_every_draw_of_a_rollout_gets_a_key_of_its_own(monkeypatch):

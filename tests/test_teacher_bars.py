@@ -6,7 +6,6 @@ import jax
 import numpy as np
 
 from climit import config, envs
-from climit.envs import gridworlds
 from climit.teacher import train
 
 
@@ -19,5 +18,5 @@ def test_darkroom_preset_reaches_90_percent_of_optimal_on_hard_goals():
     res = train.train_learners(cfg.teacher, env, goals, keys)
     returns = train.evaluate_greedy(cfg.teacher, env, res.params_G, goals,
                                     jax.random.PRNGKey(12), 2)
-    optimal = np.array([gridworlds.darkroom_optimal_return(tuple(g)) for g in goals])
+    optimal = np.array([envs.make("darkroom").gym.optimal_return(tuple(g)) for g in goals])
     assert (returns >= 0.9 * optimal).all(), list(zip(goals.tolist(), returns, optimal))

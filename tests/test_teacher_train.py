@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from climit import checkpoint, cli, config, envs, histories, parallel, stopping
-from climit.envs import gridworlds
 from climit.errors import ArtifactError, ClimitError, TrainingDiverged
 from climit.metrics import read_jsonl
 from climit.teacher import dqn, networks, train
@@ -1109,7 +1108,7 @@ def test_greedy_evaluation_runs_each_learner_greedily_on_its_own_task():
     params_G = jax.tree.map(lambda x: jnp.stack([x, x]), zero)
     params_G["q"]["b"] = prefer
     tasks_GxK = np.array([[4, 4], [4, 8]], np.int32)
-    want = [gridworlds.darkroom_optimal_return((4, 4)), gridworlds.darkroom_optimal_return((4, 8))]
+    want = [env.gym.optimal_return((4, 4)), env.gym.optimal_return((4, 8))]
     assert want == [20.0, 17.0]
     got = train.evaluate_greedy(tcfg, env, params_G, tasks_GxK, jax.random.PRNGKey(1), episodes=3)
     np.testing.assert_array_equal(got, want)

@@ -86,6 +86,20 @@ class DarkRoom(_Grid, environment.Environment[RoomState, RoomParams]):
     def with_task(self, params: RoomParams, task_K: jax.Array) -> RoomParams:
         return params.replace(goal=task_K[:2])
 
+    def optimal_return(self, goal_xy: tuple[int, int]) -> float:
+        """Best achievable return of an episode from the centre: walk the Manhattan distance d,
+        then stay. Dense: reward comes on every step that *ends* on the goal, so a goal at
+        distance d >= 1 pays on steps d..T (T - d + 1 rewards) and one at the centre on all T
+        steps (no-op). Sparse: 1, the first step that ends on the goal. 0 past the time limit.
+        """
+        c = self.size // 2
+        d = abs(goal_xy[0] - c) + abs(goal_xy[1] - c)
+        if d > self.episode_len:
+            return 0.0
+        if self.sparse:
+            return 1.0
+        return float(self.episode_len if d == 0 else self.episode_len - d + 1)
+
     def step_env(self, key, state: RoomState, action, params: RoomParams):
         pos = _move(state.pos, action, self.size)
         on_goal = jnp.all(pos == params.goal)
@@ -161,18 +175,3 @@ class KeyDoor(_Grid, environment.Environment[KeyDoorState, KeyDoorParams]):
     def name(self) -> str:
         return "KeyDoor"
 
-
-def darkroom_optimal_return(goal_xy: tuple[int, int], size: int = 9, episode_len: int = 20,
-                            sparse: bool = False) -> float:
-    """Best achievable return from the centre: walk the Manhattan distance d, then stay.
-
-    Reward comes on every step that *ends* on the goal, so a goal at distance d >= 1 pays on
-    steps d..T (T - d + 1 rewards); a goal at the centre pays on all T steps (no-op).
-    """
-    c = size // 2
-    d = abs(goal_xy[0] - c) + abs(goal_xy[1] - c)
-    if d > episode_len:
-        return 0.0
-    if sparse:
-        return 1.0  # one reward, the first step that ends on the goal
-    return float(episode_len if d == 0 else episode_len - d + 1)
