@@ -723,7 +723,8 @@ def markdown(results: dict[str, Any]) -> str:
         "AUC = mean return over the window's env steps; initial = the window's first point (the "
         "episodes that ended by then); final = mean over its last "
         f"{int(round(100 * setting(results, 'final_frac')))}%; gain = final - initial; "
-        "steps-to-80% ratio > 1 means slower than the DQN ('never': not reached).",
+        "steps-to-80% ratio > 1 means slower than the DQN ('never': not reached)."
+        + _ablation_sentence(results),
         "",
         *_subsample_lines(results),
     ]
@@ -731,6 +732,23 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _test_section(key, results)
     lines += imitator_section(results.get("imitators", {}))
     return "\n".join(lines)
+
+
+ABLATIONS = {  # eval.ablation -> what its control is (the report's agents say "context-ablated")
+    "single_episode": "attends only within the current episode, so it cannot carry over what "
+                      "earlier episodes showed",
+    "shuffled": "learned from histories whose episodes were shuffled, so their order held no "
+                "learning progress to follow",
+}
+
+
+def _ablation_sentence(results: dict[str, Any]) -> str:
+    """' The context-ablated control ...' for the evaluation's eval.ablation ('' for results
+    written before it was recorded)."""
+    kind = results.get("ablation")
+    if kind not in ABLATIONS:
+        return ""
+    return f" The context-ablated imitator (eval.ablation: {kind}) {ABLATIONS[kind]}."
 
 
 def _heldout_sentence(results: dict[str, Any]) -> str:

@@ -765,3 +765,21 @@ def test_only_test_b_controls_recorded_as_full_history_are_not_comparable():
     assert report.full_history_controls("b", {"controls_trained_to_h": False}) is True
     assert report.full_history_controls("b", {}) is False
     assert report.full_history_controls("a", {"controls_trained_to_h": False}) is False
+
+
+def test_the_report_says_which_ablation_the_context_ablated_control_is(tmp_path):
+    # Every eval.ablation the config accepts is described; results from before the field was
+    # recorded get no sentence rather than a guess.
+    import typing
+
+    from climit import config
+
+    allowed = typing.get_args(typing.get_type_hints(config.EvalConfig)["ablation"])
+    assert set(report.ABLATIONS) == set(allowed)
+    results, _ = synthetic_eval(tmp_path)
+    for kind in allowed:
+        md = report.markdown({**results, "ablation": kind})
+        assert f"The context-ablated imitator (eval.ablation: {kind}) {report.ABLATIONS[kind]}." \
+            in md
+    md = report.markdown({k: v for k, v in results.items() if k != "ablation"})
+    assert "eval.ablation" not in md
