@@ -388,3 +388,14 @@ def test_a_cycle_of_presets_an_extends_that_is_no_path_and_an_empty_key_part_are
     for override in ("teacher.=1", "teacher..lr=1"):
         with pytest.raises(C.ConfigError, match="an override key must be section.key"):
             C.load(None, [override])
+
+
+def test_every_ablation_the_evaluation_accepts_is_an_imitator_variant():
+    # eval.ablation names the imitator variant trained as the context-ablated control: a name
+    # that is no variant would pass the config and fail only when its imitator is trained.
+    import typing
+
+    hints = lambda cls: typing.get_type_hints(cls)  # noqa: E731
+    ablations = set(typing.get_args(hints(C.EvalConfig)["ablation"]))
+    variants = set(typing.get_args(hints(C.ImitatorConfig)["variant"]))
+    assert ablations and ablations <= variants - {"ad", "ed"}
