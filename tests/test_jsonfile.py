@@ -1,6 +1,7 @@
 """climit.jsonfile: a JSON object from disk, or a clear error (or {} where damage means "redo")."""
 
 import os
+import stat
 
 import pytest
 
@@ -45,3 +46,51 @@ def test_a_write_that_fails_before_its_rename_leaves_the_old_file(tmp_path, monk
         jsonfile.write_atomic(path, b'{"new": 2}')
     monkeypatch.undo()
     assert path.read_bytes() == b'{"old": 1}'
+
+
+def _is_dir(fd):
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+def test_a_write_replaces_the_file_synced_before_and_after_its_rename(tmp_path, monkeypatch):
+    # The data is on disk (flushed, then synced) before the rename makes it the file, and the
+    # directory is synced after it: a machine that goes down keeps the old file or the new one.
+    path = tmp_path / "summary.json"
+    path.write_bytes(b'{"old": 1}')
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", _is_dir(fd) or os.fstat(fd).st_size))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    jsonfile.write_atomic(path, b'{"new": 22}')
+    monkeypatch.undo()
+    assert events == [("fsync", 11), ("replace", "summary.json"), ("fsync", True)]
+    assert jsonfile.read(path) == {"new": 22}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no temporary left
+
+
+def test_two_writers_at_once_each_rename_their_own_whole_file(tmp_path, monkeypatch):
+    # Two processes replacing one file at the same moment: each writes its own temporary, so
+    # neither truncates the other's or renames it away; the file is one of the two, whole.
+    path = tmp_path / "results.json"
+    real_fsync, pids, inner = os.fsync, iter([1001, 1002]), []
+
+    def fsync(fd):
+        if not inner and not _is_dir(fd):  # the first writer's sync
+            inner.append(1)
+            jsonfile.write_atomic(path, b'{"writer": 2}')  # the second writes meanwhile
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "getpid", lambda: next(pids, 1001))
+    monkeypatch.setattr(os, "fsync", fsync)
+    jsonfile.write_atomic(path, b'{"writer": 1}')
+    monkeypatch.undo()
+    assert jsonfile.read(path) == {"writer": 1}  # renamed last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
