@@ -143,3 +143,35 @@ def test_a_damaged_stretch_mid_file_is_named_by_its_first_line(tmp_path):
     with pytest.raises(ArtifactError, match=r"line 2 is not a JSON record, and records follow it "
                                             r"\(line 4\)"):
         read_jsonl(path)
+
+
+def test_a_logged_record_is_in_the_file_before_the_logger_closes(tmp_path):
+    # A process killed mid-stage (no close) keeps every record it logged.
+    path = tmp_path / "metrics.jsonl"
+    log = MetricsLogger(path)
+    log.log({"step": 1, "loss": 0.5})
+    assert read_jsonl(path) == [{"step": 1, "loss": 0.5}]
+    log.close()
+
+
+def test_scalars_become_plain_json_and_a_record_needs_a_step(tmp_path):
+    import jax.numpy as jnp
+    import numpy as np
+
+    path = tmp_path / "metrics.jsonl"
+    with MetricsLogger(path) as log:
+        log.log({"step": jnp.int32(3), "loss": jnp.float32(0.5), "acc": np.array(0.25),
+                 "n": np.int64(7), "up": float("inf"), "down": -float("inf")})
+        with pytest.raises(ValueError, match="needs a 'step'"):
+            log.log({"loss": 1.0})
+    # strict JSON (no Infinity/NaN tokens): infinities are kept as strings
+    text = path.read_text()
+    record = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON token {c}"))
+    assert record == {"step": 3, "loss": 0.5, "acc": 0.25, "n": 7, "up": "inf", "down": "-inf"}
+    assert text.count("\n") == 1  # the refused record wrote nothing
+
+
+def test_a_line_of_spaces_mid_file_is_blank_not_damage(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n   \t\n{"step": 2}\n')
+    assert [r["step"] for r in read_jsonl(path)] == [1, 2]
