@@ -65,3 +65,14 @@ def test_a_cells_key_is_its_row_and_column_alone():
     assert chosen == [large[3], large[1]]
     flat = {tuple(c) for row in large for c in row}
     assert len(flat) == 4 * 5
+
+
+def test_the_numpy_salts_are_pinned_and_apart():
+    # The host streams (held-out split, episode shuffles, held-out batches) are seeded with
+    # these salts: a salt that moves reorders every imitator's data without any JAX key moving,
+    # and two equal salts would draw the same numbers for two streams.
+    salts = (keys.HELDOUT_STREAMS, keys.SHUFFLED_EPISODES, keys.HELDOUT_BATCHES)
+    assert salts == (0x4E1D, 0x5A0F, 0x7E57)
+    jax_folds = (keys.TEACHER_TASKS, keys.TEACHER_LEARNERS, keys.TEACHER_EVAL, keys.IMITATOR,
+                 keys.EVALUATION, keys.INSPECT_EVAL)
+    assert len(set(salts)) == 3 and len(set(jax_folds)) == 6
