@@ -165,3 +165,13 @@ def test_a_stop_is_a_clear_error_that_says_how_to_resume():
     assert str(err) == ("stopped (SIGTERM): the teacher at env step 600 of 1200 per learner; run "
                         "the same command again to resume")
     assert stopping.EXIT_CODE == 75
+
+
+def test_the_time_limit_is_reached_at_its_deadline_not_after(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    with stopping.watch(time_limit_s=30):
+        now[0] = 129.5
+        assert stopping.requested() is None
+        now[0] = 130.0
+        assert stopping.requested() == "time limit"
