@@ -169,6 +169,25 @@ def test_a_damaged_summary_or_results_file_reruns_its_stage(tmp_path, fake_stage
         "teach": "done", "imitate": "done", "evaluate": "done", "report": "done"}
 
 
+def test_a_kill_between_a_new_evaluation_and_its_report_rebuilds_the_report(tmp_path,
+                                                                            fake_stages):
+    # A finished run, then one with another eval setting killed right after its evaluation:
+    # the report beside the new results still describes the old evaluation. The resume skips
+    # the evaluation and must not skip the report because a summary.json exists.
+    _, cfg = tiny_config(tmp_path)
+    pipeline.run(cfg, progress=False, log=lambda m: None)
+    _, cfg2 = tiny_config(tmp_path, "eval.bootstrap=60")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(cfg2, progress=False, log=lambda m: None, stop_after="evaluate")
+    assert pipeline.stage_status(cfg2) == {"teach": True, "imitate": True, "evaluate": True,
+                                           "report": False}
+    out = pipeline.run(cfg2, progress=False, log=lambda m: None)
+    assert {k: out[k] for k in pipeline.STAGES} == {
+        "teach": "skipped", "imitate": "skipped", "evaluate": "skipped", "report": "done"}
+    assert out["summary"]["fingerprint"] == evaluate.fingerprint(cfg2)
+    assert len(fake_stages["evaluate"]) == 2
+
+
 def test_climit_evaluate_alone_keeps_the_report_and_config_yaml_current(tmp_path, fake_stages):
     # A finished `climit run`, then the evaluation alone with another eval setting: the report
     # and config.yaml beside it describe the new evaluation, and the replacement is said.
