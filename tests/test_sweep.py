@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from climit import cli, evaluate, report, stats, sweep
+from climit import cli, config, evaluate, pipeline, report, stats, sweep
+from climit.errors import ClimitError
 
 TINY = """
 env: {train_tasks: 4, transfer: ''}
@@ -197,3 +198,38 @@ def test_two_grid_axes_make_every_combination(base):
     assert [p.config.run.name for p in pts] == [
         "tiny-context_len=20-n_layers=1", "tiny-context_len=20-n_layers=2",
         "tiny-context_len=40-n_layers=1", "tiny-context_len=40-n_layers=2"]
+
+
+def test_a_lists_values_name_a_run_without_brackets_or_spaces(base):
+    path, over = base
+    pts = sweep.points(str(path), over, ["teacher.hidden=[64, 64],[128,128]"])
+    assert [p.config.run.name for p in pts] == ["tiny-hidden=64x64", "tiny-hidden=128x128"]
+
+
+def test_two_configs_that_map_to_one_run_name_are_refused(base):
+    # A run name is one directory name: '/' (like any character outside [A-Za-z0-9=._-])
+    # becomes '_', and so two different points would share one name.
+    path, over = base
+    with pytest.raises(ClimitError, match="two grid points map to the same run name"):
+        sweep.points(str(path), over, [f"run.runs_dir={path.parent}/a/b,{path.parent}/a_b"])
+
+
+def test_the_sweep_names_its_runs_itself():
+    with pytest.raises(config.ConfigError, match="run.name: is set by the sweep"):
+        sweep.parse_grid(["imitator.context_len=20,40", "run.name=a,b"])
+
+
+def test_a_point_that_trained_its_own_teacher_keeps_it(base, fake_stages):
+    # The second point was run on its own before the sweep: its teacher is a directory, kept as
+    # it is (not replaced by a link, not an error), and the third point links to the first
+    # point's teacher, the first one the sweep finished.
+    path, over = base
+    pts = sweep.points(str(path), over, ["imitator.n_layers=1,2,3"])
+    pipeline.run(pts[1].config, progress=False, log=lambda m: None)
+    results = sweep.run_all(str(path), pts, log=lambda m: None)
+    assert [r["teach"] for r in results] == ["done", "skipped", "skipped"]
+    assert fake_stages["teach"] == ["tiny-n_layers=2", "tiny-n_layers=1"]
+    runs = path.parent / "runs"
+    assert not (runs / "tiny-n_layers=2" / "teacher").is_symlink()
+    assert (os.readlink(runs / "tiny-n_layers=3" / "teacher")
+            == os.path.join("..", "tiny-n_layers=1", "teacher"))
