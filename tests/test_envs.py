@@ -383,3 +383,21 @@ def test_each_dark_rooms_optimal_return_is_what_walking_there_earns(name, goal, 
     actions += [NOOP] * (env.spec.episode_len - len(actions))
     _, steps = run_actions(name, goal, actions)
     assert sum(float(s.reward) for s in steps) == env.gym.optimal_return(goal) == want
+
+
+def test_more_tasks_from_the_same_key_keep_the_ones_fewer_drew():
+    # One random order per key, cut at n: a run with more evaluation tasks (or teacher tasks)
+    # meets the same first ones, so its results extend a smaller run's rather than replace them.
+    key = jax.random.key(3)
+    five = envs.sample_tasks("darkroom", key, 5, "heldout")
+    all_17 = envs.sample_tasks("darkroom", key, 17, "heldout")
+    assert five.tolist() == all_17[:5].tolist()
+
+
+def test_an_observation_larger_than_its_interface_is_refused():
+    import dataclasses
+
+    spec = dataclasses.replace(envs.spec("CartPole-v1"), native_obs_shape=(7,))
+    with pytest.raises(ValueError, match=r"CartPole-v1: observation \(7,\) does not fit "
+                                         r"interface \(6,\)"):
+        envs.to_interface(spec, jnp.zeros(7))
