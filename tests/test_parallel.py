@@ -113,3 +113,42 @@ def test_teacher_learners_are_split_over_the_devices_not_copied(tmp_path):
     want = {"w": [4, 4, [2, 3]], "t": [4, 4, []], "updates": [4, 4, []], "tasks": [4, 4, [2, 2]],
             **{f: [4, 4, [2]] for f in ("lr", "gamma", "eps_end", "eps_decay_steps", "tau")}}
     assert got == want
+
+
+def test_single_process_collectives_are_the_local_answer(monkeypatch):
+    # One process: on_primary runs fn and raises its own error, everywhere is the flag itself,
+    # primary_bytes clips a negative measurement to 0.
+    import pytest
+
+    from climit import parallel
+
+    assert parallel.on_primary(lambda: "opened", "opening the logger") == "opened"
+
+    def full():
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        parallel.on_primary(full, "opening the logger")
+    assert parallel.everywhere(True) is True and parallel.everywhere(False) is False
+    monkeypatch.setattr(parallel, "_primary_int32", int)
+    assert parallel.primary_bytes(-5) == 0
+
+
+def test_check_divisible_and_cpu_memory_per_device(monkeypatch):
+    import jax
+    import pytest
+
+    from climit import parallel
+    from climit.errors import ClimitError
+
+    monkeypatch.setattr(jax, "device_count", lambda *a: 4)
+    parallel.check_divisible(8, "imitator.batch_size")
+    with pytest.raises(ClimitError, match="imitator.batch_size = 6 is not divisible by the 4 "
+                                          "devices; choose a multiple of 4"):
+        parallel.check_divisible(6, "imitator.batch_size")
+    # CPU devices share the host's memory: 4 local devices of a 4096 x 1000-byte host.
+    assert jax.local_devices()[0].platform == "cpu"
+    monkeypatch.setattr(jax, "local_device_count", lambda *a: 4)
+    monkeypatch.setattr(parallel.os, "sysconf",
+                        {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 1000}.__getitem__)
+    assert parallel.device_memory() == (1_024_000, "host memory (CPU devices share it)")
