@@ -470,6 +470,24 @@ def test_replay_samples_every_row_of_a_full_wrapped_buffer():
     np.testing.assert_array_equal(batch.next_obs_BxO[:, 0], batch.action_B + 1)
 
 
+def test_replay_keeps_every_field_of_a_transition_in_its_row():
+    # Transition n: obs n, action n, reward n / 3, next obs n + 1, terminated iff n is even;
+    # 7 numbers into 4 rows (the write of 3..6 wraps). Every sampled field belongs to its row.
+    buf = replay.init(4, (1,), "uint8")
+    for start, n in ((0, 3), (3, 4)):
+        num = jnp.arange(start, start + n)
+        obs = num[:, None].astype(jnp.uint8)
+        reward = (np.arange(start, start + n) / 3).astype(np.float32)
+        buf = replay.add(buf, jnp.int32(start), obs, num, reward, obs + 1, num % 2 == 0)
+    batch = replay.sample(buf, jnp.int32(7), jax.random.PRNGKey(1), 100)
+    num = np.asarray(batch.action_B)
+    assert batch.action_B.dtype == jnp.int32 and sorted(set(num.tolist())) == [3, 4, 5, 6]
+    np.testing.assert_array_equal(batch.obs_BxO[:, 0], num)
+    np.testing.assert_array_equal(batch.next_obs_BxO[:, 0], num + 1)
+    np.testing.assert_array_equal(batch.reward_B, (num / 3).astype(np.float32))  # float32 kept
+    np.testing.assert_array_equal(batch.terminated_B, num % 2 == 0)
+
+
 def test_each_td_update_samples_a_new_batch(monkeypatch):
     # A learner's key moves on with every update: three updates from a full buffer of 80
     # distinct transitions draw three different batches (a key left as it was would draw
