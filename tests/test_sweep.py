@@ -233,3 +233,14 @@ def test_a_point_that_trained_its_own_teacher_keeps_it(base, fake_stages):
     assert not (runs / "tiny-n_layers=2" / "teacher").is_symlink()
     assert (os.readlink(runs / "tiny-n_layers=3" / "teacher")
             == os.path.join("..", "tiny-n_layers=1", "teacher"))
+
+
+def test_an_emitted_command_keeps_values_with_spaces_whole_and_needs_no_config(tmp_path):
+    # A list written with spaces and a runs directory with a space in it are one argument each
+    # when the line is run by a shell; with no --config the defaults are swept, and the line
+    # names none.
+    runs = tmp_path / "my runs"
+    pts = sweep.points(None, [f"run.runs_dir={runs}"], ["teacher.hidden=[64, 64],[32, 32]"])
+    argv = shlex.split(sweep.command_line(None, pts[0]))
+    assert argv == ["climit", "run", f"run.runs_dir={runs}", "teacher.hidden=[64, 64]",
+                    "run.name=default-hidden=64x64"]
