@@ -46,6 +46,8 @@ def test_a_write_that_fails_before_its_rename_leaves_the_old_file(tmp_path, monk
         jsonfile.write_atomic(path, b'{"new": 2}')
     monkeypatch.undo()
     assert path.read_bytes() == b'{"old": 1}'
+    # and no temporary is left: a later process (another pid) would never remove it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
 
 
 def _is_dir(fd):
@@ -94,3 +96,4 @@ def test_two_writers_at_once_each_rename_their_own_whole_file(tmp_path, monkeypa
     monkeypatch.undo()
     assert jsonfile.read(path) == {"writer": 1}  # renamed last
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
