@@ -329,8 +329,7 @@ def plot(runs: list[Run], path: Path) -> None:
     with warnings.catch_warnings():  # long tick labels: matplotlib keeps the layout it has
         warnings.filterwarnings("ignore", message="Tight layout not applied")
         fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    report.save_figure(fig, path)
 
 
 def build(run_dirs: list[str | Path], out: str | Path = "compare") -> Path:

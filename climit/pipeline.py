@@ -92,7 +92,7 @@ def after_evaluate(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
         report.build(rd)
         log(f"report rebuilt -> {rd / 'report'}")
     if (rd / "config.yaml").is_file():
-        (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
+        jsonfile.write_atomic(rd / "config.yaml", config_lib.dump_yaml(cfg).encode())
 
 
 def _check_teacher_link(teacher: Path) -> None:
@@ -180,6 +180,6 @@ def run(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], No
           lambda: evaluate.evaluate(cfg, rd, progress=progress, log=lambda m: log("      " + m)))
     stage(4, "report", f"{rd / 'report'}", lambda: report.build(rd) if primary else None)
     if primary:
-        (rd / "config.yaml").write_text(config_lib.dump_yaml(cfg))
+        jsonfile.write_atomic(rd / "config.yaml", config_lib.dump_yaml(cfg).encode())
     outcome["summary"] = jsonfile.read_or_empty(rd / "report" / "summary.json")
     return outcome

@@ -27,6 +27,7 @@ an older file fall back to :data:`EVAL_DEFAULTS`.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -405,6 +406,17 @@ def _control_entry(agent: dict | None, vs: dict | None, diff: dict | None) -> di
 # Plots
 # ---------------------------------------------------------------------------------------------
 
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as PNG the way every file is replaced (jsonfile.write_atomic:
+    a full disk leaves the previous plot whole) and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    jsonfile.write_atomic(path, buf.getvalue())
+
+
 def plot_test(key: str, test: dict[str, Any], curves: dict[str, np.ndarray], path: Path, *,
               confidence: float, n_boot: int) -> None:
     """Return vs env steps for every agent of one test, with shaded intervals and markers."""
@@ -445,8 +457,7 @@ def plot_test(key: str, test: dict[str, Any], curves: dict[str, np.ndarray], pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,3 +97,39 @@ def test_two_writers_at_once_each_rename_their_own_whole_file(tmp_path, monkeypa
     assert jsonfile.read(path) == {"writer": 1}  # renamed last
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
+
+def test_the_library_replaces_files_only_through_write_atomic():
+    # A file written in place (Path.write_text, savefig to its path) is torn by a full disk,
+    # the previous one lost: config.yaml, a summary or a plot. docs.py alone edits the README
+    # of a checkout (a developer's command, not a run's artifact).
+    import re
+    from pathlib import Path
+
+    root = Path(jsonfile.__file__).parent
+    in_place = re.compile(r"\.write_(text|bytes)\(|savefig\((?!buf\b)")
+    found = [f"{p.relative_to(root)}:{i}" for p in sorted(root.rglob("*.py")) if p.name != "docs.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if in_place.search(line)]
+    assert found == []
+
+
+def test_config_yaml_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    # `climit evaluate` refreshes config.yaml beside a run: a disk that fills up meanwhile
+    # leaves the previous one whole (it was written in place before, and torn).
+    from climit import config, pipeline
+
+    cfg = config.load(None, [f"run.runs_dir={tmp_path}", "run.name=r"])
+    rd = pipeline.run_dir(cfg)
+    rd.mkdir(parents=True)
+    (rd / "config.yaml").write_text("old: 1\n")
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        pipeline.after_evaluate(cfg, log=lambda m: None)
+    monkeypatch.undo()
+    assert (rd / "config.yaml").read_text() == "old: 1\n"
+    assert sorted(p.name for p in rd.iterdir()) == ["config.yaml"]
+    pipeline.after_evaluate(cfg, log=lambda m: None)
+    assert config.load(rd / "config.yaml") == cfg

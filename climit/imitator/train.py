@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -802,7 +801,7 @@ def _check_step_memory(cfg: config_lib.ExperimentConfig, programs: _Programs, ke
 
 def _open_logger(cfg: config_lib.ExperimentConfig, out: Path, start: int) -> MetricsLogger:
     """``out/config.yaml`` written and ``out/metrics.jsonl`` cut back to ``start`` (process 0)."""
-    (out / "config.yaml").write_text(config_lib.dump_yaml(cfg))
+    jsonfile.write_atomic(out / "config.yaml", config_lib.dump_yaml(cfg).encode())
     return MetricsLogger(out / "metrics.jsonl", resume_step=start, tensorboard=cfg.run.tensorboard,
                          wandb_project=cfg.run.wandb_project,
                          run_name=f"{cfg.run.name}/imitator/{tag(cfg.imitator)}")
@@ -906,9 +905,7 @@ def _summary(cfg: config_lib.ExperimentConfig, setup: _Setup, out: Path, evaluat
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=list))
-    os.replace(tmp, path)
+    jsonfile.write_atomic(path, json.dumps(obj, indent=1, default=list).encode())
 
 
 def _update_index(path: Path, name: str, summary: dict) -> None:
