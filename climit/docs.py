@@ -1,4 +1,5 @@
-"""Regenerate the README's CLI and config references: ``python -m climit.docs [--check]``.
+"""Regenerate the README's CLI and config references and its table of environment interfaces:
+``python -m climit.docs [--check]``.
 
 The references live between marker comments in README.md; a test fails when they drift.
 """
@@ -45,7 +46,14 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Ar
             if isinstance(action, argparse._SubParsersAction) for name, p in action.choices.items()]
 
 
-SECTIONS = {"config-reference": config_lib.reference_markdown, "cli-reference": cli_reference}
+def interfaces() -> str:
+    from climit import envs
+
+    return envs.interface_table()
+
+
+SECTIONS = {"config-reference": config_lib.reference_markdown, "cli-reference": cli_reference,
+            "interfaces": interfaces}
 
 
 def render(text: str) -> str:

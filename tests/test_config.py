@@ -225,7 +225,7 @@ def test_readme_references_are_current():
 
     readme = (ROOT / "README.md").read_text()
     assert docs.render(readme) == readme, (
-        "README's CLI/config reference is stale: run `python -m climit.docs`")
+        "README's CLI/config reference or interface table is stale: run `python -m climit.docs`")
 
 
 @pytest.mark.parametrize("args, message", [

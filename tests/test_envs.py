@@ -401,3 +401,14 @@ def test_an_observation_larger_than_its_interface_is_refused():
     with pytest.raises(ValueError, match=r"CartPole-v1: observation \(7,\) does not fit "
                                          r"interface \(6,\)"):
         envs.to_interface(spec, jnp.zeros(7))
+
+
+def test_the_interface_table_names_every_environment_once_under_its_interface():
+    rows = envs.interface_table().splitlines()[2:]
+    named = {}
+    for row in rows:
+        iface, members = (cell.strip().strip("`") for cell in row.split("|")[1:3])
+        named.update({m.strip("` "): iface for m in members.split(",")})
+    assert named == {n: envs.spec(n).interface for n in envs.names()}
+    assert ("| `grid` | `darkroom`, `darkroom_hard`, `keydoor` | the agent's (x, y), `uint8` [2] "
+            "| 5: up, down, left, right, no-op |") in rows

@@ -38,15 +38,20 @@ class Interface:
     obs_shape: tuple[int, ...]
     obs_dtype: str  # storage dtype of observations (histories, replay)
     num_actions: int
+    observation: str = ""  # what an observation is, for people (README)
+    actions: str = ""  # what the actions are, for people (README)
 
 
 INTERFACES: dict[str, Interface] = {
-    "grid": Interface("grid", (2,), "uint8", gridworlds.NUM_ACTIONS),
-    "minatar": Interface("minatar", (10, 10, 10), "uint8", 6),
-    "control": Interface("control", (6,), "float32", 3),
-    "bandit": Interface("bandit", (4,), "float32", 2),
-    "metamaze": Interface("metamaze", (15,), "float32", 4),
-    "deepsea": Interface("deepsea", (8, 8), "float32", 2),
+    "grid": Interface("grid", (2,), "uint8", gridworlds.NUM_ACTIONS, "the agent's (x, y)",
+                      "up, down, left, right, no-op"),
+    "minatar": Interface("minatar", (10, 10, 10), "uint8", 6,
+                         "10x10 frames, channels zero-padded to 10", "MinAtar's full action set"),
+    "control": Interface("control", (6,), "float32", 3, "state, zero-padded",
+                         "padded actions masked"),
+    "bandit": Interface("bandit", (4,), "float32", 2, "gymnax's observation"),
+    "metamaze": Interface("metamaze", (15,), "float32", 4, "gymnax's observation"),
+    "deepsea": Interface("deepsea", (8, 8), "float32", 2, "gymnax's observation"),
 }
 
 _MINATAR = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
@@ -267,6 +272,18 @@ def step(env: Env, key: jax.Array, state: Any, action: jax.Array, task_K: jax.Ar
     return Step(obs=to_interface(env.spec, obs), state=state,
                 reward=jnp.asarray(reward, jnp.float32), terminated=terminated,
                 truncated=truncated, final_obs=to_interface(env.spec, info["final_observation"]))
+
+
+def interface_table() -> str:
+    """The README's table of interfaces, their members (from the registry) and spaces."""
+    lines = ["| interface | members | observation (storage) | actions |",
+             "| --- | --- | --- | --- |"]
+    for iface in INTERFACES.values():
+        members = ", ".join(f"`{n}`" for n, e in _REGISTRY.items() if e.interface == iface.name)
+        obs = f"{iface.observation}, `{iface.obs_dtype}` {list(iface.obs_shape)}"
+        actions = f"{iface.num_actions}: {iface.actions}" if iface.actions else iface.num_actions
+        lines.append(f"| `{iface.name}` | {members} | {obs} | {actions} |")
+    return "\n".join(lines)
 
 
 def table() -> list[dict[str, Any]]:
