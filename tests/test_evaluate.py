@@ -357,8 +357,9 @@ def test_plan_resolves_and_rejects():
     with pytest.raises(ConfigError, match="eval.tasks"):
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tasks=18)))
     # H between two episode ends: test (b)'s first bin after H would hold episodes before it.
+    # 190 is as near 180 as 200: the smaller is suggested (it keeps H x 10 within env_steps).
     with pytest.raises(ConfigError, match="eval.horizon: H = 190 env steps is not a multiple of "
-                       "the darkroom episode length .20.; set eval.horizon=200"):
+                       "the darkroom episode length .20.; set eval.horizon=180"):
         evaluate.plan(dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, horizon=190)))
     # H = 101 episodes (the default tenth of 20200 steps): no stride near the 11 episodes that
     # 100 points over 10 H ask for divides 101, so test (b)'s grid would keep 1 point up to H.
@@ -375,6 +376,10 @@ def test_plan_resolves_and_rejects():
                        r"episode length \(20\); set eval.horizon=2000 "):
         evaluate.plan(dataclasses.replace(prime,
                                           eval=dataclasses.replace(prime.eval, horizon=2015)))
+    # H = 2029: 2020 fails, and 2040 (11 steps away) is nearer than 2000 (29 away).
+    with pytest.raises(ConfigError, match=r"H = 2029 env steps .*; set eval.horizon=2040 "):
+        evaluate.plan(dataclasses.replace(prime,
+                                          eval=dataclasses.replace(prime.eval, horizon=2029)))
     # What the imitate stage would find only after the teacher trained: caught before any work.
     whole = dataclasses.replace(cfg.imitator, context_len=1001)  # x 2 windows > all 2000 steps
     with pytest.raises(ConfigError, match=r"per history the imitator learns from \(all 2000 env "
