@@ -59,7 +59,8 @@ _MINATAR = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-    """How to build one environment and which interface and task set it uses."""
+    """How to build one environment and which interface it uses (its tasks: the environment's
+    own ``all_tasks``, see :func:`_all_tasks`)."""
 
     factory: Any  # () -> gymnax environment
     interface: str
