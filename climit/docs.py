@@ -47,7 +47,8 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Ar
 
 
 def interfaces() -> str:
-    from climit import envs
+    """The table of environment interfaces (:func:`climit.envs.interface_table`)."""
+    from climit import envs  # JAX and gymnax: imported only when this section is rendered
 
     return envs.interface_table()
 

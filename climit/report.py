@@ -412,8 +412,10 @@ def save_figure(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
+    try:
+        fig.savefig(buf, format="png")
+    finally:  # a figure that failed to render is closed too: pyplot keeps every open one alive
+        plt.close(fig)
     jsonfile.write_atomic(path, buf.getvalue())
 
 
