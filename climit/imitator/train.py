@@ -391,9 +391,12 @@ def _identity(cfg_dict: dict) -> dict:
     one's), as :func:`config_lib.config_diff` compares it: the keys a refusal may name."""
     imitator = {k: v for k, v in cfg_dict.get("imitator", {}).items() if k not in _NEUTRAL_FIELDS}
     env = {k: v for k, v in cfg_dict.get("env", {}).items() if k != "transfer"}
-    raw = {"imitator": imitator, "env": env,
+    # As the fingerprint: a field added since, at the default it came with, is no difference.
+    raw = {"imitator": config_lib.section_identity(config_lib.ImitatorConfig, imitator),
+           "env": config_lib.section_identity(config_lib.EnvConfig, env),
            "teacher": config_lib.teacher_identity(cfg_dict.get("teacher", {})),
-           "histories": cfg_dict.get("histories", {}),
+           "histories": config_lib.section_identity(config_lib.HistoriesConfig,
+                                                    cfg_dict.get("histories", {})),
            "run.seed": cfg_dict.get("run", {}).get("seed"),
            "imitator_model_revision": cfg_dict.get("imitator_model_revision")}
     return json.loads(json.dumps(raw))  # as JSON stored it: lists, string keys
