@@ -68,7 +68,8 @@ def imitator(seed: int) -> tuple[jax.Array, jax.Array]:
 
 class Evaluation(NamedTuple):
     """The evaluation's keys: held-out tasks and environment keys of the training family, the
-    fresh DQNs' keys there, and the same three for test (c)'s family."""
+    fresh DQNs' keys there, and the same three for test (c)'s family. Field i is
+    ``fold_in(root, i)``: a new stream goes last, or the ones after it move."""
 
     tasks: jax.Array
     env: jax.Array
@@ -93,7 +94,8 @@ def inspect_eval(seed: int, eval_seed: int) -> jax.Array:
 
 
 def cells(key: jax.Array, rows_R: jax.Array, cols_C: jax.Array) -> jax.Array:
-    """Keys [R, C]: ``fold_in(fold_in(key, rows_R[i]), cols_C[j])``. A cell's key depends on its
-    own (row, column) only, so adding rows or columns leaves the other cells' keys unchanged."""
+    """Keys [R, C] (raw keys: uint32 [R, C, 2]): ``fold_in(fold_in(key, rows_R[i]), cols_C[j])``.
+    A cell's key depends on its own (row, column) only, so adding rows or columns leaves the
+    other cells' keys unchanged."""
     return jax.vmap(lambda i: jax.vmap(lambda j: jax.random.fold_in(jax.random.fold_in(key, i), j))(
         jnp.asarray(cols_C)))(jnp.asarray(rows_R))
