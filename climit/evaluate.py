@@ -60,8 +60,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import heapq
-import itertools
 import math
 import time
 from pathlib import Path
@@ -364,14 +362,11 @@ def _grid_ok(episode_len: int, horizon: int, factor: int, points: int) -> bool:
 
 def _nearest_horizon(episode_len: int, horizon: int, factor: int, points: int) -> int:
     """The H nearest ``horizon`` that is a whole number of episodes and passes
-    :func:`_grid_ok` (the smaller of two as near): what an error about H suggests."""
+    :func:`_grid_ok` (the smaller of two as near): what an error about H suggests. One episode
+    always passes (its stride is one episode), and no count past 2 units + 1 is nearer than it."""
     units = horizon // episode_len
-    # Episode counts below and above H, each run moving away from it: merged by distance in env
-    # steps they come nearest first (round() to the nearest count and widening by one episode
-    # each side would try 2000 before 2040 for 2029). H = one episode always passes (its stride
-    # is one episode), so the search ends.
-    nearest_first = heapq.merge(range(units, 0, -1), itertools.count(units + 1),
-                                key=lambda u: (abs(episode_len * u - horizon), u))
+    nearest_first = sorted(range(1, 2 * units + 2),
+                           key=lambda u: (abs(episode_len * u - horizon), u))
     return episode_len * next(u for u in nearest_first
                               if _grid_ok(episode_len, episode_len * u, factor, points))
 
