@@ -710,7 +710,7 @@ ADDED_FIELDS: dict[type, dict[str, Any]] = {EvalConfig: {"transfer_tasks": 0}}
 
 def section_identity(cls: type, section: dict) -> dict:
     """A section (a dict of ``cls``'s fields) without the fields added since at their default."""
-    added = ADDED_FIELDS.get(cls, {})
+    added = to_dict(ADDED_FIELDS.get(cls, {}))  # a tuple default as the list a section holds
     return {k: v for k, v in section.items() if k not in added or v != added[k]}
 
 

@@ -362,6 +362,18 @@ def test_a_teacher_or_histories_field_added_at_its_default_changes_no_earlier_ru
         "histories.record_q: None -> False", "teacher.double: None -> False"]
 
 
+def test_a_field_added_with_a_tuple_default_drops_out_of_the_fingerprint(monkeypatch):
+    # A tuple default is held as a list in a section dict (to_dict, or a config.yaml read
+    # back): registered as the tuple the field declares, it must still drop out.
+    monkeypatch.setitem(C.ADDED_FIELDS, C.TeacherConfig, {"hidden": (64, 64)})
+    now = C.to_dict(C.load())["teacher"]
+    assert now["hidden"] == [64, 64]
+    before = {k: v for k, v in now.items() if k != "hidden"}
+    assert C.teacher_identity(before) == C.teacher_identity(now)
+    wider = C.to_dict(C.load(None, ["teacher.hidden=[128,128]"]))["teacher"]
+    assert C.teacher_identity(wider) != C.teacher_identity(before)
+
+
 def test_the_default_configs_fingerprints_are_pinned():
     # Every run made with the defaults is found again by these: a change here retrains (or
     # refuses to resume) every earlier run. A new field of a fingerprinted section belongs in
