@@ -3,6 +3,7 @@ sweeps, and the fresh-learner API used by evaluation."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import json
@@ -191,7 +192,8 @@ def test_non_finite_weights_stop_even_with_a_finite_loss():
     from climit.teacher import dqn
 
     stats = dqn.ChunkStats(episodes_G=np.zeros(3, np.int32), return_sum_G=np.zeros(3, np.float32),
-                           loss_sum_G=np.ones(3, np.float32), loss_count=np.int32(1),
+                           update_sum_G=dqn.UpdateStats(loss=np.ones(3, np.float32)),
+                           loss_count=np.int32(1),
                            params_finite_G=np.array([True, False, True]))
     out = dqn.ChunkOut(stats=stats, episode_return_NxT=None, streams=None, q_NxTqxA=None)
     with pytest.raises(TrainingDiverged, match=r"learners \[1\]") as e:
@@ -1178,7 +1180,7 @@ _STATE = types.SimpleNamespace(learners=types.SimpleNamespace(params={}))  # wha
 def _chunk_out(episodes, return_sum, loss_sum, loss_count) -> dqn.ChunkOut:
     stats = dqn.ChunkStats(episodes_G=np.array(episodes),
                            return_sum_G=np.array(return_sum, np.float32),
-                           loss_sum_G=np.array(loss_sum, np.float32),
+                           update_sum_G=dqn.UpdateStats(loss=np.array(loss_sum, np.float32)),
                            loss_count=np.int32(loss_count),
                            params_finite_G=np.ones(len(episodes), bool))
     return dqn.ChunkOut(stats=stats, episode_return_NxT=None, streams=dqn.Streams(*[None] * 5),
@@ -1205,6 +1207,23 @@ def test_each_metrics_record_means_over_episodes_and_over_learners_updates(tmp_p
         (800, 0, None, None)
     assert (third["return_mean"], third["loss"]) == (1.0, 3.0)
     assert "save_s" not in first and second["save_s"] >= 0 and "save_s" not in third
+
+
+def test_every_update_stat_is_a_metrics_column_of_its_own_name(tmp_path):
+    # A field added to dqn.UpdateStats reaches metrics.jsonl with nothing else to edit: each is
+    # its chunk sum over the learners' updates (here 2 learners x 2 updates).
+    two = collections.namedtuple("TwoStats", ["loss", "q_mean"])
+    writer, metrics = _Saves(), _Saves()
+    writer.append = lambda *arrays: None
+    io = train._RunIO(tiny(tmp_path, "io"), 0, writer, _Saves(), _Saves(), metrics)
+    stats = dqn.ChunkStats(episodes_G=np.zeros(2, np.int32), return_sum_G=np.zeros(2, np.float32),
+                           update_sum_G=two(np.array([1.0, 3.0]), np.array([8.0, 12.0])),
+                           loss_count=np.int32(2), params_finite_G=np.ones(2, bool))
+    with io.appender:
+        io.output(dqn.ChunkOut(stats=stats, episode_return_NxT=None,
+                               streams=dqn.Streams(*[None] * 5), q_NxTqxA=None), 0, 100)
+    (_, record), = metrics.saved
+    assert (record["loss"], record["q_mean"]) == (1.0, 5.0)
 
 
 def test_a_resumed_run_takes_only_the_snapshots_ahead_and_names_the_first_one_asked_for(tmp_path):

@@ -101,12 +101,22 @@ class TrainState:
     updates: jax.Array  # int32 []: TD updates done by every learner
 
 
+class UpdateStats(NamedTuple):
+    """What one TD update reports of one learner (float32 []; [G] stacked, [U, G] per round).
+
+    A chunk sums every field over its updates and the run logs each sum over the update count
+    as a metric of that name: a new field here is a new column of metrics.jsonl.
+    """
+
+    loss: jax.Array  # the update's mean TD loss over its batch
+
+
 class ChunkStats(NamedTuple):
     """Per-learner summaries of one chunk (always returned; small)."""
 
     episodes_G: jax.Array  # int32: episodes finished
     return_sum_G: jax.Array  # float32: summed returns of those episodes
-    loss_sum_G: jax.Array  # float32: summed TD losses
+    update_sum_G: UpdateStats  # float32 leaves [G]: each field summed over the chunk's updates
     loss_count: jax.Array  # int32 []: TD updates in the chunk (same for every learner)
     params_finite_G: jax.Array  # bool: online params all finite at the chunk's end (a finite
     #                             loss can still leave inf weights, e.g. an inf gradient norm)
@@ -203,8 +213,8 @@ def td_loss(tcfg: TeacherConfig, net: networks.QNet, params: Any, target_params:
 
 
 def td_update(tcfg: TeacherConfig, net: networks.QNet, learner: Learner, hp: HParams,
-              count: jax.Array) -> tuple[Learner, jax.Array]:
-    """One TD update of one learner from ``count`` stored transitions: (learner, loss)."""
+              count: jax.Array) -> tuple[Learner, UpdateStats]:
+    """One TD update of one learner from ``count`` stored transitions: (learner, its stats)."""
     key, sample_key = jax.random.split(learner.key)
     batch = replay.sample(learner.replay, count, sample_key, tcfg.batch_size)
     loss, grads = jax.value_and_grad(td_loss, argnums=2)(tcfg, net, learner.params,
@@ -216,7 +226,7 @@ def td_update(tcfg: TeacherConfig, net: networks.QNet, learner: Learner, hp: HPa
     if tcfg.target == "polyak":
         target = optax.incremental_update(params, target, hp.tau)
     return learner.replace(params=params, target_params=target, opt_state=opt_state,
-                           key=key), loss
+                           key=key), UpdateStats(loss=loss)
 
 
 def act_step(tcfg: TeacherConfig, env: envs.Env, net: networks.QNet, learner: Learner,
@@ -277,24 +287,25 @@ def learner_keys(root: jax.Array, n_tasks: int, n_seeds: int, n_points: int = 1)
 # ---------------------------------------------------------------------------------------------
 
 def _train_round(tcfg: TeacherConfig, net: networks.QNet, learners: Learner, hp_G: HParams,
-                 updates: jax.Array, count: jax.Array) -> tuple[Learner, jax.Array, jax.Array]:
-    """``updates_per_train`` TD updates of every learner: (learners, updates, loss_sum_G)."""
+                 updates: jax.Array, count: jax.Array) -> tuple[Learner, jax.Array, UpdateStats]:
+    """``updates_per_train`` TD updates of every learner: (learners, updates, their stats
+    summed, leaves [G])."""
     def one(carry, _):
         learners, updates = carry
-        learners, loss_G = jax.vmap(lambda ln, hp: td_update(tcfg, net, ln, hp, count))(
+        learners, stats_G = jax.vmap(lambda ln, hp: td_update(tcfg, net, ln, hp, count))(
             learners, hp_G)
         updates = updates + 1
         if tcfg.target == "hard":
             learners = jax.lax.cond(updates % tcfg.target_period == 0,
                                     lambda ln: ln.replace(target_params=ln.params),
                                     lambda ln: ln, learners)
-        return (learners, updates), loss_G
+        return (learners, updates), stats_G
 
-    (learners, updates), loss_UxG = jax.lax.scan(one, (learners, updates), None,
-                                                 length=tcfg.updates_per_train,
-                                                 unroll=min(tcfg.scan_unroll,
-                                                            tcfg.updates_per_train))
-    return learners, updates, loss_UxG.sum(0)
+    (learners, updates), stats_UxG = jax.lax.scan(one, (learners, updates), None,
+                                                  length=tcfg.updates_per_train,
+                                                  unroll=min(tcfg.scan_unroll,
+                                                             tcfg.updates_per_train))
+    return learners, updates, jax.tree.map(lambda x: x.sum(0), stats_UxG)
 
 
 def _act(tcfg: TeacherConfig, env: envs.Env, net: networks.QNet, hp_G: HParams,
@@ -329,15 +340,15 @@ def _unit(tcfg: TeacherConfig, env: envs.Env, net: networks.QNet, hp_G: HParams,
     count = state.t * tcfg.num_envs
     train_now = jnp.bool_(True)
     if scheduled:
-        learners, updates, loss_G = _train_round(tcfg, net, state.learners, hp_G, state.updates,
-                                                 count)
+        learners, updates, sum_G = _train_round(tcfg, net, state.learners, hp_G, state.updates,
+                                                count)
     else:
         train_now = (count >= tcfg.learning_starts) & (state.t % tcfg.train_every == 0)
-        learners, updates, loss_G = jax.lax.cond(
+        no_round = jax.tree.map(jnp.zeros_like, stats.update_sum_G)
+        learners, updates, sum_G = jax.lax.cond(
             train_now, lambda ln, u: _train_round(tcfg, net, ln, hp_G, u, count),
-            lambda ln, u: (ln, u, jnp.zeros(hp_G.lr.shape, jnp.float32)), state.learners,
-            state.updates)
-    stats = stats._replace(loss_sum_G=stats.loss_sum_G + loss_G,
+            lambda ln, u: (ln, u, no_round), state.learners, state.updates)
+    stats = stats._replace(update_sum_G=jax.tree.map(jnp.add, stats.update_sum_G, sum_G),
                            loss_count=stats.loss_count + jnp.where(train_now,
                                                                    tcfg.updates_per_train, 0))
     return (state.replace(learners=learners, updates=updates), stats), ys
@@ -440,10 +451,10 @@ def chunk(tcfg: TeacherConfig, env: envs.Env, length: int, record: Record, q_per
                                  unroll=min(tcfg.scan_unroll, units))
         return carry, (ys, q_GxExA.astype(jnp.float16))
 
-    stats0 = ChunkStats(episodes_G=jnp.zeros((g,), jnp.int32),
-                        return_sum_G=jnp.zeros((g,), jnp.float32),
-                        loss_sum_G=jnp.zeros((g,), jnp.float32), loss_count=jnp.int32(0),
-                        params_finite_G=jnp.ones((g,), bool))
+    zeros_G = jnp.zeros((g,), jnp.float32)
+    stats0 = ChunkStats(episodes_G=jnp.zeros((g,), jnp.int32), return_sum_G=zeros_G,
+                        update_sum_G=UpdateStats(*[zeros_G] * len(UpdateStats._fields)),
+                        loss_count=jnp.int32(0), params_finite_G=jnp.ones((g,), bool))
     (state, stats), ((tr, finished), q) = jax.lax.scan(outer, (state, stats0), None,
                                                        length=length // block)
     finite_G = jax.vmap(lambda p: jnp.all(jnp.stack(

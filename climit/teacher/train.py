@@ -156,7 +156,7 @@ def _check_finite(out: dqn.ChunkOut, t1: int, num_envs: int,
     ``where``: what is kept on disk, or a function that says so; it is called only when raising,
     so a checkpoint saved during the run is named (not the state before training began).
     """
-    bad = np.flatnonzero(~np.isfinite(np.asarray(out.stats.loss_sum_G))
+    bad = np.flatnonzero(~np.isfinite(np.asarray(out.stats.update_sum_G.loss))
                          | ~np.asarray(out.stats.params_finite_G))
     if bad.size:
         where = where() if callable(where) else where
@@ -477,7 +477,8 @@ class _RunIO:
         record = {
             "step": t1 * self.tcfg.num_envs, "vector_steps": t1, "episodes": episodes,
             "return_mean": float(stats.return_sum_G.sum() / episodes) if episodes else None,
-            "loss": float(stats.loss_sum_G.sum() / (updates * g)) if updates else None,
+            **{name: float(sum_G.sum() / (updates * g)) if updates else None
+               for name, sum_G in stats.update_sum_G._asdict().items()},
             "td_updates": updates, "wall_s": round(wall, 4),
             "env_steps_per_s": g * (t1 - t0) * self.tcfg.num_envs / max(wall, 1e-9)}
         if self.save_s is not None:  # the checkpoint/snapshot saved just before this chunk
