@@ -304,13 +304,15 @@ def _check_imitator_data(cfg: ExperimentConfig, roles: dict[str, ExperimentConfi
     before it): something to hold out, and training sequences that fit in every role's data
     (the H-imitator's first H steps, the expert distillers' last ``ed_fraction`` of theirs,
     every ``subsample``-th episode of them except for ED)."""
+    from climit.imitator import data
+
     if cfg.env.train_tasks * cfg.teacher.seeds < 2:
         raise ConfigError("env.train_tasks", "the imitators' held-out loss needs two training "
                           "tasks or two learners of one task; raise env.train_tasks or "
                           "teacher.seeds")
     seq = cfg.imitator.context_len * cfg.imitator.train_windows
     for role, rcfg in roles.items():
-        kept, what = _kept_steps(rcfg.imitator, cfg.teacher.total_env_steps)
+        kept, what = data.kept_steps(rcfg.imitator, cfg.teacher.total_env_steps)
         if seq > kept:
             who = "the imitator" if role == "imitator" else f"the {role} imitator"
             raise ConfigError("imitator.context_len", f"a training sequence of {seq} steps "
@@ -331,17 +333,6 @@ def _longer_data(cfg: ExperimentConfig, role: str) -> str:
     if role in ("ed_h", "ablated_h"):
         fixes.append("set eval.horizon_controls=false")
     return ", ".join(fixes[:-1]) + f" or {fixes[-1]}"
-
-
-def _kept_steps(icfg: config_lib.ImitatorConfig, teacher_steps: int) -> tuple[int, str]:
-    """About how many steps per history a role's dataset keeps, and how it chose them (exact
-    for fixed-length episodes; within an episode or so otherwise)."""
-    steps, what = (icfg.horizon, f"the first {icfg.horizon} env steps") if icfg.horizon else \
-        (teacher_steps, f"all {teacher_steps} env steps")
-    if icfg.variant == "ed":
-        steps, what = int(steps * icfg.ed_fraction), f"the last {icfg.ed_fraction:.0%} of {what}"
-    kept = "every episode" if icfg.subsample == 1 else f"1 episode in {icfg.subsample}"
-    return steps // icfg.subsample, f"{what}, {kept}"
 
 
 def _horizon_strides(episode_len: int, horizon: int, factor: int, points: int) -> tuple[int, int]:
@@ -673,6 +664,7 @@ def training_facts(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict[st
     """What each imitator's training measured offline (from its summary.json), by role, and
     what of each history it learned from (``data``, and its ``subsample``): the report shows
     it beside the rollouts."""
+    from climit.imitator import data
     from climit.imitator import train as imitator_train
 
     out = {}
@@ -680,7 +672,7 @@ def training_facts(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict[st
         s = jsonfile.read_or_empty(Path(run_dir) / "imitator" / imitator_train.tag(rcfg.imitator)
                           / "summary.json")
         out[role] = {k: s[k] for k in _TRAINING_FACTS if k in s}
-        out[role]["data"] = _kept_steps(rcfg.imitator, rcfg.teacher.total_env_steps)[1]
+        out[role]["data"] = data.kept_steps(rcfg.imitator, rcfg.teacher.total_env_steps)[1]
         out[role]["subsample"] = rcfg.imitator.subsample
     return out
 

@@ -485,7 +485,7 @@ def test_ed_learns_from_every_episode_of_its_part():
         "imitator": 4, "ed": 1, "ablated": 4, "imitator_h": 4, "ed_h": 1, "ablated_h": 4}
     assert roles["ed"].imitator.ed_fraction == 0.5 and roles["ed_h"].imitator.horizon == 200
     # 1000 steps of ED (half of 2000, every episode) against 500 of AD (every 4th of 2000)
-    kept = {r: evaluate._kept_steps(c.imitator, 2000) for r, c in roles.items()}
+    kept = {r: data.kept_steps(c.imitator, 2000) for r, c in roles.items()}
     assert kept["ed"] == (1000, "the last 50% of all 2000 env steps, every episode")
     assert kept["imitator"] == (500, "all 2000 env steps, 1 episode in 4")
     assert kept["ed_h"] == (100, "the last 50% of the first 200 env steps, every episode")

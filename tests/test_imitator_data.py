@@ -335,6 +335,26 @@ def test_heldout_split_of_two_tasks_at_the_largest_fraction_keeps_one_for_traini
     assert {h.stream_info(s).task for s in train}.isdisjoint({h.stream_info(s).task for s in held})
 
 
+@pytest.mark.parametrize("spec", [
+    D.DatasetSpec(), D.DatasetSpec(subsample=2), D.DatasetSpec(variant="ed", ed_fraction=0.5),
+    D.DatasetSpec(variant="shuffled", subsample=5), D.DatasetSpec(horizon=120),
+    D.DatasetSpec(horizon=122), D.DatasetSpec(variant="ed", ed_fraction=0.25, horizon=160)])
+def test_kept_steps_says_what_the_stream_index_keeps(hist, spec):
+    # The evaluation checks each role's data against its sequence length from kept_steps alone,
+    # before the teacher trains: it must be what stream_index then keeps, in env steps per
+    # learner (2 streams of 200 steps, episodes of 4: fixed-length, as kept_steps assumes).
+    kept, _ = D.kept_steps(spec, 400)
+    assert [kept, kept] == [2 * D.stream_index(hist, s, spec).offset[-1] for s in (0, 1)]
+
+
+def test_kept_steps_is_within_an_episode_when_the_subsample_does_not_divide_the_episodes(hist):
+    # ED's last half is 25 episodes of 4 per stream; every 3rd keeps 9 of them, 36 steps, where
+    # kept_steps says 200 // 3 per learner, 33 per stream: off by less than one episode.
+    spec = D.DatasetSpec(variant="ed", ed_fraction=0.5, subsample=3)
+    assert D.kept_steps(spec, 400)[0] == 66
+    assert D.stream_index(hist, 0, spec).offset[-1] == 36
+
+
 def test_ed_keeps_the_episode_that_starts_exactly_at_the_cut(tmp_path):
     h = synthetic.write_history(tmp_path / "h", steps=200, variants=2)  # episodes of 4 steps
     cut = math.ceil(0.9 * 200)

@@ -209,6 +209,21 @@ def stream_index(history: Any, stream: int, spec: DatasetSpec) -> StreamIndex:
     return StreamIndex(start, length, offset)
 
 
+def kept_steps(spec: Any, teacher_steps: int) -> tuple[int, str]:
+    """About how many env steps per learner :func:`stream_index` keeps, and how it chose them
+    in words, from the settings alone (before any history exists: the evaluation checks its
+    roles' data against their sequence length before the teacher trains). Exact for
+    fixed-length episodes whose kept count the subsample divides, within an episode per stream
+    or so otherwise. ``spec``: an ImitatorConfig or a DatasetSpec; ``teacher_steps``:
+    ``teacher.total_env_steps``."""
+    steps, what = (spec.horizon, f"the first {spec.horizon} env steps") if spec.horizon else \
+        (teacher_steps, f"all {teacher_steps} env steps")
+    if spec.variant == "ed":
+        steps, what = int(steps * spec.ed_fraction), f"the last {spec.ed_fraction:.0%} of {what}"
+    kept = "every episode" if spec.subsample == 1 else f"1 episode in {spec.subsample}"
+    return steps // spec.subsample, f"{what}, {kept}"
+
+
 def _gather(history: Any, field: str, stream: int, steps: np.ndarray) -> np.ndarray:
     """``field`` at original ``steps`` [n] (int: runs of consecutive steps, in any order of
     runs) of a stream -> [n, ...] in the field's stored dtype (``obs``: [n, *O]), reading
