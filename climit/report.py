@@ -64,6 +64,14 @@ CONTROLS = ("ed", "ablated", "random")  # what the imitator is compared with (im
 TRAINED_CONTROLS = ("ed", "ablated")
 COLORS = {"imitator": "tab:blue", "ed": "tab:orange", "ablated": "tab:purple",
           "random": "tab:gray", "dqn": "tab:green"}
+ABLATIONS = {  # eval.ablation -> what its control is (the report's agents say "context-ablated")
+    "single_episode": "attends only within the current episode, so it cannot carry over what "
+                      "earlier episodes showed",
+    "shuffled": "learned from histories whose episodes were shuffled, so their order held no "
+                "learning progress to follow",
+}
+ROLE_LABELS = {**AGENTS, "imitator_h": "imitator (AD, first H steps)",
+               "ed_h": "ED (first H steps)", "ablated_h": "context-ablated (first H steps)"}
 CHECK_MARKS = {True: "yes", False: "no", None: "unclear"}
 PLANNED_SEEDS, PLANNED_TASKS = 5, 20  # the scale the claim calls for (issue 5)
 # Coverage (%) of a 95% AUC-ratio interval over N imitator seeds whose differences dominate, in
@@ -747,14 +755,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-ABLATIONS = {  # eval.ablation -> what its control is (the report's agents say "context-ablated")
-    "single_episode": "attends only within the current episode, so it cannot carry over what "
-                      "earlier episodes showed",
-    "shuffled": "learned from histories whose episodes were shuffled, so their order held no "
-                "learning progress to follow",
-}
-
-
 def _ablation_sentence(results: dict[str, Any]) -> str:
     """' The context-ablated control ...' for the evaluation's eval.ablation ('' for results
     written before it was recorded)."""
@@ -815,10 +815,6 @@ def _agent_table(key: str, test: dict[str, Any], entry: dict[str, Any]) -> list[
     return head + [_row(f"{agent_label(key, test, a)} ({_count(entry['seeds'].get(a, 0), 'seed')})",
                         entry["agents"][a], entry["vs_dqn"].get(a))
                    for a in AGENTS if a in entry["agents"]]
-
-
-ROLE_LABELS = {**AGENTS, "imitator_h": "imitator (AD, first H steps)",
-               "ed_h": "ED (first H steps)", "ablated_h": "context-ablated (first H steps)"}
 
 
 def imitator_section(imitators: dict[str, dict]) -> list[str]:
