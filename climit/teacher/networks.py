@@ -52,7 +52,8 @@ class QNet:
 
 
 def _dense(key: jax.Array, n_in: int, n_out: int, scale: float = 1.0) -> Params:
-    # LeCun-normal weights (Flax's default), zero bias.
+    # LeCun-scaled weights, N(0, 1/n_in) untruncated (Flax's default lecun_normal draws a
+    # truncated normal of that variance), zero bias.
     w = jax.random.normal(key, (n_in, n_out), jnp.float32) * (scale / math.sqrt(n_in))
     return {"w": w, "b": jnp.zeros((n_out,), jnp.float32)}
 
