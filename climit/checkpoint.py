@@ -21,7 +21,8 @@ keeps everything: that is :func:`snapshots`, for the teacher's parameter snapsho
 at least 2: orbax applies the policy inside its save, before the checksums make the new step
 count, so with 1 a kill in between would leave no checkpoint at all.
 
-Saving is synchronous: when ``save`` returns, the step is on disk and verified-restorable.
+Saving is synchronous: when ``save`` returns, the step is on disk with its checksums (it is
+not read back: a restore verifies it then).
 Typed PRNG key arrays (``jax.random.key``) are saved as their key data and come back typed.
 
 Restoring onto another device count: pass ``target`` as a tree of ``jax.ShapeDtypeStruct`` with
@@ -404,9 +405,10 @@ class Checkpointer:
 
         A damaged step (``restore`` raises ArtifactError: a flipped byte, a truncated file) is
         skipped with a logged warning and the one before it is tried: a run is never given up
-        for one file. The damaged ones are then set aside in ``damaged_checkpoints/`` beside
-        this directory (kept for a look; no later resume tries them first, no message names
-        them as the latest). ``what``: the stage, for messages ("teacher", "imitator").
+        for one file. The damaged ones are then set aside in :attr:`damaged_dir`
+        (``damaged_<name>/`` beside this directory; kept for a look; no later resume tries
+        them first, no message names them as the latest). ``what``: the stage, for messages
+        ("teacher", "imitator").
 
         Raises:
             ArtifactError: every step is damaged. Whatever else ``restore`` raises (e.g. a
@@ -509,7 +511,8 @@ class Checkpointer:
     def metadata(self, step: int | None = None) -> dict:
         """``{step, config, metrics, tree}`` of a step, read from metadata alone.
 
-        ``tree`` maps each leaf path ("params/Dense_0/kernel") to ``{shape, dtype, size}``.
+        ``tree`` maps each leaf path (as :func:`flatten` writes it, e.g. a teacher's
+        "learners/params/q/w") to ``{shape, dtype, size}``.
         """
         step, step_dir = self._step_dir(step)
         verify_step(step_dir, only=_METADATA_FILES)
