@@ -384,7 +384,8 @@ def create(path: str | Path, *, spec: Any, streams: Sequence[StreamInfo],
 def resume(path: str | Path, t: int | None = None) -> HistoryWriter:
     """Reopen a history for appending, first truncating it to step ``t`` (None: keep all).
 
-    After a crash the teacher restores its checkpoint at env step t and calls ``resume(path, t)``;
+    After a crash the teacher restores its checkpoint (vector step t, i.e. env step t * E of
+    each learner, t steps per stream) and calls ``resume(path, t)``;
     appending the same data again then gives a history identical to an uninterrupted one.
 
     Raises:
@@ -503,7 +504,8 @@ class History:
 
         Only the requested member is decompressed and cached (per chunk, block and field):
         reading rewards or episode boundaries never pays for decoding observations, which
-        dominate a MinAtar chunk. The whole file's checksum is still verified on every miss.
+        dominate a MinAtar chunk. A miss reads the file through :meth:`_file_bytes`: its whole
+        checksum is verified unless the file is among the last ``RAW_FILES_KEPT`` read.
         """
         key = (chunk, block, field)
         with self._lock:
