@@ -354,13 +354,13 @@ def summarize_test(curves: dict[str, np.ndarray], grid_P: np.ndarray, *,
 
     ``curves`` maps agent name -> curves [S_agent, K, P] on ``grid_P`` (the same K tasks for all;
     one entry must be ``"dqn"``). Metrics use the grid points in ``(window[0], window[1]]`` only
-    (test (b): from H to 10 H); steps to 80% count env steps from ``window[0]`` (0 if it is
-    ``-inf``; ``steps_counted_from``). Returns ``{"window", "grid_points", "steps_counted_from",
-    "tasks", "seeds", "agents": {name: describe()}, "vs_dqn": {name: compare()},
-    "imitator_vs": {name: {"auc_diff": difference()}}, "auc_ratio_per_seed": {name: [S]}}`` with
-    every Estimate as a dict; ``imitator_vs`` (the imitator's AUC minus each control's) is there
-    when ``curves`` has an ``"imitator"``. Agents named in ``PER_CELL`` are resampled as per-cell
-    rows, the others as crossed training seeds.
+    (test (b): from H to horizon_factor x H); steps to 80% count env steps from ``window[0]``
+    (0 if it is ``-inf``; ``steps_counted_from``). Returns ``{"window", "grid_points",
+    "steps_counted_from", "tasks", "seeds", "agents": {name: describe()}, "vs_dqn":
+    {name: compare()}, "imitator_vs": {name: {"auc_diff": difference()}}, "auc_ratio_per_seed":
+    {name: [S]}}`` with every Estimate as a dict; ``imitator_vs`` (the imitator's AUC minus each
+    control's) is there when ``curves`` has an ``"imitator"``. Agents named in ``PER_CELL`` are
+    resampled as per-cell rows, the others as crossed training seeds.
     """
     if "dqn" not in curves:
         raise ValueError("summarize_test needs a 'dqn' entry")
