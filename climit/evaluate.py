@@ -49,8 +49,9 @@ is the behaviour the histories hold and the imitator imitates), per stream. The 
 needs one env per learner (``teacher.num_envs`` 1, :func:`plan` refuses more: H and the windows
 count a learner's env steps); :func:`dqn_curves` would average a learner's E streams.
 
-An interrupted evaluation resumes: every finished agent's step signals are kept in
-``eval/parts/`` (valid for the same config fingerprint) until results.json is written.
+An interrupted evaluation resumes: every finished agent's output (step signals; the fresh DQNs'
+training episodes) is kept in ``eval/parts/`` (valid for the same config fingerprint) until
+results.json is written.
 
 Axis letters: S agent rows (imitator seeds, DQN seeds, random repeats), K tasks, T time,
 P grid points, M episodes, A actions.
@@ -212,7 +213,7 @@ def _init_rows(env: envs.Env):
 
 @functools.lru_cache(maxsize=None)
 def _row_runner(env: envs.Env, act: rollout.Policy, params_batched: bool, n: int):
-    """jit: (params [S] or shared, carry [S, K], rs [S, K], tasks [K]) -> n more steps.
+    """jit: (params [S] or shared, carry [S, K], rs [S, K], tasks [K, D]) -> n more steps.
 
     Cached on its (hashable, identity-stable) arguments: one compilation per policy, env and
     chunk length, reused across agents whose params have the same structure."""
@@ -791,7 +792,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
         cb[ctrl] = curves_from_steps(*steps[src], grid_b)
     cb["random"] = curves_from_steps(*steps["random"], grid_b)
     cb["dqn"] = dqn_curves(dqn_ep, e, ev.dqn_seeds, k, grid_b)
-    # Metrics over (H, 10 H]; the report's statistics add the same comparison over the steps
+    # Metrics over (H, factor x H]; the report's statistics add the same comparison over the steps
     # up to H ("before_h"), which the H-imitator's histories covered.
     tests["b"] = _test_entry(cfg.env.name, {"context": context, "horizon": p.horizon})
     tests["b"]["controls_trained_to_h"] = bool(ev.horizon_controls)
