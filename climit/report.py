@@ -344,9 +344,11 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     ``tasks`` < :func:`planned_tasks`: the verdict stands on a smaller run than the claim calls
     for), ``imitator_seeds``, ``dqn_seeds`` and ``tasks`` (the scale it ran at),
     ``imitator_dqn_{auc,final,steps_to_80}_ratio`` (point) and ``..._ci`` ([lo, hi]),
-    ``imitator_auc``, ``imitator_final``, ``dqn_auc``, ``dqn_final`` and
-    ``controls.{ed,ablated,random}`` each with ``auc``, ``final``, ``dqn_auc_ratio``(+``_ci``),
-    ``dqn_final_ratio``(+``_ci``), ``imitator_dqn_auc_ratio_before_h``(+``_ci``): test (b)'s
+    ``imitator_auc``, ``imitator_final``, ``dqn_auc``, ``dqn_final``, ``imitator_gain`` and
+    ``dqn_gain`` (final - initial, paired; +``_ci``), ``controls.{ed,ablated,random}`` each with
+    ``imitator_auc_minus``(+``_ci``: the imitator's AUC minus the control's, paired), ``auc``,
+    ``final``, ``dqn_auc_ratio``(+``_ci``) and ``dqn_final_ratio``(+``_ci``);
+    ``imitator_dqn_auc_ratio_before_h``(+``_ci``): test (b)'s
     AUC ratio over the steps up to H (null for a and c), and ``imitator_dqn_auc_ratio_per_seed``
     (each imitator seed's AUC ratio; null in results older than it). A test that did not run has
     every number (and ``provisional``) null. Values: float, null (undefined) or "inf" (never
