@@ -686,7 +686,9 @@ def _beyond_histories(key: str, test: dict[str, Any], results: dict[str, Any]) -
 
 
 def _precondition_caveats(key: str, test: dict[str, Any]) -> list[str]:
-    """A sentence for each precondition of test (b) that does not clearly hold."""
+    """A sentence for each precondition that does not clearly hold: the DQN learning over the
+    window in tests (a) and (c); in test (b), the DQN learning before H and the H-imitator
+    matching it there."""
     checks = preconditions(key, test)
     if key != "b" and checks and checks[0][1] is not True:
         return [f"The DQN did not clearly learn over this window ({checks[0][2]}): there is no "
