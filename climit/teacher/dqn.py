@@ -16,7 +16,7 @@ per round (every Dark Room, Key-to-Door and MinAtar preset but the 10^9-step one
 fuses the step's replay write into the update's sampling and copies every buffer twice per step,
 so those chunks keep the cond.
 
-    state = init(tcfg, env, keys_G, tasks_GxK)
+    state = init(tcfg, env, keys_Gx2, tasks_GxK)   # raw uint32 keys, one per learner
     chunk = make_chunk(tcfg, env, length=1000, record="full")
     state, out = chunk(state, hparams_G, tasks_GxK)      # jitted lax.scan over 1000 vector steps
 
