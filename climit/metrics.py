@@ -79,7 +79,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 class MetricsLogger:
-    """Append-only metrics for one stage (``runs/NAME/STAGE/metrics.jsonl``)."""
+    """Append-only metrics for one stage (``runs/NAME/teacher/metrics.jsonl``,
+    ``runs/NAME/imitator/<tag>/metrics.jsonl``)."""
 
     def __init__(self, path: str | Path, *, resume_step: int | None = None,
                  tensorboard: bool = False, wandb_project: str = "", run_name: str = "",
