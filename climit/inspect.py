@@ -333,7 +333,8 @@ def _check_learner(learner: int | None, lay: Layout, where: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def _groups(tree: dict[str, dict]) -> dict[str, int]:
-    """Element counts per top-level entry (params, opt_state, buffer, ...)."""
+    """Element counts per top-level entry (a teacher checkpoint's learners, t, updates; a
+    snapshot's params; an imitator's step, tree, opt_state)."""
     out: dict[str, int] = {}
     for leaf, info in tree.items():
         top = leaf.split("/", 1)[0]
