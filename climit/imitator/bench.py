@@ -1,12 +1,13 @@
 """``climit bench imitator``: training throughput and model FLOP utilisation of the imitator.
 
-For each size it times the real jitted train step (forward, backward, AdamW; one seed) on
-random tokens already on the device, and prints one JSON line per (size, attention kernel):
-tokens/s, step time, compile time apart, and MFU = useful matmul FLOPs/s
-(:func:`climit.imitator.model.flops_per_token`) over the chip's dense bf16 peak (null where the
-peak is unknown, e.g. on CPU). On GPU each size runs with the cuDNN and then the XLA
-attention; the cuDNN record is printed as soon as it is measured (a command cut short keeps it)
-and the XLA record carries ``cudnn_xla_ratio`` (tokens/s cuDNN / XLA); elsewhere it is null.
+For each size it times the real jitted train step (forward, backward, AdamW; ``--seeds``
+imitators vmapped, one by default) on random tokens already on the device, and prints one
+JSON line per (size, attention kernel): tokens/s, step time, compile time apart, and MFU =
+useful matmul FLOPs/s (:func:`climit.imitator.model.flops_per_token`) over the chip's dense
+bf16 peak (null where the peak is unknown, e.g. on CPU, or the step does not run in bf16).
+On GPU each size runs with the cuDNN and then the XLA attention; the cuDNN record is printed
+as soon as it is measured (a command cut short keeps it) and the XLA record carries
+``cudnn_xla_ratio`` (tokens/s cuDNN / XLA); elsewhere it is null.
 
 Sizes: ``documented`` = d_model 512, 8 layers, 8 heads, 2048 tokens of context (one window
 per sequence); ``default`` = the defaults of the ``imitator`` config section. ``--reduced``
