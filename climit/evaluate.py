@@ -31,11 +31,12 @@ randomness is partial: the paired statistics gain from it, their validity does n
 fresh DQNs share the tasks, not the environment keys: their keys drive their exploration too, so
 their environment randomness is drawn apart (paired with the others by task only). Fresh DQN ``r``
 on task ``k`` gets ``fold_in(fold_in(key, r), k)``, so adding evaluation tasks leaves the DQNs of
-the tasks already there unchanged. Imitators that share a model config (the AD imitator, ED and
-their H-trained versions) roll out together, their seeds stacked on the row axis
-(:func:`stacked_imitator_steps`): a rollout is a long chain of small steps, latency-bound on a GPU,
-so they run side by side instead of in turn, and every row still computes exactly what it would
-alone (a test checks it).
+the tasks already there unchanged. Imitators that share a model config and a rollout length
+(the AD imitator, ED and a shuffled-ablation control; their H-trained versions too where
+factor x H equals eval.env_steps: :func:`model_groups`) roll out together, their seeds
+stacked on the row axis (:func:`stacked_imitator_steps`): a rollout is a long chain of small
+steps, latency-bound on a GPU, so they run side by side instead of in turn, and every row
+still computes exactly what it would alone (a test checks it).
 
 With ``imitator.subsample`` k > 1 the histories of the imitator and the ablated control kept
 every k-th episode, so an imitator that replays their progress runs about k times ahead of the
