@@ -229,11 +229,15 @@ def _row_runner(env: envs.Env, act: rollout.Policy, params_batched: bool, n: int
 
 def grid(episode_len: int, num_steps: int, points: int, through: int = 0) -> np.ndarray:
     """Curve grid: int64 [P] multiples of the episode length (so every bin holds an episode
-    end of a fixed-length env), at most ``points`` of them, the last at or below num_steps.
+    end of a fixed-length env), at most ``points`` of them (but see ``through``), the last at
+    or below num_steps.
 
     ``through`` (a multiple of the episode length; test (b)'s H): the grid has a point there, so
     that no bin mixes episodes that ended before it with episodes after it. The stride is then
-    the smallest one at least as large that divides it (fewer points where none near does).
+    the smallest one at least as large that divides it (fewer points where none near does), or
+    ``through`` itself when the stride asked for is longer than it: then every point is a
+    multiple of H, num_steps // H points, more than ``points`` (e.g. horizon_factor 10 with
+    curve_points 5 gives 10).
     """
     n_episodes = max(num_steps // episode_len, 1)
     stride = math.ceil(n_episodes / points)
