@@ -364,11 +364,12 @@ def schedulable(tcfg: TeacherConfig, t0: int, length: int, record: Record, q_per
     unconditionally (see _unit): all its steps past learning_starts, and train_every dividing
     ``t0`` and the scan's blocks. Either way the chunk computes the same values.
 
-    Never with one env, one vector step and one TD update per round (the MinAtar, Dark Room
-    and Key-to-Door presets): there the step writes one row of each replay buffer and neither
-    the steps nor the updates form a loop of their own, so XLA (CPU) fuses that in-place write
-    into the update's sampling gather and then copies every replay buffer twice per step
-    (MinAtar Breakout ran 15x slower than under the cond). A loop on either side, or a write of
+    Never with one env, one vector step and one TD update per round (every MinAtar, Dark Room
+    and Key-to-Door preset but teacher_darkroom_1b.yaml, whose train_every is 4): there the
+    step writes one row of each replay buffer and neither the steps nor the updates form a
+    loop of their own, so XLA (CPU) fuses that in-place write into the update's sampling
+    gather and then copies every replay buffer twice per step (MinAtar Breakout ran 15x
+    slower than under the cond). A loop on either side, or a write of
     several rows, keeps them apart (a test compiles such chunks and finds no copy).
     """
     k = tcfg.train_every
