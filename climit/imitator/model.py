@@ -24,9 +24,10 @@ residual; RMSNorm -> GELU MLP -> residual), a final RMSNorm and a linear action 
 Parameters are float32; matmuls and the residual stream run in ``cfg.compute_dtype`` (bf16
 on GPU/TPU; a bf16 stream halves the bytes of every residual read and write, 1.5 points of MFU
 on an H200), norm statistics, RoPE and logits in float32. Attention uses
-``jax.nn.dot_product_attention`` with cuDNN on GPU (bf16 and a head size that is a multiple of
-8) and XLA otherwise (:func:`attention_used` says which a forward pass of given shapes really
-runs).
+``jax.nn.dot_product_attention`` in a forward pass with cuDNN on GPU (bf16, a head size that is
+a multiple of 8, not the single-episode ablation: :func:`attention_impl`) and XLA otherwise
+(:func:`attention_used` says which a forward pass of given shapes really runs); a decode step
+always runs XLA's.
 
 **Sliding-window attention and the ring-buffer KV cache.** Every token attends to at most
 ``L = cfg.context_len`` tokens: itself and the ``L-1`` before it. In a forward pass over a
