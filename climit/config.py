@@ -598,7 +598,9 @@ def _field_type(parts: list[str]) -> Any:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``'teacher.lr=3e-4'`` -> (['teacher', 'lr'], 0.0003). Values are parsed as YAML."""
+    """``'teacher.lr=0.0003'`` -> (['teacher', 'lr'], 0.0003). Values are parsed as YAML (the
+    strict reader's: ``3e-4`` stays the string '3e-4' here, and a numeric field converts it
+    when the config is built)."""
     if "=" not in text:
         raise ConfigError(text, "an override must look like section.key=value")
     key, _, value = text.partition("=")
