@@ -828,13 +828,13 @@ def imitator_section(imitators: dict[str, dict]) -> list[str]:
         return []
     lines = ["## The imitators offline", "",
              "Next-action prediction on histories of tasks of the training family that were held "
-             "out of training, measured while training. A token at sequence position p sees "
-             "min(p + 1, context) steps of its "
-             "learner's history, so accuracy that climbs along the positions is what the context "
-             "buys (inferring the task from earlier rewards); a flat profile means predictions "
-             "from the current step alone. Predicting the teacher well offline is necessary for "
-             "in-context learning, not sufficient: the rollouts above test the imitator on its "
-             "own trajectories.", "",
+             "out of training, measured while training. A token at sequence position p sees min(p "
+             "+ 1, n_layers × (context − 1) + 1) steps of its learner's history (each layer "
+             "reaches context − 1 back), so accuracy that climbs along the positions is what the "
+             "context buys (inferring the task from earlier rewards); a flat profile means "
+             "predictions from the current step alone. Predicting the teacher well offline is "
+             "necessary for in-context learning, not sufficient: the rollouts above test the "
+             "imitator on its own trajectories.", "",
              "| imitator | learned from (per history) | seeds | steps | held-out loss | "
              "accuracy (chance) | accuracy by position |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
