@@ -752,7 +752,8 @@ def _imitator_returns(directory: Path, step: int, episodes: int, seed_index: int
 
     if directory.name != "checkpoints":
         raise ArtifactError(f"{directory}: an imitator's checkpoints live in "
-                            f"runs/NAME/imitator/<variant>/checkpoints")
+                            f"runs/NAME/imitator/<tag>/checkpoints (tag: the variant, plus "
+                            f"_h<H> with a horizon)")
     loaded = train.load(directory.parent, step)
     cfg = loaded.config
     env = _env(cfg)
