@@ -329,8 +329,9 @@ class EvalConfig:
     dqn_seeds: int = field(2, "fresh DQN learners per held-out task (the DQN reference)", min=1)
     random_seeds: int = field(2, "random-policy rollouts per held-out task (the floor)", min=1)
     mode: Literal["greedy", "sample"] = field("sample", "imitator action selection")
-    curve_points: int = field(100, "most grid points per curve (episodes are averaged into bins)",
-                              min=2)
+    curve_points: int = field(100, "most grid points per curve (episodes are averaged into "
+                              "bins); test (b)'s has one at every multiple of H when "
+                              "horizon_factor is larger", min=2)
     final_frac: float = field(0.1, "fraction of a curve's last points that makes its final return "
                               "(the initial return is its first point)", min=0.0, max=0.5,
                               min_exclusive=True)
