@@ -86,7 +86,7 @@ PLACE = textwrap.dedent("""
     g = 8
     state = dqn.TrainState(learners={"w": np.zeros((g, 3), np.float32)}, t=np.int32(5),
                            updates=np.int32(2))
-    hp = dqn.HParams(*[np.full(g, i, np.float32) for i in range(5)])
+    hp = dqn.HParams(*[np.full(g, i, np.float32) for i in range(len(dqn.HParams._fields))])
     state, hp, tasks = train.place(state, hp, np.zeros((g, 2), np.int32))
     placed = {"w": state.learners["w"], "t": state.t, "updates": state.updates, "tasks": tasks,
               **hp._asdict()}

@@ -357,15 +357,23 @@ def _swept_params(tcfg, hp, points):
     return jax.tree.map(np.asarray, state.learners.params)
 
 
-@pytest.mark.parametrize("field, values", [("lr", (3e-3, 1e-2)), ("gamma", (0.9, 0.5)),
-                                           ("tau", (0.05, 0.5)), ("eps_end", (0.2, 1.0)),
-                                           ("eps_decay_steps", (500.0, 20.0))])
+# Two values per sweepable field, far enough apart that the two runs differ.
+SWEEP_CASES = {"lr": (3e-3, 1e-2), "gamma": (0.9, 0.5), "eps_end": (0.2, 1.0),
+               "eps_decay_steps": (500.0, 20.0), "tau": (0.05, 0.5)}
+
+
+def test_every_sweepable_field_has_a_sweep_case():
+    # A field made sweepable (SWEEPABLE and HParams) without a case below would pass every test
+    # while its learners still read the config's value (an optimizer built from tcfg, say).
+    assert set(SWEEP_CASES) == set(config.TeacherConfig.SWEEPABLE)
+
+
+@pytest.mark.parametrize("field, values", list(SWEEP_CASES.items()))
 def test_each_sweep_point_equals_its_own_run(field, values):
     # A sweep of one SWEEPABLE field over two values: point i is, to float rounding, the run
     # configured with values[i] alone (same key). A learner that read the config's value
     # instead of its own (td_update taking tcfg.gamma, say) would copy point 0 and not match
     # its own run; point 0 alone could not show that, the config holding its value.
-    assert field in config.TeacherConfig.SWEEPABLE
     base = tiny_cfg(target="polyak", total_env_steps=300)
     swept = _swept_params(base, dqn.hparams(base, 2, **{field: np.array(values)}), 2)
     close = functools.partial(np.allclose, rtol=1e-4, atol=1e-5)
