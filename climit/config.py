@@ -172,11 +172,12 @@ class TeacherConfig:
     q_log_period: int = field(100, "vector env steps between recordings of Q-values (0 disables)",
                               min=0)
     eval_episodes: int = field(10, "greedy evaluation episodes per learner at the end", min=1)
-    sweep: dict[str, tuple[float, ...]] = field(FrozenMap(),
-                                                "scalar hyperparameters vmapped as one axis, "
-                                                "e.g. {lr: [1e-3, 3e-4]}")
-
+    # Must equal the fields of dqn.HParams (a test checks); the sweep field's doc names them.
     SWEEPABLE = ("lr", "gamma", "eps_end", "eps_decay_steps", "tau")
+    sweep: dict[str, tuple[float, ...]] = field(FrozenMap(),
+                                                f"scalar hyperparameters vmapped as one axis "
+                                                f"({', '.join(SWEEPABLE)}), values zipped into "
+                                                f"points, e.g. {{lr: [1e-3, 3e-4]}}")
 
     def check(self) -> None:
         if any(h < 1 for h in self.hidden) or not self.hidden:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,13 @@ def test_config_diff_names_sections_keys_and_dotted_keys_in_order():
     assert C.config_diff(saved, now) == ["imitator.lr: 0.001 -> 0.0005", "imitator.new: None -> 1",
                                          "run.seed: 0 -> 1"]
     assert C.config_diff(now, now) == []
+
+def test_the_sweep_doc_names_every_sweepable_key():
+    # --help and the README's config reference are where a user finds what teacher.sweep takes
+    # (the README's sweep section points there rather than keeping its own list).
+    doc = {key: doc for key, _, _, doc in C.reference()}["teacher.sweep"]
+    assert all(re.search(rf"\b{k}\b", doc) for k in C.TeacherConfig.SWEEPABLE), doc
+
 
 def test_sweep_mapping():
     cfg = C.load(None, ["teacher.sweep={lr: [1e-3, 3e-4], gamma: [0.9, 0.99]}"])
