@@ -334,6 +334,37 @@ def test_config_checks():
     assert M.resolve_compute_dtype("auto", "cpu") == "float32"
 
 
+def test_model_config_takes_every_model_setting_of_the_imitator_section():
+    from types import SimpleNamespace
+
+    from climit import config
+
+    spec = SimpleNamespace(**GRID)
+    icfg = config.ImitatorConfig(variant="single_episode", context_len=12, d_model=48,
+                                 n_layers=3, n_heads=6, mlp_ratio=2, dropout=0.25,
+                                 use_reward=False, compute_dtype="bfloat16", attention="xla")
+    assert M.model_config(icfg, spec) == M.ModelConfig(
+        **GRID, d_model=48, n_layers=3, n_heads=6, mlp_ratio=2, context_len=12, dropout=0.25,
+        episode_local=True, use_reward=False, compute_dtype="bfloat16", attention="xla")
+    assert not M.model_config(config.ImitatorConfig(), spec, backend="cpu").episode_local
+
+
+def test_a_model_option_added_to_both_configs_reaches_the_network(monkeypatch):
+    # A field that ImitatorConfig and ModelConfig both gain needs no line in model_config:
+    # were it left out there, `imitator.X=...` would change the fingerprint and retrain, with
+    # the network at ModelConfig's default and nothing to say so.
+    from types import SimpleNamespace
+
+    from climit import config
+
+    model_cls = dataclasses.make_dataclass("WithNorm", [("norm", str, "pre")],
+                                           bases=(M.ModelConfig,), frozen=True)
+    icfg_cls = dataclasses.make_dataclass("WithNorm", [("norm", str, "pre")],
+                                          bases=(config.ImitatorConfig,), frozen=True)
+    monkeypatch.setattr(M, "ModelConfig", model_cls)
+    assert M.model_config(icfg_cls(norm="post"), SimpleNamespace(**GRID)).norm == "post"
+
+
 def test_policy_rollout_takes_the_actions_of_full_recomputation():
     """The KV-cached imitator agent, stepped through the project's rollout far past its context,
     acts exactly like recomputing the whole trajectory with a full forward pass."""

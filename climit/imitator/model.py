@@ -148,14 +148,20 @@ def resolve_compute_dtype(name: str, backend: str | None = None) -> str:
 
 
 def model_config(icfg: Any, spec: Any, *, backend: str | None = None) -> ModelConfig:
-    """The network of ``imitator`` config section ``icfg`` for environment spec ``spec``."""
-    return ModelConfig(
-        obs_shape=tuple(spec.obs_shape), obs_dtype=spec.obs_dtype, num_actions=spec.num_actions,
-        action_mask=tuple(bool(m) for m in spec.action_mask), d_model=icfg.d_model,
-        n_layers=icfg.n_layers, n_heads=icfg.n_heads, mlp_ratio=icfg.mlp_ratio,
-        context_len=icfg.context_len, dropout=icfg.dropout,
-        episode_local=icfg.variant == "single_episode", use_reward=icfg.use_reward,
-        compute_dtype=resolve_compute_dtype(icfg.compute_dtype, backend), attention=icfg.attention)
+    """The network of ``imitator`` config section ``icfg`` for environment spec ``spec``.
+
+    Every field of ``icfg`` that ModelConfig has too (d_model, n_layers, ...) is copied by name,
+    so a model option added to both reaches the network without a line here; the interface
+    comes from ``spec``, and the fields below are derived.
+    """
+    shared = {f.name for f in dataclasses.fields(ModelConfig)} & \
+        {f.name for f in dataclasses.fields(icfg)}
+    return ModelConfig(**{
+        **{name: getattr(icfg, name) for name in shared},
+        "obs_shape": tuple(spec.obs_shape), "obs_dtype": spec.obs_dtype,
+        "num_actions": spec.num_actions, "action_mask": tuple(bool(m) for m in spec.action_mask),
+        "episode_local": icfg.variant == "single_episode",
+        "compute_dtype": resolve_compute_dtype(icfg.compute_dtype, backend)})
 
 
 class Tokens(NamedTuple):
