@@ -112,9 +112,13 @@ class EnvConfig:
         if self.transfer:
             other = envs.spec(self.transfer)
             if other.interface != spec.interface:
+                same = [n for n in envs.names()
+                        if n != self.name and envs.spec(n).interface == spec.interface]
                 raise ConfigError("env.transfer", f"{self.transfer} uses interface "
                                   f"{other.interface!r} but {self.name} uses "
-                                  f"{spec.interface!r}; transfer needs the same interface")
+                                  f"{spec.interface!r}; test (c) needs the same interface: set "
+                                  f"env.transfer to one of {', '.join(same) or '(none)'}, or "
+                                  f"to '' to skip test (c)")
 
 
 @dataclasses.dataclass(frozen=True)

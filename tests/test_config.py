@@ -120,7 +120,9 @@ def test_sweep_mapping():
     ("imitator.context_len=0", "imitator.context_len: must be >= 1"),
     ("eval.tasks=18", "eval.tasks: 18 exceeds the 17 held-out tasks of darkroom"),
     ("env.name=pong", "env.name: unknown environment 'pong'"),
-    ("env.transfer=CartPole-v1", "env.transfer: CartPole-v1 uses interface 'control'"),
+    ("env.transfer=CartPole-v1", "env.transfer: CartPole-v1 uses interface 'control' but "
+     "darkroom uses 'grid'; test (c) needs the same interface: set env.transfer to one of "
+     "darkroom_hard, keydoor, or to '' to skip test (c)"),
     ("env.transfer=darkroom", "env.transfer: darkroom is env.name itself"),
     ("teacher.batch_size=100000", "teacher.batch_size: 100000 exceeds buffer_size"),
 
