@@ -412,3 +412,30 @@ def test_the_interface_table_names_every_environment_once_under_its_interface():
     assert named == {n: envs.spec(n).interface for n in envs.names()}
     assert ("| `grid` | `darkroom`, `darkroom_hard`, `keydoor` | the agent's (x, y), `uint8` [2] "
             "| 5: up, down, left, right, no-op |") in rows
+
+
+@pytest.mark.parametrize("name", envs.names())
+def test_every_observation_survives_its_interface_storage(name):
+    # Histories and replay buffers keep observations in the interface's storage dtype: a native
+    # observation it cannot hold (a fraction in a uint8 interface, a value past 255) would be
+    # cut silently by the cast. 200 random-action steps of each registered env, episode ends
+    # included, must come back from storage exactly as the env produced them.
+    env = envs.make(name)
+    params = env.params(jnp.asarray(envs.all_tasks(name, "train")[0]))
+    n = env.spec.native_num_actions
+
+    def one(carry, key):
+        state = carry
+        k_act, k_step = jax.random.split(key)
+        action = jax.random.randint(k_act, (), 0, n)
+        obs, state, _, _, _, info = env.gym.step(k_step, state, action, params)
+        return state, (obs, info["final_observation"])
+
+    obs0, state = env.gym.reset(jax.random.key(0), params)
+    _, (obs_T, final_T) = jax.jit(lambda s: jax.lax.scan(one, s, jax.random.split(
+        jax.random.key(1), 200)))(state)
+    raw = np.concatenate([np.asarray(obs0, np.float64)[None], np.asarray(obs_T, np.float64),
+                          np.asarray(final_T, np.float64)])
+    stored = jax.vmap(lambda o: envs.from_interface(env.spec, envs.to_interface(env.spec, o)))(
+        jnp.asarray(raw, jnp.float32))
+    np.testing.assert_array_equal(np.asarray(stored, np.float64), raw)
