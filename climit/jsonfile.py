@@ -48,14 +48,46 @@ def read_or_empty(path: str | Path) -> dict[str, Any]:
         return {}
 
 
+_swept: set[str] = set()  # directories this process has cleared of dead writers' temporaries
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, say: there, so its temporary may be in use
+        return True
+    return True
+
+
+def _remove_dead_temporaries(directory: Path) -> None:
+    """Delete the temporaries of :func:`write_atomic` that processes no longer running left in
+    ``directory``: a SIGKILL (or an OOM kill) between a temporary's creation and its rename
+    runs no cleanup, and the process that resumes writes under another pid. Once per directory
+    and process, before its first write there; a live process's temporary is left alone."""
+    key = os.path.abspath(directory)
+    if key in _swept:
+        return
+    _swept.add(key)
+    for tmp in directory.glob(".*.tmp-*"):
+        pid = tmp.name.rpartition(".tmp-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temporary name in the same directory, then rename it over ``path``.
 
     Synced before and after the rename: the rename alone survives a killed process, not a
     machine that goes down, which could leave a history chunk empty behind a durable checkpoint
-    that counts it (a resume then stops at the truncated chunk).
+    that counts it (a resume then stops at the truncated chunk). The first write into a
+    directory removes the temporaries that killed processes left there
+    (:func:`_remove_dead_temporaries`), so a resumed run ends with the files of an
+    uninterrupted one.
     """
     path = Path(path)
+    _remove_dead_temporaries(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
