@@ -1,7 +1,10 @@
 """climit.jsonfile: a JSON object from disk, or a clear error (or {} where damage means "redo")."""
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -48,6 +51,27 @@ def test_a_write_that_fails_before_its_rename_leaves_the_old_file(tmp_path, monk
     assert path.read_bytes() == b'{"old": 1}'
     # and no temporary is left: a later process (another pid) would never remove it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_a_write_killed_before_its_rename_leaves_no_temporary_once_resumed(tmp_path):
+    """SIGKILL between the temporary and its rename runs no cleanup (here in a child whose
+    rename kills it; `climit run` killed so left .manifest.json.tmp-PID in teacher/histories/,
+    .config.yaml.tmp-PID in imitator/ed/, .test_a.png.tmp-PID in report/). The process that
+    resumes writes there again: the dead one's temporary goes, a live writer's stays."""
+    path = tmp_path / "summary.json"
+    path.write_bytes(b'{"old": 1}')
+    code = ("import os, signal, sys; from climit import jsonfile; "
+            "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL); "
+            "jsonfile.write_atomic(sys.argv[1], b'{\"new\": 2}')")
+    killed = subprocess.run([sys.executable, "-c", code, str(path)], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert path.read_bytes() == b'{"old": 1}'
+    assert len(list(tmp_path.glob(".summary.json.tmp-*"))) == 1  # what the kill left
+    live = tmp_path / f".other.json.tmp-{os.getpid()}"  # a writer still at work
+    live.write_bytes(b"{")
+    jsonfile.write_atomic(path, b'{"new": 3}')
+    assert jsonfile.read(path) == {"new": 3}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "summary.json"]
 
 
 def _is_dir(fd):
