@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ def read_or_empty(path: str | Path) -> dict[str, Any]:
 
 
 _swept: set[str] = set()  # directories this process has cleared of dead writers' temporaries
+_sweep_lock = threading.Lock()  # held through a sweep: no write of ours starts there meanwhile
 
 
 def _alive(pid: int) -> bool:
@@ -64,15 +66,21 @@ def _alive(pid: int) -> bool:
 def _remove_dead_temporaries(directory: Path) -> None:
     """Delete the temporaries of :func:`write_atomic` that processes no longer running left in
     ``directory``: a SIGKILL (or an OOM kill) between a temporary's creation and its rename
-    runs no cleanup, and the process that resumes writes under another pid. Once per directory
-    and process, before its first write there; a live process's temporary is left alone."""
-    key = os.path.abspath(directory)
-    if key in _swept:
-        return
-    _swept.add(key)
+    runs no cleanup. Once per directory and process, before its first write there; a live
+    process's temporary is left alone. One under this process's own pid goes too: none of its
+    writes has started there yet (the lock holds them back), so a process before it that had
+    the same pid left it, as a restarted container's entrypoint does."""
+    key = os.path.realpath(directory)  # one directory by two names is still swept once
+    with _sweep_lock:
+        if key not in _swept:
+            _sweep(directory)
+            _swept.add(key)
+
+
+def _sweep(directory: Path) -> None:
     for tmp in directory.glob(".*.tmp-*"):
         pid = tmp.name.rpartition(".tmp-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
             tmp.unlink(missing_ok=True)
 
 

@@ -67,12 +67,46 @@ def test_a_write_killed_before_its_rename_leaves_no_temporary_once_resumed(tmp_p
     assert killed.returncode == -signal.SIGKILL
     assert path.read_bytes() == b'{"old": 1}'
     assert len(list(tmp_path.glob(".summary.json.tmp-*"))) == 1  # what the kill left
-    live = tmp_path / f".other.json.tmp-{os.getpid()}"  # a writer still at work
-    live.write_bytes(b"{")
-    jsonfile.write_atomic(path, b'{"new": 3}')
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = tmp_path / f".other.json.tmp-{writer.pid}"  # a writer still at work
+        live.write_bytes(b"{")
+        jsonfile.write_atomic(path, b'{"new": 3}')
+    finally:
+        writer.kill()
+        writer.wait()
     assert jsonfile.read(path) == {"new": 3}
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "summary.json"]
 
+
+def test_a_temporary_under_this_process_pid_before_its_first_write_there_goes(tmp_path):
+    # A restarted container's entrypoint gets the pid its killed predecessor had: what that
+    # one left under the pid is no write of this process, which has not written here yet.
+    left = tmp_path / f".manifest.json.tmp-{os.getpid()}"
+    left.write_bytes(b"{")
+    jsonfile.write_atomic(tmp_path / "summary.json", b'{"new": 1}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+
+def test_no_write_into_a_directory_starts_while_it_is_swept(tmp_path, monkeypatch):
+    # The sweep removes this process's own pid's temporaries: a thread writing there meanwhile
+    # (the histories' background writer beside the main thread) would lose its own.
+    import threading
+    import time
+
+    started, release, sweep = threading.Event(), threading.Event(), jsonfile._sweep
+    monkeypatch.setattr(jsonfile, "_sweep", lambda d: (started.set(), release.wait(10), sweep(d)))
+    first = threading.Thread(target=jsonfile.write_atomic, args=(tmp_path / "a.json", b"{}"))
+    second = threading.Thread(target=jsonfile.write_atomic, args=(tmp_path / "b.json", b"{}"))
+    first.start()
+    assert started.wait(10)
+    second.start()
+    time.sleep(0.3)
+    assert not (tmp_path / "b.json").exists()  # held back until the sweep ends
+    release.set()
+    first.join(10), second.join(10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
 
 def _is_dir(fd):
     return stat.S_ISDIR(os.fstat(fd).st_mode)
