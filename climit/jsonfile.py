@@ -56,7 +56,7 @@ _sweep_lock = threading.Lock()  # held through a sweep: no write of ours starts 
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no pid is that large
         return False
     except OSError:  # another user's process, say: there, so its temporary may be in use
         return True

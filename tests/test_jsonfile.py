@@ -89,6 +89,13 @@ def test_a_temporary_under_this_process_pid_before_its_first_write_there_goes(tm
 
 
 
+def test_a_temporary_under_a_number_no_pid_can_be_goes(tmp_path):
+    # os.kill refuses such a pid with OverflowError: no process has it, so none writes there.
+    (tmp_path / f".summary.json.tmp-{2**70}").write_bytes(b"{")
+    jsonfile.write_atomic(tmp_path / "summary.json", b'{"new": 1}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
 def test_no_write_into_a_directory_starts_while_it_is_swept(tmp_path, monkeypatch):
     # The sweep removes this process's own pid's temporaries: a thread writing there meanwhile
     # (the histories' background writer beside the main thread) would lose its own.
