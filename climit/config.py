@@ -114,11 +114,12 @@ class EnvConfig:
             if other.interface != spec.interface:
                 same = [n for n in envs.names()
                         if n != self.name and envs.spec(n).interface == spec.interface]
+                fix = f"set env.transfer to one of {', '.join(same)}, or " if same else \
+                    "no other environment has it: set env.transfer "
                 raise ConfigError("env.transfer", f"{self.transfer} uses interface "
                                   f"{other.interface!r} but {self.name} uses "
-                                  f"{spec.interface!r}; test (c) needs the same interface: set "
-                                  f"env.transfer to one of {', '.join(same) or '(none)'}, or "
-                                  f"to '' to skip test (c)")
+                                  f"{spec.interface!r}; test (c) needs the same interface: "
+                                  f"{fix}to '' to skip test (c)")
 
 
 @dataclasses.dataclass(frozen=True)

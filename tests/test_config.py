@@ -372,6 +372,13 @@ def test_a_teacher_or_histories_field_added_at_its_default_changes_no_earlier_ru
         "histories.record_q: None -> False", "teacher.double: None -> False"]
 
 
+def test_a_transfer_env_when_no_other_env_shares_the_interface_is_told_to_skip_test_c():
+    with pytest.raises(C.ConfigError) as e:
+        C.load(None, ["env.name=DeepSea-bsuite", "env.train_tasks=1", "eval.tasks=1"])
+    assert str(e.value).endswith("test (c) needs the same interface: no other environment has "
+                                 "it: set env.transfer to '' to skip test (c)")
+
+
 def test_a_field_added_with_a_tuple_default_drops_out_of_the_fingerprint(monkeypatch):
     # A tuple default is held as a list in a section dict (to_dict, or a config.yaml read
     # back): registered as the tuple the field declares, it must still drop out.
