@@ -476,3 +476,18 @@ def test_summarize_test_describes_the_per_cell_agents_by_task_only():
             for got in (one[name][m], two[name][m]):  # equal but for the order of a sum
                 assert (got["value"], got["lo"], got["hi"]) == pytest.approx(
                     (e.value, e.lo, e.hi), rel=1e-12), (name, m)
+
+
+def test_final_rounds_its_window_to_the_nearest_point_count_and_keeps_at_least_one():
+    # final_frac 0.1 of 15 points is 1.5 -> the last 2 (not 1 by truncation); of 14 points 1.4 ->
+    # the last 1 (not 2 by rounding up); of 3 points 0.3 -> none, so the last one.
+    assert stats.final(np.arange(15.0), 0.1) == 13.5
+    assert stats.final(np.arange(14.0), 0.1) == 13.0
+    assert stats.final(np.arange(3.0), 0.1) == 2.0
+    assert stats.final(np.arange(3.0), 0.0) == 2.0
+
+
+def test_a_ratio_to_an_undefined_reference_is_undefined_even_for_a_positive_agent():
+    # A NaN reference (the steps to 80 % of a DQN that did not learn) is NaN, not "ahead" (inf).
+    r = stats._ratio(np.array([1.0, math.inf, math.nan]), np.array([math.nan, math.nan, 2.0]))
+    assert all(math.isnan(x) for x in r)
