@@ -491,3 +491,21 @@ def test_a_ratio_to_an_undefined_reference_is_undefined_even_for_a_positive_agen
     # A NaN reference (the steps to 80 % of a DQN that did not learn) is NaN, not "ahead" (inf).
     r = stats._ratio(np.array([1.0, math.inf, math.nan]), np.array([math.nan, math.nan, 2.0]))
     assert all(math.isnan(x) for x in r)
+
+
+def test_final_frac_reaches_every_final_return_and_the_80_percent_level():
+    # Curves 0, 1, ..., 9 on every seed and task (the DQN's twice that): every replicate is the
+    # point, so each interval is exact. final_frac 0.5 averages the last 5 points: agent 7, DQN
+    # 14 (the default 0.1 would read 9 and 18); the DQN's 80 % level 11.2 is first reached at
+    # its 7th point (12 at env step 70; 14.4, from a final of 18, at step 90).
+    grid = 10 * np.arange(1, 11)
+    agent = np.tile(np.arange(10.0), (2, 5, 1))
+    dqn = 2 * np.tile(np.arange(10.0), (3, 5, 1))
+    d = stats.describe(agent, n_boot=50, final_frac=0.5)
+    for name, want in (("final", 7.0), ("gain", 7.0)):
+        assert (d[name].value, d[name].lo, d[name].hi) == pytest.approx((want,) * 3), name
+    out = stats.compare(agent, dqn, grid, n_boot=50, final_frac=0.5)
+    for name, want in (("agent_final", 7.0), ("dqn_final", 14.0), ("final_ratio", 0.5),
+                       ("dqn_steps_to_80", 70.0), ("agent_steps_to_80", math.inf)):
+        e = out[name]
+        assert (e.value, e.lo, e.hi) == pytest.approx((want,) * 3), name
