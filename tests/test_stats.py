@@ -509,3 +509,22 @@ def test_final_frac_reaches_every_final_return_and_the_80_percent_level():
                        ("dqn_steps_to_80", 70.0), ("agent_steps_to_80", math.inf)):
         e = out[name]
         assert (e.value, e.lo, e.hi) == pytest.approx((want,) * 3), name
+
+
+def test_summarize_test_passes_floor_confidence_and_bootstrap_size_to_every_statistic():
+    # floor reaches compare(): the DQN rising 5, 6, ..., 15 with floor 5 reaches its 80 % level
+    # 13 at env step 90 (80 with floor 0). confidence and n_boot reach difference(): its dict is
+    # difference()'s with the same settings, and a 50 % interval is narrower than the 95 % one.
+    grid = np.arange(1, 12) * 10
+    dqn = np.tile(np.arange(5.0, 16.0), (2, 5, 1))
+    out = stats.summarize_test({"imitator": dqn.copy(), "dqn": dqn}, grid, n_boot=50, floor=5.0)
+    assert out["vs_dqn"]["imitator"]["dqn_steps_to_80"]["value"] == 90.0
+    rng, grid = np.random.default_rng(6), np.arange(1, 11)
+    imitator, ed = 5 + rng.normal(0, 1.0, (3, 6, 10)), 4 + rng.normal(0, 1.0, (3, 6, 10))
+    curves = {"imitator": imitator, "ed": ed, "dqn": 6 + rng.normal(0, 1.0, (2, 6, 10))}
+    got = stats.summarize_test(curves, grid, n_boot=200, confidence=0.5, seed=3)
+    want = stats.difference(imitator, ed, n_boot=200, confidence=0.5, seed=3)
+    # equal but for the order of a sum
+    assert got["imitator_vs"]["ed"]["auc_diff"] == pytest.approx(want.to_dict(), rel=1e-12)
+    wide = stats.difference(imitator, ed, n_boot=200, seed=3)
+    assert wide.lo < want.lo and want.hi < wide.hi
