@@ -528,3 +528,25 @@ def test_summarize_test_passes_floor_confidence_and_bootstrap_size_to_every_stat
     assert got["imitator_vs"]["ed"]["auc_diff"] == pytest.approx(want.to_dict(), rel=1e-12)
     wide = stats.difference(imitator, ed, n_boot=200, seed=3)
     assert wide.lo < want.lo and want.hi < wide.hi
+
+
+def test_mismatched_grids_and_empty_windows_are_errors_not_silent_numbers():
+    # A grid one point longer than the curves would give steps to 80 % on the wrong env steps,
+    # curves of unequal length a difference of AUCs over different spans, and an empty window
+    # no statistic at all: each is a ValueError that says so.
+    c = np.tile(np.arange(10.0), (2, 5, 1))
+    with pytest.raises(ValueError, match="11 points"):
+        stats.compare(c, c, np.arange(1, 12))
+    with pytest.raises(ValueError, match="same tasks and grid"):
+        stats.difference(c, c[..., :9])
+    with pytest.raises(ValueError, match="no grid point in window"):
+        stats.summarize_test({"dqn": c}, np.arange(1, 11), window=(10, 20))
+
+
+def test_imitator_vs_holds_the_controls_only():
+    # The imitator's AUC minus each control's: the DQN is a reference (vs_dqn), not a control.
+    rng, grid = np.random.default_rng(7), np.arange(1, 11)
+    curves = {name: 5 + rng.normal(0, 1.0, (2, 5, 10)) for name in ("imitator", "ed", "dqn")}
+    out = stats.summarize_test(curves, grid, n_boot=20)
+    assert list(out["imitator_vs"]) == ["ed"]
+    assert list(out["vs_dqn"]) == ["imitator", "ed"]
