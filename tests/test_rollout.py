@@ -61,6 +61,14 @@ def test_policy_input_carries_previous_step_across_boundaries():
     assert bool(tr.truncated[19]) and not bool(tr.truncated[18])
 
 
+def test_trajectory_done_is_terminated_or_truncated():
+    # Key-to-Door ends episodes by termination, Dark Room by truncation: `done` is either.
+    traj = rollout.Trajectory(action=jnp.zeros(4, jnp.int32), reward=jnp.zeros(4),
+                              terminated=jnp.array([False, True, False, False]),
+                              truncated=jnp.array([False, False, False, True]))
+    assert traj.done.tolist() == [False, True, False, True]
+
+
 def test_episode_accounting_known_answer():
     reward = np.array([1, 0, 2, 0, 0, 5, 1, 1, 3, 9], np.float32)
     done = np.array([0, 1, 0, 0, 1, 1, 0, 0, 1, 0], bool)  # last episode unfinished
@@ -185,6 +193,51 @@ def test_action_rules_respect_mask():
     assert set(np.asarray(greedy).tolist()) == {1}
     explore = jax.vmap(lambda k: rollout.epsilon_greedy(k, q, mask, 1.0))(keys)
     assert set(np.asarray(explore).tolist()) == {0, 1}
+
+
+def test_masked_argmax_breaks_ties_at_the_lowest_real_index():
+    # The docstring's promise, which the DQN's greedy evaluation relies on for equal Q-values:
+    # (2, 5, 5, 5) with action 1 masked -> 2 (not 3); all equal -> 0; (1, 3, 3) -> 1.
+    mask = jnp.array([True, False, True, True])
+    assert int(rollout.masked_argmax(jnp.array([2.0, 5.0, 5.0, 5.0]), mask)) == 2
+    assert int(rollout.masked_argmax(jnp.zeros(4), jnp.ones(4, bool))) == 0
+    assert int(rollout.masked_argmax(jnp.array([1.0, 3.0, 3.0]), jnp.ones(3, bool))) == 1
+
+
+def test_random_policy_is_uniform_action_over_its_mask_with_the_step_key():
+    # The random control acts as uniform_action(key, mask) with the key the step hands it (so
+    # only real actions 1 and 3 occur) and passes its carry through.
+    mask = np.array([False, True, False, True, False])
+    act = rollout.random_policy(mask)
+    inp = rollout.PolicyInput(jnp.zeros(2, jnp.uint8), jnp.int32(-1), jnp.float32(0.0),
+                              jnp.array(True))
+    keys = jax.random.split(jax.random.key(4), 64)
+    action, carry = jax.vmap(lambda k: act(None, jnp.int32(7), inp, k))(keys)
+    want = jax.vmap(lambda k: rollout.uniform_action(k, jnp.asarray(mask)))(keys)
+    np.testing.assert_array_equal(np.asarray(action), np.asarray(want))
+    assert set(np.asarray(action).tolist()) == {1, 3}
+    np.testing.assert_array_equal(np.asarray(carry), 7)
+
+
+def test_q_policy_is_epsilon_greedy_over_its_mask_with_the_eps_of_its_params():
+    # q = w * obs with w = 1: Q (0, 9, 1, 2); action 1 (the unmasked best) is not real, so the
+    # greedy action is 3. With params (w, eps) the policy draws exactly what epsilon_greedy
+    # draws with the same key, for eps 0 (always 3), 0.5 and 1 (never 1).
+    mask = jnp.array([True, False, True, True])
+    act = rollout.q_policy(lambda w, obs_O: w * obs_O.astype(jnp.float32), mask)
+    obs = jnp.array([0, 9, 1, 2], jnp.uint8)
+    inp = rollout.PolicyInput(obs, jnp.int32(-1), jnp.float32(0.0), jnp.array(False))
+    keys = jax.random.split(jax.random.key(5), 64)
+    got = {}
+    for eps in (0.0, 0.5, 1.0):
+        got[eps] = np.asarray(jax.vmap(
+            lambda k: act((jnp.float32(1.0), jnp.float32(eps)), (), inp, k)[0])(keys))
+        want = jax.vmap(lambda k: rollout.epsilon_greedy(k, obs.astype(jnp.float32), mask,
+                                                         jnp.float32(eps)))(keys)
+        np.testing.assert_array_equal(got[eps], np.asarray(want))
+    assert set(got[0.0].tolist()) == {3}
+    assert set(got[1.0].tolist()) == {0, 2, 3}
+    assert 0 < int((got[0.5] != 3).sum()) < 64
 
 
 def test_uniform_action_and_epsilon_greedy_draw_at_their_known_frequencies():
