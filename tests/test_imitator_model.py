@@ -413,6 +413,27 @@ def test_policy_never_takes_an_action_the_acting_env_lacks():
         assert mode == "greedy" or len(set(np.asarray(actions).tolist())) == 2  # both remain
 
 
+def test_policy_keeps_to_the_imitators_own_actions_even_below_the_masked_logit():
+    """The policy masks with ``cfg.action_mask`` itself, not only through the model's
+    MASKED_LOGIT: real logits of -1e10 (below the -1e9 a padded action gets) still never let
+    the padded action 2 be taken, greedy or sampled."""
+    from climit import rollout
+    from climit.imitator import policy
+
+    cfg = cfg_(**dict(FLOAT, action_mask=(True, True, False)), context_len=4)
+    params = _init(cfg, jax.random.key(0))
+    tree = jax.tree.map(lambda x: x, params.tree)
+    tree["head"]["bias"] = jnp.array([-1e10, -1e10, 0.0])
+    params = M.Params(params.cfg, tree)
+    inp = rollout.PolicyInput(obs=jnp.zeros(3), prev_action=jnp.int32(-1),
+                              prev_reward=jnp.float32(0.0), episode_start=jnp.array(True))
+    for mode in ("greedy", "sample"):
+        act, cache = policy.policy(params, mode)
+        actions = jax.vmap(lambda k: act(params, cache, inp, k)[0])(
+            jax.random.split(jax.random.key(2), 16))
+        assert set(np.asarray(actions).tolist()) <= {0, 1}, mode
+
+
 # FLOP counts. The shared config (GRID, d 32, 2 layers, MLP x4, context 8) by hand:
 # per layer qkv 2*32*96 = 6144, out 2*32*32 = 2048, MLP 2*32*128 + 2*128*32 = 16384: 24576
 # dense, and 4*32 = 128 per attended key (scores and values); per token the action head
