@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from climit import histories
+from climit import config, histories
 from climit.errors import ClimitError
 from climit.imitator import data as D
 from climit.imitator import synthetic
@@ -452,3 +452,76 @@ def _cat(a, b):
     if isinstance(a, tuple):
         return type(a)(*[np.concatenate([x, y]) for x, y in zip(a, b)])
     return np.concatenate([a, b])
+
+
+def test_mix_is_the_splitmix64_finaliser():
+    # splitmix64 seeded with 0: its first output is the finaliser of the golden-ratio increment.
+    assert int(D._mix(np.asarray(0x9E3779B97F4A7C15, np.uint64))) == 0xE220A8397B1DCDAF
+
+
+def test_window_order_of_a_seed_is_pinned():
+    # The data order is a pure function of (seed, replica, step) across versions too: a changed
+    # hash would let a resumed run see other batches than the run it continues.
+    assert int(D.hash_key(1, 2)) == 4676466392371425043
+    assert D.Sampler(10, 4, 7).ids(3, np.arange(2)).tolist() == [[3, 5, 2, 9], [5, 1, 4, 3]]
+    assert D.permute(np.arange(8), 8, D.hash_key(5)).tolist() == [7, 0, 2, 4, 5, 3, 6, 1]
+
+
+def test_every_window_can_come_first_in_an_epoch():
+    # Four rounds on 2 * ceil(log2(n) / 2) bits: with too few bits the high bits of an id
+    # would pass the cipher untouched and position 0 would only ever get the low ids.
+    firsts = {int(D.permute(np.array([0]), 8, D.hash_key(k))[0]) for k in range(100)}
+    assert firsts == set(range(8))
+
+
+class _FakeHistory:
+    """Just what split_streams and stream_index read: stream infos and episode bounds."""
+
+    path = "fake"
+
+    def __init__(self, tasks, starts=(), lengths=(), num_steps=0):
+        self.infos = [histories.StreamInfo(i, 0, (t,), 0) for i, t in enumerate(tasks)]
+        self.num_streams, self.num_steps = len(self.infos), num_steps
+        self.ep = type("Ep", (), {"start": np.array(starts), "length": np.array(lengths)})
+
+    def stream_info(self, i):
+        return self.infos[i]
+
+    def episodes(self, stream):
+        return self.ep
+
+
+def test_heldout_count_rounds_the_fraction_to_the_nearest_task():
+    train, held = D.split_streams(_FakeHistory([0, 1, 2, 3, 4]), 0.35, seed=0)  # 1.75 -> 2
+    assert len(held) == 2 and len(train) == 3
+
+
+def test_ed_cut_is_rounded_up_to_a_whole_step():
+    # 10 steps, fraction 0.25: the cut is at 7.5, so the episode starting at 7 is not kept.
+    h = _FakeHistory([0], starts=[0, 4, 7, 8], lengths=[4, 3, 1, 2], num_steps=10)
+    ix = D.stream_index(h, 0, D.DatasetSpec(variant="ed", ed_fraction=0.25))
+    assert ix.start.tolist() == [8] and ix.offset.tolist() == [0, 2]
+
+
+def test_a_window_id_equal_to_the_window_count_is_refused(ragged):
+    ds = D.WindowDataset(ragged, [0, 1], D.DatasetSpec(seq_len=10))
+    assert ds.in_memory
+    with pytest.raises(IndexError, match="outside"):
+        ds.windows([0, ds.num_windows])
+
+
+def test_dataset_spec_sequence_is_train_windows_context_windows():
+    icfg = config.ImitatorConfig(context_len=5, train_windows=3)
+    assert D.DatasetSpec.from_config(icfg, seed=4) == D.DatasetSpec(seq_len=15, seed=4)
+
+
+def test_cached_epoch_orders_are_computed_once_per_replica_and_epoch(monkeypatch):
+    calls = []
+    permute = D.permute
+    monkeypatch.setattr(D, "permute", lambda *a: calls.append(a[1]) or permute(*a))
+    s = D.Sampler(10, 4, 0, cache_orders=True)
+    first = [s.ids(step, np.arange(2)) for step in (0, 1)]  # both in epoch 0
+    assert len(calls) == 2 and set(s._orders) == {(0, 0), (1, 0)}
+    s.ids(3, np.arange(2))  # ids 12..15: epoch 1 only, epoch 0 dropped
+    assert len(calls) == 4 and set(s._orders) == {(0, 1), (1, 1)}
+    assert np.array_equal(first[1], D.Sampler(10, 4, 0).ids(1, np.arange(2)))
