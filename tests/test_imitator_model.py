@@ -637,3 +637,77 @@ def test_rms_norm_of_a_bf16_stream_takes_its_statistics_in_float32():
     want = _np_rms_norm(np.asarray(scale), np.asarray(x, np.float64))  # the bf16 values exactly
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_block_drops_its_attention_and_mlp_outputs_with_independent_keys():
+    """finish(x, attn) = x + drop(proj(attn), k1), then + drop(down(gelu(up(norm2(.)))), k2)
+    with (k1, k2) = split(key): two different masks, not one mask used twice."""
+    params = random_tree(_init(cfg_(dropout=0.5), jax.random.key(22)))
+    block = M._module(params).blocks()[0]
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(3, 32)), jnp.float32)
+    attn = jnp.asarray(rng.normal(size=(3, 4, 8)), jnp.float32)
+    key = jax.random.key(5)
+    k1, k2 = jax.random.split(key)
+    mid = x + M._dropout(block.proj(attn.reshape(3, 32)), 0.5, k1)
+    hidden = jax.nn.gelu(block.up(M._rms_norm(block.norm2[...], mid)))
+    want = mid + M._dropout(block.down(hidden), 0.5, k2)
+    np.testing.assert_allclose(block.finish(x, attn, 0.5, key), want, rtol=1e-6, atol=1e-6)
+    keep1 = M._dropout(jnp.ones((3, 32)), 0.5, k1) != 0
+    keep2 = M._dropout(jnp.ones((3, 32)), 0.5, k2) != 0
+    assert not np.array_equal(keep1, keep2)
+
+
+def test_forward_drops_the_token_embedding_and_each_block_with_its_own_key():
+    """With a dropout key k, forward = its parts with keys split(k, n_layers + 1): keys[0]
+    drops the token embedding, keys[i + 1] block i (never one key reused across layers)."""
+    cfg = cfg_(dropout=0.5)
+    params = random_tree(_init(cfg, jax.random.key(23)))
+    toks, key = tokens(cfg, 2, 6), jax.random.key(6)
+    model, keys = M._module(params), jax.random.split(key, cfg.n_layers + 1)
+    cos, sin = M._rope_angles(cfg, jnp.arange(6))
+    x = M._dropout(model.embed(toks), 0.5, keys[0])
+    for block, k_i in zip(model.blocks(), keys[1:]):
+        q, k, v = block.qkv_heads(x)
+        attn = M._attention(M._rotate(q, cos, sin), M._rotate(k, cos, sin), v, None, None, "xla")
+        x = block.finish(x, attn, 0.5, k_i)
+    np.testing.assert_allclose(M.forward(params, toks, dropout_key=key), model.logits(x),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_residual_output_projections_start_at_the_scaled_down_init():
+    # GPT-2 style: layers writing into the residual stream (proj, down) start at
+    # N(0, (0.02 / sqrt(2 * n_layers))^2) = N(0, 0.01^2) for 2 layers, the rest at N(0, 0.02^2).
+    t = _init(cfg_(d_model=64, n_layers=2), jax.random.key(24)).tree
+    for name, std in [("proj", 0.01), ("down", 0.01), ("qkv", 0.02), ("up", 0.02)]:
+        w = np.concatenate([np.ravel(t[f"block{i}"][name]["kernel"]) for i in range(2)])
+        assert abs(w.std() / std - 1) < 0.05, (name, w.std())  # >= 8192 draws: s.e. < 1%
+
+
+def test_cudnn_attention_needs_a_head_size_that_is_a_multiple_of_8():
+    for d_model, n_heads, want in [(16, 4, "xla"), (48, 4, "xla"), (32, 4, "cudnn"),
+                                   (64, 4, "cudnn")]:  # head sizes 4, 12, 8, 16
+        cfg = cfg_(compute_dtype="bfloat16", d_model=d_model, n_heads=n_heads)
+        assert M.attention_impl(cfg, backend="gpu") == want, cfg.head_dim
+
+
+def test_small_uint8_observations_up_to_8_entries_are_categorical():
+    assert cfg_(obs_shape=(8,)).categorical_obs and cfg_(obs_shape=(2, 4)).categorical_obs
+    assert not cfg_(obs_shape=(9,)).categorical_obs
+    assert not cfg_(**dict(FLOAT, obs_shape=(2,))).categorical_obs
+
+
+def test_rope_harmonics_are_clipped_below_the_nyquist_harmonic():
+    # A base below 1 makes the geometric spectrum grow: ideal [1.3, 4.0, 12.7, 40.3] for C = 8,
+    # clipped to (C - 1) // 2 = 3, never to the Nyquist harmonic C / 2 = 4 (a turn by pi).
+    np.testing.assert_array_equal(M.rope_harmonics(8, 8, base=0.01), [1, 3, 3, 3])
+    np.testing.assert_array_equal(M.rope_harmonics(9, 8, base=0.01), [1, 4, 4, 4])
+
+
+def test_num_params_known_answer():
+    # obs 2 x 256 rows, actions 5 + "none", start 2 rows, reward 1 row, of 32 each; per block
+    # norms 2 x 32, qkv 32 x 96, proj 32 x 32, up 32 x 128 + 128, down 128 x 32 + 32; final norm
+    # 32 and head 32 x 5 + 5.
+    block = 2 * 32 + 32 * 96 + 32 * 32 + (32 * 128 + 128) + (128 * 32 + 32)
+    want = (512 + 6 + 2 + 1) * 32 + 2 * block + 32 + 32 * 5 + 5
+    assert M.num_params(_init(cfg_(), jax.random.key(0))) == want == 41893
