@@ -711,3 +711,20 @@ def test_num_params_known_answer():
     block = 2 * 32 + 32 * 96 + 32 * 32 + (32 * 128 + 128) + (128 * 32 + 32)
     want = (512 + 6 + 2 + 1) * 32 + 2 * block + 32 + 32 * 5 + 5
     assert M.num_params(_init(cfg_(), jax.random.key(0))) == want == 41893
+
+
+def test_padded_actions_get_exactly_the_documented_logit():
+    cfg = cfg_()
+    logits = np.asarray(_forward(_init(cfg, jax.random.key(7)), tokens(cfg, 2, 6)))
+    assert np.all(logits[..., 4] == -1e9) and np.all(np.abs(logits[..., :4]) < 100)
+
+
+def test_token_embedding_comes_out_in_the_compute_dtype():
+    # The sum is taken in float32, then the residual stream starts in the compute dtype.
+    cfg = cfg_(compute_dtype="bfloat16")
+    params = random_tree(_init(cfg, jax.random.key(25)))
+    toks = tokens(cfg, 2, 3)
+    wide = M._module(M.Params(cfg_(), params.tree)).embed(toks)
+    got = M._module(params).embed(toks)
+    assert wide.dtype == jnp.float32 and got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(got, wide.astype(jnp.bfloat16))
