@@ -723,3 +723,25 @@ def test_mlp_is_every_hidden_layer_then_the_head_in_numpy(activation, dueling):
     got = np.asarray(networks.apply(net, params, jnp.asarray(obs)))
     np.testing.assert_allclose(got[:, :3], want[:, :3], rtol=1e-5, atol=1e-5)
     assert np.ptp(want[:, :3]) > 1.0  # outputs that differ: a wrong layer would show
+
+
+# ---------------------------------------------------------------------------------------------
+# Known answers pinning mutants that the tests above let through
+# ---------------------------------------------------------------------------------------------
+
+def test_epsilon_starts_from_eps_start_not_from_one():
+    # eps_start 0.8 (not the default 1): linear from 0.8 at learning_starts to 0.2 100 steps on.
+    tcfg = tiny_cfg(eps_start=0.8, eps_end=0.2, eps_decay_steps=100, learning_starts=10)
+    steps = jnp.array([0, 10, 60, 110, 200])
+    np.testing.assert_allclose(np.asarray(dqn.epsilon(tcfg, dqn.hparams(tcfg), steps)),
+                               [0.8, 0.8, 0.5, 0.2, 0.2], rtol=1e-6)
+
+
+def test_lr_scale_known_values_over_a_ten_step_span():
+    # 1 up to learning_starts 10, then linear to lr_final_frac 0.2 at total_env_steps 20
+    # (span 10, not 11 nor 20), then flat; never above 1 before learning starts. (At 0.5,
+    # 1 - frac * (1 - f) and 1 - frac * f agree.)
+    tcfg = tiny_cfg(learning_starts=10, total_env_steps=20, lr_final_frac=0.2)
+    steps = jnp.array([0, 10, 11, 15, 20, 30])
+    np.testing.assert_allclose(np.asarray(dqn.lr_scale(tcfg, steps)),
+                               [1.0, 1.0, 0.92, 0.6, 0.2, 0.2], rtol=1e-6)
