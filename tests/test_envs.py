@@ -439,3 +439,28 @@ def test_every_observation_survives_its_interface_storage(name):
     stored = jax.vmap(lambda o: envs.from_interface(env.spec, envs.to_interface(env.spec, o)))(
         jnp.asarray(raw, jnp.float32))
     np.testing.assert_array_equal(np.asarray(stored, np.float64), raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Known answers pinning mutants that the tests above let through
+# ---------------------------------------------------------------------------------------------
+
+def test_optimal_return_of_a_goal_exactly_at_the_time_limit_is_one_reward():
+    # A 5x5 room (centre (2, 2)) with a 3-step limit: a goal at distance 3 is reached on the
+    # last step (one reward, dense or sparse); one at distance 4 never is.
+    from climit.envs import gridworlds
+
+    for sparse in (False, True):
+        room = gridworlds.DarkRoom(5, 3, sparse=sparse)
+        assert room.optimal_return((0, 1)) == 1.0
+        assert room.optimal_return((0, 0)) == 0.0
+    assert gridworlds.DarkRoom(5, 3).optimal_return((2, 2)) == 3.0
+
+
+def test_grid_worlds_default_params_take_their_own_time_limit():
+    # A world built with a time limit other than the registry's carries it in default_params
+    # (the only place gymnax reads the limit from).
+    from climit.envs import gridworlds
+
+    assert gridworlds.KeyDoor(5, 7).default_params.max_steps_in_episode == 7
+    assert gridworlds.DarkRoom(5, 3).default_params.max_steps_in_episode == 3
