@@ -9,11 +9,12 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from climit import config, envs
+from climit import config, envs, keys
 from climit.teacher import dqn, networks, replay
 
 # ---------------------------------------------------------------------------------------------
@@ -745,3 +746,48 @@ def test_lr_scale_known_values_over_a_ten_step_span():
     steps = jnp.array([0, 10, 11, 15, 20, 30])
     np.testing.assert_allclose(np.asarray(dqn.lr_scale(tcfg, steps)),
                                [1.0, 1.0, 0.92, 0.6, 0.2, 0.2], rtol=1e-6)
+
+
+def test_learner_keys_are_the_task_seed_cells_in_g_order():
+    # learner g = (p*K + k)*S + s gets the cell (task k, seed s) of keys.cells: rows are tasks.
+    root = jax.random.PRNGKey(4)
+    got = np.asarray(dqn.learner_keys(root, n_tasks=3, n_seeds=2, n_points=2))
+    cells = np.asarray(keys.cells(root, jnp.arange(3), jnp.arange(2)))
+    for p in range(2):
+        for k in range(3):
+            for s in range(2):
+                np.testing.assert_array_equal(got[(p * 3 + k) * 2 + s], cells[k, s])
+
+
+def test_td_update_samples_from_exactly_count_transitions_and_carries_the_optimizer(
+        monkeypatch):
+    # The batch is drawn from the first ``count`` rows (not count - 1: the newest transition
+    # would never be drawn), and the optimizer state of one update is the next one's input
+    # (Adam's step count reads 1, then 2).
+    tcfg = tiny_cfg(num_envs=1, buffer_size=16, batch_size=4, optimizer="adam")
+    env, hp = tiny_env(2), jax.tree.map(lambda x: x[0], dqn.hparams(tcfg))
+    learner = dqn.init_learner(tcfg, env, jax.random.PRNGKey(0), jnp.zeros((0,), jnp.int32))
+    net, seen, real = dqn.network(tcfg, env.spec), [], replay.sample
+    monkeypatch.setattr(replay, "sample", lambda buf, count, key, n: seen.append(int(count))
+                        or real(buf, count, key, n))
+    counts = []
+    for count in (5, 7):
+        learner, _ = dqn.td_update(tcfg, net, learner, hp, jnp.int32(count))
+        counts.append(int(optax.tree_utils.tree_get(learner.opt_state, "count")))
+    assert seen == [5, 7] and counts == [1, 2]
+
+
+def test_schedulable_from_the_step_whose_transitions_reach_learning_starts():
+    # 2 envs, learning_starts 64: the chunk from t0 = 31 first steps to t = 32, 64 stored, and
+    # the unconditional chunk trains there as the cond would; from t0 = 30 (62 stored) it may not.
+    tcfg = tiny_cfg(num_envs=2, learning_starts=64)
+    assert dqn.schedulable(tcfg, 31, 40, "stats", 0)
+    assert not dqn.schedulable(tcfg, 30, 40, "stats", 0)
+
+
+def test_dense_init_is_lecun_normal_with_zero_bias():
+    # w = N(0, 1) draws / sqrt(n_in) (here n_in 4: halved), b = 0.
+    key = jax.random.PRNGKey(7)
+    layer = networks._dense(key, 4, 3)
+    np.testing.assert_allclose(layer["w"], jax.random.normal(key, (4, 3)) / 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(layer["b"], np.zeros(3, np.float32))
