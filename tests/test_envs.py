@@ -464,3 +464,13 @@ def test_grid_worlds_default_params_take_their_own_time_limit():
 
     assert gridworlds.KeyDoor(5, 7).default_params.max_steps_in_episode == 7
     assert gridworlds.DarkRoom(5, 3).default_params.max_steps_in_episode == 3
+
+
+def test_grid_observation_space_is_the_cells_coordinates():
+    # (x, y) in 0..size-1 each: the box's bounds are exactly the grid's cells.
+    from climit.envs import gridworlds
+
+    for world in (gridworlds.DarkRoom(5, 3), gridworlds.KeyDoor(7, 4)):
+        box = world.observation_space()
+        assert (box.low, box.high, box.shape) == (0, world.size - 1, (2,))
+        assert box.dtype == jnp.int32
