@@ -670,6 +670,20 @@ def from_dict(raw: dict) -> ExperimentConfig:
     return cfg
 
 
+def as_read_now(stored: dict) -> dict:
+    """A config dict recorded by an earlier run, as this version reads it: fields added since
+    at their defaults, so a comparison with today's config names only settings that differ
+    (not ``None -> 0`` for a field that run did not have yet). Returned as stored when this
+    version cannot read it (a field it no longer has, a value it refuses), and empty when
+    nothing was recorded (not the defaults)."""
+    if not stored:
+        return {}
+    try:
+        return to_dict(from_dict(stored))
+    except ConfigError:
+        return stored
+
+
 def dump_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 

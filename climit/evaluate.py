@@ -695,7 +695,7 @@ def _log_replaced(cfg: ExperimentConfig, run_dir: Path, log) -> None:
         return {**{k: v for k, v in d.items() if k != "run"},
                 "run.seed": d.get("run", {}).get("seed")}
 
-    diffs = config_lib.config_diff(identity(previous.get("config") or {}),
+    diffs = config_lib.config_diff(identity(config_lib.as_read_now(previous.get("config", {}))),
                                    identity(config_lib.to_dict(cfg)))
     log(f"evaluate: replacing the evaluation in {run_dir / 'eval'}, made with "
         f"{'; '.join(diffs[:4]) or 'other imitators (retrained since)'}")

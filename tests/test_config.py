@@ -428,3 +428,12 @@ def test_every_ablation_the_evaluation_accepts_is_an_imitator_variant():
     ablations = set(typing.get_args(hints(C.EvalConfig)["ablation"]))
     variants = set(typing.get_args(hints(C.ImitatorConfig)["variant"]))
     assert ablations and ablations <= variants - {"ad", "ed"}
+
+
+def test_a_stored_config_is_read_as_today_unless_it_cannot_be():
+    older = C.to_dict(C.load(None, []))
+    del older["eval"]["transfer_tasks"]
+    assert C.as_read_now(older) == C.to_dict(C.load(None, []))
+    gone = {**older, "removed_section": {"x": 1}}  # a field this version no longer has
+    assert C.as_read_now(gone) is gone
+    assert C.as_read_now({}) == {}  # nothing recorded is not the defaults

@@ -954,6 +954,22 @@ def test_only_an_evaluation_made_otherwise_is_said_to_be_replaced(tmp_path):
                      f"run.seed: 1 -> 0"]
 
 
+def test_an_evaluation_made_before_a_field_existed_names_the_field_at_its_default(tmp_path):
+    # results.json of a climit without eval.transfer_tasks: that run had the default (0), so
+    # the replaced evaluation says 0 -> 3, not None -> 3.
+    base = ["teacher.total_env_steps=2000", "teacher.learning_starts=100"]
+    cfg = config.load(None, base + ["eval.transfer_tasks=3"])
+    older = config.to_dict(config.load(None, base))
+    del older["eval"]["transfer_tasks"]
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text(json.dumps(
+        {"fingerprint": "an older one", "config": older}))
+    lines = []
+    evaluate._log_replaced(cfg, tmp_path, lines.append)
+    assert lines == [f"evaluate: replacing the evaluation in {tmp_path / 'eval'}, made with "
+                     f"eval.transfer_tasks: 0 -> 3"]
+
+
 def test_a_rollout_of_no_steps_is_refused_by_name():
     # Zero steps would leave no chunk to fetch (a TypeError deep in the loop): said plainly.
     env = envs.make("darkroom")

@@ -379,11 +379,7 @@ def history_config_diff(cfg: ExperimentConfig, stored: dict) -> list[str]:
     whole config dict as `climit teach` records it), in what the histories depend on. The
     stored config is read as this version reads configs first, so fields added since count
     at their defaults, as they do in the teacher's fingerprint."""
-    try:
-        stored = config_lib.to_dict(config_lib.from_dict(stored))
-    except config_lib.ConfigError:  # a field this version no longer has: compare as stored
-        pass
-    return _config_diff(stored, config_lib.to_dict(cfg))
+    return _config_diff(config_lib.as_read_now(stored), config_lib.to_dict(cfg))
 
 
 _TIMING_PREFIX = "timing_"
