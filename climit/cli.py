@@ -233,14 +233,16 @@ def bench_teacher(args: argparse.Namespace) -> int:
          args=_progress_args)
 def cmd_imitate(args: argparse.Namespace) -> int:
     from climit import parallel
-    from climit.imitator import train
+    from climit.imitator import data, train
 
     parallel.initialize()  # before the config check touches a device (multi-host start-up)
     cfg = load_config(args)
-    if cfg.imitator.variant == "ed" and cfg.imitator.subsample != 1 and parallel.is_primary():
-        print(f"climit: note: the evaluation's ED control keeps every episode "
-              f"(imitator.subsample=1); this ED (subsample {cfg.imitator.subsample}) is not the "
-              f"one `climit evaluate` expects", file=sys.stderr)
+    icfg = cfg.imitator
+    expected = data.control_subsample(icfg.variant, icfg.subsample)
+    if expected != icfg.subsample and parallel.is_primary():
+        print(f"climit: note: the evaluation's {icfg.variant} imitator has imitator.subsample="
+              f"{expected} (see climit.imitator.data.control_subsample); this one (subsample "
+              f"{icfg.subsample}) is not the one `climit evaluate` expects", file=sys.stderr)
     summary = train.train(cfg, progress=not args.no_progress)
     print(f"imitator {summary['tag']}: heldout_loss {summary['heldout_loss']:.4f}, "
           f"heldout_action_accuracy {summary['heldout_action_accuracy']:.3f} "

@@ -293,13 +293,12 @@ class Plan:
 
 
 def imitator_config(cfg: ExperimentConfig, variant: str, horizon: int = 0) -> ExperimentConfig:
-    """``cfg`` with the imitator dataset variant and horizon of one role.
+    """``cfg`` with the imitator dataset variant and horizon of one role, and the subsample
+    the evaluation trains that variant with (:func:`climit.imitator.data.control_subsample`:
+    ED keeps every episode)."""
+    from climit.imitator import data
 
-    ED keeps every episode of its last ``ed_fraction`` (``subsample`` 1), as AD's expert
-    distillation trains on all of the expert's data: subsampling compresses a learning
-    history's progress into one context, and expert data has none to compress. Subsampled, ED
-    would learn from k times fewer steps than it could, a handicap the control must not have."""
-    subsample = 1 if variant == "ed" else cfg.imitator.subsample
+    subsample = data.control_subsample(variant, cfg.imitator.subsample)
     return dataclasses.replace(cfg, imitator=dataclasses.replace(
         cfg.imitator, variant=variant, horizon=horizon, subsample=subsample))
 

@@ -525,3 +525,9 @@ def test_cached_epoch_orders_are_computed_once_per_replica_and_epoch(monkeypatch
     s.ids(3, np.arange(2))  # ids 12..15: epoch 1 only, epoch 0 dropped
     assert len(calls) == 4 and set(s._orders) == {(0, 1), (1, 1)}
     assert np.array_equal(first[1], D.Sampler(10, 4, 0).ids(1, np.arange(2)))
+
+
+def test_only_ed_is_trained_with_another_subsample_by_the_evaluation():
+    # ED keeps every episode (expert data has no progress to compress); the others keep k.
+    assert D.control_subsample("ed", 4) == 1
+    assert [D.control_subsample(v, 4) for v in ("ad", "shuffled", "single_episode")] == [4] * 3

@@ -689,8 +689,8 @@ def test_refuses_to_start_without_histories(tmp_path, capsys):
     # a subsampled ED is not the evaluation's control: said before any work
     assert cli.main(["imitate", f"run.runs_dir={tmp_path}", "run.name=empty",
                      "imitator.variant=ed", "imitator.subsample=3"]) == 1
-    assert "note: the evaluation's ED control keeps every episode (imitator.subsample=1); this " \
-           "ED (subsample 3)" in capsys.readouterr().err
+    assert "note: the evaluation's ed imitator has imitator.subsample=1 (see climit.imitator" \
+           ".data.control_subsample); this one (subsample 3) is not" in capsys.readouterr().err
 
 
 def test_incomplete_history_is_refused(tmp_path):

@@ -16,7 +16,7 @@ stream), and whether ``v`` starts an episode; its target is the learner's action
    its steps before H.
 2. ``variant: ed``: only episodes that start at or after ``(1 - ed_fraction) * T_stream``.
 3. ``imitator.subsample`` k: keep episodes whose index (after 1-2) is a multiple of k (the
-   evaluation trains its ED control with k = 1, see :func:`climit.evaluate.imitator_config`).
+   evaluation trains its ED control with k = 1, see :func:`control_subsample`).
 4. ``variant: shuffled``: the kept episodes in a random order (fixed per ``run.seed`` and
    stream), so a context holds episodes from all stages of learning with no trend to follow.
    The imitator seeds of one run share that order (one dataset feeds them all, each with its
@@ -207,6 +207,17 @@ def stream_index(history: Any, stream: int, spec: DatasetSpec) -> StreamIndex:
         start, length = start[order], length[order]
     offset = np.concatenate([[0], np.cumsum(length)]).astype(np.int64)
     return StreamIndex(start, length, offset)
+
+
+def control_subsample(variant: str, subsample: int) -> int:
+    """The ``imitator.subsample`` the evaluation trains ``variant`` with, from the run's own.
+
+    ED keeps every episode of its last ``ed_fraction`` (1), as AD's expert distillation trains
+    on all of the expert's data: subsampling compresses a learning history's progress into one
+    context, and expert data has none to compress. Subsampled, ED would learn from k times
+    fewer steps than it could, a handicap the control must not have. Every other variant keeps
+    the run's ``subsample``."""
+    return 1 if variant == "ed" else subsample
 
 
 def kept_steps(spec: Any, teacher_steps: int) -> tuple[int, str]:
