@@ -472,6 +472,7 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
                    "override for every point and does not name runs")
     p.add_argument("--emit", action="store_true",
                    help="print one `climit run` command per point instead of running them")
+    _progress_args(p)
 
 
 @command("sweep", "run a grid of settings that change shapes as separate runs (or --emit a launch "
@@ -484,7 +485,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for p in points:
             print(sweep.command_line(args.config, p))
         return 0
-    for r in sweep.run_all(args.config, points):
+    for r in sweep.run_all(args.config, points, progress=not args.no_progress):
         print(json.dumps({"run": r["run"], **{k: v for k, v in r.items() if k in STAGE_KEYS}}))
     return 0
 

@@ -139,8 +139,10 @@ def command_line(config_path: str | None, point: Point) -> str:
     return shlex.join(args + list(point.overrides))
 
 
-def run_all(config_path: str | None, pts: list[Point], log: Any = print) -> list[dict]:
-    """Run every point locally, one after another; finished runs are skipped stage by stage.
+def run_all(config_path: str | None, pts: list[Point], log: Any = print,
+            progress: bool = True) -> list[dict]:
+    """Run every point locally, one after another; finished runs are skipped stage by stage
+    (``progress``: the stages' progress bars, as ``climit run --no-progress`` sets it).
 
     Points whose teacher settings are identical (same ``teacher.fingerprint``: the grid varies
     only the imitator or the evaluation) share one teacher: later points link their
@@ -162,6 +164,6 @@ def run_all(config_path: str | None, pts: list[Point], log: Any = print) -> list
             own.symlink_to(os.path.relpath(teachers[fp].resolve(), own.parent.resolve()),
                            target_is_directory=True)
             log(f"  teacher: shared with {teachers[fp].parent.name} (same teacher settings)")
-        results.append({"run": p.config.run.name, **pipeline.run(p.config)})
+        results.append({"run": p.config.run.name, **pipeline.run(p.config, progress=progress)})
         teachers.setdefault(fp, own)
     return results

@@ -219,6 +219,17 @@ def test_the_sweep_names_its_runs_itself():
         sweep.parse_grid(["imitator.context_len=20,40", "run.name=a,b"])
 
 
+def test_no_progress_reaches_every_point(base, monkeypatch, capsys):
+    # A sweep in a job's log file wants no progress bars, as `climit run --no-progress`.
+    path, over = base
+    seen = []
+    monkeypatch.setattr(pipeline, "run", lambda cfg, progress=True, log=print: (
+        seen.append((cfg.run.name, progress)) or {"teach": "done"}))
+    _main(capsys, "sweep", "--config", path, *over, *GRID, "--no-progress")
+    _main(capsys, "sweep", "--config", path, *over, *GRID)
+    assert seen == [(n, False) for n in NAMES] + [(n, True) for n in NAMES]
+
+
 def test_a_point_that_trained_its_own_teacher_keeps_it(base, fake_stages):
     # The second point was run on its own before the sweep: its teacher is a directory, kept as
     # it is (not replaced by a link, not an error), and the third point links to the first
