@@ -131,12 +131,13 @@ def points(config_path: str | None, base_overrides: list[str],
     return out
 
 
-def command_line(config_path: str | None, point: Point) -> str:
-    """The ``climit run`` command of one point (for ``--emit``)."""
+def command_line(config_path: str | None, point: Point, progress: bool = True) -> str:
+    """The ``climit run`` command of one point (for ``--emit``; ``progress`` False adds
+    ``--no-progress``, as ``climit sweep --emit --no-progress`` asks)."""
     args = ["climit", "run"]
     if config_path:
         args += ["--config", str(config_path)]
-    return shlex.join(args + list(point.overrides))
+    return shlex.join(args + list(point.overrides) + ([] if progress else ["--no-progress"]))
 
 
 def run_all(config_path: str | None, pts: list[Point], log: Any = print,

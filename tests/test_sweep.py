@@ -228,6 +228,9 @@ def test_no_progress_reaches_every_point(base, monkeypatch, capsys):
     _main(capsys, "sweep", "--config", path, *over, *GRID, "--no-progress")
     _main(capsys, "sweep", "--config", path, *over, *GRID)
     assert seen == [(n, False) for n in NAMES] + [(n, True) for n in NAMES]
+    # and an emitted launch list runs its points as asked
+    lines = _main(capsys, "sweep", "--config", path, *over, *GRID, "--emit", "--no-progress")
+    assert [shlex.split(line)[-1] for line in lines.splitlines()] == ["--no-progress"] * 2
 
 
 def test_a_point_that_trained_its_own_teacher_keeps_it(base, fake_stages):
