@@ -447,3 +447,59 @@ def test_episode_returns_are_summed_in_float64(tmp_path):
     ep = histories.open(tmp_path / "h").episodes(0)
     assert ep.ret.dtype == np.float64
     assert ep.ret[0] == np.float32(0.1).astype(np.float64) * n
+
+
+def test_append_refuses_no_steps_and_q_values_a_history_does_not_record(tmp_path):
+    # An append of T = 0 would add an empty chunk; Q-values given to a history of q_period 0
+    # would be dropped silently.
+    w = _write(tmp_path / "h", _data(6, 6), [0, 6])
+    d = _data(6, 3)
+    with pytest.raises(ValueError, match="T >= 1"):
+        w.append(d["obs"][:, :0], d["action"][:, :0], d["reward"][:, :0],
+                 d["terminated"][:, :0], d["truncated"][:, :0], d["q_values"][:, :0])
+    assert histories.open(tmp_path / "h").num_steps == 6
+    plain = histories.create(tmp_path / "plain", spec=SPEC, streams=_streams())
+    with pytest.raises(ValueError, match="q_values given but the history has q_period 0"):
+        plain.append(d["obs"], d["action"], d["reward"], d["terminated"], d["truncated"],
+                     d["q_values"])
+
+
+def test_a_history_created_over_another_keeps_none_of_its_chunks(tmp_path):
+    # overwrite=True starts empty: the old history's chunk files (more of them than the new
+    # one writes) are deleted, not left as files no manifest names.
+    _write(tmp_path / "h", _data(7, 23), CUTS)
+    w = histories.create(tmp_path / "h", spec=SPEC, streams=_streams(), q_period=Q_PERIOD,
+                         streams_per_chunk=2, overwrite=True)
+    _append(w, _data(8, 7), 0, 7)
+    named = {f["name"] for c in histories.open(tmp_path / "h").manifest["chunks"]
+             for f in c["files"]}
+    assert sorted(p.name for p in (tmp_path / "h" / "chunks").iterdir()) == sorted(named)
+    assert len(named) == 3  # 3 blocks of <= 2 streams x 1 time chunk
+
+
+def test_chunks_are_compressed_at_the_level_asked(tmp_path):
+    # All-zero observations deflate to almost nothing at level 3 and not at all at level 0.
+    spec = {**SPEC, "obs_shape": (64,)}
+    sizes = {}
+    for level in (0, 3):
+        w = histories.create(tmp_path / f"l{level}", spec=spec, streams=_streams(1),
+                             compression_level=level)
+        w.append(np.zeros((1, 100, 64)), np.zeros((1, 100)), np.zeros((1, 100)),
+                 np.zeros((1, 100)), np.zeros((1, 100)))
+        sizes[level] = histories.open(tmp_path / f"l{level}").manifest["chunks"][0]["files"][0][
+            "bytes"]
+    assert sizes[0] > 100 * 64 and sizes[3] < sizes[0] / 4, sizes  # 8275 and 946 bytes
+
+
+def test_the_same_data_written_at_another_time_gives_the_same_bytes(tmp_path, monkeypatch):
+    # Chunk files carry fixed zip timestamps: two runs of one seed give identical histories,
+    # checksums included, whatever the clock says.
+    import time
+
+    d = _data(9, 10)
+    _write(tmp_path / "a", d, [0, 10])
+    later = time.localtime(time.time() + 3 * 86400)
+    monkeypatch.setattr(time, "localtime", lambda *a: later)
+    _write(tmp_path / "b", d, [0, 10])
+    for f in sorted((tmp_path / "a" / "chunks").iterdir()):
+        assert f.read_bytes() == (tmp_path / "b" / "chunks" / f.name).read_bytes(), f.name
