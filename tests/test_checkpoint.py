@@ -524,3 +524,58 @@ def test_a_full_disk_is_this_runs_only_under_its_directory(tmp_path, monkeypatch
             raise RuntimeError("close failed") from inner
     except RuntimeError as outer:
         assert checkpoint.disk_full(outer, run) is ours[0]
+
+
+def test_a_reader_leaves_a_save_in_progress_alone(tmp_path):
+    # `climit inspect` on a running job: orbax's temporary directory of the step being written
+    # belongs to the writer; a reader that removed it would fail that save.
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        ck.save(1, {"w": jnp.ones(2)})
+    in_progress = tmp_path / "ck" / "2.orbax-checkpoint-tmp-1234"
+    (in_progress / "state").mkdir(parents=True)
+    with checkpoint.Checkpointer(tmp_path / "ck", readonly=True) as ck:
+        assert ck.steps() == [1]
+    # orbax removes temporaries in a background thread, which closing does not wait for
+    deadline = time.monotonic() + 1.0
+    while in_progress.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (in_progress / "state").is_dir()
+
+
+def test_a_full_disk_says_the_run_resumes_from_its_latest_checkpoint(tmp_path):
+    # Complete steps 100 and 200 (and an interrupted 300, which a resume deletes): the run
+    # resumes from 200, and the message says so.
+    ckpt_dir = tmp_path / "run" / "teacher" / "checkpoints"
+    for step, complete in ((100, True), (200, True), (300, False)):
+        (ckpt_dir / str(step)).mkdir(parents=True)
+        if complete:
+            (ckpt_dir / str(step) / checkpoint.CHECKSUM_FILE).write_text("{}")
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(ckpt_dir / "300" / "x"))
+    with pytest.raises(ClimitError, match=r"resumes from its last checkpoint \(env step 200\)"):
+        with checkpoint.full_disk_is_a_clear_error(tmp_path / "run", ckpt_dir, "the teacher run",
+                                                   "env step"):
+            raise full
+
+
+def test_steps_without_the_metric_count_as_worst_in_a_reopened_directory_too(tmp_path):
+    # A resumed run opens the directory again, and orbax reads the steps saved without the
+    # metric from disk, where they have no metrics at all: they still count as worst, and go
+    # once they are no longer among the latest two.
+    small = {"w": jnp.ones(2)}
+    with checkpoint.Checkpointer(tmp_path / "ck", keep=2, best="loss") as ck:
+        ck.save(1, small, metrics={"loss": 0.1})
+        ck.save(2, small)
+    with checkpoint.Checkpointer(tmp_path / "ck", keep=2, best="loss") as ck:
+        for step in (3, 4):
+            ck.save(step, small)
+        assert ck.steps() == [1, 3, 4]
+
+
+def test_python_scalars_restore_onto_array_targets_and_back(tmp_path):
+    # A Python scalar has no dtype to compare: saved as one and wanted as an array (or the
+    # other way round), orbax gives the value in the target's type.
+    with checkpoint.Checkpointer(tmp_path / "ck") as ck:
+        ck.save(1, {"n": 3, "x": jnp.float32(2.5)})
+        got = ck.restore(1, target={"n": jnp.int32(0), "x": 0.0})
+    assert got["n"].dtype == jnp.int32 and int(got["n"]) == 3
+    assert type(got["x"]) is float and got["x"] == 2.5
