@@ -175,3 +175,35 @@ def test_the_time_limit_is_reached_at_its_deadline_not_after(monkeypatch):
         assert stopping.requested() is None
         now[0] = 130.0
         assert stopping.requested() == "time limit"
+
+
+def test_stop_here_is_the_collective_poll_that_stops_every_process(monkeypatch):
+    # stop_here is where every process polls alike: with 3 processes, one asked (process 2)
+    # stops them all there; requested() without collective would never stop a multi-process run.
+    import jax
+    from jax.experimental import multihost_utils
+
+    monkeypatch.setattr(jax, "process_count", lambda: 3)
+    monkeypatch.setattr(multihost_utils, "process_allgather",
+                        lambda x: np.array([int(x), 0, 1], np.int32))
+    with stopping.watch():
+        with pytest.raises(stopping.Stopped, match=r"stopped \(a stop request to process 2\)"):
+            stopping.stop_here("after chunk 4")
+
+
+def test_a_held_block_off_the_main_thread_leaves_the_main_threads_interrupts_alone():
+    # Only the main thread handles signals: a block held in another thread (a save made there)
+    # holds nothing and counts nothing, so later a second stop signal still stops at once.
+    import threading
+
+    def save_in_a_thread():
+        with stopping.held_interrupts():
+            pass
+
+    worker = threading.Thread(target=save_in_a_thread)
+    worker.start()
+    worker.join()
+    with stopping.watch():
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
