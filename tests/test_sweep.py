@@ -258,3 +258,32 @@ def test_an_emitted_command_keeps_values_with_spaces_whole_and_needs_no_config(t
     argv = shlex.split(sweep.command_line(None, pts[0]))
     assert argv == ["climit", "run", f"run.runs_dir={runs}", "teacher.hidden=[64, 64]",
                     "run.name=default-hidden=64x64"]
+
+
+def test_a_key_swept_twice_is_refused_before_it_multiplies():
+    # Two axes on one key would make points whose later value silently wins over the earlier.
+    with pytest.raises(config.ConfigError, match="--grid: a key appears twice"):
+        sweep.parse_grid(["imitator.context_len=20,40", "imitator.context_len=80,160"])
+
+
+def test_a_one_value_grid_entry_wins_over_an_override_written_before_it(base):
+    # `climit sweep run.runs_dir=A --grid ... run.runs_dir=B`: B was written later, so every
+    # point writes under B, as `climit run` with the same overrides in that order would.
+    path, over = base
+    later = path.parent / "later"
+    pts = sweep.points(str(path), over, ["imitator.context_len=20,40", f"run.runs_dir={later}"])
+    assert [p.config.run.runs_dir for p in pts] == [str(later)] * 2
+    assert pts[0].overrides[:3] == (*over, f"run.runs_dir={later}")
+
+
+def test_a_sweep_meeting_a_teacher_link_whose_target_is_gone_says_so(base, fake_stages):
+    # A point's teacher/ links to a run since deleted: the sweep stops with the pipeline's clear
+    # error naming the link, not a FileExistsError from linking it to the first point's teacher.
+    path, over = base
+    pts = sweep.points(str(path), over, ["imitator.n_layers=1,2"])
+    teacher = path.parent / "runs" / "tiny-n_layers=2" / "teacher"
+    teacher.parent.mkdir(parents=True)
+    teacher.symlink_to(os.path.join("..", "gone", "teacher"), target_is_directory=True)
+    with pytest.raises(ClimitError, match="teacher links to .*gone/teacher .*no longer exists"):
+        sweep.run_all(str(path), pts, log=lambda m: None)
+    assert fake_stages["teach"] == ["tiny-n_layers=1"]
