@@ -152,3 +152,26 @@ def test_check_divisible_and_cpu_memory_per_device(monkeypatch):
     monkeypatch.setattr(parallel.os, "sysconf",
                         {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 1000}.__getitem__)
     assert parallel.device_memory() == (1_024_000, "host memory (CPU devices share it)")
+
+
+def test_an_accelerators_memory_is_its_allocators_limit(monkeypatch):
+    # On a GPU or TPU, the bytes one device's arrays can take are the allocator's limit
+    # (bytes_limit), not what is in use; without that figure the limit is unknown.
+    import jax
+
+    from climit import parallel
+
+    class Device:
+        platform = "gpu"
+
+        def __init__(self, stats):
+            self.stats = stats
+
+        def memory_stats(self):
+            return self.stats
+
+    stats = {"bytes_limit": 80 * 2**30, "bytes_in_use": 2**30, "peak_bytes_in_use": 2**31}
+    monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [Device(stats)])
+    assert parallel.device_memory() == (80 * 2**30, "GPU memory per device")
+    monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [Device(None)])
+    assert parallel.device_memory() == (None, "GPU memory per device")
