@@ -478,6 +478,40 @@ def test_one_damaged_step_or_directory_does_not_hide_the_rest(tmp_path, capsys):
     assert "no readable checkpoint at step 40" in _error(capsys, run, "--step", 40)
 
 
+def test_a_run_named_damaged_something_is_searched_and_empty_ends_are_not_deeper(tmp_path):
+    # damaged_<name>/ is set aside only beside a checkpoint directory <name>/: a run named
+    # damaged_x (nothing called x beside it) is a run like any other. A directory at the depth
+    # limit that holds no directories is the end of the tree, not something left unsearched.
+    ck_dir = tmp_path / "runs" / "damaged_x" / "teacher" / "checkpoints"
+    with checkpoint.Checkpointer(ck_dir) as ck:
+        ck.save(3, {"w": jnp.ones(2)})
+    (tmp_path / "runs" / "a" / "b" / "c" / "d" / "e").mkdir(parents=True)
+    view = inspect_lib.overview(tmp_path / "runs")
+    assert [d["name"] for d in view["checkpoints"]] == ["damaged_x/teacher/checkpoints"]
+    assert view["set_aside"] == [] and view["not_searched"] == []
+
+
+def test_a_change_is_any_change_and_relative_to_nothing_is_infinite():
+    tiny = inspect_lib._change(np.ones(3), np.ones(3) + 1e-9)
+    assert tiny["changed"] and tiny["max_abs_diff"] == pytest.approx(1e-9)
+    assert inspect_lib._change(np.zeros(3), np.ones(3))["rel_change"] == math.inf
+    assert inspect_lib._change(np.zeros(3), np.zeros(3))["rel_change"] == 0.0
+
+
+def test_stacked_leaves_that_disagree_on_the_learner_count_are_refused():
+    meta = {"path": "ck", "step": 5, "config": TEACHER_CONFIG,
+            "tree": {"params/a": {"shape": [4, 3]}, "params/b": {"shape": [3, 3]}}}
+    with pytest.raises(ClimitError, match=r"ck step 5: the leaves under params/ disagree on the "
+                                          r"learner axis \(\[3, 4\]\)"):
+        inspect_lib.layout(meta)
+
+
+def test_four_saved_steps_are_listed_whole_and_more_in_brief():
+    assert inspect_lib._brief([1, 2, 3, 4]) == "1, 2, 3, 4"
+    assert inspect_lib._brief([1, 2, 3, 4, 5]) == "1, 2, ..., 5 (5 steps)"
+    assert inspect_lib._brief([]) == "none"
+
+
 # ---------------------------------------------------------------------------------------------
 # Learning histories
 # ---------------------------------------------------------------------------------------------
@@ -657,6 +691,9 @@ def test_eval_imitator_seeds_from_an_empty_context(trained, capsys):
     first_two = jax.vmap(jax.vmap(lambda r, d: rollout.episode_returns(r, d, 2).returns))(
         reward_SxKxT, done_SxKxT)
     assert seeds == pytest.approx(np.asarray(first_two).mean(axis=(1, 2)).tolist(), rel=1e-6)
+    # in context: the first episode against the last (of two), over seeds and tasks
+    assert view["first_episodes"]["value"] == pytest.approx(float(first_two[..., 0].mean()))
+    assert view["last_episodes"]["value"] == pytest.approx(float(first_two[..., -1].mean()))
     assert view["policy"] == "imitator (sample actions) from an empty context"
     assert (view["confidence"], view["bootstrap"]) == (0.9, 200)
     assert view["interval_over"] == "imitator seeds x rollouts (env seeds) of its single task"
