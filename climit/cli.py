@@ -426,7 +426,9 @@ def bench_rollout(args: argparse.Namespace) -> int:
     from climit import envs, evaluate
 
     if args.env not in envs.names():
-        raise ClimitError(f"unknown environment {args.env!r}; `climit envs` lists them")
+        raise ClimitError(f"unknown environment {args.env!r}"
+                          f"{config_lib.did_you_mean(args.env, envs.names())}; `climit envs` "
+                          f"lists them")
     if args.d_model % args.heads:
         raise ClimitError(f"--d-model {args.d_model} is not divisible by --heads {args.heads}")
     modes = ("kv_cache", "recompute") if args.mode == "both" else (args.mode,)

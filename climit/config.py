@@ -15,6 +15,7 @@ the teacher can sweep inside one compiled program are listed in ``teacher.sweep`
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -46,6 +47,14 @@ class ConfigError(ClimitError, ValueError):
     def __init__(self, key: str, message: str):
         self.key = key
         super().__init__(f"{key}: {message}" if key else message)
+
+
+def did_you_mean(name: str, options: typing.Iterable[str]) -> str:
+    """`` (did you mean 'lr'?)`` for the option closest to a mistyped ``name`` (case aside:
+    ``cartpole`` finds ``CartPole-v1``), or '' when none is close."""
+    by_lower = {o.lower(): o for o in options}
+    close = difflib.get_close_matches(name.lower(), by_lower, n=1)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
 
 
 # Step counters inside the jitted learners and rollouts are int32 (JAX's default integers).
@@ -100,7 +109,8 @@ class EnvConfig:
             if key == "env.transfer" and name == "":
                 continue
             if name not in envs.names():
-                raise ConfigError(key, f"unknown environment {name!r}; "
+                raise ConfigError(key, f"unknown environment {name!r}"
+                                  f"{did_you_mean(name, envs.names())}; "
                                   f"allowed: {', '.join(envs.names())}")
         spec = envs.spec(self.name)
         if self.train_tasks > spec.num_tasks["train"]:
@@ -489,7 +499,8 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
     unknown = sorted(map(str, set(raw) - set(names)))  # str: YAML keys may be numbers
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(key, f"unknown key; allowed: {', '.join(names)}")
+        raise ConfigError(key, f"unknown key{did_you_mean(unknown[0], names)}; allowed: "
+                          f"{', '.join(names)}")
     kwargs = {}
     for name, f in names.items():
         key = f"{prefix}.{name}" if prefix else name

@@ -107,8 +107,10 @@ def test_sweep_mapping():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("teacher.lrr=1", "teacher.lrr: unknown key; allowed: "),
+    ("teacher.lrr=1", "teacher.lrr: unknown key (did you mean 'lr'?); allowed: "),
+    ("teacher.zzz=1", "teacher.zzz: unknown key; allowed: "),  # nothing close: no guess
     ("bogus.x=1", "bogus: unknown key; allowed: run, env"),
+    ("tacher.lr=1", "tacher: unknown key (did you mean 'teacher'?); allowed: run, env"),
     ("teacher.lr=fast", "teacher.lr: expected a number, got 'fast'"),
     ("teacher.lr=-1", "teacher.lr: must be > 0.0"),
     ("teacher.lr=.nan", "teacher.lr: expected a number, got nan"),  # no bound refuses NaN
@@ -119,7 +121,11 @@ def test_sweep_mapping():
     ("teacher.loss=l1", "teacher.loss: expected one of 'huber', 'mse'"),
     ("imitator.context_len=0", "imitator.context_len: must be >= 1"),
     ("eval.tasks=18", "eval.tasks: 18 exceeds the 17 held-out tasks of darkroom"),
-    ("env.name=pong", "env.name: unknown environment 'pong'"),
+    ("env.name=pong", "env.name: unknown environment 'pong'; allowed: "),
+    ("env.name=cartpole", "env.name: unknown environment 'cartpole' (did you mean "
+     "'CartPole-v1'?)"),  # case aside
+    ("env.transfer=key_door", "env.transfer: unknown environment 'key_door' (did you mean "
+     "'keydoor'?)"),
     ("env.transfer=CartPole-v1", "env.transfer: CartPole-v1 uses interface 'control' but "
      "darkroom uses 'grid'; test (c) needs the same interface: set env.transfer to one of "
      "darkroom_hard, keydoor, or to '' to skip test (c)"),
@@ -239,7 +245,9 @@ def test_readme_references_are_current():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["rollout", "--env", "nope"], "unknown environment 'nope'"),
+    (["rollout", "--env", "nope"], "unknown environment 'nope'; `climit envs` lists them"),
+    (["rollout", "--env", "breakout"], "unknown environment 'breakout' (did you mean "
+     "'Breakout-MinAtar'?)"),
     (["rollout", "--heads", "3"], "--d-model 64 is not divisible by --heads 3"),
     (["imitator", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
     (["rollout", "--batch", "0"], "argument --batch: must be at least 1, got 0"),
