@@ -487,7 +487,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for p in points:
             print(sweep.command_line(args.config, p, progress=not args.no_progress))
         return 0
-    for r in sweep.run_all(args.config, points, progress=not args.no_progress):
+    for r in sweep.run_all(points, progress=not args.no_progress):
         print(json.dumps({"run": r["run"], **{k: v for k, v in r.items() if k in STAGE_KEYS}}))
     return 0
 

@@ -140,8 +140,7 @@ def command_line(config_path: str | None, point: Point, progress: bool = True) -
     return shlex.join(args + list(point.overrides) + ([] if progress else ["--no-progress"]))
 
 
-def run_all(config_path: str | None, pts: list[Point], log: Any = print,
-            progress: bool = True) -> list[dict]:
+def run_all(pts: list[Point], log: Any = print, progress: bool = True) -> list[dict]:
     """Run every point locally, one after another; finished runs are skipped stage by stage
     (``progress``: the stages' progress bars, as ``climit run --no-progress`` sets it).
 

@@ -240,7 +240,7 @@ def test_a_point_that_trained_its_own_teacher_keeps_it(base, fake_stages):
     path, over = base
     pts = sweep.points(str(path), over, ["imitator.n_layers=1,2,3"])
     pipeline.run(pts[1].config, progress=False, log=lambda m: None)
-    results = sweep.run_all(str(path), pts, log=lambda m: None)
+    results = sweep.run_all(pts, log=lambda m: None)
     assert [r["teach"] for r in results] == ["done", "skipped", "skipped"]
     assert fake_stages["teach"] == ["tiny-n_layers=2", "tiny-n_layers=1"]
     runs = path.parent / "runs"
@@ -285,5 +285,5 @@ def test_a_sweep_meeting_a_teacher_link_whose_target_is_gone_says_so(base, fake_
     teacher.parent.mkdir(parents=True)
     teacher.symlink_to(os.path.join("..", "gone", "teacher"), target_is_directory=True)
     with pytest.raises(ClimitError, match="teacher links to .*gone/teacher .*no longer exists"):
-        sweep.run_all(str(path), pts, log=lambda m: None)
+        sweep.run_all(pts, log=lambda m: None)
     assert fake_stages["teach"] == ["tiny-n_layers=1"]
