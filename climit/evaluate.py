@@ -639,8 +639,7 @@ def dqn_curves(episodes: rollout.Episodes, num_envs: int, r: int, k: int,
 # The three tests
 # ---------------------------------------------------------------------------------------------
 
-def load_imitators(cfg: ExperimentConfig, run_dir: Path,
-                   roles: dict[str, ExperimentConfig]) -> dict:
+def load_imitators(run_dir: Path, roles: dict[str, ExperimentConfig]) -> dict:
     """Trained imitators by role; ArtifactError naming the missing one."""
     from climit.imitator import train as imitator_train
 
@@ -749,7 +748,7 @@ def evaluate(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = Tru
     p = plan(cfg)
     log = log if parallel.is_primary() else (lambda msg: None)
     timing: dict[str, float] = {}
-    imitators = load_imitators(cfg, run_dir, p.imitators)
+    imitators = load_imitators(run_dir, p.imitators)
     ev = cfg.eval
     env, tasks, ks = heldout_family(cfg)
     k = len(tasks)

@@ -81,7 +81,7 @@ def _fake_agents(monkeypatch, value: dict, calls: list, keys: list | None = None
                 np.tile(length * np.arange(1, m + 1, dtype=np.int32), (rows, 1)),
                 np.ones((rows, m), bool))
 
-    monkeypatch.setattr(evaluate, "load_imitators", lambda c, rd, r: {
+    monkeypatch.setattr(evaluate, "load_imitators", lambda rd, r: {
         role: types.SimpleNamespace(params=types.SimpleNamespace(cfg=_FakeModel(20, role)), step=1)
         for role in r})
     monkeypatch.setattr(evaluate, "stacked_imitator_steps", stacked)
@@ -888,7 +888,7 @@ def test_the_evaluation_loads_each_imitators_best_checkpoint(tmp_path, monkeypat
     monkeypatch.setattr(imitator_train, "fingerprint_matches", lambda saved, rcfg: True)
     monkeypatch.setattr(imitator_train, "load", lambda path, step="best", **kw: loads.append(
         (path.name, step)) or path.name)
-    loaded = evaluate.load_imitators(cfg, tmp_path, roles)
+    loaded = evaluate.load_imitators(tmp_path, roles)
     assert loaded == {r: imitator_train.tag(c.imitator) for r, c in roles.items()}
     assert sorted(loads) == sorted((imitator_train.tag(c.imitator), "best")
                                    for c in roles.values())
