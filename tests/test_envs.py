@@ -474,3 +474,45 @@ def test_grid_observation_space_is_the_cells_coordinates():
         box = world.observation_space()
         assert (box.low, box.high, box.shape) == (0, world.size - 1, (2,))
         assert box.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("name", ["darkroom", "CartPole-v1"])
+def test_a_split_other_than_train_or_heldout_is_refused(name):
+    # A typo ('test', 'held-out') must not quietly hand out one of the two splits, and a
+    # single-task environment (one task in both splits) refuses it alike.
+    for split in ("test", "held-out", "Train"):
+        with pytest.raises(ValueError, match=f"split must be 'train' or 'heldout', got '{split}'"):
+            envs.all_tasks(name, split)
+        with pytest.raises(ValueError, match="split must be"):
+            envs.sample_tasks(name, jax.random.key(0), 1, split)
+
+
+def test_an_observation_of_another_rank_than_its_interface_is_refused():
+    # A 2 x 3 observation has only 6 numbers, as the control interface, but is not a flat vector:
+    # padding it would give a [6, 7] array instead of the [6] every member of the group has.
+    import dataclasses
+
+    spec = dataclasses.replace(envs.spec("CartPole-v1"), native_obs_shape=(2, 3))
+    with pytest.raises(ValueError, match=r"CartPole-v1: observation \(2, 3\) does not fit "
+                                         r"interface \(6,\)"):
+        envs.to_interface(spec, jnp.zeros((2, 3)))
+
+
+def test_a_padded_action_that_reaches_step_is_the_last_real_one():
+    # CartPole in the 3-action control interface: action 2 is padding. If one arrives anyway
+    # (a policy that forgot its mask), the cart is pushed right exactly as by action 1; passed
+    # through raw, gymnax's force (2 * action - 1) * force_mag would push it three times as hard.
+    env, task = envs.make("CartPole-v1"), jnp.zeros((0,), jnp.int32)
+    _, state = envs.reset(env, jax.random.key(0), task)
+    left, right, padded = (envs.step(env, jax.random.key(1), state, jnp.int32(a), task).obs
+                           for a in (0, 1, 2))
+    np.testing.assert_array_equal(padded, right)
+    assert float(right[1]) > float(left[1])  # cart velocity: right pushes right
+
+
+def test_the_specs_task_dim_is_the_width_of_its_tasks():
+    # K of tasks_NxK: a goal (x, y), a key and a door (x, y, x, y), nothing for single-task envs.
+    want = {"darkroom": 2, "darkroom_hard": 2, "keydoor": 4, "CartPole-v1": 0}
+    assert {name: envs.spec(name).task_dim for name in want} == want
+    for name, k in want.items():
+        assert envs.sample_tasks(name, jax.random.key(0), 2, "train").shape == (2, k)
