@@ -434,6 +434,54 @@ def test_policy_keeps_to_the_imitators_own_actions_even_below_the_masked_logit()
         assert set(np.asarray(actions).tolist()) <= {0, 1}, mode
 
 
+
+def test_policy_keeps_to_the_imitators_own_actions_in_an_env_with_more():
+    """The other direction of the new-family test: an imitator of 2 real actions (CartPole)
+    acting in an env of 3 (Acrobot). The env allows action 2, the imitator never learnt it:
+    its own mask still rules it out, even with logits below the masked logit (as above)."""
+    from climit import rollout
+    from climit.imitator import policy
+
+    cfg = cfg_(**dict(FLOAT, action_mask=(True, True, False)), context_len=4)
+    params = _init(cfg, jax.random.key(0))
+    tree = jax.tree.map(lambda x: x, params.tree)
+    tree["head"]["bias"] = jnp.array([-1e10, -1e10, 0.0])
+    params = M.Params(params.cfg, tree)
+    inp = rollout.PolicyInput(obs=jnp.zeros(3), prev_action=jnp.int32(-1),
+                              prev_reward=jnp.float32(0.0), episode_start=jnp.array(True))
+    for mode in ("greedy", "sample"):
+        act, cache = policy.policy(params, mode, env_mask=np.array([True, True, True]))
+        actions = jax.vmap(lambda k: act(params, cache, inp, k)[0])(
+            jax.random.split(jax.random.key(2), 16))
+        assert set(np.asarray(actions).tolist()) <= {0, 1}, mode
+
+
+def test_policy_modes_and_the_shared_act_function():
+    """Equal logits (a zero action head): greedy takes the lowest index, 0, every time; the
+    default mode samples, meeting all three actions in 64 draws (each missed with chance
+    (2/3)^64). A mode other than the two is refused, and the same mode and mask give the same
+    act function (one compilation for every imitator acting alike)."""
+    from climit import rollout
+    from climit.imitator import policy
+
+    params = _init(cfg_(**FLOAT, context_len=4), jax.random.key(0))
+    tree = jax.tree.map(lambda x: x, params.tree)
+    tree["head"] = jax.tree.map(jnp.zeros_like, tree["head"])
+    params = M.Params(params.cfg, tree)
+    inp = rollout.PolicyInput(obs=jnp.zeros(3), prev_action=jnp.int32(-1),
+                              prev_reward=jnp.float32(0.0), episode_start=jnp.array(True))
+    keys = jax.random.split(jax.random.key(3), 64)
+    for (act, cache), want in (((policy.policy(params, "greedy")), {0}),
+                               ((policy.policy(params)), {0, 1, 2})):
+        actions = jax.vmap(lambda k: act(params, cache, inp, k)[0])(keys)
+        assert set(np.asarray(actions).tolist()) == want
+    for mode in ("best", "Greedy", "argmax"):
+        with pytest.raises(ValueError, match=f"mode must be 'greedy' or 'sample', got '{mode}'"):
+            policy.act_fn(mode)
+    mask = np.array([1, 1, 0])
+    assert policy.policy(params, "sample", mask)[0] is policy.act_fn("sample", (True, True, False))
+    assert policy.act_fn("greedy") is policy.act_fn("greedy") is not policy.act_fn("sample")
+
 # FLOP counts. The shared config (GRID, d 32, 2 layers, MLP x4, context 8) by hand:
 # per layer qkv 2*32*96 = 6144, out 2*32*32 = 2048, MLP 2*32*128 + 2*128*32 = 16384: 24576
 # dense, and 4*32 = 128 per attended key (scores and values); per token the action head
