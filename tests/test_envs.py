@@ -197,6 +197,9 @@ def test_darkroom_split_sizes():
                                                                  [0, 0, 1, 2]]
     with pytest.raises(ValueError, match="17 heldout tasks"):
         envs.sample_tasks("darkroom", jax.random.key(0), 18, "heldout")
+    with pytest.raises(ValueError, match="-2 tasks requested"):  # not 15 of the 17
+        envs.sample_tasks("darkroom", jax.random.key(0), -2, "heldout")
+    assert envs.sample_tasks("darkroom", jax.random.key(0), 0, "heldout").shape == (0, 2)
 
 
 def test_keydoor_tasks_have_distinct_key_and_door():

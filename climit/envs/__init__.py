@@ -131,6 +131,8 @@ def sample_tasks(name: str, key: jax.Array, n: int, split: str) -> np.ndarray:
 
     Single-task environments repeat their one task ``n`` times.
     """
+    if n < 0:  # order[:n] would quietly drop the last |n| tasks
+        raise ValueError(f"{n} tasks requested of {name}'s {split} split")
     tasks = all_tasks(name, split)
     if len(tasks) == 1:
         return np.repeat(tasks, n, axis=0)
