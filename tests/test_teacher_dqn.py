@@ -791,3 +791,45 @@ def test_dense_init_is_lecun_normal_with_zero_bias():
     layer = networks._dense(key, 4, 3)
     np.testing.assert_allclose(layer["w"], jax.random.normal(key, (4, 3)) / 2.0, rtol=1e-6)
     np.testing.assert_array_equal(layer["b"], np.zeros(3, np.float32))
+
+
+def test_replay_keeps_the_compact_storage_dtypes_whatever_it_is_given():
+    # uint8 observations (both), uint8 actions, float32 rewards, bool terminations: a buffer of
+    # C transitions of O bytes takes C * (2 O + 6) bytes, and stays so after int32/float64 input.
+    buf = replay.init(4, (2, 3), "uint8")
+    buf = replay.add(buf, jnp.int32(0), np.ones((2, 2, 3), np.float32), np.array([1, 2], np.int32),
+                     np.array([0.5, 1.0]), np.ones((2, 2, 3), np.int32), np.array([True, False]))
+    dtypes = {f: np.asarray(getattr(buf, f)).dtype.name for f in
+              ("obs_CxO", "action_C", "reward_C", "next_obs_CxO", "terminated_C")}
+    assert dtypes == {"obs_CxO": "uint8", "action_C": "uint8", "reward_C": "float32",
+                      "next_obs_CxO": "uint8", "terminated_C": "bool"}
+    assert sum(x.nbytes for x in jax.tree.leaves(buf)) == 4 * (2 * 6 + 6)
+
+
+def test_dueling_without_an_action_mask_averages_the_advantage_over_every_action():
+    net = networks.QNet("mlp", (2,), 3, (3,), dueling=True)  # no mask: all 3 actions are real
+    zero = jax.tree.map(jnp.zeros_like, networks.init(net, jax.random.PRNGKey(0)))
+    params = dict(zero, q={"w": zero["q"]["w"], "b": jnp.array([1.0, 2.0, 6.0])},
+                  value={"w": zero["value"]["w"], "b": jnp.array([5.0])})
+    # the advantages 1, 2, 6 average 3: Q = 5 + A - 3
+    np.testing.assert_allclose(networks.apply(net, params, jnp.ones((2,))), [3.0, 4.0, 8.0])
+
+
+def test_minatar_network_refuses_no_width_and_observations_that_are_not_hxwxc():
+    # No width would silently drop the dense layer; a 4-d observation would not unpack to HxWxC.
+    with pytest.raises(ValueError, match="one width"):
+        networks.QNet("minatar", (10, 10, 4), 6, ())
+    with pytest.raises(ValueError, match="HxWxC"):
+        networks.QNet("minatar", (10, 10, 4, 1), 6, (128,))
+
+
+def test_init_draws_every_layer_lecun_normal_from_its_own_key_in_order():
+    # keys = split(key, len(hidden) + 4): the dense layers, then the Q head, then the value head
+    # (the conv, for MinAtar, takes the first); each layer is _dense(its key, n_in, n_out).
+    net = networks.QNet("mlp", (2, 3), 4, (5, 7), dueling=True)
+    key = jax.random.PRNGKey(5)
+    params = networks.init(net, key)
+    k = jax.random.split(key, 6)
+    want = {"dense_0": networks._dense(k[0], 6, 5), "dense_1": networks._dense(k[1], 5, 7),
+            "q": networks._dense(k[2], 7, 4), "value": networks._dense(k[3], 7, 1)}
+    jax.tree.map(np.testing.assert_array_equal, params, want)
