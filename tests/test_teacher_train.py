@@ -629,7 +629,11 @@ def test_sweep_is_one_axis_with_common_random_numbers(tmp_path):
     assert p.num_learners == 8
     np.testing.assert_allclose(np.asarray(p.hparams.lr), [1e-3] * 4 + [1e-2] * 4)
     np.testing.assert_allclose(np.asarray(p.hparams.gamma), [0.9] * 4 + [0.8] * 4)
-    train.teach(cfg, tmp_path / "sweep", progress=False, log=lambda s: None)
+    summary = train.teach(cfg, tmp_path / "sweep", progress=False, log=lambda s: None)
+    # learner g = (point*2 + task)*2 + seed, as the summary lists them
+    assert train.num_learners(cfg) == summary["num_learners"] == 8
+    assert [(x["learner"], x["sweep_point"], x["seed"], x["task"]) for x in summary["learners"]] \
+        == [(g, g // 4, g % 2, p.tasks_GxK[g].tolist()) for g in range(8)]
     h = histories.open(tmp_path / "sweep" / "teacher" / "histories")
     assert h.stream_info(5).hparams["lr"] == pytest.approx(0.01)
     # learner 1 and learner 5: same task and seed, other point -> same random actions until
@@ -1145,7 +1149,7 @@ def test_summary_holds_each_learners_greedy_return_on_its_own_task_in_learner_or
 
     def fake_eval(tcfg, env, params_G, tasks_GxK, key, episodes, eps=0.0):
         calls.append((params_G, np.asarray(tasks_GxK), episodes, eps))
-        return 10.0 * np.arange(len(tasks_GxK)) + 1.0
+        return 10.0 * np.arange(len(tasks_GxK)) ** 2 + 1.0  # skewed: mean != median
 
     monkeypatch.setattr(train, "evaluate_greedy", fake_eval)
     cfg = tiny(tmp_path, "wired", "teacher.total_env_steps=400", "teacher.snapshot_steps=[]",
@@ -1155,8 +1159,8 @@ def test_summary_holds_each_learners_greedy_return_on_its_own_task_in_learner_or
     assert (episodes, eps) == (3, 0.0)
     np.testing.assert_array_equal(tasks_GxK, train.plan(cfg).tasks_GxK)
     jax.tree.map(np.testing.assert_array_equal, params_G, _final_params(tmp_path / "wired"))
-    assert summary["final_return_per_learner"] == [1.0, 11.0, 21.0, 31.0]
-    assert summary["final_return_mean"] == 16.0
+    assert summary["final_return_per_learner"] == [1.0, 11.0, 41.0, 91.0]
+    assert summary["final_return_mean"] == 36.0
     saved = json.loads((tmp_path / "wired" / "teacher" / "summary.json").read_text())
     assert saved["final_return_per_learner"] == summary["final_return_per_learner"]
 
@@ -1307,3 +1311,127 @@ def test_the_last_history_writes_error_is_raised_on_closing_unless_another_is(ca
             appender.append(out)
             raise KeyError("first")
     assert "the history write in flight failed too" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Known answers pinning mutants that the tests above let through
+# ---------------------------------------------------------------------------------------------
+
+def test_a_finished_two_env_run_has_a_complete_history_and_is_not_trained_again(two_env_run):
+    # The history plans 600 vector steps per stream (1200 env steps over 2 envs), all written.
+    out, summary = two_env_run
+    h = histories.open(out / "histories")
+    assert (h.num_steps, h.complete) == (600, True)
+    cfg = config.load(None, TINY + [f"run.runs_dir={out.parent.parent}", "run.name=two",
+                                    "teacher.num_envs=2", "histories.record_q=false"])
+    assert train.finished_summary(cfg, out) == summary
+
+
+def test_metrics_env_steps_per_s_counts_every_learner_and_env(tmp_path, monkeypatch):
+    # 3 learners x 2 envs x 200 vector steps = 1200 env steps in a chunk of 2 s (a fake clock).
+    clock = iter([10.0, 12.0])
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    writer, metrics = _Saves(), _Saves()
+    writer.append = lambda *arrays: None
+    io = train._RunIO(tiny(tmp_path, "io", "teacher.num_envs=2"), 0, writer, _Saves(), _Saves(),
+                      metrics)
+    with io.appender:
+        io.output(_chunk_out([0, 0, 0], [0.0] * 3, [0.0] * 3, 0), 0, 200)
+    (_, record), = metrics.saved
+    assert (record["wall_s"], record["env_steps_per_s"]) == (2.0, 600.0)
+
+
+def test_fresh_episodes_end_at_their_1_based_steps_and_count_the_learners_envs():
+    # Stream 0 ends episodes at its steps 2 and 5 (lengths 2, 3); stream 1 ends none. M is the
+    # most any stream ends, at least 1; with 3 envs per learner, step 5 is learner env step 15.
+    nan = np.nan
+    ep = train._episodes_from_returns(np.array([[nan, 1.0, nan, nan, 2.0], [nan] * 5]))
+    np.testing.assert_array_equal(ep.returns, [[1.0, 2.0], [nan, nan]])
+    assert (ep.end_step.tolist(), ep.lengths.tolist(), ep.valid.tolist()) == \
+        ([[2, 5], [0, 0]], [[2, 3], [0, 0]], [[True, True], [False, False]])
+    res = train.FreshResult(None, ep, 5, train.Timing())
+    assert res.learner_env_steps(3).tolist() == [[6, 15], [0, 0]]
+    none = train._episodes_from_returns(np.full((2, 3), nan))
+    assert none.valid.shape == (2, 1) and not none.valid.any()
+
+
+def test_streams_are_learner_major_with_each_learners_task_seed_and_hparams(tmp_path):
+    # Stream n = g*E + e; TINY's learners g = task*2 + seed.
+    p = train.plan(tiny(tmp_path, "p"))
+    infos = p.stream_infos(2)
+    assert [(s.learner, s.env, s.seed) for s in infos] == \
+        [(n // 2, n % 2, [0, 1, 0, 1][n // 2]) for n in range(8)]
+    assert [s.task for s in infos] == [tuple(p.tasks_GxK[n // 2].tolist()) for n in range(8)]
+    assert infos[0].task != infos[4].task
+    assert [s.hparams["lr"] for s in infos] == pytest.approx([1e-3] * 8)
+
+
+def test_a_failed_history_write_is_raised_by_the_next_append_before_it_writes(monkeypatch):
+    # A full disk on chunk k's write stops the run at chunk k+1, which is not written after it
+    # (a history with a hole would pass for a complete one).
+    written = []
+
+    def append(*arrays):
+        written.append(len(written))
+        if len(written) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+    appender = train.BackgroundAppend(types.SimpleNamespace(append=append))
+    out = _chunk_out([0], [0.0], [0.0], 0)
+    appender.append(out)
+    with pytest.raises(OSError, match="No space left"):
+        appender.append(out)
+    appender.close()
+    assert written == [0]
+
+
+def test_the_memory_check_counts_the_learners_share_of_each_device(tmp_path, monkeypatch):
+    # Learners sharded over 2 devices: each holds half the state, which just fits there.
+    cfg = tiny(tmp_path, "m")
+    shape = train._abstract_state(cfg.teacher, envs.make("darkroom"), 4)
+    half = train._tree_bytes(shape) // 2
+    monkeypatch.setattr(jax, "device_count", lambda: 2)
+    monkeypatch.setattr(parallel, "device_memory", lambda: (half, "each device"))
+    train._check_memory(cfg.teacher, shape, 4)
+    monkeypatch.setattr(parallel, "device_memory", lambda: (half - 1, "each device"))
+    with pytest.raises(ClimitError, match="4 learners do not fit in memory"):
+        train._check_memory(cfg.teacher, shape, 4)
+
+
+def test_load_latest_takes_a_checkpoint_newer_than_every_snapshot(tmp_path):
+    # Killed after chunk 2: a snapshot at 200, checkpoints at 200 and 400; 'latest' is 400.
+    cfg = tiny(tmp_path, "k", "teacher.total_env_steps=600", "teacher.checkpoint_every=1",
+               "teacher.snapshot_steps=[200]")
+    with pytest.raises(Kill):
+        train.teach(cfg, tmp_path / "k", progress=False, log=lambda s: None,
+                    stop_hook=kill_after(2))
+    teacher = tmp_path / "k" / "teacher"
+    assert checkpoint.complete_steps(teacher / "snapshots") == [200]
+    latest = train.load(tmp_path / "k")
+    assert (latest.step, latest.directory) == (400, teacher / "checkpoints")
+
+
+def test_fresh_learners_need_one_raw_2_word_key_each():
+    # A key too many, or 3 words per learner, is refused before any work, naming the shape.
+    tasks = envs.all_tasks("darkroom", "heldout")[:2]
+    for keys in (np.zeros((3, 2), np.uint32), np.zeros((2, 3), np.uint32)):
+        with pytest.raises(ValueError, match=r"one raw key per learner, \[2, 2\]"):
+            train.train_learners(config.TeacherConfig(), envs.make("darkroom"), tasks, keys)
+
+
+def test_an_infinite_loss_stops_the_run_as_a_nan_does():
+    # Learner 1's loss overflowed to +Inf while its weights are still finite.
+    out = _chunk_out([0, 0, 0], [0.0] * 3, [1.0, np.inf, 1.0], 1)
+    with pytest.raises(TrainingDiverged, match=r"learners \[1\]"):
+        train._check_finite(out, 10, 1, "kept")
+
+
+def test_a_stop_at_a_scheduled_checkpoint_saves_it_once(tmp_path):
+    # Chunks of 200, checkpoint_every 2: the stop's save at 400 is the one sync just made (the
+    # whole state, replay buffers too, is not written twice); at 200, off the schedule, it saves.
+    ckpt, timing = _Saves(), train.Timing()
+    io = train._RunIO(tiny(tmp_path, "io"), 0, None, ckpt, _Saves(), None)
+    io.sync(_STATE, 400, timing)
+    io.save_before_stop(_STATE, 400, timing)
+    assert [step for step, _ in ckpt.saved] == [400]
+    io.save_before_stop(_STATE, 200, timing)
+    assert [step for step, _ in ckpt.saved] == [400, 200]
