@@ -61,11 +61,6 @@ def _dense(key: jax.Array, n_in: int, n_out: int, scale: float = 1.0) -> Params:
 _CONV_K, _CONV_C = 3, 16  # MinAtar paper: one 3x3 conv, 16 channels, stride 1, no padding
 
 
-def _trunk_width(net: QNet) -> int:
-    """Features entering the heads."""
-    return net.hidden[-1]
-
-
 def init(net: QNet, key: jax.Array) -> Params:
     """Fresh parameters of one network."""
     keys = iter(jax.random.split(key, len(net.hidden) + 4))
