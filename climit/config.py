@@ -490,6 +490,19 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=False)
 
 
+def _unknown_key_hint(name: str, names: typing.Iterable[str], prefix: str) -> str:
+    """The guess an unknown key's error offers: the same key in another section first, then
+    the closest key of its own. Closest alone misleads where a key sits in the wrong section:
+    ``teacher.seed`` would find ``teacher.seeds`` (how many DQNs learn) for ``run.seed``, and
+    ``imitator.total_env_steps`` would find ``imitator.train_steps``."""
+    sections = _hints(ExperimentConfig)
+    elsewhere = [f"{s}.{name}" for s in SECTIONS if s != prefix
+                 and name in {f.name for f in dataclasses.fields(sections[s])}]
+    if elsewhere:
+        return f" (did you mean {' or '.join(map(repr, elsewhere))}?)"
+    return did_you_mean(name, names)
+
+
 def _build(cls: type, raw: dict, prefix: str) -> Any:
     """Build dataclass ``cls`` from ``raw`` (a possibly partial mapping), validating every key."""
     if not isinstance(raw, dict):
@@ -499,8 +512,8 @@ def _build(cls: type, raw: dict, prefix: str) -> Any:
     unknown = sorted(map(str, set(raw) - set(names)))  # str: YAML keys may be numbers
     if unknown:
         key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(key, f"unknown key{did_you_mean(unknown[0], names)}; allowed: "
-                          f"{', '.join(names)}")
+        raise ConfigError(key, f"unknown key{_unknown_key_hint(unknown[0], names, prefix)}; "
+                          f"allowed: {', '.join(names)}")
     kwargs = {}
     for name, f in names.items():
         key = f"{prefix}.{name}" if prefix else name

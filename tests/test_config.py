@@ -109,6 +109,10 @@ def test_sweep_mapping():
 @pytest.mark.parametrize("override, message", [
     ("teacher.lrr=1", "teacher.lrr: unknown key (did you mean 'lr'?); allowed: "),
     ("teacher.zzz=1", "teacher.zzz: unknown key; allowed: "),  # nothing close: no guess
+    # a key of another section is named there, not as its nearest neighbour here
+    ("teacher.seed=1", "teacher.seed: unknown key (did you mean 'run.seed'?); allowed: "),
+    ("eval.seeds=2", "eval.seeds: unknown key (did you mean 'teacher.seeds' or "
+     "'imitator.seeds'?)"),
     ("bogus.x=1", "bogus: unknown key; allowed: run, env"),
     ("tacher.lr=1", "tacher: unknown key (did you mean 'teacher'?); allowed: run, env"),
     ("teacher.lr=fast", "teacher.lr: expected a number, got 'fast'"),
