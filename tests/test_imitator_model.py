@@ -434,7 +434,6 @@ def test_policy_keeps_to_the_imitators_own_actions_even_below_the_masked_logit()
         assert set(np.asarray(actions).tolist()) <= {0, 1}, mode
 
 
-
 def test_policy_keeps_to_the_imitators_own_actions_in_an_env_with_more():
     """The other direction of the new-family test: an imitator of 2 real actions (CartPole)
     acting in an env of 3 (Acrobot). The env allows action 2, the imitator never learnt it:
@@ -481,6 +480,7 @@ def test_policy_modes_and_the_shared_act_function():
     mask = np.array([1, 1, 0])
     assert policy.policy(params, "sample", mask)[0] is policy.act_fn("sample", (True, True, False))
     assert policy.act_fn("greedy") is policy.act_fn("greedy") is not policy.act_fn("sample")
+
 
 # FLOP counts. The shared config (GRID, d 32, 2 layers, MLP x4, context 8) by hand:
 # per layer qkv 2*32*96 = 6144, out 2*32*32 = 2048, MLP 2*32*128 + 2*128*32 = 16384: 24576
