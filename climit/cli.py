@@ -473,7 +473,8 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
                    "with one value (section.key=value, here or before --grid) is a plain "
                    "override for every point and does not name runs")
     p.add_argument("--emit", action="store_true",
-                   help="print one `climit run` command per point instead of running them")
+                   help="print one `climit run` command per point instead of running them "
+                   "(with --no-progress and --time-limit, each command carries them)")
     _progress_args(p)
 
 
@@ -485,7 +486,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     points = sweep.points(args.config, args.overrides, args.grid)
     if args.emit:
         for p in points:
-            print(sweep.command_line(args.config, p, progress=not args.no_progress))
+            print(sweep.command_line(args.config, p, progress=not args.no_progress,
+                                     time_limit=args.time_limit))
         return 0
     for r in sweep.run_all(points, progress=not args.no_progress):
         print(json.dumps({"run": r["run"], **{k: v for k, v in r.items() if k in STAGE_KEYS}}))

@@ -131,13 +131,18 @@ def points(config_path: str | None, base_overrides: list[str],
     return out
 
 
-def command_line(config_path: str | None, point: Point, progress: bool = True) -> str:
-    """The ``climit run`` command of one point (for ``--emit``; ``progress`` False adds
-    ``--no-progress``, as ``climit sweep --emit --no-progress`` asks)."""
+def command_line(config_path: str | None, point: Point, progress: bool = True,
+                 time_limit: float | None = None) -> str:
+    """The ``climit run`` command of one point (for ``--emit``): ``progress`` False adds
+    ``--no-progress`` and ``time_limit`` (seconds) ``--time-limit``, as ``climit sweep --emit``
+    was given them (each job of the launch list stops cleanly after that long)."""
     args = ["climit", "run"]
     if config_path:
         args += ["--config", str(config_path)]
-    return shlex.join(args + list(point.overrides) + ([] if progress else ["--no-progress"]))
+    flags = [] if progress else ["--no-progress"]
+    if time_limit is not None:  # positional seconds: '1.728e+06s' would not parse back
+        flags += ["--time-limit", f"{time_limit:f}".rstrip("0").rstrip(".") + "s"]
+    return shlex.join(args + list(point.overrides) + flags)
 
 
 def run_all(pts: list[Point], log: Any = print, progress: bool = True) -> list[dict]:

@@ -233,6 +233,18 @@ def test_no_progress_reaches_every_point(base, monkeypatch, capsys):
     assert [shlex.split(line)[-1] for line in lines.splitlines()] == ["--no-progress"] * 2
 
 
+def test_an_emitted_launch_list_carries_the_time_limit_to_each_job(base, capsys):
+    # Each job of a launch list stops cleanly after that long, and its line parses back to the
+    # same limit (20 days as plain seconds: '1.728e+06s' would be refused).
+    path, over = base
+    for given, seconds in (("1.5h", 5400.0), ("20d", 1728000.0), ("0.25s", 0.25)):
+        lines = _main(capsys, "sweep", "--config", path, *over, *GRID, "--emit",
+                      "--time-limit", given).splitlines()
+        for line in lines:
+            args = cli.build_parser().parse_args(shlex.split(line)[1:])
+            assert (args.command, args.time_limit) == ("run", seconds)
+
+
 def test_a_point_that_trained_its_own_teacher_keeps_it(base, fake_stages):
     # The second point was run on its own before the sweep: its teacher is a directory, kept as
     # it is (not replaced by a link, not an error), and the third point links to the first
