@@ -324,16 +324,19 @@ def _check_imitator_data(cfg: ExperimentConfig, roles: dict[str, ExperimentConfi
                               f"(context_len {cfg.imitator.context_len} x train_windows "
                               f"{cfg.imitator.train_windows}) is longer than the ~{kept} steps "
                               f"per history {who} learns from ({what}); "
-                              f"{_longer_data(cfg, role)}")
+                              f"{_longer_data(role, rcfg)}")
 
 
-def _longer_data(cfg: ExperimentConfig, role: str) -> str:
-    """What would fit a training sequence into ``role``'s data (see _check_imitator_data)."""
+def _longer_data(role: str, rcfg: ExperimentConfig) -> str:
+    """What would fit a training sequence into ``role``'s data (see _check_imitator_data), from
+    the role's own imitator config (ED's subsample is 1 whatever the run's: lowering it there
+    cannot help)."""
+    icfg = rcfg.imitator
     fixes = ["lower imitator.context_len or imitator.train_windows"]
-    if cfg.imitator.subsample > 1 and not role.startswith("ed"):
+    if icfg.subsample > 1:
         fixes.append("lower imitator.subsample")
-    fixes.append("raise eval.horizon" if role.endswith("_h") else "raise teacher.total_env_steps")
-    if role.startswith("ed"):
+    fixes.append("raise eval.horizon" if icfg.horizon else "raise teacher.total_env_steps")
+    if icfg.variant == "ed":
         fixes.append("raise imitator.ed_fraction")
     if role in ("ed_h", "ablated_h"):
         fixes.append("set eval.horizon_controls=false")

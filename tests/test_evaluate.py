@@ -1031,10 +1031,13 @@ def test_each_role_too_short_for_a_sequence_gets_the_advice_that_fits_it():
     cfg = config.load(None, ["teacher.total_env_steps=2000", "teacher.learning_starts=100",
                              "imitator.subsample=2"])
     shorter = "lower imitator.context_len or imitator.train_windows"
-    advice = {role: evaluate._longer_data(cfg, role)
-              for role in ("imitator", "ed", "imitator_h", "ed_h", "ablated_h")}
+    roles = {"imitator": ("ad", 0), "ed": ("ed", 0), "ablated": ("single_episode", 0),
+             "imitator_h": ("ad", 200), "ed_h": ("ed", 200), "ablated_h": ("single_episode", 200)}
+    advice = {role: evaluate._longer_data(role, evaluate.imitator_config(cfg, *how))
+              for role, how in roles.items()}  # each role's config, as evaluate.plan makes it
     assert advice == {
         "imitator": f"{shorter}, lower imitator.subsample or raise teacher.total_env_steps",
+        "ablated": f"{shorter}, lower imitator.subsample or raise teacher.total_env_steps",
         "ed": f"{shorter}, raise teacher.total_env_steps or raise imitator.ed_fraction",
         "imitator_h": f"{shorter}, lower imitator.subsample or raise eval.horizon",
         "ed_h": f"{shorter}, raise eval.horizon, raise imitator.ed_fraction or set "
