@@ -490,16 +490,23 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=False)
 
 
-def _unknown_key_hint(name: str, names: typing.Iterable[str], prefix: str) -> str:
+# What other RL code calls a few keys, where the closest spelling here is another key
+# (learning_rate would find learning_starts): named outright.
+_ALIASES = {"learning_rate": "lr", "discount": "gamma"}
+
+
+def _unknown_key_hint(name: str, names: typing.Collection[str], prefix: str) -> str:
     """The guess an unknown key's error offers: the same key in another section first, then
-    the closest key of its own. Closest alone misleads where a key sits in the wrong section:
-    ``teacher.seed`` would find ``teacher.seeds`` (how many DQNs learn) for ``run.seed``, and
-    ``imitator.total_env_steps`` would find ``imitator.train_steps``."""
+    a common alias, then the closest key of its own. Closest alone misleads where a key sits
+    in the wrong section: ``teacher.seed`` would find ``teacher.seeds`` (how many DQNs learn)
+    for ``run.seed``, and ``imitator.total_env_steps`` would find ``imitator.train_steps``."""
     sections = _hints(ExperimentConfig)
     elsewhere = [f"{s}.{name}" for s in SECTIONS if s != prefix
                  and name in {f.name for f in dataclasses.fields(sections[s])}]
     if elsewhere:
         return f" (did you mean {' or '.join(map(repr, elsewhere))}?)"
+    if _ALIASES.get(name) in names:
+        return f" (did you mean {_ALIASES[name]!r}?)"
     return did_you_mean(name, names)
 
 

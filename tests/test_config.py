@@ -109,6 +109,10 @@ def test_sweep_mapping():
 @pytest.mark.parametrize("override, message", [
     ("teacher.lrr=1", "teacher.lrr: unknown key (did you mean 'lr'?); allowed: "),
     ("teacher.zzz=1", "teacher.zzz: unknown key; allowed: "),  # nothing close: no guess
+    # other codebases' names, whose closest spelling here is another key (learning_starts)
+    ("teacher.learning_rate=1", "teacher.learning_rate: unknown key (did you mean 'lr'?)"),
+    ("imitator.learning_rate=1", "imitator.learning_rate: unknown key (did you mean 'lr'?)"),
+    ("teacher.discount=0.9", "teacher.discount: unknown key (did you mean 'gamma'?)"),
     # a key of another section is named there, not as its nearest neighbour here
     ("teacher.seed=1", "teacher.seed: unknown key (did you mean 'run.seed'?); allowed: "),
     ("eval.seeds=2", "eval.seeds: unknown key (did you mean 'teacher.seeds' or "
