@@ -798,6 +798,105 @@ def test_bench_steps_below_the_peer_learning_starts_say_what_to_pass(monkeypatch
             == 1000)
 
 
+def test_bench_measure_rates_from_the_loops_counts_and_time_plus_the_last_write(monkeypatch):
+    # The loop faked: it reports 2 learners x 200 env steps (400) and 110 TD updates in 2 s of
+    # run time after 3 s of compiling, and the histories' last write is waited for 1 s. The
+    # record: per-learner counts as set, rates over the 3 s of run + wait (compile apart), and
+    # the loop asked for full records with Q-values (histories on) or summaries only (off).
+    from climit.teacher import bench
+
+    calls = []
+
+    def run_chunks(tcfg, env, state, hp, tasks, *, record, q_period, hooks):
+        calls.append((record, q_period))
+        timing = train.Timing(compile_s=3.0, run_s=2.0, env_steps=400, td_updates=110)
+        return state.replace(updates=jnp.int32(55)), timing
+
+    monkeypatch.setattr(train, "_run_chunks", run_chunks)
+    monkeypatch.setattr(bench, "_timed_wait", lambda appender: 0.0 if appender is None else 1.0)
+    monkeypatch.setattr(train, "evaluate_greedy", lambda *a, **k: np.zeros(1))  # not under test
+    cfg = bench.bench_config(200, ["teacher.learning_starts=100", "teacher.buffer_size=200",
+                                   "teacher.chunk_steps=10", "teacher.q_log_period=10"])
+    on = bench.measure(cfg, learners=2, write_histories=True)
+    off = bench.measure(cfg, learners=2, write_histories=False)
+    assert calls == [("full", 10), ("stats", 0)]
+    assert (on["histories"], off["histories"]) == (True, False)
+    for rec in (on, off):
+        assert (rec["num_learners"], rec["env_steps_per_learner"]) == (2, 200)
+        assert (rec["td_updates_per_learner"], rec["compile_s"]) == (55, 3.0)
+    assert (on["train_s"], on["env_steps_per_s"], on["td_updates_per_s"]) == (3.0, 133.3, 36.7)
+    assert (off["train_s"], off["env_steps_per_s"], off["td_updates_per_s"]) == (2.0, 200.0, 55.0)
+
+
+def test_bench_run_matches_each_peer_record_to_climit_by_learner_count(monkeypatch):
+    # Two learner counts, climit at 60 env steps/s per learner (x S), the peer at 20 (x S): each
+    # ratio line divides climit's run of the peer record's own count (3.0 for both), never
+    # another count's. histories="on" measures only the run that writes them.
+    from climit.teacher import bench
+
+    measured = []
+
+    def measure(cfg, learners, write):
+        measured.append((learners, write))
+        return {"bench": "climit_teacher", "histories": write, "n_devices": 1,
+                "env_steps_per_learner": 6000, "env_steps_per_s": 60.0 * learners,
+                "td_updates_per_s": 6.0 * learners}
+
+    def run_peer(script, learners, steps, sampler):
+        return [{"bench": "rejax_dqn", "num_seeds": s, "env_steps_total": 6000 * s,
+                 "env_steps_per_s": 20.0 * s, "grad_updates_per_s": 2.0 * s} for s in learners]
+
+    monkeypatch.setattr(bench, "measure", measure)
+    monkeypatch.setattr(bench, "run_peer", run_peer)
+    recs = list(bench.run([1, 4], 6000, histories="off", peer="uniform"))
+    ratios = [r for r in recs if r["bench"] == "ratio_climit_over_peer"]
+    assert [(r["num_learners"], r["env_steps_per_s"], r["td_updates_per_s"]) for r in ratios] == [
+        (1, 3.0, 3.0), (4, 3.0, 3.0)]
+    measured.clear()
+    list(bench.run([1], 6000, histories="on", peer="none"))
+    assert measured == [(1, True)]
+
+
+def test_bench_config_is_the_rejax_peers_cartpole_dqn():
+    # rejax configs/gymnax/cartpole.yaml, dqn (CARTPOLE_CONFIGS in ../shared/anchors/
+    # rejax_dqn_bench.py): num_envs 10, num_epochs 5 (TD updates per vector step), batch 100,
+    # DuelingQNetwork 64-64 swish, ddqn, buffer 50k, fill_buffer 5k, polyak 0.98 (tau 0.02),
+    # lr 1e-3, gamma 0.99, eps_end 0.05 over exploration_fraction 0.5 of 100k steps, clip 10.
+    from climit.teacher import bench
+
+    t = bench.bench_config(100_000).teacher
+    assert (t.num_envs, t.updates_per_train, t.train_every, t.batch_size) == (10, 5, 1, 100)
+    assert (tuple(t.hidden), t.dueling, t.double, t.activation) == ((64, 64), True, True, "swish")
+    assert (t.buffer_size, t.learning_starts, t.target, t.tau) == (50_000, 5_000, "polyak", 0.02)
+    assert (t.lr, t.gamma, t.eps_end, t.eps_decay_steps) == (1e-3, 0.99, 0.05, 50_000)
+    assert (t.max_grad_norm, t.loss, t.total_env_steps) == (10, "mse", 100_000)
+    # The overrides come last: one the user gives wins over the peer's value and over --steps.
+    t = bench.bench_config(6000, ["teacher.tau=0.05", "teacher.total_env_steps=7000"]).teacher
+    assert (t.tau, t.total_env_steps) == (0.05, 7000)
+
+
+def test_bench_run_peer_runs_as_many_steps_as_climit_and_keeps_its_rates(tmp_path):
+    # A stand-in peer script echoes its argv: one eval block of --steps env steps (rejax runs
+    # whole eval_freq blocks), no evaluation inside the timed run, the sampler asked for, and
+    # every learner count; its gradient-update rate is kept for the ratio.
+    from climit.teacher import bench
+
+    script = tmp_path / "rejax_dqn_bench.py"
+    script.write_text("import json, pathlib, sys\n"
+                      "pathlib.Path('argv.json').write_text(json.dumps(sys.argv[1:]))\n"
+                      "print('not json')\n"
+                      "print(json.dumps({'num_seeds': 8, 'grad_updates_per_s': 5.0, "
+                      "'env_steps_per_s': 9.0, 'extra': 1}))\n")
+    (rec,) = bench.run_peer(script, [1, 8], 6000, "rejax")
+    assert rec == {"bench": "rejax_dqn", "num_seeds": 8, "sampler": None, "compile_s": None,
+                   "train_s": None, "env_steps_total": None, "grad_updates_total": None,
+                   "env_steps_per_s": 9.0, "grad_updates_per_s": 5.0, "final_return_mean": None}
+    argv = json.loads((tmp_path / "argv.json").read_text())  # the peer runs in its own folder
+    assert argv == ["--eval-mode", "none", "--sampler", "rejax", "--total-timesteps", "6000",
+                    "--eval-freq", "6000", "--final-eval-episodes", "10", "--force-vmap",
+                    "--num-seeds", "1", "8"]
+
+
 SHARDED = ["teach", "--no-progress", *TINY, "env.train_tasks=4", "teacher.snapshot_steps=[5000]",
            "teacher.total_env_steps=400"]  # G = 8 learners
 RUN_CLI = "import sys; from climit import cli; sys.exit(cli.main(sys.argv[1:]))"
