@@ -1,6 +1,7 @@
 """Imitator training: learns a reward-dependent policy, resumes exactly, stops on NaN,
 checkpoints round-trip, 1 and 8 devices agree, and `climit imitate` end to end."""
 
+import collections
 import errno
 import gc
 import json
@@ -973,6 +974,55 @@ def test_bench_on_gpu_prints_cudnn_first_and_the_ratio_on_the_xla_record(monkeyp
     assert first["attention"] == "cudnn" and first["cudnn_xla_ratio"] is None
     (second,) = list(records)
     assert second["attention"] == "xla" and second["cudnn_xla_ratio"] == 3.0
+
+
+def test_bench_run_keeps_the_batch_asked_for_and_the_documented_size(monkeypatch):
+    """--reduced lowers only the default batch (to 8): a --batch given is measured as given.
+    The documented size is d_model 512, 8 layers, 8 heads, 2048 tokens in one window."""
+    from types import SimpleNamespace
+
+    from climit.imitator import bench
+
+    def fake_measure(icfg, batch, steps, repeats):
+        return {"tokens_per_s": 1.0, "batch": batch, "steps": steps, "repeats": repeats,
+                "size": (icfg.d_model, icfg.n_layers, icfg.n_heads, icfg.context_len,
+                         icfg.train_windows, icfg.seeds)}
+
+    monkeypatch.setattr(bench, "measure", fake_measure)
+    monkeypatch.setattr(bench.jax, "devices", lambda: [SimpleNamespace(platform="cpu")])
+    (rec,) = bench.run(["default"], batch=4, steps=2, repeats=5, reduced=True)
+    assert (rec["batch"], rec["steps"], rec["repeats"]) == (4, 2, 5)
+    (rec,) = bench.run(["documented"], seeds=3)
+    assert rec["size"] == (512, 8, 8, 2048, 1, 3)
+
+
+def test_bench_mfu_is_null_when_the_step_does_not_run_in_bf16(monkeypatch):
+    """The peak is a bf16 one: a float32 step has no MFU even on a chip with a known peak. The
+    record says how many imitators the step trained (``seeds``)."""
+    from climit.imitator import bench
+
+    metrics = collections.namedtuple("metrics", "loss")  # a pytree with the step's .loss
+    monkeypatch.setattr(bench.train_lib, "init_state", lambda mcfg, icfg, key: jnp.zeros(()))
+    monkeypatch.setattr(bench.train_lib, "train_step",  # the step itself is not under test
+                        lambda mcfg, icfg, key, state, data: (state + 1, metrics(state)))
+    monkeypatch.setattr(bench, "peak_flops", lambda device: 1e12)
+    icfg = config_lib.ImitatorConfig(d_model=16, n_layers=1, n_heads=2, context_len=8,
+                                     train_windows=1, seeds=2, compute_dtype="float32")
+    rec = bench.measure(icfg, batch=1, steps=1, repeats=1)
+    assert rec["compute_dtype"] == "float32" and rec["seeds"] == 2
+    assert rec["mfu"] is None and rec["mfu_full_attention"] is None
+
+
+def test_peak_flops_takes_the_longest_matching_name_whatever_the_tables_order(monkeypatch):
+    # The table lists "H100 PCIe" before "H100" today, so a first match would pass the card
+    # test above too; a table with the short name first must still give the PCIe card its own.
+    from types import SimpleNamespace
+
+    from climit.imitator import bench
+
+    monkeypatch.setattr(bench, "BF16_PEAK", {"H100": 989e12, "H100 PCIe": 756e12})
+    assert bench.peak_flops(SimpleNamespace(platform="gpu", device_kind="NVIDIA H100 PCIe")) \
+        == 756e12
 
 
 def test_timing_counts_the_first_step_as_compilation_and_the_rest_as_run_time(monkeypatch):
