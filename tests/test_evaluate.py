@@ -686,6 +686,95 @@ def test_bench_rollout_runs_the_peer_with_its_repeats_and_prints_the_ratio(tmp_p
                      "env_steps_per_s": round(mine["env_steps_per_s"] / 10.0, 3)}
 
 
+def test_bench_batch_rates_are_every_envs_steps_over_the_median_repeat(monkeypatch):
+    # Timings faked: B = 4 envs, the KV cache 10 steps per env in repeats of 2, 1 and 4 s
+    # (median 2: 4 x 10 / 2 = 20 env steps/s), recomputing 5 steps in 1, 5 and 2 s (median 2:
+    # 4 x 5 / 2 = 10); the ratio line is KV cache over recompute, 2.0.
+    times = {"kv_cache": (7.0, [2.0, 1.0, 4.0]), "recompute": (8.0, [1.0, 5.0, 2.0])}
+    asked = []
+
+    def time_rollout(env, task, mcfg, params, mode, b, n, repeats):
+        asked.append((mode, b, n, repeats))
+        return times[mode]
+
+    monkeypatch.setattr(evaluate, "_time_rollout", time_rollout)
+    mcfg = types.SimpleNamespace(d_model=8, n_layers=1, n_heads=1, compute_dtype="float32")
+    kv, rc, ratio = evaluate._bench_batch(None, None, mcfg, None, 4, ("kv_cache", "recompute"),
+                                          10, 5, 3, {"batch_envs": 4})
+    assert asked == [("kv_cache", 4, 10, 3), ("recompute", 4, 5, 3)]
+    assert (kv["steps"], kv["median_s"], kv["env_steps_per_s"], kv["compile_s"]) == (
+        10, 2.0, 20.0, 7.0)
+    assert (rc["steps"], rc["median_s"], rc["env_steps_per_s"], rc["compile_s"]) == (
+        5, 2.0, 10.0, 8.0)
+    assert kv["times_s"] == [2.0, 1.0, 4.0]
+    assert ratio == {"bench": "rollout_ratio", "batch_envs": 4, "kv_cache_over_recompute": 2.0}
+
+
+def test_time_rollout_compiles_before_the_clock_and_waits_inside_it(monkeypatch):
+    # Each repeat's clock is read before the call and after waiting for its result, and no
+    # compilation (a trace) happens between those two reads: compile time is reported apart.
+    # The KV-cache mode acts by the cached policy, not by recomputing the window.
+    env = envs.make("CartPole-v1")
+    mcfg = model.ModelConfig(obs_shape=env.spec.obs_shape, obs_dtype=env.spec.obs_dtype,
+                             num_actions=env.spec.num_actions,
+                             action_mask=tuple(bool(m) for m in env.spec.action_mask),
+                             d_model=8, n_layers=1, n_heads=1, context_len=4)
+    params = model.init(mcfg, jax.random.key(0))
+    task = jnp.asarray(envs.all_tasks("CartPole-v1", "heldout")[0])
+    events, wait = [], jax.block_until_ready
+
+    def traced(name, *args, **kwargs):
+        if name == "/jax/core/compile/jaxpr_trace_duration":
+            events.append("trace")
+
+    monkeypatch.setattr(evaluate, "time", types.SimpleNamespace(
+        perf_counter=lambda: events.append("clock") or 0.0))
+    monkeypatch.setattr(jax, "block_until_ready", lambda x: events.append("wait") or wait(x))
+    monkeypatch.setattr(evaluate, "window_policy", lambda *a: pytest.fail("recomputed"))
+    jax.monitoring.register_event_duration_secs_listener(traced)
+    try:
+        compile_s, times = evaluate._time_rollout(env, task, mcfg, params, "kv_cache", 2, 3, 2)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(traced)
+    first = events.index("clock")  # (the envs' keys are drawn, and traced, before it)
+    compiled = events.index("clock", first + 1)
+    assert "trace" in events[first:compiled]
+    assert events[compiled + 1:] == ["clock", "wait", "clock"] * 2
+    assert (compile_s, times) == (0.0, [0.0, 0.0])
+
+
+def test_bench_rollout_gives_the_peer_the_same_case(tmp_path, monkeypatch, capsys):
+    # The peer gets the sizes, KV-cache steps, model and repeats climit ran, with the dtype
+    # resolved as climit resolved it (auto: float32 on CPU), never the recompute steps.
+    peer = tmp_path / "icrl_rollout_bench.py"
+    peer.write_text("import json, sys\nprint(json.dumps({'argv': sys.argv[1:]}))\n")
+    asked = {}
+
+    def bench_rollout(env_name, batches, contexts, **kwargs):
+        asked.update(kwargs, env=env_name, batches=batches, contexts=contexts)
+        return iter(())
+
+    monkeypatch.setattr(evaluate, "bench_rollout", bench_rollout)
+    from climit import cli
+
+    assert cli.main(["bench", "rollout", "--batch", "2", "3", "--context", "8", "--steps", "40",
+                     "--recompute-steps", "7", "--d-model", "16", "--layers", "3", "--heads",
+                     "2", "--repeats", "5", "--peer", "--peer-script", str(peer)]) == 0
+    assert asked == {"env": "CartPole-v1", "batches": [2, 3], "contexts": [8], "steps": 40,
+                     "recompute_steps": 7, "d_model": 16, "n_layers": 3, "n_heads": 2,
+                     "compute_dtype": "auto", "repeats": 5, "modes": ("kv_cache", "recompute")}
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["argv"] == [
+        "--env", "CartPole-v1", "--batch", "2", "3", "--context", "8", "--steps", "40",
+        "--d-model", "16", "--layers", "3", "--heads", "2", "--dtype", "float32",
+        "--repeats", "5"]
+    # A dtype asked for reaches the peer as it is (the same run in bf16 on both sides).
+    assert cli.main(["bench", "rollout", "--dtype", "bfloat16", "--peer", "--peer-script",
+                     str(peer)]) == 0
+    argv = json.loads(capsys.readouterr().out)["argv"]
+    assert (asked["compute_dtype"], argv[argv.index("--dtype") + 1]) == ("bfloat16", "bfloat16")
+
+
 def _evaluate_recording_envs(tmp_path, monkeypatch, *extra, keys=None):
     """evaluate.evaluate with every agent faked: (results, [(agent, env name, tasks shape)]);
     ``keys``: see _fake_agents."""
