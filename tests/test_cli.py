@@ -138,6 +138,34 @@ def test_sizes_and_counts_are_whole_numbers_from_1(text, why, capsys):
     assert e.value.code == 2 and why in capsys.readouterr().err
 
 
+def test_bench_teacher_and_imitator_pass_their_flags_and_print_each_record(monkeypatch, capsys):
+    # The teacher's defaults are the peer's CartPole run (100k env steps per learner) at 1, 8
+    # and 64 learners; every flag and override reaches the benchmark as given.
+    from climit.imitator import bench as imitator_bench
+    from climit.teacher import bench as teacher_bench
+
+    calls = []
+
+    def fake_run(*args, **kwargs):
+        calls.append((args, kwargs))
+        return iter([{"n": 1}, {"n": 2}])
+
+    monkeypatch.setattr(teacher_bench, "run", fake_run)
+    monkeypatch.setattr(imitator_bench, "run", fake_run)
+    assert cli.main(["bench", "teacher"]) == 0
+    assert cli.main(["bench", "teacher", "--learners", "2", "--steps", "7000", "--histories",
+                     "on", "--peer", "both", "--peer-script", "p.py", "teacher.lr=0.01"]) == 0
+    assert cli.main(["bench", "imitator", "--sizes", "default", "--batch", "4", "--steps", "3",
+                     "--repeats", "2", "--reduced", "--seeds", "5"]) == 0
+    assert calls == [
+        (([1, 8, 64], 100_000), {"histories": "both", "peer": "uniform", "peer_script": None,
+                                 "overrides": []}),
+        (([2], 7000), {"histories": "on", "peer": "both", "peer_script": "p.py",
+                       "overrides": ["teacher.lr=0.01"]}),
+        ((["default"],), {"batch": 4, "steps": 3, "reduced": True, "repeats": 2, "seeds": 5})]
+    assert capsys.readouterr().out == '{"n": 1}\n{"n": 2}\n' * 3
+
+
 def test_report_compare_writes_to_compare_unless_told_otherwise(tmp_path, monkeypatch, capsys):
     from climit import compare
 
