@@ -2,6 +2,7 @@
 checkpoints round-trip, 1 and 8 devices agree, and `climit imitate` end to end."""
 
 import collections
+import dataclasses
 import errno
 import gc
 import json
@@ -330,6 +331,10 @@ def test_imitator_seeds_start_apart_and_run_seed_changes_the_run(runs, baseline)
     assert all(not np.array_equal(a, b)
                for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(base))
                if np.ndim(a) >= 3)
+    # The held-out tasks are drawn from run.seed too (keys.py: [seed, HELDOUT_STREAMS]).
+    held = [json.loads((T.output_dir(c) / "summary.json").read_text())["heldout_tasks"]
+            for c in (cfg, baseline)]
+    assert held[0] != held[1]
 
 
 def test_checkpoint_round_trip_is_identical(runs, baseline, tmp_path):
@@ -470,6 +475,11 @@ def test_run_killed_after_its_last_checkpoint_summarises_like_an_uninterrupted_o
     assert len(got["heldout_loss_per_seed"]) == len(got["heldout_accuracy_per_seed"]) == 2
     for key in TIMINGS:
         assert isinstance(got[key], float) and got[key] > 0, key
+    # Its throughput is that of the totals saved at step 10: steps 2..10 (step 1 compiled) of
+    # 2 seeds x 8 sequences x 16 tokens each.
+    saved = T.load(T.output_dir(cfg), "latest").metrics
+    assert saved["timing_steps"] == 9
+    assert got["tokens_per_s"] == pytest.approx(9 * 2 * 8 * 16 / saved["timing_run_s"], rel=1e-9)
     # A checkpoint from before evaluations were saved with it: the final weights are evaluated
     # again, to the same numbers.
     summary_file.unlink()
@@ -760,10 +770,11 @@ class _SavedCheckpoint:
 
 
 def test_refusing_another_imitator_names_the_keys_that_differ(tmp_path):
-    """Only what the imitator's fingerprint covers: not logging knobs, eval or run.name."""
+    """Only what the imitator's fingerprint covers: not logging knobs, eval, run.name or the
+    transfer family."""
     ckpt = _SavedCheckpoint(config_lib.load(None, ["imitator.lr=1e-3"]), tmp_path / "checkpoints")
     now = config_lib.load(None, ["imitator.lr=5e-4", "imitator.log_every=7", "eval.tasks=3",
-                                 "run.name=other", "teacher.scan_unroll=2"])
+                                 "run.name=other", "teacher.scan_unroll=2", "env.transfer="])
     with pytest.raises(ClimitError) as e:
         T._restore_step(now, ckpt, 10, target=None)
     assert str(e.value) == (f"{tmp_path} holds an imitator trained with a different config "
@@ -1098,3 +1109,90 @@ def test_dropout_masks_differ_between_steps_and_between_seeds(runs, baseline):
     assert evaluated[0] == evaluated[1]
     at0, at1 = loss_at(0), loss_at(1)
     assert at0[0] != at0[1] and at1[0] != at0[0] and at1[1] != at0[1]
+
+
+def test_clipping_scales_the_global_norm_before_adam_sees_it():
+    """Two updates of max_grad_norm 1: g1 = (6, 8) (norm 10) is clipped to (0.6, 0.8), g2 =
+    (-0.3, 0.4) (norm 0.5) passes. Adam's first update is the gradient's sign whatever its
+    scale; the second, -lr * m_hat / sqrt(v_hat) with m = 0.09 c1 + 0.1 c2 over 1 - 0.9^2 and
+    v = 0.0475 c1^2 + 0.05 c2^2 over 1 - 0.95^2, sees the ratio of the two norms: unclipped, or
+    clipped at another norm, or per leaf, the updates differ. 1-D leaves: no weight decay."""
+    icfg = config_lib.ImitatorConfig(lr=1e-3, warmup_steps=0, train_steps=1000, weight_decay=0.5,
+                                     max_grad_norm=1.0)
+    params = {"a": jnp.zeros(1), "b": jnp.zeros(1)}
+    opt = T.optimizer(icfg)
+    state = opt.init(params)
+    _, state = opt.update({"a": jnp.array([6.0]), "b": jnp.array([8.0])}, state, params)
+    updates, _ = opt.update({"a": jnp.array([-0.3]), "b": jnp.array([0.4])}, state, params)
+    m_hat = {"a": (0.09 * 0.6 - 0.1 * 0.3) / 0.19, "b": (0.09 * 0.8 + 0.1 * 0.4) / 0.19}
+    v_hat = {"a": (0.0475 * 0.36 + 0.05 * 0.09) / 0.0975,
+             "b": (0.0475 * 0.64 + 0.05 * 0.16) / 0.0975}
+    lr1 = float(T.schedule(icfg)(1))
+    for name in params:
+        np.testing.assert_allclose(updates[name], [-lr1 * m_hat[name] / np.sqrt(v_hat[name])],
+                                   rtol=1e-5, err_msg=name)
+    assert float(updates["a"][0]) == pytest.approx(-lr1 * 0.268371, rel=1e-5)  # the numbers
+
+
+def test_accuracy_by_position_averages_the_seeds_in_at_most_eight_bins():
+    # Two seeds' accuracies at 3 positions: fewer positions than bins, one bin per position,
+    # the mean over the seeds (not the first seed's).
+    got = T.accuracy_by_position(np.array([[1.0, 0.0, 0.5], [0.0, 0.0, 1.0]]))
+    assert got == {"heldout_accuracy_by_position": [0.5, 0.0, 0.75], "position_bins": [0, 1, 2, 3]}
+    # 10 positions in 8 near-equal bins: the first two bins hold two positions each.
+    got = T.accuracy_by_position(np.arange(10.0)[None])
+    assert got["position_bins"] == [0, 2, 4, 5, 6, 7, 8, 9, 10]
+    assert got["heldout_accuracy_by_position"] == [0.5, 2.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+
+
+def test_the_train_step_reports_the_smoothed_loss_and_shares_programs_over_data_fields(baseline):
+    """Without dropout, a step's metrics per seed are known: the loss is the mean over the
+    batch's tokens of the cross-entropy against 0.9 one-hot + 0.1 / 4 (label smoothing 0.1 over
+    the 4 valid actions of 5), the accuracy the share of argmax == target, grad_norm the global norm
+    of that loss's gradient. The programs shared between configs (:func:`T._programs`) step as
+    those built for this very config do: only fields that do not reach them are set aside
+    (label_smoothing 0.1, max_grad_norm 0 here, neither at its default)."""
+    from climit import parallel
+
+    icfg = dataclasses.replace(baseline.imitator, dropout=0.0, max_grad_norm=0.0)
+    history = T.open_histories(T.histories_dir(baseline))
+    mcfg = M.model_config(icfg, T.history_spec(history))
+    assert mcfg.action_mask == (True, True, True, True, False)
+    batch = T._prepare(baseline, history).train_set.windows(np.arange(icfg.batch_size))
+    both = jax.tree.map(lambda x: np.stack([x, x]), batch)
+    shared = T._programs(mcfg, icfg, parallel.mesh())
+    own = T._build_programs.__wrapped__(mcfg, icfg, parallel.mesh())
+    runs_of = []
+    for programs in (shared, own):
+        state = programs.init(jax.random.key(0))
+        first = jax.tree.map(np.asarray, state.tree)  # the step donates (deletes) its input
+        trace = []
+        for _ in range(2):
+            state, metrics = programs.step(jax.random.key(1), state, both)
+            trace.append(metrics)
+        runs_of.append((state, trace))
+    jax.tree.map(np.testing.assert_array_equal, runs_of[0], runs_of[1])
+
+    def objective(tree):
+        logp = jax.nn.log_softmax(M.forward(M.Params(mcfg, tree), batch.tokens), -1)
+        smooth = 0.9 * jax.nn.one_hot(batch.target, 5) + 0.025  # padded action 4: no weight
+        return -jnp.sum(smooth[..., :4] * logp[..., :4], -1).mean(), logp
+
+    step1 = runs_of[0][1][0]
+    for seed in range(2):
+        tree = jax.tree.map(lambda x: x[seed], first)
+        (loss, logp), grads = jax.value_and_grad(objective, has_aux=True)(tree)
+        np.testing.assert_allclose(step1.loss[seed], loss, rtol=1e-5)
+        assert step1.accuracy[seed] == pytest.approx(
+            float((np.argmax(logp, -1) == batch.target).mean()), abs=1e-6)
+        norm = np.sqrt(sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads)))
+        assert step1.grad_norm[seed] == pytest.approx(norm, rel=1e-4)
+
+
+def test_logging_and_storage_knobs_do_not_change_an_imitators_identity():
+    # A resumed run may change how often it logs, how far it prefetches, its data memory and
+    # how many checkpoints it keeps: the same imitator. eval_every chooses the best: another.
+    base = T.fingerprint(config_lib.load(None, []))
+    for knob in ("log_every=7", "prefetch=0", "data_memory_mb=1", "keep_checkpoints=5"):
+        assert T.fingerprint(config_lib.load(None, [f"imitator.{knob}"])) == base, knob
+    assert T.fingerprint(config_lib.load(None, ["imitator.eval_every=7"])) != base
