@@ -413,10 +413,13 @@ def test_policy_never_takes_an_action_the_acting_env_lacks():
         assert mode == "greedy" or len(set(np.asarray(actions).tolist())) == 2  # both remain
 
 
-def test_policy_keeps_to_the_imitators_own_actions_even_below_the_masked_logit():
+@pytest.mark.parametrize("env_mask", [None, (True, True, True)], ids=["own_env", "env_of_more"])
+def test_policy_keeps_to_the_imitators_own_actions_even_below_the_masked_logit(env_mask):
     """The policy masks with ``cfg.action_mask`` itself, not only through the model's
     MASKED_LOGIT: real logits of -1e10 (below the -1e9 a padded action gets) still never let
-    the padded action 2 be taken, greedy or sampled."""
+    the padded action 2 be taken, greedy or sampled. ``env_of_more``: the other direction of
+    the new-family test, an imitator of 2 real actions (CartPole) acting in an env of 3
+    (Acrobot); the env allows action 2, the imitator never learnt it."""
     from climit import rollout
     from climit.imitator import policy
 
@@ -427,29 +430,9 @@ def test_policy_keeps_to_the_imitators_own_actions_even_below_the_masked_logit()
     params = M.Params(params.cfg, tree)
     inp = rollout.PolicyInput(obs=jnp.zeros(3), prev_action=jnp.int32(-1),
                               prev_reward=jnp.float32(0.0), episode_start=jnp.array(True))
+    mask = None if env_mask is None else np.array(env_mask)
     for mode in ("greedy", "sample"):
-        act, cache = policy.policy(params, mode)
-        actions = jax.vmap(lambda k: act(params, cache, inp, k)[0])(
-            jax.random.split(jax.random.key(2), 16))
-        assert set(np.asarray(actions).tolist()) <= {0, 1}, mode
-
-
-def test_policy_keeps_to_the_imitators_own_actions_in_an_env_with_more():
-    """The other direction of the new-family test: an imitator of 2 real actions (CartPole)
-    acting in an env of 3 (Acrobot). The env allows action 2, the imitator never learnt it:
-    its own mask still rules it out, even with logits below the masked logit (as above)."""
-    from climit import rollout
-    from climit.imitator import policy
-
-    cfg = cfg_(**dict(FLOAT, action_mask=(True, True, False)), context_len=4)
-    params = _init(cfg, jax.random.key(0))
-    tree = jax.tree.map(lambda x: x, params.tree)
-    tree["head"]["bias"] = jnp.array([-1e10, -1e10, 0.0])
-    params = M.Params(params.cfg, tree)
-    inp = rollout.PolicyInput(obs=jnp.zeros(3), prev_action=jnp.int32(-1),
-                              prev_reward=jnp.float32(0.0), episode_start=jnp.array(True))
-    for mode in ("greedy", "sample"):
-        act, cache = policy.policy(params, mode, env_mask=np.array([True, True, True]))
+        act, cache = policy.policy(params, mode, env_mask=mask)
         actions = jax.vmap(lambda k: act(params, cache, inp, k)[0])(
             jax.random.split(jax.random.key(2), 16))
         assert set(np.asarray(actions).tolist()) <= {0, 1}, mode
