@@ -70,11 +70,14 @@ def _remove_dead_temporaries(directory: Path) -> None:
     process's temporary is left alone. One under this process's own pid goes too: none of its
     writes has started there yet (the lock holds them back), so a process before it that had
     the same pid left it, as a restarted container's entrypoint does."""
+    name = os.path.abspath(directory)
+    if name in _swept:  # every later write there (a history's every chunk file): no lock, no
+        return          # realpath's stat of every path component
     key = os.path.realpath(directory)  # one directory by two names is still swept once
     with _sweep_lock:
         if key not in _swept:
             _sweep(directory)
-            _swept.add(key)
+        _swept.update((key, name))
 
 
 def _sweep(directory: Path) -> None:
